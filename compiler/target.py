@@ -1,0 +1,454 @@
+"""Target descriptions: the parameterised machine nncc compiles for.
+
+A target is a TOML file. Presets live in ``compiler/targets/NAME.toml``; a user passes their own
+file by path. Any field can be overridden with ``KEY=VALUE`` strings (``--target-set``)::
+
+    load_target("vector", ["dram.bandwidth_gbps=25.6", "memory.AM.size_bytes=524288"])
+
+A TOML file looks like this (every key shown is required unless marked optional)::
+
+    name = "vector"
+    description = "..."          # optional
+    clock_ghz = 1.0
+    cores = 4
+
+    [core.main]                  # the compute unit of every core; also [core.pre], [core.post] (optional)
+    kind = "vector"              # "vector": lanes x macs_per_lane MACs/cycle; "matrix": rows x cols
+    lanes = 16                   # vector only
+    macs_per_lane = 3            # vector only
+    rows = 32                    # matrix only
+    cols = 32                    # matrix only
+    pipeline_depth = 8           # cycles added to every instruction on this unit
+    mac_energy_pj = 4.6          # one multiply-accumulate
+    op_energy_pj = 1.0           # one elementwise operation
+
+    [[memory]]                   # one table per on-chip memory
+    name = "AM"
+    size_bytes = 786432
+    word_bytes = 64              # one access reads or writes a word
+    banks = 16
+    bandwidth_bytes_per_cycle = 128
+    latency_cycles = 2
+    read_energy_pj = 20.0        # per word
+    write_energy_pj = 22.0       # per word
+    shared = false               # true: one instance for all cores; false: one per core
+
+    [dma]
+    channels = 4
+    bandwidth_bytes_per_cycle = 64
+    latency_cycles = 64
+
+    [dram]
+    size_bytes = 4294967296
+    bandwidth_gbps = 42.6
+    latency_ns = 100.0
+    energy_pj_per_byte = 160.0
+    row_buffer_bytes = 2048      # optional, with activation_energy_pj
+    activation_energy_pj = 900.0 # optional
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nncc.compiler.errors import NnccError
+
+REFERENCE_TARGET = "reference"
+"""Handled by the compiler itself (numpy execution of the nn IR); there is no TOML for it."""
+
+UNIT_KINDS = ("vector", "matrix")
+UNIT_ROLES = ("main", "pre", "post")
+
+
+@dataclass(frozen=True)
+class ComputeUnit:
+    """A compute unit of a core: the main unit, or a pre-/post-processing unit."""
+
+    role: str
+    kind: str
+    lanes: int
+    macs_per_lane: int
+    rows: int
+    cols: int
+    pipeline_depth: int
+    mac_energy_pj: float
+    op_energy_pj: float
+
+    @property
+    def macs_per_cycle(self) -> int:
+        if self.kind == "matrix":
+            return self.rows * self.cols
+        return self.lanes * self.macs_per_lane
+
+    @property
+    def vector_lanes(self) -> int:
+        """Lanes an elementwise instruction is spread over (a matrix unit uses its columns)."""
+        return self.lanes if self.kind == "vector" else self.cols
+
+
+@dataclass(frozen=True)
+class Memory:
+    """An on-chip memory; `shared` memories have one instance, the others one per core."""
+
+    name: str
+    size_bytes: int
+    word_bytes: int
+    banks: int
+    bandwidth_bytes_per_cycle: float
+    latency_cycles: int
+    read_energy_pj: float
+    write_energy_pj: float
+    shared: bool
+
+
+@dataclass(frozen=True)
+class Dma:
+    channels: int
+    bandwidth_bytes_per_cycle: float
+    latency_cycles: int
+
+
+@dataclass(frozen=True)
+class Dram:
+    size_bytes: int
+    bandwidth_gbps: float
+    latency_ns: float
+    energy_pj_per_byte: float
+    row_buffer_bytes: int = 0
+    activation_energy_pj: float = 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target. `raw` is the TOML table after overrides (programs carry it)."""
+
+    name: str
+    description: str
+    clock_ghz: float
+    cores: int
+    units: dict[str, ComputeUnit]
+    memories: tuple[Memory, ...]
+    dma: Dma
+    dram: Dram
+    raw: dict[str, Any]
+
+    def __hash__(self) -> int:
+        return hash((self.name, repr(self.raw)))
+
+    @property
+    def main(self) -> ComputeUnit:
+        return self.units["main"]
+
+    @property
+    def mac_units(self) -> int:
+        """MAC units of the whole target (main units of every core): the utilisation denominator."""
+        return self.cores * self.main.macs_per_cycle
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram.bandwidth_gbps / self.clock_ghz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        return math.ceil(self.dram.latency_ns * self.clock_ghz)
+
+    def memory(self, name: str) -> Memory:
+        for memory in self.memories:
+            if memory.name == name:
+                return memory
+        raise NnccError(f"target {self.name}: no memory named {name!r}")
+
+    @property
+    def memory_names(self) -> tuple[str, ...]:
+        return tuple(memory.name for memory in self.memories)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def preset_names() -> list[str]:
+    """Names of the TOML presets shipped in `nncc.compiler.targets`."""
+    folder = resources.files("nncc.compiler.targets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_target(name_or_path: str, overrides: Iterable[str] = ()) -> Target:
+    """Load a preset by name or a TOML file by path, apply `KEY=VALUE` overrides and validate."""
+    source, text = _read_source(name_or_path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise NnccError(f"{source}: invalid TOML: {error}") from None
+    raw = apply_overrides(raw, overrides, source)
+    return target_from_dict(raw, source)
+
+
+def _read_source(name_or_path: str) -> tuple[str, str]:
+    if name_or_path == REFERENCE_TARGET:
+        raise NnccError(
+            "target 'reference' is numpy execution of the nn IR, handled by the compiler; "
+            "it has no machine description"
+        )
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists() or "/" in name_or_path:
+        try:
+            return str(path), path.read_text()
+        except OSError as error:
+            raise NnccError(f"{path}: cannot read target file: {error.strerror}") from None
+    if name_or_path in preset_names():
+        resource = resources.files("nncc.compiler.targets") / f"{name_or_path}.toml"
+        return f"{name_or_path}.toml", resource.read_text()
+    available = ", ".join(preset_names() + [REFERENCE_TARGET])
+    raise NnccError(f"unknown target {name_or_path!r}; available: {available}")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) -> dict[str, Any]:
+    """Return a copy of `raw` with each ``dotted.key=value`` applied.
+
+    Memories are addressed by name: ``memory.AM.size_bytes=524288``.
+    """
+    raw = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise NnccError(f"{source}: bad override {override!r}: expected KEY=VALUE")
+        _set_dotted(raw, key.strip(), _parse_value(text.strip()), source)
+    return raw
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    table: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(table, list):  # [[memory]]: pick the entry by name
+            matches = [entry for entry in table if entry.get("name") == part]
+            if not matches:
+                raise NnccError(f"{source}: override {key}: no entry named {part!r}")
+            table = matches[0]
+        elif isinstance(table, dict):
+            if part not in table:
+                if parts[0] == "core" and i == 1 and part in UNIT_ROLES:
+                    table[part] = {}
+                else:
+                    raise NnccError(f"{source}: override {key}: unknown key {'.'.join(parts[: i + 1])}")
+            table = table[part]
+        else:
+            raise NnccError(f"{source}: override {key}: {'.'.join(parts[:i])} is not a table")
+    if not isinstance(table, dict):
+        raise NnccError(f"{source}: override {key}: {'.'.join(parts[:-1])} is not a table")
+    table[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+_TOP_KEYS = {"name", "description", "clock_ghz", "cores", "core", "memory", "dma", "dram"}
+_UNIT_KEYS = {
+    "vector": {"kind", "lanes", "macs_per_lane", "pipeline_depth", "mac_energy_pj", "op_energy_pj"},
+    "matrix": {"kind", "rows", "cols", "pipeline_depth", "mac_energy_pj", "op_energy_pj"},
+}
+
+
+def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
+    """Validate a TOML-shaped dict and build the frozen `Target`."""
+    reader = _Reader(source)
+    reader.keys(raw, _TOP_KEYS, "", required=_TOP_KEYS - {"description"})
+    name = reader.string(raw, "name", "")
+    cores = reader.integer(raw, "cores", "", minimum=1)
+    clock = reader.number(raw, "clock_ghz", "", positive=True)
+    units = _read_units(reader, raw["core"])
+    memories = tuple(_read_memory(reader, entry, i) for i, entry in enumerate(_list(reader, raw["memory"], "memory")))
+    names = [m.name for m in memories]
+    for dup in {n for n in names if names.count(n) > 1}:
+        raise NnccError(f"{source}: memory.{dup}: duplicate memory name")
+    if "DRAM" in names:
+        raise NnccError(f"{source}: memory.DRAM: the name DRAM is reserved for [dram]")
+    return Target(
+        name=name,
+        description=str(raw.get("description", "")),
+        clock_ghz=clock,
+        cores=cores,
+        units=units,
+        memories=memories,
+        dma=_read_dma(reader, raw["dma"]),
+        dram=_read_dram(reader, raw["dram"]),
+        raw=copy.deepcopy(raw),
+    )
+
+
+def target_to_dict(target: Target) -> dict[str, Any]:
+    """The resolved TOML table of `target` (overrides included), for embedding in a program."""
+    return copy.deepcopy(target.raw)
+
+
+def _list(reader: _Reader, value: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise NnccError(f"{reader.source}: {key}: expected one or more [[{key}]] tables")
+    return value
+
+
+def _read_units(reader: _Reader, table: Any) -> dict[str, ComputeUnit]:
+    reader.table(table, "core")
+    reader.keys(table, set(UNIT_ROLES), "core.", required={"main"})
+    return {role: _read_unit(reader, table[role], role) for role in UNIT_ROLES if role in table}
+
+
+def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
+    where = f"core.{role}."
+    reader.table(table, where[:-1])
+    kind = reader.string(table, "kind", where)
+    if kind not in UNIT_KINDS:
+        raise NnccError(f"{reader.source}: {where}kind: {kind!r} is not one of {', '.join(UNIT_KINDS)}")
+    reader.keys(table, _UNIT_KEYS[kind], where)
+    is_vector = kind == "vector"
+    return ComputeUnit(
+        role=role,
+        kind=kind,
+        lanes=reader.integer(table, "lanes", where, minimum=1) if is_vector else 0,
+        macs_per_lane=reader.integer(table, "macs_per_lane", where, minimum=1) if is_vector else 0,
+        rows=0 if is_vector else reader.integer(table, "rows", where, minimum=1),
+        cols=0 if is_vector else reader.integer(table, "cols", where, minimum=1),
+        pipeline_depth=reader.integer(table, "pipeline_depth", where, minimum=0),
+        mac_energy_pj=reader.number(table, "mac_energy_pj", where),
+        op_energy_pj=reader.number(table, "op_energy_pj", where),
+    )
+
+
+_MEMORY_KEYS = {
+    "name", "size_bytes", "word_bytes", "banks", "bandwidth_bytes_per_cycle", "latency_cycles",
+    "read_energy_pj", "write_energy_pj", "shared",
+}  # fmt: skip
+
+
+def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
+    name = table.get("name")
+    where = f"memory.{name}." if isinstance(name, str) else f"memory[{index}]."
+    reader.keys(table, _MEMORY_KEYS, where)
+    memory = Memory(
+        name=reader.string(table, "name", where),
+        size_bytes=reader.integer(table, "size_bytes", where, minimum=4),
+        word_bytes=reader.integer(table, "word_bytes", where, minimum=4),
+        banks=reader.integer(table, "banks", where, minimum=1),
+        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", where, positive=True),
+        latency_cycles=reader.integer(table, "latency_cycles", where, minimum=0),
+        read_energy_pj=reader.number(table, "read_energy_pj", where),
+        write_energy_pj=reader.number(table, "write_energy_pj", where),
+        shared=reader.boolean(table, "shared", where),
+    )
+    if not memory.name.isidentifier():
+        raise NnccError(f"{reader.source}: {where}name: {memory.name!r} is not an identifier")
+    if memory.word_bytes % 4:
+        raise NnccError(f"{reader.source}: {where}word_bytes: {memory.word_bytes} is not a multiple of 4 (fp32)")
+    if memory.size_bytes % memory.word_bytes:
+        raise NnccError(f"{reader.source}: {where}size_bytes: {memory.size_bytes} is not a multiple of word_bytes")
+    return memory
+
+
+def _read_dma(reader: _Reader, table: Any) -> Dma:
+    reader.table(table, "dma")
+    keys = {"channels", "bandwidth_bytes_per_cycle", "latency_cycles"}
+    reader.keys(table, keys, "dma.")
+    return Dma(
+        channels=reader.integer(table, "channels", "dma.", minimum=1),
+        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True),
+        latency_cycles=reader.integer(table, "latency_cycles", "dma.", minimum=0),
+    )
+
+
+def _read_dram(reader: _Reader, table: Any) -> Dram:
+    reader.table(table, "dram")
+    required = {"size_bytes", "bandwidth_gbps", "latency_ns", "energy_pj_per_byte"}
+    reader.keys(table, required | {"row_buffer_bytes", "activation_energy_pj"}, "dram.", required=required)
+    return Dram(
+        size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4),
+        bandwidth_gbps=reader.number(table, "bandwidth_gbps", "dram.", positive=True),
+        latency_ns=reader.number(table, "latency_ns", "dram."),
+        energy_pj_per_byte=reader.number(table, "energy_pj_per_byte", "dram."),
+        row_buffer_bytes=reader.integer(table, "row_buffer_bytes", "dram.", minimum=0, default=0),
+        activation_energy_pj=reader.number(table, "activation_energy_pj", "dram.", default=0.0),
+    )
+
+
+@dataclass
+class _Reader:
+    """Typed field access whose errors name the file and the dotted key."""
+
+    source: str
+
+    def fail(self, key: str, reason: str) -> NnccError:
+        return NnccError(f"{self.source}: {key}: {reason}")
+
+    def table(self, value: Any, key: str) -> None:
+        if not isinstance(value, dict):
+            raise self.fail(key, "expected a table")
+
+    def keys(self, table: dict[str, Any], allowed: set[str], where: str, required: set[str] | None = None) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(f"{where}{key}", "unknown key")
+        for key in sorted(allowed if required is None else required):
+            if key not in table:
+                raise self.fail(f"{where}{key}", "missing")
+
+    def string(self, table: dict[str, Any], key: str, where: str) -> str:
+        value = table[key]
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{where}{key}", f"expected a non-empty string, got {value!r}")
+        return value
+
+    def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:
+        value = table[key]
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}{key}", f"expected true or false, got {value!r}")
+        return value
+
+    def integer(self, table: dict[str, Any], key: str, where: str, minimum: int, default: int | None = None) -> int:
+        if key not in table and default is not None:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{where}{key}", f"expected an integer, got {value!r}")
+        if value < minimum:
+            raise self.fail(f"{where}{key}", f"{value} is impossible (must be >= {minimum})")
+        return value
+
+    def number(
+        self, table: dict[str, Any], key: str, where: str, positive: bool = False, default: float | None = None
+    ) -> float:
+        if key not in table and default is not None:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self.fail(f"{where}{key}", f"expected a number, got {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise self.fail(f"{where}{key}", f"{value} is impossible (must be {'> 0' if positive else '>= 0'})")
+        return float(value)
+
+
+__all__ = [
+    "ComputeUnit",
+    "Dma",
+    "Dram",
+    "Memory",
+    "Target",
+    "load_target",
+    "preset_names",
+    "target_from_dict",
+    "target_to_dict",
+]
