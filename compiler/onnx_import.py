@@ -1,0 +1,621 @@
+"""ONNX -> `nn` dialect.
+
+`import_onnx(path)` loads a model (opset 7-12 upgraded to 13 with onnx's
+version converter), checks it, and builds one `func.func @main` in the `nn`
+dialect with a static shape on every value. Initializers and folded constants
+go to a `WeightStore` and are referenced by `nn.weight` ops.
+
+Constant subexpressions (everything computed only from initializers and
+`Constant` nodes, e.g. the shape arithmetic PyTorch's exporter emits) are
+evaluated at import with onnx's reference evaluator, so they never reach the IR.
+Every error is an `NnccError` naming the file and the node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.weights import WeightStore, attach, sanitize
+from nncc.dialects import nn
+
+MIN_OPSET = 13
+MAX_ELEMENTS = 2**31 - 1
+INPUT_NAMES_ATTR = "nn.input_names"
+OUTPUT_NAMES_ATTR = "nn.output_names"
+SOURCE_ATTR = "nn.source"
+
+
+class OnnxImportError(NnccError):
+    """A model nncc cannot import (bad file, unsupported op, bad shape)."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read, check and upgrade an ONNX file; every failure is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise OnnxImportError(f"{path}: no such file")
+    if path.is_dir():
+        raise OnnxImportError(f"{path}: is a directory, not an ONNX file")
+    if path.stat().st_size == 0:
+        raise OnnxImportError(f"{path}: the file is empty")
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf raises several unrelated types
+        raise OnnxImportError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
+    if not model.graph.node and not model.graph.output:
+        raise OnnxImportError(f"{path}: not an ONNX model (no graph: corrupt, truncated or another format)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as error:
+        raise OnnxImportError(f"{path}: invalid ONNX model: {error}") from None
+    return upgrade_opset(model, path)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return 1
+
+
+def upgrade_opset(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    version = default_opset(model)
+    if version >= MIN_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as error:
+        raise OnnxImportError(
+            f"{path}: cannot upgrade opset {version} to {MIN_OPSET}: {error}") from None
+
+
+def import_onnx(path: str | Path) -> tuple[ModuleOp, WeightStore]:
+    path = Path(path)
+    return import_model(load_onnx(path), path.name)
+
+
+def import_model(model: onnx.ModelProto, source: str = "model.onnx") -> tuple[ModuleOp, WeightStore]:
+    """Build the `nn` module of an in-memory ONNX model."""
+    importer = Importer(model, source)
+    module = importer.run()
+    attach(module, importer.store)
+    return module, importer.store
+
+
+# --------------------------------------------------------------------------- the importer
+
+
+@dataclass
+class Importer:
+    model: onnx.ModelProto
+    source: str
+    store: WeightStore = field(default_factory=WeightStore)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, SSAValue] = field(default_factory=dict)
+    weight_values: dict[str, SSAValue] = field(default_factory=dict)
+    block: Block = field(default_factory=Block)
+
+    @property
+    def graph(self) -> onnx.GraphProto:
+        return self.model.graph
+
+    def fail(self, message: str) -> OnnxImportError:
+        return OnnxImportError(f"{self.source}: {message}")
+
+    def run(self) -> ModuleOp:
+        for init in self.graph.initializer:
+            self.constants[init.name] = numpy_helper.to_array(init)
+        for sparse in self.graph.sparse_initializer:
+            raise self.fail(f"sparse initializer '{sparse.values.name}' is not supported")
+        inputs = [i for i in self.graph.input if i.name not in self.constants]
+        for graph_input in inputs:
+            shape = self.static_shape(graph_input, "input")
+            self.values[graph_input.name] = self.block.insert_arg(
+                nn.tensor_type(shape), len(self.block.args))
+            self.values[graph_input.name].name_hint = sanitize(graph_input.name)
+        for index, node in enumerate(self.graph.node):
+            ImportNode(self, node, index).convert()
+        results = [self.output_value(o) for o in self.graph.output]
+        return self.build_module(inputs, results)
+
+    def build_module(self, inputs, results: list[SSAValue]) -> ModuleOp:
+        self.block.add_op(func.ReturnOp(*results))
+        function = func.FuncOp(
+            "main", ([a.type for a in self.block.args], [r.type for r in results]), Region(self.block))
+        module = ModuleOp([function])
+        module.attributes[SOURCE_ATTR] = StringAttr(self.source)
+        module.attributes[INPUT_NAMES_ATTR] = ArrayAttr([StringAttr(i.name) for i in inputs])
+        module.attributes[OUTPUT_NAMES_ATTR] = ArrayAttr([StringAttr(o.name) for o in self.graph.output])
+        return module
+
+    def static_shape(self, info: onnx.ValueInfoProto, what: str) -> tuple[int, ...]:
+        type_ = info.type
+        if not type_.HasField("tensor_type"):
+            raise self.fail(f"{what} '{info.name}' is not a tensor")
+        elem = type_.tensor_type.elem_type
+        if elem != onnx.TensorProto.FLOAT:
+            raise self.fail(f"{what} '{info.name}' has element type "
+                            f"{onnx.TensorProto.DataType.Name(elem).lower()}; nncc compiles float32 tensors")
+        if not type_.tensor_type.HasField("shape"):
+            raise self.fail(f"{what} '{info.name}' has no shape; nncc needs static shapes")
+        shape = []
+        for axis, dim in enumerate(type_.tensor_type.shape.dim):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                label = f" '{dim.dim_param}'" if dim.dim_param else ""
+                raise self.fail(f"{what} '{info.name}' has a dynamic dimension{label} (axis {axis}); "
+                                "nncc needs static shapes")
+            shape.append(dim.dim_value)
+        self.check_size(shape, f"{what} '{info.name}'")
+        return tuple(shape)
+
+    def check_size(self, shape, what: str) -> None:
+        if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+            raise self.fail(f"{what} of shape {list(shape)} is too large to represent "
+                            f"(more than {MAX_ELEMENTS} elements)")
+
+    def output_value(self, output: onnx.ValueInfoProto) -> SSAValue:
+        if output.name in self.values:
+            value = self.values[output.name]
+        elif output.name in self.constants:
+            value = self.weight(output.name, f"graph output '{output.name}'")
+        else:
+            raise self.fail(f"graph output '{output.name}' is produced by no node")
+        declared = output.type.tensor_type.shape.dim if output.type.HasField("tensor_type") else []
+        actual = nn.shape_of(value)
+        if output.type.tensor_type.HasField("shape") and len(declared) == len(actual):
+            for axis, (dim, size) in enumerate(zip(declared, actual)):
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise self.fail(f"graph output '{output.name}' is declared with size {dim.dim_value} "
+                                    f"on axis {axis}, but the graph computes {list(actual)}")
+        elif output.type.tensor_type.HasField("shape") and declared:
+            raise self.fail(f"graph output '{output.name}' is declared with rank {len(declared)}, "
+                            f"but the graph computes shape {list(actual)}")
+        return value
+
+    def weight(self, name: str, what: str) -> SSAValue:
+        """The `nn.weight` value of constant `name`, created once, at the top of @main."""
+        if name not in self.weight_values:
+            array = self.constants[name]
+            if array.dtype != np.float32:
+                raise self.fail(f"{what} is a constant of type {array.dtype}; nncc computes float32 tensors")
+            op = nn.WeightOp(self.store.add(name, array), array.shape)
+            op.result.name_hint = sanitize(name)
+            self.insert_weight_op(op)
+            self.weight_values[name] = op.result
+        return self.weight_values[name]
+
+
+    def insert_weight_op(self, op: nn.WeightOp) -> None:
+        """Weights go first in @main, in order of first use."""
+        last = self.block.first_op
+        if last is None or not isinstance(last, nn.WeightOp):
+            return self.block.insert_op_before(op, last) if last else self.block.add_op(op)
+        while isinstance(last.next_op, nn.WeightOp):
+            last = last.next_op
+        self.block.insert_op_after(op, last)
+
+
+@dataclass
+class ImportNode:
+    """One ONNX node being converted, with helpers for its inputs and attributes."""
+
+    importer: Importer
+    node: onnx.NodeProto
+    index: int
+
+    @property
+    def label(self) -> str:
+        return self.node.name or f"{self.node.op_type}_{self.index}"
+
+    def fail(self, message: str) -> OnnxImportError:
+        return self.importer.fail(f"node '{self.label}' ({self.node.op_type}): {message}")
+
+    # -- inputs
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.input) and self.node.input[i] != ""
+
+    def is_const(self, i: int) -> bool:
+        return self.node.input[i] in self.importer.constants
+
+    def const(self, i: int, what: str = "") -> np.ndarray:
+        name = self.node.input[i]
+        if name not in self.importer.constants:
+            raise self.fail(f"input {i}{' (' + what + ')' if what else ''} '{name}' must be a constant")
+        return self.importer.constants[name]
+
+    def value(self, i: int) -> SSAValue:
+        name = self.node.input[i]
+        if name in self.importer.values:
+            return self.importer.values[name]
+        if name in self.importer.constants:
+            return self.importer.weight(name, f"node '{self.label}' ({self.node.op_type}) input '{name}'")
+        raise self.fail(f"input '{name}' is produced by no earlier node (the graph is not in topological order)")
+
+    def optional_value(self, i: int) -> SSAValue | None:
+        return self.value(i) if self.has_input(i) else None
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        name = self.node.input[i]
+        if name in self.importer.constants:
+            return tuple(self.importer.constants[name].shape)
+        return nn.shape_of(self.value(i))
+
+    # -- attributes
+
+    def attr(self, name: str, default=None):
+        for attribute in self.node.attribute:
+            if attribute.name == name:
+                return onnx.helper.get_attribute_value(attribute)
+        return default
+
+    def str_attr(self, name: str, default: str) -> str:
+        value = self.attr(name, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def reject_attr(self, name: str, allowed) -> None:
+        value = self.attr(name, allowed)
+        if value != allowed:
+            raise self.fail(f"attribute {name}={value} is not supported (only {allowed})")
+
+    # -- results
+
+    def define(self, op: Operation, output: int = 0) -> None:
+        """Append `op` and bind its result to the node's output `output`."""
+        op.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([self.label])
+        name = self.node.output[output]
+        op.results[0].name_hint = sanitize(name)
+        self.importer.block.add_op(op)
+        self.importer.values[name] = op.results[0]
+
+    def alias(self, value: SSAValue, output: int = 0) -> None:
+        self.importer.values[self.node.output[output]] = value
+
+    def reject_used_outputs(self, first_unsupported: int, why: str) -> None:
+        used = {i for n in self.importer.graph.node for i in n.input} | {
+            o.name for o in self.importer.graph.output}
+        for name in self.node.output[first_unsupported:]:
+            if name and name in used:
+                raise self.fail(f"output '{name}' is used, but {why}")
+
+    # -- conversion
+
+    def convert(self) -> None:
+        op_type, domain = self.node.op_type, self.node.domain
+        if domain not in ("", "ai.onnx"):
+            raise self.fail(f"op {op_type} of domain '{domain}' is not supported")
+        if op_type == "Shape" and self.has_input(0):
+            return self.fold_shape()
+        inputs = [i for i in range(len(self.node.input)) if self.has_input(i)]
+        if op_type not in NEVER_FOLD and all(self.is_const(i) for i in inputs):
+            return self.fold()
+        converter = CONVERTERS.get(op_type)
+        if converter is None:
+            raise self.fail(f"op {op_type} is not supported on non-constant inputs")
+        try:
+            converter(self)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+
+    def fold(self) -> None:
+        """Evaluate a node whose inputs are all constants with onnx's reference evaluator."""
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: self.importer.constants[name] for name in self.node.input if name}
+        try:
+            evaluator = ReferenceEvaluator(self.node, opsets=self.importer.model.opset_import)
+            results = evaluator.run(None, feeds)
+        except Exception as error:
+            raise self.fail(f"cannot evaluate this constant expression ({type(error).__name__}: {error})") from None
+        for name, result in zip(self.node.output, results):
+            if name:
+                result = np.asarray(result)
+                self.importer.check_size(result.shape, f"constant '{name}'")
+                self.importer.constants[name] = result
+
+    def fold_shape(self) -> None:
+        shape = self.shape(0)
+        start, end = self.attr("start", 0), self.attr("end", None)
+        self.importer.constants[self.node.output[0]] = np.array(shape[slice(start, end)], dtype=np.int64)
+
+
+NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+
+Converter = Callable[[ImportNode], None]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converts(*op_types: str) -> Callable[[Converter], Converter]:
+    def register(function: Converter) -> Converter:
+        for op_type in op_types:
+            CONVERTERS[op_type] = function
+        return function
+
+    return register
+
+
+# --------------------------------------------------------------------------- windows (conv, pooling)
+
+
+def spatial_attrs(node: ImportNode, kernel: tuple[int, int]) -> tuple[list[int], list[int], list[int]]:
+    """strides, dilations and [top, left, bottom, right] pads, auto_pad resolved."""
+    strides = list(node.attr("strides", [1, 1]))
+    dilations = list(node.attr("dilations", [1, 1]))
+    pads = list(node.attr("pads", [0, 0, 0, 0]))
+    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
+        raise node.fail("only 2-D windows are supported (strides, dilations, pads of 2, 2, 4 values)")
+    auto_pad = node.str_attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        size = node.shape(0)[2:]
+        pads = [0, 0, 0, 0]
+        for axis in range(2):
+            out = -(-size[axis] // strides[axis])
+            total = max(0, (out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - size[axis])
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    elif auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto_pad != "NOTSET":
+        raise node.fail(f"auto_pad={auto_pad} is not supported")
+    return strides, dilations, pads
+
+
+def check_rank4(node: ImportNode, what: str = "input") -> None:
+    if len(node.shape(0)) != 4:
+        raise node.fail(f"only 2-D {node.node.op_type} on N x C x H x W tensors is supported, "
+                        f"{what} has shape {list(node.shape(0))}")
+
+
+@converts("Conv")
+def convert_conv(node: ImportNode) -> None:
+    check_rank4(node)
+    weight_shape = node.shape(1)
+    if len(weight_shape) != 4:
+        raise node.fail(f"weight must be O x I x kH x kW, got {list(weight_shape)}")
+    kernel = tuple(node.attr("kernel_shape", weight_shape[2:]))
+    if kernel != tuple(weight_shape[2:]):
+        raise node.fail(f"kernel_shape {list(kernel)} does not match the weight {list(weight_shape)}")
+    strides, dilations, pads = spatial_attrs(node, kernel)
+    node.define(nn.Conv2dOp(node.value(0), node.value(1), node.optional_value(2),
+                            strides, pads, dilations, node.attr("group", 1)))
+
+
+def pool_attrs(node: ImportNode):
+    check_rank4(node)
+    kernel = list(node.attr("kernel_shape", []))
+    if len(kernel) != 2:
+        raise node.fail(f"kernel_shape must have 2 values, got {kernel}")
+    strides, dilations, pads = spatial_attrs(node, tuple(kernel))
+    return kernel, strides, pads, dilations, bool(node.attr("ceil_mode", 0))
+
+
+@converts("MaxPool")
+def convert_max_pool(node: ImportNode) -> None:
+    node.reject_attr("storage_order", 0)
+    node.reject_used_outputs(1, "MaxPool's Indices output is not supported")
+    node.define(nn.MaxPool2dOp(node.value(0), *pool_attrs(node)))
+
+
+@converts("AveragePool")
+def convert_avg_pool(node: ImportNode) -> None:
+    node.define(nn.AvgPool2dOp(node.value(0), *pool_attrs(node), bool(node.attr("count_include_pad", 0))))
+
+
+@converts("GlobalAveragePool")
+def convert_global_avg_pool(node: ImportNode) -> None:
+    node.define(nn.GlobalAvgPoolOp(node.value(0)))
+
+
+@converts("GlobalMaxPool")
+def convert_global_max_pool(node: ImportNode) -> None:
+    node.define(nn.GlobalMaxPoolOp(node.value(0)))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@converts("BatchNormalization")
+def convert_batch_norm(node: ImportNode) -> None:
+    if node.attr("training_mode", 0):
+        raise node.fail("training_mode=1 is not supported at import (training uses nncc --train)")
+    node.reject_used_outputs(1, "the running-statistics outputs exist only in training mode")
+    if len(node.shape(0)) < 2:
+        raise node.fail(f"input must have a channel axis, got {list(node.shape(0))}")
+    operands = [node.value(i) for i in range(5)]
+    node.define(nn.BatchNormOp(*operands, node.attr("epsilon", 1e-5)))
+
+
+@converts("LRN")
+def convert_lrn(node: ImportNode) -> None:
+    check_rank4(node)
+    size = node.attr("size")
+    if size is None:
+        raise node.fail("attribute size is required")
+    node.define(nn.LRNOp(node.value(0), size, node.attr("alpha", 1e-4), node.attr("beta", 0.75),
+                         node.attr("bias", 1.0)))
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+@converts("Relu")
+def convert_relu(node: ImportNode) -> None:
+    node.define(nn.ReluOp(node.value(0)))
+
+
+@converts("Sigmoid")
+def convert_sigmoid(node: ImportNode) -> None:
+    node.define(nn.SigmoidOp(node.value(0)))
+
+
+@converts("HardSwish")
+def convert_hard_swish(node: ImportNode) -> None:
+    node.define(nn.HardSwishOp(node.value(0)))
+
+
+@converts("LeakyRelu")
+def convert_leaky_relu(node: ImportNode) -> None:
+    node.define(nn.LeakyReluOp(node.value(0), node.attr("alpha", 0.01)))
+
+
+@converts("HardSigmoid")
+def convert_hard_sigmoid(node: ImportNode) -> None:
+    node.define(nn.HardSigmoidOp(node.value(0), node.attr("alpha", 0.2), node.attr("beta", 0.5)))
+
+
+@converts("Clip")
+def convert_clip(node: ImportNode) -> None:
+    low, high = node.attr("min", -math.inf), node.attr("max", math.inf)
+    if node.has_input(1):
+        low = float(node.const(1, "min"))
+    if node.has_input(2):
+        high = float(node.const(2, "max"))
+    node.define(nn.ClipOp(node.value(0), low, high))
+
+
+BINARY_OPS = {"Add": nn.AddOp, "Sub": nn.SubOp, "Mul": nn.MulOp, "Div": nn.DivOp}
+
+
+@converts(*BINARY_OPS)
+def convert_binary(node: ImportNode) -> None:
+    node.define(BINARY_OPS[node.node.op_type](node.value(0), node.value(1)))
+
+
+@converts("Sum")
+def convert_sum(node: ImportNode) -> None:
+    """Sum of n inputs: a chain of n-1 `nn.add` (one input is an identity)."""
+    total = node.value(0)
+    for i in range(1, len(node.node.input)):
+        add = nn.AddOp(total, node.value(i))
+        if i < len(node.node.input) - 1:
+            add.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([node.label])
+            node.importer.block.add_op(add)
+            total = add.result
+        else:
+            return node.define(add)
+    node.alias(total)
+
+
+@converts("Identity", "Dropout")
+def convert_identity(node: ImportNode) -> None:
+    if node.node.op_type == "Dropout":
+        if node.has_input(2) and (not node.is_const(2) or bool(node.const(2))):
+            raise node.fail("training_mode must be a constant false (Dropout is an identity in inference)")
+        node.reject_used_outputs(1, "Dropout's mask output is not supported")
+    node.alias(node.value(0))
+
+
+# --------------------------------------------------------------------------- matrix products
+
+
+@converts("Gemm")
+def convert_gemm(node: ImportNode) -> None:
+    node.define(nn.GemmOp(node.value(0), node.value(1), node.optional_value(2),
+                          bool(node.attr("transA", 0)), bool(node.attr("transB", 0)),
+                          node.attr("alpha", 1.0), node.attr("beta", 1.0)))
+
+
+@converts("MatMul")
+def convert_matmul(node: ImportNode) -> None:
+    node.define(nn.MatMulOp(node.value(0), node.value(1)))
+
+
+# --------------------------------------------------------------------------- shapes and data movement
+
+
+def reshape_to(node: ImportNode, shape) -> None:
+    source = node.value(0)
+    shape = tuple(int(d) for d in shape)
+    if shape == nn.shape_of(source):
+        return node.alias(source)
+    node.define(nn.ReshapeOp(source, shape))
+
+
+@converts("Flatten")
+def convert_flatten(node: ImportNode) -> None:
+    shape = node.shape(0)
+    axis = nn.normalize_axis(node.attr("axis", 1), len(shape) + 1) if shape else 0
+    reshape_to(node, (math.prod(shape[:axis]), math.prod(shape[axis:])))
+
+
+@converts("Reshape")
+def convert_reshape(node: ImportNode) -> None:
+    source, target = node.shape(0), [int(d) for d in node.const(1, "shape")]
+    allow_zero = node.attr("allowzero", 0)
+    if not allow_zero:
+        target = [source[i] if d == 0 else d for i, d in enumerate(target)]
+    if target.count(-1) > 1:
+        raise node.fail(f"shape {target} has more than one -1")
+    if -1 in target:
+        known = math.prod(d for d in target if d != -1)
+        if known == 0 or math.prod(source) % known:
+            raise node.fail(f"cannot reshape {list(source)} into {target}")
+        target[target.index(-1)] = math.prod(source) // known
+    if math.prod(target) != math.prod(source) or min(target, default=1) < 0:
+        raise node.fail(f"cannot reshape {list(source)} into {target}")
+    reshape_to(node, target)
+
+
+def raw_axes(node: ImportNode) -> list[int]:
+    """Squeeze/Unsqueeze axes: input 1 (opset >= 13) or the `axes` attribute."""
+    axes = node.const(1, "axes") if node.has_input(1) else node.attr("axes", [])
+    return [int(a) for a in np.asarray(axes).reshape(-1)]
+
+
+@converts("Squeeze")
+def convert_squeeze(node: ImportNode) -> None:
+    shape = node.shape(0)
+    axes = sorted(nn.normalize_axis(a, len(shape)) for a in raw_axes(node))
+    axes = axes or [i for i, d in enumerate(shape) if d == 1]
+    if any(shape[a] != 1 for a in axes):
+        raise node.fail(f"cannot squeeze axes {axes} of shape {list(shape)}")
+    reshape_to(node, [d for i, d in enumerate(shape) if i not in axes])
+
+
+@converts("Unsqueeze")
+def convert_unsqueeze(node: ImportNode) -> None:
+    shape = list(node.shape(0))
+    axes = raw_axes(node)
+    rank = len(shape) + len(axes)
+    for axis in sorted(nn.normalize_axis(a, rank) for a in axes):
+        shape.insert(axis, 1)
+    reshape_to(node, shape)
+
+
+@converts("Transpose")
+def convert_transpose(node: ImportNode) -> None:
+    rank = len(node.shape(0))
+    perm = list(node.attr("perm", list(range(rank))[::-1]))
+    if perm == list(range(rank)):
+        return node.alias(node.value(0))
+    node.define(nn.TransposeOp(node.value(0), perm))
+
+
+@converts("Concat")
+def convert_concat(node: ImportNode) -> None:
+    rank = len(node.shape(0))
+    axis = nn.normalize_axis(node.attr("axis"), rank)
+    inputs = [node.value(i) for i in range(len(node.node.input)) if node.has_input(i)]
+    if len(inputs) == 1:
+        return node.alias(inputs[0])
+    node.define(nn.ConcatOp(inputs, axis))
+
+
+@converts("Softmax")
+def convert_softmax(node: ImportNode) -> None:
+    rank = len(node.shape(0))
+    node.define(nn.SoftmaxOp(node.value(0), nn.normalize_axis(node.attr("axis", -1), rank)))

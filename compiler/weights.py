@@ -1,0 +1,146 @@
+"""The weight store: numpy arrays that the IR references by name.
+
+Weights never live in xDSL attributes (millions of Python floats are far too
+slow); `nn.weight "name"` ops refer to entries here, like MLIR's `dense_resource`.
+A module says where its store is saved with the attribute `nn.weights`, a path
+relative to the IR file:
+
+    builtin.module attributes {nn.weights = "resnet18.nn.weights.npz"} { ... }
+
+In memory, a store is attached to its module with `attach`/`store_of`, so passes
+that create or read weights (BatchNorm folding, CP decomposition) find it.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+
+from nncc.compiler.errors import NnccError
+
+WEIGHTS_ATTR = "nn.weights"
+
+
+class WeightStore:
+    """Named float arrays, loaded lazily from an `.npz` file when there is one."""
+
+    def __init__(self, arrays: dict[str, np.ndarray] | None = None, path: Path | None = None):
+        self._arrays: dict[str, np.ndarray] = dict(arrays or {})
+        self._file: np.lib.npyio.NpzFile | None = None
+        self.path = path
+        self.dirty = False
+        if path is not None:
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
+        try:
+            self._file = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise NnccError(f"{path}: weight file not found") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise NnccError(f"{path}: not a readable weight file ({error})") from None
+
+    def names(self) -> list[str]:
+        names = list(self._arrays)
+        if self._file is not None:
+            names += [n for n in self._file.files if n not in self._arrays]
+        return names
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays or (self._file is not None and name in self._file.files)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            if self._file is None or name not in self._file.files:
+                where = f" in {self.path}" if self.path else ""
+                raise NnccError(f"weight '{name}' is not in the weight store{where}")
+            self._arrays[name] = self._file[name]
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        """Store `array` under `name`, or under `name.1`, `name.2`... when taken. Returns the name used."""
+        unique, suffix = name, 0
+        while unique in self:
+            suffix += 1
+            unique = f"{name}.{suffix}"
+        self._arrays[unique] = np.ascontiguousarray(array, dtype=np.float32)
+        self.dirty = True
+        return unique
+
+    def replace(self, name: str, array: np.ndarray) -> None:
+        self._arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
+        self.dirty = True
+
+    def save(self, path: Path, keep: set[str] | None = None) -> None:
+        """Write the arrays (only `keep` when given) as an uncompressed `.npz`."""
+        names = [n for n in self.names() if keep is None or n in keep]
+        with open(path, "wb") as file:
+            np.savez(file, **{n: self[n] for n in names})
+        self.path, self.dirty = path, False
+
+    def nbytes(self) -> int:
+        return sum(self[n].nbytes for n in self.names())
+
+
+_STORES: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
+
+
+def attach(module: ModuleOp, store: WeightStore) -> None:
+    _STORES[module] = store
+
+
+def store_of(module: ModuleOp, required_by: str = "") -> WeightStore:
+    """The weight store of `module`: attached in memory, or opened from its `nn.weights` file."""
+    if module in _STORES:
+        return _STORES[module]
+    attr = module.attributes.get(WEIGHTS_ATTR)
+    if not isinstance(attr, StringAttr):
+        who = f"{required_by} needs weight values, but " if required_by else ""
+        raise NnccError(f"{who}the module names no weight file (attribute {WEIGHTS_ATTR})")
+    base = getattr(module, "_nncc_source_dir", None) or Path.cwd()
+    store = WeightStore(path=Path(base) / attr.data)
+    attach(module, store)
+    return store
+
+
+def weights_path_for(ir_path: Path) -> Path:
+    """`model.nn.mlir` -> `model.nn.weights.npz`."""
+    stem = ir_path.name[: -len(ir_path.suffix)] if ir_path.suffix else ir_path.name
+    return ir_path.with_name(f"{stem}.weights.npz")
+
+
+def save_beside(module: ModuleOp, ir_path: Path) -> Path | None:
+    """Save the module's weights beside `ir_path` and point `nn.weights` at them.
+
+    Only the weights the IR still references are written.
+    """
+    if module not in _STORES and WEIGHTS_ATTR not in module.attributes:
+        return None
+    from nncc.dialects.nn import WeightOp
+
+    store = store_of(module)
+    used = {op.ref.data for op in module.walk() if isinstance(op, WeightOp)}
+    path = weights_path_for(ir_path)
+    store.save(path, keep=used)
+    module.attributes[WEIGHTS_ATTR] = StringAttr(path.name)
+    return path
+
+
+def sanitize(name: str) -> str:
+    """A readable SSA name hint for an ONNX name: `layer1.0/conv1` -> `layer1_0_conv1`."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "v" + cleaned
+    return cleaned

@@ -1,0 +1,843 @@
+"""The `nn` dialect: tensor-level neural-network ops with value semantics.
+
+This is the level the ONNX importer produces and the graph passes rewrite.
+Conventions every op follows:
+
+- Every value is a statically shaped `tensor<...xf32>`; activations are NCHW,
+  convolution weights OIHW, `gemm` weights as ONNX lays them out.
+- Weights are never inlined: `nn.weight "conv1.weight"` names an entry of the
+  numpy-backed weight store (see `nncc.compiler.weights`), like MLIR's
+  `dense_resource`.
+- The ONNX nodes an op came from are kept in the discardable attribute
+  `onnx_nodes`, so reports can name them after fusion.
+- Result types are explicit and checked by each op's verifier against the
+  shape rules below (the importer uses the same rules to infer them).
+
+Example:
+
+    %w = nn.weight "conv1.weight" : tensor<64x3x7x7xf32>
+    %c = nn.conv2d %x, %w strides [2, 2] pads [3, 3, 3, 3] dilations [1, 1] group 1
+           {onnx_nodes = ["conv1"]}
+           : (tensor<1x3x224x224xf32>, tensor<64x3x7x7xf32>) -> tensor<1x64x112x112xf32>
+    %r = nn.relu %c : tensor<1x64x112x112xf32>
+
+Training ops (backward variants, loss, optimiser update) will join this file;
+the op families below (unary, binary, pooling) are where they attach.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    I64,
+    ArrayAttr,
+    BoolAttr,
+    DenseArrayBase,
+    Float32Type,
+    Float64Type,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    VarConstraint,
+    base,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    prop_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+
+ONNX_NODES = "onnx_nodes"
+"""Discardable attribute: the ONNX node names an op implements."""
+
+Shape = tuple[int, ...]
+
+# --------------------------------------------------------------------------- shape rules
+
+
+def broadcast_shapes(lhs: Shape, rhs: Shape) -> Shape:
+    """Numpy (multidirectional) broadcasting, as ONNX Add/Mul/... use it."""
+    rank = max(len(lhs), len(rhs))
+    lhs = (1,) * (rank - len(lhs)) + tuple(lhs)
+    rhs = (1,) * (rank - len(rhs)) + tuple(rhs)
+    out = []
+    for a, b in zip(lhs, rhs):
+        if a != b and a != 1 and b != 1:
+            raise ValueError(f"shapes {lhs} and {rhs} do not broadcast")
+        out.append(b if a == 1 else a)
+    return tuple(out)
+
+
+def window_output_size(
+    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int,
+    dilation: int = 1, ceil_mode: bool = False,
+) -> int:
+    """Output length of a sliding window (conv or pooling) along one axis."""
+    span = dilation * (kernel - 1) + 1
+    room = size + pad_begin + pad_end - span
+    if room < 0:
+        raise ValueError(
+            f"window {span} is larger than the padded input {size + pad_begin + pad_end}"
+        )
+    if not ceil_mode:
+        return room // stride + 1
+    out = -(-room // stride) + 1
+    # ONNX/PyTorch: the last window must start inside the input or the begin padding.
+    if (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def conv2d_output_shape(
+    input_shape: Shape, weight_shape: Shape, strides: Sequence[int],
+    pads: Sequence[int], dilations: Sequence[int], group: int,
+) -> Shape:
+    """NCHW input, OIHW weight, pads as [top, left, bottom, right]."""
+    n, c, h, w = input_shape
+    o, cg, kh, kw = weight_shape
+    if group < 1 or c % group or o % group:
+        raise ValueError(f"group {group} must divide input channels {c} and output channels {o}")
+    if cg * group != c:
+        raise ValueError(f"weight expects {cg * group} input channels, input has {c}")
+    oh = window_output_size(h, kh, strides[0], pads[0], pads[2], dilations[0])
+    ow = window_output_size(w, kw, strides[1], pads[1], pads[3], dilations[1])
+    return (n, o, oh, ow)
+
+
+def pool2d_output_shape(
+    input_shape: Shape, kernel: Sequence[int], strides: Sequence[int],
+    pads: Sequence[int], dilations: Sequence[int], ceil_mode: bool,
+) -> Shape:
+    n, c, h, w = input_shape
+    oh = window_output_size(h, kernel[0], strides[0], pads[0], pads[2], dilations[0], ceil_mode)
+    ow = window_output_size(w, kernel[1], strides[1], pads[1], pads[3], dilations[1], ceil_mode)
+    return (n, c, oh, ow)
+
+
+def gemm_output_shape(a: Shape, b: Shape, trans_a: bool, trans_b: bool) -> Shape:
+    if len(a) != 2 or len(b) != 2:
+        raise ValueError(f"gemm takes 2-D operands, got {a} and {b}")
+    m, k = (a[1], a[0]) if trans_a else a
+    kb, n = (b[1], b[0]) if trans_b else b
+    if k != kb:
+        raise ValueError(f"inner dimensions differ: {k} and {kb}")
+    return (m, n)
+
+
+def matmul_output_shape(a: Shape, b: Shape) -> Shape:
+    """numpy.matmul's rule, 1-D operands included."""
+    if not a or not b:
+        raise ValueError("matmul operands must have rank >= 1")
+    a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)
+    b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"inner dimensions differ: {a2[-1]} and {b2[-2]}")
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    out = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ValueError(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def shape_of(value: SSAValue | Attribute) -> Shape:
+    type_ = value.type if isinstance(value, SSAValue) else value
+    assert isinstance(type_, TensorType)
+    return tuple(type_.get_shape())
+
+
+def tensor_type(shape: Sequence[int]) -> TensorType:
+    return TensorType(Float32Type(), tuple(int(d) for d in shape))
+
+
+def i64_array(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, [int(v) for v in values])
+
+
+def f64_attr(value: float) -> FloatAttr:
+    return FloatAttr(float(value), Float64Type())
+
+
+def i64_attr(value: int) -> IntegerAttr:
+    return IntegerAttr(int(value), i64)
+
+
+def onnx_nodes_attr(names: Sequence[str]) -> ArrayAttr:
+    return ArrayAttr([StringAttr(n) for n in names])
+
+
+def onnx_nodes_of(op: Operation) -> list[str]:
+    """The ONNX node names an op came from (empty when it has none)."""
+    attr = op.attributes.get(ONNX_NODES)
+    if not isinstance(attr, ArrayAttr):
+        return []
+    return [a.data for a in attr.data if isinstance(a, StringAttr)]
+
+
+def check_shape(op: Operation, expected: Shape, what: str = "result") -> None:
+    actual = shape_of(op.results[0])
+    if tuple(actual) != tuple(expected):
+        raise VerifyException(
+            f"{op.name}: {what} shape {list(actual)} does not match the expected {list(expected)}"
+        )
+
+
+def check_static_f32(op: Operation) -> None:
+    for value in (*op.operands, *op.results):
+        type_ = value.type
+        if not isinstance(type_, TensorType):
+            raise VerifyException(f"{op.name}: expected a tensor, got {type_}")
+        if not isinstance(type_.element_type, Float32Type):
+            raise VerifyException(f"{op.name}: element type must be f32, got {type_.element_type}")
+        if any(d < 0 for d in type_.get_shape()):
+            raise VerifyException(f"{op.name}: dynamic shape {type_} is not supported")
+
+
+def check_rank(op: Operation, value: SSAValue, rank: int, what: str) -> None:
+    if len(shape_of(value)) != rank:
+        raise VerifyException(f"{op.name}: {what} must have rank {rank}, got {shape_of(value)}")
+
+
+def check_lengths(op: Operation, **arrays: tuple[DenseArrayBase, int]) -> None:
+    for name, (attr, length) in arrays.items():
+        if len(attr.get_values()) != length:
+            raise VerifyException(f"{op.name}: {name} needs {length} values, got {attr.get_values()}")
+
+
+def ints(attr: DenseArrayBase) -> tuple[int, ...]:
+    return tuple(int(v) for v in attr.get_values())
+
+
+def rule(op: Operation, compute) -> Shape:
+    """Evaluate a shape rule, turning its ValueError into a VerifyException."""
+    try:
+        return compute()
+    except ValueError as error:
+        raise VerifyException(f"{op.name}: {error}") from None
+
+
+class NNOperation(IRDLOperation):
+    """Base of every `nn` op: static f32 tensors everywhere."""
+
+    def verify_(self) -> None:
+        check_static_f32(self)
+        self.verify_shapes()
+
+    def verify_shapes(self) -> None:
+        """Check the result type against the op's shape rule."""
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@irdl_op_definition
+class WeightOp(NNOperation):
+    """A tensor from the weight store, referenced by name (never inlined).
+
+        %w = nn.weight "layer1.0.conv1.weight" : tensor<64x64x3x3xf32>
+    """
+
+    name = "nn.weight"
+    ref = prop_def(StringAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$ref attr-dict `:` type($result)"
+
+    def __init__(self, ref: str, shape: Sequence[int]):
+        super().__init__(properties={"ref": StringAttr(ref)}, result_types=[tensor_type(shape)])
+
+
+# --------------------------------------------------------------------------- compute
+
+
+@irdl_op_definition
+class Conv2dOp(NNOperation):
+    """2-D convolution, NCHW input, OIHW weight, optional per-channel bias.
+
+    Pads are [top, left, bottom, right]; `group` = channels gives a depthwise conv.
+
+        %y = nn.conv2d %x, %w, %b strides [1, 1] pads [1, 1, 1, 1] dilations [1, 1] group 1
+               : (tensor<1x64x56x56xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>) -> tensor<1x64x56x56xf32>
+    """
+
+    name = "nn.conv2d"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue | None,
+                 strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
+                 group: int):
+        shape = conv2d_output_shape(shape_of(input), shape_of(weight), strides, pads, dilations, group)
+        super().__init__(
+            operands=[input, weight, [bias] if bias is not None else []],
+            properties={"strides": i64_array(strides), "pads": i64_array(pads),
+                        "dilations": i64_array(dilations), "group": i64_attr(group)},
+            result_types=[tensor_type(shape)],
+        )
+
+    def verify_shapes(self) -> None:
+        check_rank(self, self.input, 4, "input")
+        check_rank(self, self.weight, 4, "weight")
+        check_lengths(self, strides=(self.strides, 2), pads=(self.pads, 4), dilations=(self.dilations, 2))
+        if self.bias is not None and shape_of(self.bias) != (shape_of(self.weight)[0],):
+            raise VerifyException(f"{self.name}: bias must have shape [{shape_of(self.weight)[0]}]")
+        if min(ints(self.strides) + ints(self.dilations)) < 1 or min(ints(self.pads)) < 0:
+            raise VerifyException(f"{self.name}: strides and dilations must be >= 1, pads >= 0")
+        check_shape(self, rule(self, lambda: conv2d_output_shape(
+            shape_of(self.input), shape_of(self.weight), ints(self.strides), ints(self.pads),
+            ints(self.dilations), self.group.value.data)))
+
+    @property
+    def macs(self) -> int:
+        o, cg, kh, kw = shape_of(self.weight)
+        return math.prod(shape_of(self.result)) * cg * kh * kw
+
+
+@irdl_op_definition
+class GemmOp(NNOperation):
+    """Y = alpha * op(A) @ op(B) + beta * C, op = transpose when trans_a/trans_b.
+
+        %y = nn.gemm %a, %b, %c trans_a false trans_b true alpha 1.0 beta 1.0
+               : (tensor<1x512xf32>, tensor<1000x512xf32>, tensor<1000xf32>) -> tensor<1x1000xf32>
+    """
+
+    name = "nn.gemm"
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    c = opt_operand_def(TensorType)
+    trans_a = prop_def(BoolAttr)
+    trans_b = prop_def(BoolAttr)
+    alpha = prop_def(FloatAttr[Float64Type])
+    beta = prop_def(FloatAttr[Float64Type])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$a `,` $b (`,` $c^)? `trans_a` $trans_a `trans_b` $trans_b `alpha` $alpha `beta` $beta "
+        "attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, a: SSAValue, b: SSAValue, c: SSAValue | None, trans_a: bool,
+                 trans_b: bool, alpha: float, beta: float):
+        shape = gemm_output_shape(shape_of(a), shape_of(b), trans_a, trans_b)
+        super().__init__(
+            operands=[a, b, [c] if c is not None else []],
+            properties={"trans_a": BoolAttr.from_bool(trans_a), "trans_b": BoolAttr.from_bool(trans_b),
+                        "alpha": f64_attr(alpha), "beta": f64_attr(beta)},
+            result_types=[tensor_type(shape)],
+        )
+
+    def verify_shapes(self) -> None:
+        expected = rule(self, lambda: gemm_output_shape(
+            shape_of(self.a), shape_of(self.b), self.trans_a.value, self.trans_b.value))
+        check_shape(self, expected)
+        if self.c is not None:
+            rule(self, lambda: self.check_c_broadcasts(expected))
+
+    def check_c_broadcasts(self, expected: Shape) -> None:
+        if broadcast_shapes(shape_of(self.c), expected) != expected:
+            raise ValueError(f"C of shape {shape_of(self.c)} does not broadcast to {expected}")
+
+    @property
+    def macs(self) -> int:
+        a = shape_of(self.a)
+        k = a[0] if self.trans_a.value else a[1]
+        return math.prod(shape_of(self.result)) * k
+
+
+@irdl_op_definition
+class MatMulOp(NNOperation):
+    """numpy.matmul semantics (batched, broadcasting).
+
+        %y = nn.matmul %a, %b : (tensor<2x3x4xf32>, tensor<4x5xf32>) -> tensor<2x3x5xf32>
+    """
+
+    name = "nn.matmul"
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$a `,` $b attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, a: SSAValue, b: SSAValue):
+        shape = matmul_output_shape(shape_of(a), shape_of(b))
+        super().__init__(operands=[a, b], result_types=[tensor_type(shape)])
+
+    def verify_shapes(self) -> None:
+        check_shape(self, rule(self, lambda: matmul_output_shape(shape_of(self.a), shape_of(self.b))))
+
+    @property
+    def macs(self) -> int:
+        return math.prod(shape_of(self.result)) * shape_of(self.a)[-1]
+
+
+@irdl_op_definition
+class BatchNormOp(NNOperation):
+    """Inference batch normalisation over axis 1 with running statistics.
+
+        %y = nn.batch_norm %x, %scale, %bias, %mean, %var epsilon 1.0e-05
+               : (tensor<1x64x56x56xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+               -> tensor<1x64x56x56xf32>
+    """
+
+    name = "nn.batch_norm"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    bias = operand_def(TensorType)
+    mean = operand_def(TensorType)
+    var = operand_def(TensorType)
+    epsilon = prop_def(FloatAttr[Float64Type])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $bias `,` $mean `,` $var `epsilon` $epsilon attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, scale: SSAValue, bias: SSAValue, mean: SSAValue,
+                 var: SSAValue, epsilon: float):
+        super().__init__(operands=[input, scale, bias, mean, var],
+                         properties={"epsilon": f64_attr(epsilon)},
+                         result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.input)
+        if len(shape) < 2:
+            raise VerifyException(f"{self.name}: input must have a channel axis, got {shape}")
+        for name in ("scale", "bias", "mean", "var"):
+            if shape_of(getattr(self, name)) != (shape[1],):
+                raise VerifyException(f"{self.name}: {name} must have shape [{shape[1]}]")
+        check_shape(self, shape)
+
+
+@irdl_op_definition
+class LRNOp(NNOperation):
+    """Local response normalisation across channels (ONNX LRN).
+
+        %y = nn.lrn %x size 5 alpha 1.0e-04 beta 7.5e-01 bias 1.0 : tensor<1x64x56x56xf32>
+    """
+
+    name = "nn.lrn"
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    input = operand_def(T)
+    size = prop_def(IntegerAttr[I64])
+    alpha = prop_def(FloatAttr[Float64Type])
+    beta = prop_def(FloatAttr[Float64Type])
+    bias = prop_def(FloatAttr[Float64Type])
+    result = result_def(T)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `size` $size `alpha` $alpha `beta` $beta `bias` $bias attr-dict `:` type($result)"
+    )
+
+    def __init__(self, input: SSAValue, size: int, alpha: float, beta: float, bias: float):
+        super().__init__(operands=[input],
+                         properties={"size": i64_attr(size), "alpha": f64_attr(alpha),
+                                     "beta": f64_attr(beta), "bias": f64_attr(bias)},
+                         result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        check_rank(self, self.input, 4, "input")
+        check_shape(self, shape_of(self.input))
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+class UnaryOp(NNOperation):
+    """Elementwise op of one tensor, same shape in and out.
+
+        %y = nn.relu %x : tensor<1x64x56x56xf32>
+    """
+
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    input = operand_def(T)
+    result = result_def(T)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` type($result)"
+
+    def __init__(self, input: SSAValue, **properties: Attribute):
+        super().__init__(operands=[input], properties=properties, result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        check_shape(self, shape_of(self.input))
+
+
+@irdl_op_definition
+class ReluOp(UnaryOp):
+    """max(x, 0)."""
+
+    name = "nn.relu"
+
+
+@irdl_op_definition
+class SigmoidOp(UnaryOp):
+    """1 / (1 + exp(-x))."""
+
+    name = "nn.sigmoid"
+
+
+@irdl_op_definition
+class HardSwishOp(UnaryOp):
+    """x * max(0, min(1, x / 6 + 1 / 2))."""
+
+    name = "nn.hard_swish"
+
+
+@irdl_op_definition
+class LeakyReluOp(UnaryOp):
+    """x if x >= 0 else alpha * x.
+
+        %y = nn.leaky_relu %x alpha 1.0e-02 : tensor<1x8xf32>
+    """
+
+    name = "nn.leaky_relu"
+    alpha = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$input `alpha` $alpha attr-dict `:` type($result)"
+
+    def __init__(self, input: SSAValue, alpha: float):
+        super().__init__(input, alpha=f64_attr(alpha))
+
+
+@irdl_op_definition
+class ClipOp(UnaryOp):
+    """min(max(x, min), max); ReLU6 is clip 0, 6. Unbounded sides are +-inf.
+
+        %y = nn.clip %x min 0.0 max 6.0 : tensor<1x32x112x112xf32>
+    """
+
+    name = "nn.clip"
+    min = prop_def(FloatAttr[Float64Type])
+    max = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$input `min` $min `max` $max attr-dict `:` type($result)"
+
+    def __init__(self, input: SSAValue, min: float, max: float):
+        super().__init__(input, min=f64_attr(min), max=f64_attr(max))
+
+
+@irdl_op_definition
+class HardSigmoidOp(UnaryOp):
+    """max(0, min(1, alpha * x + beta)).
+
+        %y = nn.hard_sigmoid %x alpha 2.0e-01 beta 5.0e-01 : tensor<1x8xf32>
+    """
+
+    name = "nn.hard_sigmoid"
+    alpha = prop_def(FloatAttr[Float64Type])
+    beta = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$input `alpha` $alpha `beta` $beta attr-dict `:` type($result)"
+
+    def __init__(self, input: SSAValue, alpha: float, beta: float):
+        super().__init__(input, alpha=f64_attr(alpha), beta=f64_attr(beta))
+
+
+class BinaryOp(NNOperation):
+    """Elementwise op of two tensors with numpy broadcasting.
+
+        %y = nn.add %a, %b : (tensor<1x64x56x56xf32>, tensor<1x64x56x56xf32>) -> tensor<1x64x56x56xf32>
+    """
+
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, lhs: SSAValue, rhs: SSAValue):
+        shape = broadcast_shapes(shape_of(lhs), shape_of(rhs))
+        super().__init__(operands=[lhs, rhs], result_types=[tensor_type(shape)])
+
+    def verify_shapes(self) -> None:
+        check_shape(self, rule(self, lambda: broadcast_shapes(shape_of(self.lhs), shape_of(self.rhs))))
+
+
+@irdl_op_definition
+class AddOp(BinaryOp):
+    name = "nn.add"
+
+
+@irdl_op_definition
+class SubOp(BinaryOp):
+    name = "nn.sub"
+
+
+@irdl_op_definition
+class MulOp(BinaryOp):
+    name = "nn.mul"
+
+
+@irdl_op_definition
+class DivOp(BinaryOp):
+    name = "nn.div"
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+class Pool2dOp(NNOperation):
+    """Sliding-window pooling over H and W of an NCHW tensor."""
+
+    input = operand_def(TensorType)
+    kernel = prop_def(DenseArrayBase[I64])
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    ceil_mode = prop_def(BoolAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def __init__(self, input: SSAValue, kernel: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[int], dilations: Sequence[int], ceil_mode: bool,
+                 **extra: Attribute):
+        shape = pool2d_output_shape(shape_of(input), kernel, strides, pads, dilations, ceil_mode)
+        super().__init__(
+            operands=[input],
+            properties={"kernel": i64_array(kernel), "strides": i64_array(strides),
+                        "pads": i64_array(pads), "dilations": i64_array(dilations),
+                        "ceil_mode": BoolAttr.from_bool(ceil_mode), **extra},
+            result_types=[tensor_type(shape)],
+        )
+
+    def verify_shapes(self) -> None:
+        check_rank(self, self.input, 4, "input")
+        check_lengths(self, kernel=(self.kernel, 2), strides=(self.strides, 2), pads=(self.pads, 4),
+                      dilations=(self.dilations, 2))
+        if min(ints(self.kernel) + ints(self.strides) + ints(self.dilations)) < 1:
+            raise VerifyException(f"{self.name}: kernel, strides and dilations must be >= 1")
+        check_shape(self, rule(self, lambda: pool2d_output_shape(
+            shape_of(self.input), ints(self.kernel), ints(self.strides), ints(self.pads),
+            ints(self.dilations), self.ceil_mode.value)))
+
+
+@irdl_op_definition
+class MaxPool2dOp(Pool2dOp):
+    """Max pooling; padding never wins the max.
+
+        %y = nn.max_pool %x kernel [3, 3] strides [2, 2] pads [1, 1, 1, 1] dilations [1, 1]
+               ceil_mode false : (tensor<1x64x112x112xf32>) -> tensor<1x64x56x56xf32>
+    """
+
+    name = "nn.max_pool"
+    assembly_format = (
+        "$input `kernel` $kernel `strides` $strides `pads` $pads `dilations` $dilations "
+        "`ceil_mode` $ceil_mode attr-dict `:` functional-type(operands, results)"
+    )
+
+
+@irdl_op_definition
+class AvgPool2dOp(Pool2dOp):
+    """Average pooling; `count_include_pad` says whether padding counts in the divisor.
+
+        %y = nn.avg_pool %x kernel [2, 2] strides [2, 2] pads [0, 0, 0, 0] dilations [1, 1]
+               ceil_mode false count_include_pad false : (tensor<1x8x4x4xf32>) -> tensor<1x8x2x2xf32>
+    """
+
+    name = "nn.avg_pool"
+    count_include_pad = prop_def(BoolAttr)
+    assembly_format = (
+        "$input `kernel` $kernel `strides` $strides `pads` $pads `dilations` $dilations "
+        "`ceil_mode` $ceil_mode `count_include_pad` $count_include_pad attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, kernel: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[int], dilations: Sequence[int], ceil_mode: bool,
+                 count_include_pad: bool):
+        super().__init__(input, kernel, strides, pads, dilations, ceil_mode,
+                         count_include_pad=BoolAttr.from_bool(count_include_pad))
+
+
+class GlobalPoolOp(NNOperation):
+    """Reduce H and W (every axis after the channel axis) to size 1."""
+
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue):
+        shape = shape_of(input)
+        super().__init__(operands=[input], result_types=[tensor_type(shape[:2] + (1,) * (len(shape) - 2))])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.input)
+        if len(shape) < 3:
+            raise VerifyException(f"{self.name}: input must be N x C x spatial..., got {shape}")
+        check_shape(self, shape[:2] + (1,) * (len(shape) - 2))
+
+
+@irdl_op_definition
+class GlobalAvgPoolOp(GlobalPoolOp):
+    """%y = nn.global_avg_pool %x : (tensor<1x2048x7x7xf32>) -> tensor<1x2048x1x1xf32>"""
+
+    name = "nn.global_avg_pool"
+
+
+@irdl_op_definition
+class GlobalMaxPoolOp(GlobalPoolOp):
+    """%y = nn.global_max_pool %x : (tensor<1x2048x7x7xf32>) -> tensor<1x2048x1x1xf32>"""
+
+    name = "nn.global_max_pool"
+
+
+# --------------------------------------------------------------------------- data movement
+
+
+@irdl_op_definition
+class ReshapeOp(NNOperation):
+    """Reinterpret the elements (row-major) with the result's shape; Flatten,
+    Squeeze and Unsqueeze import as this op.
+
+        %y = nn.reshape %x : (tensor<1x512x1x1xf32>) -> tensor<1x512xf32>
+    """
+
+    name = "nn.reshape"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, shape: Sequence[int]):
+        super().__init__(operands=[input], result_types=[tensor_type(shape)])
+
+    def verify_shapes(self) -> None:
+        if math.prod(shape_of(self.input)) != math.prod(shape_of(self.result)):
+            raise VerifyException(
+                f"{self.name}: cannot reshape {list(shape_of(self.input))} "
+                f"into {list(shape_of(self.result))}: element counts differ")
+
+
+@irdl_op_definition
+class TransposeOp(NNOperation):
+    """Permute axes: result axis i is input axis perm[i].
+
+        %y = nn.transpose %x perm [0, 2, 3, 1] : (tensor<1x3x4x5xf32>) -> tensor<1x4x5x3xf32>
+    """
+
+    name = "nn.transpose"
+    input = operand_def(TensorType)
+    perm = prop_def(DenseArrayBase[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `perm` $perm attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, perm: Sequence[int]):
+        shape = shape_of(input)
+        super().__init__(operands=[input], properties={"perm": i64_array(perm)},
+                         result_types=[tensor_type([shape[p] for p in perm])])
+
+    def verify_shapes(self) -> None:
+        shape, perm = shape_of(self.input), ints(self.perm)
+        if sorted(perm) != list(range(len(shape))):
+            raise VerifyException(f"{self.name}: perm {list(perm)} is not a permutation of rank {len(shape)}")
+        check_shape(self, tuple(shape[p] for p in perm))
+
+
+@irdl_op_definition
+class ConcatOp(NNOperation):
+    """Join tensors along one axis.
+
+        %y = nn.concat %a, %b axis 1 : (tensor<1x64x8x8xf32>, tensor<1x64x8x8xf32>) -> tensor<1x128x8x8xf32>
+    """
+
+    name = "nn.concat"
+    inputs = var_operand_def(TensorType)
+    axis = prop_def(IntegerAttr[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$inputs `axis` $axis attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, inputs: Sequence[SSAValue], axis: int):
+        super().__init__(operands=[list(inputs)], properties={"axis": i64_attr(axis)},
+                         result_types=[tensor_type(concat_shape([shape_of(v) for v in inputs], axis))])
+
+    def verify_shapes(self) -> None:
+        if not self.inputs:
+            raise VerifyException(f"{self.name}: needs at least one input")
+        check_shape(self, rule(self, lambda: concat_shape(
+            [shape_of(v) for v in self.inputs], self.axis.value.data)))
+
+
+def concat_shape(shapes: Sequence[Shape], axis: int) -> Shape:
+    first = shapes[0]
+    if not 0 <= axis < len(first):
+        raise ValueError(f"axis {axis} is out of range for rank {len(first)}")
+    for shape in shapes[1:]:
+        if len(shape) != len(first) or any(
+            a != b for i, (a, b) in enumerate(zip(shape, first)) if i != axis
+        ):
+            raise ValueError(f"shapes {list(first)} and {list(shape)} differ off the concat axis")
+    return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:]
+
+
+@irdl_op_definition
+class SoftmaxOp(NNOperation):
+    """exp(x) / sum(exp(x)) along one axis (opset >= 13 semantics).
+
+        %y = nn.softmax %x axis 1 : tensor<1x1000xf32>
+    """
+
+    name = "nn.softmax"
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    input = operand_def(T)
+    axis = prop_def(IntegerAttr[I64])
+    result = result_def(T)
+    traits = traits_def(Pure())
+    assembly_format = "$input `axis` $axis attr-dict `:` type($result)"
+
+    def __init__(self, input: SSAValue, axis: int):
+        super().__init__(operands=[input], properties={"axis": i64_attr(axis)}, result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        if not 0 <= self.axis.value.data < len(shape_of(self.input)):
+            raise VerifyException(f"{self.name}: axis {self.axis.value.data} is out of range")
+        check_shape(self, shape_of(self.input))
+
+
+NN = Dialect(
+    "nn",
+    [
+        WeightOp,
+        Conv2dOp, GemmOp, MatMulOp, BatchNormOp, LRNOp,
+        ReluOp, SigmoidOp, HardSwishOp, LeakyReluOp, ClipOp, HardSigmoidOp,
+        AddOp, SubOp, MulOp, DivOp,
+        MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp, GlobalMaxPoolOp,
+        ReshapeOp, TransposeOp, ConcatOp, SoftmaxOp,
+    ],
+    [],
+)
+
+COMPUTE_OPS = (Conv2dOp, GemmOp, MatMulOp)

@@ -1,0 +1,211 @@
+"""Reference execution of the `nn` dialect with numpy (xDSL interpreter functions).
+
+One `@impl` per op, each calling the kernel in `nn_kernels`; `nn.weight` reads
+the weight store. `run_reference` executes `@main` and returns the outputs with
+a per-op profile (ONNX nodes, MACs), which the report turns into layer rows:
+
+    outputs, layers = run_reference(module, {"input": x})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.interpreter import Interpreter, InterpreterFunctions, impl, register_impls
+from xdsl.interpreters.func import FuncFunctions
+from xdsl.ir import Operation
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.weights import WeightStore, store_of
+from nncc.dialects import nn
+from nncc.runtime import nn_kernels as k
+
+Args = tuple[Any, ...]
+
+
+def ints(attr) -> tuple[int, ...]:
+    return nn.ints(attr)
+
+
+def flt(attr) -> float:
+    return float(attr.value.data)
+
+
+@register_impls
+class NNFunctions(InterpreterFunctions):
+    """Interpreter functions of the `nn` dialect; values are float32 numpy arrays."""
+
+    def __init__(self, store: WeightStore):
+        self.store = store
+
+    @impl(nn.WeightOp)
+    def run_weight(self, interpreter: Interpreter, op: nn.WeightOp, args: Args):
+        array = self.store[op.ref.data]
+        if tuple(array.shape) != nn.shape_of(op.result):
+            raise NnccError(f"weight '{op.ref.data}' has shape {list(array.shape)} in the store, "
+                            f"but the IR declares {list(nn.shape_of(op.result))}")
+        return (array.astype(np.float32, copy=False),)
+
+    @impl(nn.Conv2dOp)
+    def run_conv2d(self, interpreter: Interpreter, op: nn.Conv2dOp, args: Args):
+        bias = args[2] if len(args) > 2 else None
+        return (k.conv2d(args[0], args[1], bias, ints(op.strides), ints(op.pads),
+                         ints(op.dilations), op.group.value.data),)
+
+    @impl(nn.GemmOp)
+    def run_gemm(self, interpreter: Interpreter, op: nn.GemmOp, args: Args):
+        c = args[2] if len(args) > 2 else None
+        return (k.gemm(args[0], args[1], c, op.trans_a.value, op.trans_b.value,
+                       flt(op.alpha), flt(op.beta)),)
+
+    @impl(nn.MatMulOp)
+    def run_matmul(self, interpreter: Interpreter, op: nn.MatMulOp, args: Args):
+        return (np.matmul(args[0], args[1]).astype(np.float32),)
+
+    @impl(nn.BatchNormOp)
+    def run_batch_norm(self, interpreter: Interpreter, op: nn.BatchNormOp, args: Args):
+        return (k.batch_norm(*args, flt(op.epsilon)),)
+
+    @impl(nn.LRNOp)
+    def run_lrn(self, interpreter: Interpreter, op: nn.LRNOp, args: Args):
+        return (k.lrn(args[0], op.size.value.data, flt(op.alpha), flt(op.beta), flt(op.bias)),)
+
+    @impl(nn.ReluOp)
+    def run_relu(self, interpreter: Interpreter, op: nn.ReluOp, args: Args):
+        return (k.relu(args[0]),)
+
+    @impl(nn.SigmoidOp)
+    def run_sigmoid(self, interpreter: Interpreter, op: nn.SigmoidOp, args: Args):
+        return (k.sigmoid(args[0]),)
+
+    @impl(nn.HardSwishOp)
+    def run_hard_swish(self, interpreter: Interpreter, op: nn.HardSwishOp, args: Args):
+        return (k.hard_swish(args[0]),)
+
+    @impl(nn.LeakyReluOp)
+    def run_leaky_relu(self, interpreter: Interpreter, op: nn.LeakyReluOp, args: Args):
+        return (k.leaky_relu(args[0], flt(op.alpha)),)
+
+    @impl(nn.ClipOp)
+    def run_clip(self, interpreter: Interpreter, op: nn.ClipOp, args: Args):
+        return (k.clip(args[0], flt(op.min), flt(op.max)),)
+
+    @impl(nn.HardSigmoidOp)
+    def run_hard_sigmoid(self, interpreter: Interpreter, op: nn.HardSigmoidOp, args: Args):
+        return (k.hard_sigmoid(args[0], flt(op.alpha), flt(op.beta)),)
+
+    def run_binary(self, op: nn.BinaryOp, args: Args):
+        kernel = k.BINARY[op.name.removeprefix("nn.")]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (kernel(args[0], args[1]).astype(np.float32),)
+
+    @impl(nn.AddOp)
+    def run_add(self, interpreter: Interpreter, op: nn.AddOp, args: Args):
+        return self.run_binary(op, args)
+
+    @impl(nn.SubOp)
+    def run_sub(self, interpreter: Interpreter, op: nn.SubOp, args: Args):
+        return self.run_binary(op, args)
+
+    @impl(nn.MulOp)
+    def run_mul(self, interpreter: Interpreter, op: nn.MulOp, args: Args):
+        return self.run_binary(op, args)
+
+    @impl(nn.DivOp)
+    def run_div(self, interpreter: Interpreter, op: nn.DivOp, args: Args):
+        return self.run_binary(op, args)
+
+    @impl(nn.MaxPool2dOp)
+    def run_max_pool(self, interpreter: Interpreter, op: nn.MaxPool2dOp, args: Args):
+        return (k.max_pool(args[0], ints(op.kernel), ints(op.strides), ints(op.pads),
+                           ints(op.dilations), op.ceil_mode.value),)
+
+    @impl(nn.AvgPool2dOp)
+    def run_avg_pool(self, interpreter: Interpreter, op: nn.AvgPool2dOp, args: Args):
+        return (k.avg_pool(args[0], ints(op.kernel), ints(op.strides), ints(op.pads),
+                           ints(op.dilations), op.ceil_mode.value, op.count_include_pad.value),)
+
+    @impl(nn.GlobalAvgPoolOp)
+    def run_global_avg_pool(self, interpreter: Interpreter, op: nn.GlobalAvgPoolOp, args: Args):
+        return (k.global_avg_pool(args[0]),)
+
+    @impl(nn.GlobalMaxPoolOp)
+    def run_global_max_pool(self, interpreter: Interpreter, op: nn.GlobalMaxPoolOp, args: Args):
+        return (k.global_max_pool(args[0]),)
+
+    @impl(nn.ReshapeOp)
+    def run_reshape(self, interpreter: Interpreter, op: nn.ReshapeOp, args: Args):
+        return (args[0].reshape(nn.shape_of(op.result)),)
+
+    @impl(nn.TransposeOp)
+    def run_transpose(self, interpreter: Interpreter, op: nn.TransposeOp, args: Args):
+        return (np.ascontiguousarray(args[0].transpose(ints(op.perm))),)
+
+    @impl(nn.ConcatOp)
+    def run_concat(self, interpreter: Interpreter, op: nn.ConcatOp, args: Args):
+        return (np.concatenate(args, axis=op.axis.value.data),)
+
+    @impl(nn.SoftmaxOp)
+    def run_softmax(self, interpreter: Interpreter, op: nn.SoftmaxOp, args: Args):
+        return (k.softmax(args[0], op.axis.value.data),)
+
+
+@dataclass
+class LayerProfile(Interpreter.Listener):
+    """Records every compute op executed: its name, ONNX nodes and MACs."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def did_interpret_op(self, op: Operation, results) -> None:
+        if isinstance(op, (nn.WeightOp, func.ReturnOp)) or not op.results:
+            return
+        self.rows.append({
+            "name": op.results[0].name_hint or op.name,
+            "op": op.name,
+            "onnx_nodes": nn.onnx_nodes_of(op),
+            "phase": "forward",
+            "macs": int(getattr(op, "macs", 0)),
+        })
+
+
+def names_attr(module: ModuleOp, key: str, count: int, default: str) -> list[str]:
+    attr = module.attributes.get(key)
+    if isinstance(attr, ArrayAttr) and len(attr.data) == count:
+        return [a.data for a in attr.data if isinstance(a, StringAttr)]
+    return [f"{default}{i}" for i in range(count)]
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
+            return op
+    raise NnccError("the module has no func.func @main")
+
+
+def input_signature(module: ModuleOp) -> dict[str, tuple[int, ...]]:
+    """Input name -> shape of @main."""
+    main = main_function(module)
+    args = main.function_type.inputs.data
+    names = names_attr(module, "nn.input_names", len(args), "input")
+    return {name: tuple(t.get_shape()) for name, t in zip(names, args)}
+
+
+def output_names(module: ModuleOp) -> list[str]:
+    return names_attr(module, "nn.output_names", len(main_function(module).function_type.outputs.data), "output")
+
+
+def run_reference(module: ModuleOp, inputs: dict[str, np.ndarray],
+                  store: WeightStore | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Execute @main on `inputs` (by name); returns outputs by name and per-op rows."""
+    store = store if store is not None else store_of(module, "reference execution")
+    profile = LayerProfile()
+    interpreter = Interpreter(module, listeners=(profile,))
+    interpreter.register_implementations(FuncFunctions())
+    interpreter.register_implementations(NNFunctions(store))
+    args = tuple(np.asarray(inputs[name], dtype=np.float32) for name in input_signature(module))
+    results = interpreter.call_op("main", args)
+    return dict(zip(output_names(module), results)), profile.rows
