@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from nncc.compiler.errors import NnccError
 
@@ -92,6 +93,26 @@ def conv_stats(
     return Stats(mean_map.mean(axis=(1, 2)), var + mean_map.var(axis=(1, 2)))
 
 
+NORMAL_CHUNK = 1 << 22  # elements drawn per thread; fixed, so weights do not depend on threads
+
+
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 N(0,1) draws; large tensors are drawn in chunks on two threads (VGG's FC1 is 100M)."""
+    size = math.prod(shape)
+    if size <= NORMAL_CHUNK:
+        return rng.standard_normal(shape, dtype=np.float32)
+    array = np.empty(size, np.float32)
+    chunks = [array[start : start + NORMAL_CHUNK] for start in range(0, size, NORMAL_CHUNK)]
+    seeds = np.random.SeedSequence(int(rng.integers(2**63))).spawn(len(chunks))
+
+    def fill(seed: np.random.SeedSequence, chunk: np.ndarray) -> None:
+        np.random.default_rng(seed).standard_normal(chunk.shape, dtype=np.float32, out=chunk)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(fill, seeds, chunks))
+    return array.reshape(shape)
+
+
 # --------------------------------------------------------------------------------------
 # The graph builder
 # --------------------------------------------------------------------------------------
@@ -109,7 +130,7 @@ class GraphBuilder:
     batch: int
     resolution: int
     nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    initializers: dict[str, np.ndarray] = field(default_factory=dict)  # float32, filled in at the end
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     stats: dict[str, Stats] = field(default_factory=dict)
     weight_bytes: int = 0
@@ -130,12 +151,12 @@ class GraphBuilder:
             )
 
     def _initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        self.initializers[name] = np.asarray(array, np.float32)
         return name
 
     def _normal(self, name: str, shape: tuple[int, ...], std: float) -> np.ndarray:
         self._reserve(name, shape)
-        array = self.rng.standard_normal(shape, dtype=np.float32)
+        array = standard_normal(self.rng, shape)
         array *= np.float32(std)
         return array
 
@@ -207,7 +228,7 @@ class GraphBuilder:
 
     def relu6(self, name: str, x: str) -> str:
         """ReLU6 as Clip(x, 0, 6) with min and max as (shared) initializer inputs."""
-        if not any(t.name == "relu6.min" for t in self.initializers):
+        if "relu6.min" not in self.initializers:
             self._initializer("relu6.min", np.array(0.0))
             self._initializer("relu6.max", np.array(6.0))
         stats = relu_stats(self.stats[x])  # clipping at 6 is rare for O(1) activations
@@ -284,16 +305,27 @@ class GraphBuilder:
             graph_name,
             [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, self.shapes[INPUT_NAME])],
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, self.shapes[OUTPUT_NAME])],
-            initializer=self.initializers,
             value_info=value_infos,
         )
-        return helper.make_model(
+        model = helper.make_model(
             graph,
             opset_imports=[helper.make_opsetid("", OPSET)],
             ir_version=IR_VERSION,
             producer_name="nncc-zoo",
             doc_string=f"{graph_name}: torchvision architecture, fixed-seed random weights",
         )
+        for name, array in self.initializers.items():  # in place: copying 500 MB of protos is slow
+            add_initializer(model.graph, name, array)
+        return model
+
+
+def add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
+    """Append a float32 initializer to `graph` without an intermediate TensorProto copy."""
+    tensor = graph.initializer.add()
+    tensor.name = name
+    tensor.data_type = TensorProto.FLOAT
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = array.astype("<f4", copy=False).tobytes()
 
 
 def pool_size(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:
