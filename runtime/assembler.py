@@ -1,0 +1,188 @@
+"""Textual assembly (``.s``): assembler and disassembler.
+
+One instruction a line, ``mnemonic operand=value ...``; operands at their default value may be left
+out; ``#`` starts a comment. Directives carry the rest of the program::
+
+    .nncc 1
+    .target {"name": "vector", ...}              # every resolved target parameter, one JSON line
+    .mode inference
+    .dram 0x2000                                 # DRAM bytes the program uses
+    .symbol input x 0x0 1,16,8,8 float32
+    .symbol output y 0x1000 1,16,4,4 float32
+
+    layer name="pool1" nodes="MaxPool_0" phase=forward
+        dma src=DRAM[0x0] src_stride=64,8,1 dst=AM[0x0] dst_stride=64,8,1 shape=16,8,8 signal=0   # pool1
+        vpool func=max shape=16,4,4 window=2,2 x=AM[0x0] x_stride=64,16,2 win_stride=8,1 ...   # pool1
+    .data 0x2000 AAAAAAAAgD8=                    # initial DRAM image, base64
+
+`disassemble` writes the canonical text; ``disassemble(from_bytes(to_bytes(assemble(text))))``
+gives that text back exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.target import target_from_dict, target_to_dict
+from nncc.runtime import isa
+from nncc.runtime.faults import MachineFault
+from nncc.runtime.program import MODES, SYMBOL_KINDS, Program, Symbol, merged_segments
+
+DATA_LINE_BYTES = 3072
+_OPERAND = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
+
+
+# --------------------------------------------------------------------------------------------
+# Disassembler
+
+
+def disassemble(program: Program) -> str:
+    """The canonical assembly text of `program`."""
+    lines = [
+        ".nncc 1",
+        ".target " + json.dumps(target_to_dict(program.target), separators=(",", ":"), sort_keys=True),
+        f".mode {program.mode}",
+        f".dram {program.dram_bytes:#x}",
+    ]
+    for s in program.symbols:
+        lines.append(f".symbol {s.kind} {s.name} {s.addr:#x} {','.join(map(str, s.shape))} {s.dtype}")
+    lines.append("")
+    layer = ""
+    for instr in program.instructions:
+        text = isa.format_instr(instr)
+        mnemonic = isa.definition_of(instr).mnemonic
+        if mnemonic == "layer":
+            layer = instr.name
+            lines += ["", text]
+        elif mnemonic == "barrier":
+            lines.append(text)
+        else:
+            lines.append(f"    {text}   # {layer}" if layer else f"    {text}")
+    lines.append("")
+    for addr, chunk in merged_segments(program.data):
+        for start in range(0, len(chunk), DATA_LINE_BYTES):
+            piece = chunk[start : start + DATA_LINE_BYTES]
+            lines.append(f".data {addr + start:#x} {base64.b64encode(piece).decode()}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Assembler
+
+
+def assemble(text: str, source: str = "<assembly>") -> Program:
+    """Parse assembly text into a `Program`.
+
+    Errors in an instruction raise `MachineFault` naming the instruction index; errors in a
+    directive raise `MachineFault` for the header.
+    """
+    parser = _Parser(source)
+    for number, line in enumerate(text.splitlines(), 1):
+        parser.line(number, _strip_comment(line).strip())
+    return parser.finish()
+
+
+def _strip_comment(line: str) -> str:
+    in_string = False
+    for i, char in enumerate(line):
+        if char == '"' and (i == 0 or line[i - 1] != "\\"):
+            in_string = not in_string
+        elif char == "#" and not in_string:
+            return line[:i]
+    return line
+
+
+class _Parser:
+    def __init__(self, source: str):
+        self.source = source
+        self.target_raw: dict | None = None
+        self.mode = "inference"
+        self.dram_bytes = 0
+        self.symbols: list[Symbol] = []
+        self.data: list[tuple[int, bytes]] = []
+        self.instructions: list = []
+
+    def fail(self, number: int, opcode: str, reason: str) -> MachineFault:
+        return MachineFault(len(self.instructions), opcode, f"{self.source}:{number}: {reason}")
+
+    def line(self, number: int, line: str) -> None:
+        if not line:
+            return
+        if line.startswith("."):
+            self.directive(number, line)
+        else:
+            self.instruction(number, line)
+
+    def directive(self, number: int, line: str) -> None:
+        name, _, rest = line.partition(" ")
+        rest = rest.strip()
+        try:
+            if name == ".nncc":
+                if rest != "1":
+                    raise ValueError(f"unsupported assembly version {rest!r}")
+            elif name == ".target":
+                self.target_raw = json.loads(rest)
+            elif name == ".mode":
+                if rest not in MODES:
+                    raise ValueError(f"mode must be one of {', '.join(MODES)}")
+                self.mode = rest
+            elif name == ".dram":
+                self.dram_bytes = int(rest, 0)
+            elif name == ".symbol":
+                kind, sym, addr, shape, dtype = rest.split()
+                if kind not in SYMBOL_KINDS or dtype != "float32":
+                    raise ValueError(f"bad symbol kind {kind!r} or dtype {dtype!r}")
+                self.symbols.append(Symbol(sym, kind, int(addr, 0), tuple(int(d) for d in shape.split(",")), dtype))
+            elif name == ".data":
+                addr, payload = rest.split()
+                self.data.append((int(addr, 0), base64.b64decode(payload, validate=True)))
+            else:
+                raise ValueError(f"unknown directive {name}")
+        except (ValueError, json.JSONDecodeError) as error:
+            raise self.fail(number, "header", f"{name}: {error}") from None
+
+    def instruction(self, number: int, line: str) -> None:
+        mnemonic, _, rest = line.partition(" ")
+        definition = isa.BY_MNEMONIC.get(mnemonic)
+        if definition is None:
+            raise self.fail(number, mnemonic, f"unknown opcode {mnemonic!r}")
+        operands = {o.name: o for o in definition.operands}
+        values = {}
+        position = 0
+        rest = rest.strip()
+        while position < len(rest):
+            match = _OPERAND.match(rest, position)
+            if match is None:
+                raise self.fail(number, mnemonic, f"cannot parse {rest[position:].strip()!r}")
+            key, text = match.groups()
+            if key not in operands:
+                raise self.fail(number, mnemonic, f"unknown operand {key!r}")
+            try:
+                values[key] = isa.parse_value(operands[key], text)
+            except isa.IsaError as error:
+                raise self.fail(number, mnemonic, str(error)) from None
+            position = match.end()
+            while position < len(rest) and rest[position].isspace():
+                position += 1
+        try:
+            self.instructions.append(isa.make(mnemonic, **values))
+        except isa.IsaError as error:
+            raise self.fail(number, mnemonic, str(error)) from None
+
+    def finish(self) -> Program:
+        if self.target_raw is None:
+            raise MachineFault(0, "header", f"{self.source}: missing .target directive")
+        try:
+            target = target_from_dict(self.target_raw, f"{self.source} .target")
+        except NnccError as error:
+            raise MachineFault(0, "header", str(error)) from None
+        program = Program(target, self.instructions, self.symbols, merged_segments(self.data), self.dram_bytes, self.mode)
+        known = set(program.memory_names)
+        for index, instr in enumerate(program.instructions):
+            for value in instr:
+                if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0] not in known:
+                    raise MachineFault(index, isa.definition_of(instr).mnemonic, f"unknown memory {value[0]!r}")
+        return program

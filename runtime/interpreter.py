@@ -1,0 +1,293 @@
+"""The interpreter: runs a `Program` on simulated memories with per-engine timelines.
+
+Engines are the DMA channels (``dma0``...) and the compute units of every core (``core0.main``,
+``core0.pre``, ``core0.post``). Each engine executes its instructions in program order. An
+instruction starts when its engine is free and a token is available on every semaphore it waits on;
+it reads its operands at its start and its writes land at its end. The dispatcher always runs the
+instruction that can start earliest, so the memories see reads and writes in simulated-time order:
+a program that forgets a synchronisation reads stale data, as real hardware would.
+
+    result = run(program, {"x": x})
+    result.outputs["y"], result.cycles, result.macs, result.energy_pj
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nncc.compiler.errors import NnccError
+from nncc.runtime import isa
+from nncc.runtime.faults import MachineFault
+from nncc.runtime.memory import Fault, Memories
+from nncc.runtime.program import Program
+from nncc.runtime.semantics import SEMANTICS, Effect, dma
+from nncc.runtime.timing import DmaModel
+
+
+@dataclass
+class LayerStats:
+    name: str
+    onnx_nodes: list[str]
+    phase: str
+    start: int = -1
+    end: int = 0
+    macs: int = 0
+    ops: int = 0
+    instructions: int = 0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+
+    @property
+    def cycles(self) -> int:
+        return max(0, self.end - self.start) if self.start >= 0 else 0
+
+
+@dataclass
+class TraceEvent:
+    engine: str
+    mnemonic: str
+    index: int
+    start: int
+    end: int
+    layer: str
+
+
+@dataclass
+class RunResult:
+    """Outputs and counters of one run."""
+
+    program: Program
+    outputs: dict[str, np.ndarray]
+    cycles: int = 0
+    macs: int = 0
+    ops: int = 0
+    instructions: int = 0
+    read_bytes: dict[str, int] = field(default_factory=dict)  # per memory name, DRAM included
+    write_bytes: dict[str, int] = field(default_factory=dict)
+    busy: dict[str, int] = field(default_factory=dict)  # per engine
+    dram_activations: int = 0
+    compute_energy_pj: float = 0.0
+    layers: list[LayerStats] = field(default_factory=list)
+    trace: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def mac_utilization(self) -> float:
+        return self.macs / (self.cycles * self.program.target.mac_units) if self.cycles else 0.0
+
+    @property
+    def energy_pj(self) -> dict[str, float]:
+        target = self.program.target
+        dram = (self.read_bytes.get("DRAM", 0) + self.write_bytes.get("DRAM", 0)) * target.dram.energy_pj_per_byte
+        dram += self.dram_activations * target.dram.activation_energy_pj
+        onchip = 0.0
+        for memory in target.memories:
+            onchip += self.read_bytes.get(memory.name, 0) / memory.word_bytes * memory.read_energy_pj
+            onchip += self.write_bytes.get(memory.name, 0) / memory.word_bytes * memory.write_energy_pj
+        return {"dram": dram, "onchip": onchip, "compute": self.compute_energy_pj,
+                "total": dram + onchip + self.compute_energy_pj}  # fmt: skip
+
+
+def engine_of(program: Program, index: int, ins: Any) -> str:
+    """The engine that executes `ins` (faults if the target lacks it)."""
+    definition = isa.definition_of(ins)
+    target = program.target
+    if definition.engine == isa.Engine.DMA:
+        if ins.ch >= target.dma.channels:
+            raise MachineFault(index, "dma", f"DMA channel {ins.ch} does not exist (target has {target.dma.channels})")
+        return f"dma{ins.ch}"
+    if ins.core >= target.cores:
+        raise MachineFault(index, definition.mnemonic, f"core {ins.core} does not exist (target has {target.cores})")
+    if ins.unit not in target.units:
+        raise MachineFault(index, definition.mnemonic, f"target {target.name} has no {ins.unit} unit")
+    return f"core{ins.core}.{ins.unit}"
+
+
+class Interpreter:
+    def __init__(self, program: Program, trace: bool = False):
+        self.program = program
+        self.target = program.target
+        self.memories = Memories(self.target, _dram_size(program))
+        self.dma_model = DmaModel(self.target)
+        self.want_trace = trace
+        self.tokens: list[list[int]] = [[] for _ in range(isa.MAX_SEMAPHORES)]
+        self.free: dict[str, int] = {}
+        self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.row_bytes = self.target.dram.row_buffer_bytes
+        self.barrier_time = 0
+        self.result = RunResult(program, {})
+
+    # ---- inputs and outputs
+
+    def load_image(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for addr, chunk in self.program.data:
+            self.memories.write_dram(addr, np.frombuffer(chunk, dtype="<f4"))
+        for symbol in self.program.symbols_of("input"):
+            value = np.asarray(inputs[symbol.name], dtype=np.float32)
+            if value.shape != symbol.shape:
+                raise NnccError(f"input {symbol.name}: shape {value.shape} does not match the program's {symbol.shape}")
+            self.memories.write_dram(symbol.addr, value)
+
+    def read_outputs(self) -> dict[str, np.ndarray]:
+        return {
+            s.name: self.memories.read_dram(s.addr, s.shape)
+            for s in self.program.symbols
+            if s.kind == "output" or (s.kind == "weight" and self.program.mode == "training")
+        }
+
+    # ---- the dispatcher
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> RunResult:
+        self.load_image(inputs)
+        queues: dict[str, deque] = {}
+        layer = -1
+        result = self.result
+        for index, ins in enumerate(self.program.instructions):
+            mnemonic = type(ins).DEF.mnemonic
+            if mnemonic == "layer":
+                result.layers.append(LayerStats(ins.name, [n for n in ins.nodes.split(",") if n], ins.phase))
+                layer = len(result.layers) - 1
+            elif mnemonic == "barrier":
+                self.drain(queues)
+                self.synchronise_all()
+            else:
+                queues.setdefault(engine_of(self.program, index, ins), deque()).append((index, ins, layer))
+        self.drain(queues)
+        self.flush(math.inf)
+        result.instructions = len(self.program.instructions)
+        result.outputs = self.read_outputs()
+        return result
+
+    def synchronise_all(self) -> None:
+        latest = max(self.free.values(), default=0)
+        for engine in self.free:
+            self.free[engine] = latest
+        self.flush(latest)
+        self.barrier_time = latest
+
+    def drain(self, queues: dict[str, deque]) -> None:
+        """Run queued instructions, always the one that can start earliest, until all are done."""
+        tokens = self.tokens
+        free = self.free
+        floor = self.barrier_time
+        while queues:
+            best = None
+            for engine, queue in queues.items():
+                index, ins, _ = queue[0]
+                start = free.get(engine, floor)
+                for semaphore in ins.wait:
+                    available = tokens[semaphore]
+                    if not available:
+                        break
+                    if available[0] > start:
+                        start = available[0]
+                else:
+                    if best is None or (start, index) < best[:2]:
+                        best = (start, index, engine)
+            if best is None:
+                raise self.deadlock(queues)
+            start, index, engine = best
+            queue = queues[engine]
+            _, ins, layer = queue.popleft()
+            if not queue:
+                del queues[engine]
+            for semaphore in ins.wait:
+                heapq.heappop(tokens[semaphore])
+            end = self.execute(index, ins, engine, start, layer)
+            free[engine] = end
+            for semaphore in ins.signal:
+                heapq.heappush(tokens[semaphore], end)
+
+    def deadlock(self, queues: dict[str, deque]) -> MachineFault:
+        index, ins, _ = min(queue[0] for queue in queues.values())
+        missing = [s for s in ins.wait if not self.tokens[s]]
+        return MachineFault(
+            index, type(ins).DEF.mnemonic,
+            f"deadlock: waits on semaphore {missing[0]}, which no runnable instruction will signal",
+        )  # fmt: skip
+
+    def flush(self, time: float) -> None:
+        """Apply every pending write that completes at or before `time`."""
+        pending = self.pending
+        while pending and pending[0][0] <= time:
+            _, _, view, data = heapq.heappop(pending)
+            view[...] = data
+
+    def execute(self, index: int, ins: Any, engine: str, start: int, layer: int) -> int:
+        self.flush(start)
+        mnemonic = type(ins).DEF.mnemonic
+        try:
+            if mnemonic == "dma":
+                effect = dma(self.memories, ins, self.row_bytes)
+                end = self.dma_model.finish_time(start, *effect.transfer)
+            else:
+                effect = SEMANTICS[mnemonic](self.memories, ins)
+                end = start + effect.cycles
+                unit = self.target.units[ins.unit]
+                self.result.compute_energy_pj += effect.macs * unit.mac_energy_pj + effect.ops * unit.op_energy_pj
+        except Fault as fault:
+            raise MachineFault(index, mnemonic, str(fault)) from None
+        for view, data in effect.writes:
+            heapq.heappush(self.pending, (end, index, view, data))
+        self.account(effect, engine, start, end, layer)
+        if self.want_trace:
+            name = self.result.layers[layer].name if layer >= 0 else ""
+            self.result.trace.append(TraceEvent(engine, mnemonic, index, start, end, name))
+        return end
+
+    def account(self, effect: Effect, engine: str, start: int, end: int, layer: int) -> None:
+        result = self.result
+        result.macs += effect.macs
+        result.ops += effect.ops
+        result.dram_activations += effect.activations
+        result.busy[engine] = result.busy.get(engine, 0) + end - start
+        result.cycles = max(result.cycles, end)
+        for name, nbytes in effect.read_bytes.items():
+            result.read_bytes[name] = result.read_bytes.get(name, 0) + nbytes
+        for name, nbytes in effect.write_bytes.items():
+            result.write_bytes[name] = result.write_bytes.get(name, 0) + nbytes
+        if layer >= 0:
+            stats = result.layers[layer]
+            stats.start = start if stats.start < 0 else min(stats.start, start)
+            stats.end = max(stats.end, end)
+            stats.macs += effect.macs
+            stats.ops += effect.ops
+            stats.instructions += 1
+            stats.dram_read_bytes += effect.read_bytes.get("DRAM", 0)
+            stats.dram_write_bytes += effect.write_bytes.get("DRAM", 0)
+
+
+def _dram_size(program: Program) -> int:
+    size = program.dram_bytes
+    for addr, chunk in program.data:
+        size = max(size, addr + len(chunk))
+    for symbol in program.symbols:
+        size = max(size, symbol.addr + symbol.nbytes)
+    if size > program.target.dram.size_bytes:
+        raise MachineFault(0, "header", f"program needs {size} bytes of DRAM; target has {program.target.dram.size_bytes}")
+    return (size + 3) // 4 * 4
+
+
+def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded standard-normal values for every input symbol."""
+    rng = np.random.default_rng(seed)
+    return {s.name: rng.standard_normal(s.shape).astype(np.float32) for s in program.symbols_of("input")}
+
+
+def run(program: Program, inputs: Mapping[str, np.ndarray] | None = None, trace: bool = False) -> RunResult:
+    """Execute `program`; `inputs` by symbol name (seeded random values when None).
+
+    Raises `MachineFault` for a bad program and `NnccError` for bad inputs.
+    """
+    if inputs is None:
+        inputs = random_inputs(program)
+    missing = [s.name for s in program.symbols_of("input") if s.name not in inputs]
+    if missing:
+        raise NnccError(f"missing input(s): {', '.join(missing)}")
+    return Interpreter(program, trace).run(inputs)

@@ -1,0 +1,444 @@
+"""The nncc accelerator ISA: the one definition of every instruction.
+
+The assembler, the disassembler, the binary encoder, the interpreter and the `isa` xDSL dialect
+all read `INSTRUCTIONS`; nothing about an instruction is written anywhere else.
+
+Instructions work on tiles. Data is fp32 everywhere; addresses are byte addresses (multiples of 4)
+into a memory space named by the target (``DRAM`` or an on-chip memory such as ``AM``); strides and
+shapes are counted in fp32 elements, outermost dimension first. A tile operand is a reference
+``MEM[addr]`` plus a stride tuple; stride 0 broadcasts. Every executing instruction may ``wait`` on
+semaphores (consuming one token each) before it starts and ``signal`` semaphores (producing one token
+each) when it completes, in the spirit of VTA's dependency queues. An instruction is a namedtuple::
+
+    >>> ins = make("vadd", shape=(1, 4, 16), x=("AM", 0), x_stride=(0, 16, 1), y=("AM", 256),
+    ...            y_stride=(0, 16, 1), z=("AM", 512), z_stride=(0, 16, 1))
+    >>> format_instr(ins)
+    'vadd shape=1,4,16 x=AM[0x0] x_stride=0,16,1 y=AM[0x100] y_stride=0,16,1 z=AM[0x200] z_stride=0,16,1'
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import namedtuple
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, NamedTuple
+
+import numpy as np
+
+MAX_SEMAPHORES = 63
+"""Semaphores are numbered 0..62 (a wait/signal set is one 63-bit mask in the binary)."""
+
+MAX_CORES = 63
+
+
+class Kind(Enum):
+    """How an operand is written in assembly and how many 64-bit slots it takes in the binary."""
+
+    INT = "int"  # 1 slot, decimal
+    ADDR = "addr"  # 1 slot, hexadecimal
+    FLOAT = "float"  # 1 slot (IEEE-754 double bits)
+    ENUM = "enum"  # 1 slot (index into `choices`), written by name
+    SET = "set"  # 1 slot (bit mask), written as comma-separated numbers
+    STR = "str"  # 1 slot (index into the program's string table), written quoted
+    REF = "ref"  # 2 slots (memory space, byte address), written MEM[0xADDR]
+    INTS = "ints"  # `width` slots, written comma-separated
+
+
+class Engine(Enum):
+    """Which engine executes an instruction."""
+
+    DMA = "dma"  # DMA channel `ch`
+    UNIT = "unit"  # compute unit `unit` (main, pre, post) of core `core`
+    CONTROL = "control"  # no engine: markers and barriers, handled by the dispatcher
+
+
+@dataclass(frozen=True)
+class Operand:
+    name: str
+    kind: Kind
+    default: Any = None  # None: required
+    width: int = 1  # INTS only
+    choices: tuple[str, ...] = ()  # ENUM only
+    doc: str = ""
+
+    @property
+    def slots(self) -> int:
+        return {Kind.REF: 2, Kind.INTS: self.width}.get(self.kind, 1)
+
+
+@dataclass(frozen=True)
+class InstrDef:
+    """One instruction: mnemonic, opcode, engine, operands and a one-line meaning."""
+
+    mnemonic: str
+    opcode: int
+    engine: Engine
+    operands: tuple[Operand, ...]
+    semantics: str
+    tuple_type: type = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [operand.name for operand in self.operands]
+        cls = namedtuple(self.mnemonic.capitalize(), names)  # type: ignore[misc]
+        cls.DEF = self  # type: ignore[attr-defined]
+        cls.__doc__ = f"{self.mnemonic}: {self.semantics}"
+        object.__setattr__(self, "tuple_type", cls)
+
+    @property
+    def slots(self) -> int:
+        return sum(operand.slots for operand in self.operands)
+
+
+UNITS = ("main", "pre", "post")
+PHASES = ("forward", "backward", "update")
+
+ACTIVATIONS: dict[str, int] = {
+    # function: cost in vector passes per element group (1 = one FMAC-unit operation)
+    "copy": 1, "relu": 1, "clip": 1, "leaky": 1, "step": 1, "affine": 1, "abs": 1, "neg": 1, "square": 1,
+    "hardsigmoid": 2, "hardswish": 3,
+    "sigmoid": 4, "tanh": 4, "exp": 4, "log": 4, "recip": 4, "sqrt": 4, "rsqrt": 4,
+}  # fmt: skip
+"""vact functions. clip: min(max(x,p0),p1); leaky: x>0?x:p0*x; step: x>0?1:0; affine: x*p0+p1;
+hardsigmoid: clip(p0*x+p1, 0, 1); rsqrt: 1/sqrt(x+p0); the rest as named."""
+
+BINARY_OPS: dict[str, tuple[int, str]] = {
+    "vadd": (0x20, "z = x + y"),
+    "vsub": (0x21, "z = x - y"),
+    "vmul": (0x22, "z = x * y"),
+    "vdiv": (0x23, "z = x / y"),
+    "vmax": (0x24, "z = max(x, y)"),
+    "vmin": (0x25, "z = min(x, y)"),
+    "vcmpeq": (0x26, "z = 1.0 if x == y else 0.0"),
+    "vcmpgt": (0x27, "z = 1.0 if x > y else 0.0"),
+}
+BINARY_COST = {"vdiv": 4}
+
+
+def _ref(name: str, doc: str = "") -> Operand:
+    return Operand(name, Kind.REF, doc=doc)
+
+
+def _ints(name: str, width: int, default: tuple[int, ...] | None = None, doc: str = "") -> Operand:
+    return Operand(name, Kind.INTS, default=default, width=width, doc=doc)
+
+
+_SYNC = (
+    Operand("wait", Kind.SET, default=(), doc="semaphores to take one token from before starting"),
+    Operand("signal", Kind.SET, default=(), doc="semaphores to give one token to on completion"),
+)
+_ON_UNIT = (
+    Operand("core", Kind.INT, default=0),
+    Operand("unit", Kind.ENUM, default="main", choices=UNITS),
+)
+
+
+def _tile(name: str) -> tuple[Operand, Operand]:
+    return _ref(name), _ints(f"{name}_stride", 3)
+
+
+def _binary(mnemonic: str, opcode: int, meaning: str) -> InstrDef:
+    return InstrDef(
+        mnemonic, opcode, Engine.UNIT,
+        (*_ON_UNIT, _ints("shape", 3), *_tile("x"), *_tile("y"), *_tile("z"), *_SYNC),
+        f"{meaning}, elementwise over a 3-D tile (lanes on the last dimension)",
+    )  # fmt: skip
+
+
+INSTRUCTIONS: tuple[InstrDef, ...] = (
+    InstrDef(
+        "dma", 0x01, Engine.DMA,
+        (
+            Operand("ch", Kind.INT, default=0, doc="DMA channel"),
+            _ref("src"), Operand("src_core", Kind.INT, default=0, doc="instance of a per-core source memory"),
+            _ints("src_stride", 3),
+            _ref("dst"), Operand("cores", Kind.SET, default=(0,), doc="destination instances (multicast)"),
+            _ints("dst_stride", 3),
+            _ints("shape", 3, doc="destination box, padding included"),
+            _ints("pad", 6, default=(0, 0, 0, 0, 0, 0), doc="lo0,hi0,lo1,hi1,lo2,hi2"),
+            Operand("pad_value", Kind.FLOAT, default=0.0),
+            *_SYNC,
+        ),
+        "copy a 3-D box; the source box is shape minus padding, padded elements get pad_value; "
+        "one read delivered to every core in `cores`",
+    ),
+    InstrDef(
+        "matmul", 0x10, Engine.UNIT,
+        (
+            *_ON_UNIT,
+            Operand("batch", Kind.INT, default=1),
+            _ints("mnk", 3, doc="m, n, k"),
+            _ref("a"), _ints("a_stride", 3, doc="batch, m, k"),
+            _ref("b"), _ints("b_stride", 3, doc="batch, k, n"),
+            _ref("c"), _ints("c_stride", 3, doc="batch, m, n"),
+            Operand("acc", Kind.INT, default=0, doc="1: accumulate into c"),
+            *_SYNC,
+        ),
+        "c[t,i,j] (+)= sum_l a[t,i,l] * b[t,l,j]; n on lanes (vector) or columns (matrix), a broadcast",
+    ),
+    *(_binary(mnemonic, opcode, meaning) for mnemonic, (opcode, meaning) in BINARY_OPS.items()),
+    InstrDef(
+        "vfma", 0x30, Engine.UNIT,
+        (*_ON_UNIT, _ints("shape", 3), *_tile("x"), *_tile("y"), *_tile("w"), *_tile("z"), *_SYNC),
+        "z = x * y + w elementwise (per-channel scale/shift with stride-0 operands)",
+    ),
+    InstrDef(
+        "vact", 0x31, Engine.UNIT,
+        (
+            *_ON_UNIT,
+            Operand("func", Kind.ENUM, choices=tuple(ACTIVATIONS)),
+            Operand("p0", Kind.FLOAT, default=0.0),
+            Operand("p1", Kind.FLOAT, default=0.0),
+            _ints("shape", 3), *_tile("x"), *_tile("z"), *_SYNC,
+        ),
+        "z = func(x; p0, p1) elementwise: copy relu clip leaky step affine sigmoid hardswish exp ...",
+    ),
+    InstrDef(
+        "vfill", 0x32, Engine.UNIT,
+        (*_ON_UNIT, _ints("shape", 3), *_tile("z"), Operand("value", Kind.FLOAT, default=0.0), *_SYNC),
+        "z = value over a 3-D tile",
+    ),
+    InstrDef(
+        "vred", 0x40, Engine.UNIT,
+        (
+            *_ON_UNIT,
+            Operand("func", Kind.ENUM, choices=("sum", "max", "mean")),
+            Operand("acc", Kind.INT, default=0, doc="1: combine with z (sum/mean add, max max)"),
+            _ints("shape", 3), *_tile("x"), _ref("z"), Operand("z_stride", Kind.INT, default=1),
+            *_SYNC,
+        ),
+        "z[i] (+)= reduce over j, l of x[i, j, l] (global pooling, batch-norm statistics)",
+    ),
+    InstrDef(
+        "vpool", 0x41, Engine.UNIT,
+        (
+            *_ON_UNIT,
+            Operand("func", Kind.ENUM, choices=("max", "avg", "sum")),
+            _ints("shape", 3, doc="output tile"),
+            _ints("window", 2),
+            *_tile("x"),
+            _ints("win_stride", 2, doc="element strides of the two window dimensions"),
+            *_tile("z"),
+            *_SYNC,
+        ),
+        "z[i,j,l] = reduce over a<window0, b<window1 of x[i*s0 + j*s1 + l*s2 + a*w0 + b*w1]",
+    ),
+    InstrDef(
+        "barrier", 0x50, Engine.CONTROL, (),
+        "every instruction before it completes before any instruction after it starts",
+    ),
+    InstrDef(
+        "layer", 0x60, Engine.CONTROL,
+        (
+            Operand("name", Kind.STR),
+            Operand("nodes", Kind.STR, default="", doc="ONNX node names, comma-separated"),
+            Operand("phase", Kind.ENUM, default="forward", choices=PHASES),
+        ),
+        "marker: the instructions that follow serve this layer (for per-layer counters)",
+    ),
+)  # fmt: skip
+
+BY_MNEMONIC: dict[str, InstrDef] = {d.mnemonic: d for d in INSTRUCTIONS}
+BY_OPCODE: dict[int, InstrDef] = {d.opcode: d for d in INSTRUCTIONS}
+
+
+class IsaError(ValueError):
+    """An instruction that is not well-formed (bad operand name, type or value)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Construction and static checks
+
+
+def make(mnemonic: str, **operands: Any) -> NamedTuple:
+    """Build an instruction, filling defaults, normalising values and checking them."""
+    definition = BY_MNEMONIC.get(mnemonic)
+    if definition is None:
+        raise IsaError(f"unknown instruction {mnemonic!r}")
+    unknown = set(operands) - {operand.name for operand in definition.operands}
+    if unknown:
+        raise IsaError(f"{mnemonic}: unknown operand(s) {', '.join(sorted(unknown))}")
+    values = []
+    for operand in definition.operands:
+        value = operands.get(operand.name, operand.default)
+        if value is None:
+            raise IsaError(f"{mnemonic}: missing operand {operand.name}")
+        values.append(_normalise(mnemonic, operand, value))
+    return definition.tuple_type(*values)
+
+
+def _normalise(mnemonic: str, operand: Operand, value: Any) -> Any:
+    where = f"{mnemonic}: {operand.name}"
+    kind = operand.kind
+    try:
+        if kind in (Kind.INT, Kind.ADDR):
+            return _check_int(where, value, minimum=0)
+        if kind == Kind.FLOAT:
+            return float(value)
+        if kind == Kind.ENUM:
+            if value not in operand.choices:
+                raise IsaError(f"{where}: {value!r} is not one of {', '.join(operand.choices)}")
+            return value
+        if kind == Kind.SET:
+            members = tuple(sorted({_check_int(where, v, minimum=0) for v in value}))
+            if members and members[-1] >= MAX_SEMAPHORES:
+                raise IsaError(f"{where}: {members[-1]} is out of range (0..{MAX_SEMAPHORES - 1})")
+            return members
+        if kind == Kind.STR:
+            if not isinstance(value, str) or "\n" in value:
+                raise IsaError(f"{where}: expected a one-line string")
+            return value
+        if kind == Kind.REF:
+            memory, address = value
+            if not isinstance(memory, str) or not memory.isidentifier():
+                raise IsaError(f"{where}: bad memory name {memory!r}")
+            return (memory, _check_int(where, address, minimum=0))
+        values = tuple(_check_int(where, v, minimum=0) for v in value)
+        if len(values) != operand.width:
+            raise IsaError(f"{where}: expected {operand.width} values, got {len(values)}")
+        if operand.name in ("shape", "mnk", "window") and min(values) < 1:
+            raise IsaError(f"{where}: sizes must be >= 1, got {values}")
+        return values
+    except (TypeError, ValueError) as error:
+        if isinstance(error, IsaError):
+            raise
+        raise IsaError(f"{where}: bad value {value!r}") from None
+
+
+def _check_int(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, np.integer):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise IsaError(f"{where}: expected an integer, got {value!r}")
+    if value < minimum or value >= 1 << 62:
+        raise IsaError(f"{where}: {value} is out of range")
+    return value
+
+
+def definition_of(instr: NamedTuple) -> InstrDef:
+    return type(instr).DEF  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly text
+
+
+def format_instr(instr: NamedTuple) -> str:
+    """One canonical assembly line (operands at their default are left out)."""
+    definition = definition_of(instr)
+    parts = [definition.mnemonic]
+    for operand, value in zip(definition.operands, instr):
+        if operand.default is not None and value == _normalise(definition.mnemonic, operand, operand.default):
+            continue
+        parts.append(f"{operand.name}={format_value(operand, value)}")
+    return " ".join(parts)
+
+
+def format_value(operand: Operand, value: Any) -> str:
+    kind = operand.kind
+    if kind == Kind.ADDR:
+        return hex(value)
+    if kind == Kind.FLOAT:
+        return repr(float(value))
+    if kind == Kind.STR:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if kind == Kind.REF:
+        return f"{value[0]}[{hex(value[1])}]"
+    if kind in (Kind.SET, Kind.INTS):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def parse_value(operand: Operand, text: str) -> Any:
+    """Inverse of `format_value` (values are checked later by `make`)."""
+    kind = operand.kind
+    try:
+        if kind in (Kind.INT, Kind.ADDR):
+            return int(text, 0)
+        if kind == Kind.FLOAT:
+            return float(text)
+        if kind == Kind.STR:
+            if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+                raise IsaError(f"{operand.name}: expected a quoted string")
+            return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        if kind == Kind.REF:
+            memory, bracket, rest = text.partition("[")
+            if not bracket or not rest.endswith("]"):
+                raise IsaError(f"{operand.name}: expected MEM[ADDR], got {text!r}")
+            return (memory, int(rest[:-1], 0))
+        if kind in (Kind.SET, Kind.INTS):
+            return tuple(int(v, 0) for v in text.split(",")) if text else ()
+        return text
+    except ValueError:
+        raise IsaError(f"{operand.name}: bad value {text!r}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Binary encoding: opcode followed by the operand slots, all int64
+
+
+def encode(instr: NamedTuple, memory_ids: dict[str, int], strings: dict[str, int]) -> list[int]:
+    """Slots of one instruction. `strings` grows as new strings are met."""
+    definition = definition_of(instr)
+    slots = [definition.opcode]
+    for operand, value in zip(definition.operands, instr):
+        kind = operand.kind
+        if kind == Kind.REF:
+            if value[0] not in memory_ids:
+                raise IsaError(f"{definition.mnemonic}: {operand.name}: unknown memory {value[0]!r}")
+            slots += [memory_ids[value[0]], value[1]]
+        elif kind == Kind.INTS:
+            slots += value
+        elif kind == Kind.FLOAT:
+            slots.append(struct.unpack("<q", struct.pack("<d", value))[0])
+        elif kind == Kind.ENUM:
+            slots.append(operand.choices.index(value))
+        elif kind == Kind.SET:
+            slots.append(sum(1 << v for v in value))
+        elif kind == Kind.STR:
+            slots.append(strings.setdefault(value, len(strings)))
+        else:
+            slots.append(value)
+    return slots
+
+
+def decode(slots: Sequence[int], position: int, memory_names: Sequence[str], strings: Sequence[str]) -> tuple[NamedTuple, int]:
+    """Decode the instruction at `slots[position]`; return it and the next position.
+
+    Raises `IsaError` for an unknown opcode or operand values out of range.
+    """
+    opcode = slots[position]
+    definition = BY_OPCODE.get(opcode)
+    if definition is None:
+        raise IsaError(f"unknown opcode {opcode:#x}")
+    position += 1
+    if position + definition.slots > len(slots):
+        raise IsaError(f"{definition.mnemonic}: truncated instruction")
+    values = []
+    for operand in definition.operands:
+        kind = operand.kind
+        raw = slots[position]
+        if kind == Kind.REF:
+            if not 0 <= raw < len(memory_names):
+                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad memory id {raw}")
+            value: Any = (memory_names[raw], slots[position + 1])
+        elif kind == Kind.INTS:
+            value = tuple(slots[position : position + operand.width])
+        elif kind == Kind.FLOAT:
+            value = struct.unpack("<d", struct.pack("<q", raw))[0]
+        elif kind == Kind.ENUM:
+            if not 0 <= raw < len(operand.choices):
+                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad choice {raw}")
+            value = operand.choices[raw]
+        elif kind == Kind.SET:
+            value = tuple(i for i in range(MAX_SEMAPHORES) if raw >> i & 1)
+        elif kind == Kind.STR:
+            if not 0 <= raw < len(strings):
+                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad string id {raw}")
+            value = strings[raw]
+        else:
+            value = raw
+        values.append(value)
+        position += operand.slots
+    return make(definition.mnemonic, **dict(zip((o.name for o in definition.operands), values))), position

@@ -1,0 +1,287 @@
+"""What every instruction does to the memories, and the work it represents.
+
+One function per instruction family. Each reads its operand tiles *now* (at its start) and returns
+an `Effect`: the tile writes to apply when it completes, the bytes it read and wrote per memory, and
+its work (MACs, elementwise operations, issue cycles on its unit). The interpreter decides when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nncc.compiler.target import ComputeUnit
+from nncc.runtime import isa
+from nncc.runtime.memory import Fault, Memories, footprint, row_activations
+from nncc.runtime.timing import matmul_issue_cycles, memory_cycles, vector_issue_cycles
+
+
+@dataclass(slots=True)
+class Effect:
+    writes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    read_bytes: dict[str, int] = field(default_factory=dict)
+    write_bytes: dict[str, int] = field(default_factory=dict)
+    macs: int = 0
+    ops: int = 0
+    cycles: int = 0  # compute instructions: busy cycles of the unit
+    transfer: tuple[str, str, int, int] | None = None  # DMA: src, dst, read bytes, bytes per copy
+    activations: int = 0  # DRAM row activations
+
+
+def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
+    counter[name] = counter.get(name, 0) + nbytes
+
+
+# --------------------------------------------------------------------------------------------
+# DMA
+
+
+def dma(mem: Memories, ins: Any, row_bytes: int) -> Effect:
+    src_space, src_addr = ins.src
+    dst_space, dst_addr = ins.dst
+    shape = ins.shape
+    pad = ins.pad
+    inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape))
+    if min(inner) < 0:
+        raise Fault(f"padding {','.join(map(str, pad))} is larger than the box {','.join(map(str, shape))}")
+    cores = ins.cores
+    if not cores:
+        raise Fault("no destination core")
+    if (dst_space == "DRAM" or mem.shared[dst_space]) and len(cores) > 1:
+        raise Fault(f"multicast to {dst_space}, which has one instance")
+    for core in (*cores, ins.src_core):
+        if core >= mem.target.cores:
+            raise Fault(f"core {core} does not exist (target has {mem.target.cores})")
+    effect = Effect()
+    n_inner = inner[0] * inner[1] * inner[2]
+    if pad == (0, 0, 0, 0, 0, 0):
+        data = np.array(mem.view(src_space, ins.src_core, src_addr, shape, ins.src_stride))
+    else:
+        data = np.full(shape, ins.pad_value, dtype=np.float32)
+        if n_inner:
+            source = mem.view(src_space, ins.src_core, src_addr, inner, ins.src_stride)
+            data[pad[0] : shape[0] - pad[1], pad[2] : shape[1] - pad[3], pad[4] : shape[2] - pad[5]] = source
+    for core in cores:
+        effect.writes.append((mem.view(dst_space, core, dst_addr, shape, ins.dst_stride), data))
+    read = 4 * n_inner
+    written = 4 * shape[0] * shape[1] * shape[2]
+    effect.read_bytes[src_space] = read
+    effect.write_bytes[dst_space] = written * len(cores)
+    effect.transfer = (src_space, dst_space, read, written)
+    if row_bytes:
+        if src_space == "DRAM" and n_inner:
+            effect.activations += row_activations(src_addr, inner, ins.src_stride, row_bytes)
+        if dst_space == "DRAM":
+            effect.activations += row_activations(dst_addr, shape, ins.dst_stride, row_bytes)
+    return effect
+
+
+# --------------------------------------------------------------------------------------------
+# Compute
+
+
+def _tile(mem: Memories, ins: Any, ref: tuple[str, int], shape, strides, effect: Effect, write: bool = False):
+    space, addr = ref
+    if space == "DRAM":
+        raise Fault(f"compute operand {space}[{addr:#x}] is in DRAM; load it on chip first")
+    view = mem.view(space, ins.core, addr, shape, strides)
+    _add(effect.write_bytes if write else effect.read_bytes, space, 4 * footprint(shape, strides))
+    return view
+
+
+def _finish(mem: Memories, unit: ComputeUnit, effect: Effect, issue: int) -> Effect:
+    traffic = dict(effect.read_bytes)
+    for name, nbytes in effect.write_bytes.items():
+        _add(traffic, name, nbytes)
+    effect.cycles = max(issue, memory_cycles(mem.target, traffic)) + unit.pipeline_depth
+    return effect
+
+
+def vector_unit(mem: Memories, ins: Any) -> ComputeUnit:
+    unit = compute_unit(mem, ins)
+    if unit.kind != "vector":
+        raise Fault(f"unit {ins.unit} is a matrix unit: it runs matmul only")
+    return unit
+
+
+def compute_unit(mem: Memories, ins: Any) -> ComputeUnit:
+    if ins.core >= mem.target.cores:
+        raise Fault(f"core {ins.core} does not exist (target has {mem.target.cores})")
+    unit = mem.target.units.get(ins.unit)
+    if unit is None:
+        raise Fault(f"target {mem.target.name} has no {ins.unit} unit")
+    return unit
+
+
+def matmul(mem: Memories, ins: Any) -> Effect:
+    unit = compute_unit(mem, ins)
+    m, n, k = ins.mnk
+    batch = ins.batch
+    effect = Effect()
+    a = _tile(mem, ins, ins.a, (batch, m, k), ins.a_stride, effect)
+    b = _tile(mem, ins, ins.b, (batch, k, n), ins.b_stride, effect)
+    if ins.acc:
+        c = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect)
+        result = c + np.matmul(a, b)
+    else:
+        result = np.matmul(a, b)
+    c_out = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect, write=True)
+    effect.writes.append((c_out, result))
+    effect.macs = batch * m * n * k
+    return _finish(mem, unit, effect, matmul_issue_cycles(unit, batch, m, n, k))
+
+
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "vadd": np.add,
+    "vsub": np.subtract,
+    "vmul": np.multiply,
+    "vdiv": np.divide,
+    "vmax": np.maximum,
+    "vmin": np.minimum,
+    "vcmpeq": lambda x, y: (x == y).astype(np.float32),
+    "vcmpgt": lambda x, y: (x > y).astype(np.float32),
+}
+
+
+def binary(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    mnemonic = type(ins).DEF.mnemonic
+    effect = Effect()
+    x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
+    y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
+    with np.errstate(all="ignore"):
+        result = _BINARY[mnemonic](x, y)
+    effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
+    effect.ops = _elements(ins.shape)
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, isa.BINARY_COST.get(mnemonic, 1)))
+
+
+def vfma(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    effect = Effect()
+    x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
+    y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
+    w = _tile(mem, ins, ins.w, ins.shape, ins.w_stride, effect)
+    effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), x * y + w))
+    effect.ops = _elements(ins.shape)
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+
+
+def _activation(func: str, x: np.ndarray, p0: float, p1: float) -> np.ndarray:
+    p0 = np.float32(p0)
+    p1 = np.float32(p1)
+    match func:
+        case "copy":
+            return x.copy()
+        case "relu":
+            return np.maximum(x, np.float32(0))
+        case "clip":
+            return np.minimum(np.maximum(x, p0), p1)
+        case "leaky":
+            return np.where(x > 0, x, p0 * x)
+        case "step":
+            return (x > 0).astype(np.float32)
+        case "affine":
+            return x * p0 + p1
+        case "abs":
+            return np.abs(x)
+        case "neg":
+            return -x
+        case "square":
+            return x * x
+        case "hardsigmoid":
+            return np.clip(x * p0 + p1, 0, 1).astype(np.float32)
+        case "hardswish":
+            return x * np.clip(x / np.float32(6) + np.float32(0.5), 0, 1).astype(np.float32)
+        case "sigmoid":
+            return (1 / (1 + np.exp(-x))).astype(np.float32)
+        case "tanh":
+            return np.tanh(x)
+        case "exp":
+            return np.exp(x)
+        case "log":
+            return np.log(x)
+        case "recip":
+            return (np.float32(1) / x).astype(np.float32)
+        case "sqrt":
+            return np.sqrt(x)
+        case "rsqrt":
+            return (np.float32(1) / np.sqrt(x + p0)).astype(np.float32)
+    raise Fault(f"unknown activation {func!r}")  # pragma: no cover - make() checks choices
+
+
+def vact(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    effect = Effect()
+    x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
+    with np.errstate(all="ignore"):
+        result = _activation(ins.func, x, ins.p0, ins.p1)
+    effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
+    effect.ops = _elements(ins.shape)
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, isa.ACTIVATIONS[ins.func]))
+
+
+def vfill(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    effect = Effect()
+    z = _tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True)
+    effect.writes.append((z, np.full(ins.shape, ins.value, dtype=np.float32)))
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+
+
+def vred(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    effect = Effect()
+    x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
+    if ins.func == "max":
+        result = x.max(axis=(1, 2))
+    else:
+        result = x.sum(axis=(1, 2), dtype=np.float32)
+        if ins.func == "mean":
+            result = result / np.float32(ins.shape[1] * ins.shape[2])
+    n0 = ins.shape[0]
+    if ins.acc:
+        old = _tile(mem, ins, ins.z, (n0,), (ins.z_stride,), effect)
+        result = np.maximum(old, result) if ins.func == "max" else old + result
+    effect.writes.append((_tile(mem, ins, ins.z, (n0,), (ins.z_stride,), effect, write=True), result))
+    effect.ops = _elements(ins.shape)
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+
+
+def vpool(mem: Memories, ins: Any) -> Effect:
+    unit = vector_unit(mem, ins)
+    effect = Effect()
+    shape5 = (*ins.shape, *ins.window)
+    x = _tile(mem, ins, ins.x, shape5, (*ins.x_stride, *ins.win_stride), effect)
+    if ins.func == "max":
+        result = x.max(axis=(3, 4))
+    else:
+        result = x.sum(axis=(3, 4), dtype=np.float32)
+        if ins.func == "avg":
+            result = result / np.float32(ins.window[0] * ins.window[1])
+    effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
+    window = ins.window[0] * ins.window[1]
+    effect.ops = _elements(ins.shape) * window
+    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, window))
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+SEMANTICS: dict[str, Callable[[Memories, Any], Effect]] = {
+    "matmul": matmul,
+    **{mnemonic: binary for mnemonic in isa.BINARY_OPS},
+    "vfma": vfma,
+    "vact": vact,
+    "vfill": vfill,
+    "vred": vred,
+    "vpool": vpool,
+}
+"""Compute instructions by mnemonic (dma, barrier and layer are handled by the interpreter)."""
