@@ -35,29 +35,29 @@ class WeightStore:
         self._file: np.lib.npyio.NpzFile | None = None
         self.path = path
         self.dirty = False
-        if path is not None:
-            self._open(path)
 
-    def _open(self, path: Path) -> None:
-        try:
-            self._file = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise NnccError(f"{path}: weight file not found") from None
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise NnccError(f"{path}: not a readable weight file ({error})") from None
+    def _saved(self) -> list[str]:
+        """Names in the backing file, opened on first use."""
+        if self.path is None:
+            return []
+        if self._file is None:
+            try:
+                self._file = np.load(self.path, allow_pickle=False)
+            except FileNotFoundError:
+                raise NnccError(f"{self.path}: weight file not found") from None
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                raise NnccError(f"{self.path}: not a readable weight file ({error})") from None
+        return self._file.files
 
     def names(self) -> list[str]:
-        names = list(self._arrays)
-        if self._file is not None:
-            names += [n for n in self._file.files if n not in self._arrays]
-        return names
+        return list(self._arrays) + [n for n in self._saved() if n not in self._arrays]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._arrays or (self._file is not None and name in self._file.files)
+        return name in self._arrays or name in self._saved()
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._arrays:
-            if self._file is None or name not in self._file.files:
+            if name not in self._saved():
                 where = f" in {self.path}" if self.path else ""
                 raise NnccError(f"weight '{name}' is not in the weight store{where}")
             self._arrays[name] = self._file[name]
@@ -85,9 +85,13 @@ class WeightStore:
 
     def save(self, path: Path, keep: set[str] | None = None) -> None:
         """Write the arrays (only `keep` when given) as an uncompressed `.npz`."""
-        names = [n for n in self.names() if keep is None or n in keep]
+        arrays = {n: self[n] for n in self.names() if keep is None or n in keep}
+        # Everything is in memory before the file opens: `path` may be the file we read from.
         with open(path, "wb") as file:
-            np.savez(file, **{n: self[n] for n in names})
+            np.savez(file, **arrays)
+        if self._file is not None:
+            self._file.close()
+        self._arrays, self._file = arrays, None
         self.path, self.dirty = path, False
 
     def nbytes(self) -> int:
@@ -109,8 +113,14 @@ def store_of(module: ModuleOp, required_by: str = "") -> WeightStore:
     if not isinstance(attr, StringAttr):
         who = f"{required_by} needs weight values, but " if required_by else ""
         raise NnccError(f"{who}the module names no weight file (attribute {WEIGHTS_ATTR})")
-    base = getattr(module, "_nncc_source_dir", None) or Path.cwd()
-    store = WeightStore(path=Path(base) / attr.data)
+    return open_beside(module, Path.cwd())
+
+
+def open_beside(module: ModuleOp, ir_dir: Path) -> WeightStore:
+    """Attach the store named by the module's `nn.weights` (relative to `ir_dir`); opened lazily."""
+    attr = module.attributes[WEIGHTS_ATTR]
+    assert isinstance(attr, StringAttr)
+    store = WeightStore(path=ir_dir / attr.data)
     attach(module, store)
     return store
 

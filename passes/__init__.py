@@ -1,1 +1,22 @@
-"""nncc.passes."""
+"""nncc's passes: one file per pass, registered here by kebab-case name.
+
+Like xDSL's `get_all_passes`, each entry is a small function that imports its
+pass lazily, so start-up stays fast.
+"""
+
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass
+
+
+def get_canonicalize_nn() -> type[ModulePass]:
+    from nncc.passes.canonicalize_nn import CanonicalizeNNPass
+
+    return CanonicalizeNNPass
+
+
+def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    """nncc's own passes, by name."""
+    return {
+        "canonicalize-nn": get_canonicalize_nn,
+    }

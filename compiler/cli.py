@@ -1,0 +1,169 @@
+"""`nncc MODEL.onnx ...`: the compiler driver (contract in DESIGN.md, "Command line").
+
+    nncc model.onnx --emit=nn                       # print the nn IR
+    nncc model.onnx --emit=nn -o model.nn.mlir      # write it, weights beside it
+    nncc model.onnx --target=reference --run --check --report r.json
+
+Exit codes: 0 success, 1 outputs differ from onnxruntime, 2 bad input (one line
+on stderr), 3 a fault of the simulated machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from nncc.compiler import check
+from nncc.compiler.errors import NnccError, report_errors
+from nncc.compiler.pass_manager import IRPrinting
+from nncc.compiler.pipeline import STAGE_NAMES, Compilation, Options, compile_model
+from nncc.compiler.registry import Registry
+from nncc.compiler.weights import save_beside
+
+REFERENCE_TARGET = "reference"
+EXIT_MISMATCH = 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="nncc", description="Compile an ONNX model for a deep-learning accelerator.")
+    parser.add_argument("model", type=Path, help="the ONNX model")
+    parser.add_argument("--target", default="vector",
+                        help="'reference' (numpy execution of the nn IR), a preset (vector, fusion, edge) "
+                             "or a target TOML file")
+    parser.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one target parameter (repeatable)")
+    parser.add_argument("--emit", choices=STAGE_NAMES, help="print the IR after this stage and stop")
+    parser.add_argument("-o", "--output", type=Path, help="with --emit: write the IR here (weights beside it)")
+    parser.add_argument("--run", action="store_true", help="execute the compiled model")
+    parser.add_argument("--check", action="store_true", help="compare the outputs with onnxruntime (implies --run)")
+    parser.add_argument("--inputs", type=Path, help=".npz of inputs by name (default: seeded random)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--outputs", type=Path, help="write the outputs to this .npz")
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    add_pass_options(parser)
+    return parser
+
+
+def add_pass_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by nncc and nncc-opt: IR printing and plugins."""
+    parser.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+    parser.add_argument("--print-ir-before-all", action="store_true", help="print the IR before every pass")
+    parser.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                        help="print the IR after this pass (repeatable)")
+    parser.add_argument("--print-ir-before", action="append", default=[], metavar="PASS",
+                        help="print the IR before this pass (repeatable)")
+    parser.add_argument("--pass-plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                        help="load passes from a Python file or module (repeatable)")
+    parser.add_argument("--disable-pass", action="append", default=[], metavar="PASS",
+                        help="leave this pass out of the pipeline (repeatable)")
+    parser.add_argument("--add-passes", default="", metavar="PIPELINE",
+                        help="run these passes after the graph passes, e.g. 'my-pass{opt=1}'")
+
+
+def printing_from(args: argparse.Namespace) -> IRPrinting:
+    return IRPrinting(after_all=args.print_ir_after_all, before_all=args.print_ir_before_all,
+                      after=set(args.print_ir_after), before=set(args.print_ir_before))
+
+
+def registry_from(args: argparse.Namespace) -> Registry:
+    registry = Registry.default()
+    for plugin in args.pass_plugin:
+        registry.load_plugin(plugin)
+    return registry
+
+
+@report_errors("nncc")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    registry = registry_from(args)
+    options = Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
+                      printing=printing_from(args))
+    if args.emit:
+        return emit(args, registry, options)
+    if args.target != REFERENCE_TARGET:
+        raise NnccError(f"--target={args.target}: code generation for accelerator targets is not "
+                        f"implemented yet; use --target=reference or --emit=nn|fused")
+    compilation = compile_model(args.model, registry, options, until="fused")
+    return run_reference_target(args, compilation)
+
+
+def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
+    compilation = compile_model(args.model, registry, options, until=args.emit)
+    if args.output is None:
+        print(compilation.module)
+        return 0
+    refuse_overwriting_model(args.output, args.model)
+    weights = save_beside(compilation.module, args.output)
+    args.output.write_text(str(compilation.module) + "\n")
+    print(f"nncc: wrote {args.output}" + (f" and {weights}" if weights else ""), file=sys.stderr)
+    return 0
+
+
+def refuse_overwriting_model(output: Path, model: Path) -> None:
+    if output.exists() and model.exists() and output.resolve() == model.resolve():
+        raise NnccError(f"{output}: refusing to overwrite the input model with IR")
+
+
+def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> int:
+    """Execute the nn IR with numpy; compare with onnxruntime when asked."""
+    from nncc.runtime.nn_interpreter import input_signature, run_reference
+
+    signature = input_signature(compilation.module)
+    inputs = (check.load_inputs(args.inputs, signature) if args.inputs
+              else check.random_inputs(signature, args.seed))
+    run = args.run or args.check or args.outputs or args.report
+    if not run:
+        print(f"nncc: {args.model.name}: imported and verified for --target=reference "
+              f"(add --run to execute)", file=sys.stderr)
+        return 0
+    outputs, layers = run_reference(compilation.module, inputs, compilation.store)
+    if args.outputs:
+        check.save_outputs(args.outputs, outputs)
+    checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    report = reference_report(layers, checks)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    print_summary(args.model, compilation, report, checks)
+    return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
+
+
+def reference_report(layers: list[dict], checks) -> dict:
+    """DESIGN.md's report at the nn level: no machine, so no cycle or memory fields."""
+    report = {
+        "target": REFERENCE_TARGET,
+        "mode": "inference",
+        "macs": sum(row["macs"] for row in layers),
+        "layers": layers,
+    }
+    if checks is not None:
+        report["check"] = check.check_summary(checks)
+    return report
+
+
+def print_summary(model: Path, compilation: Compilation, report: dict, checks) -> None:
+    ops = len(report["layers"])
+    params = sum(math.prod(compilation.store[n].shape) for n in compilation.store.names())
+    line = (f"nncc: {model.name} on {REFERENCE_TARGET}: {ops} ops, {params / 1e6:.2f} M weights, "
+            f"{report['macs'] / 1e9:.3f} GMAC")
+    if checks is not None:
+        verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
+        line += f"; {verdict} (max abs err {report['check']['max_abs_err']:.3g}, " \
+                f"max rel err {report['check']['max_rel_err']:.3g})"
+    print(line)
+    if checks is not None and not report["check"]["passed"]:
+        for output_check in checks:
+            print(f"  {output_check.summary()}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

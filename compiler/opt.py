@@ -1,0 +1,89 @@
+"""`nncc-opt`: run passes on textual IR, like `mlir-opt` and `xdsl-opt`.
+
+    nncc-opt model.nn.mlir -p 'canonicalize-nn,cse' -o out.mlir
+    nncc-opt model.nn.mlir -p my-pass --pass-plugin my_passes.py --print-ir-after-all
+
+Parses any IR of nncc's and xDSL's dialects, verifies it after every pass, and
+prints it in a form that parses again to the same IR. Weights named by the
+module's `nn.weights` attribute are read beside the input and, with `-o`, written
+beside the output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.parser import Parser
+from xdsl.utils.exceptions import ParseError
+
+from nncc.compiler.cli import ArgumentParser, add_pass_options, printing_from, registry_from
+from nncc.compiler.errors import NnccError, report_errors
+from nncc.compiler.pass_manager import run_passes, verify
+from nncc.compiler.weights import WEIGHTS_ATTR, open_beside, save_beside, store_of
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="nncc-opt", description="Run nncc passes on textual IR.")
+    parser.add_argument("input", nargs="?", default="-", help="IR file, or - for stdin")
+    parser.add_argument("-p", "--passes", default="", metavar="PIPELINE",
+                        help="comma-separated passes with options: 'pass-a,pass-b{opt=1}'")
+    parser.add_argument("-o", "--output", type=Path, help="write the IR here (default stdout)")
+    parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    add_pass_options(parser)
+    return parser
+
+
+def read_source(name: str) -> tuple[str, Path]:
+    if name == "-":
+        return sys.stdin.read(), Path.cwd()
+    path = Path(name)
+    try:
+        return path.read_text(), path.resolve().parent
+    except FileNotFoundError:
+        raise NnccError(f"{name}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise NnccError(f"{name}: cannot read IR ({error})") from None
+
+
+def parse_module(text: str, name: str, ctx) -> ModuleOp:
+    try:
+        module = Parser(ctx, text, name).parse_module()
+    except ParseError as error:
+        where = error.span.get_location()
+        raise NnccError(f"{name}:{where.line}:{where.col}: {error.msg}") from None
+    return module
+
+
+@report_errors("nncc-opt")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    registry = registry_from(args)
+    if args.list_passes:
+        print("\n".join(sorted(registry.passes)))
+        return 0
+    passes = registry.pipeline(args.passes) if args.passes else []
+    text, ir_dir = read_source(args.input)
+    module = parse_module(text, args.input, registry.context())
+    verify(module, "parsing")
+    if WEIGHTS_ATTR in module.attributes:
+        open_beside(module, ir_dir)
+    run_passes(module, passes, registry.context(), printing_from(args))
+    write_result(module, args.output)
+    return 0
+
+
+def write_result(module: ModuleOp, output: Path | None) -> None:
+    if output is None:
+        print(module)
+        if WEIGHTS_ATTR in module.attributes and store_of(module).dirty:
+            print("nncc-opt: warning: passes created weights that stdout cannot hold; use -o FILE",
+                  file=sys.stderr)
+        return
+    save_beside(module, output)
+    output.write_text(str(module) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The whole compiler on one screen: its stages, in order, and the passes of each.
+
+    ONNX --import-onnx--> nn --graph passes--> fused --tiling--> tile
+         --vectorisation--> vector --codegen--> isa --emit--> .s / .nnbin
+
+`--emit=STAGE` stops after STAGE and prints its IR; `--disable-pass=NAME` drops a
+pass; `--add-passes=PIPELINE` appends users' passes to the graph stage. The IR is
+verified after every pass (see `pass_manager`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from xdsl.dialects.builtin import ModuleOp
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.onnx_import import import_model, load_onnx
+from nncc.compiler.pass_manager import IRPrinting, check_pass_names, run_passes, verify
+from nncc.compiler.registry import Registry
+from nncc.compiler.weights import WeightStore
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    passes: tuple[str, ...]
+    summary: str
+    built: bool = True
+
+
+STAGES = (
+    Stage("nn", (), "the ONNX model in the nn dialect, as imported"),
+    Stage("fused", ("canonicalize-nn",), "graph passes on nn"),
+    Stage("tile", (), "tiled loop nests over buffers in named memories", built=False),
+    Stage("vector", (), "SIMD lanes, double-buffered DMA, cores", built=False),
+    Stage("isa", (), "one op per machine instruction, addresses allocated", built=False),
+)
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+IMPORT_PASS = "import-onnx"
+
+
+@dataclass
+class Options:
+    emit: str | None = None
+    disabled: set[str] = field(default_factory=set)
+    extra_passes: str = ""
+    printing: IRPrinting = field(default_factory=IRPrinting)
+
+
+@dataclass
+class Compilation:
+    model_path: Path
+    model: onnx.ModelProto
+    module: ModuleOp
+    store: WeightStore
+
+
+def stages_until(last: str) -> tuple[Stage, ...]:
+    index = STAGE_NAMES.index(last)
+    for stage in STAGES[: index + 1]:
+        if not stage.built:
+            raise NnccError(f"stage '{stage.name}' ({stage.summary}) is not implemented yet; "
+                            f"available stages: {', '.join(s.name for s in STAGES if s.built)}")
+    return STAGES[: index + 1]
+
+
+def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
+    names = [name for name in stage.passes if name not in options.disabled]
+    passes = registry.pipeline(",".join(names)) if names else []
+    if stage.name == "fused" and options.extra_passes:
+        passes += registry.pipeline(options.extra_passes)
+    return passes
+
+
+def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
+    """Import `model_path` and run every stage up to and including `until`."""
+    check_pass_names(options.disabled, registry.passes, "--disable-pass")
+    stages = stages_until(until)
+    model = load_onnx(model_path)
+    module, store = import_model(model, model_path.name)
+    verify(module, IMPORT_PASS)
+    options.printing.after_pass(IMPORT_PASS, module)
+    ctx = registry.context()
+    for stage in stages:
+        run_passes(module, pipeline_passes(stage, registry, options), ctx, options.printing)
+    return Compilation(model_path, model, module, store)
