@@ -1,0 +1,217 @@
+"""Conformance with the ONNX backend node tests shipped inside the `onnx` wheel.
+
+Every node test case whose graph uses only ops nncc supports (`SUPPORTED_OPS`,
+matched on the model's node op types, never on case names) is imported with
+`import_model`, verified, executed by the numpy reference interpreter on each
+data set, and every output is compared with the expected one (`compare`).
+
+A case is SKIPPED only when the importer refuses it with an `NnccError` whose
+message falls in one of the `SKIP_CATEGORIES` below (the one place listing what
+nncc deliberately does not handle). Any other import error, any crash and any
+numerical mismatch is a FAILURE.
+
+nncc compiles for static shapes, so graph inputs that ONNX allows at run time
+but nncc needs at compile time (a Reshape's shape, Squeeze/Unsqueeze axes, Clip
+bounds, ...; `CONSTANT_OPERANDS`) are bound to the data set's values as
+initializers before import, as a deployment flow freezes them.
+
+`tests/conformance/report.py` runs the same cases and prints docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.onnx_import import import_model
+from nncc.runtime.nn_interpreter import run_reference
+
+SUPPORTED_OPS = frozenset({
+    "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "Gemm", "MatMul", "Flatten", "Reshape", "Concat", "Softmax", "Identity",
+    "Dropout", "Constant", "ConstantOfShape", "Sum", "Squeeze", "Unsqueeze", "Transpose", "LRN",
+})
+
+CONSTANT_OPERANDS = {
+    "Clip": (1, 2),            # min, max
+    "Reshape": (1,),           # shape
+    "Squeeze": (1,),           # axes
+    "Unsqueeze": (1,),         # axes
+    "ConstantOfShape": (0,),   # shape
+    "Dropout": (2,),           # training_mode
+}
+"""Node input slots nncc needs as compile-time constants (graph inputs there get frozen)."""
+
+SKIP_CATEGORIES = {
+    "non-float32 element type": r"element type \w+; nncc compiles float32|"
+                                r"of type \w+; nncc computes float32|is \w+; nncc computes float32",
+    "3-D or higher windows (nncc has 1-D and 2-D conv/pooling)": r"only 1-D and 2-D",
+    "training mode (BatchNormalization/Dropout)": r"training_mode|training mode",
+    "empty tensor (a zero-size dimension)": r"zero-size dimension",
+    "non-tensor value (sequence, optional)": r"is not a tensor",
+}
+"""What nncc deliberately does not handle: skip reason -> pattern of the importer's NnccError."""
+
+RELATIVE_TOLERANCE = 1e-4
+"""max |actual - expected| <= RELATIVE_TOLERANCE * max |expected| (see `compare`)."""
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def op_types(graph: onnx.GraphProto) -> set[str]:
+    """Op types of every node, subgraphs (If/Loop bodies) included."""
+    found = set()
+    for node in graph.node:
+        found.add(node.op_type)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs] if attribute.type in (
+                    onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else []:
+                found |= op_types(subgraph)
+    return found
+
+
+def op_key(model: onnx.ModelProto) -> str:
+    """The op under test: the model's op types, joined when there are several."""
+    return "+".join(sorted(op_types(model.graph)))
+
+
+@cache
+def node_cases() -> tuple:
+    """The onnx node test cases whose every op is supported, sorted by name."""
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the case generators warn about their own numpy casts
+        cases = load_model_tests(kind="node")
+    return tuple(sorted((c for c in cases if op_types(c.model.graph) <= SUPPORTED_OPS),
+                        key=lambda c: c.name))
+
+
+# --------------------------------------------------------------------------- running one case
+
+
+@dataclass
+class Outcome:
+    status: str  # "pass", "skip" or "fail"
+    detail: str = ""
+
+
+def skip_category(error: NnccError) -> str | None:
+    for category, pattern in SKIP_CATEGORIES.items():
+        if re.search(pattern, str(error)):
+            return category
+    return None
+
+
+def frozen_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs used only in `CONSTANT_OPERANDS` slots."""
+    constant_uses, other_uses = set(), set()
+    for node in model.graph.node:
+        slots = CONSTANT_OPERANDS.get(node.op_type, ())
+        for i, name in enumerate(node.input):
+            (constant_uses if i in slots else other_uses).add(name)
+    return {i.name for i in model.graph.input} & (constant_uses - other_uses)
+
+
+def bind_inputs(model: onnx.ModelProto, arrays) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Freeze compile-time inputs into initializers; return the model and the run-time feeds."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    feeds_by_name = dict(zip((i.name for i in model.graph.input), arrays))
+    frozen = frozen_inputs(model)
+    kept = [i for i in model.graph.input if i.name not in frozen]
+    for name in frozen:
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds_by_name[name]), name))
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    return model, {i.name: feeds_by_name[i.name] for i in kept}
+
+
+def compare(name: str, actual, expected) -> str | None:
+    """None when `actual` matches `expected`, else why not.
+
+    Shapes must be equal and the result float32. Non-finite expected values
+    (inf, nan) must be reproduced exactly. An all-zero expected output must be
+    matched exactly; otherwise the largest absolute error must be at most
+    RELATIVE_TOLERANCE times the largest finite |expected| value: a tolerance
+    relative to the output's scale, so tiny outputs (sigmoid tails, softmax
+    probabilities) are held to the same relative precision as large ones.
+    """
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    if actual.shape != expected.shape:
+        return f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
+    if actual.dtype != np.float32:
+        return f"{name}: element type {actual.dtype}, expected float32"
+    expected = expected.astype(np.float64)
+    actual = actual.astype(np.float64)
+    finite = np.isfinite(expected)
+    if not np.array_equal(actual[~finite], expected[~finite], equal_nan=True):
+        return f"{name}: non-finite values differ"
+    if not np.isfinite(actual[finite]).all():
+        return f"{name}: non-finite values where finite ones are expected"
+    if expected.size == 0:
+        return None
+    error = np.abs(actual[finite] - expected[finite]).max(initial=0.0)
+    scale = np.abs(expected[finite]).max(initial=0.0)
+    if error > RELATIVE_TOLERANCE * scale or (scale == 0 and error != 0):
+        return f"{name}: max abs error {error:.3g} > {RELATIVE_TOLERANCE:g} x max |expected| {scale:.3g}"
+    return None
+
+
+def run_data_set(case, inputs, expected_outputs) -> Outcome:
+    model, feeds = bind_inputs(case.model, inputs)
+    try:
+        module, store = import_model(model, case.name)
+    except NnccError as error:
+        category = skip_category(error)
+        if category is None:
+            return Outcome("fail", f"import error: {error}")
+        return Outcome("skip", f"{category}: {error}")
+    module.verify()
+    outputs, _ = run_reference(module, feeds, store)
+    names = [o.name for o in model.graph.output]
+    problems = [compare(n, outputs[n], e) for n, e in zip(names, expected_outputs)]
+    problems = [p for p in problems if p]
+    return Outcome("fail", "; ".join(problems)) if problems else Outcome("pass")
+
+
+def run_case(case) -> Outcome:
+    """Import and run every data set of `case`; a crash is returned as a failure."""
+    outcomes = []
+    for inputs, expected_outputs in case.data_sets:
+        try:
+            outcomes.append(run_data_set(case, inputs, expected_outputs))
+        except Exception as error:  # noqa: BLE001 -- any traceback is a bug to report
+            outcomes.append(Outcome("fail", f"crash: {type(error).__name__}: {error}"))
+    for status in ("fail", "skip"):
+        for outcome in outcomes:
+            if outcome.status == status:
+                return outcome
+    return Outcome("pass")
+
+
+def case_outcomes() -> Iterator[tuple[object, Outcome]]:
+    for case in node_cases():
+        yield case, run_case(case)
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@pytest.mark.parametrize("case", node_cases(), ids=lambda c: c.name)
+def test_node_case(case) -> None:
+    outcome = run_case(case)
+    if outcome.status == "skip":
+        pytest.skip(outcome.detail)
+    assert outcome.status == "pass", outcome.detail
