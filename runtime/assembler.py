@@ -5,6 +5,7 @@ out; ``#`` starts a comment. Directives carry the rest of the program::
 
     .nncc 1
     .target {"name": "vector", ...}              # every resolved target parameter, one JSON line
+                                                 # (hand-written files may say `.target vector KEY=VALUE`)
     .mode inference
     .dram 0x2000                                 # DRAM bytes the program uses
     .symbol input x 0x0 1,16,8,8 float32
@@ -26,7 +27,7 @@ import json
 import re
 
 from nncc.compiler.errors import NnccError
-from nncc.compiler.target import target_from_dict, target_to_dict
+from nncc.compiler.target import load_target, target_from_dict, target_to_dict
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.program import MODES, SYMBOL_KINDS, Program, Symbol, merged_segments
@@ -85,6 +86,15 @@ def assemble(text: str, source: str = "<assembly>") -> Program:
     return parser.finish()
 
 
+def _preset(text: str) -> dict:
+    """``.target NAME [KEY=VALUE ...]``: a preset (or TOML path) with overrides, for hand-written files."""
+    name, *overrides = text.split()
+    try:
+        return target_to_dict(load_target(name, overrides))
+    except NnccError as error:
+        raise ValueError(str(error)) from None
+
+
 def _strip_comment(line: str) -> str:
     in_string = False
     for i, char in enumerate(line):
@@ -124,7 +134,7 @@ class _Parser:
                 if rest != "1":
                     raise ValueError(f"unsupported assembly version {rest!r}")
             elif name == ".target":
-                self.target_raw = json.loads(rest)
+                self.target_raw = json.loads(rest) if rest.startswith("{") else _preset(rest)
             elif name == ".mode":
                 if rest not in MODES:
                     raise ValueError(f"mode must be one of {', '.join(MODES)}")

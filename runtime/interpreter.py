@@ -121,6 +121,7 @@ class Interpreter:
         self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.row_bytes = self.target.dram.row_buffer_bytes
         self.barrier_time = 0
+        self.sequence = 0  # orders pending writes that complete in the same cycle
         self.result = RunResult(program, {})
 
     # ---- inputs and outputs
@@ -128,7 +129,9 @@ class Interpreter:
     def load_image(self, inputs: Mapping[str, np.ndarray]) -> None:
         for addr, chunk in self.program.data:
             self.memories.write_dram(addr, np.frombuffer(chunk, dtype="<f4"))
-        for symbol in self.program.symbols_of("input"):
+        for symbol in self.program.symbols:
+            if symbol.kind == "output" or symbol.name not in inputs:
+                continue  # weights not given keep their initial DRAM image
             value = np.asarray(inputs[symbol.name], dtype=np.float32)
             if value.shape != symbol.shape:
                 raise NnccError(f"input {symbol.name}: shape {value.shape} does not match the program's {symbol.shape}")
@@ -234,7 +237,8 @@ class Interpreter:
         except Fault as fault:
             raise MachineFault(index, mnemonic, str(fault)) from None
         for view, data in effect.writes:
-            heapq.heappush(self.pending, (end, index, view, data))
+            self.sequence += 1
+            heapq.heappush(self.pending, (end, self.sequence, view, data))
         self.account(effect, engine, start, end, layer)
         if self.want_trace:
             name = self.result.layers[layer].name if layer >= 0 else ""
@@ -282,6 +286,8 @@ def random_inputs(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
 
 def run(program: Program, inputs: Mapping[str, np.ndarray] | None = None, trace: bool = False) -> RunResult:
     """Execute `program`; `inputs` by symbol name (seeded random values when None).
+
+    Weights may be given too (they replace the initial DRAM image).
 
     Raises `MachineFault` for a bad program and `NnccError` for bad inputs.
     """
