@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                       printing=printing_from(args))
     if args.emit:
         return emit(args, registry, options)
+    compilation = compile_model(args.model, registry, options, until="fused")
     if args.target != REFERENCE_TARGET:
         raise NnccError(f"--target={args.target}: code generation for accelerator targets is not "
                         f"implemented yet; use --target=reference or --emit=nn|fused")
-    compilation = compile_model(args.model, registry, options, until="fused")
     return run_reference_target(args, compilation)
 
 

@@ -1,0 +1,70 @@
+"""Shared helpers: small ONNX models built with onnx.helper."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def build_model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
+    """`inputs`/`outputs`: (name, shape) pairs, float32; `initializers`: (name, array) pairs."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+
+
+def conv_bn_relu_fc(rng: np.random.Generator) -> onnx.ModelProto:
+    """conv 3x3/2 -> BN -> ReLU -> max pool (ceil) -> PyTorch-style flatten -> gemm."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["bn"], name="bn1"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu1"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], ceil_mode=1),
+        helper.make_node("Shape", ["p"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"], name="unsqueeze"),
+        helper.make_node("Concat", ["n1", "minus1"], ["flat_shape"], name="concat", axis=0),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Identity", ["f"], ["f2"], name="identity"),
+        helper.make_node("Gemm", ["f2", "FW", "FB"], ["y"], name="fc", transB=1),
+    ]
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    initializers = [
+        ("W", f32(8, 3, 3, 3)), ("B", f32(8)), ("g", f32(8)), ("b", f32(8)), ("m", f32(8)),
+        ("v", rng.uniform(0.5, 2.0, 8).astype(np.float32)),
+        ("zero", np.array(0, dtype=np.int64)), ("axis0", np.array([0], dtype=np.int64)),
+        ("minus1", np.array([-1], dtype=np.int64)), ("FW", f32(10, 200) * 0.1), ("FB", f32(10)),
+    ]
+    return build_model(nodes, [("x", [1, 3, 16, 16])], [("y", [1, 10])], initializers)
+
+
+@pytest.fixture
+def small_model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "small.onnx"
+    onnx.save(conv_bn_relu_fc(np.random.default_rng(0)), path)
+    return path
+
+
+@pytest.fixture
+def make_model():
+    """The `build_model` helper, for tests that build their own graphs."""
+    return build_model
+
+
+@pytest.fixture
+def write_model(tmp_path: Path):
+    """Save a model under tmp_path and return its path."""
+
+    def write(model: onnx.ModelProto, name: str = "model.onnx") -> Path:
+        path = tmp_path / name
+        onnx.save(model, path)
+        return path
+
+    return write
