@@ -264,7 +264,8 @@ class GraphBuilder:
         weight = self._normal(f"{name}.weight", (features, fan_in), math.sqrt(gain / fan_in))
         bias = self._normal(f"{name}.bias", (features,), 0.02)
         stats = self.stats[x]
-        out = Stats(weight @ stats.mean.astype(np.float32) + bias, np.square(weight) @ stats.var.astype(np.float32))
+        mean_in, var_in = stats.mean.astype(np.float32), stats.var.astype(np.float32)
+        out = Stats(weight @ mean_in + bias, np.square(weight) @ var_in)
         inputs = [x, self._initializer(f"{name}.weight", weight), self._initializer(f"{name}.bias", bias)]
         return self._node("Gemm", name, inputs, (n, features), out, transB=1)
 
@@ -337,7 +338,9 @@ def pool_size(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:
     return out
 
 
-def conv_bn(b: GraphBuilder, prefix: str, x: str, channels: int, kernel: int, stride: int = 1, groups: int = 1) -> str:
+def conv_bn(
+    b: GraphBuilder, prefix: str, x: str, channels: int, kernel: int, stride: int = 1, groups: int = 1
+) -> str:
     """Bias-free conv `prefix.0` + BatchNorm `prefix.1` ('same' padding), torchvision Conv2dNormActivation."""
     x = b.conv(f"{prefix}.0", x, channels, kernel, stride, pad=(kernel - 1) // 2, groups=groups)
     return b.batch_norm(f"{prefix}.1", x)
@@ -377,6 +380,7 @@ def downsample(b: GraphBuilder, prefix: str, x: str, channels: int, stride: int)
 
 
 def resnet(b: GraphBuilder, block: Callable, blocks_per_stage: tuple[int, ...]) -> str:
+    """7x7/2 stem conv + BN + ReLU, 3x3/2 max pool, four stages (64..512 wide), GAP, FC 1000."""
     x = b.conv("conv1", INPUT_NAME, 64, 7, 2, pad=3)
     x = b.relu("relu", b.batch_norm("bn1", x))
     x = b.max_pool("maxpool", x, 3, 2, pad=1)
@@ -401,14 +405,21 @@ def resnet50(b: GraphBuilder) -> str:
 # --------------------------------------------------------------------------------------
 
 # expansion t, output channels c, repeats n, first stride s
-MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_SETTINGS = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
+)  # fmt: skip
 
 
-def conv_bn_relu6(b: GraphBuilder, prefix: str, x: str, channels: int, kernel: int, stride: int = 1, groups: int = 1) -> str:
+def conv_bn_relu6(
+    b: GraphBuilder, prefix: str, x: str, channels: int, kernel: int, stride: int = 1, groups: int = 1
+) -> str:
+    """torchvision Conv2dNormActivation with ReLU6: `prefix.0` conv, `.1` BN, `.2` Clip."""
     return b.relu6(f"{prefix}.2", conv_bn(b, prefix, x, channels, kernel, stride, groups))
 
 
-def inverted_residual(b: GraphBuilder, prefix: str, x: str, channels: int, stride: int, expansion: int) -> str:
+def inverted_residual(
+    b: GraphBuilder, prefix: str, x: str, channels: int, stride: int, expansion: int
+) -> str:
     """[1x1 expand + BN + ReLU6], 3x3 depthwise + BN + ReLU6, 1x1 project + BN, [+ x]."""
     cin = b.shapes[x][1]
     hidden = cin * expansion
@@ -425,6 +436,7 @@ def inverted_residual(b: GraphBuilder, prefix: str, x: str, channels: int, strid
 
 
 def mobilenet_v2(b: GraphBuilder) -> str:
+    """3x3/2 stem (32), 17 inverted residuals, 1x1 conv to 1280, GAP, FC 1000."""
     x = conv_bn_relu6(b, "features.0", INPUT_NAME, 32, 3, 2)
     index = 1
     for expansion, channels, repeats, first_stride in MOBILENET_V2_SETTINGS:
@@ -481,6 +493,7 @@ def fire(b: GraphBuilder, prefix: str, x: str, squeeze: int, expand1x1: int, exp
 
 
 def squeezenet1_1(b: GraphBuilder) -> str:
+    """3x3/2 conv (64), fire modules between ceil-mode pools, 1x1 conv to 1000 + ReLU, GAP."""
     x = b.relu("features.1", b.conv("features.0", INPUT_NAME, 64, 3, 2, bias=True))
     for index, item in enumerate(SQUEEZENET1_1_FEATURES, start=2):
         if item is None:
@@ -522,7 +535,9 @@ def check_sizes(batch: int, resolution: int) -> None:
     if batch < 1:
         raise NnccError(f"batch must be at least 1, got {batch}")
     if resolution < RESOLUTION_STEP or resolution % RESOLUTION_STEP:
-        raise NnccError(f"resolution must be a multiple of {RESOLUTION_STEP} and at least {RESOLUTION_STEP}, got {resolution}")
+        raise NnccError(
+            f"resolution must be a multiple of {RESOLUTION_STEP} and at least {RESOLUTION_STEP}, got {resolution}"
+        )
 
 
 def build_model(name: str, batch: int = 1, resolution: int = 224, seed: int = 0) -> onnx.ModelProto:

@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("name", nargs="?", metavar="NAME", help="model name (see --list)")
     parser.add_argument("-o", "--output", type=Path, help="output file (default: NAME.onnx)")
     parser.add_argument("--batch", type=int, default=1, help="batch size of `input` (default 1)")
-    parser.add_argument("--resolution", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
+    parser.add_argument(
+        "--resolution", type=int, default=224, help="input height = width, a multiple of 32 (default 224)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     return parser.parse_args(argv)
