@@ -370,6 +370,8 @@ def parse_value(operand: Operand, text: str) -> Any:
         if kind in (Kind.SET, Kind.INTS):
             return tuple(int(v, 0) for v in text.split(",")) if text else ()
         return text
+    except IsaError:
+        raise
     except ValueError:
         raise IsaError(f"{operand.name}: bad value {text!r}") from None
 

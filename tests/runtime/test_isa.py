@@ -1,0 +1,83 @@
+"""The ISA table: construction checks, canonical text, binary encoding."""
+
+import pytest
+
+from nncc.runtime import isa
+
+
+def vadd(**overrides):
+    operands = dict(shape=(1, 4, 16), x=("AM", 0), x_stride=(0, 16, 1), y=("AM", 256), y_stride=(0, 16, 1),
+                    z=("AM", 512), z_stride=(0, 16, 1))  # fmt: skip
+    operands.update(overrides)
+    return isa.make("vadd", **operands)
+
+
+def test_opcodes_and_mnemonics_are_unique():
+    assert len({d.opcode for d in isa.INSTRUCTIONS}) == len(isa.INSTRUCTIONS)
+    assert len(isa.BY_MNEMONIC) == len(isa.INSTRUCTIONS)
+
+
+def test_make_fills_defaults_and_normalises_sets():
+    ins = vadd(signal=[5, 2, 5])
+    assert ins.core == 0 and ins.unit == "main" and ins.wait == () and ins.signal == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"shape": (1, 0, 16)}, "sizes must be >= 1"),
+        ({"shape": (4, 16)}, "expected 3 values"),
+        ({"unit": "gpu"}, "'gpu' is not one of main, pre, post"),
+        ({"x": ("A M", 0)}, "bad memory name"),
+        ({"core": -1}, "out of range"),
+        ({"signal": (63,)}, "63 is out of range"),
+        ({"bogus": 1}, "unknown operand"),
+        ({"x_stride": (0, 1.5, 1)}, "expected an integer"),
+    ],
+)
+def test_make_rejects_malformed_operands(overrides, message):
+    with pytest.raises(isa.IsaError, match=message):
+        vadd(**overrides)
+
+
+def test_make_requires_operands():
+    with pytest.raises(isa.IsaError, match="missing operand x"):
+        isa.make("vact", func="relu", shape=(1, 1, 1))
+    with pytest.raises(isa.IsaError, match="unknown instruction"):
+        isa.make("vsqrt")
+
+
+def test_format_leaves_out_defaults_and_parses_back():
+    ins = isa.make("vact", func="leaky", p0=0.1, shape=(1, 2, 3), x=("SM", 4), x_stride=(0, 3, 1),
+                   z=("SM", 64), z_stride=(0, 3, 1), wait=(1,))  # fmt: skip
+    text = isa.format_instr(ins)
+    assert text == "vact func=leaky p0=0.1 shape=1,2,3 x=SM[0x4] x_stride=0,3,1 z=SM[0x40] z_stride=0,3,1 wait=1"
+    definition = isa.BY_MNEMONIC["vact"]
+    operands = {o.name: o for o in definition.operands}
+    parsed = {k: isa.parse_value(operands[k], v) for k, v in (part.split("=") for part in text.split()[1:])}
+    assert isa.make("vact", **parsed) == ins
+
+
+def test_encode_decode_every_instruction_kind():
+    memory_ids = {"DRAM": 0, "AM": 1}
+    strings: dict[str, int] = {}
+    program = [
+        isa.make("dma", src=("DRAM", 64), src_stride=(0, 10, 1), dst=("AM", 0), cores=(0, 3),
+                 dst_stride=(0, 12, 1), shape=(1, 12, 12), pad=(0, 0, 1, 1, 1, 1), pad_value=float("-inf")),
+        vadd(signal=(0, 62)),
+        isa.make("layer", name='conv "1"', nodes="Conv_0,Relu_1", phase="backward"),
+        isa.make("barrier"),
+    ]  # fmt: skip
+    slots = [s for ins in program for s in isa.encode(ins, memory_ids, strings)]
+    decoded, position = [], 0
+    while position < len(slots):
+        ins, position = isa.decode(slots, position, ["DRAM", "AM"], list(strings))
+        decoded.append(ins)
+    assert decoded == program
+
+
+def test_decode_rejects_unknown_opcode_and_truncation():
+    with pytest.raises(isa.IsaError, match="unknown opcode 0x7f"):
+        isa.decode([0x7F], 0, ["DRAM"], [])
+    with pytest.raises(isa.IsaError, match="truncated"):
+        isa.decode([0x20, 0, 0], 0, ["DRAM"], [])
