@@ -265,7 +265,7 @@ class GraphBuilder:
         bias = self._normal(f"{name}.bias", (features,), 0.02)
         stats = self.stats[x]
         mean_in, var_in = stats.mean.astype(np.float32), stats.var.astype(np.float32)
-        out = Stats(weight @ mean_in + bias, np.square(weight) @ var_in)
+        out = Stats(weight @ mean_in + bias, np.einsum("ji,ji,i->j", weight, weight, var_in))  # no temporary
         inputs = [x, self._initializer(f"{name}.weight", weight), self._initializer(f"{name}.bias", bias)]
         return self._node("Gemm", name, inputs, (n, features), out, transB=1)
 
