@@ -58,11 +58,16 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise OnnxImportError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
     if not model.graph.node and not model.graph.output:
         raise OnnxImportError(f"{path}: not an ONNX model (no graph: corrupt, truncated or another format)")
+    return prepare_model(model, str(path))
+
+
+def prepare_model(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """Check a model and upgrade it to opset >= 13; every failure is a one-line error."""
     try:
         onnx.checker.check_model(model)
     except Exception as error:
-        raise OnnxImportError(f"{path}: invalid ONNX model: {error}") from None
-    return upgrade_opset(model, path)
+        raise OnnxImportError(f"{source}: invalid ONNX model: {error}") from None
+    return upgrade_opset(model, source)
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -72,7 +77,7 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def upgrade_opset(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     version = default_opset(model)
     if version >= MIN_OPSET:
         return model
@@ -80,16 +85,21 @@ def upgrade_opset(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         return onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as error:
         raise OnnxImportError(
-            f"{path}: cannot upgrade opset {version} to {MIN_OPSET}: {error}") from None
+            f"{source}: cannot upgrade opset {version} to {MIN_OPSET}: {error}") from None
 
 
 def import_onnx(path: str | Path) -> tuple[ModuleOp, WeightStore]:
     path = Path(path)
-    return import_model(load_onnx(path), path.name)
+    return build_module(load_onnx(path), path.name)
 
 
 def import_model(model: onnx.ModelProto, source: str = "model.onnx") -> tuple[ModuleOp, WeightStore]:
-    """Build the `nn` module of an in-memory ONNX model."""
+    """Build the `nn` module of an in-memory ONNX model (checked and upgraded first)."""
+    return build_module(prepare_model(model, source), source)
+
+
+def build_module(model: onnx.ModelProto, source: str) -> tuple[ModuleOp, WeightStore]:
+    """Build the `nn` module of a checked model of opset >= 13."""
     importer = Importer(model, source)
     module = importer.run()
     attach(module, importer.store)
@@ -154,7 +164,10 @@ class Importer:
             raise self.fail(f"{what} '{info.name}' has no shape; nncc needs static shapes")
         shape = []
         for axis, dim in enumerate(type_.tensor_type.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            if dim.HasField("dim_value") and dim.dim_value == 0:
+                raise self.fail(f"{what} '{info.name}' has a zero-size dimension (axis {axis}); "
+                                "nncc does not compile empty tensors")
+            if not dim.HasField("dim_value") or dim.dim_value < 0:
                 label = f" '{dim.dim_param}'" if dim.dim_param else ""
                 raise self.fail(f"{what} '{info.name}' has a dynamic dimension{label} (axis {axis}); "
                                 "nncc needs static shapes")
@@ -282,6 +295,12 @@ class ImportNode:
         self.importer.block.add_op(op)
         self.importer.values[name] = op.results[0]
 
+    def emit(self, op: Operation) -> SSAValue:
+        """Append an intermediate `op` of this node (bound to no output); returns its result."""
+        op.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([self.label])
+        self.importer.block.add_op(op)
+        return op.results[0]
+
     def alias(self, value: SSAValue, output: int = 0) -> None:
         self.importer.values[self.node.output[output]] = value
 
@@ -351,68 +370,100 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 # --------------------------------------------------------------------------- windows (conv, pooling)
 
 
-def spatial_attrs(node: ImportNode, kernel: tuple[int, int]) -> tuple[list[int], list[int], list[int]]:
-    """strides, dilations and [top, left, bottom, right] pads, auto_pad resolved."""
-    strides = list(node.attr("strides", [1, 1]))
-    dilations = list(node.attr("dilations", [1, 1]))
-    pads = list(node.attr("pads", [0, 0, 0, 0]))
-    if len(strides) != 2 or len(dilations) != 2 or len(pads) != 4:
-        raise node.fail("only 2-D windows are supported (strides, dilations, pads of 2, 2, 4 values)")
+def window_rank(node: ImportNode) -> int:
+    """Number of spatial axes of a conv/pooling input: 1 (N x C x L) or 2 (N x C x H x W)."""
+    shape = node.shape(0)
+    if len(shape) not in (3, 4):
+        raise node.fail(f"only 1-D and 2-D {node.node.op_type} are supported (N x C x L or N x C x H x W "
+                        f"input), input has shape {list(shape)}")
+    return len(shape) - 2
+
+
+def spatial_attrs(node: ImportNode, kernel: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """strides, dilations and pads ([begins..., ends...]) of len(kernel) axes, auto_pad resolved."""
+    rank = len(kernel)
+    strides = list(node.attr("strides", [1] * rank))
+    dilations = list(node.attr("dilations", [1] * rank))
+    pads = list(node.attr("pads", [0] * 2 * rank))
+    if len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
+        raise node.fail(f"a {rank}-D window needs {rank} strides, {rank} dilations and {2 * rank} pads, "
+                        f"got {strides}, {dilations}, {pads}")
     auto_pad = node.str_attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         size = node.shape(0)[2:]
-        pads = [0, 0, 0, 0]
-        for axis in range(2):
+        for axis in range(rank):
             out = -(-size[axis] // strides[axis])
             total = max(0, (out - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - size[axis])
             small, large = total // 2, total - total // 2
-            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+            pads[axis], pads[axis + rank] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
     elif auto_pad == "VALID":
-        pads = [0, 0, 0, 0]
+        pads = [0] * 2 * rank
     elif auto_pad != "NOTSET":
         raise node.fail(f"auto_pad={auto_pad} is not supported")
     return strides, dilations, pads
 
 
-def check_rank4(node: ImportNode, what: str = "input") -> None:
-    if len(node.shape(0)) != 4:
-        raise node.fail(f"only 2-D {node.node.op_type} on N x C x H x W tensors is supported, "
-                        f"{what} has shape {list(node.shape(0))}")
+def lift_to_2d(kernel, strides, dilations, pads) -> tuple[list[int], list[int], list[int], list[int]]:
+    """1-D window parameters as 2-D ones over a size-1 leading axis (H = 1)."""
+    return [1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]
+
+
+def window_input(node: ImportNode, i: int = 0) -> SSAValue:
+    """Input `i` of a conv/pooling node, N x C x L reshaped to N x C x 1 x L."""
+    value = node.value(i)
+    shape = nn.shape_of(value)
+    if len(shape) == 4:
+        return value
+    return node.emit(nn.ReshapeOp(value, (*shape[:2], 1, *shape[2:])))
+
+
+def define_window(node: ImportNode, op: Operation) -> None:
+    """Bind a 2-D conv/pooling op, reshaped back to N x C x L for a 1-D node."""
+    if len(node.shape(0)) == 4:
+        return node.define(op)
+    n, c, _, length = nn.shape_of(node.emit(op))
+    node.define(nn.ReshapeOp(op.results[0], (n, c, length)))
 
 
 @converts("Conv")
 def convert_conv(node: ImportNode) -> None:
-    check_rank4(node)
+    rank = window_rank(node)
     weight_shape = node.shape(1)
-    if len(weight_shape) != 4:
-        raise node.fail(f"weight must be O x I x kH x kW, got {list(weight_shape)}")
-    kernel = tuple(node.attr("kernel_shape", weight_shape[2:]))
-    if kernel != tuple(weight_shape[2:]):
-        raise node.fail(f"kernel_shape {list(kernel)} does not match the weight {list(weight_shape)}")
+    if len(weight_shape) != rank + 2:
+        raise node.fail(f"the weight of a {rank}-D conv must have rank {rank + 2}, got {list(weight_shape)}")
+    kernel = list(node.attr("kernel_shape", weight_shape[2:]))
+    if kernel != list(weight_shape[2:]):
+        raise node.fail(f"kernel_shape {kernel} does not match the weight {list(weight_shape)}")
     strides, dilations, pads = spatial_attrs(node, kernel)
-    node.define(nn.Conv2dOp(node.value(0), node.value(1), node.optional_value(2),
-                            strides, pads, dilations, node.attr("group", 1)))
+    if rank == 1:
+        kernel, strides, dilations, pads = lift_to_2d(kernel, strides, dilations, pads)
+    define_window(node, nn.Conv2dOp(window_input(node, 0), window_input(node, 1), node.optional_value(2),
+                                    strides, pads, dilations, node.attr("group", 1)))
 
 
 def pool_attrs(node: ImportNode):
-    check_rank4(node)
+    """kernel, strides, pads, dilations (2-D) and ceil_mode of a pooling node."""
+    rank = window_rank(node)
     kernel = list(node.attr("kernel_shape", []))
-    if len(kernel) != 2:
-        raise node.fail(f"kernel_shape must have 2 values, got {kernel}")
-    strides, dilations, pads = spatial_attrs(node, tuple(kernel))
+    if len(kernel) != rank:
+        raise node.fail(f"kernel_shape must have {rank} values for a {rank}-D input, got {kernel}")
+    strides, dilations, pads = spatial_attrs(node, kernel)
+    if rank == 1:
+        kernel, strides, dilations, pads = lift_to_2d(kernel, strides, dilations, pads)
     return kernel, strides, pads, dilations, bool(node.attr("ceil_mode", 0))
 
 
 @converts("MaxPool")
 def convert_max_pool(node: ImportNode) -> None:
-    node.reject_attr("storage_order", 0)
-    node.reject_used_outputs(1, "MaxPool's Indices output is not supported")
-    node.define(nn.MaxPool2dOp(node.value(0), *pool_attrs(node)))
+    # storage_order only changes the Indices output, which is rejected here.
+    node.reject_used_outputs(1, "MaxPool's Indices output is int64; nncc computes float32 tensors")
+    define_window(node, nn.MaxPool2dOp(window_input(node), *pool_attrs(node)))
 
 
 @converts("AveragePool")
 def convert_avg_pool(node: ImportNode) -> None:
-    node.define(nn.AvgPool2dOp(node.value(0), *pool_attrs(node), bool(node.attr("count_include_pad", 0))))
+    define_window(node, nn.AvgPool2dOp(window_input(node), *pool_attrs(node),
+                                       bool(node.attr("count_include_pad", 0))))
 
 
 @converts("GlobalAveragePool")
@@ -441,7 +492,8 @@ def convert_batch_norm(node: ImportNode) -> None:
 
 @converts("LRN")
 def convert_lrn(node: ImportNode) -> None:
-    check_rank4(node)
+    if len(node.shape(0)) != 4:
+        raise node.fail(f"only LRN on N x C x H x W tensors is supported, input has shape {list(node.shape(0))}")
     size = node.attr("size")
     if size is None:
         raise node.fail("attribute size is required")
@@ -501,12 +553,9 @@ def convert_sum(node: ImportNode) -> None:
     total = node.value(0)
     for i in range(1, len(node.node.input)):
         add = nn.AddOp(total, node.value(i))
-        if i < len(node.node.input) - 1:
-            add.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([node.label])
-            node.importer.block.add_op(add)
-            total = add.result
-        else:
+        if i == len(node.node.input) - 1:
             return node.define(add)
+        total = node.emit(add)
     node.alias(total)
 
 
@@ -515,7 +564,7 @@ def convert_identity(node: ImportNode) -> None:
     if node.node.op_type == "Dropout":
         if node.has_input(2) and (not node.is_const(2) or bool(node.const(2))):
             raise node.fail("training_mode must be a constant false (Dropout is an identity in inference)")
-        node.reject_used_outputs(1, "Dropout's mask output is not supported")
+        node.reject_used_outputs(1, "Dropout's mask output is bool; nncc computes float32 tensors")
     node.alias(node.value(0))
 
 
@@ -548,7 +597,10 @@ def reshape_to(node: ImportNode, shape) -> None:
 @converts("Flatten")
 def convert_flatten(node: ImportNode) -> None:
     shape = node.shape(0)
-    axis = nn.normalize_axis(node.attr("axis", 1), len(shape) + 1) if shape else 0
+    axis = node.attr("axis", 1)
+    if not -len(shape) <= axis <= len(shape):
+        raise node.fail(f"axis {axis} is out of range for rank {len(shape)}")
+    axis = axis + len(shape) if axis < 0 else axis
     reshape_to(node, (math.prod(shape[:axis]), math.prod(shape[axis:])))
 
 

@@ -137,36 +137,43 @@ def bind_inputs(model: onnx.ModelProto, arrays) -> tuple[onnx.ModelProto, dict[s
     return model, {i.name: feeds_by_name[i.name] for i in kept}
 
 
-def compare(name: str, actual, expected) -> str | None:
-    """None when `actual` matches `expected`, else why not.
+def compare(name: str, actual, expected, rtol: float, atol: float) -> tuple[str | None, str]:
+    """(None, criterion met) when `actual` matches `expected`, else (why not, "").
 
-    Shapes must be equal and the result float32. Non-finite expected values
-    (inf, nan) must be reproduced exactly. An all-zero expected output must be
-    matched exactly; otherwise the largest absolute error must be at most
-    RELATIVE_TOLERANCE times the largest finite |expected| value: a tolerance
-    relative to the output's scale, so tiny outputs (sigmoid tails, softmax
-    probabilities) are held to the same relative precision as large ones.
+    The result must be float32 of the expected shape, and non-finite expected
+    values (inf, nan) must be reproduced exactly. Then, on the finite values:
+    - an all-zero expected output must be matched exactly;
+    - "scale": max |actual - expected| <= RELATIVE_TOLERANCE * max |expected|,
+      the project's criterion, relative to the output's scale so that tiny
+      outputs (sigmoid tails, softmax probabilities) are held to the same
+      relative precision as large ones;
+    - failing that, "suite": |actual - expected| <= atol + rtol * |expected|
+      elementwise with the case's own tolerances (onnx's runner: rtol 1e-3,
+      atol 1e-7). A few expected outputs are written by hand with 4 decimals,
+      so no float32 computation meets "scale" on them; cases that pass only
+      this way are listed in docs/conformance.md.
     """
-    expected = np.asarray(expected)
-    actual = np.asarray(actual)
+    expected, actual = np.asarray(expected), np.asarray(actual)
     if actual.shape != expected.shape:
-        return f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
+        return f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}", ""
     if actual.dtype != np.float32:
-        return f"{name}: element type {actual.dtype}, expected float32"
-    expected = expected.astype(np.float64)
-    actual = actual.astype(np.float64)
+        return f"{name}: element type {actual.dtype}, expected float32", ""
+    expected, actual = expected.astype(np.float64), actual.astype(np.float64)
     finite = np.isfinite(expected)
     if not np.array_equal(actual[~finite], expected[~finite], equal_nan=True):
-        return f"{name}: non-finite values differ"
-    if not np.isfinite(actual[finite]).all():
-        return f"{name}: non-finite values where finite ones are expected"
-    if expected.size == 0:
-        return None
-    error = np.abs(actual[finite] - expected[finite]).max(initial=0.0)
-    scale = np.abs(expected[finite]).max(initial=0.0)
-    if error > RELATIVE_TOLERANCE * scale or (scale == 0 and error != 0):
-        return f"{name}: max abs error {error:.3g} > {RELATIVE_TOLERANCE:g} x max |expected| {scale:.3g}"
-    return None
+        return f"{name}: non-finite values differ", ""
+    actual, expected = actual[finite], expected[finite]
+    if not np.isfinite(actual).all():
+        return f"{name}: non-finite values where finite ones are expected", ""
+    error = np.abs(actual - expected).max(initial=0.0)
+    scale = np.abs(expected).max(initial=0.0)
+    if scale == 0:
+        return (None, "exact") if error == 0 else (f"{name}: {error:.3g} where exactly 0 is expected", "")
+    if error <= RELATIVE_TOLERANCE * scale:
+        return None, "scale"
+    if np.all(np.abs(actual - expected) <= atol + rtol * np.abs(expected)):
+        return None, "suite"
+    return f"{name}: max abs error {error:.3g} > {RELATIVE_TOLERANCE:g} x max |expected| {scale:.3g}", ""
 
 
 def run_data_set(case, inputs, expected_outputs) -> Outcome:
@@ -181,9 +188,14 @@ def run_data_set(case, inputs, expected_outputs) -> Outcome:
     module.verify()
     outputs, _ = run_reference(module, feeds, store)
     names = [o.name for o in model.graph.output]
-    problems = [compare(n, outputs[n], e) for n, e in zip(names, expected_outputs)]
-    problems = [p for p in problems if p]
-    return Outcome("fail", "; ".join(problems)) if problems else Outcome("pass")
+    checks = [compare(n, outputs[n], e, case.rtol, case.atol) for n, e in zip(names, expected_outputs)]
+    problems = [problem for problem, _ in checks if problem]
+    if problems:
+        return Outcome("fail", "; ".join(problems))
+    if any(criterion == "suite" for _, criterion in checks):
+        return Outcome("pass", "within the suite's own tolerance only (rtol "
+                               f"{case.rtol:g}, atol {case.atol:g}), not within the scale criterion")
+    return Outcome("pass")
 
 
 def run_case(case) -> Outcome:
@@ -194,11 +206,11 @@ def run_case(case) -> Outcome:
             outcomes.append(run_data_set(case, inputs, expected_outputs))
         except Exception as error:  # noqa: BLE001 -- any traceback is a bug to report
             outcomes.append(Outcome("fail", f"crash: {type(error).__name__}: {error}"))
-    for status in ("fail", "skip"):
-        for outcome in outcomes:
+    for status in ("fail", "skip", "pass"):
+        for outcome in sorted(outcomes, key=lambda o: not o.detail):
             if outcome.status == status:
                 return outcome
-    return Outcome("pass")
+    raise ValueError(f"{case.name} has no data set")
 
 
 def case_outcomes() -> Iterator[tuple[object, Outcome]]:
