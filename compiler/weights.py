@@ -75,12 +75,12 @@ class WeightStore:
         while unique in self:
             suffix += 1
             unique = f"{name}.{suffix}"
-        self._arrays[unique] = np.ascontiguousarray(array, dtype=np.float32)
+        self._arrays[unique] = np.asarray(array).astype(np.float32, order="C", copy=False)
         self.dirty = True
         return unique
 
     def replace(self, name: str, array: np.ndarray) -> None:
-        self._arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
+        self._arrays[name] = np.asarray(array).astype(np.float32, order="C", copy=False)
         self.dirty = True
 
     def save(self, path: Path, keep: set[str] | None = None) -> None:
