@@ -73,15 +73,40 @@ def conv_tile_stream(tiles: int) -> Program:
     return program
 
 
+def small_tile_stream(count: int) -> Program:
+    """`count` small instructions (64-element vadd/relu on 4 cores, 256-byte DMAs): dispatch-bound."""
+    target = load_target("vector")
+    make = isa.make
+    code = [make("layer", name="eltwise", nodes="Add_0")]
+    flat = (0, 0, 1)
+    for i in range(count // 4):
+        core = i % 4
+        code += [
+            make("dma", ch=core, src=("DRAM", 0), src_stride=flat, dst=("AM", 0), cores=(core,), dst_stride=flat,
+                 shape=(1, 1, 64), signal=(core,)),
+            make("vadd", core=core, shape=(1, 1, 64), x=("AM", 0), x_stride=flat, y=("AM", 256), y_stride=flat,
+                 z=("AM", 512), z_stride=flat, wait=(core,)),
+            make("vact", core=core, func="relu", shape=(1, 1, 64), x=("AM", 512), x_stride=flat, z=("AM", 512),
+                 z_stride=flat, signal=(4 + core,)),
+            make("dma", ch=core, src=("AM", 512), src_core=core, src_stride=flat, dst=("DRAM", 256), dst_stride=flat,
+                 shape=(1, 1, 64), wait=(4 + core,)),
+        ]  # fmt: skip
+    return Program(target, code, [Symbol("x", "input", 0, (64,))], dram_bytes=512)
+
+
+def timed(program: Program) -> tuple[float, object]:
+    began = time.perf_counter()
+    result = run(program)
+    return time.perf_counter() - began, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiles", type=int, default=400)
     args = parser.parse_args()
     program = conv_tile_stream(args.tiles)
     run(conv_tile_stream(4))  # warm-up
-    began = time.perf_counter()
-    result = run(program)
-    seconds = time.perf_counter() - began
+    seconds, result = timed(program)
     count = len(program.instructions)
     macs_per_instr = ROWS * COLS * COUT * CIN
     resnet_instructions = RESNET50_MACS / result.macs * count
@@ -91,6 +116,16 @@ def main() -> None:
     print(
         f"ResNet-50 inference at these tile sizes ({macs_per_instr} MACs per matmul): "
         f"~{resnet_instructions:,.0f} instructions, ~{RESNET50_MACS / result.macs * seconds:.1f} s"
+    )
+    small = small_tile_stream(40_000)
+    small_seconds, _ = timed(small)
+    rate = len(small.instructions) / small_seconds
+    print(f"{len(small.instructions)} small instructions (64-element tiles, 4 cores) in {small_seconds:.2f} s")
+    print(f"  {rate:,.0f} instructions/s: dispatch overhead {1e6 / rate:.0f} us per instruction")
+    budget = 300_000
+    print(
+        f"Worst case, ResNet-50 as {budget:,} instructions: ~{budget / rate + RESNET50_MACS / result.macs * seconds:.1f} s "
+        "(dispatch + MAC work)"
     )
 
 

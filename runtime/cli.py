@@ -1,7 +1,9 @@
 """``nncc-run``: run a compiled program on the interpreter.
 
     nncc-run PROGRAM.{s,nnbin} [--inputs in.npz] [--outputs out.npz] [--expect ref.npz]
-             [--report r.json] [--trace t.json]
+             [--report r.json] [--trace t.json] [--target-set KEY=VALUE ...]
+
+The program carries its target (every resolved parameter); --target-set changes some for this run.
 
 Exit codes: 0 ok, 1 outputs differ from --expect, 2 bad input (one line), 3 machine fault.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nncc.compiler.errors import NnccError, one_line, report_errors
+from nncc.compiler.target import apply_overrides, target_from_dict, target_to_dict
 from nncc.runtime.faults import EXIT_FAULT, MachineFault
 from nncc.runtime.interpreter import run
 from nncc.runtime.program import load
@@ -27,6 +30,10 @@ TOOL = "nncc-run"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=TOOL, description="Run an nncc program on the accelerator interpreter.")
     parser.add_argument("program", help="program file (.nnbin or .s)")
+    parser.add_argument(
+        "--target-set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter of the program's target for this run (repeatable)",
+    )
     parser.add_argument("--inputs", help="npz of input tensors by symbol name (default: seeded random)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--outputs", help="write the outputs (npz)")
@@ -55,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         raise NnccError(f"{args.program}: no such program file")
     try:
         program = load(args.program)
+        if args.target_set:
+            raw = apply_overrides(target_to_dict(program.target), args.target_set, "--target-set")
+            program = program.with_target(target_from_dict(raw, "--target-set"))
         inputs = read_npz(args.inputs) if args.inputs else None
         if inputs is None:
             from nncc.runtime.interpreter import random_inputs

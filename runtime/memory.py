@@ -8,7 +8,6 @@ so a wrong address reads or writes wrong data, and an address past the end is a 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from nncc.compiler.target import Target
 
@@ -48,7 +47,7 @@ class Memories:
                 f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} ends at byte "
                 f"{4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
             )
-        return as_strided(array[base:], shape, tuple(4 * s for s in strides))
+        return np.ndarray(shape, np.float32, array, base << 2, tuple(s << 2 for s in strides))
 
     def write_dram(self, addr: int, values: np.ndarray) -> None:
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)

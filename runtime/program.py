@@ -72,6 +72,27 @@ class Program:
     def symbols_of(self, kind: str) -> list[Symbol]:
         return [s for s in self.symbols if s.kind == kind]
 
+    def allocate(self, name: str, kind: str, shape: tuple[int, ...], data: np.ndarray | None = None, align: int = 64) -> Symbol:
+        """Place a new DRAM tensor after everything allocated so far (`dram_bytes` grows).
+
+        `data` (weights) goes into the initial DRAM image.
+        """
+        if kind not in SYMBOL_KINDS:
+            raise NnccError(f"symbol {name}: kind must be one of {', '.join(SYMBOL_KINDS)}")
+        addr = -(-self.dram_bytes // align) * align
+        symbol = Symbol(name, kind, addr, tuple(int(d) for d in shape))
+        self.symbols.append(symbol)
+        self.dram_bytes = addr + symbol.nbytes
+        if data is not None:
+            if tuple(np.shape(data)) != symbol.shape:
+                raise NnccError(f"symbol {name}: data shape {np.shape(data)} differs from {symbol.shape}")
+            self.add_data(addr, data)
+        return symbol
+
+    def with_target(self, target: Target) -> Program:
+        """The same program for another resolution of its target (e.g. with --target-set overrides)."""
+        return Program(target, self.instructions, self.symbols, self.data, self.dram_bytes, self.mode)
+
     def add_data(self, addr: int, array: np.ndarray) -> None:
         """Put fp32 values into the initial DRAM image at byte address `addr`."""
         self.data.append((addr, np.ascontiguousarray(array, dtype=np.float32).tobytes()))

@@ -93,3 +93,13 @@ def test_console_script_runs_without_traceback(tmp_path):
     path.write_text(".nncc 1\n.target vector\nvfill shape=1,1,1 z=AM[0x3] z_stride=0,0,1\n")
     process = subprocess.run([sys.executable, "-m", "nncc.runtime.cli", str(path)], capture_output=True, text=True)
     assert process.returncode == 3 and "Traceback" not in process.stderr
+
+
+def test_target_set_overrides_the_program_target(tmp_path):
+    program = str(EXAMPLES / "maxpool.s")
+    assert main([program, "--report", str(tmp_path / "a.json")]) == 0
+    # the DRAM latency of the two DMAs (100 cycles each) disappears
+    assert main([program, "--report", str(tmp_path / "b.json"), "--target-set", "dram.latency_ns=0"]) == 0
+    slow, fast = (json.loads((tmp_path / f"{n}.json").read_text())["cycles"] for n in "ab")
+    assert slow - fast == 200
+    assert main([program, "--target-set", "dram.bogus=1"]) == 2

@@ -71,3 +71,13 @@ def test_save_and_load_by_suffix(tmp_path):
 
 def test_segments_merge_when_contiguous():
     assert merged_segments([(8, b"cd"), (0, b"ab"), (2, b"xy")]) == [(0, b"abxy"), (8, b"cd")]
+
+
+def test_allocate_places_symbols_and_weights():
+    p = Program(load_target("edge"), [])
+    x = p.allocate("x", "input", (3, 5))
+    w = p.allocate("w", "weight", (2,), data=np.array([1.0, 2.0]))
+    assert (x.addr, w.addr, p.dram_bytes) == (0, 64, 72)
+    assert p.data == [(64, np.array([1.0, 2.0], dtype=np.float32).tobytes())]
+    with pytest.raises(NnccError, match="data shape"):
+        p.allocate("v", "weight", (3,), data=np.zeros(2))
