@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from functools import cache
 
 import numpy as np
@@ -275,6 +277,16 @@ def test_cli_unknown_model_exits_2_with_one_line(tmp_path, capsys):
     assert err.startswith("nncc-zoo: error: unknown model 'alexnet'")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_cli_as_a_process_reports_bad_resolution_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "nncc.compiler.zoo_cli", "vgg16", "--resolution", "100", "-o", str(tmp_path / "v.onnx")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "nncc-zoo: error: resolution must be a multiple of 32 and at least 32, got 100\n"
 
 
 def test_cli_lists_models(capsys):
