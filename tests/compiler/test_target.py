@@ -101,3 +101,11 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("name = = 3")
     with pytest.raises(NnccError, match="bad.toml: invalid TOML"):
         load_target(str(bad))
+
+
+def test_docs_cover_every_preset():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "targets.md").read_text()
+    for name in preset_names():
+        assert f"## `{name}`" in text

@@ -178,7 +178,7 @@ def test_energy_by_component(build):
     result = run(build("edge", [load(0, ("BUF", 0), 1024)]))
     energy = result.energy_pj
     assert result.dram_activations == 1
-    assert energy["dram"] == 4096 * 70.0 + 2000.0
+    assert energy["dram"] == 4096 * 100.0 + 2000.0
     assert energy["onchip"] == 4096 / 4 * 6.6  # 1024 words written
     assert energy["compute"] == 0.0
     assert energy["total"] == energy["dram"] + energy["onchip"]

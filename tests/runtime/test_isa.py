@@ -81,3 +81,11 @@ def test_decode_rejects_unknown_opcode_and_truncation():
         isa.decode([0x7F], 0, ["DRAM"], [])
     with pytest.raises(isa.IsaError, match="truncated"):
         isa.decode([0x20, 0, 0], 0, ["DRAM"], [])
+
+
+def test_docs_describe_every_instruction():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "isa.md").read_text()
+    for definition in isa.INSTRUCTIONS:
+        assert f"`{definition.mnemonic}`" in text, definition.mnemonic
