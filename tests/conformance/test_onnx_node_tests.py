@@ -20,18 +20,21 @@ initializers before import, as a deployment flow freezes them.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from nncc.compiler.errors import NnccError
+from nncc.compiler.errors import NnccError, one_line
 from nncc.compiler.onnx_import import import_model
 from nncc.runtime.nn_interpreter import run_reference
 
@@ -176,10 +179,11 @@ def compare(name: str, actual, expected, rtol: float, atol: float) -> tuple[str 
     return f"{name}: max abs error {error:.3g} > {RELATIVE_TOLERANCE:g} x max |expected| {scale:.3g}", ""
 
 
-def run_data_set(case, inputs, expected_outputs) -> Outcome:
-    model, feeds = bind_inputs(case.model, inputs)
+def run_model(model: onnx.ModelProto, source: str, feeds: dict[str, np.ndarray], expected_outputs,
+              rtol: float = 0.0, atol: float = 0.0) -> Outcome:
+    """Import `model`, run it on `feeds` and compare with `expected_outputs` (graph output order)."""
     try:
-        module, store = import_model(model, case.name)
+        module, store = import_model(model, source)
     except NnccError as error:
         category = skip_category(error)
         if category is None:
@@ -188,24 +192,33 @@ def run_data_set(case, inputs, expected_outputs) -> Outcome:
     module.verify()
     outputs, _ = run_reference(module, feeds, store)
     names = [o.name for o in model.graph.output]
-    checks = [compare(n, outputs[n], e, case.rtol, case.atol) for n, e in zip(names, expected_outputs)]
+    checks = [compare(n, outputs[n], e, rtol, atol) for n, e in zip(names, expected_outputs)]
     problems = [problem for problem, _ in checks if problem]
     if problems:
         return Outcome("fail", "; ".join(problems))
     if any(criterion == "suite" for _, criterion in checks):
-        return Outcome("pass", "within the suite's own tolerance only (rtol "
-                               f"{case.rtol:g}, atol {case.atol:g}), not within the scale criterion")
+        return Outcome("pass", f"within the suite's own tolerance only (rtol {rtol:g}, atol {atol:g}), "
+                               "not within the scale criterion")
     return Outcome("pass")
 
 
+def run_data_set(case, inputs, expected_outputs) -> Outcome:
+    model, feeds = bind_inputs(case.model, inputs)
+    return run_model(model, case.name, feeds, expected_outputs, case.rtol, case.atol)
+
+
+def crash_as_failure(run) -> Outcome:
+    """`run()`, with any exception but a skip turned into a failure (a traceback is a bug)."""
+    try:
+        return run()
+    except Exception as error:  # noqa: BLE001
+        return Outcome("fail", f"crash: {type(error).__name__}: {one_line(str(error))}")
+
+
 def run_case(case) -> Outcome:
-    """Import and run every data set of `case`; a crash is returned as a failure."""
-    outcomes = []
-    for inputs, expected_outputs in case.data_sets:
-        try:
-            outcomes.append(run_data_set(case, inputs, expected_outputs))
-        except Exception as error:  # noqa: BLE001 -- any traceback is a bug to report
-            outcomes.append(Outcome("fail", f"crash: {type(error).__name__}: {error}"))
+    """Import and run every data set of a node test case; the worst outcome wins."""
+    outcomes = [crash_as_failure(lambda: run_data_set(case, inputs, expected))
+                for inputs, expected in case.data_sets]
     for status in ("fail", "skip", "pass"):
         for outcome in sorted(outcomes, key=lambda o: not o.detail):
             if outcome.status == status:
@@ -213,9 +226,39 @@ def run_case(case) -> Outcome:
     raise ValueError(f"{case.name} has no data set")
 
 
-def case_outcomes() -> Iterator[tuple[object, Outcome]]:
+def ort_cases() -> list:
+    """The single-op models of onnxruntime_cases.py (loaded by path: tests are not a package)."""
+    path = Path(__file__).with_name("onnxruntime_cases.py")
+    spec = importlib.util.spec_from_file_location("nncc_conformance_onnxruntime_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.ORT_CASES
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    return {name: np.asarray(rng.standard_normal(shape) * 2, dtype=np.float32) for name, shape in shapes.items()}
+
+
+def run_ort_case(case) -> Outcome:
+    """Run an onnxruntime_cases.py model on random inputs and compare with onnxruntime."""
+    import onnxruntime
+
+    feeds = random_feeds(case.model)
+    session = onnxruntime.InferenceSession(case.model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    expected = session.run(None, feeds)
+    return crash_as_failure(lambda: run_model(case.model, case.name, feeds, expected))
+
+
+def case_outcomes() -> Iterator[tuple[str, onnx.ModelProto, Outcome]]:
+    """(name, model, outcome) of every node test case and onnxruntime case."""
     for case in node_cases():
-        yield case, run_case(case)
+        yield case.name, case.model, run_case(case)
+    for case in ort_cases():
+        yield case.name, case.model, run_ort_case(case)
 
 
 # --------------------------------------------------------------------------- the test
@@ -224,6 +267,14 @@ def case_outcomes() -> Iterator[tuple[object, Outcome]]:
 @pytest.mark.parametrize("case", node_cases(), ids=lambda c: c.name)
 def test_node_case(case) -> None:
     outcome = run_case(case)
+    if outcome.status == "skip":
+        pytest.skip(outcome.detail)
+    assert outcome.status == "pass", outcome.detail
+
+
+@pytest.mark.parametrize("case", ort_cases(), ids=lambda c: c.name)
+def test_onnxruntime_case(case) -> None:
+    outcome = run_ort_case(case)
     if outcome.status == "skip":
         pytest.skip(outcome.detail)
     assert outcome.status == "pass", outcome.detail
