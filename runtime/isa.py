@@ -405,42 +405,99 @@ def encode(instr: NamedTuple, memory_ids: dict[str, int], strings: dict[str, int
     return slots
 
 
-def decode(slots: Sequence[int], position: int, memory_names: Sequence[str], strings: Sequence[str]) -> tuple[NamedTuple, int]:
-    """Decode the instruction at `slots[position]`; return it and the next position.
+class DecodeError(IsaError):
+    """A binary instruction stream that cannot be decoded; `index` is the instruction's position."""
 
-    Raises `IsaError` for an unknown opcode or operand values out of range.
+    def __init__(self, index: int, opcode: str, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.opcode = opcode
+
+
+def decode(slots: np.ndarray | Sequence[int], memory_names: Sequence[str], strings: Sequence[str]) -> list[NamedTuple]:
+    """Decode a whole instruction stream (int64 slots), vectorised per opcode.
+
+    Raises `DecodeError` naming the first bad instruction (unknown opcode, truncation, operand values
+    out of range).
     """
-    opcode = slots[position]
-    definition = BY_OPCODE.get(opcode)
-    if definition is None:
-        raise IsaError(f"unknown opcode {opcode:#x}")
-    position += 1
-    if position + definition.slots > len(slots):
-        raise IsaError(f"{definition.mnemonic}: truncated instruction")
-    values = []
-    for operand in definition.operands:
-        kind = operand.kind
-        raw = slots[position]
-        if kind == Kind.REF:
-            if not 0 <= raw < len(memory_names):
-                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad memory id {raw}")
-            value: Any = (memory_names[raw], slots[position + 1])
-        elif kind == Kind.INTS:
-            value = tuple(slots[position : position + operand.width])
-        elif kind == Kind.FLOAT:
-            value = struct.unpack("<d", struct.pack("<q", raw))[0]
-        elif kind == Kind.ENUM:
-            if not 0 <= raw < len(operand.choices):
-                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad choice {raw}")
-            value = operand.choices[raw]
-        elif kind == Kind.SET:
-            value = tuple(i for i in range(MAX_SEMAPHORES) if raw >> i & 1)
-        elif kind == Kind.STR:
-            if not 0 <= raw < len(strings):
-                raise IsaError(f"{definition.mnemonic}: {operand.name}: bad string id {raw}")
-            value = strings[raw]
-        else:
-            value = raw
-        values.append(value)
-        position += operand.slots
-    return make(definition.mnemonic, **dict(zip((o.name for o in definition.operands), values))), position
+    slots = np.asarray(slots, dtype=np.int64)
+    positions, opcodes = _instruction_starts(slots)
+    instructions: list[Any] = [None] * len(positions)
+    starts = np.asarray(positions, dtype=np.int64)
+    codes = np.asarray(opcodes, dtype=np.int64)
+    for opcode in sorted(set(opcodes)):
+        definition = BY_OPCODE[opcode]
+        members = np.nonzero(codes == opcode)[0]
+        rows = slots[starts[members][:, None] + np.arange(1, 1 + definition.slots)]
+        columns = []
+        offset = 0
+        for operand in definition.operands:
+            block = rows[:, offset : offset + operand.slots]
+            bad = _invalid_rows(operand, block, len(memory_names), len(strings))
+            if bad.any():
+                first = int(members[np.argmax(bad)])
+                raise DecodeError(first, definition.mnemonic, f"{definition.mnemonic}: {operand.name}: bad value")
+            columns.append(_column(operand, block, memory_names, strings))
+            offset += operand.slots
+        make_tuple = definition.tuple_type._make
+        rows_values = zip(*columns) if columns else [()] * len(members)
+        for index, values in zip(members.tolist(), rows_values):
+            instructions[index] = make_tuple(values)
+    return instructions
+
+
+def _instruction_starts(slots: np.ndarray) -> tuple[list[int], list[int]]:
+    sizes = {opcode: 1 + definition.slots for opcode, definition in BY_OPCODE.items()}
+    flat = slots.tolist()
+    positions: list[int] = []
+    opcodes: list[int] = []
+    position = 0
+    while position < len(flat):
+        opcode = flat[position]
+        size = sizes.get(opcode)
+        if size is None:
+            raise DecodeError(len(positions), f"{opcode:#x}", f"unknown opcode {opcode:#x}")
+        if position + size > len(flat):
+            raise DecodeError(len(positions), BY_OPCODE[opcode].mnemonic, "truncated instruction")
+        positions.append(position)
+        opcodes.append(opcode)
+        position += size
+    return positions, opcodes
+
+
+def _invalid_rows(operand: Operand, block: np.ndarray, memories: int, strings: int) -> np.ndarray:
+    kind = operand.kind
+    if kind == Kind.FLOAT:
+        return np.zeros(len(block), dtype=bool)
+    if kind == Kind.REF:
+        return (block[:, 0] < 0) | (block[:, 0] >= memories) | (block[:, 1] < 0)
+    limit = {Kind.ENUM: len(operand.choices), Kind.STR: strings, Kind.SET: 1 << MAX_SEMAPHORES}.get(kind)
+    low = 1 if operand.name in ("shape", "mnk", "window") else 0
+    bad = (block < low).any(axis=1)
+    if limit is not None:
+        bad |= (block >= limit).any(axis=1)
+    return bad
+
+
+def _members(mask: int) -> tuple[int, ...]:
+    return tuple(i for i in range(mask.bit_length()) if mask >> i & 1)
+
+
+def _column(operand: Operand, block: np.ndarray, memory_names: Sequence[str], strings: Sequence[str]) -> list[Any]:
+    kind = operand.kind
+    if kind == Kind.INTS:
+        return list(map(tuple, block.tolist()))
+    if kind == Kind.REF:
+        return [(memory_names[m], a) for m, a in block.tolist()]
+    column = block[:, 0]
+    if kind == Kind.FLOAT:
+        return np.ascontiguousarray(column).view(np.float64).tolist()
+    values = column.tolist()
+    if kind == Kind.ENUM:
+        return [operand.choices[v] for v in values]
+    if kind == Kind.STR:
+        return [strings[v] for v in values]
+    if kind == Kind.SET:
+        cache: dict[int, tuple[int, ...]] = {}
+        return [cache[m] if m in cache else cache.setdefault(m, _members(m)) for m in values]
+    return values

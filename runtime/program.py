@@ -164,7 +164,7 @@ def from_bytes(blob: bytes) -> Program:
         target = target_from_dict(header["target"], "program target")
         position = 16 + header_len
         slot_bytes = 8 * header["slot_count"]
-        slots = np.frombuffer(body, dtype="<i8", count=header["slot_count"], offset=position).tolist()
+        slots = np.frombuffer(body, dtype="<i8", count=header["slot_count"], offset=position)
         position += slot_bytes
         data = []
         for addr, size in header["segments"]:
@@ -182,18 +182,11 @@ def from_bytes(blob: bytes) -> Program:
     return program
 
 
-def decode_all(slots: list[int], memory_names: list[str], strings: list[str]) -> list[NamedTuple]:
-    instructions = []
-    position = 0
-    while position < len(slots):
-        try:
-            instr, position = isa.decode(slots, position, memory_names, strings)
-        except isa.IsaError as error:
-            definition = isa.BY_OPCODE.get(slots[position])
-            opcode = definition.mnemonic if definition else f"{slots[position]:#x}"
-            raise MachineFault(len(instructions), opcode, str(error)) from None
-        instructions.append(instr)
-    return instructions
+def decode_all(slots: np.ndarray, memory_names: list[str], strings: list[str]) -> list[NamedTuple]:
+    try:
+        return isa.decode(slots, memory_names, strings)
+    except isa.DecodeError as error:
+        raise MachineFault(error.index, error.opcode, str(error)) from None
 
 
 def save(program: Program, path: str | Path) -> None:

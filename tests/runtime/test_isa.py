@@ -69,18 +69,27 @@ def test_encode_decode_every_instruction_kind():
         isa.make("barrier"),
     ]  # fmt: skip
     slots = [s for ins in program for s in isa.encode(ins, memory_ids, strings)]
-    decoded, position = [], 0
-    while position < len(slots):
-        ins, position = isa.decode(slots, position, ["DRAM", "AM"], list(strings))
-        decoded.append(ins)
-    assert decoded == program
+    assert isa.decode(slots, ["DRAM", "AM"], list(strings)) == program
+    assert isa.decode(slots * 2, ["DRAM", "AM"], list(strings)) == program * 2
 
 
-def test_decode_rejects_unknown_opcode_and_truncation():
-    with pytest.raises(isa.IsaError, match="unknown opcode 0x7f"):
-        isa.decode([0x7F], 0, ["DRAM"], [])
-    with pytest.raises(isa.IsaError, match="truncated"):
-        isa.decode([0x20, 0, 0], 0, ["DRAM"], [])
+def test_decode_names_the_bad_instruction():
+    barrier = [0x50]
+    with pytest.raises(isa.DecodeError, match="unknown opcode 0x7f") as info:
+        isa.decode(barrier * 3 + [0x7F], ["DRAM"], [])
+    assert info.value.index == 3
+    with pytest.raises(isa.DecodeError, match="truncated"):
+        isa.decode([0x20, 0, 0], ["DRAM"], [])
+    fill = isa.encode(isa.make("vfill", shape=(1, 1, 4), z=("DRAM", 0), z_stride=(0, 0, 1)), {"DRAM": 0}, {})
+    broken = list(fill)
+    broken[5] = 0  # shape 1,1,0
+    with pytest.raises(isa.DecodeError, match="vfill: shape: bad value") as info:
+        isa.decode(fill + barrier + broken, ["DRAM"], [])
+    assert info.value.index == 2
+    broken = list(fill)
+    broken[6] = 3  # z: memory id 3 of 1
+    with pytest.raises(isa.DecodeError, match="vfill: z: bad value"):
+        isa.decode(broken, ["DRAM"], [])
 
 
 def test_docs_describe_every_instruction():
