@@ -92,3 +92,30 @@ def test_examples_round_trip_text_binary_text():
     for path in sorted(EXAMPLES.glob("*.s")):
         text = disassemble(assemble(path.read_text(), str(path)))
         assert disassemble(from_bytes(to_bytes(assemble(text)))) == text
+
+
+def test_matmul_bn_relu_fused_on_the_post_unit():
+    """fusion target: 32x32 matrix unit (depth 64), 32-lane post unit (depth 4), buffers 256 B/cycle,
+    DMA 128 B/cycle + 64 cycles, DRAM 102.4 B/cycle + 100 cycles."""
+    program = load(EXAMPLES / "matmul_bn_relu_fused.s")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((64, 32), dtype=np.float32)
+    w = rng.standard_normal((32, 32), dtype=np.float32)
+    scale, shift = rng.standard_normal((2, 32), dtype=np.float32)
+    result = run(program, {"X": x, "W": w, "scale": scale, "shift": shift}, trace=True)
+    np.testing.assert_allclose(result.outputs["Y"], np.maximum((x @ w) * scale + shift, 0), rtol=1e-5, atol=1e-5)
+    # matmul: 32 * ceil(32/32) * ceil(32/32) = 32; buffers 4096 B / 256 = 16  -> 32 + 64 = 96
+    # post vfma / vact: 32 rows x ceil(32/32) lanes = 32; OBUF 8192 B / 256 = 32 -> 32 + 4 = 36
+    #   ch0 W (4096 B)       slot 164, DRAM free 164 + 40 = 204            end max(164+32, 204) = 204
+    #   ch1 X (8192 B)       slot 204, DRAM free 204 + 80 = 284            end max(164+64, 284) = 284
+    #   ch0 scale|shift      start 204, slot 368, DRAM free 371            end 371
+    #   matmul 0             start 284 (W 204, X 284)                      end 380
+    #   matmul 1             start 380                                     end 476
+    #   post vfma 0, vact 0  start 380 (tile 0 at 380, scale 371)         end 416, 452  <- overlaps matmul 1
+    #   ch0 store Y0         start 452, slot 616, DRAM free 656            end max(648, 656) = 656
+    #   post vfma 1, vact 1  start 476                                     end 512, 548
+    #   ch0 store Y1         start 656 (channel busy), slot 820, DRAM free 860  end 860
+    assert result.cycles == 860
+    assert result.busy["core0.main"] == 2 * 96 and result.busy["core0.post"] == 4 * 36
+    spans = {(e.engine, e.mnemonic, e.start) for e in result.trace}
+    assert ("core0.main", "matmul", 380) in spans and ("core0.post", "vfma", 380) in spans
