@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.utils.exceptions import VerifyException
 
 from nncc.compiler.errors import NnccError
 from nncc.compiler.weights import WeightStore, attach, sanitize
@@ -289,14 +290,16 @@ class ImportNode:
 
     def define(self, op: Operation, output: int = 0) -> None:
         """Append `op` and bind its result to the node's output `output`."""
-        op.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([self.label])
         name = self.node.output[output]
         op.results[0].name_hint = sanitize(name)
-        self.importer.block.add_op(op)
-        self.importer.values[name] = op.results[0]
+        self.importer.values[name] = self.emit(op)
 
     def emit(self, op: Operation) -> SSAValue:
-        """Append an intermediate `op` of this node (bound to no output); returns its result."""
+        """Verify and append an op of this node (bound to no output); returns its result."""
+        try:
+            op.verify()
+        except VerifyException as error:
+            raise self.fail(str(error)) from None
         op.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr([self.label])
         self.importer.block.add_op(op)
         return op.results[0]
@@ -562,8 +565,9 @@ def convert_sum(node: ImportNode) -> None:
 @converts("Identity", "Dropout")
 def convert_identity(node: ImportNode) -> None:
     if node.node.op_type == "Dropout":
-        if node.has_input(2) and (not node.is_const(2) or bool(node.const(2))):
-            raise node.fail("training_mode must be a constant false (Dropout is an identity in inference)")
+        if node.has_input(2) and bool(node.const(2, "training_mode")):
+            raise node.fail("training_mode=true is not supported (Dropout is an identity in inference; "
+                            "training uses nncc --train)")
         node.reject_used_outputs(1, "Dropout's mask output is bool; nncc computes float32 tensors")
     node.alias(node.value(0))
 
@@ -652,6 +656,8 @@ def convert_unsqueeze(node: ImportNode) -> None:
 def convert_transpose(node: ImportNode) -> None:
     rank = len(node.shape(0))
     perm = list(node.attr("perm", list(range(rank))[::-1]))
+    if sorted(perm) != list(range(rank)):
+        raise node.fail(f"perm {perm} is not a permutation of the {rank} input axes")
     if perm == list(range(rank)):
         return node.alias(node.value(0))
     node.define(nn.TransposeOp(node.value(0), perm))
