@@ -198,14 +198,15 @@ def _read_source(name_or_path: str) -> tuple[str, str]:
             "it has no machine description"
         )
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists() or "/" in name_or_path:
+    looks_like_path = path.suffix == ".toml" or "/" in name_or_path or "\\" in name_or_path
+    if not looks_like_path and name_or_path in preset_names():
+        resource = resources.files("nncc.compiler.targets") / f"{name_or_path}.toml"
+        return f"{name_or_path}.toml", resource.read_text()
+    if looks_like_path or path.is_file():
         try:
             return str(path), path.read_text()
         except OSError as error:
             raise NnccError(f"{path}: cannot read target file: {error.strerror}") from None
-    if name_or_path in preset_names():
-        resource = resources.files("nncc.compiler.targets") / f"{name_or_path}.toml"
-        return f"{name_or_path}.toml", resource.read_text()
     available = ", ".join(preset_names() + [REFERENCE_TARGET])
     raise NnccError(f"unknown target {name_or_path!r}; available: {available}")
 
