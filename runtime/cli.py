@@ -75,13 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{TOOL}: {fault}", file=sys.stderr)
         return EXIT_FAULT
     check = compare_outputs(result.outputs, read_npz(args.expect), args.tolerance) if args.expect else None
-    if args.outputs:
-        np.savez(args.outputs, **result.outputs)
     report = build_report(result, check)
-    if args.report:
-        write_json(report, args.report)
-    if args.trace:
-        write_json(trace_events(result), args.trace)
+    try:
+        if args.outputs:
+            np.savez(args.outputs, **result.outputs)
+        if args.report:
+            write_json(report, args.report)
+        if args.trace:
+            write_json(trace_events(result), args.trace)
+    except OSError as error:
+        raise NnccError(f"{error.filename}: cannot write: {error.strerror}") from None
     status = "" if check is None else (" check passed" if check["passed"] else " CHECK FAILED")
     print(
         f"{TOOL}: {program.target.name} {program.mode}: {result.instructions} instructions, {result.cycles} cycles, "

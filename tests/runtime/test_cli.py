@@ -86,6 +86,8 @@ def test_bad_command_line_input_exits_2(tmp_path, capsys):
     assert main([str(EXAMPLES / "maxpool.s"), "--inputs", str(tmp_path / "wrong.npz")]) == 2
     assert "input x: shape (3,) does not match" in capsys.readouterr().err
     assert main(["--bogus"]) == 2
+    assert main([str(EXAMPLES / "maxpool.s"), "--report", str(tmp_path / "no" / "dir" / "r.json")]) == 2
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_console_script_runs_without_traceback(tmp_path):
