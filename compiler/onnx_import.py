@@ -391,6 +391,9 @@ def spatial_attrs(node: ImportNode, kernel: list[int]) -> tuple[list[int], list[
     if len(strides) != rank or len(dilations) != rank or len(pads) != 2 * rank:
         raise node.fail(f"a {rank}-D window needs {rank} strides, {rank} dilations and {2 * rank} pads, "
                         f"got {strides}, {dilations}, {pads}")
+    if min(kernel + strides + dilations) < 1 or min(pads) < 0:
+        raise node.fail(f"kernel {kernel}, strides {strides} and dilations {dilations} must be >= 1, "
+                        f"pads {pads} >= 0")
     auto_pad = node.str_attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         size = node.shape(0)[2:]
@@ -451,6 +454,9 @@ def pool_attrs(node: ImportNode):
     if len(kernel) != rank:
         raise node.fail(f"kernel_shape must have {rank} values for a {rank}-D input, got {kernel}")
     strides, dilations, pads = spatial_attrs(node, kernel)
+    if any(pad >= size for pad, size in zip(pads, kernel + kernel)):
+        raise node.fail(f"pads {pads} must be smaller than the kernel {kernel} "
+                        "(a window could hold padding only)")
     if rank == 1:
         kernel, strides, dilations, pads = lift_to_2d(kernel, strides, dilations, pads)
     return kernel, strides, pads, dilations, bool(node.attr("ceil_mode", 0))
@@ -536,10 +542,17 @@ def convert_hard_sigmoid(node: ImportNode) -> None:
 def convert_clip(node: ImportNode) -> None:
     low, high = node.attr("min", -math.inf), node.attr("max", math.inf)
     if node.has_input(1):
-        low = float(node.const(1, "min"))
+        low = clip_bound(node, 1, "min")
     if node.has_input(2):
-        high = float(node.const(2, "max"))
+        high = clip_bound(node, 2, "max")
     node.define(nn.ClipOp(node.value(0), low, high))
+
+
+def clip_bound(node: ImportNode, i: int, what: str) -> float:
+    bound = np.asarray(node.const(i, what))
+    if bound.size != 1:
+        raise node.fail(f"{what} must be a scalar, got shape {list(bound.shape)}")
+    return float(bound.reshape(()))
 
 
 BINARY_OPS = {"Add": nn.AddOp, "Sub": nn.SubOp, "Mul": nn.MulOp, "Div": nn.DivOp}

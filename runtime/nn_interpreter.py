@@ -208,4 +208,5 @@ def run_reference(module: ModuleOp, inputs: dict[str, np.ndarray],
     interpreter.register_implementations(NNFunctions(store))
     args = tuple(np.asarray(inputs[name], dtype=np.float32) for name in input_signature(module))
     results = interpreter.call_op("main", args)
-    return dict(zip(output_names(module), results)), profile.rows
+    outputs = {name: np.asarray(result) for name, result in zip(output_names(module), results)}
+    return outputs, profile.rows
