@@ -134,7 +134,7 @@ ELEMENTWISE_CASES = [
     unary("Clip", "max_only", constants={"min": OMITTED, "max": np.array(0.5, np.float32)}),
     unary("Clip", "min_only", constants={"min": np.array(-0.25, np.float32)}),
     unary("Clip", "no_bounds"),
-    unary("Clip", "attributes_opset6", opset=6, min=-0.5, max=0.7),
+    unary("Clip", "attributes_opset10", opset=10, min=-0.5, max=0.7),
     unary("Clip", "relu6_opset11", opset=11,
           constants={"min": np.array(0, np.float32), "max": np.array(6, np.float32)}),
     unary("Sigmoid", "large", x=(3, 100)),
