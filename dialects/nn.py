@@ -45,6 +45,15 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.irdl.declarative_assembly_format import (
+    AttributeVariable,
+    CustomDirective,
+    ParsingState,
+    PrintingState,
+    irdl_custom_directive,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
 from xdsl.irdl import (
     IRDLOperation,
     VarConstraint,
@@ -239,6 +248,34 @@ def rule(op: Operation, compute) -> Shape:
         raise VerifyException(f"{op.name}: {error}") from None
 
 
+@irdl_custom_directive
+class F64(CustomDirective):
+    """An f64 property as a bare float: `alpha 1.0e-02`, `max 6.0`.
+
+    xDSL prints inf, nan and some large values as their IEEE bit pattern
+    (`0x7ff0000000000000`) but its typed-float parser rejects that form; this
+    directive prints the same text and also parses the bit pattern back.
+    """
+
+    value: AttributeVariable
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        # xDSL's own attribute parser tells the forms apart the same way (xdsl pinned).
+        is_bit_pattern = parser._current_token.text[:2] in ("0x", "0X")
+        number = parser.parse_number()
+        if is_bit_pattern:
+            if number >= 2**64:
+                parser.raise_error(f"{number:#x} is not a 64-bit float bit pattern")
+            number = Float64Type().unpack(number.to_bytes(8, "little"), 1)[0]
+        self.value.set(state, f64_attr(number))
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        state.print_whitespace(printer)
+        attr = self.value.get(op)
+        assert isinstance(attr, FloatAttr)
+        printer.print_float(attr.value.data, Float64Type())
+
+
 class NNOperation(IRDLOperation):
     """Base of every `nn` op: static f32 tensors everywhere."""
 
@@ -346,9 +383,10 @@ class GemmOp(NNOperation):
     result = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = (
-        "$a `,` $b (`,` $c^)? `trans_a` $trans_a `trans_b` $trans_b `alpha` $alpha `beta` $beta "
+        "$a `,` $b (`,` $c^)? `trans_a` $trans_a `trans_b` $trans_b `alpha` custom<F64>($alpha) `beta` custom<F64>($beta) "
         "attr-dict `:` functional-type(operands, results)"
     )
+    custom_directives = (F64,)
 
     def __init__(self, a: SSAValue, b: SSAValue, c: SSAValue | None, trans_a: bool,
                  trans_b: bool, alpha: float, beta: float):
@@ -423,9 +461,10 @@ class BatchNormOp(NNOperation):
     result = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = (
-        "$input `,` $scale `,` $bias `,` $mean `,` $var `epsilon` $epsilon attr-dict "
+        "$input `,` $scale `,` $bias `,` $mean `,` $var `epsilon` custom<F64>($epsilon) attr-dict "
         "`:` functional-type(operands, results)"
     )
+    custom_directives = (F64,)
 
     def __init__(self, input: SSAValue, scale: SSAValue, bias: SSAValue, mean: SSAValue,
                  var: SSAValue, epsilon: float):
@@ -460,8 +499,10 @@ class LRNOp(NNOperation):
     result = result_def(T)
     traits = traits_def(Pure())
     assembly_format = (
-        "$input `size` $size `alpha` $alpha `beta` $beta `bias` $bias attr-dict `:` type($result)"
+        "$input `size` $size `alpha` custom<F64>($alpha) `beta` custom<F64>($beta) `bias` custom<F64>($bias) "
+        "attr-dict `:` type($result)"
     )
+    custom_directives = (F64,)
 
     def __init__(self, input: SSAValue, size: int, alpha: float, beta: float, bias: float):
         super().__init__(operands=[input],
@@ -471,6 +512,8 @@ class LRNOp(NNOperation):
 
     def verify_shapes(self) -> None:
         check_rank(self, self.input, 4, "input")
+        if self.size.value.data < 1:
+            raise VerifyException(f"{self.name}: size must be >= 1, got {self.size.value.data}")
         check_shape(self, shape_of(self.input))
 
 
@@ -526,7 +569,8 @@ class LeakyReluOp(UnaryOp):
 
     name = "nn.leaky_relu"
     alpha = prop_def(FloatAttr[Float64Type])
-    assembly_format = "$input `alpha` $alpha attr-dict `:` type($result)"
+    assembly_format = "$input `alpha` custom<F64>($alpha) attr-dict `:` type($result)"
+    custom_directives = (F64,)
 
     def __init__(self, input: SSAValue, alpha: float):
         super().__init__(input, alpha=f64_attr(alpha))
@@ -542,7 +586,8 @@ class ClipOp(UnaryOp):
     name = "nn.clip"
     min = prop_def(FloatAttr[Float64Type])
     max = prop_def(FloatAttr[Float64Type])
-    assembly_format = "$input `min` $min `max` $max attr-dict `:` type($result)"
+    assembly_format = "$input `min` custom<F64>($min) `max` custom<F64>($max) attr-dict `:` type($result)"
+    custom_directives = (F64,)
 
     def __init__(self, input: SSAValue, min: float, max: float):
         super().__init__(input, min=f64_attr(min), max=f64_attr(max))
@@ -558,7 +603,8 @@ class HardSigmoidOp(UnaryOp):
     name = "nn.hard_sigmoid"
     alpha = prop_def(FloatAttr[Float64Type])
     beta = prop_def(FloatAttr[Float64Type])
-    assembly_format = "$input `alpha` $alpha `beta` $beta attr-dict `:` type($result)"
+    assembly_format = "$input `alpha` custom<F64>($alpha) `beta` custom<F64>($beta) attr-dict `:` type($result)"
+    custom_directives = (F64,)
 
     def __init__(self, input: SSAValue, alpha: float, beta: float):
         super().__init__(input, alpha=f64_attr(alpha), beta=f64_attr(beta))
@@ -635,8 +681,8 @@ class Pool2dOp(NNOperation):
         check_rank(self, self.input, 4, "input")
         check_lengths(self, kernel=(self.kernel, 2), strides=(self.strides, 2), pads=(self.pads, 4),
                       dilations=(self.dilations, 2))
-        if min(ints(self.kernel) + ints(self.strides) + ints(self.dilations)) < 1:
-            raise VerifyException(f"{self.name}: kernel, strides and dilations must be >= 1")
+        if min(ints(self.kernel) + ints(self.strides) + ints(self.dilations)) < 1 or min(ints(self.pads)) < 0:
+            raise VerifyException(f"{self.name}: kernel, strides and dilations must be >= 1, pads >= 0")
         check_shape(self, rule(self, lambda: pool2d_output_shape(
             shape_of(self.input), ints(self.kernel), ints(self.strides), ints(self.pads),
             ints(self.dilations), self.ceil_mode.value)))

@@ -189,6 +189,21 @@ def compare(name: str, actual, expected, rtol: float, atol: float) -> tuple[str 
     return f"{name}: max abs error {error:.3g} > {RELATIVE_TOLERANCE:g} x max |expected| {scale:.3g}", ""
 
 
+def reparse_problem(module, source: str) -> str | None:
+    """None when the module's text parses back (verified) to the same text, else why not."""
+    from xdsl.parser import Parser
+
+    from nncc.compiler.registry import Registry
+
+    text = str(module)
+    try:
+        again = Parser(Registry.default().context(), text, source).parse_module()
+        again.verify()
+    except Exception as error:  # noqa: BLE001
+        return f"the printed IR does not parse back: {one_line(str(error))}"
+    return None if str(again) == text else "the printed IR parses back to a different text"
+
+
 def run_model(model: onnx.ModelProto, source: str, feeds: dict[str, np.ndarray], expected_outputs,
               rtol: float = 0.0, atol: float = 0.0) -> Outcome:
     """Import `model`, run it on `feeds` and compare with `expected_outputs` (graph output order)."""
@@ -200,6 +215,8 @@ def run_model(model: onnx.ModelProto, source: str, feeds: dict[str, np.ndarray],
             return Outcome("fail", f"import error: {error}")
         return Outcome("skip", str(error), category)
     module.verify()
+    if (problem := reparse_problem(module, source)) is not None:
+        return Outcome("fail", problem)
     outputs, _ = run_reference(module, feeds, store)
     names = [o.name for o in model.graph.output]
     checks = [compare(n, outputs[n], e, rtol, atol) for n, e in zip(names, expected_outputs)]
