@@ -423,6 +423,18 @@ def window_input(node: ImportNode, i: int = 0) -> SSAValue:
     return node.emit(nn.ReshapeOp(value, (*shape[:2], 1, *shape[2:])))
 
 
+def window_weight(node: ImportNode) -> SSAValue:
+    """A conv's weight, O x I x K lifted to O x I x 1 x K (as a new constant when it is one)."""
+    if len(node.shape(1)) == 4 or not node.is_const(1):
+        return window_input(node, 1)
+    name = node.node.input[1]
+    lifted = f"{name}.2d"
+    while lifted in node.importer.constants:
+        lifted += "_"
+    node.importer.constants[lifted] = np.expand_dims(node.const(1), 2)
+    return node.importer.weight(lifted, f"node '{node.label}' ({node.node.op_type}) input '{name}'")
+
+
 def define_window(node: ImportNode, op: Operation) -> None:
     """Bind a 2-D conv/pooling op, reshaped back to N x C x L for a 1-D node."""
     if len(node.shape(0)) == 4:
@@ -443,7 +455,7 @@ def convert_conv(node: ImportNode) -> None:
     strides, dilations, pads = spatial_attrs(node, kernel)
     if rank == 1:
         kernel, strides, dilations, pads = lift_to_2d(kernel, strides, dilations, pads)
-    define_window(node, nn.Conv2dOp(window_input(node, 0), window_input(node, 1), node.optional_value(2),
+    define_window(node, nn.Conv2dOp(window_input(node, 0), window_weight(node), node.optional_value(2),
                                     strides, pads, dilations, node.attr("group", 1)))
 
 
