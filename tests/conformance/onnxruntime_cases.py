@@ -85,6 +85,14 @@ def gemm(name, a, b, c=None, **attributes) -> OrtCase:
     return OrtCase(f"ort_gemm_{name}", single_op("Gemm", {"a": a, "b": b}, constants=constants, **attributes))
 
 
+def batch_norm(name, x, **attributes) -> OrtCase:
+    channels = x[1]
+    constants = {"scale": weights(8, channels), "bias": weights(9, channels), "mean": weights(10, channels),
+                 "var": np.abs(weights(11, channels)) + 0.1}
+    return OrtCase(f"ort_batchnormalization_{name}",
+                   single_op("BatchNormalization", {"x": x}, constants=constants, **attributes))
+
+
 CONV_CASES = [
     conv("group2", [1, 4, 7, 7], [6, 2, 3, 3], group=2, pads=[1, 1, 1, 1]),
     conv("depthwise", [2, 8, 9, 9], [8, 1, 3, 3], group=8, pads=[1, 1, 1, 1], strides=[2, 2]),
@@ -123,6 +131,13 @@ POOL_CASES = [
     pool("AveragePool", "1d_pads", [2, 3, 12], kernel_shape=[4], strides=[3], pads=[2, 1]),
     pool("GlobalAveragePool", "1d", [2, 3, 7]),
     pool("GlobalMaxPool", "3d", [1, 2, 3, 4, 5]),
+]
+
+NORMALIZATION_CASES = [
+    batch_norm("rank2", [4, 6]),
+    batch_norm("rank3_epsilon", [2, 3, 7], epsilon=0.01),
+    batch_norm("rank4", [2, 3, 4, 5]),
+    batch_norm("opset9_spatial", [2, 3, 4, 5], opset=9),
 ]
 
 ELEMENTWISE_CASES = [
@@ -189,4 +204,4 @@ SHAPE_CASES = [
         extra_nodes=[helper.make_node("Constant", [], ["k"], value_float=2.5)])),
 ]
 
-ORT_CASES = CONV_CASES + POOL_CASES + ELEMENTWISE_CASES + MATRIX_CASES + SHAPE_CASES
+ORT_CASES = CONV_CASES + POOL_CASES + NORMALIZATION_CASES + ELEMENTWISE_CASES + MATRIX_CASES + SHAPE_CASES
