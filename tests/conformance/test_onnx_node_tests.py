@@ -2,13 +2,16 @@
 
 Every node test case whose graph uses only ops nncc supports (`SUPPORTED_OPS`,
 matched on the model's node op types, never on case names) is imported with
-`import_model`, verified, executed by the numpy reference interpreter on each
-data set, and every output is compared with the expected one (`compare`).
+`import_model`, verified, printed and parsed back, executed by the numpy
+reference interpreter on each data set, and every output is compared with the
+expected one (`compare`). `test_onnxruntime_case` does the same for the
+single-op models of onnxruntime_cases.py (features the node tests lack), with
+onnxruntime's outputs as the expected ones.
 
 A case is SKIPPED only when the importer refuses it with an `NnccError` whose
 message falls in one of the `SKIP_CATEGORIES` below (the one place listing what
-nncc deliberately does not handle). Any other import error, any crash and any
-numerical mismatch is a FAILURE.
+nncc deliberately does not handle). Any other import error, any exception and
+any numerical mismatch is a FAILURE.
 
 nncc compiles for static shapes, so graph inputs that ONNX allows at run time
 but nncc needs at compile time (a Reshape's shape, Squeeze/Unsqueeze axes, Clip
@@ -24,7 +27,7 @@ import importlib.util
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -234,18 +237,17 @@ def run_data_set(case, inputs, expected_outputs) -> Outcome:
     return run_model(model, case.name, feeds, expected_outputs, case.rtol, case.atol)
 
 
-def crash_as_failure(run) -> Outcome:
-    """`run()`, with any exception but a skip turned into a failure (a traceback is a bug)."""
+def crash_as_failure(run: Callable[[], Outcome]) -> Outcome:
+    """`run()`, an exception turned into a failure (for the report; the tests let it raise)."""
     try:
         return run()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 -- a traceback from a valid model is a bug
         return Outcome("fail", f"crash: {type(error).__name__}: {one_line(str(error))}")
 
 
 def run_case(case) -> Outcome:
     """Import and run every data set of a node test case; the worst outcome wins."""
-    outcomes = [crash_as_failure(lambda: run_data_set(case, inputs, expected))
-                for inputs, expected in case.data_sets]
+    outcomes = [run_data_set(case, inputs, expected) for inputs, expected in case.data_sets]
     for status in ("fail", "skip", "pass"):
         for outcome in sorted(outcomes, key=lambda o: not o.detail):
             if outcome.status == status:
@@ -279,15 +281,15 @@ def run_ort_case(case) -> Outcome:
     session = onnxruntime.InferenceSession(case.model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
-    return crash_as_failure(lambda: run_model(case.model, case.name, feeds, expected))
+    return run_model(case.model, case.name, feeds, expected)
 
 
 def case_outcomes() -> Iterator[tuple[str, onnx.ModelProto, Outcome]]:
-    """(name, model, outcome) of every node test case and onnxruntime case."""
+    """(name, model, outcome) of every node test case and onnxruntime case, crashes included."""
     for case in node_cases():
-        yield case.name, case.model, run_case(case)
+        yield case.name, case.model, crash_as_failure(lambda: run_case(case))
     for case in ort_cases():
-        yield case.name, case.model, run_ort_case(case)
+        yield case.name, case.model, crash_as_failure(lambda: run_ort_case(case))
 
 
 # --------------------------------------------------------------------------- the test
