@@ -439,8 +439,9 @@ def define_window(node: ImportNode, op: Operation) -> None:
     """Bind a 2-D conv/pooling op, reshaped back to N x C x L for a 1-D node."""
     if len(node.shape(0)) == 4:
         return node.define(op)
-    n, c, _, length = nn.shape_of(node.emit(op))
-    node.define(nn.ReshapeOp(op.results[0], (n, c, length)))
+    result = node.emit(op)
+    n, c, _, length = nn.shape_of(result)
+    node.define(nn.ReshapeOp(result, (n, c, length)))
 
 
 @converts("Conv")
@@ -466,9 +467,10 @@ def pool_attrs(node: ImportNode):
     if len(kernel) != rank:
         raise node.fail(f"kernel_shape must have {rank} values for a {rank}-D input, got {kernel}")
     strides, dilations, pads = spatial_attrs(node, kernel)
-    if any(pad >= size for pad, size in zip(pads, kernel + kernel)):
+    explicit = node.str_attr("auto_pad", "NOTSET") == "NOTSET"
+    if explicit and any(pad >= size for pad, size in zip(pads, kernel + kernel)):
         raise node.fail(f"pads {pads} must be smaller than the kernel {kernel} "
-                        "(a window could hold padding only)")
+                        "(as onnxruntime requires: a window could hold padding only)")
     if rank == 1:
         kernel, strides, dilations, pads = lift_to_2d(kernel, strides, dilations, pads)
     return kernel, strides, pads, dilations, bool(node.attr("ceil_mode", 0))
