@@ -17,7 +17,7 @@ import onnx
 from xdsl.dialects.builtin import ModuleOp
 
 from nncc.compiler.errors import NnccError
-from nncc.compiler.onnx_import import import_model, load_onnx
+from nncc.compiler.onnx_import import build_module, load_onnx
 from nncc.compiler.pass_manager import IRPrinting, check_pass_names, run_passes, verify
 from nncc.compiler.registry import Registry
 from nncc.compiler.weights import WeightStore
@@ -80,7 +80,7 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     check_pass_names(options.disabled, registry.passes, "--disable-pass")
     stages = stages_until(until)
     model = load_onnx(model_path)
-    module, store = import_model(model, model_path.name)
+    module, store = build_module(model, model_path.name)
     verify(module, IMPORT_PASS)
     options.printing.after_pass(IMPORT_PASS, module)
     ctx = registry.context()

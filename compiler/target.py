@@ -106,6 +106,7 @@ class Memory:
     read_energy_pj: float
     write_energy_pj: float
     shared: bool
+    holds: tuple[str, ...] = ()  # what the compiler's tiles may place here: input, weight, output
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,13 @@ class Target:
             if memory.name == name:
                 return memory
         raise NnccError(f"target {self.name}: no memory named {name!r}")
+
+    def memory_for(self, role: str) -> Memory:
+        """The on-chip memory that holds the compiler's `role` tiles (input, weight, output)."""
+        for memory in self.memories:
+            if role in memory.holds:
+                return memory
+        raise NnccError(f"target {self.name}: no memory holds {role} tiles (set `holds` on a memory)")
 
     @property
     def memory_names(self) -> tuple[str, ...]:
@@ -333,14 +341,15 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
 
 _MEMORY_KEYS = {
     "name", "size_bytes", "word_bytes", "banks", "bandwidth_bytes_per_cycle", "latency_cycles",
-    "read_energy_pj", "write_energy_pj", "shared",
+    "read_energy_pj", "write_energy_pj", "shared", "holds",
 }  # fmt: skip
+TILE_ROLES = ("input", "weight", "output")
 
 
 def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
     name = table.get("name")
     where = f"memory.{name}." if isinstance(name, str) else f"memory[{index}]."
-    reader.keys(table, _MEMORY_KEYS, where)
+    reader.keys(table, _MEMORY_KEYS, where, required=_MEMORY_KEYS - {"holds"})
     memory = Memory(
         name=reader.string(table, "name", where),
         size_bytes=reader.integer(table, "size_bytes", where, minimum=4),
@@ -351,6 +360,7 @@ def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
         read_energy_pj=reader.number(table, "read_energy_pj", where),
         write_energy_pj=reader.number(table, "write_energy_pj", where),
         shared=reader.boolean(table, "shared", where),
+        holds=_read_holds(reader, table, where),
     )
     if not memory.name.isidentifier():
         raise NnccError(f"{reader.source}: {where}name: {memory.name!r} is not an identifier")
@@ -359,6 +369,14 @@ def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
     if memory.size_bytes % memory.word_bytes:
         raise NnccError(f"{reader.source}: {where}size_bytes: {memory.size_bytes} is not a multiple of word_bytes")
     return memory
+
+
+def _read_holds(reader: _Reader, table: dict[str, Any], where: str) -> tuple[str, ...]:
+    holds = table.get("holds", [])
+    if not isinstance(holds, list) or any(h not in TILE_ROLES for h in holds):
+        raise NnccError(f"{reader.source}: {where}holds: {holds!r} must be a list drawn from "
+                        f"{', '.join(TILE_ROLES)}")
+    return tuple(holds)
 
 
 def _read_dma(reader: _Reader, table: Any) -> Dma:
