@@ -33,7 +33,8 @@ class Stage:
 
 STAGES = (
     Stage("nn", (), "the ONNX model in the nn dialect, as imported"),
-    Stage("fused", ("canonicalize-nn",), "graph passes on nn"),
+    Stage("fused", ("canonicalize-nn", "fold-batch-norm", "fuse-epilogues"),
+          "graph passes on nn: BatchNorm folding, conv/gemm + residual add + activation fusion"),
     Stage("tile", (), "tiled loop nests over buffers in named memories", built=False),
     Stage("vector", (), "SIMD lanes, double-buffered DMA, cores", built=False),
     Stage("isa", (), "one op per machine instruction, addresses allocated", built=False),

@@ -19,6 +19,12 @@ def get_nn() -> Dialect:
     return NN
 
 
+def get_fused() -> Dialect:
+    from nncc.dialects.fused import FUSED
+
+    return FUSED
+
+
 def get_isa() -> Dialect:
     from nncc.dialects.isa import ISA
 
@@ -26,7 +32,7 @@ def get_isa() -> Dialect:
 
 
 def get_all_dialects() -> dict:
-    dialects = {"nn": get_nn}
+    dialects = {"nn": get_nn, "fused": get_fused}
     if find_spec("nncc.dialects.isa") is not None:
         dialects["isa"] = get_isa
     return dialects

@@ -15,8 +15,22 @@ def get_canonicalize_nn() -> type[ModulePass]:
     return CanonicalizeNNPass
 
 
+def get_fold_batch_norm() -> type[ModulePass]:
+    from nncc.passes.fold_batch_norm import FoldBatchNormPass
+
+    return FoldBatchNormPass
+
+
+def get_fuse_epilogues() -> type[ModulePass]:
+    from nncc.passes.fuse_epilogues import FuseEpiloguesPass
+
+    return FuseEpiloguesPass
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """nncc's own passes, by name."""
     return {
         "canonicalize-nn": get_canonicalize_nn,
+        "fold-batch-norm": get_fold_batch_norm,
+        "fuse-epilogues": get_fuse_epilogues,
     }

@@ -206,6 +206,9 @@ def run_reference(module: ModuleOp, inputs: dict[str, np.ndarray],
     interpreter = Interpreter(module, listeners=(profile,))
     interpreter.register_implementations(FuncFunctions())
     interpreter.register_implementations(NNFunctions(store))
+    from nncc.runtime.fused_interpreter import FusedFunctions  # the IR after the graph passes
+
+    interpreter.register_implementations(FusedFunctions())
     args = tuple(np.asarray(inputs[name], dtype=np.float32) for name in input_signature(module))
     results = interpreter.call_op("main", args)
     outputs = {name: np.asarray(result) for name, result in zip(output_names(module), results)}

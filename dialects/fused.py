@@ -1,0 +1,359 @@
+"""The `fused` dialect: a compute op and the epilogue applied to its output tile.
+
+`fuse-epilogues` produces it from `nn`. Each op is the `nn` compute op of the
+same name (same operands, same properties, same shape rule) plus an epilogue
+that the accelerator applies while the output tile is still on chip:
+
+    y = act(op(x) + bias + residual)
+
+- `residual` (optional operand) is a tensor of exactly the result's shape,
+  added after the bias: the shortcut of a residual block;
+- `act` is one activation, with its parameters as optional properties:
+
+  | act            | parameters                    | y =                                  |
+  | -------------- | ----------------------------- | ------------------------------------ |
+  | `none`         |                               | z                                    |
+  | `relu`         |                               | max(z, 0)                            |
+  | `clip`         | `min` and/or `max`            | min(max(z, min), max)                |
+  | `leaky_relu`   | `alpha`                       | z if z >= 0 else alpha * z           |
+  | `hard_swish`   |                               | z * max(0, min(1, z / 6 + 1 / 2))    |
+  | `hard_sigmoid` | `alpha`, `beta`               | max(0, min(1, alpha * z + beta))     |
+  | `sigmoid`      |                               | 1 / (1 + exp(-z))                    |
+
+  The parameters are the properties `act_min`, `act_max`, `act_alpha` and
+  `act_beta` (`fused.gemm` already has properties `alpha` and `beta`), printed
+  with the keywords `min`, `max`, `alpha` and `beta` after the activation. A
+  clip side without a bound has no property (never an infinite value: xDSL
+  prints an infinite f64 as a bit pattern that its own float parser rejects),
+  so every fused op prints and parses back unchanged.
+
+Example (ResNet's conv + folded BN + shortcut add + ReLU, MobileNetV2's
+conv + folded BN + ReLU6):
+
+    %y = fused.conv2d %x, %w, %b residual %shortcut strides [1, 1] pads [1, 1, 1, 1]
+           dilations [1, 1] group 1 act relu {onnx_nodes = ["conv2", "bn2", "add", "relu2"]}
+           : (tensor<1x64x8x8xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>, tensor<1x64x8x8xf32>)
+           -> tensor<1x64x8x8xf32>
+    %z = fused.conv2d %x, %w2, %b2 strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1
+           act clip min 0.000000e+00 max 6.000000e+00
+           : (tensor<1x64x8x8xf32>, tensor<96x64x1x1xf32>, tensor<96xf32>) -> tensor<1x96x8x8xf32>
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    I64,
+    BoolAttr,
+    DenseArrayBase,
+    Float64Type,
+    FloatAttr,
+    IntegerAttr,
+    TensorType,
+)
+from xdsl.dialects.utils import EnumAttribute
+from xdsl.ir import Attribute, Dialect, SpacedOpaqueSyntaxAttribute, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    VarConstraint,
+    base,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    result_def,
+    traits_def,
+)
+from xdsl.traits import Pure
+from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.str_enum import StrEnum
+
+from nncc.dialects import nn
+
+# --------------------------------------------------------------------------- epilogue
+
+
+class Activation(StrEnum):
+    """The activation an epilogue ends with."""
+
+    NONE = "none"
+    RELU = "relu"
+    CLIP = "clip"
+    LEAKY_RELU = "leaky_relu"
+    HARD_SWISH = "hard_swish"
+    HARD_SIGMOID = "hard_sigmoid"
+    SIGMOID = "sigmoid"
+
+
+@irdl_attr_definition
+class ActivationAttr(EnumAttribute[Activation], SpacedOpaqueSyntaxAttribute):
+    """An `Activation`; as an op property it prints as a bare keyword (`act relu`)."""
+
+    name = "fused.act"
+
+
+PARAMETERS: dict[Activation, tuple[frozenset[str], frozenset[str]]] = {
+    # activation: (required parameters, optional parameters)
+    Activation.NONE: (frozenset(), frozenset()),
+    Activation.RELU: (frozenset(), frozenset()),
+    Activation.CLIP: (frozenset(), frozenset({"act_min", "act_max"})),
+    Activation.LEAKY_RELU: (frozenset({"act_alpha"}), frozenset()),
+    Activation.HARD_SWISH: (frozenset(), frozenset()),
+    Activation.HARD_SIGMOID: (frozenset({"act_alpha", "act_beta"}), frozenset()),
+    Activation.SIGMOID: (frozenset(), frozenset()),
+}
+"""Which parameter properties each activation takes."""
+
+PARAMETER_NAMES = ("act_min", "act_max", "act_alpha", "act_beta")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What a fused op does to its output tile: add `residual` (if any), then `act`.
+
+    `min`/`max` are clip's bounds (None: unbounded side), `alpha`/`beta` the
+    parameters of leaky_relu (alpha) and hard_sigmoid (alpha, beta).
+    """
+
+    act: Activation = Activation.NONE
+    min: float | None = None
+    max: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+
+    def properties(self) -> dict[str, Attribute]:
+        props: dict[str, Attribute] = {"act": ActivationAttr(self.act)}
+        for name, value in zip(PARAMETER_NAMES, (self.min, self.max, self.alpha, self.beta)):
+            if value is not None:
+                props[name] = nn.f64_attr(value)
+        return props
+
+
+def keywords(names: Sequence[str]) -> str:
+    """`act_min` -> `min` (act_min): how the assembly format spells a parameter."""
+    return ", ".join(f"{name.removeprefix('act_')} ({name})" for name in names)
+
+
+class FusedOperation(IRDLOperation):
+    """Base of the fused ops: the epilogue's properties and their checks."""
+
+    act = prop_def(ActivationAttr)
+    act_min = opt_prop_def(FloatAttr[Float64Type])
+    act_max = opt_prop_def(FloatAttr[Float64Type])
+    act_alpha = opt_prop_def(FloatAttr[Float64Type])
+    act_beta = opt_prop_def(FloatAttr[Float64Type])
+    traits = traits_def(Pure())
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    @property
+    def epilogue(self) -> Epilogue:
+        def value(attr: FloatAttr | None) -> float | None:
+            return None if attr is None else float(attr.value.data)
+
+        return Epilogue(self.act.data, value(self.act_min), value(self.act_max),
+                        value(self.act_alpha), value(self.act_beta))
+
+    def verify_(self) -> None:
+        nn.check_static_f32(self)
+        self.verify_shapes()
+        residual = self.operands_residual()
+        if residual is not None and nn.shape_of(residual) != nn.shape_of(self.results[0]):
+            raise VerifyException(
+                f"{self.name}: residual shape {list(nn.shape_of(residual))} differs from the "
+                f"result shape {list(nn.shape_of(self.results[0]))}")
+        self.verify_epilogue()
+
+    def verify_shapes(self) -> None:
+        """Check operands and result against the compute op's shape rule."""
+
+    def operands_residual(self) -> SSAValue | None:
+        """The residual operand (each op defines it as `residual`)."""
+        return getattr(self, "residual")
+
+    def verify_epilogue(self) -> None:
+        act = self.act.data
+        required, optional = PARAMETERS[act]
+        present = {name for name in PARAMETER_NAMES if name in self.properties}
+        if missing := sorted(required - present):
+            raise VerifyException(f"{self.name}: act {act} needs {keywords(missing)}")
+        if extra := sorted(present - required - optional):
+            raise VerifyException(f"{self.name}: act {act} takes no {keywords(extra)}")
+        for name in present:
+            value = float(self.properties[name].value.data)
+            if not math.isfinite(value):
+                raise VerifyException(
+                    f"{self.name}: {name} must be finite, got {value} (leave a clip bound out when "
+                    f"that side is unbounded)")
+        if act == Activation.CLIP and not present:
+            raise VerifyException(f"{self.name}: act clip needs min or max (a clip without bounds is act none)")
+
+
+EPILOGUE_FORMAT = (
+    "`act` $act (`min` $act_min^)? (`max` $act_max^)? (`alpha` $act_alpha^)? (`beta` $act_beta^)?"
+)
+
+# --------------------------------------------------------------------------- ops
+
+
+@irdl_op_definition
+class Conv2dOp(FusedOperation):
+    """`nn.conv2d` (NCHW input, OIHW weight, optional bias) with an epilogue.
+
+    y = act(conv2d(x, w) + bias + residual). Properties as `nn.conv2d`'s.
+
+        %y = fused.conv2d %x, %w, %b residual %r strides [1, 1] pads [1, 1, 1, 1]
+               dilations [1, 1] group 1 act relu
+               : (tensor<1x64x56x56xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>,
+                  tensor<1x64x56x56xf32>) -> tensor<1x64x56x56xf32>
+        %z = fused.conv2d %x, %w strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1
+               act leaky_relu alpha 1.000000e-01
+               : (tensor<1x64x56x56xf32>, tensor<32x64x1x1xf32>) -> tensor<1x32x56x56xf32>
+    """
+
+    name = "fused.conv2d"
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    residual = opt_operand_def(T)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    result = result_def(T)
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? (`residual` $residual^)? `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group " + EPILOGUE_FORMAT + " attr-dict "
+        "`:` `(` type($input) `,` type($weight) (`,` type($bias)^)? `)` `->` type($result)"
+    )
+
+    def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue | None,
+                 residual: SSAValue | None, strides: Sequence[int], pads: Sequence[int],
+                 dilations: Sequence[int], group: int, epilogue: Epilogue = Epilogue()):
+        shape = nn.conv2d_output_shape(nn.shape_of(input), nn.shape_of(weight), strides, pads,
+                                       dilations, group)
+        super().__init__(
+            operands=[input, weight, [bias] if bias is not None else [],
+                      [residual] if residual is not None else []],
+            properties={"strides": nn.i64_array(strides), "pads": nn.i64_array(pads),
+                        "dilations": nn.i64_array(dilations), "group": nn.i64_attr(group),
+                        **epilogue.properties()},
+            result_types=[nn.tensor_type(shape)],
+        )
+
+    @staticmethod
+    def from_nn(conv: nn.Conv2dOp, residual: SSAValue | None = None,
+                epilogue: Epilogue = Epilogue()) -> Conv2dOp:
+        """The fused form of `conv` (its operands and properties) with this epilogue."""
+        return Conv2dOp(conv.input, conv.weight, conv.bias, residual, nn.ints(conv.strides),
+                        nn.ints(conv.pads), nn.ints(conv.dilations), conv.group.value.data, epilogue)
+
+    def with_epilogue(self, residual: SSAValue | None, epilogue: Epilogue) -> Conv2dOp:
+        """The same convolution with another residual and epilogue."""
+        return Conv2dOp(self.input, self.weight, self.bias, residual, nn.ints(self.strides),
+                        nn.ints(self.pads), nn.ints(self.dilations), self.group.value.data, epilogue)
+
+    def verify_shapes(self) -> None:
+        nn.check_rank(self, self.input, 4, "input")
+        nn.check_rank(self, self.weight, 4, "weight")
+        nn.check_lengths(self, strides=(self.strides, 2), pads=(self.pads, 4),
+                         dilations=(self.dilations, 2))
+        out_channels = nn.shape_of(self.weight)[0]
+        if self.bias is not None and nn.shape_of(self.bias) != (out_channels,):
+            raise VerifyException(f"{self.name}: bias must have shape [{out_channels}]")
+        if min(nn.ints(self.strides) + nn.ints(self.dilations)) < 1 or min(nn.ints(self.pads)) < 0:
+            raise VerifyException(f"{self.name}: strides and dilations must be >= 1, pads >= 0")
+        nn.check_shape(self, nn.rule(self, lambda: nn.conv2d_output_shape(
+            nn.shape_of(self.input), nn.shape_of(self.weight), nn.ints(self.strides),
+            nn.ints(self.pads), nn.ints(self.dilations), self.group.value.data)))
+
+    @property
+    def macs(self) -> int:
+        o, cg, kh, kw = nn.shape_of(self.weight)
+        return math.prod(nn.shape_of(self.result)) * cg * kh * kw
+
+
+@irdl_op_definition
+class GemmOp(FusedOperation):
+    """`nn.gemm` with an epilogue: y = act(alpha * op(A) @ op(B) + beta * C + residual).
+
+    `alpha` and `beta` are the gemm's own scales (as in `nn.gemm`); the
+    activation's parameters follow `act`.
+
+        %y = fused.gemm %a, %b, %c trans_a false trans_b true alpha 1.0 beta 1.0 act relu
+               : (tensor<1x512xf32>, tensor<1000x512xf32>, tensor<1000xf32>) -> tensor<1x1000xf32>
+        %z = fused.gemm %a, %b residual %r trans_a false trans_b true alpha 1.0 beta 1.0
+               act hard_sigmoid alpha 2.0e-01 beta 5.0e-01
+               : (tensor<1x512xf32>, tensor<1000x512xf32>, tensor<1x1000xf32>) -> tensor<1x1000xf32>
+    """
+
+    name = "fused.gemm"
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    a = operand_def(TensorType)
+    b = operand_def(TensorType)
+    c = opt_operand_def(TensorType)
+    residual = opt_operand_def(T)
+    trans_a = prop_def(BoolAttr)
+    trans_b = prop_def(BoolAttr)
+    alpha = prop_def(FloatAttr[Float64Type])
+    beta = prop_def(FloatAttr[Float64Type])
+    result = result_def(T)
+    assembly_format = (
+        "$a `,` $b (`,` $c^)? (`residual` $residual^)? `trans_a` $trans_a `trans_b` $trans_b "
+        "`alpha` custom<F64>($alpha) `beta` custom<F64>($beta) " + EPILOGUE_FORMAT + " attr-dict "
+        "`:` `(` type($a) `,` type($b) (`,` type($c)^)? `)` `->` type($result)"
+    )
+    custom_directives = (nn.F64,)
+
+    def __init__(self, a: SSAValue, b: SSAValue, c: SSAValue | None, residual: SSAValue | None,
+                 trans_a: bool, trans_b: bool, alpha: float, beta: float,
+                 epilogue: Epilogue = Epilogue()):
+        shape = nn.gemm_output_shape(nn.shape_of(a), nn.shape_of(b), trans_a, trans_b)
+        super().__init__(
+            operands=[a, b, [c] if c is not None else [], [residual] if residual is not None else []],
+            properties={"trans_a": BoolAttr.from_bool(trans_a), "trans_b": BoolAttr.from_bool(trans_b),
+                        "alpha": nn.f64_attr(alpha), "beta": nn.f64_attr(beta),
+                        **epilogue.properties()},
+            result_types=[nn.tensor_type(shape)],
+        )
+
+    @staticmethod
+    def from_nn(gemm: nn.GemmOp, residual: SSAValue | None = None,
+                epilogue: Epilogue = Epilogue()) -> GemmOp:
+        """The fused form of `gemm` (its operands and properties) with this epilogue."""
+        return GemmOp(gemm.a, gemm.b, gemm.c, residual, gemm.trans_a.value, gemm.trans_b.value,
+                      gemm.alpha.value.data, gemm.beta.value.data, epilogue)
+
+    def with_epilogue(self, residual: SSAValue | None, epilogue: Epilogue) -> GemmOp:
+        """The same gemm with another residual and epilogue."""
+        return GemmOp(self.a, self.b, self.c, residual, self.trans_a.value, self.trans_b.value,
+                      self.alpha.value.data, self.beta.value.data, epilogue)
+
+    def verify_shapes(self) -> None:
+        expected = nn.rule(self, lambda: nn.gemm_output_shape(
+            nn.shape_of(self.a), nn.shape_of(self.b), self.trans_a.value, self.trans_b.value))
+        nn.check_shape(self, expected)
+        if self.c is not None:
+            shape_c = nn.shape_of(self.c)
+            broadcast = nn.rule(self, lambda: nn.broadcast_shapes(shape_c, expected))
+            if broadcast != expected:
+                raise VerifyException(f"{self.name}: C of shape {list(shape_c)} does not broadcast "
+                                      f"to {list(expected)}")
+
+    @property
+    def macs(self) -> int:
+        a = nn.shape_of(self.a)
+        k = a[0] if self.trans_a.value else a[1]
+        return math.prod(nn.shape_of(self.result)) * k
+
+
+FUSED = Dialect("fused", [Conv2dOp, GemmOp], [ActivationAttr])
+
+COMPUTE_OPS = (Conv2dOp, GemmOp)
