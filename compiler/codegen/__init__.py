@@ -1,0 +1,1 @@
+"""Code generation: `nn`/`fused` IR -> tile jobs -> scheduled instructions -> `Program`."""

@@ -1,0 +1,96 @@
+"""What every op's code generator sees: the target, the program, DRAM addresses of values.
+
+Tensors live in DRAM row-major in their IR shape (activations NCHW, as ONNX has them),
+so reshapes are free. Weights are laid out for the kernels that read them (e.g.
+conv weights as [kh, kw, C, O]) when they are placed in the DRAM image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.ir import SSAValue
+
+from nncc.compiler.target import Target
+from nncc.compiler.weights import WeightStore
+from nncc.dialects import nn
+from nncc.runtime.program import Program
+
+F32 = 4
+
+
+@dataclass
+class Lowering:
+    """State shared by the code generators of one program."""
+
+    target: Target
+    program: Program
+    store: WeightStore
+    addresses: dict[SSAValue, int] = field(default_factory=dict)
+    weight_cache: dict[tuple[str, str], int] = field(default_factory=dict)
+    tile_order: str = "scan"
+
+    # -- DRAM
+
+    def allocate(self, nbytes: int, align: int = 64) -> int:
+        """Room for an intermediate tensor (no symbol: it is neither input, output nor weight)."""
+        addr = -(-self.program.dram_bytes // align) * align
+        self.program.dram_bytes = addr + nbytes
+        return addr
+
+    def address(self, value: SSAValue) -> int:
+        if value not in self.addresses:
+            self.addresses[value] = self.allocate(F32 * math.prod(nn.shape_of(value)))
+        return self.addresses[value]
+
+    def constant(self, value: SSAValue) -> np.ndarray | None:
+        """The array of a value defined by `nn.weight`, else None."""
+        if isinstance(value.owner, nn.WeightOp):
+            return self.store[value.owner.ref.data]
+        return None
+
+    def weight(self, name: str, layout: str, array: np.ndarray) -> int:
+        """Place a (re-laid-out) weight in the DRAM image once; its byte address."""
+        key = (name, layout)
+        if key not in self.weight_cache:
+            symbol = self.program.allocate(f"{name}#{layout}" if layout else name, "weight",
+                                           array.shape, np.ascontiguousarray(array, np.float32))
+            self.weight_cache[key] = symbol.addr
+        return self.weight_cache[key]
+
+    # -- machine
+
+    @property
+    def cores(self) -> int:
+        return self.target.cores
+
+    @property
+    def vector_unit(self) -> str:
+        """The unit that runs elementwise work: main on a vector DSP, else a post unit."""
+        for role in ("main", "post", "pre"):
+            unit = self.target.units.get(role)
+            if unit is not None and unit.kind == "vector":
+                return role
+        raise ValueError(f"target {self.target.name} has no vector unit")
+
+    @property
+    def lanes(self) -> int:
+        return self.target.units[self.vector_unit].lanes
+
+    def capacity(self, role: str) -> int:
+        """Bytes of the memory that holds `role` tiles."""
+        return self.target.memory_for(role).size_bytes
+
+
+def dram(addr: int) -> tuple[str, int]:
+    return ("DRAM", addr)
+
+
+def row_major_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))

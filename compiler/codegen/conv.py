@@ -1,0 +1,290 @@
+"""Convolution (and everything that is a convolution: 1x1, grouped, FC as 1x1) on tiles.
+
+On chip, tiles are HWC so that output channels sit on the lanes (vector unit) or the
+columns (matrix unit):
+
+    input  slot  [ih][iw][ic]     DMA'd from NCHW DRAM, halo and zero padding included
+    weight slot  [kh][kw][ic][oc] + bias[oc]   (DRAM keeps weights as [kh][kw][C][O])
+    output slot  [oh][ow][oc]     stored back to NCHW
+
+For every kernel position one `matmul`: batch = output rows, m = output columns,
+n = output channels, k = input channels, accumulating over kernel positions and
+input-channel tiles. The epilogue (bias, residual, activation) runs on the output
+tile while it is on chip; a residual is DMA'd into the output slot first and the
+matmuls accumulate onto it.
+
+Loop order: output-channel tile, then groups of `cores` spatial tiles (one per core,
+sharing the weight block by multicast), then input-channel tiles. `scan` order walks
+spatial tiles and input-channel tiles serpentine-wise so that the block already on
+chip is reused by the next tile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.ir import SSAValue
+
+from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.compiler.errors import NnccError
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    group: int
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.group
+
+    @property
+    def og(self) -> int:
+        return self.o // self.group
+
+    def input_extent(self, out_rows: int, axis: int) -> int:
+        """Input rows (axis 0) or columns (axis 1) that `out_rows` outputs read."""
+        k = (self.kh, self.kw)[axis]
+        return (out_rows - 1) * self.strides[axis] + (k - 1) * self.dilations[axis] + 1
+
+
+@dataclass(frozen=True)
+class ConvTiles:
+    toc: int
+    tic: int
+    toh: int
+    tow: int
+
+    def slot_bytes(self, s: ConvShape) -> dict[str, int]:
+        return {
+            "in": F32 * s.input_extent(self.toh, 0) * s.input_extent(self.tow, 1) * self.tic,
+            "w": F32 * (s.kh * s.kw * self.tic * self.toc + self.toc),
+            "out": F32 * self.toh * self.tow * self.toc,
+        }
+
+
+ROLE = {"in": "input", "w": "weight", "out": "output"}
+
+
+def fits(lowering: Lowering, slot_bytes: dict[str, int]) -> bool:
+    """Two slots of every kind fit in the memories that hold them."""
+    used: dict[str, int] = {}
+    for kind, nbytes in slot_bytes.items():
+        memory = lowering.target.memory_for(ROLE[kind]).name
+        used[memory] = used.get(memory, 0) + 2 * (-(-nbytes // 64) * 64)
+    return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
+
+
+def candidates(limit: int, preferred: list[int]) -> list[int]:
+    return sorted({v for v in preferred + [limit] if 1 <= v <= limit}, reverse=True)
+
+
+def estimate_cycles(lowering: Lowering, s: ConvShape, t: ConvTiles) -> float:
+    """A quick cost estimate: compute, per-instruction overhead and DRAM traffic."""
+    target = lowering.target
+    unit = target.main
+    oc_tiles = math.ceil(s.og / t.toc) * s.group
+    ic_tiles = math.ceil(s.cg / t.tic)
+    spatial = math.ceil(s.oh / t.toh) * math.ceil(s.ow / t.tow) * s.n
+    groups = math.ceil(spatial / lowering.cores)
+    jobs = oc_tiles * spatial * ic_tiles
+    if unit.kind == "vector":
+        per = t.toh * t.tow * t.tic * math.ceil(t.toc / unit.lanes) / unit.macs_per_lane
+    else:
+        per = t.toh * t.tow * math.ceil(t.tic / unit.rows) * math.ceil(t.toc / unit.cols)
+    compute = jobs * s.kh * s.kw * (per + unit.pipeline_depth) / lowering.cores
+    weights = F32 * s.kh * s.kw * s.cg * s.o * (groups if ic_tiles > 1 else 1)
+    inputs = F32 * s.n * s.c * s.input_extent(t.toh, 0) * s.input_extent(t.tow, 1) * \
+        math.ceil(s.oh / t.toh) * math.ceil(s.ow / t.tow) * math.ceil(s.og / t.toc)
+    outputs = F32 * s.n * s.o * s.oh * s.ow
+    memory = (weights + inputs + outputs) / target.dram_bytes_per_cycle
+    return max(compute, memory) + jobs * target.dma.latency_cycles / max(lowering.cores, 1) * 0.05
+
+
+def choose_tiles(lowering: Lowering, s: ConvShape, name: str) -> ConvTiles:
+    best, best_cost = None, math.inf
+    lanes = max(lowering.lanes, getattr(lowering.target.main, "cols", 0) or 0)
+    for toc in candidates(s.og, [lanes * m for m in (1, 2, 4, 8, 16)]):
+        for tic in candidates(s.cg, [8, 16, 32, 64, 128, 256, 512]):
+            for toh in candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56]):
+                for tow in candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112]):
+                    tiles = ConvTiles(toc, tic, toh, tow)
+                    if not fits(lowering, tiles.slot_bytes(s)):
+                        continue
+                    cost = estimate_cycles(lowering, s, tiles)
+                    if cost < best_cost:
+                        best, best_cost = tiles, cost
+    if best is None:
+        memory = lowering.target.memory_for("input").name
+        raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
+    return best
+
+
+def conv_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
+    """OIHW -> [group][kh][kw][cg][og]."""
+    o, cg, kh, kw = weight.shape
+    return weight.reshape(group, o // group, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+
+
+def tile_ranges(size: int, tile: int) -> list[tuple[int, int]]:
+    return [(start, min(tile, size - start)) for start in range(0, size, tile)]
+
+
+def serpentine(items: list, reverse: bool) -> list:
+    return items[::-1] if reverse else items
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A DRAM tensor and its element strides along named axes (NCHW by default)."""
+
+    addr: int
+    strides: tuple[int, ...]
+
+
+def nchw(addr: int, shape) -> Operand:
+    n, c, h, w = shape
+    return Operand(addr, (c * h * w, h * w, w, 1))
+
+
+def packed_weight(addr: int, s: ConvShape) -> Operand:
+    """Weights laid out by `conv_weight_layout`: strides of (group, kh, kw, c, o)."""
+    return Operand(addr, (s.kh * s.kw * s.cg * s.og, s.kw * s.cg * s.og, s.cg * s.og, s.og, 1))
+
+
+@dataclass
+class ConvLowering:
+    lowering: Lowering
+    s: ConvShape
+    tiles: ConvTiles
+    x: Operand  # strides (n, c, h, w)
+    w: Operand  # strides (group, kh, kw, c, o)
+    b_addr: int | None
+    y: Operand  # strides (n, o, oh, ow)
+    epilogue: Epilogue
+    residual: Operand | None
+    scan: bool
+
+    def kinds(self) -> list[BufferKind]:
+        sizes = self.tiles.slot_bytes(self.s)
+        target = self.lowering.target
+        return [
+            BufferKind("in", target.memory_for("input").name, sizes["in"]),
+            BufferKind("w", target.memory_for("weight").name, sizes["w"], shared=True),
+            BufferKind("out", target.memory_for("output").name, sizes["out"]),
+        ]
+
+    def jobs(self) -> list[Job]:
+        s, t = self.s, self.tiles
+        spatial = [(n, oh0, toh, ow0, tow) for n in range(s.n)
+                   for oh0, toh in tile_ranges(s.oh, t.toh) for ow0, tow in tile_ranges(s.ow, t.tow)]
+        ic_tiles = tile_ranges(s.cg, t.tic)
+        jobs: list[Job] = []
+        step = 0
+        for g in range(s.group):
+            for oc0, toc in tile_ranges(s.og, t.toc):
+                groups = [spatial[i:i + self.lowering.cores] for i in range(0, len(spatial), self.lowering.cores)]
+                for gi, tile_group in enumerate(serpentine(groups, self.scan and step % 2 == 1)):
+                    for ii, (ic0, tic) in enumerate(serpentine(ic_tiles, self.scan and gi % 2 == 1)):
+                        last_ic = ii == len(ic_tiles) - 1
+                        first_ic = ii == 0
+                        for core, tile in enumerate(tile_group):
+                            jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
+                step += 1
+        return jobs
+
+    def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:
+        s = self.s
+        n, oh0, toh, ow0, tow = tile
+        out_key = ("out", g, oc0, n, oh0, ow0)
+        buffers = {"in": ("in", g, ic0, n, oh0, ow0), "w": ("w", g, oc0, ic0), "out": out_key}
+        loads = {"in": [self.input_load(g, ic0, tic, n, oh0, toh, ow0, tow)],
+                 "w": self.weight_loads(g, oc0, toc, ic0, tic)}
+        if self.residual is not None and first_ic:
+            loads["out"] = [self.output_transfer(self.residual, g, oc0, toc, n, oh0, toh, ow0, tow, load=True)]
+        compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
+        stores = {}
+        if last_ic:
+            compute += self.epilogue.instructions(self.lowering, BufRef("out"), (toh, tow, toc),
+                                                  bias=BufRef("w", F32 * s.kh * s.kw * tic * toc)
+                                                  if self.b_addr is not None else None)
+            stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
+        return Job(core, buffers, compute, loads, stores)
+
+    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
+        """The input window of an output tile, HWC on chip, zero padding at the image borders."""
+        s = self.s
+        rows, cols = s.input_extent(toh, 0), s.input_extent(tow, 1)
+        top, left = oh0 * s.strides[0] - s.pads[0], ow0 * s.strides[1] - s.pads[1]
+        pad_top, pad_left = max(0, -top), max(0, -left)
+        pad_bottom, pad_right = max(0, top + rows - s.h), max(0, left + cols - s.w)
+        c = g * s.cg + ic0
+        sn, sc, sh, sw = self.x.strides
+        src = self.x.addr + F32 * (n * sn + c * sc + max(top, 0) * sh + max(left, 0) * sw)
+        return Transfer(dram(src), (sh, sw, sc), BufRef("in"), (cols * tic, tic, 1),
+                        (rows, cols, tic), (pad_top, pad_bottom, pad_left, pad_right, 0, 0))
+
+    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
+        s = self.s
+        sg, skh, skw, sc, so = self.w.strides
+        base = self.w.addr + F32 * (g * sg + ic0 * sc + oc0 * so)
+        if s.kh * s.kw == 1 or skh == s.kw * skw:
+            boxes = [(base, s.kh * s.kw)]
+        else:  # kernel positions not evenly spaced: one box per kernel row
+            boxes = [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
+        loads = [Transfer(dram(addr), (skw, sc, so), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
+                          (tic * toc, toc, 1), (count, tic, toc)) for i, (addr, count) in enumerate(boxes)]
+        if self.b_addr is not None:
+            loads.append(Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
+                                  BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc)))
+        return loads
+
+    def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
+        s = self.s
+        sn, so, sh, sw = tensor.strides
+        base = tensor.addr + F32 * (n * sn + (g * s.og + oc0) * so + oh0 * sh + ow0 * sw)
+        dram_stride, chip_stride = (sh, sw, so), (tow * toc, toc, 1)
+        if load:
+            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, (toh, tow, toc))
+        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, (toh, tow, toc))
+
+    def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
+        s = self.s
+        cols = s.input_extent(tow, 1)
+        out = []
+        for i in range(s.kh):
+            for j in range(s.kw):
+                a_offset = F32 * ((i * s.dilations[0] * cols + j * s.dilations[1]) * tic)
+                b_offset = F32 * ((i * s.kw + j) * tic * toc)
+                out.append(Compute("matmul", {
+                    "batch": toh, "mnk": (tow, toc, tic),
+                    "a": BufRef("in", a_offset), "a_stride": (s.strides[0] * cols * tic, s.strides[1] * tic, 1),
+                    "b": BufRef("w", b_offset), "b_stride": (0, toc, 1),
+                    "c": BufRef("out"), "c_stride": (tow * toc, toc, 1),
+                    "acc": int(accumulate or (i, j) != (0, 0)),
+                }))
+        return out
+
+
+def conv_shape(x: SSAValue, weight_shape, y: SSAValue, strides, pads, dilations, group) -> ConvShape:
+    from nncc.dialects.nn import shape_of
+
+    n, c, h, w = shape_of(x)
+    o, _, kh, kw = weight_shape
+    _, _, oh, ow = shape_of(y)
+    return ConvShape(n, c, h, w, o, kh, kw, oh, ow, tuple(strides), tuple(pads), tuple(dilations), group)

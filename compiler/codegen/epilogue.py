@@ -1,0 +1,53 @@
+"""The epilogue of a conv/gemm tile: bias and activation, applied while the tile is on chip.
+
+It runs on the target's vector unit: the main unit of a vector DSP, or the post-processing
+unit beside a matrix unit (where it overlaps the matrix unit's next tile).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nncc.compiler.codegen.scheduler import BufRef, Compute
+
+ACTIVATIONS = {
+    # nn/fused activation -> (vact func, parameter names)
+    "relu": ("relu", ()),
+    "clip": ("clip", ("min", "max")),
+    "leaky_relu": ("leaky", ("alpha",)),
+    "hard_swish": ("hardswish", ()),
+    "hard_sigmoid": ("hardsigmoid", ("alpha", "beta")),
+    "sigmoid": ("sigmoid", ()),
+}
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """act(tile + bias): `act` is a vact function name or None."""
+
+    act: str | None = None
+    p0: float = 0.0
+    p1: float = 0.0
+
+    def instructions(self, lowering, out: BufRef, shape: tuple[int, int, int],
+                     bias: BufRef | None = None) -> list[Compute]:
+        rows, cols, channels = shape
+        unit = lowering.vector_unit
+        stride = (cols * channels, channels, 1)
+        out_list = []
+        if bias is not None:
+            out_list.append(Compute("vadd", {"unit": unit, "shape": shape, "x": out, "x_stride": stride,
+                                             "y": bias, "y_stride": (0, 0, 1), "z": out, "z_stride": stride}))
+        if self.act is not None:
+            out_list.append(Compute("vact", {"unit": unit, "func": self.act, "p0": clamp(self.p0),
+                                             "p1": clamp(self.p1), "shape": shape, "x": out,
+                                             "x_stride": stride, "z": out, "z_stride": stride}))
+        return out_list
+
+
+def clamp(value: float) -> float:
+    """vact parameters are finite: an unbounded clip side becomes the largest float32."""
+    if math.isinf(value):
+        return math.copysign(3.4028234663852886e38, value)
+    return value

@@ -1,0 +1,185 @@
+"""Which code generator lowers which op: the table behind `lower_module`.
+
+Each function takes the lowering state and one op and returns the (buffer kinds, jobs)
+phases of its layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from xdsl.ir import Operation, SSAValue
+
+from nncc.compiler.codegen import eltwise
+from nncc.compiler.codegen.context import Lowering, row_major_strides
+from nncc.compiler.codegen.conv import (
+    ConvLowering, ConvShape, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
+)
+from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
+from nncc.compiler.codegen.lower import layer_name, lowers, source_address
+from nncc.dialects import nn
+
+# --------------------------------------------------------------------------- conv and gemm
+
+
+def epilogue_of(op: Operation) -> Epilogue:
+    """The activation of a fused op's epilogue (none for an nn op)."""
+    fused = getattr(op, "epilogue", None)
+    if fused is None or fused.act == "none":
+        return Epilogue()
+    func, params = ACTIVATIONS[str(fused.act)]
+    defaults = {"min": -math.inf, "max": math.inf, "alpha": None, "beta": None}
+    values = [getattr(fused, p) if getattr(fused, p) is not None else defaults[p] for p in params]
+    return Epilogue(func, *values)
+
+
+def weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> Operand:
+    constant = lowering.constant(value)
+    if constant is not None:
+        packed = conv_weight_layout(constant, s.group)
+        return packed_weight(lowering.weight(value.owner.ref.data, "conv", packed), s)
+    o, cg, kh, kw = nn.shape_of(value)
+    # OIHW in DRAM, read as (group, kh, kw, c, o).
+    return Operand(lowering.address(value), ((o // s.group) * cg * kh * kw, kw, 1, kh * kw, cg * kh * kw))
+
+
+def bias_address(lowering: Lowering, value: SSAValue | None) -> int | None:
+    return None if value is None else source_address(lowering, value)
+
+
+@lowers("nn.conv2d", "fused.conv2d")
+def lower_conv(lowering: Lowering, op: Operation):
+    s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
+                   nn.ints(op.dilations), op.group.value.data)
+    tiles = choose_tiles(lowering, s, layer_name(op))
+    residual = getattr(op, "residual", None)
+    conv = ConvLowering(
+        lowering, s, tiles,
+        x=nchw(source_address(lowering, op.input), nn.shape_of(op.input)),
+        w=weight_operand(lowering, op.weight, s),
+        b_addr=bias_address(lowering, op.bias),
+        y=nchw(lowering.address(op.result), nn.shape_of(op.result)),
+        epilogue=epilogue_of(op),
+        residual=None if residual is None else nchw(source_address(lowering, residual), nn.shape_of(residual)),
+        scan=lowering.tile_order == "scan",
+    )
+    return [(conv.kinds(), conv.jobs())]
+
+
+@lowers("nn.gemm", "fused.gemm")
+def lower_gemm(lowering: Lowering, op: Operation):
+    """Y[M,N] = alpha A B + beta C as a 1x1 conv over a 1 x M "image" of K channels."""
+    (m, k), (_, n) = nn.shape_of(op.a) if not op.trans_a.value else nn.shape_of(op.a)[::-1], nn.shape_of(op.result)
+    alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
+    s = ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    a_addr = source_address(lowering, op.a)
+    x = Operand(a_addr, (0, 1, 0, k) if not op.trans_a.value else (0, m, 0, 1))
+    w = gemm_weight(lowering, op, k, n, alpha)
+    bias, residual = gemm_c(lowering, op, m, n, beta)
+    y_addr = lowering.address(op.result)
+    conv = ConvLowering(lowering, s, choose_tiles(lowering, s, layer_name(op)), x, w, bias,
+                        Operand(y_addr, (0, 1, 0, n)), epilogue_of(op), residual,
+                        scan=lowering.tile_order == "scan")
+    phases = [(conv.kinds(), conv.jobs())]
+    if alpha != 1.0 and lowering.constant(op.b) is None:
+        raise ValueError("gemm with alpha != 1 needs a constant B")
+    return phases
+
+
+def gemm_weight(lowering: Lowering, op: Operation, k: int, n: int, alpha: float) -> Operand:
+    """B as [K][N] (strides of group, kh, kw, c=K, o=N)."""
+    constant = lowering.constant(op.b)
+    if constant is not None:
+        b = constant.T if op.trans_b.value else constant
+        return Operand(lowering.weight(op.b.owner.ref.data, f"gemm{alpha}", b * np.float32(alpha)),
+                       (0, 0, 0, n, 1))
+    addr = lowering.address(op.b)
+    return Operand(addr, (0, 0, 0, 1, k) if op.trans_b.value else (0, 0, 0, n, 1))
+
+
+def gemm_c(lowering: Lowering, op: Operation, m: int, n: int, beta: float):
+    """C as a bias (a constant [N] or scalar) or as a residual tensor of Y's shape."""
+    if op.c is None:
+        return None, None
+    constant = lowering.constant(op.c)
+    if constant is not None:
+        full = np.broadcast_to(constant * np.float32(beta), (m, n))
+        if np.all(full == full[0:1]):
+            return lowering.weight(op.c.owner.ref.data, f"bias{beta}", np.ascontiguousarray(full[0])), None
+        return None, Operand(lowering.weight(op.c.owner.ref.data, f"c{beta}", np.ascontiguousarray(full)),
+                             (0, 1, 0, n))
+    if beta != 1.0 or nn.shape_of(op.c) != (m, n):
+        raise ValueError("gemm with a computed C needs beta = 1 and C of Y's shape")
+    return None, Operand(lowering.address(op.c), (0, 1, 0, n))
+
+
+# --------------------------------------------------------------------------- elementwise
+
+BINARY = {"nn.add": "vadd", "nn.sub": "vsub", "nn.mul": "vmul", "nn.div": "vdiv"}
+
+
+def source(lowering: Lowering, value: SSAValue, out_shape) -> eltwise.Source:
+    return eltwise.broadcast_source(source_address(lowering, value), nn.shape_of(value), out_shape)
+
+
+def output(lowering: Lowering, op: Operation) -> eltwise.Source:
+    shape = nn.shape_of(op.results[0])
+    return eltwise.Source(lowering.address(op.results[0]), row_major_strides(shape))
+
+
+@lowers(*BINARY)
+def lower_binary(lowering: Lowering, op: Operation):
+    shape = nn.shape_of(op.result)
+    layer = eltwise.ElementwiseLayer(lowering, shape, [source(lowering, op.lhs, shape), source(lowering, op.rhs, shape)],
+                                     output(lowering, op), eltwise.binary(BINARY[op.name], lowering.vector_unit))
+    return layer.layers()
+
+
+UNARY = {
+    "nn.relu": lambda op: ("relu", 0.0, 0.0),
+    "nn.sigmoid": lambda op: ("sigmoid", 0.0, 0.0),
+    "nn.hard_swish": lambda op: ("hardswish", 0.0, 0.0),
+    "nn.leaky_relu": lambda op: ("leaky", float(op.alpha.value.data), 0.0),
+    "nn.hard_sigmoid": lambda op: ("hardsigmoid", float(op.alpha.value.data), float(op.beta.value.data)),
+}
+
+
+@lowers(*UNARY)
+def lower_unary(lowering: Lowering, op: Operation):
+    func, p0, p1 = UNARY[op.name](op)
+    shape = nn.shape_of(op.result)
+    layer = eltwise.ElementwiseLayer(lowering, shape, [source(lowering, op.input, shape)], output(lowering, op),
+                                     eltwise.activation(func, lowering.vector_unit, p0, p1))
+    return layer.layers()
+
+
+@lowers("nn.clip")
+def lower_clip(lowering: Lowering, op: Operation):
+    from nncc.compiler.codegen.epilogue import clamp
+
+    low = float(op.min.value.data) if getattr(op, "min", None) is not None else -math.inf
+    high = float(op.max.value.data) if getattr(op, "max", None) is not None else math.inf
+    shape = nn.shape_of(op.result)
+    layer = eltwise.ElementwiseLayer(lowering, shape, [source(lowering, op.input, shape)], output(lowering, op),
+                                     eltwise.activation("clip", lowering.vector_unit, clamp(low), clamp(high)))
+    return layer.layers()
+
+
+@lowers("nn.batch_norm")
+def lower_batch_norm(lowering: Lowering, op: Operation):
+    """y = x * scale' + shift' with the per-channel factors folded at compile time."""
+    scale, bias, mean, var = (lowering.constant(v) for v in (op.scale, op.bias, op.mean, op.var))
+    if any(a is None for a in (scale, bias, mean, var)):
+        raise ValueError("batch_norm parameters must be constants")
+    factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(op.epsilon.value.data))
+    shift = bias - mean * factor
+    shape = nn.shape_of(op.result)
+    per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    name = layer_name(op)
+    factor_addr = lowering.weight(f"{name}.scale", "", factor.astype(np.float32).reshape(per_channel))
+    shift_addr = lowering.weight(f"{name}.shift", "", shift.astype(np.float32).reshape(per_channel))
+    inputs = [source(lowering, op.input, shape), eltwise.broadcast_source(factor_addr, per_channel, shape),
+              eltwise.broadcast_source(shift_addr, per_channel, shape)]
+    layer = eltwise.ElementwiseLayer(lowering, shape, inputs, output(lowering, op), eltwise.fma(lowering.vector_unit))
+    return layer.layers()

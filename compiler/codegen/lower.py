@@ -1,0 +1,115 @@
+"""Lower the `fused`/`nn` IR of @main to a `Program` for an accelerator target.
+
+For every op, in order: a `layer` marker naming it and its ONNX nodes, the tile jobs of
+its code generator, scheduled (double buffering, multicast, semaphores), then a
+`barrier` (the next layer reads what this one stored). Inputs, outputs and weights are
+DRAM symbols; intermediate tensors get DRAM space without a symbol; reshapes alias
+their input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from nncc.compiler.codegen.context import F32, Lowering
+from nncc.compiler.codegen.scheduler import Scheduler
+from nncc.compiler.errors import NnccError
+from nncc.compiler.target import Target
+from nncc.compiler.weights import WeightStore
+from nncc.dialects import nn
+from nncc.runtime import isa
+from nncc.runtime.nn_interpreter import main_function, names_attr
+from nncc.runtime.program import Program
+
+LayerLowering = Callable[[Lowering, Operation], list]
+LOWERINGS: dict[str, LayerLowering] = {}
+
+
+def lowers(*op_names: str):
+    def register(function: LayerLowering) -> LayerLowering:
+        for name in op_names:
+            LOWERINGS[name] = function
+        return function
+
+    return register
+
+
+def layer_name(op: Operation) -> str:
+    return op.results[0].name_hint or op.name
+
+
+def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_order: str = "scan") -> Program:
+    import nncc.compiler.codegen.layers  # noqa: F401  (fills LOWERINGS)
+
+    main = main_function(module)
+    program = Program(target, [])
+    lowering = Lowering(target, program, store, tile_order=tile_order)
+    args = list(main.body.block.args)
+    for name, value in zip(names_attr(module, "nn.input_names", len(args), "input"), args):
+        lowering.addresses[value] = program.allocate(name, "input", nn.shape_of(value)).addr
+    returned = main.body.block.last_op
+    assert isinstance(returned, func.ReturnOp)
+    output_names = names_attr(module, "nn.output_names", len(returned.operands), "output")
+    claim_outputs(lowering, returned, output_names)
+    for op in main.body.block.ops:
+        if isinstance(op, (nn.WeightOp, func.ReturnOp)):
+            continue
+        lower_op(lowering, op)
+    copy_unowned_outputs(lowering, returned, output_names)
+    return program
+
+
+def claim_outputs(lowering: Lowering, returned: func.ReturnOp, names: list[str]) -> None:
+    """Outputs computed by an op are written straight into their output symbol."""
+    for name, value in zip(names, returned.operands):
+        earlier = list(returned.operands)[: names.index(name)]
+        if value in lowering.addresses or isinstance(value.owner, (nn.WeightOp, nn.ReshapeOp)) \
+                or any(other is value for other in earlier):
+            continue  # an input, a constant, an alias or a second name: copied at the end
+        lowering.addresses[value] = lowering.program.allocate(name, "output", nn.shape_of(value)).addr
+
+
+def copy_unowned_outputs(lowering: Lowering, returned: func.ReturnOp, names: list[str]) -> None:
+    """An output that aliases an input, a weight, a reshape or another output is copied."""
+    from nncc.compiler.codegen.eltwise import copy_tensor
+
+    claimed = {s.name for s in lowering.program.symbols_of("output")}
+    for name, value in zip(names, returned.operands):
+        if name in claimed:
+            continue
+        symbol = lowering.program.allocate(name, "output", nn.shape_of(value))
+        source = source_address(lowering, value)
+        emit_layer(lowering, f"copy_{name}", [], lambda: copy_tensor(lowering, source, symbol.addr,
+                                                                     math.prod(nn.shape_of(value))))
+
+
+def source_address(lowering: Lowering, value: SSAValue) -> int:
+    constant = lowering.constant(value)
+    if constant is not None:
+        return lowering.weight(value.owner.ref.data, "", constant)
+    return lowering.address(value)
+
+
+def lower_op(lowering: Lowering, op: Operation) -> None:
+    if isinstance(op, nn.ReshapeOp):
+        lowering.addresses[op.result] = source_address(lowering, op.input)
+        return
+    generator = LOWERINGS.get(op.name)
+    if generator is None:
+        raise NnccError(f"layer {layer_name(op)}: {op.name} has no code generator for "
+                        f"target {lowering.target.name} yet")
+    emit_layer(lowering, layer_name(op), nn.onnx_nodes_of(op), lambda: generator(lowering, op))
+
+
+def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> None:
+    """A layer marker, the scheduled jobs of the layer, and a barrier."""
+    program = lowering.program
+    program.instructions.append(isa.make("layer", name=name, nodes=",".join(nodes)))
+    for kinds, jobs in generate():
+        program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)
+    program.instructions.append(isa.make("barrier"))

@@ -1,0 +1,285 @@
+"""Tile jobs -> synchronised, double-buffered instructions.
+
+An op's code generator describes its work as a list of `Job`s: which data each job
+needs in which on-chip buffer (`buffers`: kind -> key), the DMAs that fill a buffer
+(`loads`) or empty it (`stores`), and the compute instructions, whose operands
+name buffers (`BufRef`) rather than addresses. The scheduler then
+
+- gives every buffer kind two slots per core (double buffering) and reuses a slot
+  whose data is already on chip (same key: Scan order saves DRAM reads this way);
+- sends one DMA to every core that needs the same data (`shared` kinds: multicast);
+- puts each core's loads and stores on DMA channels, stores one job late so that the
+  next job's loads never queue behind a store;
+- adds the semaphores: load -> compute (`full`), compute -> store (`done`),
+  last reader or writer -> next fill of the slot (`free`), and unit -> unit inside a
+  job. Every signal has exactly one wait, so semaphores are free again at the end.
+
+Everything an instruction waits for is emitted before it, and each engine runs its
+instructions in emission order, so a scheduled program cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from nncc.compiler.errors import NnccError
+from nncc.compiler.target import Target
+from nncc.runtime import isa
+
+SLOTS = 2
+
+
+@dataclass(frozen=True)
+class BufRef:
+    """A byte offset inside the current slot of buffer `kind`."""
+
+    kind: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A DMA between DRAM (a `("DRAM", addr)` ref) and a buffer (`BufRef`)."""
+
+    src: Any
+    src_stride: tuple[int, int, int]
+    dst: Any
+    dst_stride: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    pad: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    pad_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A compute instruction whose REF operands may be `BufRef`s."""
+
+    mnemonic: str
+    operands: dict[str, Any]
+
+    @property
+    def unit(self) -> str:
+        return self.operands.get("unit", "main")
+
+
+@dataclass
+class Job:
+    core: int
+    buffers: dict[str, Hashable]
+    compute: list[Compute]
+    loads: dict[str, list[Transfer]] = field(default_factory=dict)
+    stores: dict[str, list[Transfer]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BufferKind:
+    name: str
+    memory: str
+    slot_bytes: int
+    shared: bool = False  # one slot state for all cores; loads multicast to the cores using them
+
+
+@dataclass
+class Occupancy:
+    """One piece of data in one slot, from its first user job to its last."""
+
+    kind: str
+    slot: int
+    key: Hashable
+    first_job: int
+    loads: list[Transfer]
+    users: dict[int, list[int]] = field(default_factory=dict)  # core -> job indices
+    stores: list[Transfer] = field(default_factory=list)
+    store_core: int = 0
+    previous: Occupancy | None = None
+    next: Occupancy | None = None
+
+    def last_job(self, core: int) -> int:
+        return self.users[core][-1]
+
+
+class SemaphorePool:
+    """Semaphore numbers for one layer; every signal is matched by one wait."""
+
+    def __init__(self):
+        self.ids: dict[Hashable, int] = {}
+
+    def __call__(self, *name: Hashable) -> int:
+        if name not in self.ids:
+            if len(self.ids) >= isa.MAX_SEMAPHORES:
+                raise NnccError(f"a layer needs more than {isa.MAX_SEMAPHORES} semaphores")
+            self.ids[name] = len(self.ids)
+        return self.ids[name]
+
+
+@dataclass
+class Layout:
+    """Where each buffer kind's slots live: memory and base addresses."""
+
+    bases: dict[tuple[str, int], tuple[str, int]]
+
+    @classmethod
+    def allocate(cls, target: Target, kinds: Sequence[BufferKind]) -> Layout:
+        used: dict[str, int] = {}
+        bases = {}
+        for kind in kinds:
+            slot_bytes = -(-kind.slot_bytes // 64) * 64
+            for slot in range(SLOTS):
+                start = used.get(kind.memory, 0)
+                bases[kind.name, slot] = (kind.memory, start)
+                used[kind.memory] = start + slot_bytes
+        for memory, nbytes in used.items():
+            if nbytes > target.memory(memory).size_bytes:
+                raise NnccError(f"buffers need {nbytes} bytes of {memory}, which has "
+                                f"{target.memory(memory).size_bytes}")
+        return cls(bases)
+
+
+def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
+    """First pass: the slot of every (job, kind), and the occupancies."""
+    resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
+    next_slot: dict[tuple[str, int | None], int] = {}
+    slot_of: list[dict[str, Occupancy]] = []
+    occupancies: list[Occupancy] = []
+    for index, job in enumerate(jobs):
+        chosen = {}
+        for name, key in job.buffers.items():
+            kind = kinds[name]
+            scope = (name, None if kind.shared else job.core)
+            slots = resident.setdefault(scope, [None] * SLOTS)
+            occupancy = next((o for o in slots if o is not None and o.key == key), None)
+            if occupancy is None:
+                slot = next_slot.get(scope, 0)
+                next_slot[scope] = (slot + 1) % SLOTS
+                occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, [])),
+                                      previous=slots[slot])
+                if slots[slot] is not None:
+                    slots[slot].next = occupancy
+                slots[slot] = occupancy
+                occupancies.append(occupancy)
+            occupancy.users.setdefault(job.core, []).append(index)
+            if job.stores.get(name):
+                occupancy.stores, occupancy.store_core = list(job.stores[name]), job.core
+            chosen[name] = occupancy
+        slot_of.append(chosen)
+    return slot_of, occupancies
+
+
+class Scheduler:
+    """Emits the instructions of one layer's jobs."""
+
+    def __init__(self, target: Target, kinds: Sequence[BufferKind]):
+        self.target = target
+        self.kinds = {kind.name: kind for kind in kinds}
+        self.layout = Layout.allocate(target, kinds)
+        self.sem = SemaphorePool()
+        self.out: list[NamedTuple] = []
+
+    # -- channels and addresses
+
+    def load_channel(self, core: int) -> int:
+        return core % self.target.dma.channels
+
+    def store_channel(self, core: int) -> int:
+        channels, cores = self.target.dma.channels, self.target.cores
+        return (core + cores) % channels if channels > cores else core % channels
+
+    def resolve(self, value: Any, slots: dict[str, Occupancy]) -> Any:
+        if isinstance(value, BufRef):
+            memory, base = self.layout.bases[value.kind, slots[value.kind].slot]
+            return (memory, base + value.offset)
+        return value
+
+    # -- emission
+
+    def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
+        slot_of, _ = plan_occupancies(jobs, self.kinds)
+        pending_stores: list[tuple[Occupancy, int]] = []
+        for index, job in enumerate(jobs):
+            for occupancy in slot_of[index].values():
+                if occupancy.first_job == index and occupancy.loads:
+                    self.emit_loads(occupancy)
+            for occupancy, core in pending_stores:
+                self.emit_stores(occupancy, core)
+            pending_stores = []
+            self.emit_compute(index, job, slot_of[index])
+            for occupancy in slot_of[index].values():
+                if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
+                        max(max(v) for v in occupancy.users.values()) == index:
+                    pending_stores.append((occupancy, occupancy.store_core))
+        for occupancy, core in pending_stores:
+            self.emit_stores(occupancy, core)
+        return self.out
+
+    def emit_loads(self, occupancy: Occupancy) -> None:
+        cores = sorted(occupancy.users)
+        waits = self.free_waits(occupancy)
+        signals = tuple(self.sem("full", occupancy.kind, core, occupancy.slot) for core in cores)
+        channel = self.load_channel(cores[0])
+        slots = {occupancy.kind: occupancy}
+        for i, transfer in enumerate(occupancy.loads):
+            last = i == len(occupancy.loads) - 1
+            self.out.append(isa.make(
+                "dma", ch=channel, src=transfer.src, src_stride=transfer.src_stride,
+                dst=self.resolve(transfer.dst, slots), cores=cores, dst_stride=transfer.dst_stride,
+                shape=transfer.shape, pad=transfer.pad, pad_value=transfer.pad_value,
+                wait=waits if i == 0 else (), signal=signals if last else ()))
+
+    def free_waits(self, occupancy: Occupancy) -> tuple[int, ...]:
+        """Before refilling a slot: its previous data's last reader (or store) is done."""
+        previous = occupancy.previous
+        if previous is None:
+            return ()
+        return tuple(self.sem("free", previous.kind, core, previous.slot) for core in sorted(previous.users))
+
+    def emit_stores(self, occupancy: Occupancy, core: int) -> None:
+        channel = self.store_channel(core)
+        slots = {occupancy.kind: occupancy}
+        for i, transfer in enumerate(occupancy.stores):
+            last = i == len(occupancy.stores) - 1
+            signal = ()
+            if last and occupancy.next is not None:
+                signal = (self.sem("free", occupancy.kind, core, occupancy.slot),)
+            self.out.append(isa.make(
+                "dma", ch=channel, src=self.resolve(transfer.src, slots), src_core=core,
+                src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
+                dst_stride=transfer.dst_stride, shape=transfer.shape,
+                wait=(self.sem("done", occupancy.kind, core, occupancy.slot),) if i == 0 else (),
+                signal=signal))
+
+    def emit_compute(self, index: int, job: Job, slots: dict[str, Occupancy]) -> None:
+        first_waits, last_signals = self.job_edges(index, job, slots)
+        instructions = job.compute
+        for i, compute in enumerate(instructions):
+            waits, signals = [], []
+            if i == 0:
+                waits += first_waits
+            elif instructions[i - 1].unit != compute.unit:
+                waits.append(self.sem("unit", job.core, instructions[i - 1].unit, compute.unit))
+            if i + 1 < len(instructions) and instructions[i + 1].unit != compute.unit:
+                signals.append(self.sem("unit", job.core, compute.unit, instructions[i + 1].unit))
+            if i == len(instructions) - 1:
+                signals += last_signals
+            operands = {name: self.resolve(value, slots) for name, value in compute.operands.items()}
+            self.out.append(isa.make(compute.mnemonic, core=job.core, wait=tuple(waits),
+                                     signal=tuple(signals), **operands))
+
+    def job_edges(self, index: int, job: Job, slots: dict[str, Occupancy]):
+        """Semaphores the job's first instruction waits on and its last one signals."""
+        waits, signals = [], []
+        for occupancy in slots.values():
+            uses = occupancy.users[job.core]
+            key = (occupancy.kind, job.core, occupancy.slot)
+            if uses[0] == index:
+                if occupancy.loads:
+                    waits.append(self.sem("full", *key))
+                elif occupancy.previous is not None and job.core in occupancy.previous.users:
+                    waits.append(self.sem("free", *key))
+            if uses[-1] == index:
+                if occupancy.stores and occupancy.store_core == job.core:
+                    signals.append(self.sem("done", *key))
+                elif not occupancy.stores and occupancy.next is not None:
+                    signals.append(self.sem("free", *key))
+        return waits, signals
