@@ -21,6 +21,7 @@ from nncc.compiler.errors import NnccError, report_errors
 from nncc.compiler.pass_manager import IRPrinting
 from nncc.compiler.pipeline import STAGE_NAMES, Compilation, Options, compile_model
 from nncc.compiler.registry import Registry
+from nncc.compiler.target import load_target
 from nncc.compiler.weights import save_beside
 
 REFERENCE_TARGET = "reference"
@@ -50,6 +51,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--outputs", type=Path, help="write the outputs to this .npz")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
+    parser.add_argument("--tile-order", choices=("naive", "scan"), default="scan",
+                        help="order of the tiles of a layer (scan reuses the block already on chip)")
+    parser.add_argument("--program", type=Path, metavar="PREFIX",
+                        help="where to write PREFIX.s and PREFIX.nnbin (default: MODEL.TARGET beside the model)")
     add_pass_options(parser)
     return parser
 
@@ -90,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                       printing=printing_from(args))
     if args.emit:
         return emit(args, registry, options)
+    if args.target == REFERENCE_TARGET:
+        if args.target_set:
+            raise NnccError("--target-set needs an accelerator target (reference has no parameters)")
+        compilation = compile_model(args.model, registry, options, until="fused")
+        return run_reference_target(args, compilation)
+    target = load_target(args.target, args.target_set)  # bad targets fail before compiling
     compilation = compile_model(args.model, registry, options, until="fused")
-    if args.target != REFERENCE_TARGET:
-        raise NnccError(f"--target={args.target}: code generation for accelerator targets is not "
-                        f"implemented yet; use --target=reference or --emit=nn|fused")
-    return run_reference_target(args, compilation)
+    return compile_for_target(args, compilation, target)
 
 
 def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
@@ -135,6 +144,66 @@ def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> 
         args.report.write_text(json.dumps(report, indent=1) + "\n")
     print_summary(args.model, compilation, report, checks)
     return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
+
+
+def compile_for_target(args: argparse.Namespace, compilation: Compilation, target) -> int:
+    """Generate the program, write .s and .nnbin, and run it on the interpreter when asked."""
+    from nncc.compiler.codegen.lower import lower_module
+    from nncc.runtime.program import save
+
+    program = lower_module(compilation.module, compilation.store, target, args.tile_order)
+    prefix = args.program or args.model.with_name(f"{args.model.stem}.{target.name}")
+    for suffix in (".nnbin", ".s"):
+        refuse_overwriting_model(prefix.with_name(prefix.name + suffix), args.model)
+        save(program, prefix.with_name(prefix.name + suffix))
+    summary = (f"nncc: {args.model.name} -> {prefix.name}.s, {prefix.name}.nnbin: "
+               f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
+    if not (args.run or args.check or args.outputs or args.report or args.trace):
+        print(summary)
+        return 0
+    return run_program(args, compilation, program, summary)
+
+
+def run_program(args: argparse.Namespace, compilation: Compilation, program, summary: str) -> int:
+    from nncc.runtime.faults import MachineFault
+    from nncc.runtime.interpreter import run
+    from nncc.runtime.nn_interpreter import input_signature
+    from nncc.runtime.report import build_report, trace_events
+
+    signature = input_signature(compilation.module)
+    inputs = (check.load_inputs(args.inputs, signature) if args.inputs
+              else check.random_inputs(signature, args.seed))
+    try:
+        result = run(program, inputs, trace=args.trace is not None)
+    except MachineFault as fault:
+        print(f"nncc: {fault}", file=sys.stderr)
+        return 3
+    outputs = {name: result.outputs[name].reshape(shape) for name, shape in output_shapes(compilation).items()}
+    if args.outputs:
+        check.save_outputs(args.outputs, outputs)
+    checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    report = build_report(result, check.check_summary(checks) if checks is not None else None)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    if args.trace:
+        args.trace.write_text(json.dumps(trace_events(result)) + "\n")
+    line = f"{summary}; {result.cycles} cycles, MAC utilization {result.mac_utilization:.1%}"
+    if checks is not None:
+        verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
+        line += f"; {verdict} (max abs err {report['check']['max_abs_err']:.3g})"
+    print(line)
+    if checks is not None and not report["check"]["passed"]:
+        for output_check in checks:
+            print(f"  {output_check.summary()}", file=sys.stderr)
+        return EXIT_MISMATCH
+    return 0
+
+
+def output_shapes(compilation: Compilation) -> dict[str, tuple[int, ...]]:
+    from nncc.runtime.nn_interpreter import main_function, output_names
+
+    types = main_function(compilation.module).function_type.outputs.data
+    return {name: tuple(t.get_shape()) for name, t in zip(output_names(compilation.module), types)}
 
 
 def reference_report(layers: list[dict], checks) -> dict:
