@@ -183,3 +183,8 @@ def lower_batch_norm(lowering: Lowering, op: Operation):
               eltwise.broadcast_source(shift_addr, per_channel, shape)]
     layer = eltwise.ElementwiseLayer(lowering, shape, inputs, output(lowering, op), eltwise.fma(lowering.vector_unit))
     return layer.layers()
+
+
+# --------------------------------------------------------------------------- other layers (register on import)
+
+from nncc.compiler.codegen import pool  # noqa: E402,F401

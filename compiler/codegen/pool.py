@@ -1,0 +1,397 @@
+"""Sliding-window layers on tiles: max/avg pooling (and the geometry depthwise conv shares),
+global max/avg pooling.
+
+A window layer's output is cut into (channels, output rows, output columns) tiles. Each tile's
+input window, halo and border padding included (`pad_value` -inf for max pooling), is DMA'd
+from NCHW DRAM into one of two on-chip layouts, whichever wastes fewer lanes:
+
+    hwc  [rows][cols][channels]  channels on lanes (the usual case: C >= lanes)
+    chw  [channels][rows][cols]  output columns on lanes (few channels, wide images)
+
+One `vpool` then computes the whole output tile (the window stride is folded into `x_stride`,
+the dilation into `win_stride`). Average pooling whose divisor varies over the image (padding
+not counted, ceil_mode overhang) sums with `vpool sum` and multiplies by the reciprocal of the
+divisor map, a compile-time constant [OH][OW] tensor loaded like a weight (stride 0 over
+channels); a uniform divisor is `vpool avg`.
+
+Global pooling views the input as (N*C rows, H*W) and reduces each row with `vred` (the
+reduced axis on lanes), accumulating over spatial tiles when a row does not fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.ir import Operation
+
+from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.conv import tile_ranges
+from nncc.compiler.codegen.lower import layer_name, lowers, source_address
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.compiler.errors import NnccError
+from nncc.dialects import nn
+
+JOB_OVERHEAD = 300
+"""Rough cycles of fixed cost per job (DMA set-up, pipeline depth, semaphores) for tile choice."""
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Window:
+    """A 2-D sliding window over an NCHW tensor."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right
+    dilations: tuple[int, int]
+
+    def extent(self, out: int, axis: int) -> int:
+        """Input rows (axis 0) or columns (axis 1) read by `out` consecutive outputs."""
+        k = (self.kh, self.kw)[axis]
+        return (out - 1) * self.strides[axis] + (k - 1) * self.dilations[axis] + 1
+
+
+@dataclass(frozen=True)
+class WindowTiles:
+    tc: int
+    toh: int
+    tow: int
+    layout: str  # "hwc" or "chw"
+
+    def in_elems(self, g: Window) -> int:
+        return g.extent(self.toh, 0) * g.extent(self.tow, 1) * self.tc
+
+    def out_elems(self) -> int:
+        return self.toh * self.tow * self.tc
+
+    # -- on-chip strides, as (row, col, channel) element strides of the input and output tiles
+
+    def in_strides(self, g: Window) -> tuple[int, int, int]:
+        rows, cols = g.extent(self.toh, 0), g.extent(self.tow, 1)
+        if self.layout == "hwc":
+            return (cols * self.tc, self.tc, 1)
+        return (cols, 1, rows * cols)
+
+    def out_strides(self) -> tuple[int, int, int]:
+        if self.layout == "hwc":
+            return (self.tow * self.tc, self.tc, 1)
+        return (self.tow, 1, self.toh * self.tow)
+
+
+def lane_waste(size: int, lanes: int) -> float:
+    """Fraction of lane slots left idle when `size` elements are spread over `lanes`."""
+    return 1 - size / (math.ceil(size / lanes) * lanes)
+
+
+def choose_layout(g: Window, lanes: int) -> str:
+    """Channels on lanes unless the output columns fill them clearly better."""
+    return "chw" if lane_waste(g.ow, lanes) < lane_waste(g.c, lanes) - 1e-9 else "hwc"
+
+
+def values(limit: int, preferred) -> list[int]:
+    return sorted({v for v in [*preferred, limit] if 1 <= v <= limit}, reverse=True)
+
+
+def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout: str | None = None,
+                        roles=("input", "output")) -> WindowTiles:
+    """The cheapest (channels, rows, columns) tile whose buffers fit, two slots each.
+
+    `sizes(tiles)` gives the bytes of every buffer kind (by role) for a candidate.
+    """
+    lanes = lowering.lanes
+    layout = layout or choose_layout(g, lanes)
+    best, best_cost = None, math.inf
+    c_pref = [lanes * m for m in (1, 2, 4, 8, 16, 32, 64)] + [1, 2, 4, 8]
+    h_pref = [1, 2, 4, 7, 8, 14, 16, 28, 32, 56, 64, 112]
+    for tc in values(g.c, c_pref):
+        for toh in values(g.oh, h_pref):
+            for tow in values(g.ow, h_pref + [lanes * m for m in (1, 2, 4, 8)]):
+                tiles = WindowTiles(tc, toh, tow, layout)
+                if not fits(lowering, sizes(tiles)):
+                    continue
+                jobs = g.n * math.ceil(g.c / tc) * math.ceil(g.oh / toh) * math.ceil(g.ow / tow)
+                lanes_used = tc if layout == "hwc" else tow
+                waste = 1 / (1 - lane_waste(lanes_used, lanes))
+                traffic = jobs * (tiles.in_elems(g) + tiles.out_elems()) / lanes
+                cost = jobs * JOB_OVERHEAD + traffic * waste
+                if cost < best_cost:
+                    best, best_cost = tiles, cost
+    if best is None:
+        raise NnccError(f"layer {name}: even a 1x1x1 tile does not fit in "
+                        f"{lowering.target.memory_for(roles[0]).name}")
+    return best
+
+
+def fits(lowering: Lowering, sizes: dict[str, int]) -> bool:
+    """Two 64-byte aligned slots of every buffer (role -> bytes) fit in their memories."""
+    used: dict[str, int] = {}
+    for role, nbytes in sizes.items():
+        memory = lowering.target.memory_for(role).name
+        used[memory] = used.get(memory, 0) + 2 * (-(-nbytes // 64) * 64)
+    return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
+
+
+def window_of(op: Operation, kernel=None, strides=None, pads=None, dilations=None) -> Window:
+    n, c, h, w = nn.shape_of(op.input)
+    _, _, oh, ow = nn.shape_of(op.result)
+    kernel = kernel if kernel is not None else nn.ints(op.kernel)
+    return Window(n, c, h, w, oh, ow, kernel[0], kernel[1],
+                  tuple(strides if strides is not None else nn.ints(op.strides)),
+                  tuple(pads if pads is not None else nn.ints(op.pads)),
+                  tuple(dilations if dilations is not None else nn.ints(op.dilations)))
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+@dataclass(frozen=True)
+class Spot:
+    """One output tile: image n, channels c0.., rows oh0.., columns ow0.. (sizes tc, toh, tow)."""
+
+    n: int
+    c0: int
+    tc: int
+    oh0: int
+    toh: int
+    ow0: int
+    tow: int
+
+
+def spots(g: Window, t: WindowTiles) -> list[Spot]:
+    """Every output tile, channel tile outermost (so a channel tile's weights are loaded once)."""
+    return [Spot(n, c0, tc, oh0, toh, ow0, tow)
+            for c0, tc in tile_ranges(g.c, t.tc) for n in range(g.n)
+            for oh0, toh in tile_ranges(g.oh, t.toh) for ow0, tow in tile_ranges(g.ow, t.tow)]
+
+
+def clipped(start: int, extent: int, size: int) -> tuple[int, int]:
+    """(padding before, padding after) of the input range [start, start + extent) of 0..size."""
+    before = min(max(0, -start), extent)
+    after = min(max(0, start + extent - size), extent - before)
+    return before, after
+
+
+def input_load(g: Window, t: WindowTiles, x_addr: int, spot: Spot, kind: str = "in",
+               pad_value: float = 0.0) -> Transfer:
+    """The input window of an output tile in the tile's layout, border padding by the DMA."""
+    rows, cols = g.extent(spot.toh, 0), g.extent(spot.tow, 1)
+    top, left = spot.oh0 * g.strides[0] - g.pads[0], spot.ow0 * g.strides[1] - g.pads[1]
+    pt, pb = clipped(top, rows, g.h)
+    pl, pr = clipped(left, cols, g.w)
+    row0, col0 = min(max(top, 0), g.h - 1), min(max(left, 0), g.w - 1)
+    src = x_addr + F32 * (((spot.n * g.c + spot.c0) * g.h + row0) * g.w + col0)
+    sr, sc, sch = chip_in_strides(g, t, spot)
+    if t.layout == "hwc":
+        return Transfer(dram(src), (g.w, 1, g.h * g.w), BufRef(kind), (sr, sc, sch), (rows, cols, spot.tc),
+                        (pt, pb, pl, pr, 0, 0), pad_value)
+    return Transfer(dram(src), (g.h * g.w, g.w, 1), BufRef(kind), (sch, sr, sc), (spot.tc, rows, cols),
+                    (0, 0, pt, pb, pl, pr), pad_value)
+
+
+def chip_in_strides(g: Window, t: WindowTiles, spot: Spot) -> tuple[int, int, int]:
+    """(row, col, channel) strides of a (possibly fragmentary) input tile, packed densely."""
+    rows, cols = g.extent(spot.toh, 0), g.extent(spot.tow, 1)
+    if t.layout == "hwc":
+        return (cols * spot.tc, spot.tc, 1)
+    return (cols, 1, rows * cols)
+
+
+def chip_out_strides(t: WindowTiles, spot: Spot) -> tuple[int, int, int]:
+    if t.layout == "hwc":
+        return (spot.tow * spot.tc, spot.tc, 1)
+    return (spot.tow, 1, spot.toh * spot.tow)
+
+
+def compute_shape(t: WindowTiles, spot: Spot) -> tuple[int, int, int]:
+    """The 3-D shape compute instructions walk: lanes on the last axis."""
+    return (spot.toh, spot.tow, spot.tc) if t.layout == "hwc" else (spot.tc, spot.toh, spot.tow)
+
+
+def order(t: WindowTiles, strides: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(row, col, channel) strides in the compute shape's axis order."""
+    r, c, ch = strides
+    return (r, c, ch) if t.layout == "hwc" else (ch, r, c)
+
+
+def output_transfer(g: Window, t: WindowTiles, y_addr: int, spot: Spot, kind: str = "out",
+                    load: bool = False) -> Transfer:
+    """Store (or load, for a residual) an output tile to (from) NCHW DRAM."""
+    base = y_addr + F32 * (((spot.n * g.c + spot.c0) * g.oh + spot.oh0) * g.ow + spot.ow0)
+    chip = order(t, chip_out_strides(t, spot))
+    far = order(t, (g.ow, 1, g.oh * g.ow))
+    shape = compute_shape(t, spot)
+    if load:
+        return Transfer(dram(base), far, BufRef(kind), chip, shape)
+    return Transfer(BufRef(kind), chip, dram(base), far, shape)
+
+
+def window_strides(g: Window, t: WindowTiles, spot: Spot):
+    """x_stride (window step folded in) and win_stride of the input tile, in compute order."""
+    sr, sc, sch = chip_in_strides(g, t, spot)
+    x_stride = order(t, (g.strides[0] * sr, g.strides[1] * sc, sch))
+    return x_stride, (g.dilations[0] * sr, g.dilations[1] * sc)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def divisor_counts(g: Window, count_include_pad: bool) -> np.ndarray:
+    """[OH][OW] number of elements each average window divides by (as the reference does)."""
+    def counts(size, out, k, stride, pad0, pad1, dilation):
+        low, high = (-pad0, size + pad1) if count_include_pad else (0, size)
+        return np.array([sum(low <= o * stride - pad0 + i * dilation < high for i in range(k))
+                         for o in range(out)], dtype=np.float64)
+    rows = counts(g.h, g.oh, g.kh, g.strides[0], g.pads[0], g.pads[2], g.dilations[0])
+    cols = counts(g.w, g.ow, g.kw, g.strides[1], g.pads[1], g.pads[3], g.dilations[1])
+    return np.outer(rows, cols)
+
+
+@dataclass
+class PoolLowering:
+    lowering: Lowering
+    g: Window
+    func: str  # max, avg, sum
+    x_addr: int
+    y_addr: int
+    name: str
+    divisor_addr: int | None = None  # [OH][OW] reciprocal divisors (func sum, then vmul)
+
+    def sizes(self, t: WindowTiles) -> dict[str, int]:
+        sizes = {"input": F32 * t.in_elems(self.g), "output": F32 * t.out_elems()}
+        if self.divisor_addr is not None:
+            sizes["weight"] = F32 * t.toh * t.tow
+        return sizes
+
+    def layers(self):
+        g = self.g
+        t = choose_window_tiles(self.lowering, g, self.name, self.sizes)
+        target = self.lowering.target
+        kinds = [BufferKind("in", target.memory_for("input").name, F32 * t.in_elems(g)),
+                 BufferKind("out", target.memory_for("output").name, F32 * t.out_elems())]
+        if self.divisor_addr is not None:
+            kinds.append(BufferKind("div", target.memory_for("weight").name, F32 * t.toh * t.tow))
+        unit = self.lowering.vector_unit
+        pad_value = -math.inf if self.func == "max" else 0.0
+        jobs = []
+        for i, spot in enumerate(spots(g, t)):
+            core = i % self.lowering.cores
+            shape = compute_shape(t, spot)
+            x_stride, win_stride = window_strides(g, t, spot)
+            z_stride = order(t, chip_out_strides(t, spot))
+            compute = [Compute("vpool", {"unit": unit, "func": self.func, "shape": shape,
+                                         "window": (g.kh, g.kw), "x": BufRef("in"), "x_stride": x_stride,
+                                         "win_stride": win_stride, "z": BufRef("out"), "z_stride": z_stride})]
+            buffers = {"in": ("in", spot), "out": ("out", spot)}
+            loads = {"in": [input_load(g, t, self.x_addr, spot, pad_value=pad_value)]}
+            if self.divisor_addr is not None:
+                buffers["div"] = ("div", spot.oh0, spot.toh, spot.ow0, spot.tow)
+                src = self.divisor_addr + F32 * (spot.oh0 * g.ow + spot.ow0)
+                loads["div"] = [Transfer(dram(src), (0, g.ow, 1), BufRef("div"), (0, spot.tow, 1),
+                                         (1, spot.toh, spot.tow))]
+                d_stride = order(t, (spot.tow, 1, 0))
+                compute.append(Compute("vmul", {"unit": unit, "shape": shape, "x": BufRef("out"),
+                                                "x_stride": z_stride, "y": BufRef("div"), "y_stride": d_stride,
+                                                "z": BufRef("out"), "z_stride": z_stride}))
+            stores = {"out": [output_transfer(g, t, self.y_addr, spot)]}
+            jobs.append(Job(core, buffers, compute, loads, stores))
+        return [(kinds, jobs)]
+
+
+@lowers("nn.max_pool")
+def lower_max_pool(lowering: Lowering, op: Operation):
+    g = window_of(op)
+    return PoolLowering(lowering, g, "max", source_address(lowering, op.input),
+                        lowering.address(op.result), layer_name(op)).layers()
+
+
+@lowers("nn.avg_pool")
+def lower_avg_pool(lowering: Lowering, op: Operation):
+    g = window_of(op)
+    counts = divisor_counts(g, bool(op.count_include_pad.value))
+    x_addr, y_addr, name = source_address(lowering, op.input), lowering.address(op.result), layer_name(op)
+    if np.all(counts == g.kh * g.kw):
+        return PoolLowering(lowering, g, "avg", x_addr, y_addr, name).layers()
+    reciprocal = (1.0 / counts).astype(np.float32)
+    divisor = lowering.weight(f"{name}.divisor", "", reciprocal)
+    return PoolLowering(lowering, g, "sum", x_addr, y_addr, name, divisor).layers()
+
+
+# --------------------------------------------------------------------------- global pooling
+
+
+@dataclass
+class Reduction:
+    """out[r] = max/mean over s of x[r, s] for a row-major (rows, size) tensor, rows tiled."""
+
+    lowering: Lowering
+    rows: int
+    size: int
+    func: str  # max or mean
+    x_addr: int
+    y_addr: int
+    name: str
+
+    def tiles(self) -> tuple[int, int]:
+        """(rows, elements) per tile: whole rows if they fit, then as many rows as fit."""
+        def ok(tr, ts):
+            return fits(self.lowering, {"input": F32 * tr * ts, "output": F32 * tr})
+        ts = self.size
+        while ts > 1 and not ok(1, ts):
+            ts = -(-ts // 2)
+        if not ok(1, ts):
+            raise NnccError(f"layer {self.name}: even a one-element reduction tile does not fit in "
+                            f"{self.lowering.target.memory_for('input').name}")
+        tr = self.rows
+        while not ok(tr, ts):
+            tr = -(-tr // 2)
+        return tr, ts
+
+    def layers(self):
+        tr_full, ts_full = self.tiles()
+        target = self.lowering.target
+        kinds = [BufferKind("in", target.memory_for("input").name, F32 * tr_full * ts_full),
+                 BufferKind("out", target.memory_for("output").name, F32 * tr_full)]
+        unit = self.lowering.vector_unit
+        s_tiles = tile_ranges(self.size, ts_full)
+        jobs = []
+        for i, (r0, tr) in enumerate(tile_ranges(self.rows, tr_full)):
+            core = i % self.lowering.cores
+            for j, (s0, ts) in enumerate(s_tiles):
+                last = j == len(s_tiles) - 1
+                single = len(s_tiles) == 1
+                func = self.func if single or self.func == "max" else "sum"
+                compute = [Compute("vred", {"unit": unit, "func": func, "acc": int(j > 0), "shape": (tr, 1, ts),
+                                            "x": BufRef("in"), "x_stride": (ts, 0, 1), "z": BufRef("out"),
+                                            "z_stride": 1})]
+                if last and not single and self.func == "mean":
+                    compute.append(Compute("vact", {"unit": unit, "func": "affine", "p0": 1.0 / self.size,
+                                                    "p1": 0.0, "shape": (1, 1, tr), "x": BufRef("out"),
+                                                    "x_stride": (0, 0, 1), "z": BufRef("out"),
+                                                    "z_stride": (0, 0, 1)}))
+                src = self.x_addr + F32 * (r0 * self.size + s0)
+                loads = {"in": [Transfer(dram(src), (0, self.size, 1), BufRef("in"), (0, ts, 1), (1, tr, ts))]}
+                stores = {}
+                if last:
+                    stores["out"] = [Transfer(BufRef("out"), (0, 0, 1), dram(self.y_addr + F32 * r0), (0, 0, 1),
+                                              (1, 1, tr))]
+                jobs.append(Job(core, {"in": ("in", r0, s0), "out": ("out", r0)}, compute, loads, stores))
+        return [(kinds, jobs)]
+
+
+@lowers("nn.global_avg_pool", "nn.global_max_pool")
+def lower_global_pool(lowering: Lowering, op: Operation):
+    shape = nn.shape_of(op.input)
+    func = "max" if op.name == "nn.global_max_pool" else "mean"
+    return Reduction(lowering, shape[0] * shape[1], math.prod(shape[2:]), func,
+                     source_address(lowering, op.input), lowering.address(op.result), layer_name(op)).layers()
