@@ -187,4 +187,4 @@ def lower_batch_norm(lowering: Lowering, op: Operation):
 
 # --------------------------------------------------------------------------- other layers (register on import)
 
-from nncc.compiler.codegen import pool  # noqa: E402,F401
+from nncc.compiler.codegen import data, pool  # noqa: E402,F401
