@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     registry = registry_from(args)
     options = Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
-                      printing=printing_from(args))
+                      printing=printing_from(args),
+                      target_options={"target": args.target, "target_set": tuple(args.target_set),
+                                      "tile_order": args.tile_order})
     if args.emit:
         return emit(args, registry, options)
     if args.target == REFERENCE_TARGET:
@@ -101,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             raise NnccError("--target-set needs an accelerator target (reference has no parameters)")
         compilation = compile_model(args.model, registry, options, until="fused")
         return run_reference_target(args, compilation)
-    target = load_target(args.target, args.target_set)  # bad targets fail before compiling
-    compilation = compile_model(args.model, registry, options, until="fused")
-    return compile_for_target(args, compilation, target)
+    load_target(args.target, args.target_set)  # a bad target fails before compiling
+    compilation = compile_model(args.model, registry, options, until="isa")
+    return compile_for_target(args, compilation)
 
 
 def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
@@ -146,13 +148,13 @@ def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> 
     return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
 
 
-def compile_for_target(args: argparse.Namespace, compilation: Compilation, target) -> int:
-    """Generate the program, write .s and .nnbin, and run it on the interpreter when asked."""
-    from nncc.compiler.codegen.lower import lower_module
+def compile_for_target(args: argparse.Namespace, compilation: Compilation) -> int:
+    """Write the isa stage's program as .s and .nnbin, and run it on the interpreter when asked."""
+    from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.runtime.program import save
 
-    program = lower_module(compilation.module, compilation.store, target, args.tile_order)
-    prefix = args.program or args.model.with_name(f"{args.model.stem}.{target.name}")
+    program = module_to_program(compilation.module, compilation.store)
+    prefix = args.program or args.model.with_name(f"{args.model.stem}.{program.target.name}")
     for suffix in (".nnbin", ".s"):
         refuse_overwriting_model(prefix.with_name(prefix.name + suffix), args.model)
         save(program, prefix.with_name(prefix.name + suffix))
@@ -167,10 +169,9 @@ def compile_for_target(args: argparse.Namespace, compilation: Compilation, targe
 def run_program(args: argparse.Namespace, compilation: Compilation, program, summary: str) -> int:
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
-    from nncc.runtime.nn_interpreter import input_signature
     from nncc.runtime.report import build_report, trace_events
 
-    signature = input_signature(compilation.module)
+    signature = {symbol.name: symbol.shape for symbol in program.symbols_of("input")}
     inputs = (check.load_inputs(args.inputs, signature) if args.inputs
               else check.random_inputs(signature, args.seed))
     try:
@@ -178,7 +179,7 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
     except MachineFault as fault:
         print(f"nncc: {fault}", file=sys.stderr)
         return 3
-    outputs = {name: result.outputs[name].reshape(shape) for name, shape in output_shapes(compilation).items()}
+    outputs = {s.name: result.outputs[s.name].reshape(s.shape) for s in program.symbols_of("output")}
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
     checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
@@ -197,13 +198,6 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
             print(f"  {output_check.summary()}", file=sys.stderr)
         return EXIT_MISMATCH
     return 0
-
-
-def output_shapes(compilation: Compilation) -> dict[str, tuple[int, ...]]:
-    from nncc.runtime.nn_interpreter import main_function, output_names
-
-    types = main_function(compilation.module).function_type.outputs.data
-    return {name: tuple(t.get_shape()) for name, t in zip(output_names(compilation.module), types)}
 
 
 def reference_report(layers: list[dict], checks) -> dict:

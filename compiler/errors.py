@@ -7,6 +7,7 @@ Simulated-machine faults are `runtime` business and exit 3.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -41,6 +42,9 @@ def report_errors(tool: str) -> Callable[[F], F]:
             except NnccError as error:
                 print(f"{tool}: error: {one_line(str(error))}", file=sys.stderr)
                 return EXIT_BAD_INPUT
+            except BrokenPipeError:  # `nncc ... | head`: the reader left, as with any Unix tool
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
             except KeyboardInterrupt:
                 print(f"{tool}: interrupted", file=sys.stderr)
                 return 130

@@ -10,6 +10,7 @@ verified after every pass (see `pass_manager`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ STAGES = (
           "graph passes on nn: BatchNorm folding, conv/gemm + residual add + activation fusion"),
     Stage("tile", (), "tiled loop nests over buffers in named memories", built=False),
     Stage("vector", (), "SIMD lanes, double-buffered DMA, cores", built=False),
-    Stage("isa", (), "one op per machine instruction, addresses allocated", built=False),
+    Stage("isa", ("lower-to-isa",), "one op per machine instruction, addresses allocated"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 IMPORT_PASS = "import-onnx"
@@ -49,6 +50,7 @@ class Options:
     disabled: set[str] = field(default_factory=set)
     extra_passes: str = ""
     printing: IRPrinting = field(default_factory=IRPrinting)
+    target_options: dict = field(default_factory=dict)  # target, target_set, tile_order
 
 
 @dataclass
@@ -60,20 +62,27 @@ class Compilation:
 
 
 def stages_until(last: str) -> tuple[Stage, ...]:
-    index = STAGE_NAMES.index(last)
-    for stage in STAGES[: index + 1]:
-        if not stage.built:
-            raise NnccError(f"stage '{stage.name}' ({stage.summary}) is not implemented yet; "
-                            f"available stages: {', '.join(s.name for s in STAGES if s.built)}")
-    return STAGES[: index + 1]
+    """The built stages up to `last`, which must be built itself."""
+    stage = STAGES[STAGE_NAMES.index(last)]
+    if not stage.built:
+        raise NnccError(f"stage '{stage.name}' ({stage.summary}) is not implemented yet; "
+                        f"available stages: {', '.join(s.name for s in STAGES if s.built)}")
+    return tuple(s for s in STAGES[: STAGE_NAMES.index(last) + 1] if s.built)
 
 
 def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
     names = [name for name in stage.passes if name not in options.disabled]
-    passes = registry.pipeline(",".join(names)) if names else []
+    passes = [with_target_options(p, options) for p in (registry.pipeline(",".join(names)) if names else [])]
     if stage.name == "fused" and options.extra_passes:
         passes += registry.pipeline(options.extra_passes)
     return passes
+
+
+def with_target_options(module_pass, options: Options):
+    """Give a pass the command line's target options it has fields for (target, tile_order...)."""
+    fields = {f.name for f in dataclasses.fields(module_pass)}
+    given = {k: v for k, v in options.target_options.items() if k in fields}
+    return dataclasses.replace(module_pass, **given) if given else module_pass
 
 
 def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:

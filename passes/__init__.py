@@ -27,10 +27,17 @@ def get_fuse_epilogues() -> type[ModulePass]:
     return FuseEpiloguesPass
 
 
+def get_lower_to_isa() -> type[ModulePass]:
+    from nncc.passes.lower_to_isa import LowerToIsaPass
+
+    return LowerToIsaPass
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """nncc's own passes, by name."""
     return {
         "canonicalize-nn": get_canonicalize_nn,
         "fold-batch-norm": get_fold_batch_norm,
         "fuse-epilogues": get_fuse_epilogues,
+        "lower-to-isa": get_lower_to_isa,
     }

@@ -1,0 +1,51 @@
+"""lower-to-isa: the `fused`/`nn` model becomes a straight-line program of `isa` ops.
+
+Every layer is tiled, mapped onto lanes, cores and double-buffered DMA, and emitted as
+instructions with addresses allocated (see compiler/codegen). The module's @main is
+replaced by `@program`; the DRAM image (weights in kernel layout) goes to the weight store.
+
+    nncc-opt model.fused.mlir -p 'lower-to-isa{target=edge tile-order=naive}' -o model.isa.mlir
+
+Options: `target` (a preset name or TOML path), `target-set` (overrides "key=value",
+comma separated), `tile-order` (naive or scan).
+"""
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+
+from nncc.compiler.codegen.isa_module import program_to_module
+from nncc.compiler.codegen.lower import lower_module
+from nncc.compiler.errors import NnccError
+from nncc.compiler.target import load_target
+from nncc.compiler.weights import attach, store_of
+
+
+@dataclass(frozen=True)
+class LowerToIsaPass(ModulePass):
+    """Lower the whole model to the accelerator ISA."""
+
+    name = "lower-to-isa"
+
+    target: str = "vector"
+    target_set: tuple[str, ...] = ()
+    tile_order: str = "scan"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.tile_order not in ("naive", "scan"):
+            raise NnccError(f"lower-to-isa: tile-order must be naive or scan, not {self.tile_order!r}")
+        store = store_of(op, self.name)
+        program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order)
+        lowered = program_to_module(program, store)
+        keep = {name: attr for name, attr in op.attributes.items() if name.startswith("nn.")}
+        for child in list(op.body.block.ops):
+            child.detach()
+            child.erase(safe_erase=False)
+        for child in list(lowered.body.block.ops):
+            child.detach()
+            op.body.block.add_op(child)
+        op.attributes.update(lowered.attributes)
+        op.attributes.update(keep)
+        attach(op, store)
