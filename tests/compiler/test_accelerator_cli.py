@@ -1,0 +1,90 @@
+"""nncc for accelerator targets: programs written, run, checked; the isa stage as IR; errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nncc.compiler import opt
+from nncc.compiler.cli import main as nncc_main
+from nncc.runtime import cli as run_cli
+from nncc.runtime.program import load
+
+
+def nncc(capsys, *argv):
+    code = nncc_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("target", ["vector", "fusion", "edge"])
+def test_compile_run_check_on_every_target(capsys, small_model_path, tmp_path, target):
+    report = tmp_path / "r.json"
+    code, out, err = nncc(capsys, small_model_path, f"--target={target}", "--check", "--report", report,
+                          "--program", tmp_path / "prog", "--outputs", tmp_path / "out.npz")
+    assert code == 0, err
+    assert "check passed" in out
+    data = json.loads(report.read_text())
+    assert data["target"] == target and data["check"]["passed"]
+    assert data["cycles"] > 0 and data["macs"] == 8 * 8 * 8 * 27 + 10 * 200
+    assert data["dram"]["read_bytes"] > 0
+    # The written program runs the same under nncc-run.
+    np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32))
+    assert run_cli.main([str(tmp_path / "prog.nnbin"), "--inputs", str(tmp_path / "in.npz"),
+                         "--outputs", str(tmp_path / "again.npz")]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["y"].reshape(1, 10),
+                                  np.load(tmp_path / "out.npz")["y"])
+
+
+def test_default_program_names_and_summary(capsys, small_model_path):
+    code, out, err = nncc(capsys, small_model_path, "--target=edge")
+    assert code == 0, err
+    assert (small_model_path.parent / "small.edge.s").exists()
+    assert (small_model_path.parent / "small.edge.nnbin").exists()
+    assert out.startswith("nncc: small.onnx -> small.edge.s, small.edge.nnbin: ")
+
+
+def test_target_set_reaches_the_program(capsys, small_model_path, tmp_path):
+    cycles = []
+    for bandwidth in ("42.6", "1.0"):
+        report = tmp_path / f"r{bandwidth}.json"
+        code, _, err = nncc(capsys, small_model_path, "--target=vector", "--target-set",
+                            f"dram.bandwidth_gbps={bandwidth}", "--report", report, "--program", tmp_path / "p")
+        assert code == 0, err
+        cycles.append(json.loads(report.read_text())["cycles"])
+        assert load(tmp_path / "p.nnbin").target.dram.bandwidth_gbps == float(bandwidth)
+    assert cycles[1] > 2 * cycles[0]  # the same program starves on a 1 GB/s DRAM
+
+
+def test_isa_stage_round_trips_through_nncc_opt(capsys, small_model_path, tmp_path):
+    fused = tmp_path / "m.fused.mlir"
+    assert nncc(capsys, small_model_path, "--emit=fused", "-o", fused)[0] == 0
+    lowered = tmp_path / "m.isa.mlir"
+    assert opt.main([str(fused), "-p", "lower-to-isa{target=edge tile-order=naive}", "-o", str(lowered)]) == 0
+    text = lowered.read_text()
+    assert "func.func @program()" in text and "isa.matmul" in text and 'name = "edge"' in text
+    assert opt.main([str(lowered), "-o", str(tmp_path / "again.mlir")]) == 0
+    capsys.readouterr()
+    # The same program as nncc's own --emit=isa.
+    code, emitted, _ = nncc(capsys, small_model_path, "--emit=isa", "--target=edge", "--tile-order=naive")
+    assert code == 0
+    body = lambda ir: ir[ir.index("func.func @program"):]  # noqa: E731
+    assert body(emitted).strip() == body(text).strip()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--target=nosuch"], "nosuch"),
+    (["--target=vector", "--target-set", "dram.nonsense=1"], "dram.nonsense"),
+    (["--target=reference", "--target-set", "cores=2"], "--target-set needs an accelerator target"),
+])
+def test_bad_targets_are_one_line_errors(capsys, small_model_path, argv, fragment):
+    code, _, err = nncc(capsys, small_model_path, *argv)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_layer_that_cannot_fit_names_the_layer_and_memory(capsys, small_model_path, tmp_path):
+    code, _, err = nncc(capsys, small_model_path, "--target=vector", "--target-set", "memory.AM.size_bytes=256",
+                        "--program", tmp_path / "p")
+    assert code == 2
+    assert "layer" in err and "AM" in err and len(err.strip().splitlines()) == 1
