@@ -15,6 +15,7 @@ verifier rebuilds the instruction with `nncc.runtime.isa.make`, so the ISA's own
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
 from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, StringAttr, f64, i64
@@ -44,7 +45,10 @@ def _constraint(operand: isa.Operand) -> tuple[type[Attribute], ...]:
     return (StringAttr,)
 
 
+@lru_cache(maxsize=65536)
 def _to_attributes(operand: isa.Operand, value: Any) -> tuple[Attribute, ...]:
+    """Attributes are immutable, so equal operand values share them (a program repeats
+    strides, shapes and memory names thousands of times)."""
     kind = operand.kind
     if kind == isa.Kind.REF:
         return (StringAttr(value[0]), IntegerAttr(value[1], i64))
@@ -57,6 +61,7 @@ def _to_attributes(operand: isa.Operand, value: Any) -> tuple[Attribute, ...]:
     return (StringAttr(value),)
 
 
+@lru_cache(maxsize=65536)
 def _from_attributes(operand: isa.Operand, attributes: tuple[Attribute, ...]) -> Any:
     kind = operand.kind
     if kind == isa.Kind.REF:

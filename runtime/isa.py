@@ -19,6 +19,7 @@ each) when it completes, in the spirit of VTA's dependency queues. An instructio
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -269,6 +270,21 @@ def make(mnemonic: str, **operands: Any) -> NamedTuple:
 
 
 def _normalise(mnemonic: str, operand: Operand, value: Any) -> Any:
+    """The canonical form of an operand value (checked); equal values are normalised once."""
+    try:
+        return _normalise_cached(mnemonic, operand, value)
+    except TypeError as error:  # unhashable (a list, an array): normalise without the cache
+        if "unhashable" not in str(error):
+            raise
+        return _normalise_uncached(mnemonic, operand, value)
+
+
+@lru_cache(maxsize=65536)
+def _normalise_cached(mnemonic: str, operand: Operand, value: Any) -> Any:
+    return _normalise_uncached(mnemonic, operand, value)
+
+
+def _normalise_uncached(mnemonic: str, operand: Operand, value: Any) -> Any:
     where = f"{mnemonic}: {operand.name}"
     kind = operand.kind
     try:
