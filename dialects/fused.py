@@ -32,11 +32,14 @@ conv + folded BN + ReLU6):
 
     %y = fused.conv2d %x, %w, %b residual %shortcut strides [1, 1] pads [1, 1, 1, 1]
            dilations [1, 1] group 1 act relu {onnx_nodes = ["conv2", "bn2", "add", "relu2"]}
-           : (tensor<1x64x8x8xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>, tensor<1x64x8x8xf32>)
-           -> tensor<1x64x8x8xf32>
+           : (tensor<1x64x8x8xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>) -> tensor<1x64x8x8xf32>
     %z = fused.conv2d %x, %w2, %b2 strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1
            act clip min 0.000000e+00 max 6.000000e+00
            : (tensor<1x64x8x8xf32>, tensor<96x64x1x1xf32>, tensor<96xf32>) -> tensor<1x96x8x8xf32>
+
+The types after `:` are the compute operands' (input, weight, optional bias);
+the residual's type is the result type (one type constraint holds them equal),
+so it is not repeated.
 """
 
 from __future__ import annotations
@@ -210,8 +213,7 @@ class Conv2dOp(FusedOperation):
 
         %y = fused.conv2d %x, %w, %b residual %r strides [1, 1] pads [1, 1, 1, 1]
                dilations [1, 1] group 1 act relu
-               : (tensor<1x64x56x56xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>,
-                  tensor<1x64x56x56xf32>) -> tensor<1x64x56x56xf32>
+               : (tensor<1x64x56x56xf32>, tensor<64x64x3x3xf32>, tensor<64xf32>) -> tensor<1x64x56x56xf32>
         %z = fused.conv2d %x, %w strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1
                act leaky_relu alpha 1.000000e-01
                : (tensor<1x64x56x56xf32>, tensor<32x64x1x1xf32>) -> tensor<1x32x56x56xf32>
@@ -291,7 +293,7 @@ class GemmOp(FusedOperation):
                : (tensor<1x512xf32>, tensor<1000x512xf32>, tensor<1000xf32>) -> tensor<1x1000xf32>
         %z = fused.gemm %a, %b residual %r trans_a false trans_b true alpha 1.0 beta 1.0
                act hard_sigmoid alpha 2.0e-01 beta 5.0e-01
-               : (tensor<1x512xf32>, tensor<1000x512xf32>, tensor<1x1000xf32>) -> tensor<1x1000xf32>
+               : (tensor<1x512xf32>, tensor<1000x512xf32>) -> tensor<1x1000xf32>
     """
 
     name = "fused.gemm"

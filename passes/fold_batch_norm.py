@@ -40,7 +40,7 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
-from nncc.compiler.weights import WeightStore, store_of
+from nncc.compiler.weights import WeightStore, sanitize, store_of
 from nncc.dialects import nn
 from nncc.passes.canonicalize_nn import inherit_onnx_nodes
 
@@ -60,6 +60,14 @@ def bn_scale_shift(store: WeightStore, bn: nn.BatchNormOp) -> tuple[np.ndarray, 
     gamma, beta, mean, var = (store[r].astype(np.float64) for r in refs)
     scale = gamma / np.sqrt(var + bn.epsilon.value.data)
     return scale, mean, beta
+
+
+def new_weight(store: WeightStore, name: str, array: np.ndarray) -> nn.WeightOp:
+    """Add `array` to the store (under `name`, or a free variant) and reference it."""
+    unique = store.add(name, array)
+    op = nn.WeightOp(unique, array.shape)
+    op.result.name_hint = sanitize(unique)
+    return op
 
 
 def base_name(op: Operation, weight: str) -> str:
@@ -89,8 +97,8 @@ class FoldIntoConv(RewritePattern):
         w = self.store[w_ref].astype(np.float64)
         b = self.store[b_ref].astype(np.float64) if b_ref is not None else np.zeros(w.shape[0])
         stem = base_name(conv, w_ref)
-        new_w = nn.WeightOp(self.store.add(f"{stem}.weight.bn", w * scale.reshape(-1, 1, 1, 1)), w.shape)
-        new_b = nn.WeightOp(self.store.add(f"{stem}.bias.bn", (b - mean) * scale + beta), b.shape)
+        new_w = new_weight(self.store, f"{stem}.weight.bn", w * scale.reshape(-1, 1, 1, 1))
+        new_b = new_weight(self.store, f"{stem}.bias.bn", (b - mean) * scale + beta)
         folded = nn.Conv2dOp(conv.input, new_w.result, new_b.result, nn.ints(conv.strides),
                              nn.ints(conv.pads), nn.ints(conv.dilations), conv.group.value.data)
         inherit_onnx_nodes(folded, conv, bn)
@@ -130,8 +138,8 @@ class FoldIntoGemm(RewritePattern):
         if new_c.ndim > 2:
             return
         stem = base_name(gemm, b_ref)
-        b_op = nn.WeightOp(self.store.add(f"{stem}.weight.bn", new_b), new_b.shape)
-        c_op = nn.WeightOp(self.store.add(f"{stem}.bias.bn", new_c), new_c.shape)
+        b_op = new_weight(self.store, f"{stem}.weight.bn", new_b)
+        c_op = new_weight(self.store, f"{stem}.bias.bn", new_c)
         folded = nn.GemmOp(gemm.a, b_op.result, c_op.result, gemm.trans_a.value, gemm.trans_b.value,
                            gemm.alpha.value.data, 1.0)
         inherit_onnx_nodes(folded, gemm, bn)
