@@ -16,6 +16,7 @@ from nncc.compiler.codegen.context import Lowering, row_major_strides
 from nncc.compiler.codegen.conv import (
     ConvLowering, ConvShape, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
 )
+from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import layer_name, lowers, source_address
 from nncc.dialects import nn
@@ -52,8 +53,13 @@ def bias_address(lowering: Lowering, value: SSAValue | None) -> int | None:
 def lower_conv(lowering: Lowering, op: Operation):
     s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
                    nn.ints(op.dilations), op.group.value.data)
-    tiles = choose_tiles(lowering, s, layer_name(op))
     residual = getattr(op, "residual", None)
+    if is_depthwise(s):
+        return lower_depthwise(lowering, op, s, epilogue_of(op), layer_name(op),
+                               source_address(lowering, op.input), lowering.address(op.result),
+                               bias_address(lowering, op.bias),
+                               None if residual is None else source_address(lowering, residual))
+    tiles = choose_tiles(lowering, s, layer_name(op))
     conv = ConvLowering(
         lowering, s, tiles,
         x=nchw(source_address(lowering, op.input), nn.shape_of(op.input)),
