@@ -184,6 +184,7 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
         check.save_outputs(args.outputs, outputs)
     checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
     report = build_report(result, check.check_summary(checks) if checks is not None else None)
+    merge_predictions(report, getattr(program, "predictions", {}))
     if args.report:
         args.report.write_text(json.dumps(report, indent=1) + "\n")
     if args.trace:

@@ -31,6 +31,11 @@ class Lowering:
     addresses: dict[SSAValue, int] = field(default_factory=dict)
     weight_cache: dict[tuple[str, str], int] = field(default_factory=dict)
     tile_order: str = "scan"
+    # the cost model's figures per layer, by layer ordinal (the order of `layer` markers, as the
+    # report's rows): {"name", "predicted_cycles", "predicted_dram_read_bytes", "predicted_dram_write_bytes"}
+    predictions: dict[int, dict] = field(default_factory=dict)
+    layer_index: int = -1
+    layer_name: str = ""
 
     # -- DRAM
 
@@ -59,6 +64,14 @@ class Lowering:
                                            array.shape, np.ascontiguousarray(array, np.float32))
             self.weight_cache[key] = symbol.addr
         return self.weight_cache[key]
+
+    def record_prediction(self, prediction) -> None:
+        """Add a `cost_model.Prediction` to the current layer's (phases of a layer add up)."""
+        row = self.predictions.setdefault(self.layer_index, {
+            "name": self.layer_name, "predicted_cycles": 0, "predicted_dram_read_bytes": 0,
+            "predicted_dram_write_bytes": 0})
+        for key, value in prediction.row().items():
+            row[key] += value
 
     # -- machine
 

@@ -28,6 +28,7 @@ import numpy as np
 from xdsl.ir import SSAValue
 
 from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.cost_model import conv_estimate, predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.compiler.errors import NnccError
@@ -69,6 +70,9 @@ class ConvTiles:
     tic: int
     toh: int
     tow: int
+    # "spatial": the cores take different output tiles and share the weight block (multicast);
+    # "channel": they take different output-channel tiles of one output tile and share the input block
+    split: str = "spatial"
 
     def slot_bytes(self, s: ConvShape) -> dict[str, int]:
         return {
@@ -79,6 +83,7 @@ class ConvTiles:
 
 
 ROLE = {"in": "input", "w": "weight", "out": "output"}
+SHORTLIST = 3  # candidates of the closed-form estimate that the job-level model then times
 
 
 def fits(lowering: Lowering, slot_bytes: dict[str, int]) -> bool:
@@ -94,44 +99,66 @@ def candidates(limit: int, preferred: list[int]) -> list[int]:
     return sorted({v for v in preferred + [limit] if 1 <= v <= limit}, reverse=True)
 
 
+def even_splits(size: int, parts: list[int]) -> list[int]:
+    """Tile sizes that cut `size` into `p` nearly equal tiles (no small fragment at the end)."""
+    return [-(-size // p) for p in parts if p <= size]
+
+
 def estimate_cycles(lowering: Lowering, s: ConvShape, t: ConvTiles) -> float:
-    """A quick cost estimate: compute, per-instruction overhead and DRAM traffic."""
+    """The closed-form estimate (cost_model.conv_estimate) of one tile choice, in cycles."""
+    return conv_estimate(lowering.target, s, t, lowering.cores, t.split, lowering.tile_order == "scan")[0]
+
+
+def tile_candidates(lowering: Lowering, s: ConvShape):
     target = lowering.target
-    unit = target.main
-    oc_tiles = math.ceil(s.og / t.toc) * s.group
-    ic_tiles = math.ceil(s.cg / t.tic)
-    spatial = math.ceil(s.oh / t.toh) * math.ceil(s.ow / t.tow) * s.n
-    groups = math.ceil(spatial / lowering.cores)
-    jobs = oc_tiles * spatial * ic_tiles
-    if unit.kind == "vector":
-        per = t.toh * t.tow * t.tic * math.ceil(t.toc / unit.lanes) / unit.macs_per_lane
-    else:
-        per = t.toh * t.tow * math.ceil(t.tic / unit.rows) * math.ceil(t.toc / unit.cols)
-    compute = jobs * s.kh * s.kw * (per + unit.pipeline_depth) / lowering.cores
-    weights = F32 * s.kh * s.kw * s.cg * s.o * (groups if ic_tiles > 1 else 1)
-    inputs = F32 * s.n * s.c * s.input_extent(t.toh, 0) * s.input_extent(t.tow, 1) * \
-        math.ceil(s.oh / t.toh) * math.ceil(s.ow / t.tow) * math.ceil(s.og / t.toc)
-    outputs = F32 * s.n * s.o * s.oh * s.ow
-    memory = (weights + inputs + outputs) / target.dram_bytes_per_cycle
-    return max(compute, memory) + jobs * target.dma.latency_cycles / max(lowering.cores, 1) * 0.05
+    lanes = max(lowering.lanes if target.main.kind == "vector" else 0, getattr(target.main, "cols", 0) or 0)
+    rows = getattr(target.main, "rows", 0) or 0
+    cores = lowering.cores
+    splits = ["spatial"] + (["channel"] if s.group == 1 and (cores > 1 or lowering.tile_order) else [])
+    ocs = candidates(s.og, [lanes * m for m in (1, 2, 3, 4, 6, 8, 12, 16, 32)] + even_splits(s.og, [2, 3, 4, 8]))
+    ics = candidates(s.cg, [8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024] + [rows * m for m in (1, 2, 4, 8)]
+                     + even_splits(s.cg, [2, 3, 4, 6, 8, 16]))
+    ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 6, 8, 16]))
+    ows = candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112] + even_splits(s.ow, [2, 3, 4, 8]))
+    for split in splits:
+        for toc in ocs:
+            for tic in ics:
+                for toh in ohs:
+                    for tow in ows:
+                        yield ConvTiles(toc, tic, toh, tow, split)
 
 
-def choose_tiles(lowering: Lowering, s: ConvShape, name: str) -> ConvTiles:
-    best, best_cost = None, math.inf
-    lanes = max(lowering.lanes, getattr(lowering.target.main, "cols", 0) or 0)
-    for toc in candidates(s.og, [lanes * m for m in (1, 2, 4, 8, 16)]):
-        for tic in candidates(s.cg, [8, 16, 32, 64, 128, 256, 512]):
-            for toh in candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56]):
-                for tow in candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112]):
-                    tiles = ConvTiles(toc, tic, toh, tow)
-                    if not fits(lowering, tiles.slot_bytes(s)):
-                        continue
-                    cost = estimate_cycles(lowering, s, tiles)
-                    if cost < best_cost:
-                        best, best_cost = tiles, cost
-    if best is None:
+def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True) -> ConvTiles:
+    """The tile sizes (and core split) with the fewest predicted cycles under the capacity.
+
+    Every candidate that fits (two slots per buffer kind) is ranked by the closed-form
+    estimate; the best few are then timed by the job-level model (`predict_jobs`) on their
+    real job lists, and the fastest (then the one with less DRAM traffic) wins."""
+    target, scan = lowering.target, lowering.tile_order == "scan"
+    ranked = []
+    for tiles in tile_candidates(lowering, s):
+        if not fits(lowering, tiles.slot_bytes(s)):
+            continue
+        cycles, nbytes = conv_estimate(target, s, tiles, lowering.cores, tiles.split, scan, bias)
+        ranked.append((cycles, nbytes, tiles.toh * tiles.tow * tiles.toc * tiles.tic, tiles))
+    if not ranked:
         memory = lowering.target.memory_for("input").name
         raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
+    ranked.sort(key=lambda r: (r[0], r[1], -r[2]))
+    shortlist = [r[3] for r in ranked[:SHORTLIST]]
+    for split in ("spatial", "channel"):  # the best of each core split gets a detailed look
+        best_of = next((r[3] for r in ranked if r[3].split == split), None)
+        if best_of is not None and best_of not in shortlist:
+            shortlist.append(best_of)
+    if len(shortlist) == 1:
+        return shortlist[0]
+    best, best_key = None, None
+    for tiles in shortlist:
+        probe = ConvLowering.probe(lowering, s, tiles, bias)
+        prediction = predict_jobs(target, probe.kinds(), probe.jobs(record=False))
+        key = (prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes)
+        if best_key is None or key < best_key:
+            best, best_key = tiles, key
     return best
 
 
@@ -184,28 +211,51 @@ class ConvLowering:
         sizes = self.tiles.slot_bytes(self.s)
         target = self.lowering.target
         return [
-            BufferKind("in", target.memory_for("input").name, sizes["in"]),
-            BufferKind("w", target.memory_for("weight").name, sizes["w"], shared=True),
+            BufferKind("in", target.memory_for("input").name, sizes["in"], shared=self.tiles.split == "channel"),
+            BufferKind("w", target.memory_for("weight").name, sizes["w"], shared=self.tiles.split != "channel"),
             BufferKind("out", target.memory_for("output").name, sizes["out"]),
         ]
 
-    def jobs(self) -> list[Job]:
+    @classmethod
+    def probe(cls, lowering: Lowering, s: ConvShape, tiles: ConvTiles, bias: bool) -> ConvLowering:
+        """A lowering of shape `s` with placeholder DRAM operands: its jobs are for the cost model."""
+        from nncc.compiler.codegen.epilogue import Epilogue
+
+        return cls(lowering, s, tiles, x=nchw(0, (s.n, s.c, s.h, s.w)), w=packed_weight(0, s),
+                   b_addr=0 if bias else None, y=nchw(0, (s.n, s.o, s.oh, s.ow)), epilogue=Epilogue("relu"),
+                   residual=None, scan=lowering.tile_order == "scan")
+
+    def jobs(self, record: bool = True) -> list[Job]:
+        """The layer's jobs in tile order (and, with `record`, the cost model's prediction of them).
+
+        spatial split: output-channel tile, then groups of `cores` output tiles (one per core,
+        sharing the weight block), then input-channel tiles; channel split: output tile, then
+        groups of `cores` output-channel tiles (sharing the input block), then input-channel
+        tiles. Scan walks each level serpentine-wise (the direction flips at every turn), so the
+        last blocks of one group are the first of the next and stay on chip."""
         s, t = self.s, self.tiles
+        cores = self.lowering.cores
         spatial = [(n, oh0, toh, ow0, tow) for n in range(s.n)
                    for oh0, toh in tile_ranges(s.oh, t.toh) for ow0, tow in tile_ranges(s.ow, t.tow)]
         ic_tiles = tile_ranges(s.cg, t.tic)
+        oc_tiles = [(g, oc0, toc) for g in range(s.group) for oc0, toc in tile_ranges(s.og, t.toc)]
         jobs: list[Job] = []
-        step = 0
-        for g in range(s.group):
-            for oc0, toc in tile_ranges(s.og, t.toc):
-                groups = [spatial[i:i + self.lowering.cores] for i in range(0, len(spatial), self.lowering.cores)]
-                for gi, tile_group in enumerate(serpentine(groups, self.scan and step % 2 == 1)):
-                    for ii, (ic0, tic) in enumerate(serpentine(ic_tiles, self.scan and gi % 2 == 1)):
-                        last_ic = ii == len(ic_tiles) - 1
-                        first_ic = ii == 0
-                        for core, tile in enumerate(tile_group):
-                            jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
-                step += 1
+        turn = 0  # serpentine direction of the ic loop: flips at every group
+        if t.split == "channel":
+            outer = [(tile, [[oc] for oc in oc_tiles]) for tile in spatial]
+        else:
+            outer = [(oc, [[tile] for tile in spatial]) for oc in oc_tiles]
+        for oi, (fixed, items) in enumerate(outer):
+            items = [sum(items[i:i + cores], []) for i in range(0, len(items), cores)]
+            for group in serpentine(items, self.scan and oi % 2 == 1):
+                for ii, (ic0, tic) in enumerate(serpentine(ic_tiles, self.scan and turn % 2 == 1)):
+                    first_ic, last_ic = ii == 0, ii == len(ic_tiles) - 1
+                    for core, item in enumerate(group):
+                        (g, oc0, toc), tile = (item, fixed) if t.split == "channel" else (fixed, item)
+                        jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
+                turn += 1
+        if record:
+            self.lowering.record_prediction(predict_jobs(self.lowering.target, self.kinds(), jobs))
         return jobs
 
     def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:

@@ -43,7 +43,12 @@ def layer_name(op: Operation) -> str:
     return op.results[0].name_hint or op.name
 
 
-def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_order: str = "scan") -> Program:
+def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_order: str = "scan",
+                 skip_unsupported: bool = False) -> Program:
+    """The program of @main; `program.predictions` holds the cost model's per-layer figures.
+
+    `skip_unsupported` (benchmarks timing conv/FC layers only) gives an op without a code
+    generator DRAM room for its result but no code."""
     import nncc.compiler.codegen.layers  # noqa: F401  (fills LOWERINGS)
 
     main = main_function(module)
@@ -59,8 +64,13 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     for op in main.body.block.ops:
         if isinstance(op, (nn.WeightOp, func.ReturnOp)):
             continue
+        if skip_unsupported and not isinstance(op, nn.ReshapeOp) and op.name not in LOWERINGS:
+            for result in op.results:
+                lowering.address(result)
+            continue
         lower_op(lowering, op)
     copy_unowned_outputs(lowering, returned, output_names)
+    program.predictions = lowering.predictions  # layer ordinal -> predicted cycles and DRAM bytes
     return program
 
 
@@ -109,6 +119,8 @@ def lower_op(lowering: Lowering, op: Operation) -> None:
 def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> None:
     """A layer marker, the scheduled jobs of the layer, and a barrier."""
     program = lowering.program
+    lowering.layer_index += 1
+    lowering.layer_name = name
     program.instructions.append(isa.make("layer", name=name, nodes=",".join(nodes)))
     for kinds, jobs in generate():
         program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)

@@ -1,0 +1,426 @@
+"""The compiler's cost model: cycles and DRAM bytes of a layer before it runs.
+
+It is separate from the interpreter (it never calls it) and works from the target's
+machine parameters and the layer's tile jobs (`scheduler.Job`), at two levels:
+
+- `conv_estimate`: a closed-form estimate for one conv/gemm tile choice (compute with
+  lane waste and pipeline depth, DRAM traffic with weight/input re-reads, DMA channel
+  occupancy, latency of the first load and the last store). `choose_tiles` ranks every
+  candidate with it and keeps a shortlist.
+- `predict_jobs`: a job-level timeline of the scheduled layer, the model that predicts and
+  is recorded in the report. It replays what the scheduler emits (which slot each job
+  uses, which buffer is reloaded and which is reused because the block is already on chip,
+  multicast, double buffering, stores one job late) on per-engine clocks: each compute
+  instruction costs `max(issue, on-chip bytes / bandwidth) + pipeline depth`, each DMA
+  `latency + transfer` with the DRAM bus shared first come first served, and every wait
+  of the scheduler's semaphores becomes a max over the producer's end time.
+
+Layers are separated by a barrier, so a layer's cycles run from its first load to its
+last store; the timeline starts empty (pipeline fill) and drains at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nncc.compiler.target import ComputeUnit, Target
+from nncc.runtime import isa
+
+F32 = 4
+
+
+def cdiv(a: float, b: float) -> int:
+    return math.ceil(a / b)
+
+
+@dataclass
+class Prediction:
+    cycles: int = 0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    macs: int = 0
+    busy: dict[str, int] | None = None  # predicted busy cycles per engine
+
+    def row(self) -> dict[str, int]:
+        return {"predicted_cycles": int(self.cycles), "predicted_dram_read_bytes": int(self.dram_read_bytes),
+                "predicted_dram_write_bytes": int(self.dram_write_bytes)}
+
+    def __add__(self, other: Prediction) -> Prediction:
+        return Prediction(self.cycles + other.cycles, self.dram_read_bytes + other.dram_read_bytes,
+                          self.dram_write_bytes + other.dram_write_bytes, self.macs + other.macs)
+
+
+def roofline_cycles(target: Target, macs: int, dram_bytes: int) -> float:
+    """The layer's bound on `target`: all MAC units busy, or DRAM streaming `dram_bytes` once."""
+    return max(macs / target.mac_units, dram_bytes / target.dram_bytes_per_cycle)
+
+
+# --------------------------------------------------------------------------- instruction costs
+
+
+def footprint(shape: Sequence[int], strides: Sequence[int]) -> int:
+    count = 1
+    for size, stride in zip(shape, strides):
+        if stride:
+            count *= size
+    return count
+
+
+def matmul_issue(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> int:
+    if unit.kind == "matrix":
+        return batch * m * cdiv(k, unit.rows) * cdiv(n, unit.cols)
+    return cdiv(batch * m * k * cdiv(n, unit.lanes), unit.macs_per_lane)
+
+
+def vector_issue(unit: ComputeUnit, shape: Sequence[int], cost: int) -> int:
+    n0, n1, n2 = (tuple(shape) + (1, 1, 1))[:3] if len(shape) < 3 else shape[:3]
+    return cdiv(n0 * n1 * cdiv(n2, unit.lanes) * cost, unit.macs_per_lane)
+
+
+class InstructionCosts:
+    """Busy cycles of compute instructions described by `scheduler.Compute`."""
+
+    def __init__(self, target: Target, memory_of: dict[str, str]):
+        self.target = target
+        self.memory_of = memory_of  # buffer kind -> memory name
+        self.bandwidth = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
+        self.cache: dict[tuple, tuple[int, int]] = {}
+
+    def memory(self, ref: Any) -> str:
+        if hasattr(ref, "kind"):
+            return self.memory_of[ref.kind]
+        return ref[0]
+
+    def cycles(self, mnemonic: str, ops: dict[str, Any]) -> tuple[int, int]:
+        """(busy cycles, MACs) of one instruction (cached: a layer repeats a few shapes)."""
+        key = (mnemonic, *((name, value.kind if hasattr(value, "kind") else value) for name, value in ops.items()))
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = self.compute_cycles(mnemonic, ops)
+        return found
+
+    def compute_cycles(self, mnemonic: str, ops: dict[str, Any]) -> tuple[int, int]:
+        unit = self.target.units[ops.get("unit", "main")]
+        traffic: dict[str, int] = {}
+
+        def touch(ref, shape, strides):
+            name = self.memory(ref)
+            traffic[name] = traffic.get(name, 0) + F32 * footprint(shape, strides)
+
+        macs = 0
+        if mnemonic == "matmul":
+            batch = ops.get("batch", 1)
+            m, n, k = ops["mnk"]
+            touch(ops["a"], (batch, m, k), ops["a_stride"])
+            touch(ops["b"], (batch, k, n), ops["b_stride"])
+            touch(ops["c"], (batch, m, n), ops["c_stride"])
+            if ops.get("acc", 0):
+                touch(ops["c"], (batch, m, n), ops["c_stride"])
+            issue = matmul_issue(unit, batch, m, n, k)
+            macs = batch * m * n * k
+        elif mnemonic == "vpool":
+            shape, window = ops["shape"], ops["window"]
+            touch(ops["x"], (*shape, *window), (*ops["x_stride"], *ops["win_stride"]))
+            touch(ops["z"], shape, ops["z_stride"])
+            issue = vector_issue(unit, shape, window[0] * window[1])
+        elif mnemonic == "vred":
+            shape = ops["shape"]
+            touch(ops["x"], shape, ops["x_stride"])
+            z_stride = ops.get("z_stride", 1)
+            touch(ops["z"], (shape[0],), (z_stride,))
+            if ops.get("acc", 0):
+                touch(ops["z"], (shape[0],), (z_stride,))
+            issue = vector_issue(unit, shape, 1)
+        else:
+            shape = ops["shape"]
+            for name in ("x", "y", "w", "z"):
+                if name in ops:
+                    touch(ops[name], shape, ops[f"{name}_stride"])
+            if mnemonic == "vact":
+                cost = isa.ACTIVATIONS[ops["func"]]
+            else:
+                cost = isa.BINARY_COST.get(mnemonic, 1)
+            issue = vector_issue(unit, shape, cost)
+        memory = max((cdiv(nbytes, self.bandwidth[name]) for name, nbytes in traffic.items() if name != "DRAM"),
+                     default=0)
+        return max(issue, memory) + unit.pipeline_depth, macs
+
+
+# --------------------------------------------------------------------------- job-level timeline
+
+
+class DmaClock:
+    """DMA channels and the DRAM bus (first come, first served), as the machine model has them."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.dram_free = 0
+        self.latency = target.dma.latency_cycles + target.dram_latency_cycles
+        self.bandwidth = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
+
+    def transfer(self, start: int, onchip: str, read_bytes: int, copy_bytes: int, to_dram: bool) -> int:
+        dma = self.target.dma
+        t = cdiv(max(read_bytes, copy_bytes), dma.bandwidth_bytes_per_cycle)
+        t = max(t, cdiv(copy_bytes if not to_dram else read_bytes, self.bandwidth[onchip]))
+        dram_bytes = copy_bytes if to_dram else read_bytes
+        slot = max(start + self.latency, self.dram_free)
+        self.dram_free = slot + cdiv(dram_bytes, self.target.dram_bytes_per_cycle) if dram_bytes else slot
+        return max(start + self.latency + t, self.dram_free)
+
+
+def transfer_bytes(transfer) -> tuple[int, int]:
+    """(DRAM-side bytes, one on-chip copy's bytes): padding is written but never read."""
+    shape, pad = transfer.shape, transfer.pad
+    inner = [n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape)]
+    return F32 * inner[0] * inner[1] * inner[2], F32 * shape[0] * shape[1] * shape[2]
+
+
+def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start: int = 0) -> Prediction:
+    """Timeline of one phase of scheduled jobs.
+
+    The jobs become the operations the scheduler emits (loads of new occupancies, stores one
+    job late, each compute instruction), each on its engine (DMA channel, core unit) with the
+    operations it waits for (data loaded, slot free, store after the last writer, unit to
+    unit inside a job). They are then dispatched as the machine does: always the operation
+    that can start earliest, so the shared DRAM bus is handed out in time order."""
+    from nncc.compiler.codegen.scheduler import plan_occupancies
+
+    kinds_by_name = {kind.name: kind for kind in kinds}
+    costs = InstructionCosts(target, {kind.name: kind.memory for kind in kinds})
+    dma = dma or DmaClock(target)
+    slot_of, _ = plan_occupancies(jobs, kinds_by_name)
+    channels, cores = target.dma.channels, target.cores
+    engines: dict[Hashable, list[int]] = {}
+    # operation i: (engine, deps, payload); payload = ("dma", memory, dram bytes, copy bytes, to_dram)
+    # or ("compute", cycles)
+    ops: list[tuple[Hashable, tuple[int, ...], tuple]] = []
+    full: dict[int, int] = {}  # id(occupancy) -> op of its last load
+    done: dict[int, int] = {}  # id(occupancy) -> op of its last writer (before the store)
+    free: dict[tuple[int, int], int] = {}  # (id(occupancy), core) -> op after which the slot is free
+    pred = Prediction()
+
+    def add(engine, deps, payload) -> int:
+        ops.append((engine, tuple(d for d in deps if d is not None), payload))
+        engines.setdefault(engine, []).append(len(ops) - 1)
+        return len(ops) - 1
+
+    def add_dma(channel: int, deps, transfers, to_dram: bool, memory: str) -> int:
+        op = None
+        for i, transfer in enumerate(transfers):
+            dram_bytes, copy = transfer_bytes(transfer)
+            if to_dram:
+                pred.dram_write_bytes += copy
+            else:
+                pred.dram_read_bytes += dram_bytes
+            op = add(("dma", channel), deps if i == 0 else (), ("dma", memory, dram_bytes, copy, to_dram))
+        return op
+
+    def emit_loads(occupancy) -> None:
+        users = sorted(occupancy.users)
+        previous = occupancy.previous
+        deps = [] if previous is None else [free.get((id(previous), core)) for core in sorted(previous.users)]
+        full[id(occupancy)] = add_dma(users[0] % channels, deps, occupancy.loads, False,
+                                      kinds_by_name[occupancy.kind].memory)
+
+    def emit_stores(occupancy, core: int) -> None:
+        channel = (core + cores) % channels if channels > cores else core % channels
+        free[(id(occupancy), core)] = add_dma(channel, [done.get(id(occupancy))], occupancy.stores, True,
+                                              kinds_by_name[occupancy.kind].memory)
+
+    pending: list = []
+    for index, job in enumerate(jobs):
+        slots = slot_of[index]
+        for occupancy in slots.values():
+            if occupancy.first_job == index and occupancy.loads:
+                emit_loads(occupancy)
+        for occupancy, core in pending:
+            emit_stores(occupancy, core)
+        pending = []
+        first_deps = []
+        for occupancy in slots.values():
+            uses = occupancy.users[job.core]
+            if uses[0] == index:
+                if occupancy.loads:
+                    first_deps.append(full[id(occupancy)])
+                elif occupancy.previous is not None and job.core in occupancy.previous.users:
+                    first_deps.append(free.get((id(occupancy.previous), job.core)))
+        op, previous_unit = None, None
+        for compute in job.compute:
+            unit = compute.unit
+            if previous_unit is None:
+                deps = first_deps
+            elif previous_unit != unit:  # the scheduler's unit -> unit semaphore
+                deps = [op]
+            else:
+                deps = ()
+            cycles, macs = costs.cycles(compute.mnemonic, compute.operands)
+            pred.macs += macs
+            op = add((job.core, unit), deps, ("compute", cycles))
+            previous_unit = unit
+        for occupancy in slots.values():
+            uses = occupancy.users[job.core]
+            if uses[-1] == index:
+                if occupancy.stores and occupancy.store_core == job.core:
+                    done[id(occupancy)] = op
+                elif not occupancy.stores:
+                    free[(id(occupancy), job.core)] = op
+            if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
+                    max(max(v) for v in occupancy.users.values()) == index:
+                pending.append((occupancy, occupancy.store_core))
+    for occupancy, core in pending:
+        emit_stores(occupancy, core)
+    pred.cycles, pred.busy = dispatch(ops, engines, dma, start)
+    pred.cycles -= start
+    return pred
+
+
+def dispatch(ops, engines, dma: DmaClock, start: int) -> tuple[int, dict[str, int]]:
+    """Run the operations: each engine in order, always the one that can start earliest."""
+    end = [-1] * len(ops)
+    queues = [(engine, engines[engine]) for engine in engines]
+    heads = [0] * len(queues)
+    engine_free = [start] * len(queues)
+    busy_by = [0] * len(queues)
+    active = list(range(len(queues)))
+    last = start
+    while active:
+        best_begin, best_op, best_q = None, None, None
+        for q in active:
+            op = queues[q][1][heads[q]]
+            begin = engine_free[q]
+            for dep in ops[op][1]:
+                e = end[dep]
+                if e < 0:
+                    break
+                if e > begin:
+                    begin = e
+            else:
+                if best_begin is None or begin < best_begin or (begin == best_begin and op < best_op):
+                    best_begin, best_op, best_q = begin, op, q
+        payload = ops[best_op][2]
+        if payload[0] == "compute":
+            finish = best_begin + payload[1]
+        else:
+            _, memory, dram_bytes, copy, to_dram = payload
+            finish = dma.transfer(best_begin, memory, copy if to_dram else dram_bytes, copy, to_dram)
+        end[best_op] = finish
+        engine_free[best_q] = finish
+        busy_by[best_q] += finish - best_begin
+        if finish > last:
+            last = finish
+        heads[best_q] += 1
+        if heads[best_q] == len(queues[best_q][1]):
+            active.remove(best_q)
+    busy = {}
+    for (engine, _), cycles in zip(queues, busy_by):
+        busy[f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"] = cycles
+    return last, busy
+
+
+# --------------------------------------------------------------------------- closed form (tile search)
+
+
+@functools.lru_cache(maxsize=4096)
+def extent_sum(s, tile: int, axis: int) -> int:
+    """Input rows (axis 0) or columns (axis 1) read by all output tiles along that axis."""
+    size_in, size_out = (s.h, s.oh) if axis == 0 else (s.w, s.ow)
+    stride, pad = s.strides[axis], s.pads[axis]
+    total = 0
+    for o0 in range(0, size_out, tile):
+        top = o0 * stride - pad
+        total += min(size_in, top + s.input_extent(min(tile, size_out - o0), axis)) - max(0, top)
+    return total
+
+
+def ring_loads(groups: int, ic_tiles: int, scan: bool) -> int:
+    """Loads of a block keyed by (ic tile) that is walked `groups` times in a row through a
+    two-slot ring (the scheduler reuses a slot whose key matches): all of them stay resident
+    when there are at most two; scan (serpentine) finds the last two again at every turn."""
+    if ic_tiles <= 2:
+        return ic_tiles
+    return ic_tiles + (groups - 1) * (ic_tiles - 2 if scan else ic_tiles)
+
+
+def conv_estimate(target: Target, s, t, cores: int, mode: str, scan: bool, bias: bool = True,
+                  epilogue_ops: int = 1) -> tuple[float, int]:
+    """(cycles, DRAM bytes) of conv shape `s` with tiles `t` (closed form, for ranking tiles).
+
+    `mode` "spatial": the cores take different output tiles and share the weight block by
+    multicast; "channel": they take different output-channel tiles of one output tile and
+    share the input block. Steady state of the double-buffered pipeline: per step of the cores,
+    the slowest of compute, the loading DMA channel and the DRAM bus; plus the first load
+    (pipeline fill) and the last epilogue and store (drain)."""
+    unit = target.main
+    bw = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
+    in_mem, w_mem, out_mem = (target.memory_for(r).name for r in ("input", "weight", "output"))
+    latency = target.dma.latency_cycles + target.dram_latency_cycles
+    dram_bw = target.dram_bytes_per_cycle
+    ch_bw = target.dma.bandwidth_bytes_per_cycle
+    oc_n = cdiv(s.og, t.toc)
+    ic_n = cdiv(s.cg, t.tic)
+    sp_n = cdiv(s.oh, t.toh) * cdiv(s.ow, t.tow) * s.n
+    # bytes of one pass over every input block (halo included, image padding not read)
+    rows = extent_sum(s, t.toh, 0)
+    cols = extent_sum(s, t.tow, 1)
+    in_pass = F32 * s.n * rows * cols * s.cg  # per conv group
+    w_pass = F32 * (s.kh * s.kw * s.cg * s.og + s.og)  # per conv group
+    if mode == "spatial":
+        outer, groups, shared_pass, own_pass = oc_n * s.group, cdiv(sp_n, cores), w_pass / oc_n, in_pass / sp_n
+        per_core_items = sp_n
+    else:
+        outer, groups, shared_pass, own_pass = sp_n, cdiv(oc_n, cores), in_pass / sp_n, w_pass / oc_n
+        per_core_items = oc_n
+    steps = outer * groups * ic_n
+    # shared block (multicast): loads per outer item
+    shared_loads = outer * ring_loads(groups, ic_n, scan)
+    # per-core block: keyed by (item, ic); items change with the group, repeat at every outer item
+    if ic_n == 1:
+        per_outer = min(groups, cores * groups)
+        if groups <= 2:
+            own_loads_core = groups
+        else:
+            own_loads_core = groups + (outer - 1) * (groups - 2 if scan else groups)
+        own_loads = own_loads_core * per_core_items / groups
+    else:
+        own_loads = outer * per_core_items * ic_n - ((outer - 1) * 2 * cores if scan else 0)
+    shared_bytes = shared_loads * shared_pass / ic_n
+    own_bytes = own_loads * own_pass / ic_n
+    out_bytes = F32 * s.n * s.o * s.oh * s.ow
+    dram_bytes = int(shared_bytes + own_bytes + out_bytes)
+    # compute of one full job on one core
+    traffic: dict[str, int] = {}
+    for name, nbytes in ((in_mem, F32 * t.toh * t.tow * t.tic), (w_mem, F32 * t.tic * t.toc),
+                         (out_mem, 2 * F32 * t.toh * t.tow * t.toc)):
+        traffic[name] = traffic.get(name, 0) + nbytes
+    per_mm = max(matmul_issue(unit, t.toh, t.tow, t.toc, t.tic),
+                 max(cdiv(b, bw[m]) for m, b in traffic.items())) + unit.pipeline_depth
+    job = s.kh * s.kw * per_mm
+    vec_role = next((r for r in ("main", "post", "pre") if r in target.units and target.units[r].kind == "vector"),
+                    None)
+    epi = 0
+    if vec_role is not None:
+        vu = target.units[vec_role]
+        one = max(vector_issue(vu, (t.toh, t.tow, t.toc), 1), cdiv(2 * F32 * t.toh * t.tow * t.toc, bw[out_mem]))
+        epi = (epilogue_ops + (1 if bias else 0)) * (one + vu.pipeline_depth)
+    main_epi = epi if vec_role == "main" else 0
+    compute = steps * job + steps / ic_n * main_epi
+    if vec_role not in (None, "main"):
+        compute = max(compute, steps / ic_n * epi)
+    # DMA channels: every transfer costs latency + bytes / channel bandwidth on its channel;
+    # the shared block and core 0's own blocks (and, with as many channels as cores, its
+    # stores) go through channel 0.
+    w_boxes = (1 if s.kh * s.kw == 1 else s.kh) + (1 if bias else 0)
+    shared_dmas = shared_loads * (w_boxes if mode == "spatial" else 1)
+    own_dmas = own_loads / cores * (1 if mode == "spatial" else w_boxes)
+    stores = outer * groups * (1 if target.dma.channels <= cores else 0)
+    ch0 = (shared_dmas + own_dmas + stores) * latency + \
+        (shared_bytes + own_bytes / cores + out_bytes / cores * (stores > 0)) / min(ch_bw, dram_bw)
+    steady = max(compute, dram_bytes / dram_bw, ch0)
+    first = latency + F32 * (s.input_extent(t.toh, 0) * s.input_extent(t.tow, 1) * t.tic +
+                             s.kh * s.kw * t.tic * t.toc) * (1 if mode == "spatial" else cores) / dram_bw
+    last = epi + latency + F32 * t.toh * t.tow * t.toc * cores / dram_bw
+    return steady + first + last, dram_bytes
