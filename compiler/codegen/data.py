@@ -2,7 +2,8 @@
 
 Both are elementwise copies (`vact copy`) whose DRAM side is strided:
 
-- **concat**: every input is copied into its slice of the output (one phase per input). The
+- **concat**: every input is copied into its slice of the output (the inputs' jobs in one
+  phase). The
   output slice is a strided view of the output tensor; axes that stay contiguous are merged,
   so a channel concat of NCHW tensors with N = 1 is one long contiguous copy per input.
 - **transpose**: the output is walked row-major and the input is read with the permuted
@@ -37,7 +38,7 @@ def lower_concat(lowering: Lowering, op: Operation):
                 eltwise.activation("copy", lowering.vector_unit))
             phases += layer.layers()
         offset += shape[axis]
-    return phases
+    return eltwise.merge_phases(phases)
 
 
 @lowers("nn.transpose")

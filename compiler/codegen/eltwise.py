@@ -164,3 +164,28 @@ def copy_tensor(lowering: Lowering, src: int, dst: int, count: int):
     layer = ElementwiseLayer(lowering, (count,), [Source(src, (1,))], Source(dst, (1,)),
                              activation("copy", lowering.vector_unit))
     return layer.layers()
+
+
+def merge_phases(phases):
+    """Independent phases (no phase reads what another writes) as one phase.
+
+    `emit_layer` schedules each phase with a fresh `Scheduler` and no barrier in between: the
+    second phase would reuse the first one's slots and semaphore numbers while the first may
+    still be running. Merged, the kinds are sized for the largest user and every buffer key is
+    qualified by its phase, so the one scheduler orders everything.
+    """
+    if len(phases) <= 1:
+        return phases
+    kinds: dict[str, BufferKind] = {}
+    jobs: list[Job] = []
+    for index, (phase_kinds, phase_jobs) in enumerate(phases):
+        for kind in phase_kinds:
+            old = kinds.get(kind.name)
+            if old is not None and (old.memory, old.shared) != (kind.memory, kind.shared):
+                raise ValueError(f"buffer kind {kind.name} differs between phases")
+            if old is None or kind.slot_bytes > old.slot_bytes:
+                kinds[kind.name] = kind
+        for job in phase_jobs:
+            jobs.append(Job(job.core, {k: (index, key) for k, key in job.buffers.items()}, job.compute,
+                            job.loads, job.stores))
+    return [(list(kinds.values()), jobs)]

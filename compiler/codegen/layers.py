@@ -19,6 +19,8 @@ from nncc.compiler.codegen.conv import (
 from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import layer_name, lowers, source_address
+from nncc.compiler.codegen.scheduler import BufRef, Compute
+from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
 
 # --------------------------------------------------------------------------- conv and gemm
@@ -75,22 +77,49 @@ def lower_conv(lowering: Lowering, op: Operation):
 
 @lowers("nn.gemm", "fused.gemm")
 def lower_gemm(lowering: Lowering, op: Operation):
-    """Y[M,N] = alpha A B + beta C as a 1x1 conv over a 1 x M "image" of K channels."""
+    """Y[M,N] = alpha A B + beta C as a 1x1 conv over a 1 x M "image" of K channels.
+
+    A constant B carries alpha and a constant C carries beta (folded at compile time). With a
+    B computed at run time and alpha != 1 the product is scaled on chip (`vact affine` after the
+    matmuls, the residual pre-scaled by 1/alpha); a C computed at run time is the residual,
+    broadcast by stride-0 DMA and scaled by beta on chip."""
     (m, k), (_, n) = nn.shape_of(op.a) if not op.trans_a.value else nn.shape_of(op.a)[::-1], nn.shape_of(op.result)
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
     s = ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     a_addr = source_address(lowering, op.a)
     x = Operand(a_addr, (0, 1, 0, k) if not op.trans_a.value else (0, m, 0, 1))
     w = gemm_weight(lowering, op, k, n, alpha)
-    bias, residual = gemm_c(lowering, op, m, n, beta)
+    bias, residual, residual_scale = gemm_c(lowering, op, m, n, beta)
+    post_scale = 1.0 if lowering.constant(op.b) is not None else alpha
+    if post_scale == 0.0:
+        raise NnccError(f"layer {layer_name(op)}: gemm with alpha = 0 and B computed at run time "
+                        "is not supported")
+    if residual is not None:
+        residual_scale /= post_scale
     y_addr = lowering.address(op.result)
     conv = ConvLowering(lowering, s, choose_tiles(lowering, s, layer_name(op)), x, w, bias,
                         Operand(y_addr, (0, 1, 0, n)), epilogue_of(op), residual,
                         scan=lowering.tile_order == "scan")
-    phases = [(conv.kinds(), conv.jobs())]
-    if alpha != 1.0 and lowering.constant(op.b) is None:
-        raise ValueError("gemm with alpha != 1 needs a constant B")
-    return phases
+    jobs = conv.jobs()
+    if residual is not None and residual_scale != 1.0 or post_scale != 1.0:
+        for job in jobs:
+            scale_on_chip(lowering, job, residual_scale if residual is not None else 1.0, post_scale)
+    return [(conv.kinds(), jobs)]
+
+
+def scale_on_chip(lowering: Lowering, job, residual_scale: float, post_scale: float) -> None:
+    """Scale a gemm job's loaded residual (before the matmuls) and its product (after them)."""
+    def affine(p0, shape):
+        rows, cols, channels = shape
+        stride = (cols * channels, channels, 1)
+        return Compute("vact", {"unit": lowering.vector_unit, "func": "affine", "p0": p0, "p1": 0.0,
+                                "shape": shape, "x": BufRef("out"), "x_stride": stride, "z": BufRef("out"),
+                                "z_stride": stride})
+    if post_scale != 1.0 and job.stores.get("out"):
+        last = max(i for i, c in enumerate(job.compute) if c.mnemonic == "matmul")
+        job.compute.insert(last + 1, affine(post_scale, job.stores["out"][0].shape))
+    if residual_scale != 1.0 and job.loads.get("out"):
+        job.compute.insert(0, affine(residual_scale, job.loads["out"][0].shape))
 
 
 def gemm_weight(lowering: Lowering, op: Operation, k: int, n: int, alpha: float) -> Operand:
@@ -105,19 +134,19 @@ def gemm_weight(lowering: Lowering, op: Operation, k: int, n: int, alpha: float)
 
 
 def gemm_c(lowering: Lowering, op: Operation, m: int, n: int, beta: float):
-    """C as a bias (a constant [N] or scalar) or as a residual tensor of Y's shape."""
+    """C as a bias (a constant [N] or scalar), or as a residual tensor read with Y's (n, o, h, w)
+    strides (stride 0 along broadcast axes); and the factor the residual still needs on chip."""
     if op.c is None:
-        return None, None
+        return None, None, 1.0
     constant = lowering.constant(op.c)
     if constant is not None:
         full = np.broadcast_to(constant * np.float32(beta), (m, n))
         if np.all(full == full[0:1]):
-            return lowering.weight(op.c.owner.ref.data, f"bias{beta}", np.ascontiguousarray(full[0])), None
+            return lowering.weight(op.c.owner.ref.data, f"bias{beta}", np.ascontiguousarray(full[0])), None, 1.0
         return None, Operand(lowering.weight(op.c.owner.ref.data, f"c{beta}", np.ascontiguousarray(full)),
-                             (0, 1, 0, n))
-    if beta != 1.0 or nn.shape_of(op.c) != (m, n):
-        raise ValueError("gemm with a computed C needs beta = 1 and C of Y's shape")
-    return None, Operand(lowering.address(op.c), (0, 1, 0, n))
+                             (0, 1, 0, n)), 1.0
+    sm, sn = eltwise.broadcast_source(lowering.address(op.c), nn.shape_of(op.c), (m, n)).strides
+    return None, Operand(lowering.address(op.c), (0, sn, 0, sm)), beta
 
 
 # --------------------------------------------------------------------------- elementwise
@@ -177,7 +206,7 @@ def lower_batch_norm(lowering: Lowering, op: Operation):
     """y = x * scale' + shift' with the per-channel factors folded at compile time."""
     scale, bias, mean, var = (lowering.constant(v) for v in (op.scale, op.bias, op.mean, op.var))
     if any(a is None for a in (scale, bias, mean, var)):
-        raise ValueError("batch_norm parameters must be constants")
+        return batch_norm_on_chip(lowering, op)
     factor = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + float(op.epsilon.value.data))
     shift = bias - mean * factor
     shape = nn.shape_of(op.result)
@@ -193,4 +222,40 @@ def lower_batch_norm(lowering: Lowering, op: Operation):
 
 # --------------------------------------------------------------------------- other layers (register on import)
 
-from nncc.compiler.codegen import data, pool  # noqa: E402,F401
+from nncc.compiler.codegen import data, lrn, matmul, pool, softmax  # noqa: E402,F401
+
+
+def batch_norm_on_chip(lowering: Lowering, op: Operation):
+    """Batch norm whose parameters are computed at run time: the factors are made on chip,
+    per tile, in the parameters' own (stride-0 broadcast) buffers:
+
+        var <- rsqrt(var + eps); var <- var * scale; out <- (x - mean) * var + bias
+    """
+    shape = nn.shape_of(op.result)
+    per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    eps = float(op.epsilon.value.data)
+    unit = lowering.vector_unit
+    inputs = [source(lowering, op.input, shape)] + [
+        eltwise.broadcast_source(source_address(lowering, v), per_channel, shape)
+        for v in (op.scale, op.bias, op.mean, op.var)]
+
+    def build(refs, strides, out, out_stride, size):
+        x, scale, bias, mean, var = zip(refs, strides)
+
+        def op2(mnemonic, a, b, z):
+            return Compute(mnemonic, {"unit": unit, "shape": size, "x": a[0], "x_stride": a[1], "y": b[0],
+                                      "y_stride": b[1], "z": z[0], "z_stride": z[1]})
+        result = (out, out_stride)
+        return [
+            Compute("vact", {"unit": unit, "func": "rsqrt", "p0": eps, "p1": 0.0, "shape": size, "x": var[0],
+                             "x_stride": var[1], "z": var[0], "z_stride": var[1]}),
+            op2("vmul", var, scale, var), op2("vsub", x, mean, result), op2("vmul", result, var, result),
+            op2("vadd", result, bias, result),
+        ]
+    layer = eltwise.ElementwiseLayer(lowering, shape, inputs, output(lowering, op), build)
+    phases = layer.layers()
+    for _, jobs in phases:
+        for index, job in enumerate(jobs):
+            # var is overwritten on chip: never reuse a resident copy in a later job
+            job.buffers["in4"] = ("in4", index)
+    return phases
