@@ -151,9 +151,11 @@ def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> 
 def compile_for_target(args: argparse.Namespace, compilation: Compilation) -> int:
     """Write the isa stage's program as .s and .nnbin, and run it on the interpreter when asked."""
     from nncc.compiler.codegen.isa_module import module_to_program
+    from nncc.compiler.codegen.lower import predictions_of
     from nncc.runtime.program import save
 
     program = module_to_program(compilation.module, compilation.store)
+    program.predictions = predictions_of(compilation.module)  # merged into the report's layer rows
     prefix = args.program or args.model.with_name(f"{args.model.stem}.{program.target.name}")
     for suffix in (".nnbin", ".s"):
         refuse_overwriting_model(prefix.with_name(prefix.name + suffix), args.model)
@@ -199,6 +201,15 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
             print(f"  {output_check.summary()}", file=sys.stderr)
         return EXIT_MISMATCH
     return 0
+
+
+def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
+    """The cost model's predicted cycles and DRAM bytes beside the simulated ones, per layer row
+    (rows and predictions are both in the order of the program's layer markers)."""
+    for index, row in enumerate(report["layers"]):
+        prediction = predictions.get(index)
+        if prediction is not None and prediction.get("name", row["name"]) == row["name"]:
+            row.update({key: value for key, value in prediction.items() if key != "name"})
 
 
 def reference_report(layers: list[dict], checks) -> dict:

@@ -17,7 +17,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.isa_module import program_to_module
-from nncc.compiler.codegen.lower import lower_module
+from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, predictions_attribute
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import attach, store_of
@@ -39,6 +39,7 @@ class LowerToIsaPass(ModulePass):
         store = store_of(op, self.name)
         program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order)
         lowered = program_to_module(program, store)
+        lowered.attributes[PREDICTIONS] = predictions_attribute(program)  # the cost model's, per layer
         keep = {name: attr for name, attr in op.attributes.items() if name.startswith("nn.")}
         for child in list(op.body.block.ops):
             child.detach()

@@ -26,6 +26,25 @@ from nncc.runtime import isa
 from nncc.runtime.nn_interpreter import main_function, names_attr
 from nncc.runtime.program import Program
 
+PREDICTIONS = "isa.predictions"  # module attribute: {layer ordinal: {name, predicted_cycles, ...}}
+
+
+def predictions_attribute(program: Program):
+    """The cost model's per-layer predictions of `program` as a module attribute."""
+    from nncc.compiler.codegen.isa_module import to_attribute
+
+    return to_attribute({str(index): row for index, row in getattr(program, "predictions", {}).items()})
+
+
+def predictions_of(module: ModuleOp) -> dict[int, dict]:
+    """The predictions an `isa` module carries (empty when it has none)."""
+    from nncc.compiler.codegen.isa_module import from_attribute
+
+    if PREDICTIONS not in module.attributes:
+        return {}
+    return {int(index): row for index, row in from_attribute(module.attributes[PREDICTIONS]).items()}
+
+
 LayerLowering = Callable[[Lowering, Operation], list]
 LOWERINGS: dict[str, LayerLowering] = {}
 
