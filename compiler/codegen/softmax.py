@@ -31,41 +31,52 @@ from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
 
 
-def softmax_tiles(lowering: Lowering, outer: int, a: int, inner: int, name: str) -> tuple[int, int]:
-    def sizes(to, ti):
-        return {"input": F32 * to * a * ti, "output": F32 * (to * a * ti + 2 * to * ti)}
-    if not fits(lowering, sizes(1, 1)):
-        raise NnccError(f"layer {name}: a softmax row of {a} elements does not fit in "
+def softmax_tiles(lowering: Lowering, outer: int, a: int, inner: int, name: str) -> tuple[int, int, int]:
+    """(outer, axis, inner) extents of a tile: whole rows when they fit, else pieces of rows."""
+    def sizes(to, ta, ti):
+        if ta == a:
+            return {"input": F32 * to * a * ti, "output": F32 * (to * a * ti + 2 * to * ti)}
+        return {"input": F32 * to * ta * ti, "output": F32 * to * ta * ti, "weight": F32 * 2 * to * ti}
+    if not fits(lowering, sizes(1, 1, 1)):
+        raise NnccError(f"layer {name}: even one element of a softmax row does not fit in "
                         f"{lowering.target.memory_for('input').name}")
+    ta = a
+    while not fits(lowering, sizes(1, ta, 1)):
+        ta = -(-ta // 2)
     ti = inner
-    while not fits(lowering, sizes(1, ti)):
+    while not fits(lowering, sizes(1, ta, ti)):
         ti = -(-ti // 2)
     to = outer if ti == inner else 1
-    while not fits(lowering, sizes(to, ti)):
+    while not fits(lowering, sizes(to, ta, ti)):
         to = -(-to // 2)
     if ti > 1:
         to = min(to, 16)  # one vred per outer row: keep jobs' instruction counts small
-    return to, ti
+    return to, ta, ti
 
 
-def row_reduce(func: str, unit: str, src: BufRef, dst_offset: int, to: int, a: int, ti: int) -> list[Compute]:
-    """dst[r*ti + i] = func over the A axis of the (to, A, ti) tile at src."""
+def row_reduce(func: str, unit: str, src: BufRef, dst_offset: int, to: int, a: int, ti: int,
+               acc: int = 0, dst: str = "out") -> list[Compute]:
+    """dst[r*ti + i] (acc: combined with) = func over the A axis of the (to, A, ti) tile at src."""
     if ti == 1:
-        return [Compute("vred", {"unit": unit, "func": func, "shape": (to, 1, a), "x": src,
-                                 "x_stride": (a, 0, 1), "z": BufRef("out", dst_offset), "z_stride": 1})]
-    return [Compute("vred", {"unit": unit, "func": func, "shape": (ti, 1, a),
+        return [Compute("vred", {"unit": unit, "func": func, "acc": acc, "shape": (to, 1, a), "x": src,
+                                 "x_stride": (a, 0, 1), "z": BufRef(dst, dst_offset), "z_stride": 1})]
+    return [Compute("vred", {"unit": unit, "func": func, "acc": acc, "shape": (ti, 1, a),
                              "x": BufRef(src.kind, src.offset + F32 * r * a * ti), "x_stride": (1, 0, ti),
-                             "z": BufRef("out", dst_offset + F32 * r * ti), "z_stride": 1})
+                             "z": BufRef(dst, dst_offset + F32 * r * ti), "z_stride": 1})
             for r in range(to)]
+
+
+def layout(to: int, a: int, ti: int):
+    """Elementwise shape, tile strides and the per-row statistic's strides (lanes innermost)."""
+    if ti == 1:  # lanes along A
+        return (to, 1, a), (a, 0, 1), (1, 0, 0)
+    return (to, a, ti), (a * ti, ti, 1), (ti, 0, 1)  # lanes along the inner axis
 
 
 def softmax_compute(unit: str, to: int, a: int, ti: int) -> list[Compute]:
     tile = to * a * ti
     m, s = F32 * tile, F32 * (tile + to * ti)
-    if ti == 1:  # lanes along A
-        shape, stride, row = (to, 1, a), (a, 0, 1), (1, 0, 0)
-    else:  # lanes along the inner axis
-        shape, stride, row = (to, a, ti), (a * ti, ti, 1), (ti, 0, 1)
+    shape, stride, row = layout(to, a, ti)
     out = BufRef("out")
     ops = row_reduce("max", unit, BufRef("in"), m, to, a, ti)
     ops.append(Compute("vsub", {"unit": unit, "shape": shape, "x": BufRef("in"), "x_stride": stride,
@@ -80,25 +91,72 @@ def softmax_compute(unit: str, to: int, a: int, ti: int) -> list[Compute]:
     return ops
 
 
+def split_compute(unit: str, step: int, first: bool, last: bool, to: int, ta: int, ti: int) -> list[Compute]:
+    """Rows longer than a tile: step 0 max, step 1 sum of exp(x - max), step 2 the result.
+
+    The statistics (max, then 1/sum) stay on chip in the `stat` buffer across a row's jobs."""
+    shape, stride, row = layout(to, ta, ti)
+    m, s = BufRef("stat"), BufRef("stat", F32 * to * ti)
+    if step == 0:
+        return row_reduce("max", unit, BufRef("in"), 0, to, ta, ti, acc=int(not first), dst="stat")
+    out = BufRef("out")
+    ops = [Compute("vsub", {"unit": unit, "shape": shape, "x": BufRef("in"), "x_stride": stride,
+                            "y": m, "y_stride": row, "z": out, "z_stride": stride}),
+           Compute("vact", {"unit": unit, "func": "exp", "shape": shape, "x": out, "x_stride": stride,
+                            "z": out, "z_stride": stride})]
+    if step == 1:
+        ops += row_reduce("sum", unit, out, F32 * to * ti, to, ta, ti, acc=int(not first), dst="stat")
+        if last:
+            ops.append(Compute("vact", {"unit": unit, "func": "recip", "shape": (1, 1, to * ti), "x": s,
+                                        "x_stride": (0, 0, 1), "z": s, "z_stride": (0, 0, 1)}))
+        return ops
+    ops.append(Compute("vmul", {"unit": unit, "shape": shape, "x": out, "x_stride": stride,
+                                "y": s, "y_stride": row, "z": out, "z_stride": stride}))
+    return ops
+
+
 @lowers("nn.softmax")
 def lower_softmax(lowering: Lowering, op: Operation):
     shape = nn.shape_of(op.input)
     axis = op.axis.value.data
     outer, a, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
     name = layer_name(op)
-    to_full, ti_full = softmax_tiles(lowering, outer, a, inner, name)
+    to_full, ta_full, ti_full = softmax_tiles(lowering, outer, a, inner, name)
     target = lowering.target
-    kinds = [BufferKind("in", target.memory_for("input").name, F32 * to_full * a * ti_full),
-             BufferKind("out", target.memory_for("output").name, F32 * (to_full * a * ti_full + 2 * to_full * ti_full))]
+    split = ta_full < a
+    tile = F32 * to_full * ta_full * ti_full
+    kinds = [BufferKind("in", target.memory_for("input").name, tile),
+             BufferKind("out", target.memory_for("output").name, tile if split else tile + 2 * F32 * to_full * ti_full)]
+    if split:
+        kinds.append(BufferKind("stat", target.memory_for("weight").name, 2 * F32 * to_full * ti_full))
     x, y = source_address(lowering, op.input), lowering.address(op.result)
     unit = lowering.vector_unit
     jobs = []
     for o0, to in tile_ranges(outer, to_full):
         for i0, ti in tile_ranges(inner, ti_full):
-            offset = F32 * (o0 * a * inner + i0)
-            far, chip, box = (a * inner, inner, 1), (a * ti, ti, 1), (to, a, ti)
-            jobs.append(Job(len(jobs) % lowering.cores, {"in": ("in", o0, i0), "out": ("out", o0, i0)},
-                            softmax_compute(unit, to, a, ti),
-                            {"in": [Transfer(dram(x + offset), far, BufRef("in"), chip, box)]},
-                            {"out": [Transfer(BufRef("out"), chip, dram(y + offset), far, box)]}))
+            core = (len(jobs) if not split else o0 + i0) % lowering.cores
+            far, chip = (a * inner, inner, 1), (ta_full * ti, ti, 1)
+            if not split:
+                offset = F32 * (o0 * a * inner + i0)
+                chip, box = (a * ti, ti, 1), (to, a, ti)
+                jobs.append(Job(core, {"in": ("in", o0, i0), "out": ("out", o0, i0)},
+                                softmax_compute(unit, to, a, ti),
+                                {"in": [Transfer(dram(x + offset), far, BufRef("in"), chip, box)]},
+                                {"out": [Transfer(BufRef("out"), chip, dram(y + offset), far, box)]}))
+                continue
+            pieces = tile_ranges(a, ta_full)
+            for step in range(3):
+                for j, (a0, ta) in enumerate(pieces):
+                    offset = F32 * ((o0 * a + a0) * inner + i0)
+                    box = (to, ta, ti)
+                    chip = (ta * ti, ti, 1)
+                    buffers = {"in": ("in", o0, i0, a0), "stat": ("stat", o0, i0)}
+                    stores = {}
+                    if step:
+                        buffers["out"] = ("out", o0, i0, a0, step)
+                    if step == 2:
+                        stores["out"] = [Transfer(BufRef("out"), chip, dram(y + offset), far, box)]
+                    jobs.append(Job(core, buffers,
+                                    split_compute(unit, step, j == 0, j == len(pieces) - 1, to, ta, ti),
+                                    {"in": [Transfer(dram(x + offset), far, BufRef("in"), chip, box)]}, stores))
     return [(kinds, jobs)]

@@ -103,3 +103,67 @@ def node_case_on_target(case, target_name: str):
         if problems:
             return c.Outcome("fail", "; ".join(problems))
     return c.Outcome("pass")
+
+
+# --------------------------------------------------------------------------- single-op models
+
+SMALL_MEMORIES = {
+    "vector": ("memory.AM.size_bytes=8192",),
+    "fusion": ("memory.IBUF.size_bytes=4096", "memory.WBUF.size_bytes=4096", "memory.OBUF.size_bytes=4096"),
+    "edge": ("memory.BUF.size_bytes=8192",),
+}
+"""Target overrides that force many (and fragmentary) tiles on small tensors."""
+
+
+def build_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onnx.ModelProto:
+    """`inputs`/`outputs`: (name, shape) pairs, float32 (output shape None: inferred)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in initializers],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+
+
+def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    initialized = {i.name for i in model.graph.initializer}
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in model.graph.input if i.name not in initialized}
+
+
+def check_on_target(model: onnx.ModelProto, target_name: str, overrides=(), seed: int = 0,
+                    reference: str = "onnxruntime"):
+    """Compile `model` for the target, run it, hold every output to onnxruntime's (or, with
+    reference="nn", to nncc's numpy reference interpreter's); the program."""
+    from nncc.runtime.nn_interpreter import run_reference
+
+    feeds = random_inputs(model, seed)
+    module, store = compile_fused(model)
+    if reference == "nn":
+        outputs, _ = run_reference(module, feeds, store)
+        expected = [outputs[o.name] for o in model.graph.output]
+    else:
+        expected = ort_outputs(model, feeds)
+    program = lower_module(module, store, load_target(target_name, list(overrides)))
+    result = run(program, feeds)
+    for output, reference in zip(model.graph.output, expected):
+        ok, error, scale = within_scale(result.outputs[output.name], reference)
+        assert ok, f"{target_name}: {output.name}: max abs error {error:.3g} vs scale {scale:.3g}"
+    return program
+
+
+def mnemonics(program, layer: str | None = None) -> list[str]:
+    """Mnemonics of the program's instructions (of one layer's, when named)."""
+    out, current = [], None
+    for ins in program.instructions:
+        mnemonic = type(ins).DEF.mnemonic
+        if mnemonic == "layer":
+            current = ins.name
+            continue
+        if layer is None or current == layer:
+            out.append(mnemonic)
+    return out
