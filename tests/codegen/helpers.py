@@ -79,6 +79,17 @@ def within_scale(actual, expected, tolerance: float = 1e-4) -> tuple[bool, float
 # --------------------------------------------------------------------------- node tests on targets
 
 
+_REFERENCE: dict[str, object] = {}
+
+
+def reference_outcome(case):
+    """The case's outcome on the reference interpreter (once per case)."""
+    if case.name not in _REFERENCE:
+        c = conformance()
+        _REFERENCE[case.name] = c.crash_as_failure(lambda: c.run_case(case))
+    return _REFERENCE[case.name]
+
+
 def node_case_on_target(case, target_name: str):
     """The conformance Outcome of `case` compiled for `target_name` and run on the interpreter.
 
@@ -86,7 +97,7 @@ def node_case_on_target(case, target_name: str):
     otherwise every data set must match its expected outputs on the target.
     """
     c = conformance()
-    reference = c.crash_as_failure(lambda: c.run_case(case))
+    reference = reference_outcome(case)
     if reference.status != "pass":
         return c.Outcome("skip", f"reference execution: {reference.status}: {reference.reason}", "reference")
     for inputs, expected_outputs in case.data_sets:

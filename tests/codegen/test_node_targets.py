@@ -1,0 +1,36 @@
+"""The ONNX backend node tests (the conformance suite's selection and input freezing,
+tests/conformance/cases.py) compiled for every target and run on the interpreter.
+
+Every case whose reference execution passes (tests/conformance/test_onnx_node_tests.py) must
+pass on each target; the others are skipped here with the reference's own outcome as reason
+(the importer refuses them: non-float32 types, 3-D windows, training mode, ...)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _helpers():
+    name = "nncc_codegen_test_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+h = _helpers()
+
+
+@pytest.mark.parametrize("target", h.TARGETS)
+@pytest.mark.parametrize("case", h.conformance().node_cases(), ids=lambda c: c.name)
+def test_node_case_on_target(case, target):
+    outcome = h.node_case_on_target(case, target)
+    if outcome.status == "skip":
+        pytest.skip(outcome.reason)
+    assert outcome.status == "pass", outcome.detail

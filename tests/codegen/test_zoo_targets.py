@@ -1,0 +1,46 @@
+"""Every zoo model (batch 1, resolution 32) compiled for every target, run on the interpreter:
+outputs within 1e-4 x max |output| of onnxruntime's (the pipeline of `nncc --run --check`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from nncc.compiler import zoo
+
+
+def _helpers():
+    name = "nncc_codegen_test_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+h = _helpers()
+
+
+@cache
+def prepared(name: str):
+    """The model at the fused stage, its inputs and onnxruntime's outputs (built once per model)."""
+    model = zoo.build_model(name, batch=1, resolution=32)
+    feeds = h.random_inputs(model)
+    module, store = h.compile_fused(model, f"{name}.onnx")
+    return model, module, store, feeds, h.ort_outputs(model, feeds)
+
+
+@pytest.mark.parametrize("target", h.TARGETS)
+@pytest.mark.parametrize("name", zoo.MODELS)
+def test_zoo_model_on_target(name, target):
+    model, module, store, feeds, expected = prepared(name)
+    program, result = h.run_on_target(module, store, target, feeds)
+    for output, reference in zip(model.graph.output, expected):
+        ok, error, scale = h.within_scale(result.outputs[output.name], reference)
+        assert ok, f"{name} on {target}: {output.name}: max abs error {error:.3g} vs scale {scale:.3g}"
+    assert result.cycles > 0 and len(program.instructions) < 300_000
