@@ -87,7 +87,7 @@ class ElementwiseLayer:
         return self.lowering.target.memory_for(role).name
 
     def slot_bytes(self, tile, source: Source) -> int:
-        return F32 * math.prod(t if st else 1 for t, st in zip(tile, source.strides))
+        return F32 * math.prod(t if st else 1 for t, st in zip(tile, source.strides[-3:]))
 
     def tile_shape(self, shape3, inputs) -> tuple[int, int, int]:
         budget = self.lowering.capacity("input") // (4 * F32 * (len(inputs) + 1))
@@ -101,18 +101,19 @@ class ElementwiseLayer:
         size = tuple(min(t, s - b) for t, s, b in zip(tile, shape3, start))
         refs, strides, loads, buffers = [], [], {}, {}
         for i, src in enumerate(inputs):
-            box = tuple(n if st else 1 for n, st in zip(size, src.strides))
+            box = tuple(n if st else 1 for n, st in zip(size, src.strides[-3:]))
             chip = row_major_strides(box)
-            addr = src.addr + F32 * (base_offset(offsets, outer, src) + sum(b * st for b, st in zip(start, src.strides)))
+            addr = src.addr + F32 * (base_offset(offsets, outer, src) +
+                                     sum(b * st for b, st in zip(start, src.strides[-3:])))
             kind = f"in{i}"
             buffers[kind] = (kind, addr, box)
             loads[kind] = [Transfer(dram(addr), tuple(st if st else 0 for st in src.strides[-3:]), BufRef(kind),
                                     chip, box)]
             refs.append(BufRef(kind))
-            strides.append(tuple(c if st else 0 for c, st in zip(chip, src.strides)))
+            strides.append(tuple(c if st else 0 for c, st in zip(chip, src.strides[-3:])))
         out_stride = row_major_strides(size)
         out_addr = output.addr + F32 * (base_offset(offsets, outer, output) +
-                                        sum(b * st for b, st in zip(start, output.strides)))
+                                        sum(b * st for b, st in zip(start, output.strides[-3:])))
         buffers["out"] = ("out", out_addr)
         store = Transfer(BufRef("out"), out_stride, dram(out_addr), output.strides[-3:], size)
         compute = self.compute(refs, strides, BufRef("out"), out_stride, size)

@@ -14,7 +14,7 @@ import onnx
 
 from nncc.compiler.codegen.lower import lower_module
 from nncc.compiler.errors import NnccError
-from nncc.compiler.onnx_import import build_module
+from nncc.compiler.onnx_import import build_module, prepare_model
 from nncc.compiler.pass_manager import run_passes, verify
 from nncc.compiler.pipeline import IMPORT_PASS, Options, pipeline_passes, stages_until
 from nncc.compiler.registry import Registry
@@ -46,7 +46,7 @@ def target(name: str):
 
 def compile_fused(model: onnx.ModelProto, source: str = "model.onnx"):
     """Import and run the graph passes up to the fused stage, as `nncc` does."""
-    module, store = build_module(model, source)
+    module, store = build_module(prepare_model(model, source), source)
     verify(module, IMPORT_PASS)
     registry, options = Registry.default(), Options()
     ctx = registry.context()

@@ -137,7 +137,8 @@ def test_depthwise_conv_runtime_weight():
 @pytest.mark.parametrize("group,cin,cout", [(2, 4, 6), (4, 4, 8), (3, 6, 3)], ids=str)
 def test_grouped_conv(group, cin, cout):
     model = h.build_model([node("Conv", ["x", "w", "b"], group=group, pads=[1, 0, 1, 0], strides=[1, 2])],
-                          [("x", [1, cin, 7, 8])], [("y", None)], [("w", f32(cout, cin // group, 3, 2)), ("b", f32(cout))])
+                          [("x", [1, cin, 7, 8])], [("y", None)],
+                          [("w", f32(cout, cin // group, 3, 2)), ("b", f32(cout))])
     check_everywhere(model)
 
 
@@ -230,3 +231,9 @@ def test_layer_that_cannot_fit_is_one_line_error(op, attrs, shape):
         lower_module(module, store, load_target("edge", ["memory.BUF.size_bytes=256"]))
     message = str(error.value)
     assert "\n" not in message and "layer y" in message and "BUF" in message
+
+
+def test_binary_broadcast_on_both_sides_with_more_than_three_axes():
+    """Both operands broadcast, four axes that do not merge: the leading axis becomes jobs."""
+    model = h.build_model([node("Sub", ["a", "b"])], [("a", [1, 3, 1, 5]), ("b", [2, 1, 4, 1])], [("y", None)])
+    check_everywhere(model)
