@@ -136,7 +136,12 @@ def build_model(nodes, inputs, outputs, initializers=(), opset: int = 17) -> onn
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in initializers],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+    if any(shape is None for _, shape in outputs):  # give the outputs their inferred shapes
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.output}
+        for output in model.graph.output:
+            output.CopyFrom(inferred[output.name])
+    return model
 
 
 def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
