@@ -237,3 +237,13 @@ def test_binary_broadcast_on_both_sides_with_more_than_three_axes():
     """Both operands broadcast, four axes that do not merge: the leading axis becomes jobs."""
     model = h.build_model([node("Sub", ["a", "b"])], [("a", [1, 3, 1, 5]), ("b", [2, 1, 4, 1])], [("y", None)])
     check_everywhere(model)
+
+
+def test_depthwise_conv_with_bias_residual_and_activation():
+    channels = 20
+    model = h.build_model(
+        [node("Conv", ["x", "w", "b"], ["c"], group=channels, pads=[1, 1, 1, 1]), node("Add", ["x", "c"], ["s"]),
+         node("HardSwish", ["s"])],
+        [("x", [1, channels, 9, 5])], [("y", None)], [("w", f32(channels, 1, 3, 3)), ("b", f32(channels))])
+    programs = check_everywhere(model)
+    assert "matmul" not in h.mnemonics(programs["edge"])
