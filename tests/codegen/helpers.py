@@ -183,3 +183,22 @@ def mnemonics(program, layer: str | None = None) -> list[str]:
         if layer is None or current == layer:
             out.append(mnemonic)
     return out
+
+
+def ort_case_on_target(case, target_name: str):
+    """An onnxruntime_cases.py model (features the node tests lack) on `target_name`, against
+    onnxruntime on the conformance suite's random inputs; skipped when the reference fails."""
+    c = conformance()
+    if case.name not in _REFERENCE:
+        _REFERENCE[case.name] = c.crash_as_failure(lambda: c.run_ort_case(case))
+    reference = _REFERENCE[case.name]
+    if reference.status != "pass":
+        return c.Outcome("skip", f"reference execution: {reference.status}: {reference.reason}", "reference")
+    feeds = c.random_feeds(case.model)
+    expected = ort_outputs(case.model, feeds)
+    module, store = compile_fused(case.model, case.name)
+    _, result = run_on_target(module, store, target_name, feeds)
+    problems = [c.compare(o.name, np.asarray(result.outputs[o.name]).reshape(np.shape(e)), e, 0.0, 0.0)[0]
+                for o, e in zip(case.model.graph.output, expected)]
+    problems = [p for p in problems if p]
+    return c.Outcome("fail", "; ".join(problems)) if problems else c.Outcome("pass")
