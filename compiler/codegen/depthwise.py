@@ -60,7 +60,8 @@ class DepthwiseLowering:
 
     def layers(self):
         g = self.g
-        t = choose_window_tiles(self.lowering, g, self.name, self.sizes, roles=("input", "weight", "output"))
+        t = choose_window_tiles(self.lowering, g, self.name, self.sizes, roles=("input", "weight", "output"),
+                                accesses=3 * self.taps + 1)
         sizes = self.sizes(t)
         target = self.lowering.target
         kinds = [BufferKind("in", target.memory_for("input").name, sizes["input"]),

@@ -33,8 +33,8 @@ from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Tr
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
 
-JOB_OVERHEAD = 300
-"""Rough cycles of fixed cost per job (DMA set-up, pipeline depth, semaphores) for tile choice."""
+JOB_OVERHEAD = 100
+"""Rough cycles of fixed cost per job (DMA set-up, semaphores) for tile choice."""
 
 
 # --------------------------------------------------------------------------- geometry
@@ -104,12 +104,22 @@ def values(limit: int, preferred) -> list[int]:
 
 
 def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout: str | None = None,
-                        roles=("input", "output")) -> WindowTiles:
+                        roles=("input", "output"), accesses: int | None = None) -> WindowTiles:
     """The cheapest (channels, rows, columns) tile whose buffers fit, two slots each.
 
-    `sizes(tiles)` gives the bytes of every buffer kind (by role) for a candidate.
+    `sizes(tiles)` gives the bytes of every buffer kind (by role) for a candidate; `accesses`
+    is the on-chip reads and writes per output element (default: a pooling window and a write).
+    The estimate is a software pipeline: the DRAM traffic of every job (shared by the cores) or
+    the compute of each core's jobs, whichever is longer, plus one job's load, compute and store
+    that cannot overlap, plus a fixed cost per job.
     """
+    target = lowering.target
     lanes = lowering.lanes
+    unit = target.units[lowering.vector_unit]
+    bandwidth = target.memory_for(roles[0]).bandwidth_bytes_per_cycle
+    dram = target.dram_bytes_per_cycle
+    window = g.kh * g.kw
+    accesses = accesses if accesses is not None else window + 1
     layout = layout or choose_layout(g, lanes)
     best, best_cost = None, math.inf
     c_pref = [lanes * m for m in (1, 2, 4, 8, 16, 32, 64)] + [1, 2, 4, 8]
@@ -121,10 +131,13 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
                 if not fits(lowering, sizes(tiles)):
                     continue
                 jobs = g.n * math.ceil(g.c / tc) * math.ceil(g.oh / toh) * math.ceil(g.ow / tow)
-                lanes_used = tc if layout == "hwc" else tow
-                waste = 1 / (1 - lane_waste(lanes_used, lanes))
-                traffic = jobs * (tiles.in_elems(g) + tiles.out_elems()) / lanes
-                cost = jobs * JOB_OVERHEAD + traffic * waste
+                lane_axis = tc if layout == "hwc" else tow
+                out = tiles.out_elems()
+                issue = out / lane_axis * math.ceil(lane_axis / lanes) * window / unit.macs_per_lane
+                compute = max(issue, F32 * out * accesses / bandwidth) + unit.pipeline_depth
+                load, store = F32 * tiles.in_elems(g) / dram, F32 * out / dram
+                steady = max(jobs * (load + store), math.ceil(jobs / lowering.cores) * compute)
+                cost = steady + load + compute + store + jobs * JOB_OVERHEAD
                 if cost < best_cost:
                     best, best_cost = tiles, cost
     if best is None:
