@@ -28,7 +28,7 @@ import numpy as np
 from xdsl.ir import SSAValue
 
 from nncc.compiler.codegen.context import F32, Lowering, dram
-from nncc.compiler.codegen.cost_model import conv_estimate, predict_jobs
+from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.compiler.errors import NnccError
@@ -83,7 +83,8 @@ class ConvTiles:
 
 
 ROLE = {"in": "input", "w": "weight", "out": "output"}
-SHORTLIST = 3  # candidates of the closed-form estimate that the job-level model then times
+TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal: then fewer jobs win
+SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model then times
 
 
 def fits(lowering: Lowering, slot_bytes: dict[str, int]) -> bool:
@@ -110,56 +111,83 @@ def estimate_cycles(lowering: Lowering, s: ConvShape, t: ConvTiles) -> float:
 
 
 def tile_candidates(lowering: Lowering, s: ConvShape):
+    """Arrays (toc, tic, toh, tow, channel split?) of the tile sizes worth ranking that fit (two
+    slots per buffer kind). Tile sizes worth ranking: output channels in whole lane (column) multiples, input
+    channels in powers of two or whole matrix rows, output tiles from common divisors and
+    even splits (no small fragment at the end), for both core splits."""
     target = lowering.target
-    lanes = max(lowering.lanes if target.main.kind == "vector" else 0, getattr(target.main, "cols", 0) or 0)
-    rows = getattr(target.main, "rows", 0) or 0
+    main = target.main
+    width = main.lanes if main.kind == "vector" else main.cols
+    depth = main.rows if main.kind == "matrix" else 1
     cores = lowering.cores
-    splits = ["spatial"] + (["channel"] if s.group == 1 and (cores > 1 or lowering.tile_order) else [])
-    ocs = candidates(s.og, [lanes * m for m in (1, 2, 3, 4, 6, 8, 12, 16, 32)] + even_splits(s.og, [2, 3, 4, 8]))
-    ics = candidates(s.cg, [8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024] + [rows * m for m in (1, 2, 4, 8)]
-                     + even_splits(s.cg, [2, 3, 4, 6, 8, 16]))
-    ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 6, 8, 16]))
+    splits = ["spatial"] + (["channel"] if s.group == 1 else [])
+    ocs = candidates(s.og, [width * m for m in (1, 2, 3, 4, 6, 8, 16, 32, 64)]
+                     + [v for v in even_splits(s.og, [2, 3, 4, 8]) if v % width == 0])
+    ics = candidates(s.cg, [depth * m for m in (1, 2, 4, 8, 16, 32)] + [16, 32, 64, 128, 256, 512, 1024, 2048]
+                     + even_splits(s.cg, [2, 3, 4]))
+    ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
     ows = candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112] + even_splits(s.ow, [2, 3, 4, 8]))
-    for split in splits:
-        for toc in ocs:
-            for tic in ics:
-                for toh in ohs:
-                    for tow in ows:
-                        yield ConvTiles(toc, tic, toh, tow, split)
+    memory = {role: target.memory_for(role) for role in ("input", "weight", "output")}
+    shared_memory = len({m.name for m in memory.values()}) == 1
+    capacity = {role: m.size_bytes for role, m in memory.items()}
+
+    def slot(nbytes):
+        return 2 * (-(-nbytes // 64) * 64)
+
+    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
+    toc, tic, toh, tow = grid
+    rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
+    cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
+    w = slot(F32 * (s.kh * s.kw * tic * toc + toc))
+    i = slot(F32 * rows * cols * tic)
+    o = slot(F32 * toh * tow * toc)
+    if shared_memory:
+        ok = i + w + o <= capacity["input"]
+    else:
+        ok = (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
+    grid = grid[:, ok]
+    columns = [np.concatenate([grid[d]] * len(splits)) for d in range(4)]
+    channel = np.concatenate([np.full(grid.shape[1], split == "channel") for split in splits])
+    return (*columns, channel)
 
 
 def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True) -> ConvTiles:
     """The tile sizes (and core split) with the fewest predicted cycles under the capacity.
 
     Every candidate that fits (two slots per buffer kind) is ranked by the closed-form
-    estimate; the best few are then timed by the job-level model (`predict_jobs`) on their
-    real job lists, and the fastest (then the one with less DRAM traffic) wins."""
+    estimate (`conv_estimates`, vectorised); the best few are then timed by the job-level
+    model (`predict_jobs`) on their real job lists, and the fastest (then the one with less
+    DRAM traffic) wins."""
     target, scan = lowering.target, lowering.tile_order == "scan"
-    ranked = []
-    for tiles in tile_candidates(lowering, s):
-        if not fits(lowering, tiles.slot_bytes(s)):
-            continue
-        cycles, nbytes = conv_estimate(target, s, tiles, lowering.cores, tiles.split, scan, bias)
-        ranked.append((cycles, nbytes, tiles.toh * tiles.tow * tiles.toc * tiles.tic, tiles))
-    if not ranked:
+    toc, tic, toh, tow, channel = tile_candidates(lowering, s)
+    if not len(toc):
         memory = lowering.target.memory_for("input").name
         raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
-    ranked.sort(key=lambda r: (r[0], r[1], -r[2]))
-    shortlist = [r[3] for r in ranked[:SHORTLIST]]
-    for split in ("spatial", "channel"):  # the best of each core split gets a detailed look
-        best_of = next((r[3] for r in ranked if r[3].split == split), None)
-        if best_of is not None and best_of not in shortlist:
-            shortlist.append(best_of)
+    cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
+    jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
+    # within TOLERANCE of the fastest, fewer jobs (fewer instructions to compile and simulate)
+    near = cycles <= cycles.min() * (1 + TOLERANCE)
+    order = np.lexsort((nbytes, cycles, jobs, ~near))
+
+    def tiles(i) -> ConvTiles:
+        return ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "channel" if channel[i] else "spatial")
+
+    shortlist = [tiles(i) for i in order[:SHORTLIST]]
+    for split in (False, True):  # the best of each core split, if it is close
+        index = next((i for i in order if channel[i] == split), None)
+        if index is not None and tiles(index) not in shortlist and cycles[index] < 1.1 * cycles.min():
+            shortlist.append(tiles(index))
     if len(shortlist) == 1:
         return shortlist[0]
-    best, best_key = None, None
-    for tiles in shortlist:
-        probe = ConvLowering.probe(lowering, s, tiles, bias)
-        prediction = predict_jobs(target, probe.kinds(), probe.jobs(record=False))
-        key = (prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes)
-        if best_key is None or key < best_key:
-            best, best_key = tiles, key
-    return best
+    timed = []
+    for candidate in shortlist:
+        probe = ConvLowering.probe(lowering, s, candidate, bias)
+        candidate_jobs = probe.jobs(record=False)
+        prediction = predict_jobs(target, probe.kinds(), candidate_jobs)
+        timed.append((prediction.cycles, len(candidate_jobs),
+                      prediction.dram_read_bytes + prediction.dram_write_bytes, candidate))
+    fastest = min(t[0] for t in timed)
+    return min((t for t in timed if t[0] <= fastest * (1 + TOLERANCE / 2)), key=lambda t: t[1:3])[3]
 
 
 def conv_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:

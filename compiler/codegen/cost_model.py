@@ -27,6 +27,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from nncc.compiler.target import ComputeUnit, Target
 from nncc.runtime import isa
 
@@ -219,11 +221,18 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
             op = add(("dma", channel), deps if i == 0 else (), ("dma", memory, dram_bytes, copy, to_dram))
         return op
 
+    multicasts = [0]
+
     def emit_loads(occupancy) -> None:
         users = sorted(occupancy.users)
         previous = occupancy.previous
         deps = [] if previous is None else [free.get((id(previous), core)) for core in sorted(previous.users)]
-        full[id(occupancy)] = add_dma(users[0] % channels, deps, occupancy.loads, False,
+        if len(users) > 1:  # multicasts take the channels in turn
+            channel = multicasts[0] % channels
+            multicasts[0] += 1
+        else:
+            channel = users[0] % channels
+        full[id(occupancy)] = add_dma(channel, deps, occupancy.loads, False,
                                       kinds_by_name[occupancy.kind].memory)
 
     def emit_stores(occupancy, core: int) -> None:
@@ -231,15 +240,14 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
         free[(id(occupancy), core)] = add_dma(channel, [done.get(id(occupancy))], occupancy.stores, True,
                                               kinds_by_name[occupancy.kind].memory)
 
-    pending: list = []
+    pending: dict[int, list] = {}  # core -> stores emitted after the loads of its next job
     for index, job in enumerate(jobs):
         slots = slot_of[index]
         for occupancy in slots.values():
             if occupancy.first_job == index and occupancy.loads:
                 emit_loads(occupancy)
-        for occupancy, core in pending:
+        for occupancy, core in pending.pop(job.core, []):
             emit_stores(occupancy, core)
-        pending = []
         first_deps = []
         for occupancy in slots.values():
             uses = occupancy.users[job.core]
@@ -270,9 +278,10 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
                     free[(id(occupancy), job.core)] = op
             if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
                     max(max(v) for v in occupancy.users.values()) == index:
-                pending.append((occupancy, occupancy.store_core))
-    for occupancy, core in pending:
-        emit_stores(occupancy, core)
+                pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
+    for core in sorted(pending):
+        for occupancy, store_core in pending[core]:
+            emit_stores(occupancy, store_core)
     pred.cycles, pred.busy = dispatch(ops, engines, dma, start)
     pred.cycles -= start
     return pred
@@ -345,82 +354,115 @@ def ring_loads(groups: int, ic_tiles: int, scan: bool) -> int:
     return ic_tiles + (groups - 1) * (ic_tiles - 2 if scan else ic_tiles)
 
 
-def conv_estimate(target: Target, s, t, cores: int, mode: str, scan: bool, bias: bool = True,
-                  epilogue_ops: int = 1) -> tuple[float, int]:
-    """(cycles, DRAM bytes) of conv shape `s` with tiles `t` (closed form, for ranking tiles).
+_MACHINES: dict[int, tuple] = {}
 
-    `mode` "spatial": the cores take different output tiles and share the weight block by
-    multicast; "channel": they take different output-channel tiles of one output tile and
-    share the input block. Steady state of the double-buffered pipeline: per step of the cores,
-    the slowest of compute, the loading DMA channel and the DRAM bus; plus the first load
-    (pipeline fill) and the last epilogue and store (drain)."""
-    unit = target.main
+
+def machine(target: Target):
+    """The target constants the closed form uses (looked up once per target object)."""
+    found = _MACHINES.get(id(target))
+    if found is not None and found[0] is target:
+        return found[1]
+    _MACHINES[id(target)] = (target, _machine(target))
+    return _MACHINES[id(target)][1]
+
+
+def _machine(target: Target):
     bw = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
     in_mem, w_mem, out_mem = (target.memory_for(r).name for r in ("input", "weight", "output"))
-    latency = target.dma.latency_cycles + target.dram_latency_cycles
-    dram_bw = target.dram_bytes_per_cycle
-    ch_bw = target.dma.bandwidth_bytes_per_cycle
-    oc_n = cdiv(s.og, t.toc)
-    ic_n = cdiv(s.cg, t.tic)
-    sp_n = cdiv(s.oh, t.toh) * cdiv(s.ow, t.tow) * s.n
-    # bytes of one pass over every input block (halo included, image padding not read)
-    rows = extent_sum(s, t.toh, 0)
-    cols = extent_sum(s, t.tow, 1)
-    in_pass = F32 * s.n * rows * cols * s.cg  # per conv group
-    w_pass = F32 * (s.kh * s.kw * s.cg * s.og + s.og)  # per conv group
-    if mode == "spatial":
-        outer, groups, shared_pass, own_pass = oc_n * s.group, cdiv(sp_n, cores), w_pass / oc_n, in_pass / sp_n
-        per_core_items = sp_n
-    else:
-        outer, groups, shared_pass, own_pass = sp_n, cdiv(oc_n, cores), in_pass / sp_n, w_pass / oc_n
-        per_core_items = oc_n
+    vec_role = next((r for r in ("main", "post", "pre") if r in target.units and target.units[r].kind == "vector"),
+                    None)
+    return (target.main, bw, in_mem, w_mem, out_mem, target.dma.latency_cycles + target.dram_latency_cycles,
+            target.dram_bytes_per_cycle, target.dma.bandwidth_bytes_per_cycle, vec_role)
+
+
+def per_value(values: np.ndarray, function) -> np.ndarray:
+    """`function` of every element, computed once per distinct value."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    return np.array([function(int(v)) for v in unique], dtype=np.int64)[inverse]
+
+
+def conv_estimate(target: Target, s, t, cores: int, mode: str, scan: bool, bias: bool = True,
+                  epilogue_ops: int = 1) -> tuple[float, int]:
+    """(cycles, DRAM bytes) of conv shape `s` with tiles `t` (closed form, for ranking tiles)."""
+    cycles, nbytes = conv_estimates(target, s, [t.toc], [t.tic], [t.toh], [t.tow], [mode == "channel"], cores,
+                                    scan, bias, epilogue_ops)
+    return float(cycles[0]), int(nbytes[0])
+
+
+def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, scan: bool, bias: bool = True,
+                   epilogue_ops: int = 1):
+    """The closed form over arrays of tile choices: (cycles, DRAM bytes) arrays.
+
+    `channel` is True where the cores take different output-channel tiles of one output tile
+    and share the input block, False where they take different output tiles and share the
+    weight block (multicast). Steady state of the double-buffered pipeline: the slowest of
+    compute, the DMA channels and the DRAM bus, plus the first load (pipeline fill) and the
+    last epilogue and store (drain). Weight and input blocks are counted as often as the
+    two-slot reuse lets them be loaded (scan finds the last two blocks again at each turn)."""
+    unit, bw, in_mem, w_mem, out_mem, latency, dram_bw, ch_bw, vec_role = machine(target)
+    toc, tic, toh, tow = (np.asarray(v, dtype=np.int64) for v in (toc, tic, toh, tow))
+    channel = np.asarray(channel, dtype=bool)
+    f = np.float64
+    oc_n = -(-s.og // toc)
+    ic_n = -(-s.cg // tic)
+    sp_n = (-(-s.oh // toh)) * (-(-s.ow // tow)) * s.n
+    rows = per_value(toh, lambda v: extent_sum(s, v, 0)).astype(f)
+    cols = per_value(tow, lambda v: extent_sum(s, v, 1)).astype(f)
+    in_pass = F32 * s.n * rows * cols * s.cg
+    w_pass = F32 * (s.kh * s.kw * s.cg * s.og + s.og * ic_n).astype(f)
+    outer = np.where(channel, sp_n, oc_n * s.group).astype(f)
+    items = np.where(channel, oc_n, sp_n).astype(f)
+    groups = -(-items // cores)
+    shared_pass = np.where(channel, in_pass / sp_n, w_pass / oc_n)
+    own_pass = np.where(channel, w_pass / oc_n, in_pass / sp_n)
     steps = outer * groups * ic_n
-    # shared block (multicast): loads per outer item
-    shared_loads = outer * ring_loads(groups, ic_n, scan)
-    # per-core block: keyed by (item, ic); items change with the group, repeat at every outer item
-    if ic_n == 1:
-        per_outer = min(groups, cores * groups)
-        if groups <= 2:
-            own_loads_core = groups
-        else:
-            own_loads_core = groups + (outer - 1) * (groups - 2 if scan else groups)
-        own_loads = own_loads_core * per_core_items / groups
+    # the shared (multicast) block: per outer item, ic tiles walked `groups` times
+    ring = np.where(ic_n <= 2, ic_n, ic_n + (groups - 1) * (ic_n - 2 if scan else ic_n))
+    shared_loads = outer * ring
+    # the per-core block: keyed by (item, ic tile), repeated at every outer item
+    if scan:
+        repeat = np.where(groups <= 2, groups, groups + (outer - 1) * (groups - 2))
     else:
-        own_loads = outer * per_core_items * ic_n - ((outer - 1) * 2 * cores if scan else 0)
+        repeat = np.where(groups <= 2, groups, groups * outer)
+    own_loads = np.where(ic_n == 1, repeat * items / groups,
+                         outer * items * ic_n - ((outer - 1) * 2 * cores if scan else 0))
     shared_bytes = shared_loads * shared_pass / ic_n
     own_bytes = own_loads * own_pass / ic_n
     out_bytes = F32 * s.n * s.o * s.oh * s.ow
-    dram_bytes = int(shared_bytes + own_bytes + out_bytes)
+    dram_bytes = shared_bytes + own_bytes + out_bytes
     # compute of one full job on one core
-    traffic: dict[str, int] = {}
-    for name, nbytes in ((in_mem, F32 * t.toh * t.tow * t.tic), (w_mem, F32 * t.tic * t.toc),
-                         (out_mem, 2 * F32 * t.toh * t.tow * t.toc)):
+    if unit.kind == "matrix":
+        issue = toh * tow * (-(-tic // unit.rows)) * (-(-toc // unit.cols))
+    else:
+        issue = -(-(toh * tow * tic * (-(-toc // unit.lanes))) // unit.macs_per_lane)
+    traffic: dict[str, Any] = {}
+    for name, nbytes in ((in_mem, F32 * toh * tow * tic), (w_mem, F32 * tic * toc), (out_mem, 2 * F32 * toh * tow * toc)):
         traffic[name] = traffic.get(name, 0) + nbytes
-    per_mm = max(matmul_issue(unit, t.toh, t.tow, t.toc, t.tic),
-                 max(cdiv(b, bw[m]) for m, b in traffic.items())) + unit.pipeline_depth
-    job = s.kh * s.kw * per_mm
-    vec_role = next((r for r in ("main", "post", "pre") if r in target.units and target.units[r].kind == "vector"),
-                    None)
-    epi = 0
+    memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
+    job = s.kh * s.kw * (np.maximum(issue, memory) + unit.pipeline_depth)
+    epi = np.zeros(len(toc))
     if vec_role is not None:
         vu = target.units[vec_role]
-        one = max(vector_issue(vu, (t.toh, t.tow, t.toc), 1), cdiv(2 * F32 * t.toh * t.tow * t.toc, bw[out_mem]))
+        one = np.maximum(np.ceil(toh * tow * (-(-toc // vu.lanes)) / vu.macs_per_lane),
+                         np.ceil(2 * F32 * toh * tow * toc / bw[out_mem]))
         epi = (epilogue_ops + (1 if bias else 0)) * (one + vu.pipeline_depth)
-    main_epi = epi if vec_role == "main" else 0
-    compute = steps * job + steps / ic_n * main_epi
-    if vec_role not in (None, "main"):
-        compute = max(compute, steps / ic_n * epi)
+    if vec_role == "main":
+        compute = steps * job + steps / ic_n * epi
+    else:
+        compute = np.maximum(steps * job, steps / ic_n * epi)
     # DMA channels: every transfer costs latency + bytes / channel bandwidth on its channel;
-    # the shared block and core 0's own blocks (and, with as many channels as cores, its
-    # stores) go through channel 0.
+    # multicasts rotate over the channels, a core's own blocks and (with as many channels as
+    # cores) its stores use its channel; a lone channel cannot hide its latency behind others.
     w_boxes = (1 if s.kh * s.kw == 1 else s.kh) + (1 if bias else 0)
-    shared_dmas = shared_loads * (w_boxes if mode == "spatial" else 1)
-    own_dmas = own_loads / cores * (1 if mode == "spatial" else w_boxes)
-    stores = outer * groups * (1 if target.dma.channels <= cores else 0)
-    ch0 = (shared_dmas + own_dmas + stores) * latency + \
-        (shared_bytes + own_bytes / cores + out_bytes / cores * (stores > 0)) / min(ch_bw, dram_bw)
-    steady = max(compute, dram_bytes / dram_bw, ch0)
-    first = latency + F32 * (s.input_extent(t.toh, 0) * s.input_extent(t.tow, 1) * t.tic +
-                             s.kh * s.kw * t.tic * t.toc) * (1 if mode == "spatial" else cores) / dram_bw
-    last = epi + latency + F32 * t.toh * t.tow * t.toc * cores / dram_bw
-    return steady + first + last, dram_bytes
+    shared_dmas = shared_loads * np.where(channel, 1, w_boxes)
+    own_dmas = own_loads * np.where(channel, w_boxes, 1)
+    stores = outer * groups * cores * (1 if target.dma.channels <= cores else 0)
+    active = np.where(own_loads > shared_loads, max(1, min(target.dma.channels, cores)), 1)
+    per_channel = (shared_dmas + own_dmas + stores) / active
+    channel_bytes = (shared_bytes + own_bytes + (out_bytes if target.dma.channels <= cores else 0)) / active
+    dma = per_channel * latency + channel_bytes / np.where(active > 1, ch_bw, min(ch_bw, dram_bw))
+    steady = np.maximum(np.maximum(compute, dram_bytes / dram_bw), dma)
+    in_block = per_value(toh, lambda v: s.input_extent(v, 0)) * per_value(tow, lambda v: s.input_extent(v, 1))
+    first = latency + F32 * (in_block * tic + s.kh * s.kw * tic * toc) * np.where(channel, cores, 1) / dram_bw
+    last = epi + latency + F32 * toh * tow * toc * cores / dram_bw
+    return steady + first + last, dram_bytes.astype(np.int64)

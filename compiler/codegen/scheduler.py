@@ -7,9 +7,10 @@ name buffers (`BufRef`) rather than addresses. The scheduler then
 
 - gives every buffer kind two slots per core (double buffering) and reuses a slot
   whose data is already on chip (same key: Scan order saves DRAM reads this way);
-- sends one DMA to every core that needs the same data (`shared` kinds: multicast);
-- puts each core's loads and stores on DMA channels, stores one job late so that the
-  next job's loads never queue behind a store;
+- sends one DMA to every core that needs the same data (`shared` kinds: multicast), the
+  multicasts taking the DMA channels in turn;
+- puts each core's loads and stores on DMA channels, a core's stores after the loads of
+  its next job so that those loads never queue behind a store;
 - adds the semaphores: load -> compute (`full`), compute -> store (`done`),
   last reader or writer -> next fill of the slot (`free`), and unit -> unit inside a
   job. Every signal has exactly one wait, so semaphores are free again at the end.
@@ -176,6 +177,7 @@ class Scheduler:
         self.layout = Layout.allocate(target, kinds)
         self.sem = SemaphorePool()
         self.out: list[NamedTuple] = []
+        self.multicasts = 0  # multicast loads take the channels in turn
 
     # -- channels and addresses
 
@@ -196,28 +198,35 @@ class Scheduler:
 
     def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
         slot_of, _ = plan_occupancies(jobs, self.kinds)
-        pending_stores: list[tuple[Occupancy, int]] = []
+        # a core's stores wait until the loads of that core's next job are emitted, so that
+        # on a channel shared by the core's loads and stores the next load never queues
+        # behind a store (one job late per core, not one job late overall)
+        pending_stores: dict[int, list[tuple[Occupancy, int]]] = {}
         for index, job in enumerate(jobs):
             for occupancy in slot_of[index].values():
                 if occupancy.first_job == index and occupancy.loads:
                     self.emit_loads(occupancy)
-            for occupancy, core in pending_stores:
+            for occupancy, core in pending_stores.pop(job.core, []):
                 self.emit_stores(occupancy, core)
-            pending_stores = []
             self.emit_compute(index, job, slot_of[index])
             for occupancy in slot_of[index].values():
                 if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
                         max(max(v) for v in occupancy.users.values()) == index:
-                    pending_stores.append((occupancy, occupancy.store_core))
-        for occupancy, core in pending_stores:
-            self.emit_stores(occupancy, core)
+                    pending_stores.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
+        for core in sorted(pending_stores):
+            for occupancy, store_core in pending_stores[core]:
+                self.emit_stores(occupancy, store_core)
         return self.out
 
     def emit_loads(self, occupancy: Occupancy) -> None:
         cores = sorted(occupancy.users)
         waits = self.free_waits(occupancy)
         signals = tuple(self.sem("full", occupancy.kind, core, occupancy.slot) for core in cores)
-        channel = self.load_channel(cores[0])
+        if len(cores) > 1:  # a multicast serves every core: spread them over the channels
+            channel = self.multicasts % self.target.dma.channels
+            self.multicasts += 1
+        else:
+            channel = self.load_channel(cores[0])
         slots = {occupancy.kind: occupancy}
         for i, transfer in enumerate(occupancy.loads):
             last = i == len(occupancy.loads) - 1
