@@ -7,8 +7,9 @@ name buffers (`BufRef`) rather than addresses. The scheduler then
 
 - gives every buffer kind two slots per core (double buffering) and reuses a slot
   whose data is already on chip (same key: Scan order saves DRAM reads this way);
-- sends one DMA to every core that needs the same data (`shared` kinds: multicast), the
-  multicasts taking the DMA channels in turn;
+- sends one DMA to every core that needs the same data (`shared` kinds: multicast); all
+  fills of one shared slot go on one DMA channel (they wait on the same `free` semaphores,
+  so they must run in program order), the shared kinds' slots spread over the channels;
 - puts each core's loads and stores on DMA channels, a core's stores after the loads of
   its next job so that those loads never queue behind a store;
 - adds the semaphores: load -> compute (`full`), compute -> store (`done`),
@@ -177,7 +178,6 @@ class Scheduler:
         self.layout = Layout.allocate(target, kinds)
         self.sem = SemaphorePool()
         self.out: list[NamedTuple] = []
-        self.multicasts = 0  # multicast loads take the channels in turn
 
     # -- channels and addresses
 
@@ -222,9 +222,12 @@ class Scheduler:
         cores = sorted(occupancy.users)
         waits = self.free_waits(occupancy)
         signals = tuple(self.sem("full", occupancy.kind, core, occupancy.slot) for core in cores)
-        if len(cores) > 1:  # a multicast serves every core: spread them over the channels
-            channel = self.multicasts % self.target.dma.channels
-            self.multicasts += 1
+        if self.kinds[occupancy.kind].shared:
+            # every fill of a shared slot waits on the same `free` semaphores: the fills must run
+            # in program order, so on one channel (a fill on another channel could take an
+            # earlier fill's tokens); the shared kinds' slots are spread over the channels
+            index = list(self.kinds).index(occupancy.kind) * SLOTS + occupancy.slot
+            channel = index % self.target.dma.channels
         else:
             channel = self.load_channel(cores[0])
         slots = {occupancy.kind: occupancy}
