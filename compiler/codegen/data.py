@@ -2,10 +2,11 @@
 
 Both are elementwise copies (`vact copy`) whose DRAM side is strided:
 
-- **concat**: every input is copied into its slice of the output (the inputs' jobs in one
-  phase). The
-  output slice is a strided view of the output tensor; axes that stay contiguous are merged,
-  so a channel concat of NCHW tensors with N = 1 is one long contiguous copy per input.
+- **concat**: an input whose slice of the output is one contiguous block (every axis before
+  the concat axis has size 1, e.g. a channel concat with N = 1) and that nothing else reads
+  is written there in place by its producer (`plan_in_place_concats`, before any op is
+  lowered): no copy at all. The other inputs are copied into their slices (the inputs' jobs
+  in one phase); a slice is a strided view of the output, axes that stay contiguous merged.
 - **transpose**: the output is walked row-major and the input is read with the permuted
   strides (`Source.strides[i] = input stride of axis perm[i]`): the load DMA gathers, the
   copy runs on lanes along the output's innermost axis, the store is contiguous. Axes beyond
@@ -22,6 +23,37 @@ from nncc.compiler.codegen.lower import lowers, source_address
 from nncc.dialects import nn
 
 
+def in_place_slots(lowering: Lowering, op: Operation) -> dict:
+    """The inputs of concat `op` its producers can write straight into the output: value ->
+    byte address of its slice. Needs the slice contiguous, the value computed by an op other
+    than a reshape, read only by this concat (once), not yet placed and not a graph output."""
+    axis = op.axis.value.data
+    out_shape = nn.shape_of(op.result)
+    if any(size != 1 for size in out_shape[:axis]):
+        return {}
+    step = F32 * row_major_strides(out_shape)[axis]
+    slots, offset = {}, 0
+    for value in op.inputs:
+        owner = value.owner
+        if isinstance(owner, Operation) and not isinstance(owner, (nn.WeightOp, nn.ReshapeOp)) and \
+                value.has_one_use() and value not in lowering.addresses and \
+                sum(v is value for v in op.inputs) == 1:
+            slots[value] = offset
+        offset += nn.shape_of(value)[axis]
+    if not slots:
+        return {}
+    y = lowering.address(op.result)
+    return {value: y + step * start for value, start in slots.items()}
+
+
+def plan_in_place_concats(lowering: Lowering, block) -> None:
+    """Before the ops of `block` are lowered: place concat inputs in their output slices (last
+    concat first, so that a concat feeding another one is itself placed in its slice)."""
+    for op in reversed(list(block.ops)):
+        if isinstance(op, nn.ConcatOp):
+            lowering.addresses.update(in_place_slots(lowering, op))
+
+
 @lowers("nn.concat")
 def lower_concat(lowering: Lowering, op: Operation):
     axis = op.axis.value.data
@@ -31,6 +63,9 @@ def lower_concat(lowering: Lowering, op: Operation):
     phases, offset = [], 0
     for value in op.inputs:
         shape = nn.shape_of(value)
+        if lowering.addresses.get(value) == y + F32 * offset * out_strides[axis]:
+            offset += shape[axis]
+            continue  # its producer wrote it in place
         if shape[axis]:
             layer = eltwise.ElementwiseLayer(
                 lowering, shape, [eltwise.Source(source_address(lowering, value), row_major_strides(shape))],

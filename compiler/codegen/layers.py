@@ -18,7 +18,7 @@ from nncc.compiler.codegen.conv import (
 )
 from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
-from nncc.compiler.codegen.lower import layer_name, lowers, source_address
+from nncc.compiler.codegen.lower import LOWERINGS, layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
@@ -259,3 +259,19 @@ def batch_norm_on_chip(lowering: Lowering, op: Operation):
             # var is overwritten on chip: never reuse a resident copy in a later job
             job.buffers["in4"] = ("in4", index)
     return phases
+
+
+def planned(generator):
+    """`generator`, after placing concat inputs in their output slices once per program
+    (before the first op with a code generator is lowered; see data.plan_in_place_concats)."""
+    def run(lowering: Lowering, op: Operation):
+        if not getattr(lowering, "concats_planned", False):
+            lowering.concats_planned = True
+            data.plan_in_place_concats(lowering, op.parent)
+        return generator(lowering, op)
+    run.__wrapped__ = generator
+    return run
+
+
+for _name, _generator in list(LOWERINGS.items()):
+    LOWERINGS[_name] = planned(_generator)

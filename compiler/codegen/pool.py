@@ -75,19 +75,6 @@ class WindowTiles:
     def out_elems(self) -> int:
         return self.toh * self.tow * self.tc
 
-    # -- on-chip strides, as (row, col, channel) element strides of the input and output tiles
-
-    def in_strides(self, g: Window) -> tuple[int, int, int]:
-        rows, cols = g.extent(self.toh, 0), g.extent(self.tow, 1)
-        if self.layout == "hwc":
-            return (cols * self.tc, self.tc, 1)
-        return (cols, 1, rows * cols)
-
-    def out_strides(self) -> tuple[int, int, int]:
-        if self.layout == "hwc":
-            return (self.tow * self.tc, self.tc, 1)
-        return (self.tow, 1, self.toh * self.tow)
-
 
 def lane_waste(size: int, lanes: int) -> float:
     """Fraction of lane slots left idle when `size` elements are spread over `lanes`."""

@@ -37,7 +37,7 @@ def f32(*shape):
 
 
 def node(op, inputs, outputs=("y",), **attrs):
-    return helper.make_node(op, list(inputs), list(outputs), name=op.lower(), **attrs)
+    return helper.make_node(op, list(inputs), list(outputs), name=f"{op.lower()}_{outputs[0]}", **attrs)
 
 
 def check_everywhere(model, small: bool = True, reference: str = "onnxruntime"):
@@ -247,3 +247,23 @@ def test_depthwise_conv_with_bias_residual_and_activation():
         [("x", [1, channels, 9, 5])], [("y", None)], [("w", f32(channels, 1, 3, 3)), ("b", f32(channels))])
     programs = check_everywhere(model)
     assert "matmul" not in h.mnemonics(programs["edge"])
+
+
+def test_concat_inputs_written_in_place_by_their_producers():
+    """N = 1 channel concat: computed inputs read only by the concat land in their slices (no
+    copy), the nested concat included; a graph input and an input read elsewhere are copied."""
+    model = h.build_model(
+        [node("Relu", ["a"], ["ra"]), node("Sigmoid", ["b"], ["sb"]), node("Relu", ["b"], ["rb"]),
+         node("Concat", ["ra", "sb"], ["inner"], axis=1), node("Add", ["sb", "sb"], ["twice"]),
+         node("Concat", ["inner", "a", "rb", "twice"], axis=1)],
+        [("a", [1, 3, 4, 5]), ("b", [1, 2, 4, 5])], [("y", None)])
+    programs = check_everywhere(model)
+    for program in programs.values():
+        assert h.mnemonics(program, "inner").count("vact") == 1  # sb (also read by the add)
+        assert h.mnemonics(program, "y").count("vact") == 1  # the graph input a
+
+
+def test_concat_with_batch_copies():
+    model = h.build_model([node("Relu", ["a"], ["ra"]), node("Concat", ["ra", "b"], axis=1)],
+                          [("a", [2, 3, 4, 5]), ("b", [2, 2, 4, 5])], [("y", None)])
+    check_everywhere(model, small=False)
