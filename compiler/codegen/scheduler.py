@@ -9,7 +9,8 @@ name buffers (`BufRef`) rather than addresses. The scheduler then
   whose data is already on chip (same key: Scan order saves DRAM reads this way);
 - sends one DMA to every core that needs the same data (`shared` kinds: multicast); all
   fills of one shared slot go on one DMA channel (they wait on the same `free` semaphores,
-  so they must run in program order), the shared kinds' slots spread over the channels;
+  so they must run in program order), on several cores the shared kinds' slots spread
+  over the channels;
 - puts each core's loads and stores on DMA channels, a core's stores after the loads of
   its next job so that those loads never queue behind a store;
 - adds the semaphores: load -> compute (`full`), compute -> store (`done`),
@@ -222,10 +223,11 @@ class Scheduler:
         cores = sorted(occupancy.users)
         waits = self.free_waits(occupancy)
         signals = tuple(self.sem("full", occupancy.kind, core, occupancy.slot) for core in cores)
-        if self.kinds[occupancy.kind].shared:
+        if self.kinds[occupancy.kind].shared and self.target.cores > 1:
             # every fill of a shared slot waits on the same `free` semaphores: the fills must run
             # in program order, so on one channel (a fill on another channel could take an
-            # earlier fill's tokens); the shared kinds' slots are spread over the channels
+            # earlier fill's tokens); the shared kinds' slots are spread over the channels.
+            # One core: its load channel, as its other loads (stores keep their own channel)
             index = list(self.kinds).index(occupancy.kind) * SLOTS + occupancy.slot
             channel = index % self.target.dma.channels
         else:
