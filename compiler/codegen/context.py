@@ -35,6 +35,7 @@ class Lowering:
     # report's rows): {"name", "predicted_cycles", "predicted_dram_read_bytes", "predicted_dram_write_bytes"}
     predictions: dict[int, dict] = field(default_factory=dict)
     layer_index: int = -1
+    cost_cache: dict = field(default_factory=dict)  # tile choices and predictions of layer shapes seen
     layer_name: str = ""
 
     # -- DRAM

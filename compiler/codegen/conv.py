@@ -83,7 +83,8 @@ class ConvTiles:
 
 
 ROLE = {"in": "input", "w": "weight", "out": "output"}
-TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal: then fewer jobs win
+TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal: less DRAM traffic, then fewer jobs win
+SHORTLIST_FAST, CHEAP_JOBS = 3, 600  # the closed form's fastest, if they have few jobs
 SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model then times
 
 
@@ -158,6 +159,13 @@ def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True)
     estimate (`conv_estimates`, vectorised); the best few are then timed by the job-level
     model (`predict_jobs`) on their real job lists, and the fastest (then the one with less
     DRAM traffic) wins."""
+    key = ("tiles", s, bias)
+    if key not in lowering.cost_cache:  # layers of one shape (ResNet blocks) share the choice
+        lowering.cost_cache[key] = search_tiles(lowering, s, name, bias)
+    return lowering.cost_cache[key]
+
+
+def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> ConvTiles:
     target, scan = lowering.target, lowering.tile_order == "scan"
     toc, tic, toh, tow, channel = tile_candidates(lowering, s)
     if not len(toc):
@@ -165,14 +173,20 @@ def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True)
         raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
     cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
     jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
-    # within TOLERANCE of the fastest, fewer jobs (fewer instructions to compile and simulate)
+    # within TOLERANCE of the fastest: less DRAM traffic (energy), then fewer jobs (instructions
+    # to compile and simulate)
     near = cycles <= cycles.min() * (1 + TOLERANCE)
-    order = np.lexsort((nbytes, cycles, jobs, ~near))
+    order = np.lexsort((cycles, jobs, nbytes, ~near))
 
     def tiles(i) -> ConvTiles:
         return ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "channel" if channel[i] else "spatial")
 
     shortlist = [tiles(i) for i in order[:SHORTLIST]]
+    extra = 0
+    for i in np.argsort(cycles, kind="stable")[:8]:  # and the fastest by the closed form, if cheap to time
+        if extra < SHORTLIST_FAST and jobs[i] <= CHEAP_JOBS and tiles(i) not in shortlist:
+            shortlist.append(tiles(i))
+            extra += 1
     for split in (False, True):  # the best of each core split, if it is close
         index = next((i for i in order if channel[i] == split), None)
         if index is not None and tiles(index) not in shortlist and cycles[index] < 1.1 * cycles.min():
@@ -184,8 +198,8 @@ def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True)
         probe = ConvLowering.probe(lowering, s, candidate, bias)
         candidate_jobs = probe.jobs(record=False)
         prediction = predict_jobs(target, probe.kinds(), candidate_jobs)
-        timed.append((prediction.cycles, len(candidate_jobs),
-                      prediction.dram_read_bytes + prediction.dram_write_bytes, candidate))
+        timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
+                      len(candidate_jobs), candidate))
     fastest = min(t[0] for t in timed)
     return min((t for t in timed if t[0] <= fastest * (1 + TOLERANCE / 2)), key=lambda t: t[1:3])[3]
 
@@ -283,7 +297,10 @@ class ConvLowering:
                         jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
                 turn += 1
         if record:
-            self.lowering.record_prediction(predict_jobs(self.lowering.target, self.kinds(), jobs))
+            key = ("prediction", s, t, self.b_addr is None, self.residual is None, self.epilogue, self.scan)
+            if key not in self.lowering.cost_cache:
+                self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs)
+            self.lowering.record_prediction(self.lowering.cost_cache[key])
         return jobs
 
     def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:

@@ -189,7 +189,7 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
     operations it waits for (data loaded, slot free, store after the last writer, unit to
     unit inside a job). They are then dispatched as the machine does: always the operation
     that can start earliest, so the shared DRAM bus is handed out in time order."""
-    from nncc.compiler.codegen.scheduler import plan_occupancies
+    from nncc.compiler.codegen.scheduler import SLOTS, plan_occupancies
 
     kinds_by_name = {kind.name: kind for kind in kinds}
     costs = InstructionCosts(target, {kind.name: kind.memory for kind in kinds})
@@ -221,15 +221,14 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
             op = add(("dma", channel), deps if i == 0 else (), ("dma", memory, dram_bytes, copy, to_dram))
         return op
 
-    multicasts = [0]
+    kind_order = [kind.name for kind in kinds]
 
     def emit_loads(occupancy) -> None:
         users = sorted(occupancy.users)
         previous = occupancy.previous
         deps = [] if previous is None else [free.get((id(previous), core)) for core in sorted(previous.users)]
-        if len(users) > 1:  # multicasts take the channels in turn
-            channel = multicasts[0] % channels
-            multicasts[0] += 1
+        if kinds_by_name[occupancy.kind].shared and cores > 1:  # one channel per shared slot
+            channel = (kind_order.index(occupancy.kind) * SLOTS + occupancy.slot) % channels
         else:
             channel = users[0] % channels
         full[id(occupancy)] = add_dma(channel, deps, occupancy.loads, False,
