@@ -62,7 +62,7 @@ class Lowering:
         key = (name, layout)
         if key not in self.weight_cache:
             symbol = self.program.allocate(f"{name}#{layout}" if layout else name, "weight",
-                                           array.shape, np.ascontiguousarray(array, np.float32))
+                                           array.shape, np.asarray(array, np.float32).reshape(array.shape))
             self.weight_cache[key] = symbol.addr
         return self.weight_cache[key]
 

@@ -141,6 +141,8 @@ def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> Non
     lowering.layer_index += 1
     lowering.layer_name = name
     program.instructions.append(isa.make("layer", name=name, nodes=",".join(nodes)))
-    for kinds, jobs in generate():
+    for phase, (kinds, jobs) in enumerate(generate()):
+        if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
+            program.instructions.append(isa.make("barrier"))
         program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)
     program.instructions.append(isa.make("barrier"))

@@ -37,10 +37,7 @@ def test_node_case_on_target(case, target):
     assert outcome.status == "pass", outcome.detail
 
 
-KNOWN_FAILURES = {
-    "ort_constant_value_float": "Lowering.weight (context.py) turns a 0-d constant into shape (1,) "
-                                "(np.ascontiguousarray), so the program refuses the symbol",
-}
+KNOWN_FAILURES: dict[str, str] = {}  # case name -> why it fails on the targets (none today)
 
 
 @pytest.mark.parametrize("target", h.TARGETS)
