@@ -86,6 +86,8 @@ def open_producer(value: SSAValue, residual_too: bool) -> fused.Conv2dOp | fused
         return None
     if op.act.data != Activation.NONE or (residual_too and op.residual is not None):
         return None
+    if residual_too and isinstance(op, fused.GemmOp) and op.c is not None and len(nn.shape_of(op.c)) > 1:
+        return None  # C is already a full tensor added to the product: one addend per gemm
     return op
 
 

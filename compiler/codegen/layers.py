@@ -90,6 +90,12 @@ def lower_gemm(lowering: Lowering, op: Operation):
     x = Operand(a_addr, (0, 1, 0, k) if not op.trans_a.value else (0, m, 0, 1))
     w = gemm_weight(lowering, op, k, n, alpha)
     bias, residual, residual_scale = gemm_c(lowering, op, m, n, beta)
+    fused_residual = getattr(op, "residual", None)
+    if fused_residual is not None:
+        if residual is not None:
+            raise NnccError(f"layer {layer_name(op)}: a gemm with both a full-size C and a residual "
+                            "is not supported")
+        residual, residual_scale = Operand(source_address(lowering, fused_residual), (0, 1, 0, n)), 1.0
     post_scale = 1.0 if lowering.constant(op.b) is not None else alpha
     if post_scale == 0.0:
         raise NnccError(f"layer {layer_name(op)}: gemm with alpha = 0 and B computed at run time "

@@ -88,3 +88,22 @@ def test_layer_that_cannot_fit_names_the_layer_and_memory(capsys, small_model_pa
                         "--program", tmp_path / "p")
     assert code == 2
     assert "layer" in err and "AM" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("target", ["vector", "fusion", "edge"])
+def test_fused_gemm_with_bias_residual_and_relu(capsys, make_model, write_model, tmp_path, target):
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    model = make_model(
+        [helper.make_node("Gemm", ["a", "W", "b"], ["g"], name="fc", transB=1),
+         helper.make_node("Add", ["g", "r"], ["s"], name="add"),
+         helper.make_node("Relu", ["s"], ["y"], name="relu")],
+        [("a", [5, 24]), ("r", [5, 40])], [("y", [5, 40])],
+        [("W", rng.standard_normal((40, 24)).astype(np.float32)), ("b", rng.standard_normal(40).astype(np.float32))])
+    path = write_model(model)
+    code, out, err = nncc(capsys, path, f"--target={target}", "--check", "--program", tmp_path / "p",
+                          "--print-ir-after=fuse-epilogues")
+    assert code == 0, err
+    assert "fused.gemm %a, %W, %b residual %r" in err and "act relu" in err
+    assert "check passed" in out
