@@ -1,0 +1,349 @@
+"""`nncc-bench`: the seed papers' tables on nncc's simulator, beside the papers' numbers.
+
+    nncc-bench                                  # everything at the papers' sizes (a few minutes)
+    nncc-bench --only vgg --resolution 64       # one part, smaller
+    nncc-bench --quick                          # every part at 64x64, FC batch 16
+
+(a) `vgg`: VGG-16 inference on `vector` (Chen, Li, Liu 2024): per conv/FC layer the MAC
+    efficiency (MACs / (cycles x MAC units)), the layer's roofline bound on the target (all MAC
+    units busy, or DRAM streaming its input, weights and output once) and how close the layer
+    gets to it; convs at `--batch`, FC layers at `--fc-batch` (the classifier alone, input
+    [fc-batch, 512 x (R/32)^2]), averages beside the paper's (conv 86.62 %, FC 93.17 %).
+(b) `scan`: MobileNetV2 and ResNet-50 on `edge` (Wu 2019): DRAM bytes per layer and in total
+    with `--tile-order=naive` vs `scan`, and the saving.
+(c) `resnet`: ResNet-50 (batch 1): compile time (ONNX -> isa program, as `nncc` does it) and
+    simulation time (goals: under 15 s and 30 s).
+
+Every figure comes from the interpreter running the compiled program; the cost model's
+prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+PAPER_VGG = {"conv": 86.62, "fc": 93.17}  # Chen, Li, Liu 2024, inference MAC efficiency (%)
+PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
+GOALS = {"conv": 90.0, "fc": 95.0, "roofline": 90.0, "compile_s": 15.0, "sim_s": 30.0}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def table(headers: list[str], rows: list[list], title: str = "") -> str:
+    """A plain-text table: numbers right-aligned, text left-aligned."""
+    cells = [[format_cell(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None and r[i] != "") for i in
+               range(len(headers))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [title] if title else []
+    out += [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 or value == 0 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def compile_fused(model: onnx.ModelProto, workdir: Path, name: str):
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+
+    path = workdir / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return compile_model(path, Registry.default(), Options(), until="fused")
+
+
+def lower_and_run(compilation, target, tile_order: str = "scan"):
+    from nncc.compiler.codegen.lower import lower_module
+    from nncc.runtime.interpreter import run
+
+    program = lower_module(compilation.module, compilation.store, target, tile_order)
+    return program, run(program)
+
+
+def node_info(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
+    """ONNX node name -> (op type, bytes its inputs, weights and outputs occupy once)."""
+    from nncc.compiler.zoo import tensor_shapes
+
+    shapes = tensor_shapes(model)
+    info = {}
+    for node in model.graph.node:
+        nbytes = sum(4 * math.prod(shapes.get(t, ())) for t in (*node.input, *node.output) if t in shapes)
+        info[node.name] = (node.op_type, nbytes)
+    return info
+
+
+def compute_rows(program, result, model: onnx.ModelProto) -> list[dict]:
+    """Per conv/FC layer: simulated and predicted cycles, efficiency, roofline bound."""
+    target = program.target
+    info = node_info(model)
+    predictions = getattr(program, "predictions", {})
+    rows = []
+    for index, layer in enumerate(result.layers):
+        kinds = [info[n][0] for n in layer.onnx_nodes if n in info]
+        kind = "conv" if "Conv" in kinds else "fc" if ("Gemm" in kinds or "MatMul" in kinds) else None
+        if kind is None or not layer.macs or not layer.cycles:
+            continue
+        # the compute node's tensors once, plus a fused residual (Add) read once
+        compute_node = next(n for n in layer.onnx_nodes if info.get(n, ("",))[0] in ("Conv", "Gemm", "MatMul"))
+        min_bytes = info[compute_node][1]
+        if "Add" in kinds:
+            output = next(o for node in model.graph.node if node.name == compute_node for o in node.output)
+            min_bytes += 4 * math.prod(shape_of(model, output))
+        bound = max(layer.macs / target.mac_units, min_bytes / target.dram_bytes_per_cycle)
+        prediction = predictions.get(index, {})
+        rows.append({
+            "name": layer.name, "node": compute_node, "kind": kind, "macs": layer.macs, "cycles": layer.cycles,
+            "predicted_cycles": prediction.get("predicted_cycles"),
+            "efficiency": 100 * layer.macs / (layer.cycles * target.mac_units),
+            "bound_cycles": int(bound), "bound": "compute" if layer.macs / target.mac_units >= min_bytes /
+            target.dram_bytes_per_cycle else "DRAM",
+            "bound_efficiency": 100 * layer.macs / (bound * target.mac_units),
+            "of_bound": 100 * bound / layer.cycles,
+            "dram_bytes": layer.dram_read_bytes + layer.dram_write_bytes,
+        })
+    return rows
+
+
+_SHAPES: dict[int, dict] = {}
+
+
+def shape_of(model: onnx.ModelProto, tensor: str) -> tuple[int, ...]:
+    from nncc.compiler.zoo import tensor_shapes
+
+    if id(model) not in _SHAPES:
+        _SHAPES[id(model)] = tensor_shapes(model)
+    return _SHAPES[id(model)].get(tensor, ())
+
+
+def classifier_model(batch: int, in_features: int, seed: int = 0) -> onnx.ModelProto:
+    """VGG-16's classifier alone (FC 4096, ReLU, FC 4096, ReLU, FC 1000; dropout is identity)."""
+    rng = np.random.default_rng(seed)
+    sizes = [in_features, 4096, 4096, 1000]
+    nodes, inits = [], []
+    x = "input"
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        w = (rng.standard_normal((n, k), dtype=np.float32) * np.float32(math.sqrt(2.0 / k)))
+        b = np.zeros(n, np.float32)
+        inits += [helper.make_tensor(f"fc{i}.weight", TensorProto.FLOAT, w.shape, w.tobytes(), raw=True),
+                  helper.make_tensor(f"fc{i}.bias", TensorProto.FLOAT, b.shape, b.tobytes(), raw=True)]
+        y = f"fc{i}" if i < 2 else "logits"
+        nodes.append(helper.make_node("Gemm", [x, f"fc{i}.weight", f"fc{i}.bias"], [y], name=f"classifier.fc{i}",
+                                      transB=1))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [y], [f"{y}.relu"], name=f"classifier.relu{i}"))
+            y = f"{y}.relu"
+        x = y
+    graph = helper.make_graph(nodes, "vgg16_classifier",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, in_features])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 1000])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def average(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+# --------------------------------------------------------------------------- (a) VGG-16 on vector
+
+
+def bench_vgg(args, workdir: Path) -> dict:
+    from nncc.compiler.target import load_target
+    from nncc.compiler.zoo import build_model
+
+    target = load_target("vector")
+    out: dict = {"target": "vector", "batch": args.batch, "fc_batch": args.fc_batch, "resolution": args.resolution}
+    t0 = time.time()
+    model = build_model("vgg16", batch=args.batch, resolution=args.resolution)
+    compilation = compile_fused(model, workdir, "vgg16")
+    program, result = lower_and_run(compilation, target)
+    rows = [r for r in compute_rows(program, result, model) if r["kind"] == "conv"]
+    del compilation, program, result
+    in_features = 512 * (args.resolution // 32) ** 2
+    fc_model = classifier_model(args.fc_batch, in_features)
+    fc_compilation = compile_fused(fc_model, workdir, "vgg16_classifier")
+    fc_program, fc_result = lower_and_run(fc_compilation, target)
+    fc_rows = compute_rows(fc_program, fc_result, fc_model)
+    fc1_model = classifier_model(1, in_features)  # batch 1: DRAM-bound, for the roofline column
+    fc1_program, fc1_result = lower_and_run(compile_fused(fc1_model, workdir, "vgg16_classifier_b1"), target)
+    fc1_rows = compute_rows(fc1_program, fc1_result, fc1_model)
+    out["seconds"] = time.time() - t0
+    out["conv"], out["fc"], out["fc_batch1"] = rows, fc_rows, fc1_rows
+    macs = sum(r["macs"] for r in rows)
+    out["conv_average"] = average(r["efficiency"] for r in rows)
+    out["conv_overall"] = 100 * macs / (sum(r["cycles"] for r in rows) * target.mac_units)
+    out["fc_average"] = average(r["efficiency"] for r in fc_rows)
+    out["min_of_bound"] = min(r["of_bound"] for r in rows + fc_rows + fc1_rows)
+    headers = ["layer", "ONNX node", "GMAC", "cycles", "predicted", "MAC eff %", "bound", "bound eff %",
+               "% of bound"]
+
+    def render(rs):
+        return [[r["name"], r["node"], r["macs"] / 1e9, r["cycles"], r["predicted_cycles"], r["efficiency"],
+                 r["bound"], r["bound_efficiency"], r["of_bound"]] for r in rs]
+
+    print(table(headers, render(rows),
+                f"(a) VGG-16 inference on vector ({target.cores} cores x {target.main.macs_per_cycle} MAC/cycle, "
+                f"DRAM {target.dram_bytes_per_cycle:.1f} B/cycle), conv layers, batch {args.batch}, "
+                f"{args.resolution}x{args.resolution}"))
+    print()
+    print(table(headers, render(fc_rows), f"    FC layers, batch {args.fc_batch}"))
+    print()
+    print(table(headers, render(fc1_rows), "    FC layers, batch 1 (DRAM-bound: efficiency is set by the weights' "
+                                           "bytes; see % of bound)"))
+    print()
+    summary = [
+        ["conv, average over layers", out["conv_average"], PAPER_VGG["conv"], GOALS["conv"]],
+        ["conv, all conv MACs / all conv cycles", out["conv_overall"], None, None],
+        [f"FC, average over layers (batch {args.fc_batch})", out["fc_average"], PAPER_VGG["fc"], GOALS["fc"]],
+        ["lowest % of roofline bound (any layer above)", out["min_of_bound"], None, GOALS["roofline"]],
+    ]
+    print(table(["MAC efficiency (%)", "nncc", "paper", "goal"], summary))
+    return out
+
+
+# --------------------------------------------------------------------------- (b) scan vs naive on edge
+
+
+def bench_scan(args, workdir: Path) -> dict:
+    from nncc.compiler.target import load_target
+    from nncc.compiler.zoo import build_model
+
+    target = load_target("edge")
+    out: dict = {"target": "edge", "resolution": args.scan_resolution, "models": {}}
+    for name in ("mobilenet_v2", "resnet50"):
+        model = build_model(name, batch=1, resolution=args.scan_resolution)
+        compilation = compile_fused(model, workdir, name)
+        runs = {order: lower_and_run(compilation, target, order) for order in ("naive", "scan")}
+        layers = []
+        for naive, scan in zip(runs["naive"][1].layers, runs["scan"][1].layers):
+            layers.append({"name": naive.name, "node": naive.onnx_nodes[0] if naive.onnx_nodes else "",
+                           "naive": naive.dram_read_bytes + naive.dram_write_bytes,
+                           "scan": scan.dram_read_bytes + scan.dram_write_bytes,
+                           "naive_cycles": naive.cycles, "scan_cycles": scan.cycles})
+        totals = {order: int(r.read_bytes.get("DRAM", 0) + r.write_bytes.get("DRAM", 0))
+                  for order, (_, r) in runs.items()}
+        energy = {order: r.energy_pj["dram"] for order, (_, r) in runs.items()}
+        cycles = {order: r.cycles for order, (_, r) in runs.items()}
+        entry = {"layers": layers, "total_bytes": totals, "dram_energy_pj": energy, "cycles": cycles,
+                 "saving_bytes": 100 * (1 - totals["scan"] / totals["naive"]),
+                 "saving_energy": 100 * (1 - energy["scan"] / energy["naive"])}
+        out["models"][name] = entry
+        changed = [[x["name"], x["node"], x["naive"], x["scan"], 100 * (1 - x["scan"] / x["naive"])]
+                   for x in layers if x["naive"] != x["scan"]]
+        print(table(["layer", "ONNX node", "naive bytes", "scan bytes", "saving %"], changed,
+                    f"(b) {name} on edge, {args.scan_resolution}x{args.scan_resolution}: DRAM bytes (read + write) "
+                    f"per layer, layers where the order matters ({len(changed)} of {len(layers)})"))
+        print(table(["total", "naive", "scan", "saving %"], [
+            ["DRAM bytes", totals["naive"], totals["scan"], entry["saving_bytes"]],
+            ["DRAM energy (uJ)", energy["naive"] / 1e6, energy["scan"] / 1e6, entry["saving_energy"]],
+            ["cycles", cycles["naive"], cycles["scan"], 100 * (1 - cycles["scan"] / cycles["naive"])],
+        ]))
+        print()
+        del compilation, runs
+    return out
+
+
+# --------------------------------------------------------------------------- (c) ResNet-50 times
+
+
+def bench_resnet(args, workdir: Path) -> dict:
+    from nncc.compiler.codegen.isa_module import module_to_program
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+    from nncc.compiler.target import load_target
+    from nncc.compiler.zoo import build_model
+    from nncc.runtime.interpreter import run
+
+    out: dict = {"resolution": args.resnet_resolution, "targets": {}}
+    path = workdir / "resnet50.onnx"
+    onnx.save(build_model("resnet50", batch=1, resolution=args.resnet_resolution), str(path))
+    rows = []
+    for target_name in args.resnet_targets:
+        load_target(target_name)
+        options = Options(target_options={"target": target_name, "target_set": (), "tile_order": "scan"})
+        t0 = time.time()
+        compilation = compile_model(path, Registry.default(), options, until="isa")
+        program = module_to_program(compilation.module, compilation.store)
+        compile_s = time.time() - t0
+        t1 = time.time()
+        result = run(program)
+        sim_s = time.time() - t1
+        entry = {"compile_s": compile_s, "sim_s": sim_s, "instructions": len(program.instructions),
+                 "cycles": result.cycles, "mac_utilization": 100 * result.mac_utilization}
+        out["targets"][target_name] = entry
+        rows.append([target_name, compile_s, sim_s, len(program.instructions), result.cycles,
+                     entry["mac_utilization"]])
+        del compilation, program, result
+    print(table(["target", "compile s", "simulate s", "instructions", "cycles", "MAC util %"], rows,
+                f"(c) ResNet-50, batch 1, {args.resnet_resolution}x{args.resnet_resolution}: compile (ONNX -> isa "
+                f"program) and simulation wall time (goals < {GOALS['compile_s']:.0f} s and < {GOALS['sim_s']:.0f} s)"))
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet"), action="append",
+                        help="run only this part (repeatable)")
+    parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
+    parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
+    parser.add_argument("--fc-batch", type=int, default=64, help="VGG-16 FC batch (default 64: compute-bound)")
+    parser.add_argument("--scan-resolution", type=int, default=224, help="MobileNetV2/ResNet-50 size for (b)")
+    parser.add_argument("--resnet-resolution", type=int, default=224, help="ResNet-50 size for (c)")
+    parser.add_argument("--resnet-targets", nargs="+", default=["vector", "edge"], help="targets for (c)")
+    parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.resolution = args.scan_resolution = args.resnet_resolution = 64
+        args.fc_batch = min(args.fc_batch, 16)
+    for size in (args.resolution, args.scan_resolution, args.resnet_resolution):
+        if size % 32 or size < 32:
+            print(f"nncc-bench: error: resolution {size} must be a positive multiple of 32", file=sys.stderr)
+            return 2
+    parts = args.only or ["vgg", "scan", "resnet"]
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
+        workdir = Path(tmp)
+        for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet)):
+            if part in parts:
+                results[part] = function(args, workdir)
+                print()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
