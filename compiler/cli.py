@@ -103,9 +103,27 @@ def main(argv: list[str] | None = None) -> int:
             raise NnccError("--target-set needs an accelerator target (reference has no parameters)")
         compilation = compile_model(args.model, registry, options, until="fused")
         return run_reference_target(args, compilation)
-    load_target(args.target, args.target_set)  # a bad target fails before compiling
-    compilation = compile_model(args.model, registry, options, until="isa")
-    return compile_for_target(args, compilation)
+    target = load_target(args.target, args.target_set)  # a bad target fails before compiling
+    if options.printing.any() or "lower-to-isa" in options.disabled:
+        compilation = compile_model(args.model, registry, options, until="isa")
+        return compile_for_target(args, compilation, isa_program(compilation))
+    # Without IR dumps, lower-to-isa's work is done without building its ~10^5 isa ops: the
+    # same lowering (tests hold the two paths to the same program), several times faster.
+    compilation = compile_model(args.model, registry, options, until="fused")
+    from nncc.compiler.codegen.lower import lower_module
+
+    return compile_for_target(args, compilation,
+                              lower_module(compilation.module, compilation.store, target, args.tile_order))
+
+
+def isa_program(compilation: Compilation):
+    """The program an isa-stage module describes, with the cost model's predictions."""
+    from nncc.compiler.codegen.isa_module import module_to_program
+    from nncc.compiler.codegen.lower import predictions_of
+
+    program = module_to_program(compilation.module, compilation.store)
+    program.predictions = predictions_of(compilation.module)  # merged into the report's layer rows
+    return program
 
 
 def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
@@ -148,14 +166,10 @@ def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> 
     return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
 
 
-def compile_for_target(args: argparse.Namespace, compilation: Compilation) -> int:
-    """Write the isa stage's program as .s and .nnbin, and run it on the interpreter when asked."""
-    from nncc.compiler.codegen.isa_module import module_to_program
-    from nncc.compiler.codegen.lower import predictions_of
+def compile_for_target(args: argparse.Namespace, compilation: Compilation, program) -> int:
+    """Write the program as .s and .nnbin, and run it on the interpreter when asked."""
     from nncc.runtime.program import save
 
-    program = module_to_program(compilation.module, compilation.store)
-    program.predictions = predictions_of(compilation.module)  # merged into the report's layer rows
     prefix = args.program or args.model.with_name(f"{args.model.stem}.{program.target.name}")
     for suffix in (".nnbin", ".s"):
         refuse_overwriting_model(prefix.with_name(prefix.name + suffix), args.model)

@@ -31,6 +31,9 @@ class IRPrinting:
     before: set[str] = field(default_factory=set)
     stream: IO[str] = field(default_factory=lambda: sys.stderr)
 
+    def any(self) -> bool:
+        return bool(self.after_all or self.before_all or self.after or self.before)
+
     def dump(self, when: str, name: str, module: ModuleOp) -> None:
         print(f"// -----// IR Dump {when} {name} //----- //", file=self.stream)
         print(module, file=self.stream)

@@ -107,3 +107,15 @@ def test_fused_gemm_with_bias_residual_and_relu(capsys, make_model, write_model,
     assert code == 0, err
     assert "fused.gemm %a, %W, %b residual %r" in err and "act relu" in err
     assert "check passed" in out
+
+
+def test_direct_lowering_and_the_isa_ir_give_the_same_program(capsys, small_model_path, tmp_path):
+    """Without IR dumps nncc lowers without building isa ops; with them it goes through the IR."""
+    assert nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "direct")[0] == 0
+    code, _, err = nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "via_ir",
+                        "--print-ir-after=lower-to-isa")
+    assert code == 0 and "IR Dump After lower-to-isa" in err and "isa.matmul" in err
+    direct, via_ir = load(tmp_path / "direct.nnbin"), load(tmp_path / "via_ir.nnbin")
+    assert direct.instructions == via_ir.instructions
+    assert direct.symbols == via_ir.symbols and direct.dram_bytes == via_ir.dram_bytes
+    assert (tmp_path / "direct.s").read_text() == (tmp_path / "via_ir.s").read_text()
