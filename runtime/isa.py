@@ -345,10 +345,18 @@ def format_instr(instr: NamedTuple) -> str:
     definition = definition_of(instr)
     parts = [definition.mnemonic]
     for operand, value in zip(definition.operands, instr):
-        if operand.default is not None and value == _normalise(definition.mnemonic, operand, operand.default):
-            continue
-        parts.append(f"{operand.name}={format_value(operand, value)}")
+        text = _format_operand(definition.mnemonic, operand, value)
+        if text:
+            parts.append(text)
     return " ".join(parts)
+
+
+@lru_cache(maxsize=65536)
+def _format_operand(mnemonic: str, operand: Operand, value: Any) -> str:
+    """`name=value`, or "" for an operand at its default (programs repeat values a lot)."""
+    if operand.default is not None and value == _normalise(mnemonic, operand, operand.default):
+        return ""
+    return f"{operand.name}={format_value(operand, value)}"
 
 
 def format_value(operand: Operand, value: Any) -> str:
