@@ -143,7 +143,7 @@ class Layout:
 def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
     """First pass: the slot of every (job, kind), and the occupancies."""
     resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
-    next_slot: dict[tuple[str, int | None], int] = {}
+    last_use: dict[tuple[str, int | None], list[int]] = {}  # per slot: the last job that used it
     slot_of: list[dict[str, Occupancy]] = []
     occupancies: list[Occupancy] = []
     for index, job in enumerate(jobs):
@@ -152,10 +152,12 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
             kind = kinds[name]
             scope = (name, None if kind.shared else job.core)
             slots = resident.setdefault(scope, [None] * SLOTS)
+            used = last_use.setdefault(scope, [-1] * SLOTS)
             occupancy = next((o for o in slots if o is not None and o.key == key), None)
             if occupancy is None:
-                slot = next_slot.get(scope, 0)
-                next_slot[scope] = (slot + 1) % SLOTS
+                # the least recently used slot: after a reused block (Scan) the refill never
+                # lands in the slot the running job reads (round robin would, and stall)
+                slot = min(range(SLOTS), key=used.__getitem__)
                 occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, [])),
                                       previous=slots[slot])
                 if slots[slot] is not None:
@@ -163,6 +165,7 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
                 slots[slot] = occupancy
                 occupancies.append(occupancy)
             occupancy.users.setdefault(job.core, []).append(index)
+            used[occupancy.slot] = index
             if job.stores.get(name):
                 occupancy.stores, occupancy.store_core = list(job.stores[name]), job.core
             chosen[name] = occupancy
