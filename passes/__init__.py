@@ -27,6 +27,24 @@ def get_fuse_epilogues() -> type[ModulePass]:
     return FuseEpiloguesPass
 
 
+def get_partition_cores() -> type[ModulePass]:
+    from nncc.passes.partition_cores import PartitionCoresPass
+
+    return PartitionCoresPass
+
+
+def get_tile_layers() -> type[ModulePass]:
+    from nncc.passes.tile_layers import TileLayersPass
+
+    return TileLayersPass
+
+
+def get_double_buffer() -> type[ModulePass]:
+    from nncc.passes.double_buffer import DoubleBufferPass
+
+    return DoubleBufferPass
+
+
 def get_lower_to_isa() -> type[ModulePass]:
     from nncc.passes.lower_to_isa import LowerToIsaPass
 
@@ -39,5 +57,8 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "canonicalize-nn": get_canonicalize_nn,
         "fold-batch-norm": get_fold_batch_norm,
         "fuse-epilogues": get_fuse_epilogues,
+        "partition-cores": get_partition_cores,
+        "tile-layers": get_tile_layers,
+        "double-buffer": get_double_buffer,
         "lower-to-isa": get_lower_to_isa,
     }

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen import eltwise
 from nncc.compiler.codegen.context import Lowering, row_major_strides
 from nncc.compiler.codegen.conv import (
-    ConvLowering, ConvShape, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
+    ConvLowering, ConvShape, ConvTiles, fits, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
 )
 from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
@@ -51,6 +52,54 @@ def bias_address(lowering: Lowering, value: SSAValue | None) -> int | None:
     return None if value is None else source_address(lowering, value)
 
 
+TILE_ATTR = "tile"
+"""Discardable attribute of a conv/gemm op: its tile sizes, set by tile-layers (or by hand):
+`tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial"}`."""
+
+
+def conv_problem(op: Operation) -> ConvShape | None:
+    """The convolution a conv (not depthwise) or gemm op computes; None for other ops."""
+    if op.name in ("nn.conv2d", "fused.conv2d"):
+        s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
+                       nn.ints(op.dilations), op.group.value.data)
+        return None if is_depthwise(s) else s
+    if op.name in ("nn.gemm", "fused.gemm"):
+        (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
+        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    return None
+
+
+def gemm_mk(op: Operation) -> tuple[int, int]:
+    shape = nn.shape_of(op.a)
+    return shape[::-1] if op.trans_a.value else shape
+
+
+def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
+    """The op's `tile` attribute when it has one (checked to fit), else the cost model's choice."""
+    attr = op.attributes.get(TILE_ATTR)
+    if attr is None:
+        return choose_tiles(lowering, s, layer_name(op))
+    try:
+        sizes = {key: value.value.data for key, value in attr.data.items() if key != "split"}
+        tiles = ConvTiles(sizes["oc"], sizes["ic"], sizes["oh"], sizes["ow"],
+                          attr.data["split"].data if "split" in attr.data else "spatial")
+    except (AttributeError, KeyError) as error:
+        raise NnccError(f"layer {layer_name(op)}: bad tile attribute {attr} (missing {error})") from None
+    limits = {"oc": s.og, "ic": s.cg, "oh": s.oh, "ow": s.ow}
+    if any(not 1 <= sizes[key] <= limit for key, limit in limits.items()) or \
+            tiles.split not in ("spatial", "channel"):
+        raise NnccError(f"layer {layer_name(op)}: tile sizes {sizes} must lie within {limits}")
+    if not fits(lowering, tiles.slot_bytes(s)):
+        raise NnccError(f"layer {layer_name(op)}: tile sizes {sizes} do not fit the target's memories")
+    return tiles
+
+
+def tile_attribute(tiles: ConvTiles) -> DictionaryAttr:
+    return DictionaryAttr({"oc": IntegerAttr(tiles.toc, i64), "ic": IntegerAttr(tiles.tic, i64),
+                           "oh": IntegerAttr(tiles.toh, i64), "ow": IntegerAttr(tiles.tow, i64),
+                           "split": StringAttr(tiles.split)})
+
+
 @lowers("nn.conv2d", "fused.conv2d")
 def lower_conv(lowering: Lowering, op: Operation):
     s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
@@ -61,9 +110,8 @@ def lower_conv(lowering: Lowering, op: Operation):
                                source_address(lowering, op.input), lowering.address(op.result),
                                bias_address(lowering, op.bias),
                                None if residual is None else source_address(lowering, residual))
-    tiles = choose_tiles(lowering, s, layer_name(op))
     conv = ConvLowering(
-        lowering, s, tiles,
+        lowering, s, tiles_for(lowering, op, s),
         x=nchw(source_address(lowering, op.input), nn.shape_of(op.input)),
         w=weight_operand(lowering, op.weight, s),
         b_addr=bias_address(lowering, op.bias),
@@ -83,9 +131,9 @@ def lower_gemm(lowering: Lowering, op: Operation):
     B computed at run time and alpha != 1 the product is scaled on chip (`vact affine` after the
     matmuls, the residual pre-scaled by 1/alpha); a C computed at run time is the residual,
     broadcast by stride-0 DMA and scaled by beta on chip."""
-    (m, k), (_, n) = nn.shape_of(op.a) if not op.trans_a.value else nn.shape_of(op.a)[::-1], nn.shape_of(op.result)
+    (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
-    s = ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    s = conv_problem(op)
     a_addr = source_address(lowering, op.a)
     x = Operand(a_addr, (0, 1, 0, k) if not op.trans_a.value else (0, m, 0, 1))
     w = gemm_weight(lowering, op, k, n, alpha)
@@ -103,7 +151,7 @@ def lower_gemm(lowering: Lowering, op: Operation):
     if residual is not None:
         residual_scale /= post_scale
     y_addr = lowering.address(op.result)
-    conv = ConvLowering(lowering, s, choose_tiles(lowering, s, layer_name(op)), x, w, bias,
+    conv = ConvLowering(lowering, s, tiles_for(lowering, op, s), x, w, bias,
                         Operand(y_addr, (0, 1, 0, n)), epilogue_of(op), residual,
                         scan=lowering.tile_order == "scan")
     jobs = conv.jobs()

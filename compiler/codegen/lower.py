@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen.context import F32, Lowering
@@ -62,17 +62,35 @@ def layer_name(op: Operation) -> str:
     return op.results[0].name_hint or op.name
 
 
+CORES_ATTR, BUFFERS_ATTR = "tile.cores", "tile.buffers"  # set by partition-cores, double-buffer
+
+
+def module_int(module: ModuleOp, name: str) -> int | None:
+    attr = module.attributes.get(name)
+    return attr.value.data if isinstance(attr, IntegerAttr) else None
+
+
+def pipeline_decisions(module: ModuleOp) -> dict[str, int]:
+    """Cores and buffers as the compiler's passes decided: one of each when a pass did not run."""
+    return {"cores": module_int(module, CORES_ATTR) or 1, "buffers": module_int(module, BUFFERS_ATTR) or 1}
+
+
 def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_order: str = "scan",
-                 skip_unsupported: bool = False) -> Program:
+                 skip_unsupported: bool = False, cores: int | None = None,
+                 buffers: int | None = None) -> Program:
     """The program of @main; `program.predictions` holds the cost model's per-layer figures.
 
-    `skip_unsupported` (benchmarks timing conv/FC layers only) gives an op without a code
-    generator DRAM room for its result but no code."""
+    `cores` and `buffers` (slots per buffer kind) default to the module's `tile.cores` and
+    `tile.buffers`, else to every core and double buffering (the pipeline passes them
+    explicitly, see `pipeline_decisions`). `skip_unsupported` (benchmarks timing conv/FC
+    layers only) gives an op without a code generator DRAM room for its result but no code."""
     import nncc.compiler.codegen.layers  # noqa: F401  (fills LOWERINGS)
 
     main = main_function(module)
     program = Program(target, [])
-    lowering = Lowering(target, program, store, tile_order=tile_order)
+    lowering = Lowering(target, program, store, tile_order=tile_order,
+                        layer_cores=cores or module_int(module, CORES_ATTR) or target.cores,
+                        buffers=buffers or module_int(module, BUFFERS_ATTR) or 2)
     args = list(main.body.block.args)
     for name, value in zip(names_attr(module, "nn.input_names", len(args), "input"), args):
         lowering.addresses[value] = program.allocate(name, "input", nn.shape_of(value)).addr
@@ -144,5 +162,5 @@ def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> Non
     for phase, (kinds, jobs) in enumerate(generate()):
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))
-        program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)
+        program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)  # TODO slots
     program.instructions.append(isa.make("barrier"))

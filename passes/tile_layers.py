@@ -1,0 +1,54 @@
+"""tile-layers: choose every conv and gemm layer's tile sizes with the cost model.
+
+Each conv (not depthwise) and gemm op gets a `tile` attribute: output channels, input
+channels, output rows and columns per tile, and how the cores split the tiles (spatial:
+different output tiles sharing the weight block by multicast; channel: different output
+channels of one tile sharing the input block). The sizes are the cost model's best under
+the capacity of the memories that hold the tiles (two slots per buffer), for the core count
+`partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
+sizes can be edited by hand in the IR and re-lowered with nncc-opt. Other layers (pooling,
+depthwise, elementwise) choose their tiles when they are lowered.
+
+    %y = fused.conv2d %x, %w, %b ... act relu {onnx_nodes = ["conv1"],
+           tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial"}}
+"""
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+from xdsl.passes import ModulePass
+
+from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.conv import choose_tiles
+from nncc.compiler.codegen.layers import TILE_ATTR, conv_problem, tile_attribute
+from nncc.compiler.codegen.lower import layer_name
+from nncc.compiler.errors import NnccError
+from nncc.compiler.target import load_target
+from nncc.compiler.weights import store_of
+from nncc.passes.partition_cores import CORES_ATTR
+from nncc.runtime.nn_interpreter import main_function
+from nncc.runtime.program import Program
+
+
+@dataclass(frozen=True)
+class TileLayersPass(ModulePass):
+    """Attach the cost model's tile sizes to every conv and gemm."""
+
+    name = "tile-layers"
+
+    target: str = "vector"
+    target_set: tuple[str, ...] = ()
+    tile_order: str = "scan"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.tile_order not in ("naive", "scan"):
+            raise NnccError(f"tile-layers: tile-order must be naive or scan, not {self.tile_order!r}")
+        target = load_target(self.target, self.target_set)
+        cores = op.attributes.get(CORES_ATTR)
+        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=self.tile_order,
+                            layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1)
+        for layer in main_function(op).body.block.ops:
+            problem = conv_problem(layer)
+            if problem is not None:
+                layer.attributes[TILE_ATTR] = tile_attribute(choose_tiles(lowering, problem, layer_name(layer)))
