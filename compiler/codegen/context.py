@@ -31,8 +31,8 @@ class Lowering:
     addresses: dict[SSAValue, int] = field(default_factory=dict)
     weight_cache: dict[tuple[str, str], int] = field(default_factory=dict)
     tile_order: str = "scan"
-    layer_cores: int = 1  # cores a layer's tiles are dealt to (partition-cores sets it)
-    buffers: int = 1  # slots per buffer kind: 2 is double buffering (double-buffer sets it)
+    layer_cores: int = 0  # cores a layer's tiles are dealt to (0: all; partition-cores decides)
+    buffers: int = 2  # slots per buffer kind: 2 is double buffering (double-buffer decides)
     # the cost model's figures per layer, by layer ordinal (the order of `layer` markers, as the
     # report's rows): {"name", "predicted_cycles", "predicted_dram_read_bytes", "predicted_dram_write_bytes"}
     predictions: dict[int, dict] = field(default_factory=dict)
@@ -80,7 +80,7 @@ class Lowering:
 
     @property
     def cores(self) -> int:
-        return min(self.layer_cores, self.target.cores)
+        return min(self.layer_cores or self.target.cores, self.target.cores)
 
     @property
     def vector_unit(self) -> str:
