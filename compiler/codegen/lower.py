@@ -162,5 +162,5 @@ def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> Non
     for phase, (kinds, jobs) in enumerate(generate()):
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))
-        program.instructions += Scheduler(lowering.target, kinds).schedule(jobs)  # TODO slots
+        program.instructions += Scheduler(lowering.target, kinds, lowering.buffers).schedule(jobs)
     program.instructions.append(isa.make("barrier"))

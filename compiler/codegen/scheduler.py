@@ -124,12 +124,12 @@ class Layout:
     bases: dict[tuple[str, int], tuple[str, int]]
 
     @classmethod
-    def allocate(cls, target: Target, kinds: Sequence[BufferKind]) -> Layout:
+    def allocate(cls, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS) -> Layout:
         used: dict[str, int] = {}
         bases = {}
         for kind in kinds:
             slot_bytes = -(-kind.slot_bytes // 64) * 64
-            for slot in range(SLOTS):
+            for slot in range(slots):
                 start = used.get(kind.memory, 0)
                 bases[kind.name, slot] = (kind.memory, start)
                 used[kind.memory] = start + slot_bytes
@@ -140,7 +140,7 @@ class Layout:
         return cls(bases)
 
 
-def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
+def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: int = SLOTS):
     """First pass: the slot of every (job, kind), and the occupancies."""
     resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
     last_use: dict[tuple[str, int | None], list[int]] = {}  # per slot: the last job that used it
@@ -151,18 +151,18 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
         for name, key in job.buffers.items():
             kind = kinds[name]
             scope = (name, None if kind.shared else job.core)
-            slots = resident.setdefault(scope, [None] * SLOTS)
-            used = last_use.setdefault(scope, [-1] * SLOTS)
-            occupancy = next((o for o in slots if o is not None and o.key == key), None)
+            slot_state = resident.setdefault(scope, [None] * slots)
+            used = last_use.setdefault(scope, [-1] * slots)
+            occupancy = next((o for o in slot_state if o is not None and o.key == key), None)
             if occupancy is None:
                 # the least recently used slot: after a reused block (Scan) the refill never
                 # lands in the slot the running job reads (round robin would, and stall)
-                slot = min(range(SLOTS), key=used.__getitem__)
+                slot = min(range(slots), key=used.__getitem__)
                 occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, [])),
-                                      previous=slots[slot])
-                if slots[slot] is not None:
-                    slots[slot].next = occupancy
-                slots[slot] = occupancy
+                                      previous=slot_state[slot])
+                if slot_state[slot] is not None:
+                    slot_state[slot].next = occupancy
+                slot_state[slot] = occupancy
                 occupancies.append(occupancy)
             occupancy.users.setdefault(job.core, []).append(index)
             used[occupancy.slot] = index
@@ -176,10 +176,11 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind]):
 class Scheduler:
     """Emits the instructions of one layer's jobs."""
 
-    def __init__(self, target: Target, kinds: Sequence[BufferKind]):
+    def __init__(self, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS):
         self.target = target
         self.kinds = {kind.name: kind for kind in kinds}
-        self.layout = Layout.allocate(target, kinds)
+        self.slots = slots
+        self.layout = Layout.allocate(target, kinds, slots)
         self.sem = SemaphorePool()
         self.out: list[NamedTuple] = []
 
@@ -201,7 +202,7 @@ class Scheduler:
     # -- emission
 
     def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
-        slot_of, _ = plan_occupancies(jobs, self.kinds)
+        slot_of, _ = plan_occupancies(jobs, self.kinds, self.slots)
         # a core's stores wait until the loads of that core's next job are emitted, so that
         # on a channel shared by the core's loads and stores the next load never queues
         # behind a store (one job late per core, not one job late overall)
@@ -231,7 +232,7 @@ class Scheduler:
             # in program order, so on one channel (a fill on another channel could take an
             # earlier fill's tokens); the shared kinds' slots are spread over the channels.
             # One core: its load channel, as its other loads (stores keep their own channel)
-            index = list(self.kinds).index(occupancy.kind) * SLOTS + occupancy.slot
+            index = list(self.kinds).index(occupancy.kind) * self.slots + occupancy.slot
             channel = index % self.target.dma.channels
         else:
             channel = self.load_channel(cores[0])
