@@ -423,8 +423,8 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
         repeat = np.where(groups <= 2, groups, groups + (outer - 1) * (groups - 2))
     else:
         repeat = np.where(groups <= 2, groups, groups * outer)
-    own_loads = np.where(ic_n == 1, repeat * items / groups,
-                         outer * items * ic_n - ((outer - 1) * 2 * cores if scan else 0))
+    saved = (outer - 1) * np.minimum(2, ic_n) * np.minimum(cores, items) if scan else 0
+    own_loads = np.where(ic_n == 1, repeat * items / groups, np.maximum(outer * items * ic_n - saved, items * ic_n))
     shared_bytes = shared_loads * shared_pass / ic_n
     own_bytes = own_loads * own_pass / ic_n
     out_bytes = F32 * s.n * s.o * s.oh * s.ow

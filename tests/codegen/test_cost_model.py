@@ -1,0 +1,162 @@
+"""The compiler's cost model against the interpreter: per conv/FC layer of VGG-16 and ResNet-18
+(64x64), predicted cycles and DRAM bytes within 15 % of the simulated ones on every target;
+the closed form used to rank tiles; Scan order never reads more than naive; the predictions
+reach the report rows of `nncc --report`."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import onnx
+import pytest
+
+from nncc.compiler import zoo
+from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.conv import ConvLowering, ConvShape, ConvTiles, choose_tiles
+from nncc.compiler.codegen.cost_model import conv_estimate, predict_jobs, roofline_cycles
+from nncc.compiler.codegen.lower import lower_module
+from nncc.compiler.codegen.scheduler import Scheduler
+from nncc.compiler.pipeline import Options, compile_model
+from nncc.compiler.registry import Registry
+from nncc.compiler.target import load_target
+from nncc.runtime import isa
+from nncc.runtime.interpreter import run
+from nncc.runtime.program import Program
+
+TOLERANCE = 0.15
+
+
+@cache
+def fused(name: str, resolution: int, tmp_root: str):
+    from pathlib import Path
+
+    path = Path(tmp_root) / f"{name}_{resolution}.onnx"
+    if not path.exists():
+        onnx.save(zoo.build_model(name, batch=1, resolution=resolution), str(path))
+    return compile_model(path, Registry.default(), Options(), until="fused")
+
+
+@cache
+def lowered(name: str, target_name: str, tmp_root: str):
+    """(program, run result) of zoo model `name` at 64x64 on `target_name`."""
+    compilation = fused(name, 64, tmp_root)
+    program = lower_module(compilation.module, compilation.store, load_target(target_name))
+    return program, run(program)
+
+
+@pytest.fixture(scope="module")
+def tmp_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cost_model"))
+
+
+def conv_fc_layers(program, result):
+    """(layer stats, prediction) of every layer the cost model predicted (conv and gemm)."""
+    predictions = program.predictions
+    return [(layer, predictions[i]) for i, layer in enumerate(result.layers) if i in predictions]
+
+
+@pytest.mark.parametrize("model,target_name", [("vgg16", "vector"), ("resnet18", "vector"),
+                                               ("resnet18", "edge"), ("resnet18", "fusion")])
+def test_prediction_within_15_percent_per_layer(model, target_name, tmp_root):
+    program, result = lowered(model, target_name, tmp_root)
+    layers = conv_fc_layers(program, result)
+    assert len(layers) >= (16 if model == "vgg16" else 21)
+    for layer, prediction in layers:
+        assert prediction["name"] == layer.name
+        for simulated, predicted in ((layer.cycles, prediction["predicted_cycles"]),
+                                     (layer.dram_read_bytes, prediction["predicted_dram_read_bytes"]),
+                                     (layer.dram_write_bytes, prediction["predicted_dram_write_bytes"])):
+            assert abs(predicted - simulated) <= TOLERANCE * simulated, (layer.name, simulated, predicted)
+
+
+def single_layer(target_name: str, s: ConvShape, tiles: ConvTiles | None = None, order: str = "scan"):
+    """One conv layer with placeholder DRAM operands: (tiles, prediction, simulated layer)."""
+    target = load_target(target_name)
+    program = Program(target, [])
+    lowering = Lowering(target, program, None, tile_order=order)
+    if hasattr(lowering, "layer_cores"):  # every core, as lower_module deals a layer's tiles
+        lowering.layer_cores = target.cores
+    tiles = tiles or choose_tiles(lowering, s, "layer")
+    conv = ConvLowering.probe(lowering, s, tiles, True)
+    jobs = conv.jobs(record=False)
+    prediction = predict_jobs(target, conv.kinds(), jobs)
+    program.instructions = [isa.make("layer", name="layer"), *Scheduler(target, conv.kinds()).schedule(jobs),
+                            isa.make("barrier")]
+    program.dram_bytes = 4 * max(s.n * s.c * s.h * s.w, s.kh * s.kw * s.c * s.o + s.o, s.n * s.o * s.oh * s.ow) + 64
+    return tiles, prediction, run(program, {}).layers[0]
+
+
+def conv3x3(n, c, h, o, stride=1):
+    oh = (h + 2 - 3) // stride + 1
+    return ConvShape(n, c, h, h, o, 3, 3, oh, oh, (stride, stride), (1, 1, 1, 1), (1, 1), 1)
+
+
+def fc(batch, k, n):
+    return ConvShape(1, k, 1, batch, n, 1, 1, 1, batch, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+@pytest.mark.parametrize("target_name,s", [
+    ("vector", conv3x3(1, 3, 64, 64)),            # first layer: 3 input channels
+    ("vector", fc(1, 2048, 1000)),                # DRAM-bound FC: the cores split output channels
+    ("edge", conv3x3(1, 256, 4, 256)),            # input-channel tiles, Scan reuse at every turn
+    ("fusion", conv3x3(1, 64, 14, 96, stride=2)),  # fragmented edge tiles (96 = 3 x 32 columns)
+])
+def test_single_layers_and_closed_form(target_name, s):
+    tiles, prediction, layer = single_layer(target_name, s)
+    assert abs(prediction.cycles - layer.cycles) <= TOLERANCE * layer.cycles
+    assert prediction.dram_read_bytes == layer.dram_read_bytes
+    assert prediction.dram_write_bytes == layer.dram_write_bytes
+    assert prediction.macs == layer.macs
+    target = load_target(target_name)
+    # the closed form that ranks the tiles is close for the chosen tiles too
+    cycles, nbytes = conv_estimate(target, s, tiles, target.cores, tiles.split, True)
+    assert 0.6 * layer.cycles <= cycles <= 1.5 * layer.cycles
+    assert 0.8 * (layer.dram_read_bytes + layer.dram_write_bytes) <= nbytes <= \
+        1.25 * (layer.dram_read_bytes + layer.dram_write_bytes)
+    # nothing beats the roofline
+    assert layer.cycles >= roofline_cycles(target, layer.macs, 0)
+
+
+def test_scan_reuses_blocks_without_stalling():
+    """Same tiles, both orders: scan reads fewer DRAM bytes and takes no more cycles."""
+    s, tiles = conv3x3(1, 256, 4, 256), ConvTiles(48, 64, 4, 4, "spatial")
+    _, _, naive = single_layer("edge", s, tiles, "naive")
+    _, _, scan = single_layer("edge", s, tiles, "scan")
+    assert scan.dram_read_bytes < naive.dram_read_bytes
+    assert scan.cycles <= naive.cycles
+
+
+def test_vgg_layers_near_their_roofline(tmp_root):
+    """VGG-16 (64x64) on vector: every conv layer past the first (whose 3 input channels leave
+    the bias and ReLU epilogue at 13 % of its work) and every FC layer within 90 % of its roofline
+    bound (compute, or DRAM streaming its input, weights and output once)."""
+    import math
+
+    compilation = fused("vgg16", 64, tmp_root)
+    shapes = zoo.tensor_shapes(compilation.model)
+    nodes = {node.name: node for node in compilation.model.graph.node}
+    target = load_target("vector")
+    program, result = lowered("vgg16", "vector", tmp_root)
+    layers = [layer for layer, _ in conv_fc_layers(program, result)]
+    assert len(layers) == 16
+    for layer in layers[1:]:
+        node = nodes[layer.onnx_nodes[0]]
+        nbytes = 4 * sum(math.prod(shapes[t]) for t in (*node.input, *node.output))
+        bound = roofline_cycles(target, layer.macs, nbytes)
+        assert bound >= 0.9 * layer.cycles, (layer, bound)
+
+
+def test_predictions_in_the_report(tmp_path):
+    from nncc.compiler.cli import main
+
+    model = tmp_path / "r18.onnx"
+    onnx.save(zoo.build_model("resnet18", batch=1, resolution=32), str(model))
+    report = tmp_path / "r.json"
+    assert main([str(model), "--target=edge", "--report", str(report), "--program", str(tmp_path / "p")]) == 0
+    rows = json.loads(report.read_text())["layers"]
+    convs = [row for row in rows if "predicted_cycles" in row]
+    assert len(convs) >= 21
+    for row in convs:
+        assert row["predicted_dram_read_bytes"] == row["dram_read_bytes"]
+        assert abs(row["predicted_cycles"] - row["cycles"]) <= TOLERANCE * row["cycles"]
