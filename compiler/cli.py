@@ -109,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return compile_for_target(args, compilation, isa_program(compilation))
     # Without IR dumps, lower-to-isa's work is done without building its ~10^5 isa ops: the
     # same lowering (tests hold the two paths to the same program), several times faster.
-    compilation = compile_model(args.model, registry, options, until="fused")
-    from nncc.compiler.codegen.lower import lower_module
+    compilation = compile_model(args.model, registry, options, until="vector")
+    from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 
-    return compile_for_target(args, compilation,
-                              lower_module(compilation.module, compilation.store, target, args.tile_order))
+    program = lower_module(compilation.module, compilation.store, target, args.tile_order,
+                           **pipeline_decisions(compilation.module))
+    return compile_for_target(args, compilation, program)
 
 
 def isa_program(compilation: Compilation):
@@ -127,6 +128,9 @@ def isa_program(compilation: Compilation):
 
 
 def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
+    if args.emit not in ("nn", "fused") and args.target == REFERENCE_TARGET:
+        raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
+                        "or a TOML file); the reference target stops at the fused stage")
     compilation = compile_model(args.model, registry, options, until=args.emit)
     if args.output is None:
         print(compilation.module)

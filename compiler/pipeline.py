@@ -36,8 +36,8 @@ STAGES = (
     Stage("nn", (), "the ONNX model in the nn dialect, as imported"),
     Stage("fused", ("canonicalize-nn", "fold-batch-norm", "fuse-epilogues"),
           "graph passes on nn: BatchNorm folding, conv/gemm + residual add + activation fusion"),
-    Stage("tile", (), "tiled loop nests over buffers in named memories", built=False),
-    Stage("vector", (), "SIMD lanes, double-buffered DMA, cores", built=False),
+    Stage("tile", ("partition-cores", "tile-layers"), "cores and tile sizes of every layer"),
+    Stage("vector", ("double-buffer",), "double-buffered DMA overlapping compute"),
     Stage("isa", ("lower-to-isa",), "one op per machine instruction, addresses allocated"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -1,10 +1,12 @@
 """lower-to-isa: the `fused`/`nn` model becomes a straight-line program of `isa` ops.
 
-Every layer is tiled, mapped onto lanes, cores and double-buffered DMA, and emitted as
-instructions with addresses allocated (see compiler/codegen). The module's @main is
-replaced by `@program`; the DRAM image (weights in kernel layout) goes to the weight store.
+Every layer is tiled (conv/gemm by their `tile` attribute when tile-layers set one),
+mapped onto lanes, dealt to `tile.cores` cores (one without partition-cores), given
+`tile.buffers` slots per buffer (one without double-buffer), and emitted as instructions
+with addresses allocated (see compiler/codegen). The module's @main is replaced by
+`@program`; the DRAM image (weights in kernel layout) goes to the weight store.
 
-    nncc-opt model.fused.mlir -p 'lower-to-isa{target=edge tile-order=naive}' -o model.isa.mlir
+    nncc-opt model.fused.mlir -p 'partition-cores{target=edge},tile-layers{target=edge},double-buffer,lower-to-isa{target=edge tile-order=naive}' -o model.isa.mlir
 
 Options: `target` (a preset name or TOML path), `target-set` (overrides "key=value",
 comma separated), `tile-order` (naive or scan).
@@ -17,7 +19,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.isa_module import program_to_module
-from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, predictions_attribute
+from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, pipeline_decisions, predictions_attribute
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import attach, store_of
@@ -37,7 +39,8 @@ class LowerToIsaPass(ModulePass):
         if self.tile_order not in ("naive", "scan"):
             raise NnccError(f"lower-to-isa: tile-order must be naive or scan, not {self.tile_order!r}")
         store = store_of(op, self.name)
-        program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order)
+        program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order,
+                               **pipeline_decisions(op))
         lowered = program_to_module(program, store)
         lowered.attributes[PREDICTIONS] = predictions_attribute(program)  # the cost model's, per layer
         keep = {name: attr for name, attr in op.attributes.items() if name.startswith("nn.")}

@@ -61,7 +61,9 @@ def test_isa_stage_round_trips_through_nncc_opt(capsys, small_model_path, tmp_pa
     fused = tmp_path / "m.fused.mlir"
     assert nncc(capsys, small_model_path, "--emit=fused", "-o", fused)[0] == 0
     lowered = tmp_path / "m.isa.mlir"
-    assert opt.main([str(fused), "-p", "lower-to-isa{target=edge tile-order=naive}", "-o", str(lowered)]) == 0
+    pipeline = ("partition-cores{target=edge},tile-layers{target=edge tile-order=naive},double-buffer,"
+                "lower-to-isa{target=edge tile-order=naive}")
+    assert opt.main([str(fused), "-p", pipeline, "-o", str(lowered)]) == 0
     text = lowered.read_text()
     assert "func.func @program()" in text and "isa.matmul" in text and 'name = "edge"' in text
     assert opt.main([str(lowered), "-o", str(tmp_path / "again.mlir")]) == 0
@@ -119,3 +121,46 @@ def test_direct_lowering_and_the_isa_ir_give_the_same_program(capsys, small_mode
     assert direct.instructions == via_ir.instructions
     assert direct.symbols == via_ir.symbols and direct.dram_bytes == via_ir.dram_bytes
     assert (tmp_path / "direct.s").read_text() == (tmp_path / "via_ir.s").read_text()
+
+
+def test_stages_tile_and_vector_are_printable_and_consumed(capsys, small_model_path, tmp_path):
+    code, tiled, err = nncc(capsys, small_model_path, "--emit=tile", "--target=vector")
+    assert code == 0, err
+    assert "tile.cores = 4 : i64" in tiled and "tile = {oc = " in tiled
+    code, vector, _ = nncc(capsys, small_model_path, "--emit=vector", "--target=vector")
+    assert "tile.buffers = 2 : i64" in vector
+
+
+def test_disabling_double_buffering_and_cores_costs_cycles(capsys, small_model_path, tmp_path):
+    cycles = {}
+    for label, flags in {"all": [], "single-buffer": ["--disable-pass=double-buffer"],
+                         "one-core": ["--disable-pass=partition-cores"]}.items():
+        report = tmp_path / f"{label}.json"
+        code, _, err = nncc(capsys, small_model_path, "--target=vector", "--check", "--report", report,
+                            "--program", tmp_path / label, *flags)
+        assert code == 0, err
+        cycles[label] = json.loads(report.read_text())["cycles"]
+    assert cycles["single-buffer"] > cycles["all"]
+    assert cycles["one-core"] > cycles["all"]
+    one_core = load(tmp_path / "one-core.nnbin")
+    assert {ins.core for ins in one_core.instructions if hasattr(ins, "core")} == {0}
+
+
+def test_hand_edited_tile_sizes_are_followed(capsys, small_model_path, tmp_path):
+    import re
+
+    tiled = tmp_path / "m.tile.mlir"
+    assert nncc(capsys, small_model_path, "--emit=tile", "--target=edge", "-o", tiled)[0] == 0
+    text = re.sub(r"tile = \{oc = \d+ : i64, ic = \d+ : i64, oh = \d+ : i64, ow = \d+ : i64",
+                  "tile = {oc = 8 : i64, ic = 3 : i64, oh = 1 : i64, ow = 8 : i64", tiled.read_text(), count=1)
+    tiled.write_text(text)
+    lowered = tmp_path / "m.isa.mlir"
+    assert opt.main([str(tiled), "-p", "double-buffer,lower-to-isa{target=edge}", "-o", str(lowered)]) == 0
+    capsys.readouterr()
+    # One output row per tile: the conv's 8 output rows take 8 jobs of 9 matmuls each.
+    conv_matmuls = lowered.read_text().split('isa.layer {name = "c"')[1].split("isa.layer")[0].count("isa.matmul")
+    assert conv_matmuls == 8 * 9
+    text = text.replace("oh = 1 : i64", "oh = 99 : i64", 1)
+    tiled.write_text(text)
+    assert opt.main([str(tiled), "-p", "lower-to-isa{target=edge}"]) == 2
+    assert "tile sizes" in capsys.readouterr().err

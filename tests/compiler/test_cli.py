@@ -129,9 +129,9 @@ def test_disable_pass_keeps_the_ir_unchanged(capsys, small_model_path):
     assert imported == fused
 
 
-def test_accelerator_target_before_codegen_is_a_clear_error(capsys, small_model_path):
-    code, _, err = run_nncc(capsys, small_model_path, "--emit=tile")
-    assert code == 2 and "stage 'tile'" in err and "not implemented yet" in err
+def test_emit_isa_needs_a_target_and_says_so(capsys, small_model_path):
+    code, _, err = run_nncc(capsys, small_model_path, "--emit=isa", "--target=reference")
+    assert code == 2 and "reference" in err
     assert len(err.strip().splitlines()) == 1
 
 
