@@ -4,9 +4,6 @@ split into many tiles, fragmentary edge tiles included; and the one-line error w
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,17 +14,7 @@ from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 
 
-def _helpers():
-    name = "nncc_codegen_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-h = _helpers()
+import codegen_helpers as h  # noqa: E402  (tests/codegen/conftest.py)
 TARGETS = h.TARGETS
 RNG = np.random.default_rng(7)
 

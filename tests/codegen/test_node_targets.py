@@ -8,24 +8,11 @@ pass on each target; the others are skipped here with the reference's own outcom
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 
-def _helpers():
-    name = "nncc_codegen_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-h = _helpers()
+import codegen_helpers as h  # noqa: E402  (tests/codegen/conftest.py)
 
 
 @pytest.mark.parametrize("target", h.TARGETS)

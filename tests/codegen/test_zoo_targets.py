@@ -3,27 +3,14 @@ outputs within 1e-4 x max |output| of onnxruntime's (the pipeline of `nncc --run
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import cache
-from pathlib import Path
 
 import pytest
 
 from nncc.compiler import zoo
 
 
-def _helpers():
-    name = "nncc_codegen_test_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-h = _helpers()
+import codegen_helpers as h  # noqa: E402  (tests/codegen/conftest.py)
 
 
 @cache
