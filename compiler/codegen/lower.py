@@ -16,7 +16,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from nncc.compiler.codegen.context import F32, Lowering
+from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import Target
