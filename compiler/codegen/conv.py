@@ -83,7 +83,8 @@ class ConvTiles:
 
 
 ROLE = {"in": "input", "w": "weight", "out": "output"}
-TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal: less DRAM traffic, then fewer jobs win
+TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal (then DRAM traffic, jobs decide)
+BYTES_TOLERANCE = 0.05  # DRAM bytes within 5 % of the least count as equal (then fewer jobs win)
 SHORTLIST_FAST, CHEAP_JOBS = 3, 600  # the closed form's fastest, if they have few jobs
 SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model then times
 
@@ -173,10 +174,7 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
     cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
     jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
-    # within TOLERANCE of the fastest: less DRAM traffic (energy), then fewer jobs (instructions
-    # to compile and simulate)
-    near = cycles <= cycles.min() * (1 + TOLERANCE)
-    order = np.lexsort((cycles, jobs, nbytes, ~near))
+    order = preference(cycles, nbytes, jobs)
 
     def tiles(i) -> ConvTiles:
         return ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "channel" if channel[i] else "spatial")
@@ -191,6 +189,12 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         index = next((i for i in order if channel[i] == split), None)
         if index is not None and tiles(index) not in shortlist and cycles[index] < 1.1 * cycles.min():
             shortlist.append(tiles(index))
+    if scan:  # the other order's favourite too: Scan walks its tiles at least as well
+        other_cycles, other_bytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, False,
+                                                   bias)
+        best_naive = tiles(preference(other_cycles, other_bytes, jobs)[0])
+        if best_naive not in shortlist:
+            shortlist.append(best_naive)
     if len(shortlist) == 1:
         return shortlist[0]
     timed = []
@@ -200,8 +204,17 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         prediction = predict_jobs(target, probe.kinds(), candidate_jobs)
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
                       len(candidate_jobs), candidate))
-    fastest = min(t[0] for t in timed)
-    return min((t for t in timed if t[0] <= fastest * (1 + TOLERANCE / 2)), key=lambda t: t[1:3])[3]
+    best = preference(*(np.array([t[k] for t in timed]) for k in range(3)))[0]
+    return timed[best][3]
+
+
+def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray) -> np.ndarray:
+    """Candidates best first: within TOLERANCE of the fastest count as equally fast; among those,
+    the ones within BYTES_TOLERANCE of the least DRAM traffic (DRAM energy) as equally frugal;
+    among those, fewer jobs (instructions to compile and simulate), then fewer bytes and cycles."""
+    near = cycles <= cycles.min() * (1 + TOLERANCE)
+    frugal = near & (nbytes <= nbytes[near].min() * (1 + BYTES_TOLERANCE))
+    return np.lexsort((cycles, nbytes, jobs, ~frugal, ~near))
 
 
 def conv_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
