@@ -202,6 +202,8 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         probe = ConvLowering.probe(lowering, s, candidate, bias)
         candidate_jobs = probe.jobs(record=False)
         prediction = predict_jobs(target, probe.kinds(), candidate_jobs)
+        # the layer's own prediction, if it turns out to be this probe (bias, ReLU, no residual)
+        lowering.cost_cache[("prediction", s, candidate, not bias, True, probe.epilogue, scan)] = prediction
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
                       len(candidate_jobs), candidate))
     best = preference(*(np.array([t[k] for t in timed]) for k in range(3)))[0]
