@@ -253,6 +253,12 @@ def packed_weight(addr: int, s: ConvShape) -> Operand:
 
 @dataclass
 class ConvLowering:
+    """The "channels" mapping (output channels on the lanes); conv_width.WidthConvLowering is the
+    "width" mapping (output columns on the lanes, weights broadcast)."""
+
+    PREDICTION = "prediction"  # cost_cache key of a layer's prediction (one per mapping)
+    mapping = "channels"
+
     lowering: Lowering
     s: ConvShape
     tiles: ConvTiles
@@ -312,7 +318,7 @@ class ConvLowering:
                         jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
                 turn += 1
         if record:
-            key = ("prediction", s, t, self.b_addr is None, self.residual is None, self.epilogue, self.scan)
+            key = (self.PREDICTION, s, t, self.b_addr is None, self.residual is None, self.epilogue, self.scan)
             if key not in self.lowering.cost_cache:
                 self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs)
             self.lowering.record_prediction(self.lowering.cost_cache[key])

@@ -31,14 +31,17 @@ class Epilogue:
     p1: float = 0.0
 
     def instructions(self, lowering, out: BufRef, shape: tuple[int, int, int],
-                     bias: BufRef | None = None) -> list[Compute]:
-        rows, cols, channels = shape
+                     bias: BufRef | None = None, layout: str = "channels_last") -> list[Compute]:
+        """`shape` is the tile's (rows, cols, channels) with layout "channels_last" ([oh][ow][oc]
+        tiles), or its (rows, channels, cols) with "channels_middle" ([oh][oc][ow] tiles, the
+        width mapping of conv_width): the bias [channels] is broadcast along the other axes."""
         unit = lowering.vector_unit
-        stride = (cols * channels, channels, 1)
+        stride = (shape[1] * shape[2], shape[2], 1)
+        bias_stride = (0, 0, 1) if layout == "channels_last" else (0, 1, 0)
         out_list = []
         if bias is not None:
             out_list.append(Compute("vadd", {"unit": unit, "shape": shape, "x": out, "x_stride": stride,
-                                             "y": bias, "y_stride": (0, 0, 1), "z": out, "z_stride": stride}))
+                                             "y": bias, "y_stride": bias_stride, "z": out, "z_stride": stride}))
         if self.act is not None:
             out_list.append(Compute("vact", {"unit": unit, "func": self.act, "p0": clamp(self.p0),
                                              "p1": clamp(self.p1), "shape": shape, "x": out,

@@ -17,6 +17,9 @@ from nncc.compiler.codegen.context import Lowering, row_major_strides
 from nncc.compiler.codegen.conv import (
     ConvLowering, ConvShape, ConvTiles, fits, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
 )
+from nncc.compiler.codegen.conv_width import (
+    WidthConvLowering, choose_mapping, width_packed_weight, width_weight_layout,
+)
 from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import LOWERINGS, layer_name, lowers, source_address
@@ -80,7 +83,7 @@ def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
     if attr is None:
         return choose_tiles(lowering, s, layer_name(op))
     try:
-        sizes = {key: value.value.data for key, value in attr.data.items() if key != "split"}
+        sizes = {key: value.value.data for key, value in attr.data.items() if key not in ("split", "mapping")}
         tiles = ConvTiles(sizes["oc"], sizes["ic"], sizes["oh"], sizes["ow"],
                           attr.data["split"].data if "split" in attr.data else "spatial")
     except (AttributeError, KeyError) as error:
@@ -100,6 +103,38 @@ def tile_attribute(tiles: ConvTiles) -> DictionaryAttr:
                            "split": StringAttr(tiles.split)})
 
 
+def conv_mapping(lowering: Lowering, op: Operation, s: ConvShape) -> tuple[str, ConvTiles]:
+    """The conv's mapping ("channels": output channels on the lanes, or "width": output columns on
+    the lanes, weights broadcast; see conv_width) and its tiles. A `tile` attribute with a
+    `mapping` entry fixes both; one without (tile-layers' choice of channel tiles) fixes the
+    channels tiling, and on a vector main unit the width mapping's best tiling replaces it when
+    the job-level model times it faster (as without an attribute)."""
+    attr = op.attributes.get(TILE_ATTR)
+    mapping = attr.data.get("mapping") if attr is not None else None
+    if mapping is not None:
+        mapping = getattr(mapping, "data", mapping)
+        if mapping not in ("channels", "width"):
+            raise NnccError(f"layer {layer_name(op)}: tile mapping must be channels or width, not {mapping!r}")
+        if mapping == "width" and lowering.target.main.kind != "vector":
+            raise NnccError(f"layer {layer_name(op)}: the width mapping needs a vector main unit")
+        return mapping, tiles_for(lowering, op, s)
+    bias = op.bias is not None
+    if attr is None:
+        return choose_mapping(lowering, s, layer_name(op), bias)
+    tiles = tiles_for(lowering, op, s)
+    if lowering.target.main.kind != "vector":
+        return "channels", tiles
+    return choose_mapping(lowering, s, layer_name(op), bias, channels=tiles)
+
+
+def width_weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> Operand:
+    constant = lowering.constant(value)
+    if constant is not None:
+        packed = width_weight_layout(constant, s.group)
+        return width_packed_weight(lowering.weight(value.owner.ref.data, "conv-width", packed), s)
+    return weight_operand(lowering, value, s)  # OIHW in DRAM: any (group, kh, kw, c, o) strides do
+
+
 @lowers("nn.conv2d", "fused.conv2d")
 def lower_conv(lowering: Lowering, op: Operation):
     s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
@@ -110,10 +145,12 @@ def lower_conv(lowering: Lowering, op: Operation):
                                source_address(lowering, op.input), lowering.address(op.result),
                                bias_address(lowering, op.bias),
                                None if residual is None else source_address(lowering, residual))
-    conv = ConvLowering(
-        lowering, s, tiles_for(lowering, op, s),
+    mapping, tiles = conv_mapping(lowering, op, s)
+    lowering_class = WidthConvLowering if mapping == "width" else ConvLowering
+    conv = lowering_class(
+        lowering, s, tiles,
         x=nchw(source_address(lowering, op.input), nn.shape_of(op.input)),
-        w=weight_operand(lowering, op.weight, s),
+        w=width_weight_operand(lowering, op.weight, s) if mapping == "width" else weight_operand(lowering, op.weight, s),
         b_addr=bias_address(lowering, op.bias),
         y=nchw(lowering.address(op.result), nn.shape_of(op.result)),
         epilogue=epilogue_of(op),

@@ -1,0 +1,233 @@
+"""Convolution with scalar broadcast of weights: output width on the lanes (the FT-M7004 mapping).
+
+The other vectorisation of a conv on a vector unit (issue 4). For every kernel position one
+`matmul` with
+
+    a = the weights [oc][ic] of that position   (m = output channels, k = input channels;
+                                                 the scalars broadcast to the lanes)
+    b = the input rows [ic][iw]                 (n = output columns on the lanes; b's column
+                                                 stride is the conv's horizontal stride)
+    c = the output [oc][ow] of one output row   (batch = output rows, a's batch stride 0)
+
+On chip:
+
+    input  slot  [ih][ic][iw]     DMA'd from NCHW DRAM (rows contiguous), halo and zero padding
+    weight slot  [kh][kw][oc][ic] + bias[oc]   (DRAM keeps them as [g][kh][kw][O][C] when constant)
+    output slot  [oh][oc][ow]     stored back to NCHW
+
+The lanes carry output columns instead of output channels, so a layer with few output
+channels (or a channel count that is not a multiple of the lanes) and a wide output keeps the
+lanes busy. The tiles, slots, loop order, multicast and scan order are ConvLowering's; only the
+on-chip layouts and the instructions differ. `choose_mapping` times both mappings with the
+job-level model and keeps the faster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.conv import (
+    CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, nchw,
+)
+from nncc.compiler.codegen.cost_model import predict_jobs
+from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.scheduler import BufRef, Compute, Job, Transfer
+
+SHORTLIST = 4  # width tilings of the closed-form ranking that the job-level model then times
+
+
+def width_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
+    """OIHW -> [group][kh][kw][og][cg]."""
+    o, cg, kh, kw = weight.shape
+    return weight.reshape(group, o // group, cg, kh, kw).transpose(0, 3, 4, 1, 2)
+
+
+def width_packed_weight(addr: int, s: ConvShape) -> Operand:
+    """Weights laid out by `width_weight_layout`: strides of (group, kh, kw, c, o)."""
+    return Operand(addr, (s.kh * s.kw * s.cg * s.og, s.kw * s.cg * s.og, s.cg * s.og, 1, s.cg))
+
+
+@dataclass
+class WidthConvLowering(ConvLowering):
+    """ConvLowering with the weights broadcast and the output width on the lanes."""
+
+    PREDICTION = "prediction-width"
+    mapping = "width"
+
+    @classmethod
+    def probe(cls, lowering: Lowering, s: ConvShape, tiles: ConvTiles, bias: bool) -> WidthConvLowering:
+        return cls(lowering, s, tiles, x=nchw(0, (s.n, s.c, s.h, s.w)), w=width_packed_weight(0, s),
+                   b_addr=0 if bias else None, y=nchw(0, (s.n, s.o, s.oh, s.ow)), epilogue=Epilogue("relu"),
+                   residual=None, scan=lowering.tile_order == "scan")
+
+    def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:
+        s = self.s
+        n, oh0, toh, ow0, tow = tile
+        out_key = ("out", g, oc0, n, oh0, ow0)
+        buffers = {"in": ("in", g, ic0, n, oh0, ow0), "w": ("w", g, oc0, ic0), "out": out_key}
+        loads = {"in": [self.input_load(g, ic0, tic, n, oh0, toh, ow0, tow)],
+                 "w": self.weight_loads(g, oc0, toc, ic0, tic)}
+        if self.residual is not None and first_ic:
+            loads["out"] = [self.output_transfer(self.residual, g, oc0, toc, n, oh0, toh, ow0, tow, load=True)]
+        compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
+        stores = {}
+        if last_ic:
+            compute += self.epilogue.instructions(self.lowering, BufRef("out"), (toh, toc, tow),
+                                                  bias=BufRef("w", F32 * s.kh * s.kw * tic * toc)
+                                                  if self.b_addr is not None else None, layout="channels_middle")
+            stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
+        return Job(core, buffers, compute, loads, stores)
+
+    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
+        """The input window of an output tile as [rows][ic][cols], zero padding at the borders."""
+        s = self.s
+        rows, cols = s.input_extent(toh, 0), s.input_extent(tow, 1)
+        top, left = oh0 * s.strides[0] - s.pads[0], ow0 * s.strides[1] - s.pads[1]
+        pad_top, pad_left = max(0, -top), max(0, -left)
+        pad_bottom, pad_right = max(0, top + rows - s.h), max(0, left + cols - s.w)
+        c = g * s.cg + ic0
+        sn, sc, sh, sw = self.x.strides
+        src = self.x.addr + F32 * (n * sn + c * sc + max(top, 0) * sh + max(left, 0) * sw)
+        return Transfer(dram(src), (sh, sc, sw), BufRef("in"), (tic * cols, cols, 1),
+                        (rows, tic, cols), (pad_top, pad_bottom, 0, 0, pad_left, pad_right))
+
+    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
+        """[kh][kw][oc][ic] blocks, then the bias [oc]."""
+        s = self.s
+        sg, skh, skw, sc, so = self.w.strides
+        base = self.w.addr + F32 * (g * sg + ic0 * sc + oc0 * so)
+        if s.kh * s.kw == 1 or skh == s.kw * skw:
+            boxes = [(base, s.kh * s.kw)]
+        else:  # kernel positions not evenly spaced: one box per kernel row
+            boxes = [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
+        loads = [Transfer(dram(addr), (skw, so, sc), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
+                          (tic * toc, tic, 1), (count, toc, tic)) for i, (addr, count) in enumerate(boxes)]
+        if self.b_addr is not None:
+            loads.append(Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
+                                  BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc)))
+        return loads
+
+    def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
+        s = self.s
+        sn, so, sh, sw = tensor.strides
+        base = tensor.addr + F32 * (n * sn + (g * s.og + oc0) * so + oh0 * sh + ow0 * sw)
+        dram_stride, chip_stride = (sh, so, sw), (toc * tow, tow, 1)
+        if load:
+            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, (toh, toc, tow))
+        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, (toh, toc, tow))
+
+    def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
+        s = self.s
+        cols = s.input_extent(tow, 1)
+        out = []
+        for i in range(s.kh):
+            for j in range(s.kw):
+                a_offset = F32 * ((i * s.kw + j) * toc * tic)
+                b_offset = F32 * (i * s.dilations[0] * tic * cols + j * s.dilations[1])
+                out.append(Compute("matmul", {
+                    "batch": toh, "mnk": (toc, tow, tic),
+                    "a": BufRef("w", a_offset), "a_stride": (0, tic, 1),
+                    "b": BufRef("in", b_offset), "b_stride": (s.strides[0] * tic * cols, cols, s.strides[1]),
+                    "c": BufRef("out"), "c_stride": (toc * tow, tow, 1),
+                    "acc": int(accumulate or (i, j) != (0, 0)),
+                }))
+        return out
+
+
+def width_tile_candidates(lowering: Lowering, s: ConvShape):
+    """(toc, tic, toh, tow) arrays of width tilings that fit (two slots per buffer kind): output
+    columns in whole lane multiples (or the whole row), output channels whole or evenly split."""
+    target = lowering.target
+    lanes = target.main.lanes
+    ocs = candidates(s.og, [1, 2, 4, 8, 16, 32, 64, 128, 256] + even_splits(s.og, [2, 3, 4, 8]))
+    ics = candidates(s.cg, [16, 32, 64, 128, 256, 512] + even_splits(s.cg, [2, 3, 4]))
+    ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
+    ows = candidates(s.ow, [lanes * m for m in (1, 2, 3, 4, 6, 8, 16)]
+                     + [v for v in even_splits(s.ow, [2, 3, 4, 8]) if v % lanes == 0])
+    memory = {role: target.memory_for(role) for role in ("input", "weight", "output")}
+    shared_memory = len({m.name for m in memory.values()}) == 1
+    capacity = {role: m.size_bytes for role, m in memory.items()}
+
+    def slot(nbytes):
+        return 2 * (-(-nbytes // 64) * 64)
+
+    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
+    toc, tic, toh, tow = grid
+    rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
+    cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
+    w = slot(F32 * (s.kh * s.kw * tic * toc + toc))
+    i = slot(F32 * rows * cols * tic)
+    o = slot(F32 * toh * tow * toc)
+    if shared_memory:
+        ok = i + w + o <= capacity["input"]
+    else:
+        ok = (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
+    return tuple(grid[d, ok] for d in range(4))
+
+
+def width_estimates(lowering: Lowering, s: ConvShape, toc, tic, toh, tow):
+    """A rough closed form (cycles, jobs) of width tilings, to shortlist them for the job-level model:
+    the slower of the matmuls (spread over the cores) and the DRAM traffic."""
+    target, unit = lowering.target, lowering.target.main
+    cores = max(1, lowering.cores)
+    n_oc, n_ic = -(-s.og // toc), -(-s.cg // tic)
+    n_oh, n_ow = -(-s.oh // toh), -(-s.ow // tow)
+    jobs = n_oc * n_ic * n_oh * n_ow * s.n * s.group
+    per_matmul = np.ceil(toh * toc * tic * np.ceil(tow / unit.lanes) / unit.macs_per_lane) + unit.pipeline_depth
+    compute = jobs * s.kh * s.kw * per_matmul / cores
+    rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
+    cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
+    nbytes = F32 * (jobs * (rows * cols * tic) + (n_oh * n_ow * s.n / cores) * s.group * s.kh * s.kw * s.cg * s.og
+                    + s.n * s.o * s.oh * s.ow)
+    return np.maximum(compute, nbytes / target.dram_bytes_per_cycle), jobs
+
+
+def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> tuple[ConvTiles, object] | None:
+    """The width tiling (spatial split) with the fewest cycles predicted by the job-level model, and
+    its prediction; None when no tiling fits."""
+    key = ("width-tiles", s, bias)
+    if key in lowering.cost_cache:
+        return lowering.cost_cache[key]
+    toc, tic, toh, tow = width_tile_candidates(lowering, s)
+    best = None
+    if len(toc):
+        cycles, jobs = width_estimates(lowering, s, toc, tic, toh, tow)
+        order = np.lexsort((jobs, cycles))
+        shortlist = [i for i in order if jobs[i] <= CHEAP_JOBS][:SHORTLIST] or list(order[:1])
+        for i in shortlist:
+            tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
+            probe = WidthConvLowering.probe(lowering, s, tiles, bias)
+            prediction = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False))
+            if best is None or prediction.cycles < best[1].cycles:
+                best = (tiles, prediction)
+    lowering.cost_cache[key] = best
+    return best
+
+
+def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = True,
+                   channels: ConvTiles | None = None) -> tuple[str, ConvTiles]:
+    """("channels" or "width", tiles): the mapping whose tiling the job-level model times faster
+    (width only by more than TOLERANCE, 1 %: near-ties keep the channels mapping),
+    the channels tiling being `channels` (else the best, `choose_tiles`). Width is only tried on a
+    vector main unit (matrix units keep the channels mapping)."""
+    if channels is None:
+        channels = choose_tiles(lowering, s, name, bias)
+    if lowering.target.main.kind != "vector":
+        return "channels", channels
+    key = ("mapping", s, bias, channels)
+    if key not in lowering.cost_cache:
+        width = choose_width_tiles(lowering, s, bias)
+        choice = ("channels", channels)
+        if width is not None:
+            channel_key = ("prediction", s, channels, not bias, True, Epilogue("relu"), lowering.tile_order == "scan")
+            channel = lowering.cost_cache.get(channel_key)
+            if channel is None:
+                probe = ConvLowering.probe(lowering, s, channels, bias)
+                channel = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False))
+            if width[1].cycles < channel.cycles * (1 - TOLERANCE):  # clearly faster, else keep today's
+                choice = ("width", width[0])
+        lowering.cost_cache[key] = choice
+    return lowering.cost_cache[key]
