@@ -1,16 +1,19 @@
 """tile-layers: choose every conv and gemm layer's tile sizes with the cost model.
 
 Each conv (not depthwise) and gemm op gets a `tile` attribute: output channels, input
-channels, output rows and columns per tile, and how the cores split the tiles (spatial:
+channels, output rows and columns per tile, how the cores split the tiles (spatial:
 different output tiles sharing the weight block by multicast; channel: different output
-channels of one tile sharing the input block). The sizes are the cost model's best under
+channels of one tile sharing the input block), and for a conv on a vector unit the lane
+mapping (channels: output channels on the lanes, the input broadcast; width: output columns
+on the lanes, the weights broadcast). The sizes are the cost model's best under
 the capacity of the memories that hold the tiles (two slots per buffer), for the core count
 `partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
 sizes can be edited by hand in the IR and re-lowered with nncc-opt. Other layers (pooling,
 depthwise, elementwise) choose their tiles when they are lowered.
 
     %y = fused.conv2d %x, %w, %b ... act relu {onnx_nodes = ["conv1"],
-           tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial"}}
+           tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial",
+                   mapping = "channels"}}
 """
 
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv import choose_tiles
+from nncc.compiler.codegen.conv_width import choose_mapping
 from nncc.compiler.codegen.layers import TILE_ATTR, conv_problem, tile_attribute
 from nncc.compiler.codegen.lower import layer_name
 from nncc.compiler.errors import NnccError
@@ -50,5 +54,10 @@ class TileLayersPass(ModulePass):
                             layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1)
         for layer in main_function(op).body.block.ops:
             problem = conv_problem(layer)
-            if problem is not None:
-                layer.attributes[TILE_ATTR] = tile_attribute(choose_tiles(lowering, problem, layer_name(layer)))
+            if problem is None:
+                continue
+            if layer.name.endswith("conv2d"):  # convs also choose between the two lane mappings
+                mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
+            else:
+                mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
+            layer.attributes[TILE_ATTR] = tile_attribute(tiles, mapping)

@@ -97,10 +97,10 @@ def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
     return tiles
 
 
-def tile_attribute(tiles: ConvTiles) -> DictionaryAttr:
+def tile_attribute(tiles: ConvTiles, mapping: str = "channels") -> DictionaryAttr:
     return DictionaryAttr({"oc": IntegerAttr(tiles.toc, i64), "ic": IntegerAttr(tiles.tic, i64),
                            "oh": IntegerAttr(tiles.toh, i64), "ow": IntegerAttr(tiles.tow, i64),
-                           "split": StringAttr(tiles.split)})
+                           "split": StringAttr(tiles.split), "mapping": StringAttr(mapping)})
 
 
 def conv_mapping(lowering: Lowering, op: Operation, s: ConvShape) -> tuple[str, ConvTiles]:
