@@ -21,7 +21,6 @@ chip is reused by the next tile.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +120,6 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
     main = target.main
     width = main.lanes if main.kind == "vector" else main.cols
     depth = main.rows if main.kind == "matrix" else 1
-    cores = lowering.cores
     splits = ["spatial"] + (["channel"] if s.group == 1 else [])
     ocs = candidates(s.og, [width * m for m in (1, 2, 3, 4, 6, 8, 16, 32, 64)]
                      + [v for v in even_splits(s.og, [2, 3, 4, 8]) if v % width == 0])
@@ -342,33 +340,49 @@ class ConvLowering:
             stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
         return Job(core, buffers, compute, loads, stores)
 
-    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
-        """The input window of an output tile, HWC on chip, zero padding at the image borders."""
+    def input_window(self, g, ic0, n, oh0, toh, ow0, tow):
+        """Where an output tile's input window starts in DRAM, its rows and columns, its
+        zero padding at the image borders (top, bottom, left, right) and the input's strides."""
         s = self.s
         rows, cols = s.input_extent(toh, 0), s.input_extent(tow, 1)
         top, left = oh0 * s.strides[0] - s.pads[0], ow0 * s.strides[1] - s.pads[1]
-        pad_top, pad_left = max(0, -top), max(0, -left)
-        pad_bottom, pad_right = max(0, top + rows - s.h), max(0, left + cols - s.w)
-        c = g * s.cg + ic0
+        pads = (max(0, -top), max(0, top + rows - s.h), max(0, -left), max(0, left + cols - s.w))
         sn, sc, sh, sw = self.x.strides
-        src = self.x.addr + F32 * (n * sn + c * sc + max(top, 0) * sh + max(left, 0) * sw)
-        return Transfer(dram(src), (sh, sw, sc), BufRef("in"), (cols * tic, tic, 1),
-                        (rows, cols, tic), (pad_top, pad_bottom, pad_left, pad_right, 0, 0))
+        src = self.x.addr + F32 * (n * sn + (g * s.cg + ic0) * sc + max(top, 0) * sh + max(left, 0) * sw)
+        return src, rows, cols, pads, (sc, sh, sw)
 
-    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
+    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
+        """The input window of an output tile, HWC on chip, zero padding at the image borders."""
+        src, rows, cols, (top, bottom, left, right), (sc, sh, sw) = self.input_window(g, ic0, n, oh0, toh, ow0, tow)
+        return Transfer(dram(src), (sh, sw, sc), BufRef("in"), (cols * tic, tic, 1),
+                        (rows, cols, tic), (top, bottom, left, right, 0, 0))
+
+    def weight_boxes(self, g, oc0, ic0) -> list[tuple[int, int]]:
+        """(DRAM address, kernel positions) of the weight blocks: one box when the kernel
+        positions are evenly spaced in DRAM, else one per kernel row."""
         s = self.s
         sg, skh, skw, sc, so = self.w.strides
         base = self.w.addr + F32 * (g * sg + ic0 * sc + oc0 * so)
         if s.kh * s.kw == 1 or skh == s.kw * skw:
-            boxes = [(base, s.kh * s.kw)]
-        else:  # kernel positions not evenly spaced: one box per kernel row
-            boxes = [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
-        loads = [Transfer(dram(addr), (skw, sc, so), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
-                          (tic * toc, toc, 1), (count, tic, toc)) for i, (addr, count) in enumerate(boxes)]
-        if self.b_addr is not None:
-            loads.append(Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
-                                  BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc)))
-        return loads
+            return [(base, s.kh * s.kw)]
+        return [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
+
+    def bias_load(self, g, oc0, toc, tic) -> list[Transfer]:
+        """The bias block, after the weights in the weight slot."""
+        s = self.s
+        if self.b_addr is None:
+            return []
+        return [Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
+                         BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc))]
+
+    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
+        """[kh][kw][ic][oc] blocks, then the bias [oc]."""
+        s = self.s
+        _, _, skw, sc, so = self.w.strides
+        boxes = self.weight_boxes(g, oc0, ic0)
+        return [Transfer(dram(addr), (skw, sc, so), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
+                         (tic * toc, toc, 1), (count, tic, toc))
+                for i, (addr, count) in enumerate(boxes)] + self.bias_load(g, oc0, toc, tic)
 
     def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
         s = self.s

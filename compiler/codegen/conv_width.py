@@ -83,32 +83,18 @@ class WidthConvLowering(ConvLowering):
 
     def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
         """The input window of an output tile as [rows][ic][cols], zero padding at the borders."""
-        s = self.s
-        rows, cols = s.input_extent(toh, 0), s.input_extent(tow, 1)
-        top, left = oh0 * s.strides[0] - s.pads[0], ow0 * s.strides[1] - s.pads[1]
-        pad_top, pad_left = max(0, -top), max(0, -left)
-        pad_bottom, pad_right = max(0, top + rows - s.h), max(0, left + cols - s.w)
-        c = g * s.cg + ic0
-        sn, sc, sh, sw = self.x.strides
-        src = self.x.addr + F32 * (n * sn + c * sc + max(top, 0) * sh + max(left, 0) * sw)
+        src, rows, cols, (top, bottom, left, right), (sc, sh, sw) = self.input_window(g, ic0, n, oh0, toh, ow0, tow)
         return Transfer(dram(src), (sh, sc, sw), BufRef("in"), (tic * cols, cols, 1),
-                        (rows, tic, cols), (pad_top, pad_bottom, 0, 0, pad_left, pad_right))
+                        (rows, tic, cols), (top, bottom, 0, 0, left, right))
 
     def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
         """[kh][kw][oc][ic] blocks, then the bias [oc]."""
         s = self.s
-        sg, skh, skw, sc, so = self.w.strides
-        base = self.w.addr + F32 * (g * sg + ic0 * sc + oc0 * so)
-        if s.kh * s.kw == 1 or skh == s.kw * skw:
-            boxes = [(base, s.kh * s.kw)]
-        else:  # kernel positions not evenly spaced: one box per kernel row
-            boxes = [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
-        loads = [Transfer(dram(addr), (skw, so, sc), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
-                          (tic * toc, tic, 1), (count, toc, tic)) for i, (addr, count) in enumerate(boxes)]
-        if self.b_addr is not None:
-            loads.append(Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
-                                  BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc)))
-        return loads
+        _, _, skw, sc, so = self.w.strides
+        boxes = self.weight_boxes(g, oc0, ic0)
+        return [Transfer(dram(addr), (skw, so, sc), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
+                         (tic * toc, tic, 1), (count, toc, tic))
+                for i, (addr, count) in enumerate(boxes)] + self.bias_load(g, oc0, toc, tic)
 
     def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
         s = self.s
