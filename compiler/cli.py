@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         compilation = compile_model(args.model, registry, options, until="fused")
         return run_reference_target(args, compilation)
     target = load_target(args.target, args.target_set)  # a bad target fails before compiling
-    if options.printing.any() or "lower-to-isa" in options.disabled:
+    if "lower-to-isa" in options.disabled:
+        raise NnccError("--disable-pass=lower-to-isa: a program cannot be made without it; "
+                        "--emit=vector stops before it")
+    if options.printing.any():
         compilation = compile_model(args.model, registry, options, until="isa")
         return compile_for_target(args, compilation, isa_program(compilation))
     # Without IR dumps, lower-to-isa's work is done without building its ~10^5 isa ops: the
