@@ -334,11 +334,14 @@ class ConvLowering:
         compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
         stores = {}
         if last_ic:
-            compute += self.epilogue.instructions(self.lowering, BufRef("out"), (toh, tow, toc),
-                                                  bias=BufRef("w", F32 * s.kh * s.kw * tic * toc)
-                                                  if self.b_addr is not None else None)
+            bias = BufRef("w", F32 * s.kh * s.kw * tic * toc) if self.b_addr is not None else None
+            compute += self.epilogue_instructions(toh, tow, toc, bias)
             stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
         return Job(core, buffers, compute, loads, stores)
+
+    def epilogue_instructions(self, toh, tow, toc, bias: BufRef | None) -> list[Compute]:
+        """Bias and activation on the [oh][ow][oc] output tile."""
+        return self.epilogue.instructions(self.lowering, BufRef("out"), (toh, tow, toc), bias=bias)
 
     def input_window(self, g, ic0, n, oh0, toh, ow0, tow):
         """Where an output tile's input window starts in DRAM, its rows and columns, its

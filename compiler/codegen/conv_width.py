@@ -34,7 +34,7 @@ from nncc.compiler.codegen.conv import (
 )
 from nncc.compiler.codegen.cost_model import predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.scheduler import BufRef, Compute, Job, Transfer
+from nncc.compiler.codegen.scheduler import BufRef, Compute, Transfer
 
 SHORTLIST = 4  # width tilings of the closed-form ranking that the job-level model then times
 
@@ -63,23 +63,10 @@ class WidthConvLowering(ConvLowering):
                    b_addr=0 if bias else None, y=nchw(0, (s.n, s.o, s.oh, s.ow)), epilogue=Epilogue("relu"),
                    residual=None, scan=lowering.tile_order == "scan")
 
-    def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:
-        s = self.s
-        n, oh0, toh, ow0, tow = tile
-        out_key = ("out", g, oc0, n, oh0, ow0)
-        buffers = {"in": ("in", g, ic0, n, oh0, ow0), "w": ("w", g, oc0, ic0), "out": out_key}
-        loads = {"in": [self.input_load(g, ic0, tic, n, oh0, toh, ow0, tow)],
-                 "w": self.weight_loads(g, oc0, toc, ic0, tic)}
-        if self.residual is not None and first_ic:
-            loads["out"] = [self.output_transfer(self.residual, g, oc0, toc, n, oh0, toh, ow0, tow, load=True)]
-        compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
-        stores = {}
-        if last_ic:
-            compute += self.epilogue.instructions(self.lowering, BufRef("out"), (toh, toc, tow),
-                                                  bias=BufRef("w", F32 * s.kh * s.kw * tic * toc)
-                                                  if self.b_addr is not None else None, layout="channels_middle")
-            stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
-        return Job(core, buffers, compute, loads, stores)
+    def epilogue_instructions(self, toh, tow, toc, bias: BufRef | None) -> list[Compute]:
+        """Bias (a stride (0, 1, 0) operand) and activation on the [oh][oc][ow] output tile."""
+        return self.epilogue.instructions(self.lowering, BufRef("out"), (toh, toc, tow), bias=bias,
+                                          layout="channels_middle")
 
     def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
         """The input window of an output tile as [rows][ic][cols], zero padding at the borders."""
