@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 
     program = lower_module(compilation.module, compilation.store, target, args.tile_order,
-                           **pipeline_decisions(compilation.module))
+                           compare_orders=args.report is not None, **pipeline_decisions(compilation.module))
     return compile_for_target(args, compilation, program)
 
 
@@ -231,6 +231,10 @@ def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
         prediction = predictions.get(index)
         if prediction is not None and prediction.get("name", row["name"]) == row["name"]:
             row.update({key: value for key, value in prediction.items() if key != "name"})
+    naive = [row for row in report["layers"] if "predicted_dram_bytes_naive_order" in row]
+    if naive:  # Scan's saving, by the cost model: the same tiles walked in naive order
+        scan = sum(row["predicted_dram_read_bytes"] + row["predicted_dram_write_bytes"] for row in naive)
+        report["scan_dram_bytes_saved"] = sum(row["predicted_dram_bytes_naive_order"] for row in naive) - scan
 
 
 def reference_report(layers: list[dict], checks) -> dict:

@@ -33,6 +33,7 @@ class Lowering:
     tile_order: str = "scan"
     layer_cores: int = 0  # cores a layer's tiles are dealt to (0: all; partition-cores decides)
     buffers: int = 2  # slots per buffer kind: 2 is double buffering (double-buffer decides)
+    compare_orders: bool = False  # also predict each Scan conv layer's DRAM bytes in naive order
     # the cost model's figures per layer, by layer ordinal (the order of `layer` markers, as the
     # report's rows): {"name", "predicted_cycles", "predicted_dram_read_bytes", "predicted_dram_write_bytes"}
     predictions: dict[int, dict] = field(default_factory=dict)
@@ -75,6 +76,12 @@ class Lowering:
             "predicted_dram_write_bytes": 0})
         for key, value in prediction.row().items():
             row[key] += value
+
+    def record_naive_order(self, prediction) -> None:
+        """The DRAM bytes the same tiles would move in naive order (a Scan layer's saving)."""
+        row = self.predictions.setdefault(self.layer_index, {"name": self.layer_name})
+        row["predicted_dram_bytes_naive_order"] = row.get("predicted_dram_bytes_naive_order", 0) + int(
+            prediction.dram_read_bytes + prediction.dram_write_bytes)
 
     # -- machine
 

@@ -21,7 +21,7 @@ chip is reused by the next tile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from xdsl.ir import SSAValue
@@ -320,6 +320,10 @@ class ConvLowering:
             if key not in self.lowering.cost_cache:
                 self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs)
             self.lowering.record_prediction(self.lowering.cost_cache[key])
+            if self.scan and self.lowering.compare_orders:
+                naive = replace(self, scan=False)
+                self.lowering.record_naive_order(predict_jobs(self.lowering.target, naive.kinds(),
+                                                              naive.jobs(record=False)))
         return jobs
 
     def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:
