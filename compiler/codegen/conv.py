@@ -383,22 +383,30 @@ class ConvLowering:
                          BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc))]
 
     def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
-        """[kh][kw][ic][oc] blocks, then the bias [oc]."""
+        """[kh][kw][ic][oc] blocks ([kh][kw][oc][ic] when channels are not last), then the bias [oc]."""
         s = self.s
         _, _, skw, sc, so = self.w.strides
         boxes = self.weight_boxes(g, oc0, ic0)
-        return [Transfer(dram(addr), (skw, sc, so), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
-                         (tic * toc, toc, 1), (count, tic, toc))
+        if self.mapping == "channels":
+            src_stride, chip_stride, box = (skw, sc, so), (tic * toc, toc, 1), (tic, toc)
+        else:
+            src_stride, chip_stride, box = (skw, so, sc), (tic * toc, tic, 1), (toc, tic)
+        return [Transfer(dram(addr), src_stride, BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
+                         chip_stride, (count, *box))
                 for i, (addr, count) in enumerate(boxes)] + self.bias_load(g, oc0, toc, tic)
 
     def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
+        """An output tile [oh][ow][oc] ([oh][oc][ow] when channels are not last) from or to DRAM."""
         s = self.s
         sn, so, sh, sw = tensor.strides
         base = tensor.addr + F32 * (n * sn + (g * s.og + oc0) * so + oh0 * sh + ow0 * sw)
-        dram_stride, chip_stride = (sh, sw, so), (tow * toc, toc, 1)
+        if self.mapping == "channels":
+            dram_stride, chip_stride, box = (sh, sw, so), (tow * toc, toc, 1), (toh, tow, toc)
+        else:
+            dram_stride, chip_stride, box = (sh, so, sw), (toc * tow, tow, 1), (toh, toc, tow)
         if load:
-            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, (toh, tow, toc))
-        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, (toh, tow, toc))
+            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, box)
+        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, box)
 
     def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
         s = self.s

@@ -74,24 +74,6 @@ class WidthConvLowering(ConvLowering):
         return Transfer(dram(src), (sh, sc, sw), BufRef("in"), (tic * cols, cols, 1),
                         (rows, tic, cols), (top, bottom, 0, 0, left, right))
 
-    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
-        """[kh][kw][oc][ic] blocks, then the bias [oc]."""
-        s = self.s
-        _, _, skw, sc, so = self.w.strides
-        boxes = self.weight_boxes(g, oc0, ic0)
-        return [Transfer(dram(addr), (skw, so, sc), BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
-                         (tic * toc, tic, 1), (count, toc, tic))
-                for i, (addr, count) in enumerate(boxes)] + self.bias_load(g, oc0, toc, tic)
-
-    def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
-        s = self.s
-        sn, so, sh, sw = tensor.strides
-        base = tensor.addr + F32 * (n * sn + (g * s.og + oc0) * so + oh0 * sh + ow0 * sw)
-        dram_stride, chip_stride = (sh, so, sw), (toc * tow, tow, 1)
-        if load:
-            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, (toh, toc, tow))
-        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, (toh, toc, tow))
-
     def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
         s = self.s
         cols = s.input_extent(tow, 1)
