@@ -190,7 +190,7 @@ class _Parser:
         except NnccError as error:
             raise MachineFault(0, "header", str(error)) from None
         program = Program(target, self.instructions, self.symbols, merged_segments(self.data), self.dram_bytes, self.mode)
-        known = set(program.memory_names)
+        known = {*program.memory_names, isa.NO_REF[0]}
         for index, instr in enumerate(program.instructions):
             for value in instr:
                 if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0] not in known:

@@ -117,6 +117,10 @@ BINARY_OPS: dict[str, tuple[int, str]] = {
 BINARY_COST = {"vdiv": 4}
 
 
+NO_REF = ("none", 0)
+"""An optional tile reference that is absent: left out of assembly, memory id -1 in the binary."""
+
+
 def _ref(name: str, doc: str = "") -> Operand:
     return Operand(name, Kind.REF, doc=doc)
 
@@ -174,9 +178,17 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
             _ref("b"), _ints("b_stride", 3, doc="batch, k, n"),
             _ref("c"), _ints("c_stride", 3, doc="batch, m, n"),
             Operand("acc", Kind.INT, default=0, doc="1: accumulate into c"),
+            Operand("bias", Kind.REF, default=NO_REF, doc="epilogue: a tile added once (none: no bias)"),
+            _ints("bias_stride", 3, default=(0, 0, 0), doc="batch, m, n (stride 0 broadcasts)"),
+            Operand("act", Kind.ENUM, default="none", choices=("none", *ACTIVATIONS),
+                    doc="epilogue: a vact function applied to the result"),
+            Operand("p0", Kind.FLOAT, default=0.0),
+            Operand("p1", Kind.FLOAT, default=0.0),
             *_SYNC,
         ),
-        "c[t,i,j] (+)= sum_l a[t,i,l] * b[t,l,j]; n on lanes (vector) or columns (matrix), a broadcast",
+        "c[t,i,j] = act((acc ? c[t,i,j] : 0) + bias[t,i,j] + sum_l a[t,i,l] * b[t,l,j]; p0, p1); "
+        "n on lanes (vector) or columns (matrix), a broadcast; bias and act (the epilogue) run on "
+        "the vector unit's ALU slot beside its MACs",
     ),
     *(_binary(mnemonic, opcode, meaning) for mnemonic, (opcode, meaning) in BINARY_OPS.items()),
     InstrDef(
@@ -410,7 +422,9 @@ def encode(instr: NamedTuple, memory_ids: dict[str, int], strings: dict[str, int
     slots = [definition.opcode]
     for operand, value in zip(definition.operands, instr):
         kind = operand.kind
-        if kind == Kind.REF:
+        if kind == Kind.REF and value == NO_REF:
+            slots += [-1, 0]
+        elif kind == Kind.REF:
             if value[0] not in memory_ids:
                 raise IsaError(f"{definition.mnemonic}: {operand.name}: unknown memory {value[0]!r}")
             slots += [memory_ids[value[0]], value[1]]
@@ -494,7 +508,8 @@ def _invalid_rows(operand: Operand, block: np.ndarray, memories: int, strings: i
     if kind == Kind.FLOAT:
         return np.zeros(len(block), dtype=bool)
     if kind == Kind.REF:
-        return (block[:, 0] < 0) | (block[:, 0] >= memories) | (block[:, 1] < 0)
+        lowest = -1 if operand.default == NO_REF else 0  # -1: an absent optional reference
+        return (block[:, 0] < lowest) | (block[:, 0] >= memories) | (block[:, 1] < 0)
     limit = {Kind.ENUM: len(operand.choices), Kind.STR: strings, Kind.SET: 1 << MAX_SEMAPHORES}.get(kind)
     low = 1 if operand.name in ("shape", "mnk", "window") else 0
     bad = (block < low).any(axis=1)
@@ -512,7 +527,7 @@ def _column(operand: Operand, block: np.ndarray, memory_names: Sequence[str], st
     if kind == Kind.INTS:
         return list(map(tuple, block.tolist()))
     if kind == Kind.REF:
-        return [(memory_names[m], a) for m, a in block.tolist()]
+        return [(memory_names[m], a) if m >= 0 else NO_REF for m, a in block.tolist()]
     column = block[:, 0]
     if kind == Kind.FLOAT:
         return np.ascontiguousarray(column).view(np.float64).tolist()

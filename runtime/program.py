@@ -29,7 +29,7 @@ from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 
 MAGIC = b"NNCCBIN\0"
-VERSION = 1
+VERSION = 2
 SYMBOL_KINDS = ("input", "output", "weight")
 MODES = ("inference", "training")
 

@@ -128,10 +128,27 @@ def matmul(mem: Memories, ins: Any) -> Effect:
         result = c + np.matmul(a, b)
     else:
         result = np.matmul(a, b)
+    epilogue = matmul_epilogue_cost(ins)
+    if epilogue and unit.kind != "vector":
+        raise Fault(f"unit {ins.unit} is a matrix unit: it has no bias/act epilogue (use a vector unit)")
+    if ins.bias != isa.NO_REF:
+        result = result + _tile(mem, ins, ins.bias, (batch, m, n), ins.bias_stride, effect)
+    if ins.act != "none":
+        with np.errstate(all="ignore"):
+            result = _activation(ins.act, result, ins.p0, ins.p1)
     c_out = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect, write=True)
     effect.writes.append((c_out, result))
     effect.macs = batch * m * n * k
-    return _finish(mem, unit, effect, matmul_issue_cycles(unit, batch, m, n, k))
+    effect.ops = batch * m * n * epilogue
+    issue = matmul_issue_cycles(unit, batch, m, n, k)
+    if epilogue:
+        issue = max(issue, vector_issue_cycles(unit, (batch, m, n), epilogue))
+    return _finish(mem, unit, effect, issue)
+
+
+def matmul_epilogue_cost(ins: Any) -> int:
+    """Vector passes of a matmul's epilogue: 1 for the bias add, the activation's cost for act."""
+    return (ins.bias != isa.NO_REF) + (isa.ACTIVATIONS[ins.act] if ins.act != "none" else 0)
 
 
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {

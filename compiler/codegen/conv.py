@@ -256,6 +256,7 @@ class ConvLowering:
 
     PREDICTION = "prediction"  # cost_cache key of a layer's prediction (one per mapping)
     mapping = "channels"
+    BIAS_STRIDE = (0, 0, 1)  # the bias [oc] over the [oh][ow][oc] output tile
 
     lowering: Lowering
     s: ConvShape
@@ -336,12 +337,22 @@ class ConvLowering:
         if self.residual is not None and first_ic:
             loads["out"] = [self.output_transfer(self.residual, g, oc0, toc, n, oh0, toh, ow0, tow, load=True)]
         compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
+        bias = BufRef("w", F32 * s.kh * s.kw * tic * toc) if self.b_addr is not None else None
+        if self.epilogue_on_matmuls:
+            head, tail = self.epilogue.matmul_operands(bias, self.BIAS_STRIDE, first_ic, last_ic)
+            compute[0] = Compute("matmul", {**compute[0].operands, **head})
+            compute[-1] = Compute("matmul", {**compute[-1].operands, **tail})
+        elif last_ic:
+            compute += self.epilogue_instructions(toh, tow, toc, bias)
         stores = {}
         if last_ic:
-            bias = BufRef("w", F32 * s.kh * s.kw * tic * toc) if self.b_addr is not None else None
-            compute += self.epilogue_instructions(toh, tow, toc, bias)
             stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
         return Job(core, buffers, compute, loads, stores)
+
+    @property
+    def epilogue_on_matmuls(self) -> bool:
+        """Bias and activation ride on the matmuls when a vector unit runs them (see epilogue.py)."""
+        return self.lowering.vector_unit == "main"
 
     def epilogue_instructions(self, toh, tow, toc, bias: BufRef | None) -> list[Compute]:
         """Bias and activation on the [oh][ow][oc] output tile."""

@@ -56,6 +56,7 @@ class WidthConvLowering(ConvLowering):
 
     PREDICTION = "prediction-width"
     mapping = "width"
+    BIAS_STRIDE = (0, 1, 0)  # the bias [oc] over the [oh][oc][ow] output tile
 
     @classmethod
     def probe(cls, lowering: Lowering, s: ConvShape, tiles: ConvTiles, bias: bool) -> WidthConvLowering:

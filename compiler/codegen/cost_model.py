@@ -122,7 +122,15 @@ class InstructionCosts:
             touch(ops["c"], (batch, m, n), ops["c_stride"])
             if ops.get("acc", 0):
                 touch(ops["c"], (batch, m, n), ops["c_stride"])
+            epilogue = 0
+            if ops.get("bias") is not None:
+                touch(ops["bias"], (batch, m, n), ops["bias_stride"])
+                epilogue += 1
+            if ops.get("act", "none") != "none":
+                epilogue += isa.ACTIVATIONS[ops["act"]]
             issue = matmul_issue(unit, batch, m, n, k)
+            if epilogue:  # on the ALU slot, beside the MACs
+                issue = max(issue, vector_issue(unit, (batch, m, n), epilogue))
             macs = batch * m * n * k
         elif mnemonic == "vpool":
             shape, window = ops["shape"], ops["window"]
@@ -440,7 +448,10 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
     job = s.kh * s.kw * (np.maximum(issue, memory) + unit.pipeline_depth)
     epi = np.zeros(len(toc))
-    if vec_role is not None:
+    if vec_role == "main":  # bias on the first matmul, act on the last, beside the MACs: only an excess costs
+        passes = np.ceil(toh * tow * (-(-toc // unit.lanes)) / unit.macs_per_lane)
+        epi = sum(np.maximum(0, passes * ops - issue) for ops in (epilogue_ops, 1 if bias else 0))
+    elif vec_role is not None:
         vu = target.units[vec_role]
         one = np.maximum(np.ceil(toh * tow * (-(-toc // vu.lanes)) / vu.macs_per_lane),
                          np.ceil(2 * F32 * toh * tow * toc / bw[out_mem]))

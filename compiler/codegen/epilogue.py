@@ -1,7 +1,15 @@
 """The epilogue of a conv/gemm tile: bias and activation, applied while the tile is on chip.
 
-It runs on the target's vector unit: the main unit of a vector DSP, or the post-processing
-unit beside a matrix unit (where it overlaps the matrix unit's next tile).
+On a vector DSP (the matmuls run on a vector main unit) the epilogue rides on the matmuls
+themselves: the bias on a tile's first matmul, the activation on its last, both on the unit's
+ALU slot beside the MACs (`matmul_operands`)::
+
+    matmul mnk=224,64,3 ... acc=0 bias=AM[0x6c00] bias_stride=0,0,1
+    ...
+    matmul mnk=224,64,3 ... acc=1 act=relu
+
+Beside a matrix unit it is a `vadd` and a `vact` on the post-processing unit (`instructions`),
+which overlaps the matrix unit's next tile.
 """
 
 from __future__ import annotations
@@ -29,6 +37,14 @@ class Epilogue:
     act: str | None = None
     p0: float = 0.0
     p1: float = 0.0
+
+    def matmul_operands(self, bias: BufRef | None, bias_stride: tuple[int, int, int],
+                        first: bool, last: bool) -> tuple[dict, dict]:
+        """Extra operands of a tile's first matmul (the bias, added once) and of its last (the
+        activation); `first`/`last`: whether this job holds the tile's first/last matmul."""
+        head = {"bias": bias, "bias_stride": bias_stride} if first and bias is not None else {}
+        tail = {"act": self.act, "p0": clamp(self.p0), "p1": clamp(self.p1)} if last and self.act else {}
+        return head, tail
 
     def instructions(self, lowering, out: BufRef, shape: tuple[int, int, int],
                      bias: BufRef | None = None, layout: str = "channels_last") -> list[Compute]:

@@ -45,6 +45,32 @@ def test_vector_lanes_wasted_by_narrow_n(build):
     assert run(build("vector", [matmul(17)])).cycles == 30
 
 
+def test_matmul_epilogue_overlaps_the_macs(build):
+    def matmul(k, **epilogue):
+        return isa.make("matmul", batch=4, mnk=(8, 32, k), a=("AM", 0), a_stride=(0, k, 1), b=("AM", 8192),
+                        b_stride=(0, 32, 1), c=("AM", 65536), c_stride=(256, 32, 1), **epilogue)  # fmt: skip
+
+    def cycles(k, **epilogue):
+        return run(build("vector", [matmul(k, **epilogue)])).cycles
+
+    bias_relu = {"bias": ("AM", 131072), "bias_stride": (0, 0, 1), "act": "relu"}
+    # k=3: MACs 4*8*3*ceil(32/16) / 3 = 64 cycles; epilogue (bias 1 + relu 1 passes) 4*8*2*2 / 3 -> 43,
+    # on the ALU slot beside the MACs: hidden. AM (a batch-broadcast): a 24*4 + b 96*4 + c 1024*4
+    # + bias 32*4 = 4704 B -> 25 cycles. 64 + 8.
+    assert cycles(3) == cycles(3, **bias_relu) == 72
+    # k=1: MACs 4*8*2 / 3 -> 22, AM 32 + 128 + 4096 = 4256 B -> 23: 23 + 8.
+    # bias + hardswish = 1 + 3 passes: 4*8*2*4 / 3 -> 86 cycles, longer than the MACs: 86 + 8.
+    assert cycles(1) == 31
+    assert cycles(1, bias=("AM", 131072), bias_stride=(0, 0, 1), act="hardswish") == 94
+
+
+def test_matmul_epilogue_is_refused_on_a_matrix_unit(build):
+    mm = isa.make("matmul", mnk=(4, 4, 4), a=("IBUF", 0), a_stride=(0, 4, 1), b=("WBUF", 0), b_stride=(0, 4, 1),
+                  c=("OBUF", 0), c_stride=(0, 4, 1), act="relu")  # fmt: skip
+    with pytest.raises(MachineFault, match="matrix unit: it has no bias/act epilogue"):
+        run(build("fusion", [mm]))
+
+
 def test_concurrent_transfers_share_dram_bandwidth(build):
     # one 4096-byte load: slot at 164, DRAM busy ceil(4096/42.6) = 97 -> 261
     one = build("vector", [load(0, ("AM", 0), 1024)])

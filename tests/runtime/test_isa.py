@@ -67,6 +67,8 @@ def test_encode_decode_every_instruction_kind():
         vadd(signal=(0, 62)),
         isa.make("layer", name='conv "1"', nodes="Conv_0,Relu_1", phase="backward"),
         isa.make("barrier"),
+        matmul(),
+        matmul(bias=("AM", 4096), bias_stride=(0, 0, 1), act="clip", p0=0.0, p1=6.0),
     ]  # fmt: skip
     slots = [s for ins in program for s in isa.encode(ins, memory_ids, strings)]
     assert isa.decode(slots, ["DRAM", "AM"], list(strings)) == program
@@ -98,3 +100,24 @@ def test_docs_describe_every_instruction():
     text = (Path(__file__).parents[2] / "docs" / "isa.md").read_text()
     for definition in isa.INSTRUCTIONS:
         assert f"`{definition.mnemonic}`" in text, definition.mnemonic
+
+
+def matmul(**extra):
+    return isa.make("matmul", mnk=(2, 16, 3), a=("AM", 0), a_stride=(0, 3, 1), b=("AM", 64), b_stride=(0, 16, 1),
+                    c=("AM", 512), c_stride=(0, 16, 1), **extra)  # fmt: skip
+
+
+def test_matmul_epilogue_is_optional_and_written_only_when_used():
+    plain = matmul()
+    assert plain.bias == isa.NO_REF and plain.act == "none"
+    assert "bias" not in isa.format_instr(plain) and "act" not in isa.format_instr(plain)
+    fused = matmul(bias=("AM", 4096), bias_stride=(0, 0, 1), act="relu")
+    assert isa.format_instr(fused).endswith("bias=AM[0x1000] bias_stride=0,0,1 act=relu")
+    slots = isa.encode(plain, {"AM": 0}, {})
+    bias_slot = 1 + sum(o.slots for o in isa.BY_MNEMONIC["matmul"].operands[: [o.name for o in
+                        isa.BY_MNEMONIC["matmul"].operands].index("bias")])  # fmt: skip
+    assert slots[bias_slot] == -1  # an absent reference has memory id -1
+    broken = list(slots)
+    broken[bias_slot] = -2
+    with pytest.raises(isa.DecodeError, match="matmul: bias: bad value"):
+        isa.decode(broken, ["AM"], [])

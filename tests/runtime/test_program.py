@@ -9,7 +9,7 @@ from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
-from nncc.runtime.program import MAGIC, Program, Symbol, from_bytes, load, merged_segments, save, to_bytes
+from nncc.runtime.program import MAGIC, VERSION, Program, Symbol, from_bytes, load, merged_segments, save, to_bytes
 
 
 def program() -> Program:
@@ -27,7 +27,7 @@ def test_header_layout():
     blob = to_bytes(program())
     assert blob[:8] == MAGIC
     version, header_len = struct.unpack_from("<II", blob, 8)
-    assert version == 1 and header_len > 0
+    assert version == VERSION and header_len > 0
 
 
 def test_round_trip_keeps_everything():

@@ -54,6 +54,29 @@ def test_batched_strided_matmul_with_accumulate(build):
     np.testing.assert_allclose(out["c"], c0 + a @ b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("acc", [0, 1])
+def test_matmul_epilogue_adds_bias_once_then_activates(build, acc):
+    # c = clip((acc ? c0 : 0) + bias[j] + a @ b, -0.5, 0.5), bias broadcast over the batch and rows
+    a = RNG.standard_normal((2, 5, 7), dtype=np.float32)
+    b = RNG.standard_normal((7, 20), dtype=np.float32)
+    c0 = RNG.standard_normal((2, 5, 20), dtype=np.float32)
+    bias = RNG.standard_normal(20, dtype=np.float32)
+
+    def compute(at):
+        return [
+            isa.make("vact", func="copy", shape=(2, 5, 20), x=("AM", at["c0"]), x_stride=(100, 20, 1),
+                     z=("AM", at["c"]), z_stride=(100, 20, 1)),
+            isa.make("barrier"),
+            isa.make("matmul", batch=2, mnk=(5, 20, 7), a=("AM", at["a"]), a_stride=(35, 7, 1),
+                     b=("AM", at["b"]), b_stride=(0, 20, 1), c=("AM", at["c"]), c_stride=(100, 20, 1), acc=acc,
+                     bias=("AM", at["bias"]), bias_stride=(0, 0, 1), act="clip", p0=-0.5, p1=0.5),
+        ]  # fmt: skip
+
+    out = on_chip(build, compute, {"a": a, "b": b, "c0": c0, "bias": bias}, {"c": (2, 5, 20)})
+    expected = np.clip((c0 if acc else 0) + bias + a @ b, -0.5, 0.5)
+    np.testing.assert_allclose(out["c"], expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mnemonic", list(isa.BINARY_OPS))
 def test_binary_ops_with_broadcast(build, mnemonic):
     x = RNG.standard_normal((4, 16), dtype=np.float32)
