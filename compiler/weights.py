@@ -149,8 +149,10 @@ def save_beside(module: ModuleOp, ir_path: Path) -> Path | None:
 
 
 def sanitize(name: str) -> str:
-    """A readable SSA name hint for an ONNX name: `layer1.0/conv1` -> `layer1_0_conv1`."""
+    """A readable SSA name hint for an ONNX name: `layer1.0/conv1` -> `layer1_0_conv1`,
+    `features.0` -> `features.0` (xDSL drops a trailing `_<digits>` from name hints, which would
+    give every `features.N` layer the same name)."""
     cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
     if not cleaned or cleaned[0].isdigit():
         cleaned = "v" + cleaned
-    return cleaned
+    return re.sub(r"_(\d+)$", r".\1", cleaned)

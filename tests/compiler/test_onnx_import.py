@@ -97,3 +97,15 @@ def test_constant_subexpression_is_folded_into_one_weight(make_model):
     weights = [op for op in module.walk() if isinstance(op, nn.WeightOp)]
     assert len(weights) == 1
     np.testing.assert_array_equal(store[weights[0].ref.data], w.T * 3)
+
+
+def test_value_names_ending_in_a_number_stay_distinct(make_model):
+    """xDSL drops a trailing `_<digits>` from name hints: `features_0` and `features_2` would both
+    print as `%features` (and name the same layer in reports)."""
+    nodes = [helper.make_node("Relu", ["x"], ["features.0"], name="relu0"),
+             helper.make_node("Relu", ["features.0"], ["features_2"], name="relu2")]
+    model = make_model(nodes, [("x", [1, 4])], [("features_2", [1, 4])])
+    module, _ = import_model(model)
+    names = [op.results[0].name_hint for op in module.walk() if op.name == "nn.relu"]
+    assert names == ["features.0", "features.2"]
+    assert "%features.0 = " in str(module) and "%features.2 = " in str(module)
