@@ -79,9 +79,11 @@ def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
 
 
 def with_target_options(module_pass, options: Options):
-    """Give a pass the command line's target options it has fields for (target, tile_order...)."""
+    """Give a pass the command line's target options it has fields for (target, tile_order...),
+    and `buffers`: 1 when double-buffer is disabled (tiles then fill whole memories), else 2."""
     fields = {f.name for f in dataclasses.fields(module_pass)}
-    given = {k: v for k, v in options.target_options.items() if k in fields}
+    offered = {**options.target_options, "buffers": 1 if "double-buffer" in options.disabled else 2}
+    given = {k: v for k, v in offered.items() if k in fields}
     return dataclasses.replace(module_pass, **given) if given else module_pass
 
 

@@ -15,6 +15,9 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
+from nncc.compiler.errors import NnccError
+from nncc.passes.tile_layers import SIZED_FOR_ATTR
+
 BUFFERS_ATTR = "tile.buffers"
 
 
@@ -25,4 +28,8 @@ class DoubleBufferPass(ModulePass):
     name = "double-buffer"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        sized_for = op.attributes.get(SIZED_FOR_ATTR)
+        if isinstance(sized_for, IntegerAttr) and sized_for.value.data == 1:
+            raise NnccError("double-buffer: the tiles were sized for one slot per buffer "
+                            "(tile-layers{buffers=1}); run tile-layers with buffers=2 first")
         op.attributes[BUFFERS_ATTR] = IntegerAttr(2, i64)

@@ -6,8 +6,9 @@ different output tiles sharing the weight block by multicast; channel: different
 channels of one tile sharing the input block), and for a conv on a vector unit the lane
 mapping (channels: output channels on the lanes, the input broadcast; width: output columns
 on the lanes, the weights broadcast). The sizes are the cost model's best under
-the capacity of the memories that hold the tiles (two slots per buffer), for the core count
-`partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
+the capacity of the memories that hold the tiles, halved for double buffering (`buffers=2`,
+the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the module then
+records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
 sizes can be edited by hand in the IR and re-lowered with nncc-opt. Other layers (pooling,
 depthwise, elementwise) choose their tiles when they are lowered.
 
@@ -19,7 +20,7 @@ depthwise, elementwise) choose their tiles when they are lowered.
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.context import Lowering
@@ -34,6 +35,8 @@ from nncc.passes.partition_cores import CORES_ATTR
 from nncc.runtime.nn_interpreter import main_function
 from nncc.runtime.program import Program
 
+SIZED_FOR_ATTR = "tile.sized_for"  # set to 1 when the tiles fill whole memories (no double buffering)
+
 
 @dataclass(frozen=True)
 class TileLayersPass(ModulePass):
@@ -44,14 +47,20 @@ class TileLayersPass(ModulePass):
     target: str = "vector"
     target_set: tuple[str, ...] = ()
     tile_order: str = "scan"
+    buffers: int = 2  # slots per buffer kind the tiles are sized for
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.tile_order not in ("naive", "scan"):
             raise NnccError(f"tile-layers: tile-order must be naive or scan, not {self.tile_order!r}")
+        if self.buffers not in (1, 2):
+            raise NnccError(f"tile-layers: buffers must be 1 or 2, not {self.buffers}")
         target = load_target(self.target, self.target_set)
         cores = op.attributes.get(CORES_ATTR)
         lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=self.tile_order,
-                            layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1)
+                            layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
+                            buffers=self.buffers)
+        if self.buffers == 1:
+            op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         for layer in main_function(op).body.block.ops:
             problem = conv_problem(layer)
             if problem is None:

@@ -102,6 +102,15 @@ class Lowering:
     def lanes(self) -> int:
         return self.target.units[self.vector_unit].lanes
 
+    def fits(self, sizes: dict[str, int]) -> bool:
+        """`buffers` 64-byte aligned slots of every buffer (role -> bytes) fit in their memories:
+        tiles get half the capacity when double buffered, all of it otherwise."""
+        used: dict[str, int] = {}
+        for role, nbytes in sizes.items():
+            memory = self.target.memory_for(role).name
+            used[memory] = used.get(memory, 0) + self.buffers * (-(-nbytes // 64) * 64)
+        return all(nbytes <= self.target.memory(m).size_bytes for m, nbytes in used.items())
+
     def capacity(self, role: str) -> int:
         """Bytes of the memory that holds `role` tiles."""
         return self.target.memory_for(role).size_bytes

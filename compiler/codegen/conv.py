@@ -89,12 +89,8 @@ SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model
 
 
 def fits(lowering: Lowering, slot_bytes: dict[str, int]) -> bool:
-    """Two slots of every kind fit in the memories that hold them."""
-    used: dict[str, int] = {}
-    for kind, nbytes in slot_bytes.items():
-        memory = lowering.target.memory_for(ROLE[kind]).name
-        used[memory] = used.get(memory, 0) + 2 * (-(-nbytes // 64) * 64)
-    return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
+    """The slots of every kind (in, w, out -> bytes) fit in the memories that hold them."""
+    return lowering.fits({ROLE[kind]: nbytes for kind, nbytes in slot_bytes.items()})
 
 
 def candidates(limit: int, preferred: list[int]) -> list[int]:
@@ -127,28 +123,31 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
                      + even_splits(s.cg, [2, 3, 4]))
     ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
     ows = candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112] + even_splits(s.ow, [2, 3, 4, 8]))
+    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
+    grid = grid[:, grid_fits(lowering, s, *grid)]
+    columns = [np.concatenate([grid[d]] * len(splits)) for d in range(4)]
+    channel = np.concatenate([np.full(grid.shape[1], split == "channel") for split in splits])
+    return (*columns, channel)
+
+
+def grid_fits(lowering: Lowering, s: ConvShape, toc, tic, toh, tow) -> np.ndarray:
+    """Which tilings (arrays) fit: `lowering.buffers` 64-byte aligned slots of the input window,
+    the weights + bias and the output tile in the memories that hold them (`Lowering.fits`)."""
+    target = lowering.target
     memory = {role: target.memory_for(role) for role in ("input", "weight", "output")}
-    shared_memory = len({m.name for m in memory.values()}) == 1
     capacity = {role: m.size_bytes for role, m in memory.items()}
 
     def slot(nbytes):
-        return 2 * (-(-nbytes // 64) * 64)
+        return lowering.buffers * (-(-nbytes // 64) * 64)
 
-    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
-    toc, tic, toh, tow = grid
     rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
     cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
     w = slot(F32 * (s.kh * s.kw * tic * toc + toc))
     i = slot(F32 * rows * cols * tic)
     o = slot(F32 * toh * tow * toc)
-    if shared_memory:
-        ok = i + w + o <= capacity["input"]
-    else:
-        ok = (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
-    grid = grid[:, ok]
-    columns = [np.concatenate([grid[d]] * len(splits)) for d in range(4)]
-    channel = np.concatenate([np.full(grid.shape[1], split == "channel") for split in splits])
-    return (*columns, channel)
+    if len({m.name for m in memory.values()}) == 1:
+        return i + w + o <= capacity["input"]
+    return (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
 
 
 def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True) -> ConvTiles:
@@ -199,7 +198,7 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
     for candidate in shortlist:
         probe = ConvLowering.probe(lowering, s, candidate, bias)
         candidate_jobs = probe.jobs(record=False)
-        prediction = predict_jobs(target, probe.kinds(), candidate_jobs)
+        prediction = predict_jobs(target, probe.kinds(), candidate_jobs, slots=lowering.buffers)
         # the layer's own prediction, if it turns out to be this probe (bias, ReLU, no residual)
         lowering.cost_cache[("prediction", s, candidate, not bias, True, probe.epilogue, scan)] = prediction
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
@@ -319,12 +318,13 @@ class ConvLowering:
         if record:
             key = (self.PREDICTION, s, t, self.b_addr is None, self.residual is None, self.epilogue, self.scan)
             if key not in self.lowering.cost_cache:
-                self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs)
+                self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs,
+                                                              slots=self.lowering.buffers)
             self.lowering.record_prediction(self.lowering.cost_cache[key])
             if self.scan and self.lowering.compare_orders:
                 naive = replace(self, scan=False)
                 self.lowering.record_naive_order(predict_jobs(self.lowering.target, naive.kinds(),
-                                                              naive.jobs(record=False)))
+                                                              naive.jobs(record=False), slots=self.lowering.buffers))
         return jobs
 
     def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:

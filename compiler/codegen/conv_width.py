@@ -30,7 +30,8 @@ import numpy as np
 
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import (
-    CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, nchw,
+    CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, grid_fits,
+    nchw,
 )
 from nncc.compiler.codegen.cost_model import predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
@@ -94,7 +95,7 @@ class WidthConvLowering(ConvLowering):
 
 
 def width_tile_candidates(lowering: Lowering, s: ConvShape):
-    """(toc, tic, toh, tow) arrays of width tilings that fit (two slots per buffer kind): output
+    """(toc, tic, toh, tow) arrays of width tilings that fit (`grid_fits`): output
     columns in whole lane multiples (or the whole row), output channels whole or evenly split."""
     target = lowering.target
     lanes = target.main.lanes
@@ -103,24 +104,8 @@ def width_tile_candidates(lowering: Lowering, s: ConvShape):
     ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
     ows = candidates(s.ow, [lanes * m for m in (1, 2, 3, 4, 6, 8, 16)]
                      + [v for v in even_splits(s.ow, [2, 3, 4, 8]) if v % lanes == 0])
-    memory = {role: target.memory_for(role) for role in ("input", "weight", "output")}
-    shared_memory = len({m.name for m in memory.values()}) == 1
-    capacity = {role: m.size_bytes for role, m in memory.items()}
-
-    def slot(nbytes):
-        return 2 * (-(-nbytes // 64) * 64)
-
     grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
-    toc, tic, toh, tow = grid
-    rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
-    cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
-    w = slot(F32 * (s.kh * s.kw * tic * toc + toc))
-    i = slot(F32 * rows * cols * tic)
-    o = slot(F32 * toh * tow * toc)
-    if shared_memory:
-        ok = i + w + o <= capacity["input"]
-    else:
-        ok = (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
+    ok = grid_fits(lowering, s, *grid)
     return tuple(grid[d, ok] for d in range(4))
 
 
@@ -156,7 +141,7 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
         for i in shortlist:
             tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
             probe = WidthConvLowering.probe(lowering, s, tiles, bias)
-            prediction = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False))
+            prediction = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
             if best is None or prediction.cycles < best[1].cycles:
                 best = (tiles, prediction)
     lowering.cost_cache[key] = best
@@ -182,7 +167,7 @@ def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = Tru
             channel = lowering.cost_cache.get(channel_key)
             if channel is None:
                 probe = ConvLowering.probe(lowering, s, channels, bias)
-                channel = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False))
+                channel = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
             if width[1].cycles < channel.cycles * (1 - TOLERANCE):  # clearly faster, else keep today's
                 choice = ("width", width[0])
         lowering.cost_cache[key] = choice

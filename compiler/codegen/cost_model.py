@@ -189,20 +189,22 @@ def transfer_bytes(transfer) -> tuple[int, int]:
     return F32 * inner[0] * inner[1] * inner[2], F32 * shape[0] * shape[1] * shape[2]
 
 
-def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start: int = 0) -> Prediction:
-    """Timeline of one phase of scheduled jobs.
+def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start: int = 0,
+                 slots: int | None = None) -> Prediction:
+    """Timeline of one phase of scheduled jobs, with `slots` per buffer kind (default: 2, double buffering).
 
     The jobs become the operations the scheduler emits (loads of new occupancies, stores one
     job late, each compute instruction), each on its engine (DMA channel, core unit) with the
     operations it waits for (data loaded, slot free, store after the last writer, unit to
     unit inside a job). They are then dispatched as the machine does: always the operation
     that can start earliest, so the shared DRAM bus is handed out in time order."""
-    from nncc.compiler.codegen.scheduler import SLOTS, plan_occupancies
+    from nncc.compiler.codegen.scheduler import SLOTS, plan_occupancies, take_pending
 
     kinds_by_name = {kind.name: kind for kind in kinds}
     costs = InstructionCosts(target, {kind.name: kind.memory for kind in kinds})
     dma = dma or DmaClock(target)
-    slot_of, _ = plan_occupancies(jobs, kinds_by_name)
+    slot_count = slots or SLOTS
+    slot_of, _ = plan_occupancies(jobs, kinds_by_name, slot_count)
     channels, cores = target.dma.channels, target.cores
     engines: dict[Hashable, list[int]] = {}
     # operation i: (engine, deps, payload); payload = ("dma", memory, dram bytes, copy bytes, to_dram)
@@ -236,7 +238,7 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
         previous = occupancy.previous
         deps = [] if previous is None else [free.get((id(previous), core)) for core in sorted(previous.users)]
         if kinds_by_name[occupancy.kind].shared and cores > 1:  # one channel per shared slot
-            channel = (kind_order.index(occupancy.kind) * SLOTS + occupancy.slot) % channels
+            channel = (kind_order.index(occupancy.kind) * slot_count + occupancy.slot) % channels
         else:
             channel = users[0] % channels
         full[id(occupancy)] = add_dma(channel, deps, occupancy.loads, False,
@@ -252,6 +254,8 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
         slots = slot_of[index]
         for occupancy in slots.values():
             if occupancy.first_job == index and occupancy.loads:
+                for store in take_pending(pending, occupancy.previous):
+                    emit_stores(*store)
                 emit_loads(occupancy)
         for occupancy, core in pending.pop(job.core, []):
             emit_stores(occupancy, core)

@@ -134,12 +134,8 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
 
 
 def fits(lowering: Lowering, sizes: dict[str, int]) -> bool:
-    """Two 64-byte aligned slots of every buffer (role -> bytes) fit in their memories."""
-    used: dict[str, int] = {}
-    for role, nbytes in sizes.items():
-        memory = lowering.target.memory_for(role).name
-        used[memory] = used.get(memory, 0) + 2 * (-(-nbytes // 64) * 64)
-    return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
+    """The slots of every buffer (role -> bytes) fit in their memories (`Lowering.fits`)."""
+    return lowering.fits(sizes)
 
 
 def window_of(op: Operation, kernel=None, strides=None, pads=None, dilations=None) -> Window:

@@ -173,6 +173,16 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
     return slot_of, occupancies
 
 
+def take_pending(pending: dict[int, list[tuple[Occupancy, int]]], occupancy: Occupancy | None):
+    """Remove and return the pending stores of `occupancy` (the previous data of a slot about to
+    be refilled)."""
+    taken = []
+    for core, stores in pending.items():
+        taken += [store for store in stores if store[0] is occupancy]
+        stores[:] = [store for store in stores if store[0] is not occupancy]
+    return taken
+
+
 class Scheduler:
     """Emits the instructions of one layer's jobs."""
 
@@ -205,11 +215,15 @@ class Scheduler:
         slot_of, _ = plan_occupancies(jobs, self.kinds, self.slots)
         # a core's stores wait until the loads of that core's next job are emitted, so that
         # on a channel shared by the core's loads and stores the next load never queues
-        # behind a store (one job late per core, not one job late overall)
+        # behind a store (one job late per core, not one job late overall); a load into the
+        # slot a pending store reads (one slot per buffer) takes that store out first, as
+        # the load waits on it
         pending_stores: dict[int, list[tuple[Occupancy, int]]] = {}
         for index, job in enumerate(jobs):
             for occupancy in slot_of[index].values():
                 if occupancy.first_job == index and occupancy.loads:
+                    for store in take_pending(pending_stores, occupancy.previous):
+                        self.emit_stores(*store)
                     self.emit_loads(occupancy)
             for occupancy, core in pending_stores.pop(job.core, []):
                 self.emit_stores(occupancy, core)

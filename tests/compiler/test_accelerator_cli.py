@@ -1,6 +1,7 @@
 """nncc for accelerator targets: programs written, run, checked; the isa stage as IR; errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -144,6 +145,33 @@ def test_disabling_double_buffering_and_cores_costs_cycles(capsys, small_model_p
     assert cycles["one-core"] > cycles["all"]
     one_core = load(tmp_path / "one-core.nnbin")
     assert {ins.core for ins in one_core.instructions if hasattr(ins, "core")} == {0}
+
+
+def test_single_buffered_tiles_fill_the_memory(capsys, small_model_path, tmp_path):
+    """Tiles get half the capacity when double buffered, all of it without: on edge with its
+    buffer cut to 8 KiB the conv's tiles grow, the IR records it, and double-buffer then refuses them."""
+    import re
+
+    def tile_of(text):
+        oc, ic, oh, ow = map(int, re.search(r"tile = \{oc = (\d+) : i64, ic = (\d+) : i64, oh = (\d+) : i64, "
+                                             r"ow = (\d+) : i64", text).groups())
+        return oc, ic, oh, ow
+
+    target = ["--target=edge", "--target-set", "memory.BUF.size_bytes=8192"]
+    code, double, err = nncc(capsys, small_model_path, "--emit=tile", *target)
+    assert code == 0, err
+    code, single, err = nncc(capsys, small_model_path, "--emit=tile", "--disable-pass=double-buffer", *target)
+    assert code == 0, err
+    assert "tile.sized_for = 1 : i64" in single and "tile.sized_for" not in double
+    assert math.prod(tile_of(single)) > math.prod(tile_of(double))
+    tiled = tmp_path / "single.tile.mlir"
+    tiled.write_text(single)
+    assert opt.main([str(tiled), "-p", "double-buffer"]) == 2
+    assert "tiles were sized for one slot per buffer" in capsys.readouterr().err
+    report = tmp_path / "r.json"
+    code, _, err = nncc(capsys, small_model_path, "--check", "--report", report, "--program", tmp_path / "p",
+                        "--disable-pass=double-buffer", *target)
+    assert code == 0, err
 
 
 def test_hand_edited_tile_sizes_are_followed(capsys, small_model_path, tmp_path):
