@@ -183,7 +183,7 @@ def vfma(mem: Memories, ins: Any) -> Effect:
     y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
     w = _tile(mem, ins, ins.w, ins.shape, ins.w_stride, effect)
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), x * y + w))
-    effect.ops = _elements(ins.shape)
+    effect.macs = _elements(ins.shape)  # one multiply-accumulate per element, on the FMAC units
     return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
 
 

@@ -154,6 +154,8 @@ class InstructionCosts:
                 cost = isa.ACTIVATIONS[ops["func"]]
             else:
                 cost = isa.BINARY_COST.get(mnemonic, 1)
+            if mnemonic == "vfma":
+                macs = shape[0] * shape[1] * shape[2]
             issue = vector_issue(unit, shape, cost)
         memory = max((cdiv(nbytes, self.bandwidth[name]) for name, nbytes in traffic.items() if name != "DRAM"),
                      default=0)

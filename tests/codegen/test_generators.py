@@ -254,3 +254,18 @@ def test_concat_with_batch_copies():
     model = h.build_model([node("Relu", ["a"], ["ra"]), node("Concat", ["ra", "b"], axis=1)],
                           [("a", [2, 3, 4, 5]), ("b", [2, 2, 4, 5])], [("y", None)])
     check_everywhere(model, small=False)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_depthwise_macs_count_in_the_utilisation(target):
+    """A depthwise conv runs as `vfma` (one multiply-accumulate per element): its layer reports
+    exactly C x OH x OW x KH x KW MACs and a non-zero utilisation."""
+    channels = 32
+    model = h.build_model(
+        [node("Conv", ["x", "w", "b"], ["c"], group=channels, strides=[2, 2], pads=[1, 1, 1, 1]), node("Relu", ["c"])],
+        [("x", [1, channels, 10, 9])], [("y", None)], [("w", f32(channels, 1, 3, 3)), ("b", f32(channels))])
+    module, store = h.compile_fused(model)
+    _, result = h.run_on_target(module, store, target, {"x": f32(1, channels, 10, 9)})
+    (layer,) = [layer for layer in result.layers if layer.macs]
+    assert layer.macs == channels * 5 * 5 * 3 * 3
+    assert result.macs == layer.macs and 0 < result.mac_utilization < 1
