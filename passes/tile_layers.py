@@ -9,8 +9,11 @@ on the lanes, the weights broadcast). The sizes are the cost model's best under
 the capacity of the memories that hold the tiles, halved for double buffering (`buffers=2`,
 the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the module then
 records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
-sizes can be edited by hand in the IR and re-lowered with nncc-opt. Other layers (pooling,
-depthwise, elementwise) choose their tiles when they are lowered.
+sizes can be edited by hand in the IR and re-lowered with nncc-opt. Pooling and depthwise
+convs get `tile = {c, oh, ow, layout}` (channels, output rows and columns per tile; layout hwc:
+channels on the lanes, chw: output columns on the lanes), chosen and followed the same way.
+Streaming layers (elementwise, global pooling, softmax, LRN, copies) size their tiles when they
+are lowered, from the memory budget alone.
 
     %y = fused.conv2d %x, %w, %b ... act relu {onnx_nodes = ["conv1"],
            tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial",
@@ -26,7 +29,8 @@ from xdsl.passes import ModulePass
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import TILE_ATTR, conv_problem, tile_attribute
+from nncc.compiler.codegen.layers import TILE_ATTR, conv_problem, tile_attribute, window_problem
+from nncc.compiler.codegen.pool import window_tile_attribute
 from nncc.compiler.codegen.lower import layer_name
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
@@ -62,6 +66,9 @@ class TileLayersPass(ModulePass):
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         for layer in main_function(op).body.block.ops:
+            window = window_problem(lowering, layer)
+            if window is not None:  # pooling and depthwise conv: channels, rows and columns per tile
+                layer.attributes[TILE_ATTR] = window_tile_attribute(window.tiles())
             problem = conv_problem(layer)
             if problem is None:
                 continue

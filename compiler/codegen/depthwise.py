@@ -26,7 +26,7 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.pool import (
-    Window, WindowTiles, choose_window_tiles, chip_in_strides, chip_out_strides, compute_shape, input_load,
+    Window, WindowTiles, chip_in_strides, given_or_chosen, given_window_tiles, chip_out_strides, compute_shape, input_load,
     order, output_transfer, spots,
 )
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
@@ -49,6 +49,11 @@ class DepthwiseLowering:
     residual_addr: int | None
     epilogue: Epilogue
     name: str
+    given: WindowTiles | None = None  # the op's tile attribute
+
+    def tiles(self) -> WindowTiles:
+        return given_or_chosen(self.lowering, self.given, self.name, self.sizes, g=self.g,
+                               roles=("input", "weight", "output"), accesses=3 * self.taps + 1)
 
     @property
     def taps(self) -> int:
@@ -60,8 +65,7 @@ class DepthwiseLowering:
 
     def layers(self):
         g = self.g
-        t = choose_window_tiles(self.lowering, g, self.name, self.sizes, roles=("input", "weight", "output"),
-                                accesses=3 * self.taps + 1)
+        t = self.tiles()
         sizes = self.sizes(t)
         target = self.lowering.target
         kinds = [BufferKind("in", target.memory_for("input").name, sizes["input"]),
@@ -121,10 +125,20 @@ class DepthwiseLowering:
         return loads
 
 
+def depthwise_window(s) -> Window:
+    """The sliding window of a depthwise conv of shape `s` (a conv.ConvShape)."""
+    return Window(s.n, s.c, s.h, s.w, s.oh, s.ow, s.kh, s.kw, s.strides, s.pads, s.dilations)
+
+
+def depthwise_probe(lowering: Lowering, s, name: str) -> DepthwiseLowering:
+    """A DepthwiseLowering with placeholder addresses: its `tiles()` are the ones lowering would choose."""
+    return DepthwiseLowering(lowering, depthwise_window(s), 0, (0, 0), None, 0, 0, None, Epilogue(), name)
+
+
 def lower_depthwise(lowering: Lowering, op: Operation, s, epilogue: Epilogue, name: str,
                     x_addr: int, y_addr: int, b_addr: int | None, residual_addr: int | None):
     """The layers of a depthwise conv `op` of shape `s` (a conv.ConvShape)."""
-    g = Window(s.n, s.c, s.h, s.w, s.oh, s.ow, s.kh, s.kw, s.strides, s.pads, s.dilations)
+    g = depthwise_window(s)
     taps = s.kh * s.kw
     constant = lowering.constant(op.weight)
     if constant is not None:
@@ -133,4 +147,4 @@ def lower_depthwise(lowering: Lowering, op: Operation, s, epilogue: Epilogue, na
     else:  # OIHW [C][1][kh][kw] computed at run time
         w_addr, w_strides = lowering.address(op.weight), (1, taps)
     return DepthwiseLowering(lowering, g, w_addr, w_strides, b_addr, x_addr, y_addr, residual_addr,
-                             epilogue, name).layers()
+                             epilogue, name, given_window_tiles(op, g, name)).layers()

@@ -20,7 +20,8 @@ from nncc.compiler.codegen.conv import (
 from nncc.compiler.codegen.conv_width import (
     WidthConvLowering, choose_mapping, width_packed_weight, width_weight_layout,
 )
-from nncc.compiler.codegen.depthwise import is_depthwise, lower_depthwise
+from nncc.compiler.codegen.depthwise import depthwise_probe, is_depthwise, lower_depthwise
+from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import LOWERINGS, layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufRef, Compute
@@ -60,16 +61,29 @@ TILE_ATTR = "tile"
 `tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial"}`."""
 
 
+def conv2d_shape(op: Operation) -> ConvShape:
+    return conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
+                      nn.ints(op.dilations), op.group.value.data)
+
+
 def conv_problem(op: Operation) -> ConvShape | None:
     """The convolution a conv (not depthwise) or gemm op computes; None for other ops."""
     if op.name in ("nn.conv2d", "fused.conv2d"):
-        s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
-                       nn.ints(op.dilations), op.group.value.data)
+        s = conv2d_shape(op)
         return None if is_depthwise(s) else s
     if op.name in ("nn.gemm", "fused.gemm"):
         (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
         return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     return None
+
+
+def window_problem(lowering: Lowering, op: Operation):
+    """Pooling or depthwise conv: its lowering with placeholder addresses, whose `tiles()` are
+    those lowering would choose (pool.WindowTiles); None for other ops."""
+    probe = pool_probe(lowering, op)
+    if probe is None and op.name in ("nn.conv2d", "fused.conv2d") and is_depthwise(s := conv2d_shape(op)):
+        probe = depthwise_probe(lowering, s, layer_name(op))
+    return probe
 
 
 def gemm_mk(op: Operation) -> tuple[int, int]:
@@ -137,8 +151,7 @@ def width_weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> O
 
 @lowers("nn.conv2d", "fused.conv2d")
 def lower_conv(lowering: Lowering, op: Operation):
-    s = conv_shape(op.input, nn.shape_of(op.weight), op.result, nn.ints(op.strides), nn.ints(op.pads),
-                   nn.ints(op.dilations), op.group.value.data)
+    s = conv2d_shape(op)
     residual = getattr(op, "residual", None)
     if is_depthwise(s):
         return lower_depthwise(lowering, op, s, epilogue_of(op), layer_name(op),

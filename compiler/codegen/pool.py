@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation
 
 from nncc.compiler.codegen.context import F32, Lowering, dram
@@ -131,6 +132,40 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
         raise NnccError(f"layer {name}: even a 1x1x1 tile does not fit in "
                         f"{lowering.target.memory_for(roles[0]).name}")
     return best
+
+
+WINDOW_TILE_KEYS = ("c", "oh", "ow")
+
+
+def window_tile_attribute(t: WindowTiles) -> DictionaryAttr:
+    """`tile = {c = 32, oh = 8, ow = 8, layout = "hwc"}` (channels, output rows and columns per tile)."""
+    return DictionaryAttr({"c": IntegerAttr(t.tc, i64), "oh": IntegerAttr(t.toh, i64),
+                           "ow": IntegerAttr(t.tow, i64), "layout": StringAttr(t.layout)})
+
+
+def given_window_tiles(op: Operation, g: Window, name: str) -> WindowTiles | None:
+    """The op's `tile` attribute (window_tile_attribute), checked against the layer's extents."""
+    attr = op.attributes.get("tile")
+    if attr is None:
+        return None
+    try:
+        sizes = {key: attr.data[key].value.data for key in WINDOW_TILE_KEYS}
+        layout = attr.data["layout"].data if "layout" in attr.data else "hwc"
+    except (AttributeError, KeyError) as error:
+        raise NnccError(f"layer {name}: bad tile attribute {attr} (missing {error})") from None
+    limits = {"c": g.c, "oh": g.oh, "ow": g.ow}
+    if any(not 1 <= sizes[key] <= limit for key, limit in limits.items()) or layout not in ("hwc", "chw"):
+        raise NnccError(f"layer {name}: tile sizes {sizes} must lie within {limits}, layout hwc or chw")
+    return WindowTiles(sizes["c"], sizes["oh"], sizes["ow"], layout)
+
+
+def given_or_chosen(lowering: Lowering, given: WindowTiles | None, name: str, sizes, **choice) -> WindowTiles:
+    """`given` tiles when they fit the memories (else a one-line error), or the cheapest ones."""
+    if given is None:
+        return choose_window_tiles(lowering, choice.pop("g"), name, sizes, **choice)
+    if not fits(lowering, sizes(given)):
+        raise NnccError(f"layer {name}: tile sizes {given} do not fit the target's memories")
+    return given
 
 
 def fits(lowering: Lowering, sizes: dict[str, int]) -> bool:
@@ -262,6 +297,10 @@ class PoolLowering:
     y_addr: int
     name: str
     divisor_addr: int | None = None  # [OH][OW] reciprocal divisors (func sum, then vmul)
+    given: WindowTiles | None = None  # the op's tile attribute
+
+    def tiles(self) -> WindowTiles:
+        return given_or_chosen(self.lowering, self.given, self.name, self.sizes, g=self.g)
 
     def sizes(self, t: WindowTiles) -> dict[str, int]:
         sizes = {"input": F32 * t.in_elems(self.g), "output": F32 * t.out_elems()}
@@ -271,7 +310,7 @@ class PoolLowering:
 
     def layers(self):
         g = self.g
-        t = choose_window_tiles(self.lowering, g, self.name, self.sizes)
+        t = self.tiles()
         target = self.lowering.target
         kinds = [BufferKind("in", target.memory_for("input").name, F32 * t.in_elems(g)),
                  BufferKind("out", target.memory_for("output").name, F32 * t.out_elems())]
@@ -306,9 +345,9 @@ class PoolLowering:
 
 @lowers("nn.max_pool")
 def lower_max_pool(lowering: Lowering, op: Operation):
-    g = window_of(op)
-    return PoolLowering(lowering, g, "max", source_address(lowering, op.input),
-                        lowering.address(op.result), layer_name(op)).layers()
+    g, name = window_of(op), layer_name(op)
+    return PoolLowering(lowering, g, "max", source_address(lowering, op.input), lowering.address(op.result),
+                        name, given=given_window_tiles(op, g, name)).layers()
 
 
 @lowers("nn.avg_pool")
@@ -316,11 +355,24 @@ def lower_avg_pool(lowering: Lowering, op: Operation):
     g = window_of(op)
     counts = divisor_counts(g, bool(op.count_include_pad.value))
     x_addr, y_addr, name = source_address(lowering, op.input), lowering.address(op.result), layer_name(op)
+    given = given_window_tiles(op, g, name)
     if np.all(counts == g.kh * g.kw):
-        return PoolLowering(lowering, g, "avg", x_addr, y_addr, name).layers()
+        return PoolLowering(lowering, g, "avg", x_addr, y_addr, name, given=given).layers()
     reciprocal = (1.0 / counts).astype(np.float32)
     divisor = lowering.weight(f"{name}.divisor", "", reciprocal)
-    return PoolLowering(lowering, g, "sum", x_addr, y_addr, name, divisor).layers()
+    return PoolLowering(lowering, g, "sum", x_addr, y_addr, name, divisor, given).layers()
+
+
+def pool_probe(lowering: Lowering, op: Operation) -> PoolLowering | None:
+    """A PoolLowering of a max/avg pooling op with placeholder addresses (its `tiles()` are the
+    ones lowering would choose), or None for other ops."""
+    if op.name not in ("nn.max_pool", "nn.avg_pool"):
+        return None
+    g = window_of(op)
+    func, divisor = ("max" if op.name == "nn.max_pool" else "avg"), None
+    if func == "avg" and not np.all(divisor_counts(g, bool(op.count_include_pad.value)) == g.kh * g.kw):
+        func, divisor = "sum", 0
+    return PoolLowering(lowering, g, func, 0, 0, layer_name(op), divisor)
 
 
 # --------------------------------------------------------------------------- global pooling

@@ -220,3 +220,23 @@ def test_report_shows_dram_bytes_scan_saved(capsys, make_model, write_model, tmp
     saved = sum(r["predicted_dram_bytes_naive_order"] - r["predicted_dram_read_bytes"] - r["predicted_dram_write_bytes"]
                 for r in rows)
     assert data["scan_dram_bytes_saved"] == saved > 0
+
+
+def test_pooling_tiles_are_in_the_tile_stage_and_followed(capsys, small_model_path, tmp_path):
+    """tile-layers records pooling (and depthwise) tiles as channels, output rows and columns;
+    lower-to-isa follows a hand edit, and refuses sizes outside the layer in one line."""
+    tiled = tmp_path / "m.tile.mlir"
+    assert nncc(capsys, small_model_path, "--emit=tile", "--target=vector", "-o", tiled)[0] == 0
+    text = tiled.read_text()
+    whole = 'tile = {c = 8 : i64, oh = 5 : i64, ow = 5 : i64, layout = "hwc"}'
+    assert whole in text  # the 8x5x5 pooling output fits in one tile
+    tiled.write_text(text.replace(whole, 'tile = {c = 8 : i64, oh = 1 : i64, ow = 5 : i64, layout = "hwc"}'))
+    lowered = tmp_path / "m.isa.mlir"
+    assert opt.main([str(tiled), "-p", "double-buffer,lower-to-isa{target=vector}", "-o", str(lowered)]) == 0
+    pool = lowered.read_text().split('isa.layer {name = "p"')[1].split("isa.layer")[0]
+    assert pool.count("isa.vpool") == 5  # one per output row
+    tiled.write_text(text.replace(whole, 'tile = {c = 9 : i64, oh = 1 : i64, ow = 5 : i64, layout = "hwc"}'))
+    capsys.readouterr()
+    assert opt.main([str(tiled), "-p", "lower-to-isa{target=vector}"]) == 2
+    err = capsys.readouterr().err
+    assert "layer p: tile sizes" in err and "must lie within" in err and len(err.strip().splitlines()) == 1
