@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nncc.compiler import check
 from nncc.compiler.errors import NnccError, report_errors
+from nncc.compiler.onnx_import import parse_input_shape
 from nncc.compiler.pass_manager import IRPrinting
 from nncc.compiler.pipeline import STAGE_NAMES, Compilation, Options, compile_model
 from nncc.compiler.registry import Registry
@@ -43,6 +44,9 @@ def build_parser() -> ArgumentParser:
                              "or a target TOML file")
     parser.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one target parameter (repeatable)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]D0xD1x...",
+                        help="static shape of an input with dynamic dimensions, e.g. input=1x3x224x224 "
+                             "(repeatable; the name may be left out for a model with one input)")
     parser.add_argument("--emit", choices=STAGE_NAMES, help="print the IR after this stage and stop")
     parser.add_argument("-o", "--output", type=Path, help="with --emit: write the IR here (weights beside it)")
     parser.add_argument("--run", action="store_true", help="execute the compiled model")
@@ -95,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
                       printing=printing_from(args),
                       target_options={"target": args.target, "target_set": tuple(args.target_set),
-                                      "tile_order": args.tile_order})
+                                      "tile_order": args.tile_order},
+                      input_shapes=dict(parse_input_shape(text) for text in args.input_shape))
     if args.emit:
         return emit(args, registry, options)
     if args.target == REFERENCE_TARGET:

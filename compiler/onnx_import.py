@@ -71,6 +71,55 @@ def prepare_model(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     return upgrade_opset(model, source)
 
 
+def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """`--input-shape` values: `NAME=1x3x224x224`, or `1x3x224x224` for a model's only input."""
+    name, equals, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1 or (equals and not name):
+        raise OnnxImportError(f"--input-shape {text!r}: expected NAME=D0xD1x... with positive sizes, "
+                              "e.g. input=1x3x224x224")
+    return (name if equals else None), shape
+
+
+def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int, ...]],
+                     source: str) -> onnx.ModelProto:
+    """A copy of `model` whose graph inputs have the static `shapes` (by input name; None: the
+    only input). Sizes the model declares must agree; dynamic ones (`batch`, `?`) take the given
+    size."""
+    if not shapes:
+        return model
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in initializers}
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    by_name = {i.name: i for i in fixed.graph.input}
+    for name, shape in shapes.items():
+        if name is None:
+            if len(inputs) != 1:
+                raise OnnxImportError(f"{source}: --input-shape without a name needs a model with one input; "
+                                      f"this one has {', '.join(inputs) or 'none'} (use NAME=DIMS)")
+            name = next(iter(inputs))
+        if name not in inputs:
+            raise OnnxImportError(f"{source}: --input-shape: the model has no input '{name}' "
+                                  f"(inputs: {', '.join(inputs) or 'none'})")
+        dims = by_name[name].type.tensor_type.shape.dim
+        if len(dims) and len(dims) != len(shape):
+            raise OnnxImportError(f"{source}: --input-shape: input '{name}' has rank {len(dims)}, "
+                                  f"not {len(shape)}")
+        for axis, (dim, size) in enumerate(zip(dims, shape)):
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+                raise OnnxImportError(f"{source}: --input-shape: input '{name}' has size {dim.dim_value} "
+                                      f"on axis {axis}, not {size}")
+        shape_proto = by_name[name].type.tensor_type.shape
+        shape_proto.ClearField("dim")
+        for size in shape:
+            shape_proto.dim.add().dim_value = size
+    return fixed
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
@@ -170,8 +219,9 @@ class Importer:
                                 "nncc does not compile empty tensors")
             if not dim.HasField("dim_value") or dim.dim_value < 0:
                 label = f" '{dim.dim_param}'" if dim.dim_param else ""
+                hint = f"; give it with --input-shape {info.name}=D0x...xDn" if what == "input" else ""
                 raise self.fail(f"{what} '{info.name}' has a dynamic dimension{label} (axis {axis}); "
-                                "nncc needs static shapes")
+                                f"nncc needs static shapes{hint}")
             shape.append(dim.dim_value)
         self.check_size(shape, f"{what} '{info.name}'")
         return tuple(shape)

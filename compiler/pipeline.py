@@ -18,7 +18,7 @@ import onnx
 from xdsl.dialects.builtin import ModuleOp
 
 from nncc.compiler.errors import NnccError
-from nncc.compiler.onnx_import import build_module, load_onnx
+from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
 from nncc.compiler.pass_manager import IRPrinting, check_pass_names, run_passes, verify
 from nncc.compiler.registry import Registry
 from nncc.compiler.weights import WeightStore
@@ -51,6 +51,7 @@ class Options:
     extra_passes: str = ""
     printing: IRPrinting = field(default_factory=IRPrinting)
     target_options: dict = field(default_factory=dict)  # target, target_set, tile_order
+    input_shapes: dict = field(default_factory=dict)  # input name (None: the only one) -> static shape
 
 
 @dataclass
@@ -91,7 +92,7 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     """Import `model_path` and run every stage up to and including `until`."""
     check_pass_names(options.disabled, registry.passes, "--disable-pass")
     stages = stages_until(until)
-    model = load_onnx(model_path)
+    model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
     module, store = build_module(model, model_path.name)
     verify(module, IMPORT_PASS)
     options.printing.after_pass(IMPORT_PASS, module)

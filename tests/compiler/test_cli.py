@@ -199,7 +199,44 @@ def test_dynamic_dimension_is_named(capsys, write_model):
     path = write_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
     code, _, err = run_nncc(capsys, path, "--emit=nn")
     assert code == 2
-    assert "input 'x' has a dynamic dimension 'batch' (axis 0)" in err
+    assert "input 'x' has a dynamic dimension 'batch' (axis 0)" in err and "--input-shape x=" in err
+
+
+def dynamic_batch_conv(write_model):
+    """Conv + ReLU with a dynamic batch, as torch.onnx.export(dynamic_axes=...) writes them."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    return write_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9))
+
+
+@pytest.mark.parametrize("shape", ["x=2x3x8x8", "2x3x8x8"])
+@pytest.mark.parametrize("target", ["reference", "vector"])
+def test_input_shape_fixes_a_dynamic_batch(capsys, write_model, tmp_path, shape, target):
+    path = dynamic_batch_conv(write_model)
+    report = tmp_path / "r.json"
+    code, out, err = run_nncc(capsys, path, f"--target={target}", "--input-shape", shape, "--check",
+                              "--report", report, "--program", tmp_path / "p")
+    assert code == 0, err
+    assert json.loads(report.read_text())["check"]["passed"]
+    code, out, _ = run_nncc(capsys, path, "--emit=nn", "--input-shape", shape)
+    assert "tensor<2x3x8x8xf32>" in out and "tensor<2x4x8x8xf32>" in out
+
+
+@pytest.mark.parametrize("shape, fragment", [
+    ("y=2x3x8x8", "the model has no input 'y' (inputs: x)"),
+    ("x=2x4x8x8", "input 'x' has size 3 on axis 1, not 4"),
+    ("x=2x3x8", "input 'x' has rank 4, not 3"),
+    ("x=2x3xAx8", "expected NAME=D0xD1x..."),
+    ("x=0x3x8x8", "expected NAME=D0xD1x..."),
+])
+def test_input_shape_errors(capsys, write_model, shape, fragment):
+    code, _, err = run_nncc(capsys, dynamic_batch_conv(write_model), "--emit=nn", "--input-shape", shape)
+    assert code == 2
+    assert fragment in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("content, fragment", [
