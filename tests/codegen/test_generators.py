@@ -269,3 +269,26 @@ def test_depthwise_macs_count_in_the_utilisation(target):
     (layer,) = [layer for layer in result.layers if layer.macs]
     assert layer.macs == channels * 5 * 5 * 3 * 3
     assert result.macs == layer.macs and 0 < result.mac_utilization < 1
+
+
+@pytest.mark.parametrize("act, attrs, extra", [
+    ("Relu", {}, []), ("LeakyRelu", {"alpha": 0.1}, []), ("HardSwish", {}, []), ("Sigmoid", {}, []),
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, []), ("Clip", {}, [("lo", -0.5), ("hi", 0.5)]),
+])
+@pytest.mark.parametrize("residual", [False, True])
+def test_conv_epilogue_rides_on_the_matmuls_on_a_vector_dsp(act, attrs, extra, residual):
+    """On vector the fused bias (+ residual) + activation is matmul operands, no vadd/vact; on
+    the matrix-unit targets it stays on the post unit. Every target matches onnxruntime."""
+    nodes = [node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])]
+    last = "c"
+    if residual:
+        nodes.append(node("Add", ["c", "x"], ["s"]))
+        last = "s"
+    nodes.append(node(act, [last] + [name for name, _ in extra], **attrs))
+    model = h.build_model(nodes, [("x", [1, 8, 6, 20])], [("y", None)],
+                          [("w", f32(8, 8, 3, 3)), ("b", f32(8)), *extra])
+    programs = check_everywhere(model, small=False)
+    vector = [ins for ins in programs["vector"].instructions if type(ins).DEF.mnemonic != "layer"]
+    assert {type(ins).DEF.mnemonic for ins in vector} <= {"dma", "matmul", "barrier"}
+    assert any(ins.act != "none" for ins in vector if type(ins).DEF.mnemonic == "matmul")
+    assert "vact" in h.mnemonics(programs["edge"])
