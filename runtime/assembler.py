@@ -49,7 +49,8 @@ def disassemble(program: Program) -> str:
         f".dram {program.dram_bytes:#x}",
     ]
     for s in program.symbols:
-        lines.append(f".symbol {s.kind} {s.name} {s.addr:#x} {','.join(map(str, s.shape))} {s.dtype}")
+        lines.append(f".symbol {s.kind} {isa.format_value(SYMBOL_NAME, s.name)} {s.addr:#x} "
+                     f"{','.join(map(str, s.shape))} {s.dtype}")
     lines.append("")
     layer = ""
     for instr in program.instructions:
@@ -93,6 +94,23 @@ def _preset(text: str) -> dict:
         return target_to_dict(load_target(name, overrides))
     except NnccError as error:
         raise ValueError(str(error)) from None
+
+
+SYMBOL_NAME = isa.Operand("name", isa.Kind.STR)
+"""Symbol names are written quoted, like string operands: weight names carry `#` (a comment
+outside quotes) and ONNX names may hold spaces."""
+
+
+def _symbol_fields(text: str) -> list[str]:
+    """KIND NAME ADDR SHAPE DTYPE, NAME quoted ("conv1.weight#conv") or, in hand-written files, bare."""
+    kind, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if not rest.startswith('"'):
+        return [kind, *rest.split()]
+    end = 1
+    while end < len(rest) and (rest[end] != '"' or rest[end - 1] == "\\"):
+        end += 1
+    return [kind, isa.parse_value(SYMBOL_NAME, rest[: end + 1]), *rest[end + 1 :].split()]
 
 
 def _strip_comment(line: str) -> str:
@@ -142,7 +160,7 @@ class _Parser:
             elif name == ".dram":
                 self.dram_bytes = int(rest, 0)
             elif name == ".symbol":
-                kind, sym, addr, shape, dtype = rest.split()
+                kind, sym, addr, shape, dtype = _symbol_fields(rest)
                 if kind not in SYMBOL_KINDS or dtype != "float32":
                     raise ValueError(f"bad symbol kind {kind!r} or dtype {dtype!r}")
                 self.symbols.append(Symbol(sym, kind, int(addr, 0), tuple(int(d) for d in shape.split(",")), dtype))

@@ -29,13 +29,16 @@ def test_compile_run_check_on_every_target(capsys, small_model_path, tmp_path, t
     assert data["target"] == target and data["check"]["passed"]
     assert data["cycles"] > 0 and data["macs"] == 8 * 8 * 8 * 27 + 10 * 200
     assert data["dram"]["read_bytes"] > 0
-    # The written program runs the same under nncc-run.
+    # Both written programs (binary and assembly: weight symbols like "conv1.weight.bn#conv"
+    # quoted) run the same under nncc-run.
     np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32))
-    assert run_cli.main([str(tmp_path / "prog.nnbin"), "--inputs", str(tmp_path / "in.npz"),
-                         "--outputs", str(tmp_path / "again.npz")]) == 0
-    capsys.readouterr()
-    np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["y"].reshape(1, 10),
-                                  np.load(tmp_path / "out.npz")["y"])
+    assert '.symbol weight "conv1.weight.bn#conv" ' in (tmp_path / "prog.s").read_text()
+    for suffix in (".nnbin", ".s"):
+        assert run_cli.main([str(tmp_path / f"prog{suffix}"), "--inputs", str(tmp_path / "in.npz"),
+                             "--outputs", str(tmp_path / "again.npz")]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        np.testing.assert_array_equal(np.load(tmp_path / "again.npz")["y"].reshape(1, 10),
+                                      np.load(tmp_path / "out.npz")["y"])
 
 
 def test_default_program_names_and_summary(capsys, small_model_path):
