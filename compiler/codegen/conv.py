@@ -420,20 +420,25 @@ class ConvLowering:
         return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, box)
 
     def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
+        """One batched matmul per kernel row (batch = output rows, m = output columns, n = output
+        channels): without horizontal dilation, a row's kw positions x tic channels are one
+        contiguous run of the HWC input tile and of the [kh][kw][ic][oc] weight tile, so they form
+        one k = kw*tic reduction; with it, one matmul per kernel position (k = tic)."""
         s = self.s
         cols = s.input_extent(tow, 1)
+        folded = s.dilations[1] == 1
+        positions = [(i, None) for i in range(s.kh)] if folded else [(i, j) for i in range(s.kh) for j in range(s.kw)]
         out = []
-        for i in range(s.kh):
-            for j in range(s.kw):
-                a_offset = F32 * ((i * s.dilations[0] * cols + j * s.dilations[1]) * tic)
-                b_offset = F32 * ((i * s.kw + j) * tic * toc)
-                out.append(Compute("matmul", {
-                    "batch": toh, "mnk": (tow, toc, tic),
-                    "a": BufRef("in", a_offset), "a_stride": (s.strides[0] * cols * tic, s.strides[1] * tic, 1),
-                    "b": BufRef("w", b_offset), "b_stride": (0, toc, 1),
-                    "c": BufRef("out"), "c_stride": (tow * toc, toc, 1),
-                    "acc": int(accumulate or (i, j) != (0, 0)),
-                }))
+        for index, (i, j) in enumerate(positions):
+            a_offset = F32 * ((i * s.dilations[0] * cols + (j or 0) * s.dilations[1]) * tic)
+            b_offset = F32 * ((i * s.kw + (j or 0)) * tic * toc)
+            out.append(Compute("matmul", {
+                "batch": toh, "mnk": (tow, toc, s.kw * tic if folded else tic),
+                "a": BufRef("in", a_offset), "a_stride": (s.strides[0] * cols * tic, s.strides[1] * tic, 1),
+                "b": BufRef("w", b_offset), "b_stride": (0, toc, 1),
+                "c": BufRef("out"), "c_stride": (tow * toc, toc, 1),
+                "acc": int(accumulate or index > 0),
+            }))
         return out
 
 

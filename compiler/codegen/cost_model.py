@@ -443,16 +443,18 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     own_bytes = own_loads * own_pass / ic_n
     out_bytes = F32 * s.n * s.o * s.oh * s.ow
     dram_bytes = shared_bytes + own_bytes + out_bytes
-    # compute of one full job on one core
+    # compute of one full job on one core: a matmul per kernel row (k = kw * tic) without
+    # horizontal dilation, else per kernel position (k = tic)
+    matmuls, k = (s.kh, s.kw * tic) if s.dilations[1] == 1 else (s.kh * s.kw, tic)
     if unit.kind == "matrix":
-        issue = toh * tow * (-(-tic // unit.rows)) * (-(-toc // unit.cols))
+        issue = toh * tow * (-(-k // unit.rows)) * (-(-toc // unit.cols))
     else:
-        issue = -(-(toh * tow * tic * (-(-toc // unit.lanes))) // unit.macs_per_lane)
+        issue = -(-(toh * tow * k * (-(-toc // unit.lanes))) // unit.macs_per_lane)
     traffic: dict[str, Any] = {}
-    for name, nbytes in ((in_mem, F32 * toh * tow * tic), (w_mem, F32 * tic * toc), (out_mem, 2 * F32 * toh * tow * toc)):
+    for name, nbytes in ((in_mem, F32 * toh * tow * k), (w_mem, F32 * k * toc), (out_mem, 2 * F32 * toh * tow * toc)):
         traffic[name] = traffic.get(name, 0) + nbytes
     memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
-    job = s.kh * s.kw * (np.maximum(issue, memory) + unit.pipeline_depth)
+    job = matmuls * (np.maximum(issue, memory) + unit.pipeline_depth)
     epi = np.zeros(len(toc))
     if vec_role == "main":  # bias on the first matmul, act on the last, beside the MACs: only an excess costs
         passes = np.ceil(toh * tow * (-(-toc // unit.lanes)) / unit.macs_per_lane)

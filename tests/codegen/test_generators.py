@@ -292,3 +292,20 @@ def test_conv_epilogue_rides_on_the_matmuls_on_a_vector_dsp(act, attrs, extra, r
     assert {type(ins).DEF.mnemonic for ins in vector} <= {"dma", "matmul", "barrier"}
     assert any(ins.act != "none" for ins in vector if type(ins).DEF.mnemonic == "matmul")
     assert "vact" in h.mnemonics(programs["edge"])
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_conv_folds_a_kernel_row_into_one_matmul(dilation):
+    """Without horizontal dilation a kernel row's kw positions x input channels are one contiguous
+    run of the HWC input tile: one matmul per kernel row, k = kw * channels (3 channels of a 7x7
+    kernel: k = 21, two passes of edge's 16 rows instead of seven). With dilation, one matmul
+    per kernel position, k = channels."""
+    model = h.build_model([node("Conv", ["x", "w"], pads=[3, 3, 3, 3], strides=[2, 2], dilations=[dilation] * 2)],
+                          [("x", [1, 3, 20, 22])], [("y", None)], [("w", f32(16, 3, 7, 7))])
+    programs = check_everywhere(model, small=False)
+    for target, program in programs.items():
+        ks = {ins.mnk[2] for ins in program.instructions if type(ins).DEF.mnemonic == "matmul"}
+        # k = kw x the tile's input channels (1 to 3) when folded, the channels alone otherwise
+        assert ks and ks <= ({7, 14, 21} if dilation == 1 else {1, 2, 3}), (target, ks)
+    edge = [ins for ins in programs["edge"].instructions if type(ins).DEF.mnemonic == "matmul"]
+    assert {ins.mnk[2] for ins in edge} == ({21} if dilation == 1 else {3})  # all 3 channels in a tile
