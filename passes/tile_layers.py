@@ -8,8 +8,9 @@ mapping (channels: output channels on the lanes, the input broadcast; width: out
 on the lanes, the weights broadcast). The sizes are the cost model's best under
 the capacity of the memories that hold the tiles, halved for double buffering (`buffers=2`,
 the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the module then
-records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it). `lower-to-isa` follows the attribute, so tile
-sizes can be edited by hand in the IR and re-lowered with nncc-opt. Pooling and depthwise
+records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it).
+`lower-to-isa` follows the attribute, so tile sizes can be edited by hand in the IR and
+re-lowered with nncc-opt. Pooling and depthwise
 convs get `tile = {c, oh, ow, layout}` (channels, output rows and columns per tile; layout hwc:
 channels on the lanes, chw: output columns on the lanes), chosen and followed the same way.
 Streaming layers (elementwise, global pooling, softmax, LRN, copies) size their tiles when they

@@ -26,8 +26,8 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.pool import (
-    Window, WindowTiles, chip_in_strides, given_or_chosen, given_window_tiles, chip_out_strides, compute_shape, input_load,
-    order, output_transfer, spots,
+    Window, WindowTiles, chip_in_strides, chip_out_strides, compute_shape, given_or_chosen, given_window_tiles,
+    input_load, order, output_transfer, spots,
 )
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 

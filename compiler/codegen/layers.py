@@ -21,9 +21,9 @@ from nncc.compiler.codegen.conv_width import (
     WidthConvLowering, choose_mapping, width_packed_weight, width_weight_layout,
 )
 from nncc.compiler.codegen.depthwise import depthwise_probe, is_depthwise, lower_depthwise
-from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import LOWERINGS, layer_name, lowers, source_address
+from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
