@@ -58,6 +58,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
     parser.add_argument("--tile-order", choices=("naive", "scan"), default="scan",
                         help="order of the tiles of a layer (scan reuses the block already on chip)")
+    parser.add_argument("--tile-objective", choices=("cycles", "dram"), default="cycles",
+                        help="what tile sizes minimise first: cycles (then DRAM bytes), or DRAM bytes "
+                             "(then cycles: less DRAM energy, usually more cycles)")
     parser.add_argument("--program", type=Path, metavar="PREFIX",
                         help="where to write PREFIX.s and PREFIX.nnbin (default: MODEL.TARGET beside the model)")
     add_pass_options(parser)
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
                       printing=printing_from(args),
                       target_options={"target": args.target, "target_set": tuple(args.target_set),
-                                      "tile_order": args.tile_order},
+                                      "tile_order": args.tile_order, "tile_objective": args.tile_objective},
                       input_shapes=dict(parse_input_shape(text) for text in args.input_shape))
     if args.emit:
         return emit(args, registry, options)
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 
     program = lower_module(compilation.module, compilation.store, target, args.tile_order,
+                           objective=args.tile_objective,
                            compare_orders=args.report is not None, **pipeline_decisions(compilation.module))
     return compile_for_target(args, compilation, program)
 

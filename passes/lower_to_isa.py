@@ -23,6 +23,7 @@ from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, pipeline_deci
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import attach, store_of
+from nncc.passes.tile_layers import OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,16 @@ class LowerToIsaPass(ModulePass):
     target: str = "vector"
     target_set: tuple[str, ...] = ()
     tile_order: str = "scan"
+    tile_objective: str = "cycles"  # for layers without a tile attribute (tile-layers did not run)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.tile_order not in ("naive", "scan"):
             raise NnccError(f"lower-to-isa: tile-order must be naive or scan, not {self.tile_order!r}")
+        if self.tile_objective not in OBJECTIVES:
+            raise NnccError(f"lower-to-isa: tile-objective must be cycles or dram, not {self.tile_objective!r}")
         store = store_of(op, self.name)
         program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order,
-                               **pipeline_decisions(op))
+                               objective=self.tile_objective, **pipeline_decisions(op))
         lowered = program_to_module(program, store)
         lowered.attributes[PREDICTIONS] = predictions_attribute(program)  # the cost model's, per layer
         keep = {name: attr for name, attr in op.attributes.items() if name.startswith("nn.")}

@@ -9,8 +9,9 @@ on the lanes, the weights broadcast). The sizes are the cost model's best under
 the capacity of the memories that hold the tiles, halved for double buffering (`buffers=2`,
 the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the module then
 records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it).
-`lower-to-isa` follows the attribute, so tile sizes can be edited by hand in the IR and
-re-lowered with nncc-opt. Pooling and depthwise
+`tile-objective=dram` (`--tile-objective=dram`) ranks tilings by DRAM bytes first instead
+of cycles. `lower-to-isa` follows the attribute, so tile sizes can be edited by hand in the IR
+and re-lowered with nncc-opt. Pooling and depthwise
 convs get `tile = {c, oh, ow, layout}` (channels, output rows and columns per tile; layout hwc:
 channels on the lanes, chw: output columns on the lanes), chosen and followed the same way.
 Streaming layers (elementwise, global pooling, softmax, LRN, copies) size their tiles when they
@@ -40,6 +41,7 @@ from nncc.passes.partition_cores import CORES_ATTR
 from nncc.runtime.nn_interpreter import main_function
 from nncc.runtime.program import Program
 
+OBJECTIVES = ("cycles", "dram")
 SIZED_FOR_ATTR = "tile.sized_for"  # set to 1 when the tiles fill whole memories (no double buffering)
 
 
@@ -53,17 +55,20 @@ class TileLayersPass(ModulePass):
     target_set: tuple[str, ...] = ()
     tile_order: str = "scan"
     buffers: int = 2  # slots per buffer kind the tiles are sized for
+    tile_objective: str = "cycles"  # what the tiles minimise first: cycles, or dram (bytes moved)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.tile_order not in ("naive", "scan"):
             raise NnccError(f"tile-layers: tile-order must be naive or scan, not {self.tile_order!r}")
+        if self.tile_objective not in OBJECTIVES:
+            raise NnccError(f"tile-layers: tile-objective must be cycles or dram, not {self.tile_objective!r}")
         if self.buffers not in (1, 2):
             raise NnccError(f"tile-layers: buffers must be 1 or 2, not {self.buffers}")
         target = load_target(self.target, self.target_set)
         cores = op.attributes.get(CORES_ATTR)
         lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=self.tile_order,
                             layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
-                            buffers=self.buffers)
+                            buffers=self.buffers, objective=self.tile_objective)
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         for layer in main_function(op).body.block.ops:

@@ -31,6 +31,7 @@ class Lowering:
     addresses: dict[SSAValue, int] = field(default_factory=dict)
     weight_cache: dict[tuple[str, str], int] = field(default_factory=dict)
     tile_order: str = "scan"
+    objective: str = "cycles"  # what tile choice minimises first: "cycles" or "dram" (bytes moved)
     layer_cores: int = 0  # cores a layer's tiles are dealt to (0: all; partition-cores decides)
     buffers: int = 2  # slots per buffer kind: 2 is double buffering (double-buffer decides)
     compare_orders: bool = False  # also predict each Scan conv layer's DRAM bytes in naive order

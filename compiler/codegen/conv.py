@@ -171,7 +171,7 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
     cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
     jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
-    order = preference(cycles, nbytes, jobs)
+    order = preference(cycles, nbytes, jobs, lowering.objective)
 
     def tiles(i) -> ConvTiles:
         return ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "channel" if channel[i] else "spatial")
@@ -189,7 +189,7 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
     if scan:  # the other order's favourite too: Scan walks its tiles at least as well
         other_cycles, other_bytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, False,
                                                    bias)
-        best_naive = tiles(preference(other_cycles, other_bytes, jobs)[0])
+        best_naive = tiles(preference(other_cycles, other_bytes, jobs, lowering.objective)[0])
         if best_naive not in shortlist:
             shortlist.append(best_naive)
     if len(shortlist) == 1:
@@ -203,14 +203,19 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
         lowering.cost_cache[("prediction", s, candidate, not bias, True, probe.epilogue, scan)] = prediction
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
                       len(candidate_jobs), candidate))
-    best = preference(*(np.array([t[k] for t in timed]) for k in range(3)))[0]
+    best = preference(*(np.array([t[k] for t in timed]) for k in range(3)), lowering.objective)[0]
     return timed[best][3]
 
 
-def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray) -> np.ndarray:
-    """Candidates best first: within TOLERANCE of the fastest count as equally fast; among those,
-    the ones within BYTES_TOLERANCE of the least DRAM traffic (DRAM energy) as equally frugal;
-    among those, fewer jobs (instructions to compile and simulate), then fewer bytes and cycles."""
+def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objective: str = "cycles") -> np.ndarray:
+    """Candidates best first. Objective "cycles": within TOLERANCE of the fastest count as
+    equally fast; among those, the ones within BYTES_TOLERANCE of the least DRAM traffic (DRAM
+    energy) as equally frugal; among those, fewer jobs (instructions to compile and simulate),
+    then fewer bytes and cycles. Objective "dram": the same with bytes and cycles swapped."""
+    if objective == "dram":
+        frugal = nbytes <= nbytes.min() * (1 + BYTES_TOLERANCE)
+        fast = frugal & (cycles <= cycles[frugal].min() * (1 + TOLERANCE))
+        return np.lexsort((nbytes, cycles, jobs, ~fast, ~frugal))
     near = cycles <= cycles.min() * (1 + TOLERANCE)
     frugal = near & (nbytes <= nbytes[near].min() * (1 + BYTES_TOLERANCE))
     return np.lexsort((cycles, nbytes, jobs, ~frugal, ~near))

@@ -126,9 +126,16 @@ def width_estimates(lowering: Lowering, s: ConvShape, toc, tic, toh, tow):
     return np.maximum(compute, nbytes / target.dram_bytes_per_cycle), jobs
 
 
+def score(lowering: Lowering, prediction) -> int:
+    """What the tile objective minimises: cycles, or DRAM bytes read and written."""
+    if lowering.objective == "dram":
+        return prediction.dram_read_bytes + prediction.dram_write_bytes
+    return prediction.cycles
+
+
 def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> tuple[ConvTiles, object] | None:
-    """The width tiling (spatial split) with the fewest cycles predicted by the job-level model, and
-    its prediction; None when no tiling fits."""
+    """The width tiling (spatial split) with the fewest cycles (or DRAM bytes, `score`) predicted by
+    the job-level model, and its prediction; None when no tiling fits."""
     key = ("width-tiles", s, bias)
     if key in lowering.cost_cache:
         return lowering.cost_cache[key]
@@ -142,7 +149,7 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
             tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
             probe = WidthConvLowering.probe(lowering, s, tiles, bias)
             prediction = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
-            if best is None or prediction.cycles < best[1].cycles:
+            if best is None or score(lowering, prediction) < score(lowering, best[1]):
                 best = (tiles, prediction)
     lowering.cost_cache[key] = best
     return best
@@ -150,8 +157,9 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
 
 def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = True,
                    channels: ConvTiles | None = None) -> tuple[str, ConvTiles]:
-    """("channels" or "width", tiles): the mapping whose tiling the job-level model times faster
-    (width only by more than TOLERANCE, 1 %: near-ties keep the channels mapping),
+    """("channels" or "width", tiles): the mapping whose tiling the job-level model scores better
+    (faster, or fewer DRAM bytes under the "dram" objective; width only by more than TOLERANCE,
+    1 %: near-ties keep the channels mapping),
     the channels tiling being `channels` (else the best, `choose_tiles`). Width is only tried on a
     vector main unit (matrix units keep the channels mapping)."""
     if channels is None:
@@ -168,7 +176,7 @@ def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = Tru
             if channel is None:
                 probe = ConvLowering.probe(lowering, s, channels, bias)
                 channel = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
-            if width[1].cycles < channel.cycles * (1 - TOLERANCE):  # clearly faster, else keep today's
+            if score(lowering, width[1]) < score(lowering, channel) * (1 - TOLERANCE):  # clearly better
                 choice = ("width", width[0])
         lowering.cost_cache[key] = choice
     return lowering.cost_cache[key]

@@ -77,14 +77,15 @@ def pipeline_decisions(module: ModuleOp) -> dict[str, int]:
 
 def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_order: str = "scan",
                  skip_unsupported: bool = False, cores: int | None = None,
-                 buffers: int | None = None, compare_orders: bool = False) -> Program:
+                 buffers: int | None = None, compare_orders: bool = False, objective: str = "cycles") -> Program:
     """The program of @main; `program.predictions` holds the cost model's per-layer figures.
 
     `cores` and `buffers` (slots per buffer kind) default to the module's `tile.cores` and
     `tile.buffers`, else to every core and double buffering (the pipeline passes them
     explicitly, see `pipeline_decisions`). `skip_unsupported` (benchmarks timing conv/FC
     layers only) gives an op without a code generator DRAM room for its result but no code.
-    `compare_orders` adds, for Scan conv/gemm layers, the DRAM bytes naive order would move."""
+    `compare_orders` adds, for Scan conv/gemm layers, the DRAM bytes naive order would move.
+    `objective` ("cycles" or "dram") is what tile choice minimises for layers without a `tile`."""
     import nncc.compiler.codegen.layers  # noqa: F401  (fills LOWERINGS)
 
     main = main_function(module)
@@ -92,7 +93,7 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     lowering = Lowering(target, program, store, tile_order=tile_order,
                         layer_cores=cores or module_int(module, CORES_ATTR) or target.cores,
                         buffers=buffers or module_int(module, BUFFERS_ATTR) or 2,
-                        compare_orders=compare_orders)
+                        compare_orders=compare_orders, objective=objective)
     args = list(main.body.block.args)
     for name, value in zip(names_attr(module, "nn.input_names", len(args), "input"), args):
         lowering.addresses[value] = program.allocate(name, "input", nn.shape_of(value)).addr
