@@ -10,9 +10,11 @@
     gets to it; convs at `--batch`, FC layers at `--fc-batch` (the classifier alone, input
     [fc-batch, 512 x (R/32)^2]), averages beside the paper's (conv 86.62 %, FC 93.17 %).
 (b) `scan`: MobileNetV2 and ResNet-50 on `edge` (Wu 2019): DRAM bytes per layer and in total
-    with `--tile-order=naive` vs `scan`, and the saving.
+    with `--tile-order=naive` vs `scan`, and the saving; totals again with `--tile-objective=dram`.
 (c) `resnet`: ResNet-50 (batch 1): compile time (ONNX -> isa program, as `nncc` does it) and
     simulation time (goals: under 15 s and 30 s).
+(d) `zoo`: every zoo model (batch 1, `--zoo-resolution`) on every preset target, its outputs
+    held to onnxruntime's as `nncc --check` does; compile and simulation times, cycles.
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -35,6 +37,7 @@ from onnx import TensorProto, helper
 PAPER_VGG = {"conv": 86.62, "fc": 93.17}  # Chen, Li, Liu 2024, inference MAC efficiency (%)
 PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
 GOALS = {"conv": 90.0, "fc": 95.0, "roofline": 90.0, "compile_s": 15.0, "sim_s": 30.0}
+TARGETS = ("vector", "fusion", "edge")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -331,12 +334,58 @@ def bench_resnet(args, workdir: Path) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- (d) the zoo, checked
+
+
+def bench_zoo(args, workdir: Path) -> dict:
+    """Every zoo model on every preset target, run on the interpreter and held to onnxruntime
+    (what `nncc MODEL --target=T --check` does), with seeded random inputs."""
+    from nncc.compiler import check
+    from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+    from nncc.compiler.target import load_target
+    from nncc.compiler.zoo import MODELS, build_model
+    from nncc.runtime.interpreter import run
+
+    out: dict = {"resolution": args.zoo_resolution, "models": {}}
+    rows = []
+    for name in args.zoo_models or MODELS:
+        path = workdir / f"{name}.onnx"
+        onnx.save(build_model(name, batch=1, resolution=args.zoo_resolution), str(path))
+        out["models"][name] = {}
+        for target_name in TARGETS:
+            options = Options(target_options={"target": target_name, "target_set": (), "tile_order": "scan"})
+            t0 = time.time()
+            compilation = compile_model(path, Registry.default(), options, until="vector")
+            program = lower_module(compilation.module, compilation.store, load_target(target_name), "scan",
+                                   **pipeline_decisions(compilation.module))
+            compile_s = time.time() - t0
+            inputs = check.random_inputs({s.name: s.shape for s in program.symbols_of("input")}, seed=0)
+            t0 = time.time()
+            result = run(program, inputs)
+            sim_s = time.time() - t0
+            summary = check.check_summary(check.compare(result.outputs, check.run_onnxruntime(path, inputs)))
+            entry = {"compile_s": compile_s, "sim_s": sim_s, "cycles": result.cycles,
+                     "mac_utilization": 100 * result.mac_utilization, "passed": summary["passed"],
+                     "max_rel_err": summary["max_rel_err"]}
+            out["models"][name][target_name] = entry
+            rows.append([name, target_name, compile_s, sim_s, result.cycles, entry["mac_utilization"],
+                         f"{summary['max_rel_err']:.1e}", "yes" if summary["passed"] else "NO"])
+            del compilation, program, result
+    out["all_passed"] = all(e["passed"] for m in out["models"].values() for e in m.values())
+    print(table(["model", "target", "compile s", "simulate s", "cycles", "MAC util %", "max err / scale", "check"],
+                rows, f"(d) the zoo, batch 1, {args.zoo_resolution}x{args.zoo_resolution}, on every target, against "
+                      f"onnxruntime (tolerance 1e-4 x output scale)"))
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
-    parser.add_argument("--only", choices=("vgg", "scan", "resnet"), action="append",
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo"), action="append",
                         help="run only this part (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
     parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
@@ -344,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scan-resolution", type=int, default=224, help="MobileNetV2/ResNet-50 size for (b)")
     parser.add_argument("--resnet-resolution", type=int, default=224, help="ResNet-50 size for (c)")
     parser.add_argument("--resnet-targets", nargs="+", default=["vector", "edge"], help="targets for (c)")
+    parser.add_argument("--zoo-resolution", type=int, default=224, help="size of every zoo model in (d)")
+    parser.add_argument("--zoo-models", nargs="+", metavar="NAME", help="models for (d) (default: the whole zoo)")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     return parser
@@ -352,17 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.resolution = args.scan_resolution = args.resnet_resolution = 64
+        args.resolution = args.scan_resolution = args.resnet_resolution = args.zoo_resolution = 64
         args.fc_batch = min(args.fc_batch, 16)
-    for size in (args.resolution, args.scan_resolution, args.resnet_resolution):
+    for size in (args.resolution, args.scan_resolution, args.resnet_resolution, args.zoo_resolution):
         if size % 32 or size < 32:
             print(f"nncc-bench: error: resolution {size} must be a positive multiple of 32", file=sys.stderr)
             return 2
-    parts = args.only or ["vgg", "scan", "resnet"]
+    from nncc.compiler.zoo import MODELS
+
+    unknown = [name for name in args.zoo_models or () if name not in MODELS]
+    if unknown:
+        print(f"nncc-bench: error: unknown zoo model {unknown[0]!r} (choose from {', '.join(MODELS)})",
+              file=sys.stderr)
+        return 2
+    parts = args.only or ["vgg", "scan", "resnet", "zoo"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
         workdir = Path(tmp)
-        for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet)):
+        for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo)):
             if part in parts:
                 results[part] = function(args, workdir)
                 print()

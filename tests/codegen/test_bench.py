@@ -46,6 +46,19 @@ def test_scan_and_resnet_parts(tmp_path, capsys):
     assert edge["instructions"] > 0 and edge["compile_s"] > 0 and edge["sim_s"] > 0
 
 
+def test_zoo_part_checks_every_target_against_onnxruntime(tmp_path, capsys):
+    out = tmp_path / "z.json"
+    assert bench.main(["--only", "zoo", "--zoo-resolution", "32", "--zoo-models", "squeezenet1_1",
+                       "--json", str(out)]) == 0
+    assert "(d) the zoo" in capsys.readouterr().out
+    figures = json.loads(out.read_text())["zoo"]
+    runs = figures["models"]["squeezenet1_1"]
+    assert sorted(runs) == ["edge", "fusion", "vector"] and figures["all_passed"]
+    assert all(run["passed"] and run["max_rel_err"] <= 1e-4 and run["cycles"] > 0 for run in runs.values())
+
+
 def test_bad_resolution_is_one_line(capsys):
     assert bench.main(["--only", "vgg", "--resolution", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+    assert bench.main(["--only", "zoo", "--zoo-models", "alexnet"]) == 2
+    assert "unknown zoo model 'alexnet'" in capsys.readouterr().err
