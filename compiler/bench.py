@@ -248,13 +248,10 @@ def bench_scan(args, workdir: Path) -> dict:
                            "naive": naive.dram_read_bytes + naive.dram_write_bytes,
                            "scan": scan.dram_read_bytes + scan.dram_write_bytes,
                            "naive_cycles": naive.cycles, "scan_cycles": scan.cycles})
-        totals = {order: int(r.read_bytes.get("DRAM", 0) + r.write_bytes.get("DRAM", 0))
-                  for order, (_, r) in runs.items()}
-        energy = {order: r.energy_pj["dram"] for order, (_, r) in runs.items()}
-        cycles = {order: r.cycles for order, (_, r) in runs.items()}
-        entry = {"layers": layers, "total_bytes": totals, "dram_energy_pj": energy, "cycles": cycles,
-                 "saving_bytes": 100 * (1 - totals["scan"] / totals["naive"]),
-                 "saving_energy": 100 * (1 - energy["scan"] / energy["naive"])}
+        entry = order_totals({order: r for order, (_, r) in runs.items()})
+        totals, energy, cycles = entry["total_bytes"], entry["dram_energy_pj"], entry["cycles"]
+        entry.update({"layers": layers, "saving_bytes": 100 * (1 - totals["scan"] / totals["naive"]),
+                      "saving_energy": 100 * (1 - energy["scan"] / energy["naive"])})
         out["models"][name] = entry
         changed = [[x["name"], x["node"], x["naive"], x["scan"], 100 * (1 - x["scan"] / x["naive"])]
                    for x in layers if x["naive"] != x["scan"]]
@@ -282,10 +279,14 @@ def bench_scan(args, workdir: Path) -> dict:
 
 def dram_objective_totals(compilation, target) -> dict:
     """Both orders again with tiles chosen for the fewest DRAM bytes (`--tile-objective=dram`)."""
-    runs = {order: lower_and_run(compilation, target, order, "dram")[1] for order in ("naive", "scan")}
-    return {"total_bytes": {o: int(r.read_bytes.get("DRAM", 0) + r.write_bytes.get("DRAM", 0)) for o, r in runs.items()},
-            "dram_energy_pj": {o: r.energy_pj["dram"] for o, r in runs.items()},
-            "cycles": {o: r.cycles for o, r in runs.items()}}
+    return order_totals({order: lower_and_run(compilation, target, order, "dram")[1] for order in ("naive", "scan")})
+
+
+def order_totals(results: dict) -> dict:
+    """DRAM bytes, DRAM energy and cycles of each tile order's run."""
+    return {"total_bytes": {o: int(r.read_bytes.get("DRAM", 0) + r.write_bytes.get("DRAM", 0)) for o, r in results.items()},
+            "dram_energy_pj": {o: r.energy_pj["dram"] for o, r in results.items()},
+            "cycles": {o: r.cycles for o, r in results.items()}}
 
 
 # --------------------------------------------------------------------------- (c) ResNet-50 times

@@ -76,6 +76,19 @@ def base_name(op: Operation, weight: str) -> str:
     return nodes[0] if nodes else weight.removesuffix(".weight")
 
 
+def foldable(store: WeightStore, bn: nn.BatchNormOp, producer_type: type, weight: str, bias: str):
+    """(producer, weight name, bias name or None, (scale, mean, beta)) when `bn` reads the only
+    use of a `producer_type` op whose weight (and bias, if any) are constants; else None."""
+    producer = bn.input.owner
+    if not isinstance(producer, producer_type) or not producer.result.has_one_use():
+        return None
+    w_ref, b_ref = weight_ref(getattr(producer, weight)), weight_ref(getattr(producer, bias))
+    if w_ref is None or (getattr(producer, bias) is not None and b_ref is None):
+        return None
+    params = bn_scale_shift(store, bn)
+    return None if params is None else (producer, w_ref, b_ref, params)
+
+
 class FoldIntoConv(RewritePattern):
     """batch_norm(conv2d(x)) -> conv2d'(x) when the conv feeds only the BN."""
 
@@ -84,16 +97,10 @@ class FoldIntoConv(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, bn: nn.BatchNormOp, rewriter: PatternRewriter):
-        conv = bn.input.owner
-        if not isinstance(conv, nn.Conv2dOp) or not conv.result.has_one_use():
+        match = foldable(self.store, bn, nn.Conv2dOp, "weight", "bias")
+        if match is None:
             return
-        w_ref, b_ref = weight_ref(conv.weight), weight_ref(conv.bias)
-        if w_ref is None or (conv.bias is not None and b_ref is None):
-            return
-        params = bn_scale_shift(self.store, bn)
-        if params is None:
-            return
-        scale, mean, beta = params
+        conv, w_ref, b_ref, (scale, mean, beta) = match
         w = self.store[w_ref].astype(np.float64)
         b = self.store[b_ref].astype(np.float64) if b_ref is not None else np.zeros(w.shape[0])
         stem = base_name(conv, w_ref)
@@ -120,16 +127,10 @@ class FoldIntoGemm(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, bn: nn.BatchNormOp, rewriter: PatternRewriter):
-        gemm = bn.input.owner
-        if not isinstance(gemm, nn.GemmOp) or not gemm.result.has_one_use():
+        match = foldable(self.store, bn, nn.GemmOp, "b", "c")
+        if match is None:
             return
-        b_ref, c_ref = weight_ref(gemm.b), weight_ref(gemm.c)
-        if b_ref is None or (gemm.c is not None and c_ref is None):
-            return
-        params = bn_scale_shift(self.store, bn)
-        if params is None:
-            return
-        scale, mean, beta = params
+        gemm, b_ref, c_ref, (scale, mean, beta) = match
         b = self.store[b_ref].astype(np.float64)
         new_b = b * (scale.reshape(-1, 1) if gemm.trans_b.value else scale.reshape(1, -1))
         c = (gemm.beta.value.data * self.store[c_ref].astype(np.float64)

@@ -20,10 +20,9 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.isa_module import program_to_module
 from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, pipeline_decisions, predictions_attribute
-from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import attach, store_of
-from nncc.passes.tile_layers import OBJECTIVES
+from nncc.passes.tile_layers import check_tile_options
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,7 @@ class LowerToIsaPass(ModulePass):
     tile_objective: str = "cycles"  # for layers without a tile attribute (tile-layers did not run)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.tile_order not in ("naive", "scan"):
-            raise NnccError(f"lower-to-isa: tile-order must be naive or scan, not {self.tile_order!r}")
-        if self.tile_objective not in OBJECTIVES:
-            raise NnccError(f"lower-to-isa: tile-objective must be cycles or dram, not {self.tile_objective!r}")
+        check_tile_options(self.name, self.tile_order, self.tile_objective)
         store = store_of(op, self.name)
         program = lower_module(op, store, load_target(self.target, self.target_set), self.tile_order,
                                objective=self.tile_objective, **pipeline_decisions(op))

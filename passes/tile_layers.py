@@ -31,9 +31,9 @@ from xdsl.passes import ModulePass
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import TILE_ATTR, conv_problem, tile_attribute, window_problem
+from nncc.compiler.codegen.layers import conv_problem, tile_attribute, window_problem
 from nncc.compiler.codegen.pool import window_tile_attribute
-from nncc.compiler.codegen.lower import layer_name
+from nncc.compiler.codegen.lower import TILE_ATTR, layer_name
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import store_of
@@ -42,6 +42,15 @@ from nncc.runtime.nn_interpreter import main_function
 from nncc.runtime.program import Program
 
 OBJECTIVES = ("cycles", "dram")
+
+
+def check_tile_options(pass_name: str, tile_order: str, tile_objective: str) -> None:
+    """The tile options tile-layers and lower-to-isa share, checked with a one-line error."""
+    if tile_order not in ("naive", "scan"):
+        raise NnccError(f"{pass_name}: tile-order must be naive or scan, not {tile_order!r}")
+    if tile_objective not in OBJECTIVES:
+        raise NnccError(f"{pass_name}: tile-objective must be cycles or dram, not {tile_objective!r}")
+
 SIZED_FOR_ATTR = "tile.sized_for"  # set to 1 when the tiles fill whole memories (no double buffering)
 
 
@@ -58,10 +67,7 @@ class TileLayersPass(ModulePass):
     tile_objective: str = "cycles"  # what the tiles minimise first: cycles, or dram (bytes moved)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        if self.tile_order not in ("naive", "scan"):
-            raise NnccError(f"tile-layers: tile-order must be naive or scan, not {self.tile_order!r}")
-        if self.tile_objective not in OBJECTIVES:
-            raise NnccError(f"tile-layers: tile-objective must be cycles or dram, not {self.tile_objective!r}")
+        check_tile_options(self.name, self.tile_order, self.tile_objective)
         if self.buffers not in (1, 2):
             raise NnccError(f"tile-layers: buffers must be 1 or 2, not {self.buffers}")
         target = load_target(self.target, self.target_set)

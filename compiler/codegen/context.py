@@ -103,14 +103,15 @@ class Lowering:
     def lanes(self) -> int:
         return self.target.units[self.vector_unit].lanes
 
-    def fits(self, sizes: dict[str, int]) -> bool:
+    def fits(self, sizes: dict):
         """`buffers` 64-byte aligned slots of every buffer (role -> bytes) fit in their memories:
-        tiles get half the capacity when double buffered, all of it otherwise."""
-        used: dict[str, int] = {}
+        tiles get half the capacity when double buffered, all of it otherwise. Byte counts may be
+        numpy arrays (one candidate tiling per element): the answer is then an array too."""
+        used: dict = {}
         for role, nbytes in sizes.items():
             memory = self.target.memory_for(role).name
             used[memory] = used.get(memory, 0) + self.buffers * (-(-nbytes // 64) * 64)
-        return all(nbytes <= self.target.memory(m).size_bytes for m, nbytes in used.items())
+        return np.logical_and.reduce([nbytes <= self.target.memory(m).size_bytes for m, nbytes in used.items()])
 
     def capacity(self, role: str) -> int:
         """Bytes of the memory that holds `role` tiles."""

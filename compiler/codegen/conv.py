@@ -131,23 +131,12 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
 
 
 def grid_fits(lowering: Lowering, s: ConvShape, toc, tic, toh, tow) -> np.ndarray:
-    """Which tilings (arrays) fit: `lowering.buffers` 64-byte aligned slots of the input window,
-    the weights + bias and the output tile in the memories that hold them (`Lowering.fits`)."""
-    target = lowering.target
-    memory = {role: target.memory_for(role) for role in ("input", "weight", "output")}
-    capacity = {role: m.size_bytes for role, m in memory.items()}
-
-    def slot(nbytes):
-        return lowering.buffers * (-(-nbytes // 64) * 64)
-
+    """Which tilings (arrays) fit: the slots of the input window, the weights + bias and the
+    output tile in the memories that hold them (`Lowering.fits`, vectorised)."""
     rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
     cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
-    w = slot(F32 * (s.kh * s.kw * tic * toc + toc))
-    i = slot(F32 * rows * cols * tic)
-    o = slot(F32 * toh * tow * toc)
-    if len({m.name for m in memory.values()}) == 1:
-        return i + w + o <= capacity["input"]
-    return (i <= capacity["input"]) & (w <= capacity["weight"]) & (o <= capacity["output"])
+    return lowering.fits({"input": F32 * rows * cols * tic, "weight": F32 * (s.kh * s.kw * tic * toc + toc),
+                          "output": F32 * toh * tow * toc})
 
 
 def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True) -> ConvTiles:

@@ -52,7 +52,7 @@ class DepthwiseLowering:
     given: WindowTiles | None = None  # the op's tile attribute
 
     def tiles(self) -> WindowTiles:
-        return given_or_chosen(self.lowering, self.given, self.name, self.sizes, g=self.g,
+        return given_or_chosen(self.lowering, self.given, self.g, self.name, self.sizes,
                                roles=("input", "weight", "output"), accesses=3 * self.taps + 1)
 
     @property

@@ -22,7 +22,7 @@ from nncc.compiler.codegen.conv_width import (
 )
 from nncc.compiler.codegen.depthwise import depthwise_probe, is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
-from nncc.compiler.codegen.lower import LOWERINGS, layer_name, lowers, source_address
+from nncc.compiler.codegen.lower import LOWERINGS, TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.compiler.errors import NnccError
@@ -54,11 +54,6 @@ def weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> Operand
 
 def bias_address(lowering: Lowering, value: SSAValue | None) -> int | None:
     return None if value is None else source_address(lowering, value)
-
-
-TILE_ATTR = "tile"
-"""Discardable attribute of a conv/gemm op: its tile sizes, set by tile-layers (or by hand):
-`tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial"}`."""
 
 
 def conv2d_shape(op: Operation) -> ConvShape:

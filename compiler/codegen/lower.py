@@ -63,6 +63,10 @@ def layer_name(op: Operation) -> str:
 
 
 CORES_ATTR, BUFFERS_ATTR = "tile.cores", "tile.buffers"  # set by partition-cores, double-buffer
+TILE_ATTR = "tile"
+"""Discardable attribute of a layer: its tile sizes, set by tile-layers (or by hand). Conv/gemm:
+`tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial", mapping = "channels"}`;
+pooling and depthwise conv: `tile = {c = 32 : i64, oh = 8 : i64, ow = 8 : i64, layout = "hwc"}`."""
 
 
 def module_int(module: ModuleOp, name: str) -> int | None:

@@ -17,7 +17,6 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import tile_ranges
 from nncc.compiler.codegen.lower import layer_name, lowers, source_address
-from nncc.compiler.codegen.pool import fits
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
@@ -36,9 +35,9 @@ def lower_lrn(lowering: Lowering, op: Operation):
     def sizes(ts):
         return {"input": F32 * cp * ts, "output": F32 * (c + cp) * ts}
     ts = hw
-    while ts > 1 and not fits(lowering, sizes(ts)):
+    while ts > 1 and not lowering.fits(sizes(ts)):
         ts = -(-ts // 2)
-    if not fits(lowering, sizes(ts)):
+    if not lowering.fits(sizes(ts)):
         raise NnccError(f"layer {name}: the {c} channels of one pixel do not fit in "
                         f"{lowering.target.memory_for('input').name}")
     target = lowering.target

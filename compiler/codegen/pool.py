@@ -29,7 +29,7 @@ from xdsl.ir import Operation
 
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import tile_ranges
-from nncc.compiler.codegen.lower import layer_name, lowers, source_address
+from nncc.compiler.codegen.lower import TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
@@ -116,7 +116,7 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
         for toh in values(g.oh, h_pref):
             for tow in values(g.ow, h_pref + [lanes * m for m in (1, 2, 4, 8)]):
                 tiles = WindowTiles(tc, toh, tow, layout)
-                if not fits(lowering, sizes(tiles)):
+                if not lowering.fits(sizes(tiles)):
                     continue
                 jobs = g.n * math.ceil(g.c / tc) * math.ceil(g.oh / toh) * math.ceil(g.ow / tow)
                 lane_axis = tc if layout == "hwc" else tow
@@ -145,7 +145,7 @@ def window_tile_attribute(t: WindowTiles) -> DictionaryAttr:
 
 def given_window_tiles(op: Operation, g: Window, name: str) -> WindowTiles | None:
     """The op's `tile` attribute (window_tile_attribute), checked against the layer's extents."""
-    attr = op.attributes.get("tile")
+    attr = op.attributes.get(TILE_ATTR)
     if attr is None:
         return None
     try:
@@ -159,18 +159,17 @@ def given_window_tiles(op: Operation, g: Window, name: str) -> WindowTiles | Non
     return WindowTiles(sizes["c"], sizes["oh"], sizes["ow"], layout)
 
 
-def given_or_chosen(lowering: Lowering, given: WindowTiles | None, name: str, sizes, **choice) -> WindowTiles:
-    """`given` tiles when they fit the memories (else a one-line error), or the cheapest ones."""
+def given_or_chosen(lowering: Lowering, given: WindowTiles | None, g: Window, name: str, sizes,
+                    **choice) -> WindowTiles:
+    """`given` tiles when they fit the memories (else a one-line error), or the cheapest ones
+    (`choose_window_tiles` with the `choice` options)."""
     if given is None:
-        return choose_window_tiles(lowering, choice.pop("g"), name, sizes, **choice)
-    if not fits(lowering, sizes(given)):
+        return choose_window_tiles(lowering, g, name, sizes, **choice)
+    if not lowering.fits(sizes(given)):
         raise NnccError(f"layer {name}: tile sizes {given} do not fit the target's memories")
     return given
 
 
-def fits(lowering: Lowering, sizes: dict[str, int]) -> bool:
-    """The slots of every buffer (role -> bytes) fit in their memories (`Lowering.fits`)."""
-    return lowering.fits(sizes)
 
 
 def window_of(op: Operation, kernel=None, strides=None, pads=None, dilations=None) -> Window:
@@ -300,7 +299,7 @@ class PoolLowering:
     given: WindowTiles | None = None  # the op's tile attribute
 
     def tiles(self) -> WindowTiles:
-        return given_or_chosen(self.lowering, self.given, self.name, self.sizes, g=self.g)
+        return given_or_chosen(self.lowering, self.given, self.g, self.name, self.sizes)
 
     def sizes(self, t: WindowTiles) -> dict[str, int]:
         sizes = {"input": F32 * t.in_elems(self.g), "output": F32 * t.out_elems()}
@@ -393,7 +392,7 @@ class Reduction:
     def tiles(self) -> tuple[int, int]:
         """(rows, elements) per tile: whole rows if they fit, then as many rows as fit."""
         def ok(tr, ts):
-            return fits(self.lowering, {"input": F32 * tr * ts, "output": F32 * tr})
+            return self.lowering.fits({"input": F32 * tr * ts, "output": F32 * tr})
         ts = self.size
         while ts > 1 and not ok(1, ts):
             ts = -(-ts // 2)

@@ -25,7 +25,6 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import tile_ranges
 from nncc.compiler.codegen.lower import layer_name, lowers, source_address
-from nncc.compiler.codegen.pool import fits
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
@@ -37,17 +36,17 @@ def softmax_tiles(lowering: Lowering, outer: int, a: int, inner: int, name: str)
         if ta == a:
             return {"input": F32 * to * a * ti, "output": F32 * (to * a * ti + 2 * to * ti)}
         return {"input": F32 * to * ta * ti, "output": F32 * to * ta * ti, "weight": F32 * 2 * to * ti}
-    if not fits(lowering, sizes(1, 1, 1)):
+    if not lowering.fits(sizes(1, 1, 1)):
         raise NnccError(f"layer {name}: even one element of a softmax row does not fit in "
                         f"{lowering.target.memory_for('input').name}")
     ta = a
-    while not fits(lowering, sizes(1, ta, 1)):
+    while not lowering.fits(sizes(1, ta, 1)):
         ta = -(-ta // 2)
     ti = inner
-    while not fits(lowering, sizes(1, ta, ti)):
+    while not lowering.fits(sizes(1, ta, ti)):
         ti = -(-ti // 2)
     to = outer if ti == inner else 1
-    while not fits(lowering, sizes(to, ta, ti)):
+    while not lowering.fits(sizes(to, ta, ti)):
         to = -(-to // 2)
     if ti > 1:
         to = min(to, 16)  # one vred per outer row: keep jobs' instruction counts small
