@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nncc.compiler.errors import NnccError
+from nncc.compiler.errors import NnccError, one_line
+from nncc.compiler.user_files import write_atomically
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -26,13 +27,7 @@ def random_inputs(signature: dict[str, tuple[int, ...]], seed: int) -> dict[str,
 
 def load_inputs(path: Path, signature: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Inputs from an `.npz` whose keys are the model's input names."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise NnccError(f"{path}: no such inputs file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise NnccError(f"{path}: not a readable .npz file ({error})") from None
+    arrays = read_npz(path, "--inputs")
     inputs = {}
     for name, shape in signature.items():
         if name not in arrays:
@@ -49,9 +44,30 @@ def load_inputs(path: Path, signature: dict[str, tuple[int, ...]]) -> dict[str, 
     return inputs
 
 
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` archive; a single-array `.npy`, another file or a broken archive is
+    a one-line error naming `what` (--inputs, --expect)."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(6)
+            if magic.startswith(b"\x93NUMPY"):
+                raise NnccError(f"{path}: {what} must be an .npz archive of named arrays "
+                                "(np.savez(path, name=array)), not a single .npy array")
+            if not magic.startswith(b"PK"):
+                raise NnccError(f"{path}: {what} is not an .npz archive (write it with np.savez(path, name=array))")
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise NnccError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise NnccError(f"{path}: {what} is a folder, not an .npz file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise NnccError(f"{path}: {what} is not a readable .npz archive ({one_line(str(error))})") from None
+
+
 def save_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as file:
-        np.savez(file, **outputs)
+    write_atomically(path, lambda file: np.savez(file, **outputs))
 
 
 def run_onnxruntime(model_path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,29 +11,23 @@ on stderr), 3 a fault of the simulated machine.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from nncc.compiler import check
+from nncc.compiler.command_line import ArgumentParser, add_common_options, nncc_version, seed
 from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.onnx_import import parse_input_shape
-from nncc.compiler.pass_manager import IRPrinting
-from nncc.compiler.pipeline import STAGE_NAMES, Compilation, Options, compile_model
-from nncc.compiler.registry import Registry
-from nncc.compiler.target import load_target
-from nncc.compiler.weights import save_beside
+from nncc.compiler.pipeline import STAGE_NAMES
+from nncc.compiler.user_files import UserFiles
+
+# Only light modules are imported here: `--help`, `--version` and argument errors answer at once;
+# onnx, xDSL and numpy are imported when there is work to do.
 
 REFERENCE_TARGET = "reference"
 EXIT_MISMATCH = 1
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+RUN_FLAGS = ("run", "check", "outputs", "report", "trace")
 
 
 def build_parser() -> ArgumentParser:
@@ -41,7 +35,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("model", type=Path, help="the ONNX model")
     parser.add_argument("--target", default="vector",
                         help="'reference' (numpy execution of the nn IR), a preset (vector, fusion, edge) "
-                             "or a target TOML file")
+                             "or a target TOML file (default: vector)")
     parser.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one target parameter (repeatable)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]D0xD1x...",
@@ -52,18 +46,21 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--run", action="store_true", help="execute the compiled model")
     parser.add_argument("--check", action="store_true", help="compare the outputs with onnxruntime (implies --run)")
     parser.add_argument("--inputs", type=Path, help=".npz of inputs by name (default: seeded random)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random inputs (default: 0)")
     parser.add_argument("--outputs", type=Path, help="write the outputs to this .npz")
-    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--report", type=Path, help="write the JSON report here (fields: docs/cli.md)")
     parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
     parser.add_argument("--tile-order", choices=("naive", "scan"), default="scan",
-                        help="order of the tiles of a layer (scan reuses the block already on chip)")
+                        help="order of the tiles of a layer (scan reuses the block already on chip; default)")
     parser.add_argument("--tile-objective", choices=("cycles", "dram"), default="cycles",
-                        help="what tile sizes minimise first: cycles (then DRAM bytes), or DRAM bytes "
+                        help="what tile sizes minimise first: cycles (then DRAM bytes; default), or DRAM bytes "
                              "(then cycles: less DRAM energy, usually more cycles)")
     parser.add_argument("--program", type=Path, metavar="PREFIX",
-                        help="where to write PREFIX.s and PREFIX.nnbin (default: MODEL.TARGET beside the model)")
+                        help="write the program to PREFIX.nnbin (default: MODEL.TARGET.nnbin beside the model)")
+    parser.add_argument("-S", "--emit-asm", action="store_true",
+                        help="also write the textual assembly PREFIX.s (large: 190 MB for ResNet-50)")
     add_pass_options(parser)
+    add_common_options(parser)
     return parser
 
 
@@ -83,53 +80,176 @@ def add_pass_options(parser: argparse.ArgumentParser) -> None:
                         help="run these passes after the graph passes, e.g. 'my-pass{opt=1}'")
 
 
-def printing_from(args: argparse.Namespace) -> IRPrinting:
+def printing_from(args: argparse.Namespace):
+    from nncc.compiler.pass_manager import IRPrinting
+
     return IRPrinting(after_all=args.print_ir_after_all, before_all=args.print_ir_before_all,
                       after=set(args.print_ir_after), before=set(args.print_ir_before))
 
 
-def registry_from(args: argparse.Namespace) -> Registry:
+def registry_from(args: argparse.Namespace):
+    from nncc.compiler.registry import Registry
+
     registry = Registry.default()
     for plugin in args.pass_plugin:
         registry.load_plugin(plugin)
     return registry
 
 
+def options_from(args: argparse.Namespace):
+    from nncc.compiler.onnx_import import parse_input_shape
+    from nncc.compiler.pipeline import Options
+
+    return Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
+                   printing=printing_from(args),
+                   target_options={"target": args.target, "target_set": tuple(args.target_set),
+                                   "tile_order": args.tile_order, "tile_objective": args.tile_objective},
+                   input_shapes=dict(parse_input_shape(text) for text in args.input_shape))
+
+
 @report_errors("nncc")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    registry = registry_from(args)
-    options = Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
-                      printing=printing_from(args),
-                      target_options={"target": args.target, "target_set": tuple(args.target_set),
-                                      "tile_order": args.tile_order, "tile_objective": args.tile_objective},
-                      input_shapes=dict(parse_input_shape(text) for text in args.input_shape))
+    check_flag_combinations(args)
+    files = UserFiles()
+    declare_inputs(files, args)
     if args.emit:
-        return emit(args, registry, options)
+        return emit(args, files)
     if args.target == REFERENCE_TARGET:
-        if args.target_set:
-            raise NnccError("--target-set needs an accelerator target (reference has no parameters)")
-        compilation = compile_model(args.model, registry, options, until="fused")
-        return run_reference_target(args, compilation)
-    target = load_target(args.target, args.target_set)  # a bad target fails before compiling
-    if "lower-to-isa" in options.disabled:
+        return run_reference_target(args, files)
+    return compile_for_target(args, files)
+
+
+def check_flag_combinations(args: argparse.Namespace) -> None:
+    """Flags that would be silently ignored in the chosen mode are errors."""
+    used = [f"--{flag}" for flag in RUN_FLAGS if getattr(args, flag)]
+    if args.output is not None and not args.emit:
+        raise NnccError("-o writes IR and needs --emit=STAGE; a program is written with --program PREFIX")
+    if args.emit:
+        program_flags = used + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm
+        if program_flags:
+            raise NnccError(f"--emit={args.emit} stops after that stage: {', '.join(program_flags)} "
+                            "need a full compile (leave --emit out)")
+    elif args.target == REFERENCE_TARGET:
+        machine_flags = (["--target-set"] * bool(args.target_set) + ["--trace"] * (args.trace is not None)
+                         + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm)
+        if machine_flags:
+            raise NnccError(f"{machine_flags[0]} needs an accelerator target (reference is numpy execution "
+                            "of the nn IR: no machine, no program)")
+    elif "lower-to-isa" in args.disable_pass:
         raise NnccError("--disable-pass=lower-to-isa: a program cannot be made without it; "
                         "--emit=vector stops before it")
+
+
+def declare_inputs(files: UserFiles, args: argparse.Namespace) -> None:
+    """Every file the command reads: no output may be one of them."""
+    files.reads("the model", args.model)
+    files.reads("--inputs", args.inputs)
+    if Path(args.target).is_file():
+        files.reads("--target", args.target)
+    for plugin in args.pass_plugin:
+        if Path(plugin).is_file():
+            files.reads("--pass-plugin", plugin)
+
+
+def declare_run_outputs(files: UserFiles, args: argparse.Namespace) -> None:
+    for flag in ("outputs", "report", "trace"):
+        if getattr(args, flag) is not None:
+            files.writes(f"--{flag}", getattr(args, flag))
+
+
+def emit(args: argparse.Namespace, files: UserFiles) -> int:
+    from nncc.compiler.pipeline import compile_model
+    from nncc.compiler.weights import save_beside, weights_path_for
+
+    if args.emit not in ("nn", "fused") and args.target == REFERENCE_TARGET:
+        raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
+                        "or a TOML file); the reference target stops at the fused stage")
+    if args.output is not None:
+        files.writes("-o", args.output)
+        files.writes("-o (its weights)", weights_path_for(args.output))
+    compilation = compile_model(args.model, registry_from(args), options_from(args), until=args.emit)
+    if args.output is None:
+        print(compilation.module)
+        return 0
+    weights = save_beside(compilation.module, args.output)
+    files.write_text(args.output, str(compilation.module) + "\n")
+    print(f"nncc: wrote {args.output}" + (f" and {weights}" if weights else ""), file=sys.stderr)
+    return 0
+
+
+def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
+    """Execute the nn IR with numpy; compare with onnxruntime when asked."""
+    from nncc.compiler import check
+    from nncc.compiler.pipeline import compile_model
+    from nncc.runtime.nn_interpreter import input_signature, run_reference
+
+    declare_run_outputs(files, args)
+    clock = Stopwatch()
+    with clock("compile"):
+        compilation = compile_model(args.model, registry_from(args), options_from(args), until="fused")
+    signature = input_signature(compilation.module)
+    inputs = (check.load_inputs(args.inputs, signature) if args.inputs
+              else check.random_inputs(signature, args.seed))
+    if not any(getattr(args, flag) for flag in RUN_FLAGS):
+        print(f"nncc: {args.model.name}: imported and verified for --target=reference "
+              f"(add --run to execute)", file=sys.stderr)
+        return 0
+    with clock("simulate"):
+        outputs, layers = run_reference(compilation.module, inputs, compilation.store)
+    if args.outputs:
+        check.save_outputs(args.outputs, outputs)
+    with clock("check"):
+        checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    report = {**reference_report(layers, checks), **what_was_run(args.model, inputs, clock)}
+    if args.report:
+        write_json(files, args.report, report)
+    print_summary(args.model, compilation, report, checks)
+    return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
+
+
+def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
+    """Compile, write the program (.nnbin; .s with -S), and run it on the interpreter when asked."""
+    from nncc.compiler.target import load_target
+
+    target = load_target(args.target, args.target_set)  # a bad target fails before compiling
+    prefix = args.program or args.model.with_name(f"{args.model.stem}.{target.name}")
+    suffixes = (".nnbin", ".s") if args.emit_asm else (".nnbin",)
+    flag = "--program" if args.program else "the program (beside the model; choose with --program PREFIX)"
+    paths = [files.writes(flag, prefix.with_name(prefix.name + suffix)) for suffix in suffixes]
+    declare_run_outputs(files, args)
+    clock = Stopwatch()
+    with clock("compile"):
+        compilation, program = compile_program(args, target)
+    write_program(files, program, paths)
+    summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
+               f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
+    if not any(getattr(args, flag) for flag in RUN_FLAGS):
+        print(summary)
+        return 0
+    return run_program(args, files, program, summary, clock)
+
+
+def compile_program(args: argparse.Namespace, target):
+    """The compilation and its program. Without IR dumps, lower-to-isa's work is done without
+    building its ~10^5 isa ops: the same lowering (tests hold the two paths to the same program),
+    several times faster."""
+    from nncc.compiler.pipeline import compile_model
+
+    registry, options = registry_from(args), options_from(args)
     if options.printing.any():
         compilation = compile_model(args.model, registry, options, until="isa")
-        return compile_for_target(args, compilation, isa_program(compilation))
-    # Without IR dumps, lower-to-isa's work is done without building its ~10^5 isa ops: the
-    # same lowering (tests hold the two paths to the same program), several times faster.
+        return compilation, isa_program(compilation)
     compilation = compile_model(args.model, registry, options, until="vector")
     from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 
     program = lower_module(compilation.module, compilation.store, target, args.tile_order,
                            objective=args.tile_objective,
                            compare_orders=args.report is not None, **pipeline_decisions(compilation.module))
-    return compile_for_target(args, compilation, program)
+    return compilation, program
 
 
-def isa_program(compilation: Compilation):
+def isa_program(compilation):
     """The program an isa-stage module describes, with the cost model's predictions."""
     from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.compiler.codegen.lower import predictions_of
@@ -139,66 +259,19 @@ def isa_program(compilation: Compilation):
     return program
 
 
-def emit(args: argparse.Namespace, registry: Registry, options: Options) -> int:
-    if args.emit not in ("nn", "fused") and args.target == REFERENCE_TARGET:
-        raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
-                        "or a TOML file); the reference target stops at the fused stage")
-    compilation = compile_model(args.model, registry, options, until=args.emit)
-    if args.output is None:
-        print(compilation.module)
-        return 0
-    refuse_overwriting_model(args.output, args.model)
-    weights = save_beside(compilation.module, args.output)
-    args.output.write_text(str(compilation.module) + "\n")
-    print(f"nncc: wrote {args.output}" + (f" and {weights}" if weights else ""), file=sys.stderr)
-    return 0
+def write_program(files: UserFiles, program, paths: list[Path]) -> None:
+    from nncc.runtime.assembler import disassemble
+    from nncc.runtime.program import to_bytes
+
+    for path in paths:
+        if path.suffix == ".s":
+            files.write_text(path, disassemble(program))
+        else:
+            files.write_bytes(path, to_bytes(program))
 
 
-def refuse_overwriting_model(output: Path, model: Path) -> None:
-    if output.exists() and model.exists() and output.resolve() == model.resolve():
-        raise NnccError(f"{output}: refusing to overwrite the input model with IR")
-
-
-def run_reference_target(args: argparse.Namespace, compilation: Compilation) -> int:
-    """Execute the nn IR with numpy; compare with onnxruntime when asked."""
-    from nncc.runtime.nn_interpreter import input_signature, run_reference
-
-    signature = input_signature(compilation.module)
-    inputs = (check.load_inputs(args.inputs, signature) if args.inputs
-              else check.random_inputs(signature, args.seed))
-    run = args.run or args.check or args.outputs or args.report
-    if not run:
-        print(f"nncc: {args.model.name}: imported and verified for --target=reference "
-              f"(add --run to execute)", file=sys.stderr)
-        return 0
-    outputs, layers = run_reference(compilation.module, inputs, compilation.store)
-    if args.outputs:
-        check.save_outputs(args.outputs, outputs)
-    checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
-    report = reference_report(layers, checks)
-    if args.report:
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
-    print_summary(args.model, compilation, report, checks)
-    return EXIT_MISMATCH if checks and not report["check"]["passed"] else 0
-
-
-def compile_for_target(args: argparse.Namespace, compilation: Compilation, program) -> int:
-    """Write the program as .s and .nnbin, and run it on the interpreter when asked."""
-    from nncc.runtime.program import save
-
-    prefix = args.program or args.model.with_name(f"{args.model.stem}.{program.target.name}")
-    for suffix in (".nnbin", ".s"):
-        refuse_overwriting_model(prefix.with_name(prefix.name + suffix), args.model)
-        save(program, prefix.with_name(prefix.name + suffix))
-    summary = (f"nncc: {args.model.name} -> {prefix.name}.s, {prefix.name}.nnbin: "
-               f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
-    if not (args.run or args.check or args.outputs or args.report or args.trace):
-        print(summary)
-        return 0
-    return run_program(args, compilation, program, summary)
-
-
-def run_program(args: argparse.Namespace, compilation: Compilation, program, summary: str) -> int:
+def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch) -> int:
+    from nncc.compiler import check
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
     from nncc.runtime.report import build_report, trace_events
@@ -207,20 +280,23 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
     inputs = (check.load_inputs(args.inputs, signature) if args.inputs
               else check.random_inputs(signature, args.seed))
     try:
-        result = run(program, inputs, trace=args.trace is not None)
+        with clock("simulate"):
+            result = run(program, inputs, trace=args.trace is not None)
     except MachineFault as fault:
         print(f"nncc: {fault}", file=sys.stderr)
         return 3
     outputs = {s.name: result.outputs[s.name].reshape(s.shape) for s in program.symbols_of("output")}
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
-    checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    with clock("check"):
+        checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
     report = build_report(result, check.check_summary(checks) if checks is not None else None)
     merge_predictions(report, getattr(program, "predictions", {}))
+    report.update(what_was_run(args.model, inputs, clock))
     if args.report:
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(files, args.report, report)
     if args.trace:
-        args.trace.write_text(json.dumps(trace_events(result)) + "\n")
+        write_json(files, args.trace, trace_events(result))
     line = f"{summary}; {result.cycles} cycles, MAC utilization {result.mac_utilization:.1%}"
     if checks is not None:
         verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
@@ -231,6 +307,39 @@ def run_program(args: argparse.Namespace, compilation: Compilation, program, sum
             print(f"  {output_check.summary()}", file=sys.stderr)
         return EXIT_MISMATCH
     return 0
+
+
+class Stopwatch:
+    """Wall seconds per phase: `with clock("compile"): ...`; `clock.seconds` for the report."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def what_was_run(model: Path, inputs: dict, clock: Stopwatch) -> dict:
+    """The report's record of the run: nncc's version, the model and its hash, input shapes, wall times."""
+    from nncc.runtime.report import file_sha256
+
+    return {
+        "nncc_version": nncc_version(),
+        "model": {"file": str(model), "sha256": file_sha256(model)},
+        "inputs": {name: list(array.shape) for name, array in inputs.items()},
+        "wall_seconds": {phase: round(seconds, 3) for phase, seconds in clock.seconds.items()},
+    }
+
+
+def write_json(files: UserFiles, path: Path, document: dict) -> None:
+    import json
+
+    files.write_text(path, json.dumps(document, indent=1) + "\n")
 
 
 def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
@@ -248,6 +357,8 @@ def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
 
 def reference_report(layers: list[dict], checks) -> dict:
     """DESIGN.md's report at the nn level: no machine, so no cycle or memory fields."""
+    from nncc.compiler import check
+
     report = {
         "target": REFERENCE_TARGET,
         "mode": "inference",
@@ -259,7 +370,7 @@ def reference_report(layers: list[dict], checks) -> dict:
     return report
 
 
-def print_summary(model: Path, compilation: Compilation, report: dict, checks) -> None:
+def print_summary(model: Path, compilation, report: dict, checks) -> None:
     ops = len(report["layers"])
     params = sum(math.prod(compilation.store[n].shape) for n in compilation.store.names())
     line = (f"nncc: {model.name} on {REFERENCE_TARGET}: {ops} ops, {params / 1e6:.2f} M weights, "

@@ -64,6 +64,11 @@ REFERENCE_TARGET = "reference"
 """Handled by the compiler itself (numpy execution of the nn IR); there is no TOML for it."""
 
 UNIT_KINDS = ("vector", "matrix")
+MAX_CORES = 1024
+MAX_UNIT_SIZE = 4096  # lanes, macs per lane, matrix rows or columns
+MAX_ON_CHIP_BYTES = 4 * 2**30
+"""The simulator allocates every on-chip memory instance: their total (size x instances) is capped."""
+MAX_DRAM_BYTES = 2**40
 UNIT_ROLES = ("main", "pre", "post")
 
 
@@ -212,9 +217,12 @@ def _read_source(name_or_path: str) -> tuple[str, str]:
         return f"{name_or_path}.toml", resource.read_text()
     if looks_like_path or path.is_file():
         try:
-            return str(path), path.read_text()
+            return str(path), path.read_text(encoding="utf-8")
         except OSError as error:
             raise NnccError(f"{path}: cannot read target file: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise NnccError(f"{path}: target file is not UTF-8 text (byte {error.start}); "
+                            "TOML files are UTF-8") from None
     available = ", ".join(preset_names() + [REFERENCE_TARGET])
     raise NnccError(f"unknown target {name_or_path!r}; available: {available}")
 
@@ -279,7 +287,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
     reader = _Reader(source)
     reader.keys(raw, _TOP_KEYS, "", required=_TOP_KEYS - {"description"})
     name = reader.string(raw, "name", "")
-    cores = reader.integer(raw, "cores", "", minimum=1)
+    cores = reader.integer(raw, "cores", "", minimum=1, maximum=MAX_CORES)
     clock = reader.number(raw, "clock_ghz", "", positive=True)
     units = _read_units(reader, raw["core"])
     memories = tuple(_read_memory(reader, entry, i) for i, entry in enumerate(_list(reader, raw["memory"], "memory")))
@@ -288,6 +296,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
         raise NnccError(f"{source}: memory.{dup}: duplicate memory name")
     if "DRAM" in names:
         raise NnccError(f"{source}: memory.DRAM: the name DRAM is reserved for [dram]")
+    check_on_chip_total(memories, cores, source)
     return Target(
         name=name,
         description=str(raw.get("description", "")),
@@ -299,6 +308,15 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
         dram=_read_dram(reader, raw["dram"]),
         raw=copy.deepcopy(raw),
     )
+
+
+def check_on_chip_total(memories: tuple[Memory, ...], cores: int, source: str) -> None:
+    """Refuse a machine whose on-chip memories (one instance per core unless shared) the
+    simulator cannot hold: `cores=100000` must be an error, not an exhausted host."""
+    total = sum(m.size_bytes * (1 if m.shared else cores) for m in memories)
+    if total > MAX_ON_CHIP_BYTES:
+        raise NnccError(f"{source}: {total / 2**30:.1f} GiB of on-chip memory in all ({cores} cores); "
+                        f"the simulator holds at most {MAX_ON_CHIP_BYTES // 2**30} GiB")
 
 
 def target_to_dict(target: Target) -> dict[str, Any]:
@@ -329,10 +347,10 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
     return ComputeUnit(
         role=role,
         kind=kind,
-        lanes=reader.integer(table, "lanes", where, minimum=1) if is_vector else 0,
-        macs_per_lane=reader.integer(table, "macs_per_lane", where, minimum=1) if is_vector else 0,
-        rows=0 if is_vector else reader.integer(table, "rows", where, minimum=1),
-        cols=0 if is_vector else reader.integer(table, "cols", where, minimum=1),
+        lanes=reader.integer(table, "lanes", where, minimum=1, maximum=MAX_UNIT_SIZE) if is_vector else 0,
+        macs_per_lane=reader.integer(table, "macs_per_lane", where, minimum=1, maximum=MAX_UNIT_SIZE) if is_vector else 0,
+        rows=0 if is_vector else reader.integer(table, "rows", where, minimum=1, maximum=MAX_UNIT_SIZE),
+        cols=0 if is_vector else reader.integer(table, "cols", where, minimum=1, maximum=MAX_UNIT_SIZE),
         pipeline_depth=reader.integer(table, "pipeline_depth", where, minimum=0),
         mac_energy_pj=reader.number(table, "mac_energy_pj", where),
         op_energy_pj=reader.number(table, "op_energy_pj", where),
@@ -352,8 +370,8 @@ def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
     reader.keys(table, _MEMORY_KEYS, where, required=_MEMORY_KEYS - {"holds"})
     memory = Memory(
         name=reader.string(table, "name", where),
-        size_bytes=reader.integer(table, "size_bytes", where, minimum=4),
-        word_bytes=reader.integer(table, "word_bytes", where, minimum=4),
+        size_bytes=reader.integer(table, "size_bytes", where, minimum=4, maximum=MAX_ON_CHIP_BYTES),
+        word_bytes=reader.integer(table, "word_bytes", where, minimum=4, maximum=MAX_ON_CHIP_BYTES),
         banks=reader.integer(table, "banks", where, minimum=1),
         bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", where, positive=True),
         latency_cycles=reader.integer(table, "latency_cycles", where, minimum=0),
@@ -384,7 +402,7 @@ def _read_dma(reader: _Reader, table: Any) -> Dma:
     keys = {"channels", "bandwidth_bytes_per_cycle", "latency_cycles"}
     reader.keys(table, keys, "dma.")
     return Dma(
-        channels=reader.integer(table, "channels", "dma.", minimum=1),
+        channels=reader.integer(table, "channels", "dma.", minimum=1, maximum=MAX_CORES),
         bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True),
         latency_cycles=reader.integer(table, "latency_cycles", "dma.", minimum=0),
     )
@@ -395,7 +413,7 @@ def _read_dram(reader: _Reader, table: Any) -> Dram:
     required = {"size_bytes", "bandwidth_gbps", "latency_ns", "energy_pj_per_byte"}
     reader.keys(table, required | {"row_buffer_bytes", "activation_energy_pj"}, "dram.", required=required)
     return Dram(
-        size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4),
+        size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4, maximum=MAX_DRAM_BYTES),
         bandwidth_gbps=reader.number(table, "bandwidth_gbps", "dram.", positive=True),
         latency_ns=reader.number(table, "latency_ns", "dram."),
         energy_pj_per_byte=reader.number(table, "energy_pj_per_byte", "dram."),
@@ -437,7 +455,8 @@ class _Reader:
             raise self.fail(f"{where}{key}", f"expected true or false, got {value!r}")
         return value
 
-    def integer(self, table: dict[str, Any], key: str, where: str, minimum: int, default: int | None = None) -> int:
+    def integer(self, table: dict[str, Any], key: str, where: str, minimum: int, default: int | None = None,
+                maximum: int | None = None) -> int:
         if key not in table and default is not None:
             return default
         value = table[key]
@@ -445,6 +464,8 @@ class _Reader:
             raise self.fail(f"{where}{key}", f"expected an integer, got {value!r}")
         if value < minimum:
             raise self.fail(f"{where}{key}", f"{value} is impossible (must be >= {minimum})")
+        if maximum is not None and value > maximum:
+            raise self.fail(f"{where}{key}", f"{value} is more than the simulator supports (at most {maximum})")
         return value
 
     def number(

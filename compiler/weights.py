@@ -23,6 +23,7 @@ import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from nncc.compiler.errors import NnccError
+from nncc.compiler.user_files import write_atomically
 
 WEIGHTS_ATTR = "nn.weights"
 
@@ -86,9 +87,8 @@ class WeightStore:
     def save(self, path: Path, keep: set[str] | None = None) -> None:
         """Write the arrays (only `keep` when given) as an uncompressed `.npz`."""
         arrays = {n: self[n] for n in self.names() if keep is None or n in keep}
-        # Everything is in memory before the file opens: `path` may be the file we read from.
-        with open(path, "wb") as file:
-            np.savez(file, **arrays)
+        # Everything is in memory before writing: `path` may replace the file we read from.
+        write_atomically(path, lambda file: np.savez(file, **arrays))
         if self._file is not None:
             self._file.close()
         self._arrays, self._file = arrays, None

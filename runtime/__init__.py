@@ -5,6 +5,6 @@
 - `assembler`: `.s` text, `assemble` / `disassemble`.
 - `interpreter`: `run(program, inputs) -> RunResult` (outputs and counters); `memory`, `semantics`
   and `timing` hold the simulated memories, what each instruction does, and what it costs.
-- `report`: `build_report`, `compare_outputs`, `write_json`, `trace_events`.
+- `report`: `build_report`, `compare_outputs`, `trace_events`, `file_sha256`.
 - `cli`: `nncc-run`.
 """

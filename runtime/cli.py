@@ -10,81 +10,116 @@ Exit codes: 0 ok, 1 outputs differ from --expect, 2 bad input (one line), 3 mach
 
 from __future__ import annotations
 
-import argparse
 import sys
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from nncc.compiler.errors import NnccError, one_line, report_errors
-from nncc.compiler.target import apply_overrides, target_from_dict, target_to_dict
+from nncc.compiler.command_line import ArgumentParser, add_common_options, seed, tolerance
+from nncc.compiler.errors import NnccError, report_errors
+from nncc.compiler.user_files import UserFiles
 from nncc.runtime.faults import EXIT_FAULT, MachineFault
-from nncc.runtime.interpreter import run
-from nncc.runtime.program import load
-from nncc.runtime.report import build_report, compare_outputs, trace_events, write_json
 
 TOOL = "nncc-run"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=TOOL, description="Run an nncc program on the accelerator interpreter.")
-    parser.add_argument("program", help="program file (.nnbin or .s)")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=TOOL, description="Run an nncc program on the accelerator interpreter.")
+    parser.add_argument("program", type=Path, help="program file (.nnbin or .s)")
     parser.add_argument(
         "--target-set", action="append", default=[], metavar="KEY=VALUE",
         help="override a parameter of the program's target for this run (repeatable)",
     )
-    parser.add_argument("--inputs", help="npz of input tensors by symbol name (default: seeded random)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    parser.add_argument("--outputs", help="write the outputs (npz)")
-    parser.add_argument("--expect", help="npz of expected outputs: adds 'check' to the report, exit 1 on mismatch")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance of --expect")
-    parser.add_argument("--report", help="write the JSON report here")
-    parser.add_argument("--trace", help="write a Chrome trace-event JSON here (open in Perfetto)")
-    return parser.parse_args(argv)
+    parser.add_argument("--inputs", type=Path,
+                        help="npz of input tensors (and, optionally, weights) by symbol name (default: seeded random)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random inputs (default: 0)")
+    parser.add_argument("--outputs", type=Path, help="write the outputs (npz)")
+    parser.add_argument("--expect", type=Path,
+                        help="npz of expected outputs: adds 'check' to the report, exit 1 on mismatch")
+    parser.add_argument("--tolerance", type=tolerance, default=1e-4,
+                        help="relative tolerance of --expect (default: 1e-4)")
+    parser.add_argument("--report", type=Path, help="write the JSON report here (fields: docs/cli.md)")
+    parser.add_argument("--trace", type=Path, help="write a Chrome trace-event JSON here (open in Perfetto)")
+    add_common_options(parser)
+    return parser
 
 
-def read_npz(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise NnccError(f"{path}: cannot read npz: {one_line(str(error))}") from None
+def declare_files(args) -> UserFiles:
+    """The program, --inputs and --expect are never overwritten; outputs are checked before running."""
+    files = UserFiles()
+    for flag in ("program", "inputs", "expect"):
+        files.reads(flag if flag == "program" else f"--{flag}", getattr(args, flag))
+    for flag in ("outputs", "report", "trace"):
+        if getattr(args, flag) is not None:
+            files.writes(f"--{flag}", getattr(args, flag))
+    return files
+
+
+def read_arrays(path: Path, program) -> dict:
+    """--inputs: float arrays named after the program's input (or weight) symbols."""
+    import numpy as np
+
+    from nncc.compiler.check import read_npz
+
+    arrays = read_npz(path, "--inputs")
+    known = {s.name for s in program.symbols if s.kind in ("input", "weight")}
+    for name, array in arrays.items():
+        if name not in known:
+            raise NnccError(f"{path}: array '{name}' is not an input or weight of the program "
+                            f"(inputs: {', '.join(s.name for s in program.symbols_of('input'))})")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise NnccError(f"{path}: array '{name}' has dtype {array.dtype}; the program computes float32")
+    return arrays
 
 
 @report_errors(TOOL)
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = parse_args(argv)
-    except SystemExit as exit_:
-        return 0 if exit_.code == 0 else 2
-    if not Path(args.program).is_file():
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors (already printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    files = declare_files(args)
+    if not args.program.is_file():
         raise NnccError(f"{args.program}: no such program file")
     try:
-        program = load(args.program)
-        if args.target_set:
-            raw = apply_overrides(target_to_dict(program.target), args.target_set, "--target-set")
-            program = program.with_target(target_from_dict(raw, "--target-set"))
-        inputs = read_npz(args.inputs) if args.inputs else None
-        if inputs is None:
-            from nncc.runtime.interpreter import random_inputs
-
-            inputs = random_inputs(program, args.seed)
-        result = run(program, inputs, trace=bool(args.trace))
+        return run_program(args, files)
     except MachineFault as fault:
         print(f"{TOOL}: {fault}", file=sys.stderr)
         return EXIT_FAULT
-    check = compare_outputs(result.outputs, read_npz(args.expect), args.tolerance) if args.expect else None
+
+
+def run_program(args, files: UserFiles) -> int:
+    import json
+    import time
+
+    from nncc.compiler.check import read_npz, save_outputs
+    from nncc.compiler.command_line import nncc_version
+    from nncc.compiler.target import apply_overrides, target_from_dict, target_to_dict
+    from nncc.runtime.interpreter import random_inputs, run
+    from nncc.runtime.program import load
+    from nncc.runtime.report import build_report, compare_outputs, file_sha256, trace_events
+
+    program = load(args.program)
+    if args.target_set:
+        raw = apply_overrides(target_to_dict(program.target), args.target_set, "--target-set")
+        program = program.with_target(target_from_dict(raw, "--target-set"))
+    inputs = read_arrays(args.inputs, program) if args.inputs else random_inputs(program, args.seed)
+    expected = read_npz(args.expect, "--expect") if args.expect else None
+    start = time.perf_counter()
+    result = run(program, inputs, trace=args.trace is not None)
+    seconds = time.perf_counter() - start
+    check = compare_outputs(result.outputs, expected, args.tolerance) if expected is not None else None
     report = build_report(result, check)
-    try:
-        if args.outputs:
-            np.savez(args.outputs, **result.outputs)
-        if args.report:
-            write_json(report, args.report)
-        if args.trace:
-            write_json(trace_events(result), args.trace)
-    except OSError as error:
-        raise NnccError(f"{error.filename}: cannot write: {error.strerror}") from None
+    report.update({
+        "nncc_version": nncc_version(),
+        "program": {"file": str(args.program), "sha256": file_sha256(args.program)},
+        "inputs": {s.name: list(s.shape) for s in program.symbols_of("input")},
+        "wall_seconds": {"simulate": round(seconds, 3)},
+    })
+    if args.outputs:
+        save_outputs(args.outputs, result.outputs)
+    if args.report:
+        files.write_text(args.report, json.dumps(report, indent=1) + "\n")
+    if args.trace:
+        files.write_text(args.trace, json.dumps(trace_events(result)) + "\n")
     status = "" if check is None else (" check passed" if check["passed"] else " CHECK FAILED")
     print(
         f"{TOOL}: {program.target.name} {program.mode}: {result.instructions} instructions, {result.cycles} cycles, "

@@ -3,11 +3,12 @@
 `build_report` is shared by `nncc-run` and the compiler's ``--run --report``::
 
     report = build_report(result, check=compare_outputs(result.outputs, expected))
-    write_json(report, "r.json")
+    json.dumps(report)   # the CLIs write it through compiler/user_files (atomically)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,8 +86,13 @@ def compare_outputs(
     return {"passed": passed, "max_abs_err": max_abs, "max_rel_err": max_rel}
 
 
-def write_json(report: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks (the report names exactly what was run)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def trace_events(result: RunResult) -> dict[str, Any]:

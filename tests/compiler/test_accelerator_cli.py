@@ -23,7 +23,7 @@ def nncc(capsys, *argv):
 def test_compile_run_check_on_every_target(capsys, small_model_path, tmp_path, target):
     report = tmp_path / "r.json"
     code, out, err = nncc(capsys, small_model_path, f"--target={target}", "--check", "--report", report,
-                          "--program", tmp_path / "prog", "--outputs", tmp_path / "out.npz")
+                          "--program", tmp_path / "prog", "-S", "--outputs", tmp_path / "out.npz")
     assert code == 0, err
     assert "check passed" in out
     data = json.loads(report.read_text())
@@ -47,9 +47,13 @@ def test_compile_run_check_on_every_target(capsys, small_model_path, tmp_path, t
 def test_default_program_names_and_summary(capsys, small_model_path):
     code, out, err = nncc(capsys, small_model_path, "--target=edge")
     assert code == 0, err
-    assert (small_model_path.parent / "small.edge.s").exists()
     assert (small_model_path.parent / "small.edge.nnbin").exists()
-    assert out.startswith("nncc: small.onnx -> small.edge.s, small.edge.nnbin: ")
+    assert not (small_model_path.parent / "small.edge.s").exists()  # assembly only when asked
+    assert out.startswith("nncc: small.onnx -> small.edge.nnbin: ")
+    code, out, err = nncc(capsys, small_model_path, "--target=edge", "--emit-asm")
+    assert code == 0, err
+    assert (small_model_path.parent / "small.edge.s").exists()
+    assert out.startswith("nncc: small.onnx -> small.edge.nnbin, small.edge.s: ")
 
 
 def test_target_set_reaches_the_program(capsys, small_model_path, tmp_path):
@@ -120,8 +124,8 @@ def test_fused_gemm_with_bias_residual_and_relu(capsys, make_model, write_model,
 
 def test_direct_lowering_and_the_isa_ir_give_the_same_program(capsys, small_model_path, tmp_path):
     """Without IR dumps nncc lowers without building isa ops; with them it goes through the IR."""
-    assert nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "direct")[0] == 0
-    code, _, err = nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "via_ir",
+    assert nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "direct", "-S")[0] == 0
+    code, _, err = nncc(capsys, small_model_path, "--target=vector", "--program", tmp_path / "via_ir", "-S",
                         "--print-ir-after=lower-to-isa")
     assert code == 0 and "IR Dump After lower-to-isa" in err and "isa.matmul" in err
     direct, via_ir = load(tmp_path / "direct.nnbin"), load(tmp_path / "via_ir.nnbin")
