@@ -1,6 +1,6 @@
 """Inputs for a run, and the comparison of its outputs with onnxruntime.
 
-The criterion (DESIGN.md, "Verification"): an output passes when its maximum
+The criterion (docs/design.md, "Verification"): an output passes when its maximum
 absolute error is at most `RELATIVE_TOLERANCE` x max|expected| (exactly equal
 when the expected output is all zeros).
 """

@@ -1,4 +1,4 @@
-"""`nncc MODEL.onnx ...`: the compiler driver (contract in DESIGN.md, "Command line").
+"""`nncc MODEL.onnx ...`: the compiler driver (contract in docs/design.md, "Command line").
 
     nncc model.onnx --emit=nn                       # print the nn IR
     nncc model.onnx --emit=nn -o model.nn.mlir      # write it, weights beside it
@@ -199,8 +199,7 @@ def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
         outputs, layers = run_reference(compilation.module, inputs, compilation.store)
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
-    with clock("check"):
-        checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
     report = {**reference_report(layers, checks), **what_was_run(args.model, inputs, clock)}
     if args.report:
         write_json(files, args.report, report)
@@ -274,6 +273,7 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
     from nncc.compiler import check
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
+    from nncc.compiler.target import target_to_dict
     from nncc.runtime.report import build_report, trace_events
 
     signature = {symbol.name: symbol.shape for symbol in program.symbols_of("input")}
@@ -288,11 +288,11 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
     outputs = {s.name: result.outputs[s.name].reshape(s.shape) for s in program.symbols_of("output")}
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
-    with clock("check"):
-        checks = check.compare(outputs, check.run_onnxruntime(args.model, inputs)) if args.check else None
+    checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
     report = build_report(result, check.check_summary(checks) if checks is not None else None)
     merge_predictions(report, getattr(program, "predictions", {}))
     report.update(what_was_run(args.model, inputs, clock))
+    report["target_description"] = target_to_dict(program.target)
     if args.report:
         write_json(files, args.report, report)
     if args.trace:
@@ -307,6 +307,13 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
             print(f"  {output_check.summary()}", file=sys.stderr)
         return EXIT_MISMATCH
     return 0
+
+
+def compare_with_onnxruntime(args: argparse.Namespace, outputs: dict, inputs: dict, clock: Stopwatch):
+    from nncc.compiler import check
+
+    with clock("check"):
+        return check.compare(outputs, check.run_onnxruntime(args.model, inputs))
 
 
 class Stopwatch:
@@ -356,7 +363,7 @@ def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
 
 
 def reference_report(layers: list[dict], checks) -> dict:
-    """DESIGN.md's report at the nn level: no machine, so no cycle or memory fields."""
+    """docs/design.md's report at the nn level: no machine, so no cycle or memory fields."""
     from nncc.compiler import check
 
     report = {

@@ -112,6 +112,7 @@ def run_program(args, files: UserFiles) -> int:
         "nncc_version": nncc_version(),
         "program": {"file": str(args.program), "sha256": file_sha256(args.program)},
         "inputs": {s.name: list(s.shape) for s in program.symbols_of("input")},
+        "target_description": target_to_dict(program.target),
         "wall_seconds": {"simulate": round(seconds, 3)},
     })
     if args.outputs:

@@ -1,4 +1,4 @@
-"""Run reports (JSON, the format of DESIGN.md) and Chrome trace-event files.
+"""Run reports (JSON, the format of docs/design.md) and Chrome trace-event files.
 
 `build_report` is shared by `nncc-run` and the compiler's ``--run --report``::
 

@@ -218,3 +218,29 @@ def test_a_target_file_that_is_not_utf8(capsys, small_model_path, tmp_path):
     target.write_bytes(b'name = "caf\xe9"\n')
     refused(capsys, nncc_cli.main, small_model_path, f"--target={target}", "--program", tmp_path / "p",
             says=f"{target}: target file is not UTF-8 text")
+
+
+def test_the_report_says_what_was_run(capsys, small_model_path, program, tmp_path):
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from nncc.compiler.target import load_target
+
+    report_path = tmp_path / "r.json"
+    code, _, err = call(capsys, nncc_cli.main, small_model_path, "--target=vector", "--target-set", "cores=2",
+                        "--run", "--report", report_path, "--program", tmp_path / "q")
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["nncc_version"] == version("nncc")
+    assert report["model"] == {"file": str(small_model_path),
+                               "sha256": hashlib.sha256(small_model_path.read_bytes()).hexdigest()}
+    assert report["inputs"] == {"x": [1, 3, 16, 16]}
+    assert report["target_description"] == load_target("vector", ["cores=2"]).raw
+    assert set(report["wall_seconds"]) == {"compile", "simulate"}  # no --check: no check phase
+    assert all(seconds > 0 for seconds in report["wall_seconds"].values())
+    code, _, err = call(capsys, run_cli.main, program, "--report", report_path)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    assert report["program"]["sha256"] == hashlib.sha256(program.read_bytes()).hexdigest()
+    assert report["target_description"]["cores"] == 4 and set(report["wall_seconds"]) == {"simulate"}

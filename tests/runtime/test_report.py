@@ -1,4 +1,4 @@
-"""The report has the DESIGN.md schema; check compares outputs; the trace is Chrome JSON."""
+"""The report has docs/design.md's schema; check compares outputs; the trace is Chrome JSON."""
 
 from pathlib import Path
 
