@@ -16,11 +16,13 @@ from pathlib import Path
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
+from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ParseError
 
 from nncc.compiler.cli import ArgumentParser, add_pass_options, printing_from, registry_from
 from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.pass_manager import run_passes, verify
+from nncc.compiler.pass_manager import check_pass_names, run_passes, verify
+from nncc.compiler.registry import Registry
 from nncc.compiler.weights import WEIGHTS_ATTR, open_beside, save_beside, store_of
 
 
@@ -56,20 +58,28 @@ def parse_module(text: str, name: str, ctx) -> ModuleOp:
     return module
 
 
+def pipeline_of(args, registry: Registry) -> list[ModulePass]:
+    """-p's passes less the --disable-pass ones, then the --add-passes ones (as in nncc)."""
+    check_pass_names(args.disable_pass, registry.passes, "--disable-pass")
+    passes = [p for p in registry.pipeline(args.passes) if p.name not in args.disable_pass]
+    return passes + registry.pipeline(args.add_passes, "--add-passes")
+
+
 @report_errors("nncc-opt")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     registry = registry_from(args)
     if args.list_passes:
-        print("\n".join(sorted(registry.passes)))
+        print(registry.listing())
         return 0
-    passes = registry.pipeline(args.passes) if args.passes else []
+    passes, printing = pipeline_of(args, registry), printing_from(args)
+    printing.check_names(registry.passes)
     text, ir_dir = read_source(args.input)
     module = parse_module(text, args.input, registry.context())
     verify(module, "parsing")
     if WEIGHTS_ATTR in module.attributes:
         open_beside(module, ir_dir)
-    run_passes(module, passes, registry.context(), printing_from(args))
+    run_passes(module, passes, registry.context(), printing)
     write_result(module, args.output)
     return 0
 

@@ -4,19 +4,23 @@
     builtin.module { ... }
 
 Dumps go to stderr (as in `mlir-opt`), so stdout keeps the tool's real output.
+Whatever a pass raises becomes one `NnccError` line naming the pass (`apply_pass`).
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
-from xdsl.utils.exceptions import DiagnosticException, PassFailedException, VerifyException
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 
 from nncc.compiler.errors import NnccError, one_line
 
@@ -47,12 +51,17 @@ class IRPrinting:
         if self.after_all or name in self.after:
             self.dump("After", name, module)
 
+    def check_names(self, known: Iterable[str]) -> None:
+        known = set(known)
+        check_pass_names(self.after, known, "--print-ir-after")
+        check_pass_names(self.before, known, "--print-ir-before")
+
 
 def verify(module: ModuleOp, after: str) -> None:
     try:
         module.verify()
-    except (VerifyException, DiagnosticException) as error:
-        raise NnccError(f"IR verification failed after {after}: {one_line(str(error))}") from None
+    except Exception as error:  # VerifyException, or a bug in an op's verifier
+        raise NnccError(f"IR verification failed after {after}: {reason(error)}") from None
 
 
 def run_passes(module: ModuleOp, passes: Sequence[ModulePass], ctx: Context,
@@ -61,17 +70,49 @@ def run_passes(module: ModuleOp, passes: Sequence[ModulePass], ctx: Context,
     printing = printing or IRPrinting()
     for module_pass in passes:
         printing.before_pass(module_pass.name, module)
-        try:
-            module_pass.apply(ctx, module)
-        except NnccError:
-            raise
-        except PassFailedException as error:
-            raise NnccError(f"pass {module_pass.name} failed: {one_line(str(error))}") from None
+        apply_pass(module_pass, ctx, module)
         verify(module, f"pass {module_pass.name}")
         printing.after_pass(module_pass.name, module)
 
 
+def apply_pass(module_pass: ModulePass, ctx: Context, module: ModuleOp) -> None:
+    """Run one pass; whatever it raises becomes one line naming it. nncc's own errors already
+    name the op and pass through; KeyboardInterrupt and SystemExit are not errors of the pass."""
+    try:
+        module_pass.apply(ctx, module)
+    except NnccError:
+        raise
+    except (Exception, ArgSpecParseError) as error:  # a pass parsing a pipeline may raise the latter
+        raise NnccError(f"pass {module_pass.name} failed: {reason(error)}") from None
+
+
+def reason(error: BaseException) -> str:
+    """One line for a failure: xDSL's diagnostics as they are (PassFailedException, mlir-opt's
+    errors...); anything else, a bug more likely than bad input, with its type and where it was raised."""
+    message = shortened(one_line(str(error)))
+    if isinstance(error, DiagnosticException) and message:
+        return message
+    if isinstance(error, MemoryError):
+        return "out of memory (MemoryError)"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (raised at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}{': ' if message else ''}{message}{where}"
+
+
+def shortened(message: str, limit: int = 400) -> str:
+    """Some messages hold a whole module; keep its start and its end, which says what is wrong."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit // 3]} ... {message[-(limit - limit // 3 - 5):]}"
+
+
 def check_pass_names(names: Iterable[str], known: Iterable[str], flag: str) -> None:
-    unknown = sorted(set(names) - set(known))
+    known = set(known)
+    unknown = sorted(set(names) - known)
     if unknown:
-        raise NnccError(f"{flag}: unknown pass {', '.join(unknown)}")
+        raise NnccError(f"{flag}: unknown pass {', '.join(unknown)}{did_you_mean(unknown[0], known)}")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -91,6 +91,8 @@ def with_target_options(module_pass, options: Options):
 def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
     """Import `model_path` and run every stage up to and including `until`."""
     check_pass_names(options.disabled, registry.passes, "--disable-pass")
+    options.printing.check_names([*registry.passes, IMPORT_PASS])
+    registry.pipeline(options.extra_passes, "--add-passes")  # users' passes fail before the import
     stages = stages_until(until)
     model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
     module, store = build_module(model, model_path.name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,19 +23,23 @@ from types import ModuleType
 from xdsl.context import Context
 from xdsl.ir import Dialect
 from xdsl.passes import ModulePass
-from xdsl.universe import Universe
-from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.universe import XDSL_UNIVERSE, Universe
+from xdsl.utils.arg_spec import ArgSpec, parse_pipeline
+from xdsl.utils.exceptions import ArgSpecParseError
 
 from nncc.compiler.errors import NnccError, one_line
+from nncc.compiler.pass_manager import did_you_mean
 from nncc.compiler.universe import NNCC_UNIVERSE
 
 PassFactory = Callable[[], type[ModulePass]]
+ORIGINS = ("nncc", "plugin", "xdsl")  # where a pass comes from, in `--list-passes` order
 
 
 @dataclass
 class Registry:
     passes: dict[str, PassFactory] = field(default_factory=dict)
     dialects: dict[str, Callable[[], Dialect]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # pass name -> one of ORIGINS
 
     @classmethod
     def default(cls) -> Registry:
@@ -44,21 +49,27 @@ class Registry:
         except Exception as error:  # a broken third-party plugin must not hide which one
             raise NnccError(f"cannot load the installed xDSL plugins: {one_line(str(error))}") from None
         registry = cls(dict(universe.all_passes), dict(universe.all_dialects))
-        registry.add_universe(NNCC_UNIVERSE, replace=True)  # present even when run from a source tree
+        xdsl_passes = XDSL_UNIVERSE.all_passes
+        registry.origins = {name: "xdsl" if xdsl_passes.get(name) is factory else "plugin"
+                            for name, factory in registry.passes.items()}
+        registry.add_universe(NNCC_UNIVERSE, replace=True, origin="nncc")  # even when run from a source tree
         for entry in entry_points(group="nncc.passes"):
             registry.passes[entry.name] = entry.load
+            registry.origins[entry.name] = "plugin"
         return registry
 
-    def add_universe(self, universe: Universe, replace: bool = False) -> None:
+    def add_universe(self, universe: Universe, replace: bool = False, origin: str = "plugin") -> None:
         for name, factory in universe.all_passes.items():
             if replace or name not in self.passes:
                 self.passes[name] = factory
+                self.origins[name] = origin
         for name, factory in universe.all_dialects.items():
             if replace or name not in self.dialects:
                 self.dialects[name] = factory
 
     def add_pass(self, pass_class: type[ModulePass]) -> None:
         self.passes[pass_class.name] = lambda: pass_class
+        self.origins[pass_class.name] = "plugin"
 
     def load_plugin(self, spec: str) -> list[str]:
         """Import a plugin (a .py file or a module name); returns the pass names it added."""
@@ -83,21 +94,74 @@ class Registry:
             ctx.register_dialect(name, factory)
         return ctx
 
-    def pipeline(self, spec: str) -> list[ModulePass]:
-        """Parse `pass-a,pass-b{opt=1}` into pass instances."""
+    def pipeline(self, spec: str, flag: str = "") -> list[ModulePass]:
+        """Parse `pass-a,pass-b{opt=1}` into pass instances; errors name `flag`, if given."""
         try:
-            specs = list(parse_pipeline(spec))
+            return [self.instantiate(pass_spec) for pass_spec in parse_specs(spec)]
+        except NnccError as error:
+            if not flag:
+                raise
+            raise NnccError(f"{flag}: {error}") from None
+
+    def instantiate(self, pass_spec: ArgSpec) -> ModulePass:
+        pass_class = self.pass_class(pass_spec.name)
+        try:
+            return pass_class.from_pass_spec(pass_spec)
         except Exception as error:
-            raise NnccError(f"bad pass pipeline '{spec}': {one_line(str(error))}") from None
-        passes = []
-        for pass_spec in specs:
-            if pass_spec.name not in self.passes:
-                raise NnccError(f"unknown pass '{pass_spec.name}' (nncc-opt --list-passes shows them)")
-            try:
-                passes.append(self.passes[pass_spec.name]().from_pass_spec(pass_spec))
-            except Exception as error:
-                raise NnccError(f"pass '{pass_spec.name}': bad options: {one_line(str(error))}") from None
-        return passes
+            raise NnccError(f"pass '{pass_spec.name}': bad options in '{pass_spec}': "
+                            f"{one_line(str(error))}") from None
+
+    def pass_class(self, name: str) -> type[ModulePass]:
+        """The class of pass `name`, imported on first use."""
+        if name not in self.passes:
+            raise NnccError(f"unknown pass '{name}'{did_you_mean(name, self.passes)} "
+                            "(nncc-opt --list-passes shows them)")
+        try:
+            return self.passes[name]()
+        except Exception as error:
+            raise NnccError(f"pass '{name}': cannot load it: {type(error).__name__}: "
+                            f"{one_line(str(error))}") from None
+
+    def summary(self, name: str) -> str:
+        """The first line of pass `name`'s docstring ('' if it has none)."""
+        try:
+            pass_class = self.pass_class(name)
+        except NnccError as error:
+            return f"({error})"
+        doc = pass_class.__dict__.get("__doc__") or ""
+        if doc.startswith(f"{pass_class.__name__}("):  # the signature @dataclass writes when there is none
+            return ""
+        return doc.strip().split("\n")[0].strip()
+
+    def listing(self) -> str:
+        """`--list-passes`: nncc's passes (pipeline order), then plugins', with their summaries;
+        then xDSL's, by name only (importing all ~130 of them to read docstrings takes a second)."""
+        sections = []
+        for origin, title in zip(ORIGINS, ("nncc passes", "plugin passes", "xDSL passes")):
+            names = [name for name in self.passes if self.origins.get(name, "plugin") == origin]
+            if origin == "xdsl":
+                sections.append("\n".join([f"{title}:", *(f"  {name}" for name in sorted(names))]))
+            elif names:
+                width = max(map(len, names))
+                rows = (f"  {name:<{width}}  {self.summary(name)}".rstrip() for name in names)
+                sections.append("\n".join([f"{title}:", *rows]))
+        return "\n\n".join(sections)
+
+
+def parse_specs(spec: str) -> list[ArgSpec]:
+    try:
+        return list(parse_pipeline(spec))
+    except (ArgSpecParseError, Exception) as error:  # ArgSpecParseError is a BaseException
+        raise NnccError(f"bad pass pipeline '{spec}': {pipeline_syntax_error(error)}") from None
+
+
+def pipeline_syntax_error(error: BaseException) -> str:
+    """xDSL's multi-line pipeline syntax error as `column N: reason`."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    where = re.search(r"pass-pipeline:\d+:(\d+)", str(error))
+    if not (lines and where):
+        return one_line(str(error))
+    return f"column {where.group(1)}: {lines[-1][:1].lower()}{lines[-1][1:]}"
 
 
 def import_plugin(spec: str) -> ModuleType:
