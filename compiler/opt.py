@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.parser import Parser
-from xdsl.passes import ModulePass
-from xdsl.utils.exceptions import ParseError
-
-from nncc.compiler.cli import ArgumentParser, add_pass_options, printing_from, registry_from
+from nncc.compiler.cli import add_pass_options, printing_from, registry_from
+from nncc.compiler.command_line import ArgumentParser, add_common_options
 from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.pass_manager import check_pass_names, run_passes, verify
-from nncc.compiler.registry import Registry
-from nncc.compiler.weights import WEIGHTS_ATTR, open_beside, save_beside, store_of
+from nncc.compiler.user_files import UserFiles
+
+if TYPE_CHECKING:  # xDSL is imported when there is IR to read: --help and usage errors answer at once
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass
+
+    from nncc.compiler.registry import Registry
 
 
 def build_parser() -> ArgumentParser:
@@ -34,6 +35,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="write the IR here (default stdout)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     add_pass_options(parser)
+    add_common_options(parser)
     return parser
 
 
@@ -50,6 +52,9 @@ def read_source(name: str) -> tuple[str, Path]:
 
 
 def parse_module(text: str, name: str, ctx) -> ModuleOp:
+    from xdsl.parser import Parser
+    from xdsl.utils.exceptions import ParseError
+
     try:
         module = Parser(ctx, text, name).parse_module()
     except ParseError as error:
@@ -60,6 +65,8 @@ def parse_module(text: str, name: str, ctx) -> ModuleOp:
 
 def pipeline_of(args, registry: Registry) -> list[ModulePass]:
     """-p's passes less the --disable-pass ones, then the --add-passes ones (as in nncc)."""
+    from nncc.compiler.pass_manager import check_pass_names
+
     check_pass_names(args.disable_pass, registry.passes, "--disable-pass")
     passes = [p for p in registry.pipeline(args.passes) if p.name not in args.disable_pass]
     return passes + registry.pipeline(args.add_passes, "--add-passes")
@@ -72,19 +79,48 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_passes:
         print(registry.listing())
         return 0
+    from nncc.compiler.pass_manager import run_passes
+
     passes, printing = pipeline_of(args, registry), printing_from(args)
     printing.check_names(registry.passes)
-    text, ir_dir = read_source(args.input)
-    module = parse_module(text, args.input, registry.context())
-    verify(module, "parsing")
-    if WEIGHTS_ATTR in module.attributes:
-        open_beside(module, ir_dir)
+    files = declare_files(args)
+    module = read_module(args.input, registry, files)
     run_passes(module, passes, registry.context(), printing)
-    write_result(module, args.output)
+    write_result(module, args.output, files)
     return 0
 
 
-def write_result(module: ModuleOp, output: Path | None) -> None:
+def read_module(name: str, registry: Registry, files: UserFiles) -> ModuleOp:
+    """Parse and verify the input IR; open the weights its `nn.weights` names (an input too)."""
+    from nncc.compiler.pass_manager import verify
+    from nncc.compiler.weights import WEIGHTS_ATTR, open_beside
+
+    text, ir_dir = read_source(name)
+    module = parse_module(text, name, registry.context())
+    verify(module, "parsing")
+    if WEIGHTS_ATTR in module.attributes:
+        files.reads("weights", open_beside(module, ir_dir).path)
+    return module
+
+
+def declare_files(args) -> UserFiles:
+    """The input IR (and, once parsed, its weights) are never overwritten by -o or its weights."""
+    from nncc.compiler.weights import weights_path_for
+
+    files = UserFiles()
+    files.reads("IR", args.input)
+    for plugin in args.pass_plugin:
+        if Path(plugin).is_file():
+            files.reads("--pass-plugin", plugin)
+    if args.output is not None:
+        files.writes("-o", args.output)
+        files.writes("-o (its weights)", weights_path_for(args.output))
+    return files
+
+
+def write_result(module: ModuleOp, output: Path | None, files: UserFiles) -> None:
+    from nncc.compiler.weights import WEIGHTS_ATTR, save_beside, store_of
+
     if output is None:
         print(module)
         if WEIGHTS_ATTR in module.attributes and store_of(module).dirty:
@@ -92,7 +128,7 @@ def write_result(module: ModuleOp, output: Path | None) -> None:
                   file=sys.stderr)
         return
     save_beside(module, output)
-    output.write_text(str(module) + "\n")
+    files.write_text(output, str(module) + "\n")
 
 
 if __name__ == "__main__":
