@@ -22,7 +22,6 @@ prediction is shown beside the simulated cycles. Plain-text tables, standard lib
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,6 +32,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from nncc.compiler.command_line import ArgumentParser, add_common_options
+from nncc.compiler.errors import NnccError, report_errors
+from nncc.compiler.user_files import UserFiles
+from nncc.compiler.zoo import check_name
 
 PAPER_VGG = {"conv": 86.62, "fc": 93.17}  # Chen, Li, Liu 2024, inference MAC efficiency (%)
 PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
@@ -384,8 +388,8 @@ def bench_zoo(args, workdir: Path) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
     parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo"), action="append",
                         help="run only this part (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
@@ -398,9 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--zoo-models", nargs="+", metavar="NAME", help="models for (d) (default: the whole zoo)")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    add_common_options(parser)
     return parser
 
 
+@report_errors("nncc-bench")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
@@ -408,15 +414,14 @@ def main(argv: list[str] | None = None) -> int:
         args.fc_batch = min(args.fc_batch, 16)
     for size in (args.resolution, args.scan_resolution, args.resnet_resolution, args.zoo_resolution):
         if size % 32 or size < 32:
-            print(f"nncc-bench: error: resolution {size} must be a positive multiple of 32", file=sys.stderr)
-            return 2
-    from nncc.compiler.zoo import MODELS
-
-    unknown = [name for name in args.zoo_models or () if name not in MODELS]
-    if unknown:
-        print(f"nncc-bench: error: unknown zoo model {unknown[0]!r} (choose from {', '.join(MODELS)})",
-              file=sys.stderr)
-        return 2
+            raise NnccError(f"resolution {size} must be a positive multiple of 32")
+    if min(args.batch, args.fc_batch) < 1:
+        raise NnccError(f"--batch and --fc-batch must be at least 1, got {args.batch} and {args.fc_batch}")
+    for name in args.zoo_models or ():
+        check_name(name)
+    files = UserFiles()
+    if args.json:  # checked now, not after an hour of benchmarks
+        files.writes("--json", args.json)
     parts = args.only or ["vgg", "scan", "resnet", "zoo"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
@@ -426,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[part] = function(args, workdir)
                 print()
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        files.write_text(args.json, json.dumps(results, indent=1, default=float) + "\n")
     return 0
 
 

@@ -7,23 +7,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import onnx
-
+from nncc.compiler.command_line import ArgumentParser, add_common_options, seed
 from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.zoo import MODELS, build_model, count_macs, count_parameters, describe
+from nncc.compiler.user_files import UserFiles
 
 TOOL = "nncc-zoo"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog=TOOL,
         description="Write a model of the zoo as ONNX (opset 17, fixed-seed random weights).",
-        epilog=f"models: {', '.join(MODELS)}",
+        epilog="the models: nncc-zoo --list",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="model name (see --list)")
     parser.add_argument("-o", "--output", type=Path, help="output file (default: NAME.onnx)")
@@ -31,24 +29,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--resolution", type=int, default=224, help="input height = width, a multiple of 32 (default 224)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="weight seed (default 0)")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    return parser.parse_args(argv)
+    add_common_options(parser)
+    return parser
 
 
 def list_models() -> None:
+    from nncc.compiler.zoo import MODELS, describe
+
     for name in MODELS:
         print(f"{name:14s} {describe(name)}")
 
 
-def write_model(model: onnx.ModelProto, path: Path) -> None:
-    try:
-        onnx.save(model, str(path))
-    except OSError as error:
-        raise NnccError(f"cannot write {path}: {error.strerror or error}") from error
+def summary(name: str, model, batch: int, resolution: int, path: Path) -> str:
+    from nncc.compiler.zoo import count_macs, count_parameters
 
-
-def summary(name: str, model: onnx.ModelProto, batch: int, resolution: int, path: Path) -> str:
     params, macs = count_parameters(model), count_macs(model)
     return (
         f"{name}: {params:,} params, {macs / 1e9:.3f} GMACs "
@@ -58,15 +54,20 @@ def summary(name: str, model: onnx.ModelProto, batch: int, resolution: int, path
 
 @report_errors(TOOL)
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.list:
         list_models()
         return 0
+    from nncc.compiler.zoo import MODELS, build_model, check_name, check_sizes
+
     if args.name is None:
         raise NnccError(f"no model named; choose from {', '.join(MODELS)}")
+    check_name(args.name)
+    check_sizes(args.batch, args.resolution)
+    files = UserFiles()
+    path = files.writes("-o", args.output or Path(f"{args.name}.onnx"))
     model = build_model(args.name, batch=args.batch, resolution=args.resolution, seed=args.seed)
-    path = args.output or Path(f"{args.name}.onnx")
-    write_model(model, path)
+    files.write_bytes(path, model.SerializeToString())
     print(summary(args.name, model, args.batch, args.resolution, path))
     return 0
 

@@ -61,4 +61,4 @@ def test_bad_resolution_is_one_line(capsys):
     assert bench.main(["--only", "vgg", "--resolution", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
     assert bench.main(["--only", "zoo", "--zoo-models", "alexnet"]) == 2
-    assert "unknown zoo model 'alexnet'" in capsys.readouterr().err
+    assert "unknown model 'alexnet'" in capsys.readouterr().err
