@@ -7,14 +7,15 @@ out; ``#`` starts a comment. Directives carry the rest of the program::
     .target {"name": "vector", ...}              # every resolved target parameter, one JSON line
                                                  # (hand-written files may say `.target vector KEY=VALUE`)
     .mode inference
-    .dram 0x2000                                 # DRAM bytes the program uses
+    .dram 0x2000                                 # DRAM bytes the program uses: every symbol and .data
+                                                 # lies inside (left out: as many as they need)
     .symbol input x 0x0 1,16,8,8 float32
     .symbol output y 0x1000 1,16,4,4 float32
 
     layer name="pool1" nodes="MaxPool_0" phase=forward
         dma src=DRAM[0x0] src_stride=64,8,1 dst=AM[0x0] dst_stride=64,8,1 shape=16,8,8 signal=0   # pool1
         vpool func=max shape=16,4,4 window=2,2 x=AM[0x0] x_stride=64,16,2 win_stride=8,1 ...   # pool1
-    .data 0x2000 AAAAAAAAgD8=                    # initial DRAM image, base64
+    .data 0x1400 AAAAAAAAgD8=                    # initial DRAM image, base64
 
 `disassemble` writes the canonical text; ``disassemble(from_bytes(to_bytes(assemble(text))))``
 gives that text back exactly.
@@ -30,7 +31,10 @@ from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target, target_from_dict, target_to_dict
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
-from nncc.runtime.program import MODES, SYMBOL_KINDS, Program, Symbol, merged_segments
+from nncc.runtime.program import (
+    MODES, SYMBOL_KINDS, LayoutError, Program, Symbol, check_dram_size, check_layout, check_segment, check_symbol,
+    merged_segments,
+)  # fmt: skip
 
 DATA_LINE_BYTES = 3072
 _OPERAND = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
@@ -113,6 +117,48 @@ def _symbol_fields(text: str) -> list[str]:
     return [kind, isa.parse_value(SYMBOL_NAME, rest[: end + 1]), *rest[end + 1 :].split()]
 
 
+def _symbol(text: str) -> Symbol:
+    """``.symbol KIND NAME ADDR SHAPE DTYPE``, checked (`ValueError` says what is wrong)."""
+    fields = _symbol_fields(text)
+    if len(fields) != 5:
+        raise ValueError(f"expected KIND NAME ADDR SHAPE DTYPE, got {len(fields)} field(s)")
+    kind, name, addr, shape, dtype = fields
+    if kind not in SYMBOL_KINDS or dtype != "float32":
+        raise ValueError(f"bad symbol kind {kind!r} or dtype {dtype!r}")
+    try:
+        dims = tuple(int(d, 10) for d in shape.split(","))
+    except ValueError:
+        raise ValueError(f"symbol {name!r}: shape {shape!r} is not comma-separated decimal integers") from None
+    symbol = Symbol(name, kind, _integer(addr, f"symbol {name!r}: address"), dims, dtype)
+    check_symbol(symbol)
+    return symbol
+
+
+def _data(text: str) -> tuple[int, bytes]:
+    """``.data ADDR BASE64``: whole fp32 words at an aligned address."""
+    fields = text.split()
+    if len(fields) != 2:
+        raise ValueError(f"expected ADDR BASE64, got {len(fields)} field(s)")
+    addr = _integer(fields[0], "address")
+    chunk = base64.b64decode(fields[1], validate=True)
+    check_segment(addr, len(chunk))
+    return addr, chunk
+
+
+def _integer(text: str, what: str) -> int:
+    """A decimal or 0x-hexadecimal integer."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an integer") from None
+
+
+def _extent(symbols: list[Symbol], data: list[tuple[int, bytes]]) -> int:
+    """The DRAM bytes that hold every symbol and data segment (the size when ``.dram`` is left out)."""
+    ends = [s.addr + s.nbytes for s in symbols] + [addr + len(chunk) for addr, chunk in data]
+    return max(ends, default=0)
+
+
 def _strip_comment(line: str) -> str:
     in_string = False
     for i, char in enumerate(line):
@@ -128,7 +174,7 @@ class _Parser:
         self.source = source
         self.target_raw: dict | None = None
         self.mode = "inference"
-        self.dram_bytes = 0
+        self.dram_bytes: int | None = None  # None: no .dram directive, as much as the symbols and data need
         self.symbols: list[Symbol] = []
         self.data: list[tuple[int, bytes]] = []
         self.instructions: list = []
@@ -158,15 +204,12 @@ class _Parser:
                     raise ValueError(f"mode must be one of {', '.join(MODES)}")
                 self.mode = rest
             elif name == ".dram":
-                self.dram_bytes = int(rest, 0)
+                self.dram_bytes = _integer(rest, "size")
+                check_dram_size(self.dram_bytes)
             elif name == ".symbol":
-                kind, sym, addr, shape, dtype = _symbol_fields(rest)
-                if kind not in SYMBOL_KINDS or dtype != "float32":
-                    raise ValueError(f"bad symbol kind {kind!r} or dtype {dtype!r}")
-                self.symbols.append(Symbol(sym, kind, int(addr, 0), tuple(int(d) for d in shape.split(",")), dtype))
+                self.symbols.append(_symbol(rest))
             elif name == ".data":
-                addr, payload = rest.split()
-                self.data.append((int(addr, 0), base64.b64decode(payload, validate=True)))
+                self.data.append(_data(rest))
             else:
                 raise ValueError(f"unknown directive {name}")
         except (ValueError, json.JSONDecodeError) as error:
@@ -207,7 +250,12 @@ class _Parser:
             target = target_from_dict(self.target_raw, f"{self.source} .target")
         except NnccError as error:
             raise MachineFault(0, "header", str(error)) from None
-        program = Program(target, self.instructions, self.symbols, merged_segments(self.data), self.dram_bytes, self.mode)
+        dram_bytes = _extent(self.symbols, self.data) if self.dram_bytes is None else self.dram_bytes
+        program = Program(target, self.instructions, self.symbols, merged_segments(self.data), dram_bytes, self.mode)
+        try:
+            check_layout(program)
+        except LayoutError as error:
+            raise MachineFault(0, "header", f"{self.source}: {error}") from None
         known = {*program.memory_names, isa.NO_REF[0]}
         for index, instr in enumerate(program.instructions):
             for value in instr:

@@ -25,8 +25,8 @@ import numpy as np
 from nncc.compiler.errors import NnccError
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
-from nncc.runtime.memory import Fault, Memories
-from nncc.runtime.program import Program
+from nncc.runtime.memory import Fault, Memories, check_tile_size
+from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
 from nncc.runtime.semantics import SEMANTICS, Effect, dma
 from nncc.runtime.timing import DmaModel
 
@@ -113,7 +113,10 @@ class Interpreter:
     def __init__(self, program: Program, trace: bool = False):
         self.program = program
         self.target = program.target
-        self.memories = Memories(self.target, _dram_size(program))
+        try:
+            self.memories = Memories(self.target, _dram_size(program))
+        except (Fault, LayoutError) as error:
+            raise MachineFault(0, "header", str(error)) from None
         self.dma_model = DmaModel(self.target)
         self.want_trace = trace
         self.tokens: list[list[int]] = [[] for _ in range(isa.MAX_SEMAPHORES)]
@@ -227,6 +230,7 @@ class Interpreter:
         mnemonic = type(ins).DEF.mnemonic
         try:
             if mnemonic == "dma":
+                check_tile_size(ins.shape, "dma box")  # before dma() fills a padded box of that shape
                 effect = dma(self.memories, ins, self.row_bytes)
                 end = self.dma_model.finish_time(start, *effect.transfer)
             else:
@@ -268,10 +272,13 @@ class Interpreter:
 
 
 def _dram_size(program: Program) -> int:
+    """DRAM bytes to cover the program's DRAM size, data and symbols (`LayoutError` if one is bad)."""
     size = program.dram_bytes
     for addr, chunk in program.data:
+        check_segment(addr, len(chunk))
         size = max(size, addr + len(chunk))
     for symbol in program.symbols:
+        check_symbol(symbol)
         size = max(size, symbol.addr + symbol.nbytes)
     if size > program.target.dram.size_bytes:
         raise MachineFault(0, "header", f"program needs {size} bytes of DRAM; target has {program.target.dram.size_bytes}")

@@ -2,22 +2,46 @@
 
 Every memory is a flat numpy float32 array (one element = 4 bytes; all data is fp32). Byte
 addresses must be multiples of 4. A tile is a strided view of an array, checked against its bounds,
-so a wrong address reads or writes wrong data, and an address past the end is a fault.
+so a wrong address reads or writes wrong data, and an address outside the memory is a fault.
+
+A bad program cannot make the simulator allocate without limit: DRAM is at most
+`MAX_SIMULATED_DRAM_BYTES`, a tile at most `MAX_TILE_ELEMENTS` elements (a broadcast tile may be
+larger than its memory, but the copies made of it are not).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nncc.compiler.target import Target
+
+MAX_SIMULATED_DRAM_BYTES = 4 << 30
+"""The largest DRAM the interpreter simulates (the `vector` target's 4 GiB; ResNet-50 needs 141 MiB).
+On-chip memories are capped where a target is read (compiler/target.py)."""
+MAX_TILE_ELEMENTS = 1 << 28
+"""The most elements one tile operand may have (1 GiB of fp32)."""
 
 
 class Fault(Exception):
     """Raised by an instruction's semantics; the dispatcher adds the instruction index."""
 
 
+def check_tile_size(shape: tuple[int, ...], what: str = "tile") -> None:
+    """Fault unless every size of `shape` is >= 1 and it has at most `MAX_TILE_ELEMENTS` elements."""
+    if min(shape, default=1) < 1:
+        raise Fault(f"{what} shape {','.join(map(str, shape))}: sizes must be >= 1")
+    if math.prod(shape) > MAX_TILE_ELEMENTS:
+        raise Fault(f"{what} shape {','.join(map(str, shape))} has {math.prod(shape)} elements, more than "
+                    f"the interpreter's limit ({MAX_TILE_ELEMENTS})")  # fmt: skip
+
+
 class Memories:
     def __init__(self, target: Target, dram_bytes: int):
+        if not 0 <= dram_bytes <= MAX_SIMULATED_DRAM_BYTES:
+            raise Fault(f"DRAM size {dram_bytes:#x} is outside 0..{MAX_SIMULATED_DRAM_BYTES:#x} "
+                        f"(the interpreter's limit)")  # fmt: skip
         self.target = target
         self.dram = np.zeros(dram_bytes // 4, dtype=np.float32)
         self.shared = {m.name: m.shared for m in target.memories}
@@ -33,29 +57,42 @@ class Memories:
         return self.arrays[(space, core)]
 
     def view(self, space: str, core: int, addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
-        """A strided view of a tile; faults if misaligned or past the end of the memory."""
+        """A strided view of a tile; faults if misaligned, empty, too large or outside the memory."""
         array = self.array(space, core)
         if addr & 3:
             raise Fault(f"misaligned address {space}[{addr:#x}] (must be a multiple of 4)")
-        base = addr >> 2
-        last = base
+        first = last = base = addr >> 2
+        check_tile_size(shape, f"tile {space}[{addr:#x}]")
         for size, stride in zip(shape, strides):
-            last += (size - 1) * stride
-        if last >= array.size:
+            if stride < 0:
+                first += (size - 1) * stride
+            else:
+                last += (size - 1) * stride
+        if first < 0 or last >= array.size:
             kind = "address out of range" if space == "DRAM" else f"{space} overflow"
-            raise Fault(
-                f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} ends at byte "
-                f"{4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
-            )
-        return np.ndarray(shape, np.float32, array, base << 2, tuple(s << 2 for s in strides))
+            if first < 0:
+                where = f"starts at byte {4 * first:#x}, before the start of {space}"
+            else:
+                where = f"ends at byte {4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
+            raise Fault(f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} {where}")
+        byte_strides = tuple(stride << 2 if size > 1 else 0 for size, stride in zip(shape, strides))
+        return np.ndarray(shape, np.float32, array, base << 2, byte_strides)
 
     def write_dram(self, addr: int, values: np.ndarray) -> None:
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-        self.dram[addr // 4 : addr // 4 + flat.size] = flat
+        self.dram[self.dram_range(addr, flat.size)] = flat
 
     def read_dram(self, addr: int, shape: tuple[int, ...]) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
-        return self.dram[addr // 4 : addr // 4 + count].reshape(shape).copy()
+        return self.dram[self.dram_range(addr, math.prod(shape))].reshape(shape).copy()
+
+    def dram_range(self, addr: int, count: int) -> slice:
+        """The elements of `count` words at byte address `addr`; faults unless they are all in DRAM."""
+        if addr & 3:
+            raise Fault(f"misaligned address DRAM[{addr:#x}] (must be a multiple of 4)")
+        if addr < 0 or count < 0 or addr // 4 + count > self.dram.size:
+            raise Fault(f"address out of range: {count} words at DRAM[{addr:#x}] are outside DRAM size "
+                        f"{4 * self.dram.size:#x}")  # fmt: skip
+        return slice(addr // 4, addr // 4 + count)
 
 
 def footprint(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:

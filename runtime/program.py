@@ -15,6 +15,7 @@ Binary layout (little endian)::
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from nncc.compiler.errors import NnccError
 from nncc.compiler.target import Target, target_from_dict, target_to_dict
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
+from nncc.runtime.memory import MAX_SIMULATED_DRAM_BYTES
 
 MAGIC = b"NNCCBIN\0"
 VERSION = 2
@@ -46,7 +48,7 @@ class Symbol:
 
     @property
     def nbytes(self) -> int:
-        return 4 * int(np.prod(self.shape, dtype=np.int64))
+        return 4 * math.prod(self.shape)
 
 
 @dataclass
@@ -122,6 +124,67 @@ def merged_segments(data: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
 
 
 # --------------------------------------------------------------------------------------------
+# Layout: the DRAM size, symbols and data a file gives, checked before anything is allocated
+
+
+class LayoutError(ValueError):
+    """A DRAM size, symbol or data segment that no memory can hold."""
+
+
+def check_layout(program: Program) -> None:
+    """Raise `LayoutError` unless the program's DRAM fits its target and holds every symbol (each
+    name once: inputs and outputs go by name) and segment."""
+    check_dram_size(program.dram_bytes, program.target)
+    names: set[str] = set()
+    for symbol in program.symbols:
+        check_symbol(symbol, program.dram_bytes)
+        if symbol.name in names:
+            raise LayoutError(f"symbol {symbol.name!r}: defined twice")
+        names.add(symbol.name)
+    for addr, chunk in program.data:
+        check_segment(addr, len(chunk), program.dram_bytes)
+
+
+def check_dram_size(dram_bytes: int, target: Target | None = None) -> None:
+    if dram_bytes < 0 or dram_bytes % 4:
+        raise LayoutError(f"DRAM size {dram_bytes:#x} is not a non-negative multiple of 4")
+    if dram_bytes > MAX_SIMULATED_DRAM_BYTES:
+        raise LayoutError(f"DRAM size {dram_bytes:#x} exceeds the interpreter's limit "
+                          f"({MAX_SIMULATED_DRAM_BYTES:#x} bytes)")  # fmt: skip
+    if target is not None and dram_bytes > target.dram.size_bytes:
+        raise LayoutError(f"DRAM size {dram_bytes:#x} exceeds target {target.name}'s DRAM "
+                          f"({target.dram.size_bytes:#x} bytes)")  # fmt: skip
+
+
+def check_symbol(symbol: Symbol, dram_bytes: int | None = None) -> None:
+    """Kind, dtype, shape and address of a symbol (inside `dram_bytes` when given)."""
+    where = f"symbol {symbol.name!r}"
+    if symbol.kind not in SYMBOL_KINDS:
+        raise LayoutError(f"{where}: kind {symbol.kind!r} is not one of {', '.join(SYMBOL_KINDS)}")
+    if symbol.dtype != "float32":
+        raise LayoutError(f"{where}: dtype {symbol.dtype!r} is not float32")
+    if any(d < 1 for d in symbol.shape):
+        raise LayoutError(f"{where}: shape {','.join(map(str, symbol.shape))} has a size < 1")
+    check_span(where, symbol.addr, symbol.nbytes, dram_bytes)
+
+
+def check_segment(addr: int, nbytes: int, dram_bytes: int | None = None) -> None:
+    """A data segment: whole fp32 words at an aligned address (inside `dram_bytes` when given)."""
+    where = f"data at {addr:#x}"
+    if nbytes % 4:
+        raise LayoutError(f"{where}: {nbytes} bytes is not a whole number of 4-byte fp32 words")
+    check_span(where, addr, nbytes, dram_bytes)
+
+
+def check_span(where: str, addr: int, nbytes: int, dram_bytes: int | None) -> None:
+    if addr < 0 or addr % 4:
+        raise LayoutError(f"{where}: address {addr:#x} is not a non-negative multiple of 4")
+    if dram_bytes is not None and addr + nbytes > dram_bytes:
+        raise LayoutError(f"{where}: bytes {addr:#x}..{addr + nbytes:#x} lie outside the program's "
+                          f"DRAM (0x0..{dram_bytes:#x})")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # Binary
 
 
@@ -150,7 +213,10 @@ def to_bytes(program: Program) -> bytes:
 
 
 def from_bytes(blob: bytes) -> Program:
-    """Parse a `.nnbin` image; any corruption raises `MachineFault`."""
+    """Parse a `.nnbin` image; any corruption raises `MachineFault`.
+
+    The header is checked (types, sizes, every address) before anything is allocated.
+    """
     if len(blob) < 20 or blob[:8] != MAGIC:
         raise MachineFault(0, "header", "corrupt file: bad magic (not an .nnbin program)")
     body, (crc,) = blob[:-4], struct.unpack("<I", blob[-4:])
@@ -160,26 +226,84 @@ def from_bytes(blob: bytes) -> Program:
     if version != VERSION:
         raise MachineFault(0, "header", f"unsupported .nnbin version {version} (this runtime reads {VERSION})")
     try:
-        header = json.loads(body[16 : 16 + header_len])
+        header = read_header(body[16 : 16 + header_len])
         target = target_from_dict(header["target"], "program target")
         position = 16 + header_len
-        slot_bytes = 8 * header["slot_count"]
+        sizes = [8 * header["slot_count"], *(size for _, size in header["segments"])]
+        if position + sum(sizes) != len(body):
+            raise MachineFault(0, "data", "corrupt file: size does not match the header")
         slots = np.frombuffer(body, dtype="<i8", count=header["slot_count"], offset=position)
-        position += slot_bytes
+        position += sizes[0]
         data = []
         for addr, size in header["segments"]:
             data.append((addr, body[position : position + size]))
             position += size
         symbols = [Symbol(n, k, a, tuple(s), d) for n, k, a, s, d in header["symbols"]]
+        program = Program(target, [], symbols, data, header["dram_bytes"], header["mode"])
+        check_layout(program)
+    except LayoutError as error:
+        raise MachineFault(0, "header", str(error)) from None
     except (ValueError, KeyError, TypeError, NnccError) as error:
         raise MachineFault(0, "header", f"corrupt file: {error}") from None
-    if position != len(body):
-        raise MachineFault(0, "data", "corrupt file: size does not match the header")
-    program = Program(target, [], symbols, data, header["dram_bytes"], header["mode"])
     program.instructions = decode_all(slots, program.memory_names, header["strings"])
     if len(program.instructions) != header["instruction_count"]:
         raise MachineFault(len(program.instructions), "header", "corrupt file: instruction count mismatch")
     return program
+
+
+HEADER_FIELDS: dict[str, type] = {
+    "target": dict, "mode": str, "dram_bytes": int, "symbols": list, "strings": list,
+    "instruction_count": int, "slot_count": int, "segments": list,
+}  # fmt: skip
+
+
+def read_header(text: bytes) -> dict[str, Any]:
+    """The header JSON, every field of the right type (`ValueError` naming the field otherwise)."""
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, or nested too deeply
+        raise ValueError(f"header is not valid JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"header is not a JSON object: {shown(header)}")
+    for key, kind in HEADER_FIELDS.items():
+        if key not in header:
+            raise ValueError(f"header field {key}: missing")
+        expect(f"header field {key}", header[key], kind)
+    for key in ("instruction_count", "slot_count"):
+        if header[key] < 0:
+            raise ValueError(f"header field {key}: {header[key]} is negative")
+    if header["mode"] not in MODES:
+        raise ValueError(f"header field mode: {header['mode']!r} is not one of {', '.join(MODES)}")
+    for i, string in enumerate(header["strings"]):
+        expect(f"header field strings[{i}]", string, str)
+    for i, segment in enumerate(header["segments"]):
+        expect_row(f"header field segments[{i}]", segment, (int, int))
+        if segment[1] < 0:
+            raise ValueError(f"header field segments[{i}]: size {segment[1]} is negative")
+    for i, symbol in enumerate(header["symbols"]):
+        expect_row(f"header field symbols[{i}]", symbol, (str, str, int, list, str))
+        for dim in symbol[3]:
+            expect(f"header field symbols[{i}] ({symbol[0]!r}) shape", dim, int)
+    return header
+
+
+def expect(where: str, value: Any, kind: type) -> None:
+    """`ValueError` unless `value` is a `kind` (a bool is no int)."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {shown(value)}")
+
+
+def expect_row(where: str, row: Any, kinds: tuple[type, ...]) -> None:
+    """`ValueError` unless `row` is a list of len(kinds) values of those types."""
+    if not isinstance(row, list) or len(row) != len(kinds):
+        raise ValueError(f"{where}: expected a list of {len(kinds)} values, got {shown(row)}")
+    for value, kind in zip(row, kinds):
+        expect(where, value, kind)
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def decode_all(slots: np.ndarray, memory_names: list[str], strings: list[str]) -> list[NamedTuple]:
