@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 from xdsl.dialects.builtin import ModuleOp
 
+from nncc.compiler import progress
 from nncc.compiler.errors import NnccError
 from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
 from nncc.compiler.pass_manager import IRPrinting, check_pass_names, run_passes, verify
@@ -94,11 +95,21 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     options.printing.check_names([*registry.passes, IMPORT_PASS])
     registry.pipeline(options.extra_passes, "--add-passes")  # users' passes fail before the import
     stages = stages_until(until)
-    model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
-    module, store = build_module(model, model_path.name)
-    verify(module, IMPORT_PASS)
+    with progress.stage(IMPORT_PASS):
+        model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
+        module, store = build_module(model, model_path.name)
+        verify(module, IMPORT_PASS)
     options.printing.after_pass(IMPORT_PASS, module)
     ctx = registry.context()
     for stage in stages:
-        run_passes(module, pipeline_passes(stage, registry, options), ctx, options.printing)
+        run_staged(module, pipeline_passes(stage, registry, options), ctx, options.printing)
     return Compilation(model_path, model, module, store)
+
+
+def run_staged(module: ModuleOp, passes: list, ctx, printing: IRPrinting | None = None) -> None:
+    """`run_passes`, each pass a stage of the progress bar (when a tool reports progress)."""
+    from nncc.compiler.pass_manager import run_passes
+
+    for module_pass in passes:
+        with progress.stage(module_pass.name):
+            run_passes(module, [module_pass], ctx, printing)

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
+from nncc.compiler import progress
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
 from nncc.compiler.codegen.layers import conv_problem, tile_attribute, window_problem
 from nncc.compiler.codegen.pool import window_tile_attribute
-from nncc.compiler.codegen.lower import TILE_ATTR, layer_name
+from nncc.compiler.codegen.lower import TILE_ATTR, layer_name, layers_of
 from nncc.compiler.errors import NnccError
 from nncc.compiler.target import load_target
 from nncc.compiler.weights import store_of
@@ -77,15 +79,24 @@ class TileLayersPass(ModulePass):
                             buffers=self.buffers, objective=self.tile_objective)
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
-        for layer in main_function(op).body.block.ops:
-            window = window_problem(lowering, layer)
-            if window is not None:  # pooling and depthwise conv: channels, rows and columns per tile
-                layer.attributes[TILE_ATTR] = window_tile_attribute(window.tiles())
-            problem = conv_problem(layer)
-            if problem is None:
-                continue
-            if layer.name.endswith("conv2d"):  # convs also choose between the two lane mappings
-                mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
-            else:
-                mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
-            layer.attributes[TILE_ATTR] = tile_attribute(tiles, mapping)
+        layers = layers_of(main_function(op))
+        with progress.stage("tiling", total=len(layers), unit="layers") as task:
+            for layer in layers:
+                task.update(detail=layer_name(layer))
+                tile_layer(lowering, layer)
+                task.advance()
+
+
+def tile_layer(lowering: Lowering, layer: Operation) -> None:
+    """Set `layer`'s tile attribute when it is a conv, gemm, pooling or depthwise conv."""
+    window = window_problem(lowering, layer)
+    if window is not None:  # pooling and depthwise conv: channels, rows and columns per tile
+        layer.attributes[TILE_ATTR] = window_tile_attribute(window.tiles())
+    problem = conv_problem(layer)
+    if problem is None:
+        return
+    if layer.name.endswith("conv2d"):  # convs also choose between the two lane mappings
+        mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
+    else:
+        mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
+    layer.attributes[TILE_ATTR] = tile_attribute(tiles, mapping)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from nncc.compiler import progress
 from nncc.compiler.errors import NnccError
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
@@ -110,8 +111,9 @@ def engine_of(program: Program, index: int, ins: Any) -> str:
 
 
 class Interpreter:
-    def __init__(self, program: Program, trace: bool = False):
+    def __init__(self, program: Program, trace: bool = False, task: Any = progress.NULL_TASK):
         self.program = program
+        self.task = task  # counts every instruction: markers when dispatched, the others when executed
         self.target = program.target
         try:
             self.memories = Memories(self.target, _dram_size(program))
@@ -159,9 +161,11 @@ class Interpreter:
             if mnemonic == "layer":
                 result.layers.append(LayerStats(ins.name, [n for n in ins.nodes.split(",") if n], ins.phase))
                 layer = len(result.layers) - 1
+                self.task.advance(detail=ins.name)
             elif mnemonic == "barrier":
                 self.drain(queues)
                 self.synchronise_all()
+                self.task.advance()
             else:
                 queues.setdefault(engine_of(self.program, index, ins), deque()).append((index, ins, layer))
         self.drain(queues)
@@ -182,6 +186,7 @@ class Interpreter:
         tokens = self.tokens
         free = self.free
         floor = self.barrier_time
+        advance = self.task.advance
         while queues:
             best = None
             for engine, queue in queues.items():
@@ -206,6 +211,7 @@ class Interpreter:
             for semaphore in ins.wait:
                 heapq.heappop(tokens[semaphore])
             end = self.execute(index, ins, engine, start, layer)
+            advance()
             free[engine] = end
             for semaphore in ins.signal:
                 heapq.heappush(tokens[semaphore], end)
@@ -303,4 +309,5 @@ def run(program: Program, inputs: Mapping[str, np.ndarray] | None = None, trace:
     missing = [s.name for s in program.symbols_of("input") if s.name not in inputs]
     if missing:
         raise NnccError(f"missing input(s): {', '.join(missing)}")
-    return Interpreter(program, trace).run(inputs)
+    with progress.stage("simulation", total=len(program.instructions), unit="instructions") as task:
+        return Interpreter(program, trace, task).run(inputs)

@@ -16,6 +16,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
+from nncc.compiler import progress
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.errors import NnccError
@@ -62,6 +63,11 @@ def layer_name(op: Operation) -> str:
     return op.results[0].name_hint or op.name
 
 
+def layers_of(main: func.FuncOp) -> list[Operation]:
+    """The ops of @main that are layers: all but weights and the return."""
+    return [op for op in main.body.block.ops if not isinstance(op, (nn.WeightOp, func.ReturnOp))]
+
+
 CORES_ATTR, BUFFERS_ATTR = "tile.cores", "tile.buffers"  # set by partition-cores, double-buffer
 TILE_ATTR = "tile"
 """Discardable attribute of a layer: its tile sizes, set by tile-layers (or by hand). Conv/gemm:
@@ -105,14 +111,16 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     assert isinstance(returned, func.ReturnOp)
     output_names = names_attr(module, "nn.output_names", len(returned.operands), "output")
     claim_outputs(lowering, returned, output_names)
-    for op in main.body.block.ops:
-        if isinstance(op, (nn.WeightOp, func.ReturnOp)):
-            continue
-        if skip_unsupported and not isinstance(op, nn.ReshapeOp) and op.name not in LOWERINGS:
-            for result in op.results:
-                lowering.address(result)
-            continue
-        lower_op(lowering, op)
+    layers = layers_of(main)
+    with progress.stage("lowering", total=len(layers), unit="layers") as task:
+        for op in layers:
+            task.update(detail=layer_name(op))
+            if skip_unsupported and not isinstance(op, nn.ReshapeOp) and op.name not in LOWERINGS:
+                for result in op.results:
+                    lowering.address(result)
+            else:
+                lower_op(lowering, op)
+            task.advance()
     copy_unowned_outputs(lowering, returned, output_names)
     program.predictions = lowering.predictions  # layer ordinal -> predicted cycles and DRAM bytes
     return program
