@@ -13,16 +13,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import onnx
-from xdsl.dialects.builtin import ModuleOp
+from typing import TYPE_CHECKING
 
 from nncc.compiler import progress
 from nncc.compiler.errors import NnccError
-from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
-from nncc.compiler.pass_manager import IRPrinting, check_pass_names, run_passes, verify
-from nncc.compiler.registry import Registry
-from nncc.compiler.weights import WeightStore
+
+if TYPE_CHECKING:  # onnx and xDSL are imported when a model is compiled: `nncc --help` stays fast
+    import onnx
+    from xdsl.dialects.builtin import ModuleOp
+
+    from nncc.compiler.pass_manager import IRPrinting
+    from nncc.compiler.registry import Registry
+    from nncc.compiler.weights import WeightStore
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,18 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 IMPORT_PASS = "import-onnx"
 
 
+def no_printing() -> IRPrinting:
+    from nncc.compiler.pass_manager import IRPrinting
+
+    return IRPrinting()
+
+
 @dataclass
 class Options:
     emit: str | None = None
     disabled: set[str] = field(default_factory=set)
     extra_passes: str = ""
-    printing: IRPrinting = field(default_factory=IRPrinting)
+    printing: IRPrinting = field(default_factory=no_printing)
     target_options: dict = field(default_factory=dict)  # target, target_set, tile_order
     input_shapes: dict = field(default_factory=dict)  # input name (None: the only one) -> static shape
 
@@ -91,6 +99,9 @@ def with_target_options(module_pass, options: Options):
 
 def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
     """Import `model_path` and run every stage up to and including `until`."""
+    from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
+    from nncc.compiler.pass_manager import check_pass_names, verify
+
     check_pass_names(options.disabled, registry.passes, "--disable-pass")
     options.printing.check_names([*registry.passes, IMPORT_PASS])
     registry.pipeline(options.extra_passes, "--add-passes")  # users' passes fail before the import

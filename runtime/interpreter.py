@@ -35,6 +35,7 @@ from nncc.runtime.timing import DmaModel
 @dataclass
 class LayerStats:
     name: str
+    op: str
     onnx_nodes: list[str]
     phase: str
     start: int = -1
@@ -159,7 +160,7 @@ class Interpreter:
         for index, ins in enumerate(self.program.instructions):
             mnemonic = type(ins).DEF.mnemonic
             if mnemonic == "layer":
-                result.layers.append(LayerStats(ins.name, [n for n in ins.nodes.split(",") if n], ins.phase))
+                result.layers.append(LayerStats(ins.name, ins.op, [n for n in ins.nodes.split(",") if n], ins.phase))
                 layer = len(result.layers) - 1
                 self.task.advance(detail=ins.name)
             elif mnemonic == "barrier":

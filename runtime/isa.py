@@ -245,6 +245,7 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
         "layer", 0x60, Engine.CONTROL,
         (
             Operand("name", Kind.STR),
+            Operand("op", Kind.STR, default="", doc="the IR op the layer was lowered from, e.g. fused.conv2d"),
             Operand("nodes", Kind.STR, default="", doc="ONNX node names, comma-separated"),
             Operand("phase", Kind.ENUM, default="forward", choices=PHASES),
         ),

@@ -31,7 +31,7 @@ from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import MAX_SIMULATED_DRAM_BYTES
 
 MAGIC = b"NNCCBIN\0"
-VERSION = 2
+VERSION = 3  # 3: layer markers name their op
 SYMBOL_KINDS = ("input", "output", "weight")
 MODES = ("inference", "training")
 

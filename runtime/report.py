@@ -54,6 +54,7 @@ def _layer_row(layer, mac_units: int) -> dict[str, Any]:
     cycles = layer.cycles
     return {
         "name": layer.name,
+        "op": layer.op,
         "onnx_nodes": layer.onnx_nodes,
         "phase": layer.phase,
         "cycles": cycles,

@@ -146,8 +146,8 @@ def copy_unowned_outputs(lowering: Lowering, returned: func.ReturnOp, names: lis
             continue
         symbol = lowering.program.allocate(name, "output", nn.shape_of(value))
         source = source_address(lowering, value)
-        emit_layer(lowering, f"copy_{name}", [], lambda: copy_tensor(lowering, source, symbol.addr,
-                                                                     math.prod(nn.shape_of(value))))
+        emit_layer(lowering, f"copy_{name}", "copy", [],
+                   lambda: copy_tensor(lowering, source, symbol.addr, math.prod(nn.shape_of(value))))
 
 
 def source_address(lowering: Lowering, value: SSAValue) -> int:
@@ -165,15 +165,15 @@ def lower_op(lowering: Lowering, op: Operation) -> None:
     if generator is None:
         raise NnccError(f"layer {layer_name(op)}: {op.name} has no code generator for "
                         f"target {lowering.target.name} yet")
-    emit_layer(lowering, layer_name(op), nn.onnx_nodes_of(op), lambda: generator(lowering, op))
+    emit_layer(lowering, layer_name(op), op.name, nn.onnx_nodes_of(op), lambda: generator(lowering, op))
 
 
-def emit_layer(lowering: Lowering, name: str, nodes: list[str], generate) -> None:
+def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], generate) -> None:
     """A layer marker, the scheduled jobs of the layer, and a barrier."""
     program = lowering.program
     lowering.layer_index += 1
     lowering.layer_name = name
-    program.instructions.append(isa.make("layer", name=name, nodes=",".join(nodes)))
+    program.instructions.append(isa.make("layer", name=name, op=op_name, nodes=",".join(nodes)))
     for phase, (kinds, jobs) in enumerate(generate()):
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))

@@ -14,7 +14,7 @@
 .symbol weight shift 0x2100 64 float32
 .symbol output y 0x2200 16,64 float32
 
-layer name="bn_add_relu" nodes="BatchNormalization_0,Add_1,Relu_2" phase=forward
+layer name="bn_add_relu" op="hand-written" nodes="BatchNormalization_0,Add_1,Relu_2" phase=forward
     dma ch=0 src=DRAM[0x0] src_stride=0,0,1 dst=AM[0x0] dst_stride=0,0,1 shape=1,1,1024 signal=0
     dma ch=1 src=DRAM[0x2000] src_stride=0,0,1 dst=AM[0x2000] dst_stride=0,0,1 shape=1,1,128 signal=1
     dma ch=1 src=DRAM[0x1000] src_stride=0,0,1 dst=AM[0x1000] dst_stride=0,0,1 shape=1,1,1024 signal=2

@@ -14,7 +14,7 @@
 .symbol input B 0x2000 32,32 float32
 .symbol output C 0x3000 64,32 float32
 
-layer name="fc" nodes="Gemm_0" phase=forward
+layer name="fc" op="fused.gemm" nodes="Gemm_0" phase=forward
     dma ch=0 src=DRAM[0x2000] src_stride=0,0,1 dst=AM[0x0] cores=0,1 dst_stride=0,0,1 shape=1,1,1024 signal=0,1
     dma ch=1 src=DRAM[0x1000] src_stride=0,32,1 dst=SM[0x0] cores=1 dst_stride=0,32,1 shape=1,16,32 signal=4
     dma ch=0 src=DRAM[0x0] src_stride=0,32,1 dst=SM[0x0] dst_stride=0,32,1 shape=1,16,32 signal=2

@@ -15,7 +15,7 @@
 .symbol weight shift 0x3080 32 float32
 .symbol output Y 0x3100 64,32 float32
 
-layer name="fc_bn_relu" nodes="MatMul_0,BatchNormalization_1,Relu_2" phase=forward
+layer name="fc_bn_relu" op="hand-written" nodes="MatMul_0,BatchNormalization_1,Relu_2" phase=forward
     dma ch=0 src=DRAM[0x2000] src_stride=0,0,1 dst=WBUF[0x0] dst_stride=0,0,1 shape=1,1,1024 signal=0
     dma ch=0 src=DRAM[0x3000] src_stride=0,0,1 dst=WBUF[0x1000] dst_stride=0,0,1 shape=1,1,64 signal=1
     dma ch=1 src=DRAM[0x0] src_stride=0,0,1 dst=IBUF[0x0] dst_stride=0,0,1 shape=1,1,2048 signal=2

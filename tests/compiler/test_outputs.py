@@ -239,6 +239,7 @@ def test_the_report_says_what_was_run(capsys, small_model_path, program, tmp_pat
     assert report["target_description"] == load_target("vector", ["cores=2"]).raw
     assert set(report["wall_seconds"]) == {"compile", "simulate"}  # no --check: no check phase
     assert all(seconds > 0 for seconds in report["wall_seconds"].values())
+    assert [row["op"] for row in report["layers"]] == ["fused.conv2d", "nn.max_pool", "fused.gemm"]
     code, _, err = call(capsys, run_cli.main, program, "--report", report_path)
     assert code == 0, err
     report = json.loads(report_path.read_text())

@@ -23,7 +23,7 @@ def test_report_schema_and_values():
     assert set(report["energy_pj"]) == {"dram", "onchip", "compute", "total"}
     (layer,) = report["layers"]
     assert layer == {
-        "name": "fc", "onnx_nodes": ["Gemm_0"], "phase": "forward", "cycles": 1664, "macs": 65536,
+        "name": "fc", "op": "fused.gemm", "onnx_nodes": ["Gemm_0"], "phase": "forward", "cycles": 1664, "macs": 65536,
         "mac_utilization": 65536 / (1664 * 192), "dram_read_bytes": 12288, "dram_write_bytes": 8192,
         "instructions": 13,
     }  # fmt: skip
