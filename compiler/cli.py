@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from nncc.compiler import progress
 from nncc.compiler.command_line import ArgumentParser, add_common_options, nncc_version, seed
 from nncc.compiler.errors import NnccError, report_errors
 from nncc.compiler.pipeline import STAGE_NAMES
@@ -27,7 +28,9 @@ from nncc.compiler.user_files import UserFiles
 
 REFERENCE_TARGET = "reference"
 EXIT_MISMATCH = 1
-RUN_FLAGS = ("run", "check", "outputs", "report", "trace")
+RUN_FLAGS = ("run", "check", "inputs", "outputs", "report", "trace")
+DEFAULTS = {"seed": 0, "tile_order": "scan", "tile_objective": "cycles"}
+"""Options whose default is applied after `check_flag_combinations` has seen whether they were given."""
 
 
 def build_parser() -> ArgumentParser:
@@ -46,13 +49,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--run", action="store_true", help="execute the compiled model")
     parser.add_argument("--check", action="store_true", help="compare the outputs with onnxruntime (implies --run)")
     parser.add_argument("--inputs", type=Path, help=".npz of inputs by name (default: seeded random)")
-    parser.add_argument("--seed", type=seed, default=0, help="seed of the random inputs (default: 0)")
+    parser.add_argument("--seed", type=seed, help="seed of the random inputs (default: 0)")
     parser.add_argument("--outputs", type=Path, help="write the outputs to this .npz")
     parser.add_argument("--report", type=Path, help="write the JSON report here (fields: docs/cli.md)")
     parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
-    parser.add_argument("--tile-order", choices=("naive", "scan"), default="scan",
+    parser.add_argument("--tile-order", choices=("naive", "scan"),
                         help="order of the tiles of a layer (scan reuses the block already on chip; default)")
-    parser.add_argument("--tile-objective", choices=("cycles", "dram"), default="cycles",
+    parser.add_argument("--tile-objective", choices=("cycles", "dram"),
                         help="what tile sizes minimise first: cycles (then DRAM bytes; default), or DRAM bytes "
                              "(then cycles: less DRAM energy, usually more cycles)")
     parser.add_argument("--program", type=Path, metavar="PREFIX",
@@ -97,48 +100,63 @@ def registry_from(args: argparse.Namespace):
 
 
 def options_from(args: argparse.Namespace):
-    from nncc.compiler.onnx_import import parse_input_shape
+    from nncc.compiler.onnx_import import parse_input_shapes
     from nncc.compiler.pipeline import Options
 
     return Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
                    printing=printing_from(args),
                    target_options={"target": args.target, "target_set": tuple(args.target_set),
                                    "tile_order": args.tile_order, "tile_objective": args.tile_objective},
-                   input_shapes=dict(parse_input_shape(text) for text in args.input_shape))
+                   input_shapes=parse_input_shapes(args.input_shape))
 
 
 @report_errors("nncc")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_flag_combinations(args)
+    for option, default in DEFAULTS.items():
+        setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
     files = UserFiles()
     declare_inputs(files, args)
-    if args.emit:
-        return emit(args, files)
-    if args.target == REFERENCE_TARGET:
-        return run_reference_target(args, files)
-    return compile_for_target(args, files)
+    with progress.reporting(progress.wanted(args.quiet) and not dumps_ir(args)):
+        if args.emit:
+            return emit(args, files)
+        if args.target == REFERENCE_TARGET:
+            return run_reference_target(args, files)
+        return compile_for_target(args, files)
+
+
+def dumps_ir(args: argparse.Namespace) -> bool:
+    """IR dumps write to stderr as the passes run: no progress bar then."""
+    return bool(args.print_ir_after_all or args.print_ir_before_all or args.print_ir_after or args.print_ir_before)
 
 
 def check_flag_combinations(args: argparse.Namespace) -> None:
     """Flags that would be silently ignored in the chosen mode are errors."""
     used = [f"--{flag}" for flag in RUN_FLAGS if getattr(args, flag)]
+    tiling = [flag for flag, value in (("--tile-order", args.tile_order), ("--tile-objective", args.tile_objective))
+              if value is not None]
     if args.output is not None and not args.emit:
         raise NnccError("-o writes IR and needs --emit=STAGE; a program is written with --program PREFIX")
+    if args.seed is not None and args.inputs is not None:
+        raise NnccError("--seed chooses random inputs and --inputs gives them: use one or the other")
     if args.emit:
-        program_flags = used + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm
+        program_flags = (used + ["--seed"] * (args.seed is not None) + ["--program"] * (args.program is not None)
+                         + ["-S"] * args.emit_asm + tiling * (args.emit in ("nn", "fused")))
         if program_flags:
             raise NnccError(f"--emit={args.emit} stops after that stage: {', '.join(program_flags)} "
                             "need a full compile (leave --emit out)")
     elif args.target == REFERENCE_TARGET:
         machine_flags = (["--target-set"] * bool(args.target_set) + ["--trace"] * (args.trace is not None)
-                         + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm)
+                         + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm + tiling)
         if machine_flags:
             raise NnccError(f"{machine_flags[0]} needs an accelerator target (reference is numpy execution "
                             "of the nn IR: no machine, no program)")
     elif "lower-to-isa" in args.disable_pass:
         raise NnccError("--disable-pass=lower-to-isa: a program cannot be made without it; "
                         "--emit=vector stops before it")
+    if not args.emit and args.seed is not None and not used:
+        raise NnccError(f"--seed {args.seed} chooses the random inputs of a run, and nothing runs: add --run")
 
 
 def declare_inputs(files: UserFiles, args: argparse.Namespace) -> None:
@@ -165,6 +183,10 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
     if args.emit not in ("nn", "fused") and args.target == REFERENCE_TARGET:
         raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
                         "or a TOML file); the reference target stops at the fused stage")
+    if args.target != REFERENCE_TARGET:
+        from nncc.compiler.target import load_target
+
+        load_target(args.target, args.target_set)  # a misspelt target or --target-set fails even at --emit=nn
     if args.output is not None:
         files.writes("-o", args.output)
         files.writes("-o (its weights)", weights_path_for(args.output))
@@ -195,7 +217,7 @@ def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
         print(f"nncc: {args.model.name}: imported and verified for --target=reference "
               f"(add --run to execute)", file=sys.stderr)
         return 0
-    with clock("simulate"):
+    with clock("simulate"), progress.stage("reference run"):
         outputs, layers = run_reference(compilation.module, inputs, compilation.store)
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
@@ -212,7 +234,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     from nncc.compiler.target import load_target
 
     target = load_target(args.target, args.target_set)  # a bad target fails before compiling
-    prefix = args.program or args.model.with_name(f"{args.model.stem}.{target.name}")
+    prefix = program_prefix(args.program) or args.model.with_name(f"{args.model.stem}.{target.name}")
     suffixes = (".nnbin", ".s") if args.emit_asm else (".nnbin",)
     flag = "--program" if args.program else "the program (beside the model; choose with --program PREFIX)"
     paths = [files.writes(flag, prefix.with_name(prefix.name + suffix)) for suffix in suffixes]
@@ -220,6 +242,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     clock = Stopwatch()
     with clock("compile"):
         compilation, program = compile_program(args, target)
+    check_dram_size(program, target)
     write_program(files, program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
                f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
@@ -227,6 +250,23 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
         print(summary)
         return 0
     return run_program(args, files, program, summary, clock)
+
+
+def program_prefix(given: Path | None) -> Path | None:
+    """--program PREFIX: a file name without .nnbin/.s (`--program out/p.nnbin` writes out/p.nnbin)."""
+    if given is None:
+        return None
+    if not given.name or given.name in (".", ".."):
+        raise NnccError(f"--program {str(given)!r}: give a file prefix, e.g. --program out/model "
+                        "(writes out/model.nnbin)")
+    return given.with_suffix("") if given.suffix in (".nnbin", ".s") else given
+
+
+def check_dram_size(program, target) -> None:
+    """A program that cannot fit its target's DRAM is refused here, not left to fault at run time."""
+    if program.dram_bytes > target.dram.size_bytes:
+        raise NnccError(f"target {target.name}: the program needs {program.dram_bytes} bytes of DRAM, "
+                        f"which has {target.dram.size_bytes} (dram.size_bytes)")
 
 
 def compile_program(args: argparse.Namespace, target):
@@ -262,11 +302,13 @@ def write_program(files: UserFiles, program, paths: list[Path]) -> None:
     from nncc.runtime.assembler import disassemble
     from nncc.runtime.program import to_bytes
 
-    for path in paths:
-        if path.suffix == ".s":
-            files.write_text(path, disassemble(program))
-        else:
-            files.write_bytes(path, to_bytes(program))
+    with progress.stage("writing program", total=len(paths)) as task:
+        for path in paths:
+            if path.suffix == ".s":
+                files.write_text(path, disassemble(program))
+            else:
+                files.write_bytes(path, to_bytes(program))
+            task.advance(detail=path.name)
 
 
 def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch) -> int:
@@ -312,7 +354,7 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
 def compare_with_onnxruntime(args: argparse.Namespace, outputs: dict, inputs: dict, clock: Stopwatch):
     from nncc.compiler import check
 
-    with clock("check"):
+    with clock("check"), progress.stage("onnxruntime check"):
         return check.compare(outputs, check.run_onnxruntime(args.model, inputs))
 
 

@@ -48,6 +48,10 @@ def report_errors(tool: str) -> Callable[[F], F]:
             except KeyboardInterrupt:
                 print(f"{tool}: interrupted", file=sys.stderr)
                 return 130
+            except MemoryError as error:  # numpy's says how much it wanted
+                detail = f" ({one_line(str(error))})" if str(error) else ""
+                print(f"{tool}: error: out of memory{detail}", file=sys.stderr)
+                return EXIT_BAD_INPUT
 
         return wrapped  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ Every error is an `NnccError` naming the file and the node.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from nncc.compiler.weights import WeightStore, attach, sanitize
 from nncc.dialects import nn
 
 MIN_OPSET = 13
+OLDEST_OPSET = 7  # the oldest the version converter and onnxruntime support
 MAX_ELEMENTS = 2**31 - 1
 INPUT_NAMES_ATTR = "nn.input_names"
 OUTPUT_NAMES_ATTR = "nn.output_names"
@@ -54,12 +56,29 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     if path.stat().st_size == 0:
         raise OnnxImportError(f"{path}: the file is empty")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf raises several unrelated types
         raise OnnxImportError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
     if not model.graph.node and not model.graph.output:
         raise OnnxImportError(f"{path}: not an ONNX model (no graph: corrupt, truncated or another format)")
+    load_external_data(model, path)
     return prepare_model(model, str(path))
+
+
+def load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the initializers stored beside the model; a missing file is named with its tensor."""
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = ExternalDataInfo(tensor).location
+            if location and not (path.parent / location).is_file():
+                raise OnnxImportError(f"{path}: initializer '{tensor.name}' is stored in external data file "
+                                      f"{location!r}, which is not a file beside the model")
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as error:
+        raise OnnxImportError(f"{path}: cannot read external data ({type(error).__name__}: {error})") from None
 
 
 def prepare_model(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -73,15 +92,25 @@ def prepare_model(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
 
 def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     """`--input-shape` values: `NAME=1x3x224x224`, or `1x3x224x224` for a model's only input."""
-    name, equals, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1 or (equals and not name):
-        raise OnnxImportError(f"--input-shape {text!r}: expected NAME=D0xD1x... with positive sizes, "
-                              "e.g. input=1x3x224x224")
-    return (name if equals else None), shape
+    name, equals, dims = text.strip().rpartition("=")
+    sizes = dims.lower().split("x")
+    digits = all(re.fullmatch("[0-9]+", d) for d in sizes)
+    if not digits or not all(1 <= int(d) <= MAX_ELEMENTS for d in sizes) or (equals and not name):
+        raise OnnxImportError(f"--input-shape {text!r}: expected NAME=D0xD1x... with sizes from 1 to "
+                              f"{MAX_ELEMENTS}, e.g. input=1x3x224x224")
+    return (name if equals else None), tuple(int(d) for d in sizes)
+
+
+def parse_input_shapes(texts: list[str]) -> dict[str | None, tuple[int, ...]]:
+    """Every `--input-shape`, by input name (None: the only input); an input given twice is an error."""
+    shapes: dict[str | None, tuple[int, ...]] = {}
+    for text in texts:
+        name, shape = parse_input_shape(text)
+        if name in shapes:
+            raise OnnxImportError(f"--input-shape {text!r}: {'the input' if name is None else repr(name)} "
+                                  "is given twice")
+        shapes[name] = shape
+    return shapes
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int, ...]],
@@ -96,12 +125,14 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, tuple[int,
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     by_name = {i.name: i for i in fixed.graph.input}
+    if None in shapes and len(inputs) != 1:
+        raise OnnxImportError(f"{source}: --input-shape without a name needs a model with one input; "
+                              f"this one has {', '.join(inputs) or 'none'} (use NAME=DIMS)")
+    only = next(iter(inputs)) if len(inputs) == 1 else None
+    if None in shapes and only in shapes and shapes[None] != shapes[only]:
+        raise OnnxImportError(f"{source}: --input-shape gives input '{only}' two shapes")
     for name, shape in shapes.items():
-        if name is None:
-            if len(inputs) != 1:
-                raise OnnxImportError(f"{source}: --input-shape without a name needs a model with one input; "
-                                      f"this one has {', '.join(inputs) or 'none'} (use NAME=DIMS)")
-            name = next(iter(inputs))
+        name = only if name is None else name
         if name not in inputs:
             raise OnnxImportError(f"{source}: --input-shape: the model has no input '{name}' "
                                   f"(inputs: {', '.join(inputs) or 'none'})")
@@ -128,7 +159,13 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    version = default_opset(model)
+    version, newest = default_opset(model), onnx.defs.onnx_opset_version()
+    if version > newest:
+        raise OnnxImportError(f"{source}: opset {version} is newer than this onnx ({onnx.__version__}) "
+                              f"knows (at most {newest})")
+    if version < OLDEST_OPSET:
+        raise OnnxImportError(f"{source}: opset {version} is too old: nncc reads opsets {OLDEST_OPSET} to "
+                              f"{newest} (onnxruntime, which --check uses, has no older ops)")
     if version >= MIN_OPSET:
         return model
     try:
@@ -181,6 +218,8 @@ class Importer:
             self.constants[init.name] = numpy_helper.to_array(init)
         for sparse in self.graph.sparse_initializer:
             raise self.fail(f"sparse initializer '{sparse.values.name}' is not supported")
+        if not self.graph.output:
+            raise self.fail("the graph has no outputs: there is nothing to compute")
         inputs = [i for i in self.graph.input if i.name not in self.constants]
         for graph_input in inputs:
             shape = self.static_shape(graph_input, "input")
@@ -301,6 +340,14 @@ class ImportNode:
         if name not in self.importer.constants:
             raise self.fail(f"input {i}{' (' + what + ')' if what else ''} '{name}' must be a constant")
         return self.importer.constants[name]
+
+    def int_const(self, i: int, what: str) -> np.ndarray:
+        """A constant input that must hold integers (shapes, axes)."""
+        array = np.asarray(self.const(i, what))
+        if not np.issubdtype(array.dtype, np.integer):
+            raise self.fail(f"input {i} ({what}) '{self.node.input[i]}' has type {array.dtype}; "
+                            "ONNX requires int64")
+        return array
 
     def value(self, i: int) -> SSAValue:
         name = self.node.input[i]
@@ -687,7 +734,7 @@ def convert_flatten(node: ImportNode) -> None:
 
 @converts("Reshape")
 def convert_reshape(node: ImportNode) -> None:
-    source, target = node.shape(0), [int(d) for d in node.const(1, "shape")]
+    source, target = node.shape(0), [int(d) for d in node.int_const(1, "shape")]
     allow_zero = node.attr("allowzero", 0)
     if not allow_zero:
         target = [source[i] if d == 0 else d for i, d in enumerate(target)]
@@ -705,7 +752,7 @@ def convert_reshape(node: ImportNode) -> None:
 
 def raw_axes(node: ImportNode) -> list[int]:
     """Squeeze/Unsqueeze axes: input 1 (opset >= 13) or the `axes` attribute."""
-    axes = node.const(1, "axes") if node.has_input(1) else node.attr("axes", [])
+    axes = node.int_const(1, "axes") if node.has_input(1) else node.attr("axes", [])
     return [int(a) for a in np.asarray(axes).reshape(-1)]
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nncc.compiler import progress
 from nncc.compiler.cli import add_pass_options, printing_from, registry_from
 from nncc.compiler.command_line import ArgumentParser, add_common_options
 from nncc.compiler.errors import NnccError, report_errors
@@ -55,6 +56,10 @@ def parse_module(text: str, name: str, ctx) -> ModuleOp:
     from xdsl.parser import Parser
     from xdsl.utils.exceptions import ParseError
 
+    if not text.strip():
+        raise NnccError(f"{name}: no IR (the input is empty)")
+    if any(char < " " and char not in "\t\n\r" for char in text[:4096]):
+        raise NnccError(f"{name}: not textual IR (control characters: a binary file? nncc compiles .onnx models)")
     try:
         module = Parser(ctx, text, name).parse_module()
     except ParseError as error:
@@ -79,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_passes:
         print(registry.listing())
         return 0
-    from nncc.compiler.pass_manager import run_passes
+    from nncc.compiler.pipeline import run_staged
 
     passes, printing = pipeline_of(args, registry), printing_from(args)
     printing.check_names(registry.passes)
     files = declare_files(args)
     module = read_module(args.input, registry, files)
-    run_passes(module, passes, registry.context(), printing)
+    with progress.reporting(progress.wanted(args.quiet) and not printing.any()):
+        run_staged(module, passes, registry.context(), printing)
     write_result(module, args.output, files)
     return 0
 
@@ -93,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 def read_module(name: str, registry: Registry, files: UserFiles) -> ModuleOp:
     """Parse and verify the input IR; open the weights its `nn.weights` names (an input too)."""
     from nncc.compiler.pass_manager import verify
-    from nncc.compiler.weights import WEIGHTS_ATTR, open_beside
+    from nncc.compiler.weights import WEIGHTS_ATTR, check_saved_shapes, open_beside
 
     text, ir_dir = read_source(name)
     module = parse_module(text, name, registry.context())
     verify(module, "parsing")
     if WEIGHTS_ATTR in module.attributes:
-        files.reads("weights", open_beside(module, ir_dir).path)
+        store = open_beside(module, ir_dir)
+        files.reads("weights", store.path)
+        if store.path.exists():  # a missing file is an error only for passes that need the values
+            store.names()  # not an .npz: said now
+            check_saved_shapes(module, store)
     return module
 
 

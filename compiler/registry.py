@@ -172,6 +172,8 @@ def import_plugin(spec: str) -> ModuleType:
                 raise NnccError(f"pass plugin {spec}: no such file")
             name = f"nncc_plugin_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None:
+                raise NnccError(f"pass plugin {spec}: not a Python file (give a .py file or a module name)")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
             module_spec.loader.exec_module(module)

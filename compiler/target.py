@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,7 +70,13 @@ MAX_UNIT_SIZE = 4096  # lanes, macs per lane, matrix rows or columns
 MAX_ON_CHIP_BYTES = 4 * 2**30
 """The simulator allocates every on-chip memory instance: their total (size x instances) is capped."""
 MAX_DRAM_BYTES = 2**40
+MAX_CLOCK_GHZ = 1000.0
+MAX_CYCLES = 10**9  # latencies and pipeline depths, in cycles (latency_ns: in ns)
+MAX_ENERGY_PJ = 1e9  # per operation, access or byte: larger sums overflow the report's energies
+MAX_BANDWIDTH = 1e12  # bytes per cycle, or GB/s
 UNIT_ROLES = ("main", "pre", "post")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+"""A target's name: it names program files (`MODEL.NAME.nnbin`), so no spaces or slashes."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +207,14 @@ def load_target(name_or_path: str, overrides: Iterable[str] = ()) -> Target:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise NnccError(f"{source}: invalid TOML: {error}") from None
-    raw = apply_overrides(raw, overrides, source)
-    return target_from_dict(raw, source)
+    overrides = list(overrides)
+    if not overrides:
+        return target_from_dict(raw, source)
+    try:
+        return target_from_dict(apply_overrides(raw, overrides, "--target-set"), f"--target-set on {source}")
+    except NnccError:
+        target_from_dict(raw, source)  # a mistake of the file itself is reported as the file's
+        raise
 
 
 def _read_source(name_or_path: str) -> tuple[str, str]:
@@ -266,6 +279,9 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
             table = table[part]
         else:
             raise NnccError(f"{source}: override {key}: {'.'.join(parts[:i])} is not a table")
+    if isinstance(table, list):
+        raise NnccError(f"{source}: override {key}: {'.'.join(parts[:-1])} is a list of tables; set a key of "
+                        f"one entry, e.g. {'.'.join(parts)}.size_bytes=VALUE")
     if not isinstance(table, dict):
         raise NnccError(f"{source}: override {key}: {'.'.join(parts[:-1])} is not a table")
     table[parts[-1]] = value
@@ -287,8 +303,11 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
     reader = _Reader(source)
     reader.keys(raw, _TOP_KEYS, "", required=_TOP_KEYS - {"description"})
     name = reader.string(raw, "name", "")
+    if not NAME_PATTERN.fullmatch(name):
+        raise reader.fail("name", f"{name!r} names program files: use letters, digits and _ . + - only")
+    description = reader.string(raw, "description", "", allow_empty=True) if "description" in raw else ""
     cores = reader.integer(raw, "cores", "", minimum=1, maximum=MAX_CORES)
-    clock = reader.number(raw, "clock_ghz", "", positive=True)
+    clock = reader.number(raw, "clock_ghz", "", positive=True, maximum=MAX_CLOCK_GHZ)
     units = _read_units(reader, raw["core"])
     memories = tuple(_read_memory(reader, entry, i) for i, entry in enumerate(_list(reader, raw["memory"], "memory")))
     names = [m.name for m in memories]
@@ -299,7 +318,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
     check_on_chip_total(memories, cores, source)
     return Target(
         name=name,
-        description=str(raw.get("description", "")),
+        description=description,
         clock_ghz=clock,
         cores=cores,
         units=units,
@@ -351,9 +370,9 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
         macs_per_lane=reader.integer(table, "macs_per_lane", where, minimum=1, maximum=MAX_UNIT_SIZE) if is_vector else 0,
         rows=0 if is_vector else reader.integer(table, "rows", where, minimum=1, maximum=MAX_UNIT_SIZE),
         cols=0 if is_vector else reader.integer(table, "cols", where, minimum=1, maximum=MAX_UNIT_SIZE),
-        pipeline_depth=reader.integer(table, "pipeline_depth", where, minimum=0),
-        mac_energy_pj=reader.number(table, "mac_energy_pj", where),
-        op_energy_pj=reader.number(table, "op_energy_pj", where),
+        pipeline_depth=reader.integer(table, "pipeline_depth", where, minimum=0, maximum=MAX_CYCLES),
+        mac_energy_pj=reader.number(table, "mac_energy_pj", where, maximum=MAX_ENERGY_PJ),
+        op_energy_pj=reader.number(table, "op_energy_pj", where, maximum=MAX_ENERGY_PJ),
     )
 
 
@@ -373,10 +392,11 @@ def _read_memory(reader: _Reader, table: dict[str, Any], index: int) -> Memory:
         size_bytes=reader.integer(table, "size_bytes", where, minimum=4, maximum=MAX_ON_CHIP_BYTES),
         word_bytes=reader.integer(table, "word_bytes", where, minimum=4, maximum=MAX_ON_CHIP_BYTES),
         banks=reader.integer(table, "banks", where, minimum=1),
-        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", where, positive=True),
-        latency_cycles=reader.integer(table, "latency_cycles", where, minimum=0),
-        read_energy_pj=reader.number(table, "read_energy_pj", where),
-        write_energy_pj=reader.number(table, "write_energy_pj", where),
+        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", where, positive=True,
+                                                maximum=MAX_BANDWIDTH),
+        latency_cycles=reader.integer(table, "latency_cycles", where, minimum=0, maximum=MAX_CYCLES),
+        read_energy_pj=reader.number(table, "read_energy_pj", where, maximum=MAX_ENERGY_PJ),
+        write_energy_pj=reader.number(table, "write_energy_pj", where, maximum=MAX_ENERGY_PJ),
         shared=reader.boolean(table, "shared", where),
         holds=_read_holds(reader, table, where),
     )
@@ -403,8 +423,9 @@ def _read_dma(reader: _Reader, table: Any) -> Dma:
     reader.keys(table, keys, "dma.")
     return Dma(
         channels=reader.integer(table, "channels", "dma.", minimum=1, maximum=MAX_CORES),
-        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True),
-        latency_cycles=reader.integer(table, "latency_cycles", "dma.", minimum=0),
+        bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True,
+                                                maximum=MAX_BANDWIDTH),
+        latency_cycles=reader.integer(table, "latency_cycles", "dma.", minimum=0, maximum=MAX_CYCLES),
     )
 
 
@@ -414,11 +435,13 @@ def _read_dram(reader: _Reader, table: Any) -> Dram:
     reader.keys(table, required | {"row_buffer_bytes", "activation_energy_pj"}, "dram.", required=required)
     return Dram(
         size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4, maximum=MAX_DRAM_BYTES),
-        bandwidth_gbps=reader.number(table, "bandwidth_gbps", "dram.", positive=True),
-        latency_ns=reader.number(table, "latency_ns", "dram."),
-        energy_pj_per_byte=reader.number(table, "energy_pj_per_byte", "dram."),
-        row_buffer_bytes=reader.integer(table, "row_buffer_bytes", "dram.", minimum=0, default=0),
-        activation_energy_pj=reader.number(table, "activation_energy_pj", "dram.", default=0.0),
+        bandwidth_gbps=reader.number(table, "bandwidth_gbps", "dram.", positive=True, maximum=MAX_BANDWIDTH),
+        latency_ns=reader.number(table, "latency_ns", "dram.", maximum=MAX_CYCLES),
+        energy_pj_per_byte=reader.number(table, "energy_pj_per_byte", "dram.", maximum=MAX_ENERGY_PJ),
+        row_buffer_bytes=reader.integer(table, "row_buffer_bytes", "dram.", minimum=0, default=0,
+                                        maximum=MAX_DRAM_BYTES),
+        activation_energy_pj=reader.number(table, "activation_energy_pj", "dram.", default=0.0,
+                                           maximum=MAX_ENERGY_PJ),
     )
 
 
@@ -443,10 +466,10 @@ class _Reader:
             if key not in table:
                 raise self.fail(f"{where}{key}", "missing")
 
-    def string(self, table: dict[str, Any], key: str, where: str) -> str:
+    def string(self, table: dict[str, Any], key: str, where: str, allow_empty: bool = False) -> str:
         value = table[key]
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{where}{key}", f"expected a non-empty string, got {value!r}")
+        if not isinstance(value, str) or not (value or allow_empty):
+            raise self.fail(f"{where}{key}", f"expected a {'' if allow_empty else 'non-empty '}string, got {value!r}")
         return value
 
     def boolean(self, table: dict[str, Any], key: str, where: str) -> bool:
@@ -468,9 +491,8 @@ class _Reader:
             raise self.fail(f"{where}{key}", f"{value} is more than the simulator supports (at most {maximum})")
         return value
 
-    def number(
-        self, table: dict[str, Any], key: str, where: str, positive: bool = False, default: float | None = None
-    ) -> float:
+    def number(self, table: dict[str, Any], key: str, where: str, positive: bool = False,
+               default: float | None = None, maximum: float | None = None) -> float:
         if key not in table and default is not None:
             return default
         value = table[key]
@@ -478,6 +500,8 @@ class _Reader:
             raise self.fail(f"{where}{key}", f"expected a number, got {value!r}")
         if value < 0 or (positive and value == 0):
             raise self.fail(f"{where}{key}", f"{value} is impossible (must be {'> 0' if positive else '>= 0'})")
+        if maximum is not None and value > maximum:
+            raise self.fail(f"{where}{key}", f"{value} is more than the simulator supports (at most {maximum:g})")
         return float(value)
 
 

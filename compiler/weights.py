@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
-from nncc.compiler.errors import NnccError
+from nncc.compiler.errors import NnccError, one_line
 from nncc.compiler.user_files import write_atomically
 
 WEIGHTS_ATTR = "nn.weights"
@@ -43,11 +43,14 @@ class WeightStore:
             return []
         if self._file is None:
             try:
+                with open(self.path, "rb") as file:
+                    if not file.read(4).startswith(b"PK"):
+                        raise NnccError(f"{self.path}: not a weight file (weights are an .npz archive)")
                 self._file = np.load(self.path, allow_pickle=False)
             except FileNotFoundError:
                 raise NnccError(f"{self.path}: weight file not found") from None
             except (OSError, ValueError, zipfile.BadZipFile) as error:
-                raise NnccError(f"{self.path}: not a readable weight file ({error})") from None
+                raise NnccError(f"{self.path}: not a readable weight file ({one_line(str(error))})") from None
         return self._file.files
 
     def names(self) -> list[str]:
@@ -61,8 +64,18 @@ class WeightStore:
             if name not in self._saved():
                 where = f" in {self.path}" if self.path else ""
                 raise NnccError(f"weight '{name}' is not in the weight store{where}")
-            self._arrays[name] = self._file[name]
+            self._arrays[name] = self._read(name)
         return self._arrays[name]
+
+    def _read(self, name: str) -> np.ndarray:
+        """A saved array as float32; anything else is a one-line error naming the file and the weight."""
+        try:
+            array = self._file[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise NnccError(f"{self.path}: weight '{name}' is unreadable ({one_line(str(error))})") from None
+        if not np.issubdtype(array.dtype, np.floating):
+            raise NnccError(f"{self.path}: weight '{name}' has dtype {array.dtype}; weights are float32")
+        return array.astype(np.float32, copy=False)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -110,7 +123,7 @@ def store_of(module: ModuleOp, required_by: str = "") -> WeightStore:
     if module in _STORES:
         return _STORES[module]
     attr = module.attributes.get(WEIGHTS_ATTR)
-    if not isinstance(attr, StringAttr):
+    if attr is None:
         who = f"{required_by} needs weight values, but " if required_by else ""
         raise NnccError(f"{who}the module names no weight file (attribute {WEIGHTS_ATTR})")
     return open_beside(module, Path.cwd())
@@ -119,10 +132,45 @@ def store_of(module: ModuleOp, required_by: str = "") -> WeightStore:
 def open_beside(module: ModuleOp, ir_dir: Path) -> WeightStore:
     """Attach the store named by the module's `nn.weights` (relative to `ir_dir`); opened lazily."""
     attr = module.attributes[WEIGHTS_ATTR]
-    assert isinstance(attr, StringAttr)
+    if not isinstance(attr, StringAttr) or not attr.data:
+        raise NnccError(f"module attribute {WEIGHTS_ATTR} must name the weight file, e.g. "
+                        f'{WEIGHTS_ATTR} = "model.nn.weights.npz", not {attr}')
     store = WeightStore(path=ir_dir / attr.data)
     attach(module, store)
     return store
+
+
+def check_saved_shapes(module: ModuleOp, store: WeightStore) -> None:
+    """Every `nn.weight` of `module` is in the store's file with the shape its type declares (the
+    arrays' headers are read, not the arrays)."""
+    from nncc.dialects.nn import WeightOp, shape_of
+
+    saved = saved_shapes(store.path)
+    for op in module.walk():
+        if isinstance(op, WeightOp) and op.ref.data in saved:
+            declared, shape = tuple(shape_of(op.result)), saved[op.ref.data]
+            if shape is not None and shape != declared:
+                raise NnccError(f"{store.path}: weight '{op.ref.data}' has shape {list(shape)}, but the IR "
+                                f"declares {list(declared)}")
+
+
+def saved_shapes(path: Path) -> dict[str, tuple[int, ...] | None]:
+    """The shape of every array of an `.npz` from its header (None when the header is not readable)."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    try:
+                        version = np.lib.format.read_magic(member)
+                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                            np.lib.format.read_array_header_2_0
+                        shapes[info.filename.removesuffix(".npy")] = tuple(read(member)[0])
+                    except ValueError:
+                        shapes[info.filename.removesuffix(".npy")] = None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise NnccError(f"{path}: not a readable weight file ({one_line(str(error))})") from None
+    return shapes
 
 
 def weights_path_for(ir_path: Path) -> Path:

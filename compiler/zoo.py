@@ -34,6 +34,8 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 NUM_CLASSES = 1000
 RESOLUTION_STEP = 32  # every model downsamples by 32
+MAX_RESOLUTION = 2048  # the weight statistics of a 2048 x 2048 conv already take 0.5 GiB
+MAX_INPUT_ELEMENTS = 2**31 - 1  # the largest tensor nncc imports
 MAX_WEIGHT_BYTES = 2**31 - 2**26  # a protobuf message must stay below 2 GiB
 
 # Inputs of a node that are learnable parameters (torchvision's count): weights, biases,
@@ -538,6 +540,11 @@ def check_sizes(batch: int, resolution: int) -> None:
         raise NnccError(
             f"resolution must be a multiple of {RESOLUTION_STEP} and at least {RESOLUTION_STEP}, got {resolution}"
         )
+    if resolution > MAX_RESOLUTION:
+        raise NnccError(f"resolution {resolution} is more than the zoo builds (at most {MAX_RESOLUTION})")
+    if batch * 3 * resolution**2 > MAX_INPUT_ELEMENTS:
+        raise NnccError(f"batch {batch} x 3 x {resolution} x {resolution} is too large an input "
+                        f"(at most {MAX_INPUT_ELEMENTS} elements, as nncc imports)")
 
 
 def build_model(name: str, batch: int = 1, resolution: int = 224, seed: int = 0) -> onnx.ModelProto:

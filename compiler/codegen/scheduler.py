@@ -135,8 +135,8 @@ class Layout:
                 used[kind.memory] = start + slot_bytes
         for memory, nbytes in used.items():
             if nbytes > target.memory(memory).size_bytes:
-                raise NnccError(f"buffers need {nbytes} bytes of {memory}, which has "
-                                f"{target.memory(memory).size_bytes}")
+                raise NnccError(f"target {target.name}: a layer's buffers need {nbytes} bytes of {memory}, "
+                                f"which has {target.memory(memory).size_bytes} (memory.{memory}.size_bytes)")
         return cls(bases)
 
 
