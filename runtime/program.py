@@ -325,12 +325,16 @@ def save(program: Program, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> Program:
-    """Read a `.nnbin` or `.s` program. A missing file is `NnccError`; a corrupt one `MachineFault`."""
+    """Read a `.nnbin` or `.s` program. A missing file, or a file that is no program at all, is
+    `NnccError` (bad input); a corrupt program is `MachineFault`."""
     path = Path(path)
     try:
         blob = path.read_bytes()
     except OSError as error:
         raise NnccError(f"{path}: cannot read program: {error.strerror}") from None
+    if path.suffix != ".s" and not blob.startswith(MAGIC):
+        raise NnccError(f"{path}: not an nncc program (a .nnbin starts with {MAGIC[:7].decode()}; "
+                        "assembly files end in .s)")
     if path.suffix == ".s":
         from nncc.runtime.assembler import assemble
 
