@@ -1,11 +1,66 @@
-"""Shared helpers: small ONNX models built with onnx.helper."""
+"""Shared helpers: small ONNX models built with onnx.helper; memory handed back after each module."""
 
+import ctypes
+import fcntl
+import gc
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _glibc()
+if _LIBC is not None:
+    # Blocks of 1 MiB and more (weights, serialized models) straight from mmap, returned to the
+    # system when freed: glibc's default raises this threshold as large blocks are freed, and the
+    # zoo models' freed weights then stay in the heap, counted in the process's memory.
+    M_MMAP_THRESHOLD = -3
+    _LIBC.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory():
+    """Before and after each test module (after its own caches' teardown): collect, and hand the
+    freed heap back to the system, so one worker does not carry a module's models into the next.
+    (Before as well: the previous module's last test holds its fixture values until it is done.)"""
+    _trim()
+    yield
+    _trim()
+
+
+def _trim():
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_big_model_at_a_time(request):
+    """Tests marked `big_memory` (VGG-16 and ResNet-50 built, compiled and run: up to 1.2 GB at
+    once) take turns across the pytest-xdist workers, so two of them never peak together."""
+    if "PYTEST_XDIST_WORKER" not in os.environ or request.node.get_closest_marker("big_memory") is None:
+        yield
+        return
+    # the workers' temporary folders share the run's folder (pytest-of-USER/pytest-N/popen-gwK)
+    shared = request.getfixturevalue("tmp_path_factory").getbasetemp().parent
+    with open(shared / "big_memory.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:

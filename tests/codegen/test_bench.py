@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nncc.compiler import bench
 
 
@@ -16,6 +18,7 @@ def test_table_aligns_numbers_right_and_text_left():
     assert lines[4] == "long name  1,234"
 
 
+@pytest.mark.big_memory
 def test_vgg_part(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert bench.main(["--only", "vgg", "--resolution", "32", "--fc-batch", "4", "--json", str(out)]) == 0
@@ -29,6 +32,7 @@ def test_vgg_part(tmp_path, capsys):
     assert figures["fc"][0]["macs"] == 4 * 512 * 4096
 
 
+@pytest.mark.big_memory
 def test_scan_and_resnet_parts(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert bench.main(["--only", "scan", "--only", "resnet", "--scan-resolution", "32", "--resnet-resolution", "32",

@@ -3,7 +3,7 @@ outputs within 1e-4 x max |output| of onnxruntime's (the pipeline of `nncc --run
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 
 import pytest
 
@@ -13,17 +13,27 @@ from nncc.compiler import zoo
 import codegen_helpers as h  # noqa: E402  (tests/codegen/conftest.py)
 
 
-@cache
+@lru_cache(maxsize=1)
 def prepared(name: str):
-    """The model at the fused stage, its inputs and onnxruntime's outputs (built once per model)."""
+    """The model at the fused stage, its inputs and onnxruntime's outputs (built once per model:
+    the tests take one model on every target before the next, so only one is kept)."""
     model = zoo.build_model(name, batch=1, resolution=32)
     feeds = h.random_inputs(model)
+    expected = h.ort_outputs(model, feeds)  # before the compile: onnxruntime's session is gone by then
     module, store = h.compile_fused(model, f"{name}.onnx")
-    return model, module, store, feeds, h.ort_outputs(model, feeds)
+    return model, module, store, feeds, expected
 
 
-@pytest.mark.parametrize("target", h.TARGETS)
-@pytest.mark.parametrize("name", zoo.MODELS)
+@pytest.fixture(autouse=True, scope="module")
+def free_prepared():
+    yield
+    prepared.cache_clear()
+
+
+@pytest.mark.parametrize(("name", "target"), [
+    pytest.param(name, target, id=f"{name}-{target}",
+                 marks=[pytest.mark.big_memory] if name in ("resnet50", "vgg16") else [])
+    for name in zoo.MODELS for target in h.TARGETS])
 def test_zoo_model_on_target(name, target):
     model, module, store, feeds, expected = prepared(name)
     program, result = h.run_on_target(module, store, target, feeds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import onnx
@@ -37,16 +37,47 @@ STRIDED_CONVS = {
 }  # fmt: skip
 
 
-@cache
-def model(name: str, batch: int = 1, resolution: int = 224) -> onnx.ModelProto:
+@lru_cache(maxsize=len(zoo.MODELS))
+def model(name: str, batch: int, resolution: int) -> onnx.ModelProto:
+    """The tests take every model at one size, then every model at the next: one size is kept."""
     return zoo.build_model(name, batch=batch, resolution=resolution)
+
+
+class _Undrawn(np.ndarray):
+    """Weights that were never drawn: all zeros, every element aliasing one float (no memory);
+    scaling them in place (`weights *= std`) is a no-op."""
+
+    def __imul__(self, other):
+        return self
+
+
+@cache
+def weightless(name: str) -> onnx.ModelProto:
+    """Zoo model `name` at 224, built by the zoo's own code (graph, shapes, initializer names and
+    dims, the 2 GiB guard) but without drawing or storing weight values: the parameter and MAC
+    counts depend on the dims only, and VGG-16's 138M weights at 224 would take 550 MB (and twice
+    that while the proto is built)."""
+
+    def undrawn(rng, shape):
+        zero = np.zeros(1, np.float32)
+        return np.lib.stride_tricks.as_strided(zero, shape, (0,) * len(shape), writeable=True).view(_Undrawn)
+
+    def dims_only(graph, name, array):
+        tensor = graph.initializer.add(name=name, data_type=onnx.TensorProto.FLOAT)
+        tensor.dims.extend(np.shape(array))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zoo, "standard_normal", undrawn)
+        patch.setattr(zoo, "add_initializer", dims_only)
+        return zoo.build_model(name, batch=1, resolution=224)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def free_models():
-    """Drop the cached models (VGG-16 at 224 is 550 MB) when this module is done."""
+    """Drop the cached models when this module is done."""
     yield
     model.cache_clear()
+    weightless.cache_clear()
 
 
 def nodes(m: onnx.ModelProto, op: str) -> list[onnx.NodeProto]:
@@ -62,12 +93,16 @@ def initializers(m: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in m.graph.initializer}
 
 
+# every model, VGG-16 (138M weights at 224, 38M at 32) marked: such tests take turns across workers
+ZOO = [pytest.param(name, marks=pytest.mark.big_memory) if name == "vgg16" else name for name in zoo.MODELS]
+
+
 # ---- counts at 224 -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", zoo.MODELS)
 def test_parameter_count_is_torchvisions(name):
-    assert zoo.count_parameters(model(name)) == TORCHVISION_PARAMS[name]
+    assert zoo.count_parameters(weightless(name)) == TORCHVISION_PARAMS[name]
 
 
 def skeleton(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -108,42 +143,15 @@ def macs_by_onnx(m: onnx.ModelProto) -> int:
 
 @pytest.mark.parametrize("name", zoo.MODELS)
 def test_mac_count_is_torchvisions(name):
-    macs = macs_by_onnx(model(name))
+    macs = macs_by_onnx(weightless(name))
     assert macs == pytest.approx(TORCHVISION_GMACS[name] * 1e9, rel=0.02)
-    assert zoo.count_macs(model(name)) == macs
-
-
-@pytest.mark.parametrize("name", zoo.MODELS)
-def test_value_info_matches_onnx_shape_inference(name):
-    m = model(name, 2, 64)
-    by_onnx = shapes_by_onnx(m)
-    by_zoo = zoo.tensor_shapes(m)
-    assert {k: by_onnx[k] for k in by_zoo} == by_zoo
-
-
-def test_vgg16_classifier_input_follows_resolution():
-    fc1 = initializers(model("vgg16", 1, 64))["classifier.0.weight"]
-    assert list(fc1.dims) == [4096, 512 * (64 // 32) ** 2]
-    assert zoo.count_parameters(model("vgg16", 1, 64)) == TORCHVISION_PARAMS["vgg16"] - 4096 * 512 * (49 - 4)
+    assert zoo.count_macs(weightless(name)) == macs
 
 
 # ---- structure -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", zoo.MODELS)
-def test_model_is_valid_opset17_ir9(name):
-    m = model(name, 2, 64)
-    onnx.checker.check_model(m, full_check=True)
-    assert m.ir_version == 9
-    assert [(o.domain, o.version) for o in m.opset_import] == [("", 17)]
-    (graph_input,) = m.graph.input
-    (graph_output,) = m.graph.output
-    assert (graph_input.name, graph_output.name) == ("input", "logits")
-    assert zoo.tensor_shapes(m)["input"] == (2, 3, 64, 64)
-    assert zoo.tensor_shapes(m)["logits"] == (2, 1000)
-
-
-@pytest.mark.parametrize("name", zoo.MODELS)
+@pytest.mark.parametrize("name", ZOO)
 def test_names_are_unique_and_meaningful(name):
     m = model(name, 1, 32)
     node_names = [n.name for n in m.graph.node]
@@ -220,8 +228,12 @@ def test_squeezenet1_1_layers():
 # ---- numerics ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", zoo.MODELS)
-@pytest.mark.parametrize(("batch", "resolution"), [(1, 32), (2, 64)])
+SIZES = [(1, 32), (2, 64)]
+
+
+@pytest.mark.parametrize(("batch", "resolution", "name"), [
+    pytest.param(b, r, n, id=f"{b}-{r}-{n}", marks=[pytest.mark.big_memory] if n == "vgg16" else [])
+    for b, r in SIZES for n in zoo.MODELS])
 def test_runs_in_onnxruntime_with_sane_logits(name, batch, resolution):
     ort = pytest.importorskip("onnxruntime")
     m = model(name, batch, resolution)
@@ -233,6 +245,40 @@ def test_runs_in_onnxruntime_with_sane_logits(name, batch, resolution):
     assert 1e-2 < logits.std() < 1e3
     if batch > 1:
         assert not np.allclose(logits[0], logits[1])
+
+
+# ---- batch 2 at 64x64 (after the tests at 32: the cache holds one size at a time) -----------------
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_value_info_matches_onnx_shape_inference(name):
+    m = model(name, 2, 64)
+    by_onnx = shapes_by_onnx(m)
+    by_zoo = zoo.tensor_shapes(m)
+    assert {k: by_onnx[k] for k in by_zoo} == by_zoo
+
+
+def test_vgg16_classifier_input_follows_resolution():
+    m = model("vgg16", 2, 64)  # the batch does not change the weights: the model the tests above built
+    fc1 = initializers(m)["classifier.0.weight"]
+    assert list(fc1.dims) == [4096, 512 * (64 // 32) ** 2]
+    assert zoo.count_parameters(m) == TORCHVISION_PARAMS["vgg16"] - 4096 * 512 * (49 - 4)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_model_is_valid_opset17_ir9(name):
+    m = model(name, 2, 64)
+    onnx.checker.check_model(m, full_check=True)
+    assert m.ir_version == 9
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", 17)]
+    (graph_input,) = m.graph.input
+    (graph_output,) = m.graph.output
+    assert (graph_input.name, graph_output.name) == ("input", "logits")
+    assert zoo.tensor_shapes(m)["input"] == (2, 3, 64, 64)
+    assert zoo.tensor_shapes(m)["logits"] == (2, 1000)
+
+
+# ---- weights -------------------------------------------------------------------------
 
 
 def test_weights_follow_the_seed():
@@ -253,7 +299,7 @@ def test_weights_follow_the_seed():
         (dict(name="resnet18", resolution=16), "multiple of 32"),
         (dict(name="resnet18", resolution=48), "multiple of 32"),
         (dict(name="resnet18", batch=0), "batch"),
-        (dict(name="vgg16", resolution=512), "2 GiB"),
+        pytest.param(dict(name="vgg16", resolution=512), "2 GiB", marks=pytest.mark.big_memory),
     ],
 )
 def test_bad_requests_raise_one_line_errors(kwargs, message):

@@ -1,6 +1,6 @@
 """Helpers for the graph-pass tests: run a pipeline, run the reference interpreter,
 and a cache of zoo models pushed through the `fused` stage (they are shared by
-several tests; each model is compiled and run once per session)."""
+several tests; each model is compiled and run once per test module)."""
 
 from __future__ import annotations
 
@@ -81,27 +81,32 @@ class ZooRun:
         return float(np.abs(self.expected).max())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def zoo_run(run_pipeline):
     """zoo_run(name, pipeline): the model (batch 1, 32x32) imported, passed through
-    `pipeline` (default: the fused stage) and run, next to onnxruntime's output."""
+    `pipeline` (default: the fused stage) and run, next to onnxruntime's output (once per
+    test module: the runs are freed when the module is done)."""
     cache: dict[tuple[str, str], ZooRun] = {}
     expected: dict[str, np.ndarray] = {}
 
     def run(name: str, pipeline: str = ",".join(FUSED_STAGE)) -> ZooRun:
         if (name, pipeline) not in cache:
             model = build_model(name, batch=1, resolution=RESOLUTION, seed=1)
-            module, store = import_model(model, f"{name}.onnx")
-            before = op_counts(module)
-            run_pipeline(module, pipeline)
             x = np.random.default_rng(7).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
-            outputs, layers = run_reference(module, {"input": x}, store)
-            if name not in expected:
+            if name not in expected:  # first, and the session dropped before the import: less memory at once
                 session = onnxruntime.InferenceSession(model.SerializeToString(),
                                                        providers=["CPUExecutionProvider"])
                 expected[name] = session.run(None, {"input": x})[0]
+                del session
+            module, store = import_model(model, f"{name}.onnx")
+            del model.graph.initializer[:]  # kept for its nodes; the weights are in the module's store
+            before = op_counts(module)
+            run_pipeline(module, pipeline)
+            outputs, layers = run_reference(module, {"input": x}, store)
             cache[name, pipeline] = ZooRun(model, module, before, op_counts(module),
                                            outputs["logits"], expected[name], layers)
         return cache[name, pipeline]
 
-    return run
+    yield run
+    cache.clear()
+    expected.clear()
