@@ -31,6 +31,7 @@ SUPPORTED_OPS = frozenset({
     "HardSwish", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Gemm", "MatMul", "Flatten", "Reshape", "Concat", "Softmax", "Identity",
     "Dropout", "Constant", "ConstantOfShape", "Sum", "Squeeze", "Unsqueeze", "Transpose", "LRN",
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare",
 })
 
 CONSTANT_OPERANDS = {
@@ -40,6 +41,7 @@ CONSTANT_OPERANDS = {
     "Unsqueeze": (1,),         # axes
     "ConstantOfShape": (0,),   # shape
     "Dropout": (2,),           # training_mode
+    **{op: (1,) for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare")},  # axes
 }
 """Node input slots nncc needs as compile-time constants (graph inputs there get frozen)."""
 

@@ -1,7 +1,7 @@
 """Single-op models for what the ONNX node tests do not exercise, checked against onnxruntime.
 
 The node suite has no grouped, depthwise or dilated conv, no SAME_LOWER conv,
-no Gemm with a 1-D C, no old-opset attribute forms... Each case here is one
+no Gemm with a 1-D C, no old-opset attribute forms (Clip, Squeeze, reductions' axes)... Each case here is one
 small model built with onnx.helper (float32, fixed shapes); the conformance
 test feeds it seeded random inputs and compares nncc's reference execution
 with onnxruntime's output. Cases are named `ort_<op>_<what>`.
@@ -204,4 +204,18 @@ SHAPE_CASES = [
         extra_nodes=[helper.make_node("Constant", [], ["k"], value_float=2.5)])),
 ]
 
-ORT_CASES = CONV_CASES + POOL_CASES + NORMALIZATION_CASES + ELEMENTWISE_CASES + MATRIX_CASES + SHAPE_CASES
+REDUCTION_CASES = [  # the node tests have the axes-input forms only (opset 18; ReduceSum 13)
+    unary("ReduceMean", "axes_attr_opset13", opset=13, axes=[2, 3], keepdims=0),
+    unary("ReduceMean", "axes_attr_negative_opset17", axes=[-2, -1]),
+    unary("ReduceMean", "axes_input_global_opset18", opset=18, constants={"axes": i64(-2, -1)}, keepdims=0),
+    unary("ReduceMean", "noop_with_empty_axes_opset18", opset=18, noop_with_empty_axes=1),
+    unary("ReduceMax", "axes_attr_opset13", opset=13, axes=[2, 3]),
+    unary("ReduceMax", "axes_input_channel_opset18", opset=18, constants={"axes": i64(1)}, keepdims=0),
+    unary("ReduceMin", "axes_attr_0_3", axes=[0, 3]),
+    unary("ReduceSum", "axes_attr_opset11", opset=11, axes=[2, 3], keepdims=0),
+    unary("ReduceSum", "every_axis_rank3", x=(2, 3, 4), opset=13),
+    unary("ReduceSumSquare", "axes_attr_channel", axes=[1]),
+]
+
+ORT_CASES = (CONV_CASES + POOL_CASES + NORMALIZATION_CASES + ELEMENTWISE_CASES + MATRIX_CASES + SHAPE_CASES
+             + REDUCTION_CASES)
