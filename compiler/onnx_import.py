@@ -226,10 +226,39 @@ class Importer:
             self.values[graph_input.name] = self.block.insert_arg(
                 nn.tensor_type(shape), len(self.block.args))
             self.values[graph_input.name].name_hint = sanitize(graph_input.name)
+        self.check_supported()
         for index, node in enumerate(self.graph.node):
             ImportNode(self, node, index).convert()
         results = [self.output_value(o) for o in self.graph.output]
         return self.build_module(inputs, results)
+
+    def check_supported(self) -> None:
+        """Before converting anything: every node that will not be folded (see ImportNode.convert)
+        needs a converter. All that lack one are named in one line, with counts per op type."""
+        constant = set(self.constants)
+        unsupported: list[tuple[int, onnx.NodeProto]] = []
+        for index, node in enumerate(self.graph.node):
+            inputs = [name for name in node.input if name]
+            if node.domain not in ("", "ai.onnx"):
+                unsupported.append((index, node))
+            elif (node.op_type == "Shape" and inputs) or (
+                    node.op_type not in NEVER_FOLD and all(name in constant for name in inputs)):
+                constant.update(name for name in node.output if name)
+            elif node.op_type not in CONVERTERS:
+                unsupported.append((index, node))
+        if not unsupported:
+            return
+        first = ImportNode(self, unsupported[0][1], unsupported[0][0])
+        counts: dict[str, int] = {}
+        for _, node in unsupported:
+            key = op_name(node)
+            counts[key] = counts.get(key, 0) + 1
+        if len(unsupported) == 1:
+            raise first.fail(f"op {op_name(first.node)} is not supported by nncc; "
+                             f"supported ops: {SUPPORTED_OPS_DOC}")
+        listed = ", ".join(f"{op} x{count}" for op, count in counts.items())
+        raise first.fail(f"op {op_name(first.node)} is not supported by nncc; unsupported ops: {listed}; "
+                         f"see {SUPPORTED_OPS_DOC} for the supported ops")
 
     def build_module(self, inputs, results: list[SSAValue]) -> ModuleOp:
         self.block.add_op(func.ReturnOp(*results))
@@ -416,7 +445,7 @@ class ImportNode:
     def convert(self) -> None:
         op_type, domain = self.node.op_type, self.node.domain
         if domain not in ("", "ai.onnx"):
-            raise self.fail(f"op {op_type} of domain '{domain}' is not supported")
+            raise self.fail(f"op {op_name(self.node)} is not supported by nncc; supported ops: {SUPPORTED_OPS_DOC}")
         if op_type == "Shape" and self.has_input(0):
             return self.fold_shape()
         inputs = [i for i in range(len(self.node.input)) if self.has_input(i)]
@@ -424,7 +453,7 @@ class ImportNode:
             return self.fold()
         converter = CONVERTERS.get(op_type)
         if converter is None:
-            raise self.fail(f"op {op_type} is not supported on non-constant inputs")
+            raise self.fail(f"op {op_type} is not supported by nncc; supported ops: {SUPPORTED_OPS_DOC}")
         try:
             converter(self)
         except ValueError as error:
@@ -453,6 +482,13 @@ class ImportNode:
 
 
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+SUPPORTED_OPS_DOC = "docs/conformance.md"
+
+
+def op_name(node: onnx.NodeProto) -> str:
+    """`Foo`, or `Foo of domain 'd'` outside the default domain."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.op_type} of domain '{node.domain}'"
+
 
 Converter = Callable[[ImportNode], None]
 CONVERTERS: dict[str, Converter] = {}
@@ -594,6 +630,110 @@ def convert_global_avg_pool(node: ImportNode) -> None:
 @converts("GlobalMaxPool")
 def convert_global_max_pool(node: ImportNode) -> None:
     node.define(nn.GlobalMaxPoolOp(node.value(0)))
+
+
+# --------------------------------------------------------------------------- reductions
+
+REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare")
+"""Imported onto the global pooling ops (see `convert_reduce`); ReduceL1/L2/Prod/LogSum/
+LogSumExp are not supported."""
+
+
+def reduce_axes(node: ImportNode) -> list[int] | None:
+    """The reduced axes, sorted and non-negative: input 1 (ReduceSum >= 13, the others >= 18) or
+    the `axes` attribute; none given means every axis, or None (no reduction) with
+    noop_with_empty_axes=1."""
+    rank = len(node.shape(0))
+    raw = node.int_const(1, "axes") if node.has_input(1) else node.attr("axes", [])
+    raw = [int(a) for a in np.asarray(raw).reshape(-1)]
+    if not raw:
+        return None if node.attr("noop_with_empty_axes", 0) else list(range(rank))
+    axes = sorted(nn.normalize_axis(a, rank) for a in raw)
+    if len(set(axes)) != len(axes):
+        raise node.fail(f"axes {raw} name an axis twice")
+    return axes
+
+
+def reduction_constant(node: ImportNode, what: str, value: float) -> SSAValue:
+    """A one-element float32 constant of this node (a scale factor) as an `nn.weight`."""
+    name = f"{node.label}.{what}"
+    while name in node.importer.constants:
+        name += "_"
+    node.importer.constants[name] = np.array([value], dtype=np.float32)
+    return node.importer.weight(name, f"node '{node.label}' ({node.node.op_type}) {what}")
+
+
+@converts(*REDUCTIONS)
+def convert_reduce(node: ImportNode) -> None:
+    """ReduceMean/Max/Min/Sum/SumSquare over any axes, onto `nn.global_avg_pool` and
+    `nn.global_max_pool` (which reduce every axis after the second):
+
+    - axes [2, ..., rank-1] of a tensor of rank >= 3 (global pooling, e.g. PyTorch's
+      `x.mean([2, 3])`): the pooling op on the input itself;
+    - other axes: the input is viewed as groups of consecutive kept / reduced axes, transposed
+      (`nn.transpose`) so that the reduced groups come last when they are not already, reshaped
+      to 1 x K x R (K kept, R reduced elements) and pooled to 1 x K x 1;
+    - ReduceSum = the mean times R and ReduceSumSquare = the sum of x * x (`nn.mul` by a
+      constant), ReduceMin = -max(-x);
+    - the result is reshaped to the output shape (keepdims=1: reduced axes of size 1; 0: dropped).
+    """
+    op_type, shape = node.node.op_type, node.shape(0)
+    rank = len(shape)
+    axes = reduce_axes(node)
+    chain: list[Operation] = []  # the ops of this node, each reading the previous one's result
+
+    def last() -> SSAValue:
+        return chain[-1].results[0] if chain else node.value(0)
+
+    if op_type == "ReduceSumSquare":
+        chain.append(nn.MulOp(last(), last()))
+    if axes is not None:
+        keepdims = bool(node.attr("keepdims", 1))
+        out_shape = tuple(1 if i in axes else d for i, d in enumerate(shape) if keepdims or i not in axes)
+        size = math.prod(shape[a] for a in axes)
+        if size > 1:
+            if op_type == "ReduceMin":
+                negate = reduction_constant(node, "negate", -1.0)
+                chain.append(nn.MulOp(last(), negate))
+            pool = nn.GlobalMaxPoolOp if op_type in ("ReduceMax", "ReduceMin") else nn.GlobalAvgPoolOp
+            if not (rank >= 3 and axes == list(range(2, rank))):
+                chain += reduction_view(last(), shape, axes)
+            chain.append(pool(last()))
+            if op_type in ("ReduceSum", "ReduceSumSquare"):
+                chain.append(nn.MulOp(last(), reduction_constant(node, "count", float(size))))
+            elif op_type == "ReduceMin":
+                chain.append(nn.MulOp(last(), negate))
+        if nn.shape_of(last()) != out_shape:
+            chain.append(nn.ReshapeOp(last(), out_shape))
+    if not chain:
+        return node.alias(node.value(0))
+    for op in chain[:-1]:
+        node.emit(op)
+    node.define(chain[-1])
+
+
+def reduction_view(value: SSAValue, shape, axes: list[int]) -> list[Operation]:
+    """Reshape (and transpose) ops that turn `value` into 1 x K x R, the R reduced elements of
+    each of the K kept positions contiguous and in their row-major order."""
+    groups: list[tuple[bool, int]] = []  # (reduced?, size) of runs of consecutive axes
+    for i, d in enumerate(shape):
+        if groups and groups[-1][0] == (i in axes):
+            groups[-1] = (groups[-1][0], groups[-1][1] * d)
+        else:
+            groups.append((i in axes, d))
+    kept = math.prod(size for reduced, size in groups if not reduced)
+    reduced = math.prod(size for reduced, size in groups if reduced)
+    ops: list[Operation] = []
+    if any(r for r, _ in groups[:-1]):  # a reduced group before a kept one: move it last
+        grouped = tuple(size for _, size in groups)
+        if grouped != tuple(shape):
+            ops.append(nn.ReshapeOp(value, grouped))
+        perm = [i for i, (r, _) in enumerate(groups) if not r] + [i for i, (r, _) in enumerate(groups) if r]
+        ops.append(nn.TransposeOp(ops[-1].results[0] if ops else value, perm))
+    last = ops[-1].results[0] if ops else value
+    if nn.shape_of(last) != (1, kept, reduced):
+        ops.append(nn.ReshapeOp(last, (1, kept, reduced)))
+    return ops
 
 
 # --------------------------------------------------------------------------- normalisation
