@@ -1,5 +1,6 @@
 """Shared helpers: small ONNX models built with onnx.helper; memory handed back after each module."""
 
+import contextlib
 import ctypes
 import fcntl
 import gc
@@ -46,21 +47,54 @@ def _trim():
         _LIBC.malloc_trim(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_big_model_at_a_time(request):
+@pytest.fixture(scope="session")
+def release_memory():
+    """release_memory(): collect, and hand the freed heap back to the system."""
+    return _trim
+
+
+_HOLDING_TURN = False
+
+
+@contextlib.contextmanager
+def _big_memory_turn(request):
     """Tests marked `big_memory` (VGG-16 and ResNet-50 built, compiled and run: up to 1.2 GB at
-    once) take turns across the pytest-xdist workers, so two of them never peak together."""
-    if "PYTEST_XDIST_WORKER" not in os.environ or request.node.get_closest_marker("big_memory") is None:
+    once) take turns across the pytest-xdist workers, so two of them never peak together; a
+    module marked as a whole (its cache keeps several models) takes one turn for all its tests."""
+    global _HOLDING_TURN
+    if "PYTEST_XDIST_WORKER" not in os.environ or _HOLDING_TURN:
         yield
         return
     # the workers' temporary folders share the run's folder (pytest-of-USER/pytest-N/popen-gwK)
     shared = request.getfixturevalue("tmp_path_factory").getbasetemp().parent
     with open(shared / "big_memory.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _HOLDING_TURN = True
         try:
             yield
         finally:
+            _trim()  # what the test freed goes back before the other worker's turn
+            _HOLDING_TURN = False
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _big_memory_module(request, _release_memory):
+    if request.node.get_closest_marker("big_memory") is None:
+        yield
+        return
+    with _big_memory_turn(request):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _big_memory_test(request):
+    if request.node.get_closest_marker("big_memory") is None:
+        yield
+        return
+    with _big_memory_turn(request):
+        yield
+    _trim()
 
 
 def build_model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:

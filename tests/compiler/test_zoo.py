@@ -93,8 +93,9 @@ def initializers(m: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in m.graph.initializer}
 
 
-# every model, VGG-16 (138M weights at 224, 38M at 32) marked: such tests take turns across workers
-ZOO = [pytest.param(name, marks=pytest.mark.big_memory) if name == "vgg16" else name for name in zoo.MODELS]
+# The module's cache keeps up to five models (VGG-16: 38M weights at 32): the whole module takes
+# one turn among the big_memory tests of the other worker.
+pytestmark = pytest.mark.big_memory
 
 
 # ---- counts at 224 -------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_mac_count_is_torchvisions(name):
 # ---- structure -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_names_are_unique_and_meaningful(name):
     m = model(name, 1, 32)
     node_names = [n.name for n in m.graph.node]
@@ -231,9 +232,8 @@ def test_squeezenet1_1_layers():
 SIZES = [(1, 32), (2, 64)]
 
 
-@pytest.mark.parametrize(("batch", "resolution", "name"), [
-    pytest.param(b, r, n, id=f"{b}-{r}-{n}", marks=[pytest.mark.big_memory] if n == "vgg16" else [])
-    for b, r in SIZES for n in zoo.MODELS])
+@pytest.mark.parametrize(("batch", "resolution", "name"), [(b, r, n) for b, r in SIZES for n in zoo.MODELS],
+                         ids=[f"{b}-{r}-{n}" for b, r in SIZES for n in zoo.MODELS])
 def test_runs_in_onnxruntime_with_sane_logits(name, batch, resolution):
     ort = pytest.importorskip("onnxruntime")
     m = model(name, batch, resolution)
@@ -250,7 +250,7 @@ def test_runs_in_onnxruntime_with_sane_logits(name, batch, resolution):
 # ---- batch 2 at 64x64 (after the tests at 32: the cache holds one size at a time) -----------------
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_value_info_matches_onnx_shape_inference(name):
     m = model(name, 2, 64)
     by_onnx = shapes_by_onnx(m)
@@ -265,7 +265,7 @@ def test_vgg16_classifier_input_follows_resolution():
     assert zoo.count_parameters(m) == TORCHVISION_PARAMS["vgg16"] - 4096 * 512 * (49 - 4)
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", zoo.MODELS)
 def test_model_is_valid_opset17_ir9(name):
     m = model(name, 2, 64)
     onnx.checker.check_model(m, full_check=True)
@@ -299,7 +299,7 @@ def test_weights_follow_the_seed():
         (dict(name="resnet18", resolution=16), "multiple of 32"),
         (dict(name="resnet18", resolution=48), "multiple of 32"),
         (dict(name="resnet18", batch=0), "batch"),
-        pytest.param(dict(name="vgg16", resolution=512), "2 GiB", marks=pytest.mark.big_memory),
+        (dict(name="vgg16", resolution=512), "2 GiB"),
     ],
 )
 def test_bad_requests_raise_one_line_errors(kwargs, message):

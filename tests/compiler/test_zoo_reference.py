@@ -9,7 +9,7 @@ from nncc.compiler.zoo import MODELS, build_model
 from nncc.runtime.nn_interpreter import run_reference
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.big_memory) if n == "vgg16" else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.big_memory) if n in ("resnet50", "vgg16") else n
                                   for n in MODELS])
 def test_zoo_model_matches_onnxruntime(name):
     batch, resolution = (2, 32) if name != "vgg16" else (1, 32)

@@ -24,6 +24,8 @@ from nncc.runtime.nn_interpreter import run_reference
 
 FUSED_STAGE = next(stage for stage in STAGES if stage.name == "fused").passes
 RESOLUTION = 32
+KEPT_RUNS = 2
+USED_ONCE = ("resnet50", "vgg16")  # each of their runs serves one test: not kept
 
 
 @pytest.fixture(scope="session")
@@ -82,15 +84,20 @@ class ZooRun:
 
 
 @pytest.fixture(scope="module")
-def zoo_run(run_pipeline):
+def zoo_run(run_pipeline, release_memory):
     """zoo_run(name, pipeline): the model (batch 1, 32x32) imported, passed through
-    `pipeline` (default: the fused stage) and run, next to onnxruntime's output (once per
-    test module: the runs are freed when the module is done)."""
-    cache: dict[tuple[str, str], ZooRun] = {}
+    `pipeline` (default: the fused stage) and run, next to onnxruntime's output. The last
+    KEPT_RUNS runs (none of the models in USED_ONCE) are kept for the tests after (each module
+    orders its tests so that a run is made once), and freed when the module is done."""
+    cache: collections.OrderedDict[tuple[str, str], ZooRun] = collections.OrderedDict()
     expected: dict[str, np.ndarray] = {}
 
     def run(name: str, pipeline: str = ",".join(FUSED_STAGE)) -> ZooRun:
         if (name, pipeline) not in cache:
+            if len(cache) >= KEPT_RUNS:  # the least recently used run goes first
+                while len(cache) >= KEPT_RUNS:
+                    cache.popitem(last=False)
+                release_memory()
             model = build_model(name, batch=1, resolution=RESOLUTION, seed=1)
             x = np.random.default_rng(7).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
             if name not in expected:  # first, and the session dropped before the import: less memory at once
@@ -103,8 +110,11 @@ def zoo_run(run_pipeline):
             before = op_counts(module)
             run_pipeline(module, pipeline)
             outputs, layers = run_reference(module, {"input": x}, store)
-            cache[name, pipeline] = ZooRun(model, module, before, op_counts(module),
-                                           outputs["logits"], expected[name], layers)
+            result = ZooRun(model, module, before, op_counts(module), outputs["logits"], expected[name], layers)
+            if name in USED_ONCE:
+                return result
+            cache[name, pipeline] = result
+        cache.move_to_end((name, pipeline))
         return cache[name, pipeline]
 
     yield run

@@ -126,7 +126,7 @@ def test_without_batch_norm_needs_no_weight_store(parse_ir, run_pipeline):
     run_pipeline(module, "fold-batch-norm")
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("resnet50", marks=pytest.mark.big_memory), "mobilenet_v2"])
 def test_zoo_models_lose_every_batch_norm(zoo_run, name):
     run = zoo_run(name, "canonicalize-nn,fold-batch-norm")
     assert run.before["nn.batch_norm"] == run.before["nn.conv2d"] > 0

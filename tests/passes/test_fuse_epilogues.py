@@ -73,8 +73,9 @@ def test_every_epilogue_computes_what_the_nn_ops_computed(parse_ir, run_pipeline
     assert all(row["macs"] > 0 for row in layers)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.big_memory) if n == "vgg16" else n
-                                  for n in MODELS])
+# ResNet-18 and MobileNetV2 last: their runs are still cached for the tests below
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.big_memory) if n in ("resnet50", "vgg16") else n
+                                  for n in sorted(MODELS, key=lambda n: n in ("resnet18", "mobilenet_v2"))])
 def test_zoo_model_after_the_fused_stage_matches_onnxruntime(zoo_run, name):
     run = zoo_run(name)
     assert run.error <= 1e-4 * run.scale, (run.error, run.scale)
