@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nncc.compiler import progress
-from nncc.compiler.command_line import ArgumentParser, add_common_options, nncc_version, seed
+from nncc.compiler.command_line import ArgumentParser, add_common_options, nncc_version, output_file, seed
 from nncc.compiler.errors import NnccError, report_errors
 from nncc.compiler.pipeline import STAGE_NAMES
 from nncc.compiler.user_files import UserFiles
@@ -45,7 +45,8 @@ def build_parser() -> ArgumentParser:
                         help="static shape of an input with dynamic dimensions, e.g. input=1x3x224x224 "
                              "(repeatable; the name may be left out for a model with one input)")
     parser.add_argument("--emit", choices=STAGE_NAMES, help="print the IR after this stage and stop")
-    parser.add_argument("-o", "--output", type=Path, help="with --emit: write the IR here (weights beside it)")
+    parser.add_argument("-o", "--output", type=output_file,
+                        help="with --emit: write the IR here (weights beside it); - is stdout")
     parser.add_argument("--run", action="store_true", help="execute the compiled model")
     parser.add_argument("--check", action="store_true", help="compare the outputs with onnxruntime (implies --run)")
     parser.add_argument("--inputs", type=Path, help=".npz of inputs by name (default: seeded random)")

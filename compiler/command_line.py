@@ -46,6 +46,13 @@ class VersionAction(argparse.Action):
         parser.exit(0, f"{parser.prog} {nncc_version()}\n")
 
 
+def output_file(text: str):
+    """`-o FILE`; `-o -` is standard output (None), as for most Unix tools."""
+    from pathlib import Path
+
+    return None if text == "-" else Path(text)
+
+
 def tolerance(text: str) -> float:
     """`--tolerance`: a finite number >= 0."""
     try:

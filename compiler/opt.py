@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from nncc.compiler import progress
 from nncc.compiler.cli import add_pass_options, printing_from, registry_from
-from nncc.compiler.command_line import ArgumentParser, add_common_options
+from nncc.compiler.command_line import ArgumentParser, add_common_options, output_file
 from nncc.compiler.errors import NnccError, report_errors
 from nncc.compiler.user_files import UserFiles
 
@@ -33,7 +33,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("input", nargs="?", default="-", help="IR file, or - for stdin")
     parser.add_argument("-p", "--passes", default="", metavar="PIPELINE",
                         help="comma-separated passes with options: 'pass-a,pass-b{opt=1}'")
-    parser.add_argument("-o", "--output", type=Path, help="write the IR here (default stdout)")
+    parser.add_argument("-o", "--output", type=output_file, help="write the IR here (default, or -: stdout)")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
     add_pass_options(parser)
     add_common_options(parser)

@@ -245,3 +245,10 @@ def test_the_report_says_what_was_run(capsys, small_model_path, program, tmp_pat
     report = json.loads(report_path.read_text())
     assert report["program"]["sha256"] == hashlib.sha256(program.read_bytes()).hexdigest()
     assert report["target_description"]["cores"] == 4 and set(report["wall_seconds"]) == {"simulate"}
+
+
+def test_dash_output_is_stdout(capsys, small_model_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, nncc_cli.main, small_model_path, "--emit=nn", "-o", "-")
+    assert code == 0, err
+    assert out.startswith("builtin.module") and not (tmp_path / "-").exists()
