@@ -168,11 +168,144 @@ def upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
                               f"{newest} (onnxruntime, which --check uses, has no older ops)")
     if version >= MIN_OPSET:
         return model
+    model = rewrite_old_forms(model, source)
     try:
         return onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as error:
         raise OnnxImportError(
             f"{source}: cannot upgrade opset {version} to {MIN_OPSET}: {error}") from None
+
+
+# --------------------------------------------------------------------------- old-opset forms
+
+COERCED_TO_2D = ("Softmax", "LogSoftmax", "Hardmax")
+"""Before opset 13 these coerce the input to 2-D at `axis` (default 1) and normalise over the
+flattened axis..rank-1; from 13 they normalise over `axis` (default -1) only."""
+
+RENAMED_BY_UPGRADE = {"Upsample": "Resize", "Scatter": "ScatterElements"}
+"""Old ops the version converter replaces with an op of another type (and another node name)."""
+
+
+def rewrite_old_forms(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """A copy of an opset 7-12 model whose old-only semantics are spelt in ops that mean the same
+    at opset 13, so that the version converter has nothing left to reinterpret:
+
+    - Softmax/LogSoftmax/Hardmax over an axis that is not (known to be) the last one become
+      Flatten(axis) -> op(axis=1) -> Reshape(Shape(x)), the opset-13 form (onnx's converter does
+      this for Softmax and LogSoftmax but leaves Hardmax with the new meaning);
+    - BatchNormalization with spatial=0 (opset <= 8: statistics per C x D1 x ... position, which
+      the converter refuses) becomes x * a + c with constant a = scale / sqrt(var + epsilon) and
+      c = B - mean * a;
+    - ops the converter replaces with another op type (Upsample -> Resize) on run-time inputs are
+      refused here, under their own name, as nncc has no converter for the new op either.
+    """
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    model = model_copy
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # an invalid model is reported by the converter or the importer
+        inferred = graph
+    shapes: dict[str, list[int | None]] = {}
+    for info in [*inferred.input, *inferred.value_info, *inferred.output]:
+        tensor = info.type.tensor_type
+        if info.type.HasField("tensor_type") and tensor.HasField("shape"):
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    constants = {init.name: init for init in graph.initializer}
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+    names = {name for node in graph.node for name in [*node.input, *node.output]}
+    names |= {i.name for i in graph.input} | {o.name for o in graph.output} | set(constants)
+
+    def fresh(base: str) -> str:
+        name = base
+        while name in names:
+            name += "_"
+        names.add(name)
+        return name
+
+    def label(node: onnx.NodeProto, index: int) -> str:
+        return node.name or f"{node.op_type}_{index}"
+
+    folded = set(constants)  # values computed from constants only (folded at import)
+    nodes: list[onnx.NodeProto] = []
+    for index, node in enumerate(graph.node):
+        node.name = label(node, index)  # the converter inserts nodes: keep the labels of the user's graph
+        inputs = [name for name in node.input if name]
+        is_constant = all(name in folded for name in inputs)
+        if is_constant or node.op_type == "Shape":
+            folded.update(name for name in node.output if name)
+        if node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+        elif node.op_type in RENAMED_BY_UPGRADE and not is_constant:
+            raise OnnxImportError(
+                f"{source}: node '{label(node, index)}' ({node.op_type}): op {node.op_type} is not supported by "
+                f"nncc (at opset 13 it is {RENAMED_BY_UPGRADE[node.op_type]}, which nncc does not compile "
+                "either)")
+        elif node.op_type in COERCED_TO_2D:
+            nodes += coerced_to_2d(node, shapes.get(node.input[0]), fresh)
+        elif node.op_type == "BatchNormalization" and node.attribute and any(
+                a.name == "spatial" and a.i == 0 for a in node.attribute):
+            nodes += per_position_batch_norm(node, label(node, index), shapes, constants, graph, fresh, source,
+                                             model.ir_version)
+        else:
+            nodes.append(node)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return model
+
+
+def coerced_to_2d(node: onnx.NodeProto, shape, fresh) -> list[onnx.NodeProto]:
+    """An opset < 13 Softmax/LogSoftmax/Hardmax as nodes that mean the same at opset 13."""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if axis == -1 or (shape is not None and axis == len(shape) - 1):
+        return [node]  # already over the last axis alone: both meanings agree
+    flat, result, dims = fresh(f"{node.output[0]}_2d"), fresh(f"{node.output[0]}_2d_result"), fresh(
+        f"{node.input[0]}_shape")
+    op = onnx.NodeProto()
+    op.CopyFrom(node)
+    op.ClearField("attribute")
+    op.attribute.extend([a for a in node.attribute if a.name != "axis"] + [onnx.helper.make_attribute("axis", 1)])
+    op.input[0], op.output[0] = flat, result
+    return [onnx.helper.make_node("Shape", [node.input[0]], [dims], name=f"{node.name}/shape"),
+            onnx.helper.make_node("Flatten", [node.input[0]], [flat], name=f"{node.name}/flatten", axis=axis),
+            op,
+            onnx.helper.make_node("Reshape", [result, dims], [node.output[0]], name=f"{node.name}/reshape")]
+
+
+def per_position_batch_norm(node: onnx.NodeProto, label: str, shapes, constants, graph, fresh,
+                            source: str, model_ir_version: int) -> list[onnx.NodeProto]:
+    """BatchNormalization spatial=0 (inference) as Mul and Add by per-position constants."""
+    def fail(message: str) -> OnnxImportError:
+        return OnnxImportError(f"{source}: node '{label}' (BatchNormalization): {message}")
+
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    if any(name and name in used for name in node.output[1:]):
+        raise fail("the running-statistics outputs exist only in training mode")
+    operands = list(node.input[1:5])
+    if len(operands) != 4 or not all(name in constants for name in operands):
+        raise fail("spatial=0 needs scale, B, mean and var as initializers (nncc folds them into "
+                   "per-position constants)")
+    scale, bias, mean, var = (numpy_helper.to_array(constants[name]).astype(np.float64) for name in operands)
+    x_shape = shapes.get(node.input[0])
+    if x_shape is None or None in x_shape[1:] or len(x_shape) < 2:
+        raise fail("spatial=0 needs the input's shape (C x D1 x ... x Dn after the batch axis) to be known")
+    per_position = tuple(x_shape[1:])
+    if any(tuple(a.shape) != per_position for a in (scale, bias, mean, var)):
+        raise fail(f"spatial=0 normalises each position of the C x D1 x ... x Dn axes and needs scale, B, "
+                   f"mean and var of shape {list(per_position)}; got "
+                   f"{', '.join(str(list(a.shape)) for a in (scale, bias, mean, var))}")
+    epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+    factor = scale / np.sqrt(var + epsilon)
+    names = fresh(f"{label}.scale_factor"), fresh(f"{label}.shift"), fresh(f"{node.output[0]}_scaled")
+    graph.initializer.extend([numpy_helper.from_array(factor.astype(np.float32), names[0]),
+                              numpy_helper.from_array((bias - mean * factor).astype(np.float32), names[1])])
+    if model_ir_version < 4:  # initializers must also be graph inputs before IR version 4
+        graph.input.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(per_position))
+                           for name in names[:2])
+    return [onnx.helper.make_node("Mul", [node.input[0], names[0]], [names[2]], name=f"{label}/mul"),
+            onnx.helper.make_node("Add", [names[2], names[1]], [node.output[0]], name=f"{label}/add")]
 
 
 def import_onnx(path: str | Path) -> tuple[ModuleOp, WeightStore]:
