@@ -314,9 +314,9 @@ def write_program(files: UserFiles, program, paths: list[Path]) -> None:
 
 def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch) -> int:
     from nncc.compiler import check
+    from nncc.compiler.target import target_to_dict
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
-    from nncc.compiler.target import target_to_dict
     from nncc.runtime.report import build_report, trace_events
 
     signature = {symbol.name: symbol.shape for symbol in program.symbols_of("input")}
