@@ -97,16 +97,16 @@ def window_output_size(
     """Output length of a sliding window (conv or pooling) along one axis."""
     span = dilation * (kernel - 1) + 1
     room = size + pad_begin + pad_end - span
-    if room < 0:
+    # ceil_mode: a window may hang off the end, even when it is longer than the padded input
+    # (as onnxruntime: ceil(room / stride) + 1 windows)
+    out = (-(-room // stride) if ceil_mode else room // stride) + 1
+    # ONNX/PyTorch: the last window must start inside the input or the begin padding.
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    if room < 0 and out < 1:
         raise ValueError(
             f"window {span} is larger than the padded input {size + pad_begin + pad_end}"
         )
-    if not ceil_mode:
-        return room // stride + 1
-    out = -(-room // stride) + 1
-    # ONNX/PyTorch: the last window must start inside the input or the begin padding.
-    if (out - 1) * stride >= size + pad_begin:
-        out -= 1
     return out
 
 

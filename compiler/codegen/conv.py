@@ -123,11 +123,45 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
                      + even_splits(s.cg, [2, 3, 4]))
     ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
     ows = candidates(s.ow, [7, 8, 14, 16, 28, 32, 56, 64, 112] + even_splits(s.ow, [2, 3, 4, 8]))
-    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
-    grid = grid[:, grid_fits(lowering, s, *grid)]
+    grid = fitting_grid(lowering, s, ocs, ics, ohs, ows)
+    if not grid.shape[1]:
+        # even one output element's working set (the kernel window over the input channels of a
+        # tile, and its weights) does not fit: split the reduction finer, down to one input
+        # channel per tile (the matmuls accumulate over input-channel tiles)
+        ics = candidates(s.cg, ics + [1, 2, 4, 8] + even_splits(s.cg, [6, 8, 12, 16, 24, 32, 48, 64]))
+        grid = fitting_grid(lowering, s, ocs, ics, ohs, ows)
+    if not grid.shape[1]:  # then output channels below the lane (column) count, columns down to one
+        ocs = candidates(s.og, ocs + [1, 2, 4, 8, 16, 32, 64] + even_splits(s.og, [2, 3, 4, 8]))
+        ows = candidates(s.ow, ows + [1, 2, 4])
+        grid = fitting_grid(lowering, s, ocs, ics, ohs, ows)
     columns = [np.concatenate([grid[d]] * len(splits)) for d in range(4)]
     channel = np.concatenate([np.full(grid.shape[1], split == "channel") for split in splits])
     return (*columns, channel)
+
+
+def fitting_grid(lowering: Lowering, s: ConvShape, ocs, ics, ohs, ows) -> np.ndarray:
+    """The (4, n) array of the tilings from these sizes that fit (`grid_fits`)."""
+    grid = np.array(np.meshgrid(ocs, ics, ohs, ows, indexing="ij")).reshape(4, -1)
+    return grid[:, grid_fits(lowering, s, *grid)]
+
+
+def shortfall(lowering: Lowering, s: ConvShape) -> str:
+    """Why not even the smallest tiling fits (one output element of one output channel, one input
+    channel at a time): the memories too small for its slots, and by how much."""
+    rows, cols = s.input_extent(1, 0), s.input_extent(1, 1)
+    sizes = {"input": F32 * rows * cols, "weight": F32 * (s.kh * s.kw + 1), "output": F32}
+    need: dict[str, list] = {}
+    for role, nbytes in sizes.items():
+        memory = lowering.target.memory_for(role).name
+        need.setdefault(memory, []).append((role, lowering.buffers * (-(-nbytes // 64) * 64)))
+    parts = []
+    for memory, uses in need.items():
+        total, size = sum(n for _, n in uses), lowering.target.memory(memory).size_bytes
+        if total > size:
+            slot = " + ".join(f"{role} {n // lowering.buffers}" for role, n in uses)
+            parts.append(f"{memory} needs {total} bytes ({lowering.buffers} x {slot}) but has {size} "
+                         f"(memory.{memory}.size_bytes): {total - size} bytes short")
+    return "; ".join(parts)
 
 
 def grid_fits(lowering: Lowering, s: ConvShape, toc, tic, toh, tow) -> np.ndarray:
@@ -156,8 +190,8 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
     target, scan = lowering.target, lowering.tile_order == "scan"
     toc, tic, toh, tow, channel = tile_candidates(lowering, s)
     if not len(toc):
-        memory = lowering.target.memory_for("input").name
-        raise NnccError(f"layer {name}: even one output element's working set does not fit in {memory}")
+        raise NnccError(f"layer {name}: even one output element of one channel, one input channel at a time, "
+                        f"does not fit: {shortfall(lowering, s)}")
     cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
     jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
     order = preference(cycles, nbytes, jobs, lowering.objective)

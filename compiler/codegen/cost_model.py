@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -295,14 +296,55 @@ def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start
     for core in sorted(pending):
         for occupancy, store_core in pending[core]:
             emit_stores(occupancy, store_core)
-    pred.cycles, pred.busy = dispatch(ops, engines, dma, start)
+    pred.cycles, pred.busy = dispatch(ops, engines, dma, start, semaphore_barriers(target, ops))
     pred.cycles -= start
     return pred
 
 
-def dispatch(ops, engines, dma: DmaClock, start: int) -> tuple[int, dict[str, int]]:
-    """Run the operations: each engine in order, always the one that can start earliest."""
+def semaphore_barriers(target: Target, ops) -> list[int]:
+    """The operations the scheduler puts a barrier before because no semaphore is free
+    (`scheduler.SemaphoreAllocator`, fed the same waits: every dependency is one semaphore)."""
+    from nncc.compiler.codegen import scheduler
+
+    pairs = sum(len(deps) for _, deps, _ in ops)
+    if pairs <= scheduler.SEMAPHORES:  # a fresh semaphore for every pair
+        return []
+    consumers = [0] * len(ops)
+    for _, deps, _ in ops:
+        for dep in deps:
+            consumers[dep] += 1
+    allocator = scheduler.SemaphoreAllocator(scheduler.engine_count(target))
+    tokens: list = [None] * len(ops)
+    barriers = []
+    for index, (engine, deps, _) in enumerate(ops):
+        if not deps and not consumers[index]:
+            continue  # only its own engine's later instructions see it: the order of theirs is kept
+        barrier, _, clock = allocator.issue(engine, [tokens[dep].popleft() for dep in deps])
+        if barrier:
+            barriers.append(index)
+        if consumers[index]:
+            tokens[index] = deque(allocator.signal(clock) for _ in range(consumers[index]))
+    return barriers
+
+
+def dispatch(ops, engines, dma: DmaClock, start: int, barriers: Sequence[int] = ()) -> tuple[int, dict[str, int]]:
+    """Run the operations: each engine in order, always the one that can start earliest. A
+    barrier before operation b (`barriers`) starts it and everything after it when all before
+    it are done (the dependencies across it are dropped, as the scheduler drops their waits)."""
     end = [-1] * len(ops)
+    busy: dict[str, int] = {}
+    last = start
+    bounds = [0, *barriers, len(ops)]
+    for low, high in zip(bounds, bounds[1:]):
+        segment = engines if len(bounds) == 2 else {
+            engine: [op for op in indices if low <= op < high] for engine, indices in engines.items()}
+        last = dispatch_segment(ops, {e: i for e, i in segment.items() if i}, dma, last, end, busy, low)
+    return last, busy
+
+
+def dispatch_segment(ops, engines, dma: DmaClock, start: int, end: list[int], busy: dict[str, int],
+                     low: int) -> int:
+    """Operations `engines` (all at or after `low`, all before the next barrier) from `start`."""
     queues = [(engine, engines[engine]) for engine in engines]
     heads = [0] * len(queues)
     engine_free = [start] * len(queues)
@@ -315,6 +357,8 @@ def dispatch(ops, engines, dma: DmaClock, start: int) -> tuple[int, dict[str, in
             op = queues[q][1][heads[q]]
             begin = engine_free[q]
             for dep in ops[op][1]:
+                if dep < low:  # before a barrier: done
+                    continue
                 e = end[dep]
                 if e < 0:
                     break
@@ -337,10 +381,10 @@ def dispatch(ops, engines, dma: DmaClock, start: int) -> tuple[int, dict[str, in
         heads[best_q] += 1
         if heads[best_q] == len(queues[best_q][1]):
             active.remove(best_q)
-    busy = {}
     for (engine, _), cycles in zip(queues, busy_by):
-        busy[f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"] = cycles
-    return last, busy
+        name = f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"
+        busy[name] = busy.get(name, 0) + cycles
+    return last
 
 
 # --------------------------------------------------------------------------- closed form (tile search)
