@@ -894,6 +894,45 @@ def convert_lrn(node: ImportNode) -> None:
                          node.attr("bias", 1.0)))
 
 
+@converts("LayerNormalization")
+def convert_layer_norm(node: ImportNode) -> None:
+    """LayerNormalization over axes [axis, rank), composed of ops every target lowers (one pass
+    over the tensor each, no fused kernel): the input viewed as 1 x K x R (R normalised
+    elements of each of the K rows), mean = `nn.global_avg_pool`, d = x - mean, var =
+    `nn.global_avg_pool` of d * d, inv = 1 / `nn.sqrt`(var + epsilon) on the K x 1 statistics,
+    y = d * inv viewed back, times scale, plus bias (`nn.mul`, `nn.add`, numpy broadcasting).
+    The Mean and InvStdDev outputs are the K statistics reshaped to [d0, ..., d(axis-1), 1, ...]."""
+    shape = node.shape(0)
+    rank = len(shape)
+    if rank == 0:
+        raise node.fail("input must have rank >= 1")
+    axis = nn.normalize_axis(node.attr("axis", -1), rank)
+    kept, reduced = math.prod(shape[:axis]), math.prod(shape[axis:])
+    x = node.value(0)
+    if nn.shape_of(x) != (1, kept, reduced):
+        x = node.emit(nn.ReshapeOp(x, (1, kept, reduced)))
+    mean = node.emit(nn.GlobalAvgPoolOp(x))
+    centred = node.emit(nn.SubOp(x, mean))
+    var = node.emit(nn.GlobalAvgPoolOp(node.emit(nn.MulOp(centred, centred))))
+    epsilon = reduction_constant(node, "epsilon", float(node.attr("epsilon", 1e-5)))
+    std = node.emit(nn.SqrtOp(node.emit(nn.AddOp(var, epsilon))))
+    inv_std = node.emit(nn.DivOp(reduction_constant(node, "one", 1.0), std))
+    y = node.emit(nn.MulOp(centred, inv_std))
+    if nn.shape_of(y) != shape:
+        y = node.emit(nn.ReshapeOp(y, shape))
+    for i, what in ((1, "scale"), (2, "bias")):
+        if not node.has_input(i):
+            continue
+        if nn.broadcast_shapes(shape, node.shape(i)) != shape:
+            raise node.fail(f"{what} of shape {list(node.shape(i))} does not broadcast to the input {list(shape)}")
+        y = node.emit((nn.MulOp if i == 1 else nn.AddOp)(y, node.value(i)))
+    node.alias(y)
+    stat_shape = (*shape[:axis], *[1] * (rank - axis))
+    for output, value in ((1, mean), (2, inv_std)):
+        if len(node.node.output) > output and node.node.output[output]:
+            node.define(nn.ReshapeOp(value, stat_shape), output)
+
+
 # --------------------------------------------------------------------------- elementwise
 
 
@@ -907,9 +946,35 @@ def convert_sigmoid(node: ImportNode) -> None:
     node.define(nn.SigmoidOp(node.value(0)))
 
 
+@converts("Sqrt")
+def convert_sqrt(node: ImportNode) -> None:
+    node.define(nn.SqrtOp(node.value(0)))
+
+
 @converts("HardSwish")
 def convert_hard_swish(node: ImportNode) -> None:
     node.define(nn.HardSwishOp(node.value(0)))
+
+
+@converts("Tanh")
+def convert_tanh(node: ImportNode) -> None:
+    node.define(nn.TanhOp(node.value(0)))
+
+
+@converts("Erf")
+def convert_erf(node: ImportNode) -> None:
+    """Erf alone; PyTorch's GELU (x * 0.5 * (1 + Erf(x / sqrt(2)))) becomes one `nn.gelu` in
+    canonicalize-nn."""
+    node.define(nn.ErfOp(node.value(0)))
+
+
+@converts("Gelu")
+def convert_gelu(node: ImportNode) -> None:
+    """Opset 20's Gelu: approximate="none" (erf) or "tanh"."""
+    approximate = node.str_attr("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise node.fail(f"attribute approximate={approximate!r} is not 'none' or 'tanh'")
+    node.define((nn.GeluOp if approximate == "none" else nn.GeluTanhOp)(node.value(0)))
 
 
 @converts("LeakyRelu")
@@ -945,6 +1010,26 @@ BINARY_OPS = {"Add": nn.AddOp, "Sub": nn.SubOp, "Mul": nn.MulOp, "Div": nn.DivOp
 @converts(*BINARY_OPS)
 def convert_binary(node: ImportNode) -> None:
     node.define(BINARY_OPS[node.node.op_type](node.value(0), node.value(1)))
+
+
+POW_EXPONENTS = {1.0: "x", 2.0: "x * x (nn.mul)", 0.5: "nn.sqrt"}
+
+
+@converts("Pow")
+def convert_pow(node: ImportNode) -> None:
+    """x ** y for a constant y whose elements are all 1, 2 (`nn.mul x, x`: PyTorch's
+    `(x - u).pow(2)`) or 0.5 (`nn.sqrt`); other exponents are refused."""
+    exponent = np.asarray(node.const(1, "exponent"))
+    values = set(exponent.reshape(-1).tolist())
+    if len(values) != 1 or float(next(iter(values))) not in POW_EXPONENTS:
+        raise node.fail(f"only constant exponents 1, 2 and 0.5 are supported, got {sorted(values)[:4]}")
+    shape = node.shape(0)
+    if nn.broadcast_shapes(shape, exponent.shape) != shape:
+        raise node.fail(f"exponent of shape {list(exponent.shape)} broadcasts the input {list(shape)}")
+    power, x = float(next(iter(values))), node.value(0)
+    if power == 1.0:
+        return node.alias(x)
+    node.define(nn.MulOp(x, x) if power == 2.0 else nn.SqrtOp(x))
 
 
 @converts("Sum")
@@ -1068,6 +1153,75 @@ def convert_concat(node: ImportNode) -> None:
     if len(inputs) == 1:
         return node.alias(inputs[0])
     node.define(nn.ConcatOp(inputs, axis))
+
+
+def define_box(node: ImportNode, output: int, starts: list[int], steps: list[int], shape: list[int]) -> None:
+    """Bind output `output` to the strided box of input 0 (an alias when it is the whole input)."""
+    source = node.shape(0)
+    if 0 in shape:
+        raise node.fail(f"output '{node.node.output[output]}' has a zero-size dimension (axis {shape.index(0)}); "
+                        "nncc does not compile empty tensors")
+    if tuple(shape) == tuple(source) and all(step == 1 for step in steps):
+        return node.alias(node.value(0), output)
+    node.define(nn.SliceOp(node.value(0), starts, steps, shape), output)
+
+
+@converts("Split")
+def convert_split(node: ImportNode) -> None:
+    """One `nn.slice` per output (each a contiguous alias when it can be, see SliceOp)."""
+    shape = node.shape(0)
+    axis = nn.normalize_axis(node.attr("axis", 0), len(shape))
+    count, size = len(node.node.output), shape[axis]
+    if node.has_input(1):
+        sizes = [int(s) for s in node.int_const(1, "split").reshape(-1)]
+    elif node.attr("split") is not None:  # opset < 13 (the version converter moves it to input 1)
+        sizes = [int(s) for s in node.attr("split")]
+    else:
+        parts = node.attr("num_outputs", count)
+        if parts != count:
+            raise node.fail(f"num_outputs={parts} but the node has {count} outputs")
+        if node.attr("num_outputs") is None and size % count:
+            raise node.fail(f"axis {axis} of size {size} does not split into {count} equal parts")
+        chunk = -(-size // parts)
+        sizes = [chunk] * (parts - 1) + [size - chunk * (parts - 1)]
+    if len(sizes) != count or sum(sizes) != size or min(sizes) < 0:
+        raise node.fail(f"split {sizes} into {count} outputs does not divide axis {axis} of size {size}")
+    offset = 0
+    for output, part in enumerate(sizes):
+        if node.node.output[output]:
+            starts = [offset if a == axis else 0 for a in range(len(shape))]
+            define_box(node, output, starts, [1] * len(shape), [part if a == axis else d for a, d in enumerate(shape)])
+        offset += part
+
+
+@converts("Slice")
+def convert_slice(node: ImportNode) -> None:
+    """Constant starts/ends/axes/steps (opset >= 10 inputs), ONNX clamping, negative steps."""
+    shape = node.shape(0)
+    rank = len(shape)
+    starts = [int(s) for s in node.int_const(1, "starts").reshape(-1)]
+    ends = [int(e) for e in node.int_const(2, "ends").reshape(-1)]
+    axes = [int(a) for a in node.int_const(3, "axes").reshape(-1)] if node.has_input(3) else list(range(len(starts)))
+    steps = [int(s) for s in node.int_const(4, "steps").reshape(-1)] if node.has_input(4) else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise node.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    axes = [nn.normalize_axis(a, rank) for a in axes]
+    if len(set(axes)) != len(axes):
+        raise node.fail(f"axes {axes} name an axis twice")
+    box_starts, box_steps, box_shape = [0] * rank, [1] * rank, list(shape)
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        dim = shape[axis]
+        if step == 0:
+            raise node.fail(f"step 0 on axis {axis}")
+        start, end = start + dim if start < 0 else start, end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+            count = max(0, -(-(end - start) // step))
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+            count = max(0, -(-(start - end) // -step))
+        box_starts[axis], box_steps[axis], box_shape[axis] = (start if count else 0), step, count
+    define_box(node, 0, box_starts, box_steps, box_shape)
 
 
 @converts("Softmax")

@@ -19,6 +19,11 @@ that the accelerator applies while the output tile is still on chip:
   | `hard_swish`   |                               | z * max(0, min(1, z / 6 + 1 / 2))    |
   | `hard_sigmoid` | `alpha`, `beta`               | max(0, min(1, alpha * z + beta))     |
   | `sigmoid`      |                               | 1 / (1 + exp(-z))                    |
+  | `tanh`         |                               | tanh(z)                              |
+  | `erf`          |                               | erf(z)                               |
+  | `gelu`         |                               | z / 2 * (1 + erf(z / sqrt(2)))       |
+  | `gelu_tanh`    |                               | z / 2 * (1 + tanh(sqrt(2 / pi) * (z + 0.044715 * z^3))) |
+  | `silu`         |                               | z * sigmoid(z)                       |
 
   The parameters are the properties `act_min`, `act_max`, `act_alpha` and
   `act_beta` (`fused.gemm` already has properties `alpha` and `beta`), printed
@@ -93,6 +98,11 @@ class Activation(StrEnum):
     HARD_SWISH = "hard_swish"
     HARD_SIGMOID = "hard_sigmoid"
     SIGMOID = "sigmoid"
+    TANH = "tanh"
+    ERF = "erf"
+    GELU = "gelu"
+    GELU_TANH = "gelu_tanh"
+    SILU = "silu"
 
 
 @irdl_attr_definition
@@ -111,6 +121,11 @@ PARAMETERS: dict[Activation, tuple[frozenset[str], frozenset[str]]] = {
     Activation.HARD_SWISH: (frozenset(), frozenset()),
     Activation.HARD_SIGMOID: (frozenset({"act_alpha", "act_beta"}), frozenset()),
     Activation.SIGMOID: (frozenset(), frozenset()),
+    Activation.TANH: (frozenset(), frozenset()),
+    Activation.ERF: (frozenset(), frozenset()),
+    Activation.GELU: (frozenset(), frozenset()),
+    Activation.GELU_TANH: (frozenset(), frozenset()),
+    Activation.SILU: (frozenset(), frozenset()),
 }
 """Which parameter properties each activation takes."""
 

@@ -554,10 +554,53 @@ class SigmoidOp(UnaryOp):
 
 
 @irdl_op_definition
+class SqrtOp(UnaryOp):
+    """sqrt(x) (NaN for x < 0)."""
+
+    name = "nn.sqrt"
+
+
+@irdl_op_definition
 class HardSwishOp(UnaryOp):
     """x * max(0, min(1, x / 6 + 1 / 2))."""
 
     name = "nn.hard_swish"
+
+
+@irdl_op_definition
+class TanhOp(UnaryOp):
+    """tanh(x)."""
+
+    name = "nn.tanh"
+
+
+@irdl_op_definition
+class ErfOp(UnaryOp):
+    """erf(x), the Gauss error function."""
+
+    name = "nn.erf"
+
+
+@irdl_op_definition
+class GeluOp(UnaryOp):
+    """x / 2 * (1 + erf(x / sqrt(2))): GELU (ONNX Gelu approximate="none"; PyTorch's export
+    of it, Div/Erf/Add/Mul/Mul, becomes this op in canonicalize-nn)."""
+
+    name = "nn.gelu"
+
+
+@irdl_op_definition
+class GeluTanhOp(UnaryOp):
+    """x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))): ONNX Gelu approximate="tanh"."""
+
+    name = "nn.gelu_tanh"
+
+
+@irdl_op_definition
+class SiluOp(UnaryOp):
+    """x * sigmoid(x) (SiLU / swish; ONNX has no op: canonicalize-nn recognises Sigmoid + Mul)."""
+
+    name = "nn.silu"
 
 
 @irdl_op_definition
@@ -850,6 +893,55 @@ def concat_shape(shapes: Sequence[Shape], axis: int) -> Shape:
 
 
 @irdl_op_definition
+class SliceOp(NNOperation):
+    """A static strided box of the input: result[i0, i1, ...] = x[starts[0] + i0 * steps[0], ...],
+    the result's shape giving the box's sizes. ONNX Slice (constant starts/ends/axes/steps, ends
+    clamped, negative steps) and each output of Split import as this op (one per Split output).
+
+        %y = nn.slice %x starts [0, 2, 0, 0] steps [1, 1, 1, 1] : (tensor<1x4x8x8xf32>) -> tensor<1x2x8x8xf32>
+    """
+
+    name = "nn.slice"
+    input = operand_def(TensorType)
+    starts = prop_def(DenseArrayBase[I64])
+    steps = prop_def(DenseArrayBase[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `starts` $starts `steps` $steps attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, starts: Sequence[int], steps: Sequence[int], shape: Sequence[int]):
+        super().__init__(operands=[input], properties={"starts": i64_array(starts), "steps": i64_array(steps)},
+                         result_types=[tensor_type(shape)])
+
+    def verify_shapes(self) -> None:
+        shape, out = shape_of(self.input), shape_of(self.result)
+        starts, steps = ints(self.starts), ints(self.steps)
+        if not len(starts) == len(steps) == len(out) == len(shape):
+            raise VerifyException(f"{self.name}: starts {list(starts)}, steps {list(steps)} and the result "
+                                  f"{list(out)} must have the input's rank {len(shape)}")
+        for axis, (dim, start, step, size) in enumerate(zip(shape, starts, steps, out)):
+            last = start + (size - 1) * step
+            if step == 0 or size < 1 or not (0 <= start < dim and 0 <= last < dim):
+                raise VerifyException(f"{self.name}: axis {axis}: {size} elements from {start} by step {step} "
+                                      f"do not fit in size {dim}")
+
+    def contiguous_offset(self) -> int | None:
+        """The element offset of the result in the row-major input when the box is one contiguous
+        run of it (e.g. a channel range of an NCHW tensor with batch 1): the result is then an alias
+        of the input's memory. Else None."""
+        shape, out = shape_of(self.input), shape_of(self.result)
+        starts, steps = ints(self.starts), ints(self.steps)
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+        # the axes after the first one of size > 1 must be whole (and that one, step 1)
+        kept = [i for i, size in enumerate(out) if size != 1]
+        if kept:
+            first = kept[0]
+            if steps[first] != 1 or any(out[i] != shape[i] for i in range(first + 1, len(shape))):
+                return None
+        return sum(start * stride for start, stride in zip(starts, strides))
+
+
+@irdl_op_definition
 class SoftmaxOp(NNOperation):
     """exp(x) / sum(exp(x)) along one axis (opset >= 13 semantics).
 
@@ -879,9 +971,11 @@ NN = Dialect(
         WeightOp,
         Conv2dOp, GemmOp, MatMulOp, BatchNormOp, LRNOp,
         ReluOp, SigmoidOp, HardSwishOp, LeakyReluOp, ClipOp, HardSigmoidOp,
+        SqrtOp,
         AddOp, SubOp, MulOp, DivOp,
+        TanhOp, ErfOp, GeluOp, GeluTanhOp, SiluOp,
         MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp, GlobalMaxPoolOp,
-        ReshapeOp, TransposeOp, ConcatOp, SoftmaxOp,
+        ReshapeOp, TransposeOp, ConcatOp, SliceOp, SoftmaxOp,
     ],
     [],
 )

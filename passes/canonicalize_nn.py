@@ -3,7 +3,12 @@
 - a reshape to the shape it already has, or an identity transpose, disappears;
 - reshape(reshape(x)) becomes one reshape, transpose(transpose(x)) one transpose;
 - a clip with both bounds infinite disappears;
-- ops (and weights) whose results nobody uses are erased.
+- ops (and weights) whose results nobody uses are erased;
+- GELU as PyTorch exports it, x * 0.5 * (1 + erf(x / sqrt(2))) (nn.div or nn.mul by 1/sqrt(2),
+  nn.erf, nn.add of 1, two nn.mul in any association and operand order), becomes one
+  `nn.gelu`, and SiLU, x * sigmoid(x), one `nn.silu`, so that fuse-epilogues can make them a
+  conv/gemm's activation. The constants are read from the weight store (opened only when the
+  module has an nn.erf; without a store, GELU stays as it is).
 
     %a = nn.reshape %x : (tensor<1x8x1x1xf32>) -> tensor<1x8xf32>
     %b = nn.reshape %a : (tensor<1x8xf32>) -> tensor<8xf32>
@@ -12,10 +17,14 @@
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
@@ -25,6 +34,8 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
+from nncc.compiler.errors import NnccError
+from nncc.compiler.weights import store_of
 from nncc.dialects import nn
 
 
@@ -80,6 +91,111 @@ class RemoveUnboundedClip(RewritePattern):
             rewriter.replace(op, [], [op.input])
 
 
+def single_use_owner(value: SSAValue, op_type: type):
+    """The `op_type` op computing `value` when `value` has no other user, else None."""
+    op = value.owner
+    return op if isinstance(op, op_type) and value.has_one_use() else None
+
+
+class FuseSilu(RewritePattern):
+    """mul(x, sigmoid(x)) or mul(sigmoid(x), x) -> silu(x)."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: nn.MulOp, rewriter: PatternRewriter):
+        for x, s in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+            sigmoid = single_use_owner(s, nn.SigmoidOp)
+            if sigmoid is not None and sigmoid.input == x and nn.shape_of(x) == nn.shape_of(op.result):
+                silu = nn.SiluOp(x)
+                inherit_onnx_nodes(silu, sigmoid, op)
+                silu.result.name_hint = op.result.name_hint
+                rewriter.replace(op, silu)
+                rewriter.erase(sigmoid)
+                return
+
+
+class FuseGelu(RewritePattern):
+    """x * 0.5 * (1 + erf(x / sqrt(2))), as PyTorch exports F.gelu -> gelu(x).
+
+    The root is the outer nn.mul; its three factors x, 0.5 and (1 + erf(...)) may be associated
+    either way. Every intermediate result must have no other user (x may have any)."""
+
+    def __init__(self, scalar: Callable[[SSAValue], float | None]):
+        self.scalar = scalar
+
+    def is_const(self, value: SSAValue, expected: float) -> bool:
+        found = self.scalar(value)
+        return found is not None and math.isclose(found, expected, rel_tol=1e-6)
+
+    def scaled_input(self, value: SSAValue) -> tuple[SSAValue, Operation] | None:
+        """(x, op) when `value` is x / sqrt(2) or x * (1 / sqrt(2))."""
+        op = value.owner
+        if not value.has_one_use():
+            return None
+        if isinstance(op, nn.DivOp) and self.is_const(op.rhs, math.sqrt(2)):
+            return op.lhs, op
+        if isinstance(op, nn.MulOp):
+            for x, c in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+                if self.is_const(c, 1 / math.sqrt(2)):
+                    return x, op
+        return None
+
+    def one_plus_erf(self, value: SSAValue) -> tuple[SSAValue, list[Operation]] | None:
+        """(x, [scale, erf, add]) when `value` is 1 + erf(x / sqrt(2)) (either add order)."""
+        add = single_use_owner(value, nn.AddOp)
+        if add is None:
+            return None
+        for e, one in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+            erf = single_use_owner(e, nn.ErfOp)
+            if erf is not None and self.is_const(one, 1.0) and (scaled := self.scaled_input(erf.input)):
+                return scaled[0], [scaled[1], erf, add]
+        return None
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: nn.MulOp, rewriter: PatternRewriter):
+        # the three factors: one operand of the root is itself a single-use product
+        for inner_value, third in ((op.lhs, op.rhs), (op.rhs, op.lhs)):
+            inner = single_use_owner(inner_value, nn.MulOp)
+            if inner is None:
+                continue
+            factors = [inner.lhs, inner.rhs, third]
+            for i, j, k in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+                x, half, sum_ = factors[i], factors[j], factors[k]
+                match = self.one_plus_erf(sum_)  # first: no store is opened unless there is an erf
+                if match is None or match[0] != x or nn.shape_of(x) != nn.shape_of(op.result):
+                    continue
+                if not self.is_const(half, 0.5):
+                    continue
+                chain = match[1]
+                gelu = nn.GeluOp(x)
+                inherit_onnx_nodes(gelu, *chain, inner, op)
+                gelu.result.name_hint = op.result.name_hint
+                rewriter.replace(op, gelu)
+                for dead in (inner, *reversed(chain)):
+                    rewriter.erase(dead)
+                return
+
+
+class StoreScalars:
+    """Single-element `nn.weight` values, read from the module's weight store on first use."""
+
+    def __init__(self, module: ModuleOp):
+        self.module = module
+        self.store = None
+        self.failed = False
+
+    def __call__(self, value: SSAValue) -> float | None:
+        op = value.owner
+        if not isinstance(op, nn.WeightOp) or math.prod(nn.shape_of(value)) != 1 or self.failed:
+            return None
+        if self.store is None:
+            try:
+                self.store = store_of(self.module, "canonicalize-nn")
+            except NnccError:
+                self.failed = True
+                return None
+        return float(np.asarray(self.store[op.ref.data]).reshape(-1)[0])
+
+
 @dataclass(frozen=True)
 class CanonicalizeNNPass(ModulePass):
     """Simplify `nn` IR without changing what it computes."""
@@ -90,6 +206,6 @@ class CanonicalizeNNPass(ModulePass):
         PatternRewriteWalker(
             GreedyRewritePatternApplier([
                 RemoveIdentityReshape(), MergeReshapes(), RemoveIdentityTranspose(),
-                MergeTransposes(), RemoveUnboundedClip(),
+                MergeTransposes(), RemoveUnboundedClip(), FuseSilu(), FuseGelu(StoreScalars(op)),
             ]),
         ).rewrite_module(op)

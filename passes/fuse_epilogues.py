@@ -8,7 +8,8 @@ kind. Then, while the output tile would still be on chip:
    either operand order) becomes the op's `residual`, when the op's result has
    no other user and the op has no residual or activation yet;
 2. one activation (`nn.relu`, `nn.clip`, `nn.leaky_relu`, `nn.hard_swish`,
-   `nn.hard_sigmoid`, `nn.sigmoid`) becomes the op's `act`, when the previous
+   `nn.hard_sigmoid`, `nn.sigmoid`, `nn.tanh`, `nn.erf`, `nn.gelu`,
+   `nn.gelu_tanh`, `nn.silu`) becomes the op's `act`, when the previous
    result (the op's, or the fused add's) has no other user and the op has no
    activation yet.
 
@@ -120,6 +121,10 @@ def epilogue_of(op: Operation) -> Epilogue | None:
         return Epilogue(Activation.SIGMOID)
     if isinstance(op, nn.HardSwishOp):
         return Epilogue(Activation.HARD_SWISH)
+    for op_type, act in ((nn.TanhOp, Activation.TANH), (nn.ErfOp, Activation.ERF), (nn.GeluOp, Activation.GELU),
+                         (nn.GeluTanhOp, Activation.GELU_TANH), (nn.SiluOp, Activation.SILU)):
+        if isinstance(op, op_type):
+            return Epilogue(act)
     if isinstance(op, nn.LeakyReluOp):
         alpha = op.alpha.value.data
         return Epilogue(Activation.LEAKY_RELU, alpha=alpha) if math.isfinite(alpha) else None

@@ -44,6 +44,10 @@ def apply_epilogue(z: np.ndarray, residual: np.ndarray | None, epilogue: Epilogu
         return k.hard_sigmoid(z, epilogue.alpha, epilogue.beta)
     if act == Activation.SIGMOID:
         return k.sigmoid(z)
+    simple = {Activation.TANH: k.tanh, Activation.ERF: k.erf, Activation.GELU: k.gelu,
+              Activation.GELU_TANH: k.gelu_tanh, Activation.SILU: k.silu}
+    if act in simple:
+        return simple[act](z)
     raise NotImplementedError(f"activation {act}")
 
 

@@ -100,9 +100,15 @@ ACTIVATIONS: dict[str, int] = {
     "copy": 1, "relu": 1, "clip": 1, "leaky": 1, "step": 1, "affine": 1, "abs": 1, "neg": 1, "square": 1,
     "hardsigmoid": 2, "hardswish": 3,
     "sigmoid": 4, "tanh": 4, "exp": 4, "log": 4, "recip": 4, "sqrt": 4, "rsqrt": 4,
+    # appended (an enum operand is its index in this order: old binaries keep their meaning)
+    "erf": 4, "gelu": 6, "gelu_tanh": 9, "silu": 5,
 }  # fmt: skip
 """vact functions. clip: min(max(x,p0),p1); leaky: x>0?x:p0*x; step: x>0?1:0; affine: x*p0+p1;
-hardsigmoid: clip(p0*x+p1, 0, 1); rsqrt: 1/sqrt(x+p0); the rest as named."""
+hardsigmoid: clip(p0*x+p1, 0, 1); rsqrt: 1/sqrt(x+p0); gelu: x/2*(1+erf(x/sqrt(2)));
+gelu_tanh: x/2*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))); silu: x*sigmoid(x); the rest as named.
+Costs: a transcendental (sigmoid, tanh, erf, exp, ...) is 4 passes, like vdiv; a composite is
+its transcendental plus one pass per extra multiply/FMA: silu = sigmoid + mul (5),
+gelu = erf (argument scale folded in) + FMA + mul (6), gelu_tanh = x^2, FMA, mul, tanh, FMA, mul (9)."""
 
 BINARY_OPS: dict[str, tuple[int, str]] = {
     "vadd": (0x20, "z = x + y"),

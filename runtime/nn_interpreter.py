@@ -82,6 +82,10 @@ class NNFunctions(InterpreterFunctions):
     def run_sigmoid(self, interpreter: Interpreter, op: nn.SigmoidOp, args: Args):
         return (k.sigmoid(args[0]),)
 
+    @impl(nn.SqrtOp)
+    def run_sqrt(self, interpreter: Interpreter, op: nn.SqrtOp, args: Args):
+        return (k.sqrt(args[0]),)
+
     @impl(nn.HardSwishOp)
     def run_hard_swish(self, interpreter: Interpreter, op: nn.HardSwishOp, args: Args):
         return (k.hard_swish(args[0]),)
@@ -89,6 +93,26 @@ class NNFunctions(InterpreterFunctions):
     @impl(nn.LeakyReluOp)
     def run_leaky_relu(self, interpreter: Interpreter, op: nn.LeakyReluOp, args: Args):
         return (k.leaky_relu(args[0], flt(op.alpha)),)
+
+    @impl(nn.TanhOp)
+    def run_tanh(self, interpreter: Interpreter, op: nn.TanhOp, args: Args):
+        return (k.tanh(args[0]),)
+
+    @impl(nn.ErfOp)
+    def run_erf(self, interpreter: Interpreter, op: nn.ErfOp, args: Args):
+        return (k.erf(args[0]),)
+
+    @impl(nn.GeluOp)
+    def run_gelu(self, interpreter: Interpreter, op: nn.GeluOp, args: Args):
+        return (k.gelu(args[0]),)
+
+    @impl(nn.GeluTanhOp)
+    def run_gelu_tanh(self, interpreter: Interpreter, op: nn.GeluTanhOp, args: Args):
+        return (k.gelu_tanh(args[0]),)
+
+    @impl(nn.SiluOp)
+    def run_silu(self, interpreter: Interpreter, op: nn.SiluOp, args: Args):
+        return (k.silu(args[0]),)
 
     @impl(nn.ClipOp)
     def run_clip(self, interpreter: Interpreter, op: nn.ClipOp, args: Args):
@@ -148,6 +172,10 @@ class NNFunctions(InterpreterFunctions):
     @impl(nn.ConcatOp)
     def run_concat(self, interpreter: Interpreter, op: nn.ConcatOp, args: Args):
         return (np.concatenate(args, axis=op.axis.value.data),)
+
+    @impl(nn.SliceOp)
+    def run_slice(self, interpreter: Interpreter, op: nn.SliceOp, args: Args):
+        return (k.strided_box(args[0], ints(op.starts), ints(op.steps), nn.shape_of(op.result)),)
 
     @impl(nn.SoftmaxOp)
     def run_softmax(self, interpreter: Interpreter, op: nn.SoftmaxOp, args: Args):

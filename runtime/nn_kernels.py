@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -144,6 +146,11 @@ def sigmoid(x):
         return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def sqrt(x):
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x).astype(np.float32)
+
+
 def hard_sigmoid(x, alpha: float, beta: float):
     return np.clip(x * np.float32(alpha) + np.float32(beta), 0, 1).astype(np.float32)
 
@@ -152,9 +159,44 @@ def hard_swish(x):
     return (x * np.clip(x / np.float32(6) + np.float32(0.5), 0, 1)).astype(np.float32)
 
 
+def tanh(x):
+    return np.tanh(x).astype(np.float32)
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x):
+    """erf elementwise: float64 math.erf rounded to float32 (numpy has no erf)."""
+    return _ERF(np.asarray(x, np.float64)).astype(np.float32) if np.size(x) else np.asarray(x, np.float32)
+
+
+def gelu(x):
+    """x / 2 * (1 + erf(x / sqrt(2))), ONNX Gelu approximate="none"."""
+    return (x * (0.5 * (1 + erf(x / np.float32(np.sqrt(2)))))).astype(np.float32)
+
+
+def gelu_tanh(x):
+    """ONNX Gelu approximate="tanh", evaluated in float64."""
+    x64 = np.asarray(x, np.float64)
+    return (0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))).astype(np.float32)
+
+
+def silu(x):
+    """x * sigmoid(x)."""
+    with np.errstate(over="ignore"):
+        return (x / (1 + np.exp(-x))).astype(np.float32)
+
+
 BINARY = {
     "add": np.add,
     "sub": np.subtract,
     "mul": np.multiply,
     "div": np.divide,
 }
+
+
+def strided_box(x, starts, steps, shape):
+    """result[i, ...] = x[starts[0] + i * steps[0], ...] (nn.slice; steps may be negative)."""
+    index = tuple(start + step * np.arange(size) for start, step, size in zip(starts, steps, shape))
+    return np.ascontiguousarray(x[np.ix_(*index)]) if index else np.array(x, copy=True)

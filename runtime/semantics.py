@@ -7,6 +7,7 @@ its work (MACs, elementwise operations, issue cycles on its unit). The interpret
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,7 +228,25 @@ def _activation(func: str, x: np.ndarray, p0: float, p1: float) -> np.ndarray:
             return np.sqrt(x)
         case "rsqrt":
             return (np.float32(1) / np.sqrt(x + p0)).astype(np.float32)
+        case "erf":
+            return _erf(x)
+        case "gelu":
+            return (x * (0.5 * (1 + _erf(x / np.float32(np.sqrt(2)))))).astype(np.float32)
+        case "gelu_tanh":
+            x64 = x.astype(np.float64)
+            inner = np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+            return (0.5 * x64 * (1 + np.tanh(inner))).astype(np.float32)
+        case "silu":
+            return (x / (1 + np.exp(-x))).astype(np.float32)
     raise Fault(f"unknown activation {func!r}")  # pragma: no cover - make() checks choices
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf elementwise (float64 math.erf, rounded to float32: numpy has no erf)."""
+    return _ERF(x.astype(np.float64)).astype(np.float32) if x.size else x.copy()
 
 
 def vact(mem: Memories, ins: Any) -> Effect:

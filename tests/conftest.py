@@ -157,3 +157,34 @@ def write_model(tmp_path: Path):
         return path
 
     return write
+
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """`saved_models(models)`: each ONNX model of a {name: model} dict saved once per test module."""
+
+    def save(models: dict) -> dict[str, Path]:
+        root = tmp_path_factory.mktemp("models")
+        for name, model in models.items():
+            onnx.save(model, root / f"{name}.onnx")
+        return {name: root / f"{name}.onnx" for name in models}
+
+    return save
+
+
+@pytest.fixture
+def passes_check(capsys, tmp_path):
+    """`passes_check(path, target)`: nncc compiles the model for `target`, runs it and holds every
+    output to onnxruntime's (`--check`); fails the test with nncc's stderr otherwise."""
+    from nncc.compiler.cli import main
+
+    def check(path: Path, target: str) -> None:
+        program = [] if target == "reference" else ["--program", str(tmp_path / "prog")]
+        code = main([str(path), f"--target={target}", "--check", *program])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "check passed" in out
+
+    return check
+

@@ -11,15 +11,21 @@ Both are elementwise copies (`vact copy`) whose DRAM side is strided:
   strides (`Source.strides[i] = input stride of axis perm[i]`): the load DMA gathers, the
   copy runs on lanes along the output's innermost axis, the store is contiguous. Axes beyond
   the DMA's three dimensions become separate jobs.
+- **slice** (ONNX Slice, each output of Split): a box that is one contiguous run of the input
+  (`SliceOp.contiguous_offset`: a channel range of an NCHW tensor with batch 1) is an alias of
+  the input (no layer, like a reshape; `lower.is_alias`). Any other box is copied: the input is
+  read with strides `step x input stride` from the box's first element (negative steps read
+  backwards), the copy runs along the output's innermost axis, the store is contiguous.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from xdsl.ir import Operation
 
 from nncc.compiler.codegen import eltwise
 from nncc.compiler.codegen.context import F32, Lowering, row_major_strides
-from nncc.compiler.codegen.lower import lowers, source_address
+from nncc.compiler.codegen.lower import is_alias, lowers, source_address
 from nncc.dialects import nn
 
 
@@ -35,7 +41,7 @@ def in_place_slots(lowering: Lowering, op: Operation) -> dict:
     slots, offset = {}, 0
     for value in op.inputs:
         owner = value.owner
-        if isinstance(owner, Operation) and not isinstance(owner, (nn.WeightOp, nn.ReshapeOp)) and \
+        if isinstance(owner, Operation) and not isinstance(owner, nn.WeightOp) and not is_alias(owner) and \
                 value.has_one_use() and value not in lowering.addresses and \
                 sum(v is value for v in op.inputs) == 1:
             slots[value] = offset
@@ -86,3 +92,28 @@ def lower_transpose(lowering: Lowering, op: Operation):
                                      eltwise.Source(lowering.address(op.result), row_major_strides(out_shape)),
                                      eltwise.activation("copy", lowering.vector_unit))
     return layer.layers()
+
+
+@lowers("nn.slice")
+def lower_slice(lowering: Lowering, op: Operation):
+    """A strided copy. DMA strides are non-negative, so each index of an axis read backwards
+    (negative step, size > 1) is a piece of its own (the pieces are one phase)."""
+    in_strides = row_major_strides(nn.shape_of(op.input))
+    starts, steps = nn.ints(op.starts), nn.ints(op.steps)
+    out_shape = nn.shape_of(op.result)
+    out_strides = row_major_strides(out_shape)
+    base = source_address(lowering, op.input) + F32 * sum(s * st for s, st in zip(starts, in_strides))
+    y = lowering.address(op.result)
+    backwards = [a for a, (step, size) in enumerate(zip(steps, out_shape)) if step < 0 and size > 1]
+    piece_shape = tuple(1 if a in backwards else size for a, size in enumerate(out_shape))
+    strides = tuple(step * stride for step, stride in zip(steps, in_strides))
+    phases = []
+    for index in np.ndindex(*(out_shape[a] for a in backwards)):
+        source = base + F32 * sum(i * strides[a] for i, a in zip(index, backwards))
+        target = y + F32 * sum(i * out_strides[a] for i, a in zip(index, backwards))
+        layer = eltwise.ElementwiseLayer(lowering, piece_shape,
+                                         [eltwise.Source(source, tuple(abs(s) for s in strides))],
+                                         eltwise.Source(target, out_strides),
+                                         eltwise.activation("copy", lowering.vector_unit))
+        phases += layer.layers()
+    return eltwise.merge_phases(phases)

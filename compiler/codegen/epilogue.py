@@ -27,6 +27,11 @@ ACTIVATIONS = {
     "hard_swish": ("hardswish", ()),
     "hard_sigmoid": ("hardsigmoid", ("alpha", "beta")),
     "sigmoid": ("sigmoid", ()),
+    "tanh": ("tanh", ()),
+    "erf": ("erf", ()),
+    "gelu": ("gelu", ()),
+    "gelu_tanh": ("gelu_tanh", ()),
+    "silu": ("silu", ()),
 }
 
 

@@ -274,8 +274,14 @@ UNARY = {
     "nn.relu": lambda op: ("relu", 0.0, 0.0),
     "nn.sigmoid": lambda op: ("sigmoid", 0.0, 0.0),
     "nn.hard_swish": lambda op: ("hardswish", 0.0, 0.0),
+    "nn.sqrt": lambda op: ("sqrt", 0.0, 0.0),
     "nn.leaky_relu": lambda op: ("leaky", float(op.alpha.value.data), 0.0),
     "nn.hard_sigmoid": lambda op: ("hardsigmoid", float(op.alpha.value.data), float(op.beta.value.data)),
+    "nn.tanh": lambda op: ("tanh", 0.0, 0.0),
+    "nn.erf": lambda op: ("erf", 0.0, 0.0),
+    "nn.gelu": lambda op: ("gelu", 0.0, 0.0),
+    "nn.gelu_tanh": lambda op: ("gelu_tanh", 0.0, 0.0),
+    "nn.silu": lambda op: ("silu", 0.0, 0.0),
 }
 
 

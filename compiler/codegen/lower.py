@@ -115,7 +115,7 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     with progress.stage("lowering", total=len(layers), unit="layers") as task:
         for op in layers:
             task.update(detail=layer_name(op))
-            if skip_unsupported and not isinstance(op, nn.ReshapeOp) and op.name not in LOWERINGS:
+            if skip_unsupported and not is_alias(op) and op.name not in LOWERINGS:
                 for result in op.results:
                     lowering.address(result)
             else:
@@ -130,7 +130,7 @@ def claim_outputs(lowering: Lowering, returned: func.ReturnOp, names: list[str])
     """Outputs computed by an op are written straight into their output symbol."""
     for name, value in zip(names, returned.operands):
         earlier = list(returned.operands)[: names.index(name)]
-        if value in lowering.addresses or isinstance(value.owner, (nn.WeightOp, nn.ReshapeOp)) \
+        if value in lowering.addresses or isinstance(value.owner, nn.WeightOp) or is_alias(value.owner) \
                 or any(other is value for other in earlier):
             continue  # an input, a constant, an alias or a second name: copied at the end
         lowering.addresses[value] = lowering.program.allocate(name, "output", nn.shape_of(value)).addr
@@ -157,9 +157,18 @@ def source_address(lowering: Lowering, value: SSAValue) -> int:
     return lowering.address(value)
 
 
+def is_alias(op) -> bool:
+    """A reshape, or a slice that is one contiguous run of its input (`SliceOp.contiguous_offset`):
+    its result is its input's memory (no layer, no code)."""
+    return isinstance(op, nn.ReshapeOp) or (isinstance(op, nn.SliceOp) and op.contiguous_offset() is not None)
+
+
 def lower_op(lowering: Lowering, op: Operation) -> None:
     if isinstance(op, nn.ReshapeOp):
         lowering.addresses[op.result] = source_address(lowering, op.input)
+        return
+    if is_alias(op):
+        lowering.addresses[op.result] = source_address(lowering, op.input) + 4 * op.contiguous_offset()
         return
     generator = LOWERINGS.get(op.name)
     if generator is None:

@@ -133,6 +133,11 @@ CASES = {
          helper.make_node("LeakyRelu", ["l"], ["k"], alpha=0.2),
          helper.make_node("HardSigmoid", ["k"], ["y"], alpha=0.3, beta=0.4)], [("x", (1, 5, 3, 3))], ["y"], opset=7),
     "sum-8-broadcast": single("Sum", 8, X4, {}, ["c"], [("c", positive(5))]),
+    # Split's `split` attribute (<= 12) and Slice's attributes (< 10) on run-time tensors: the
+    # version converter moves them to inputs (tests/compiler/test_split_slice.py has the rest)
+    "slice-9": single("Slice", 9, (4, 6), {"starts": [1, -3], "ends": [3, 100], "axes": [0, 1]}),
+    "split-11-attribute": model([helper.make_node("Split", ["x"], ["f", "g"], axis=1, split=[2, 4]),
+                                 helper.make_node("Relu", ["g"], ["y"])], [("x", (4, 6))], ["f", "y"]),
     # old forms of ops nncc has no converter for, evaluated at import
     "split-11-attribute-folded": model(
         [helper.make_node("Split", ["c"], ["f", "g"], axis=1, split=[2, 4]),
@@ -157,8 +162,6 @@ REFUSED = {
         single("Upsample", 9, (1, 2, 4, 4), {"mode": "nearest"}, ["sc"], [("sc", np.array([1, 1, 2, 2], np.float32))]),
         "node 'n' (Upsample): op Upsample is not supported by nncc (at opset 13 it is Resize"),
     "hardmax-11": (single("Hardmax", 11, X4), "node 'n' (Hardmax): op Hardmax is not supported"),
-    "slice-9": (single("Slice", 9, (4, 6), {"starts": [1], "ends": [3], "axes": [0]}),
-                "node 'n' (Slice): op Slice is not supported"),
 }
 
 

@@ -32,6 +32,9 @@ SUPPORTED_OPS = frozenset({
     "GlobalMaxPool", "Gemm", "MatMul", "Flatten", "Reshape", "Concat", "Softmax", "Identity",
     "Dropout", "Constant", "ConstantOfShape", "Sum", "Squeeze", "Unsqueeze", "Transpose", "LRN",
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare",
+    "Split", "Slice",
+    "LayerNormalization", "Sqrt",
+    "Erf", "Tanh", "Gelu",
 })
 
 CONSTANT_OPERANDS = {
@@ -41,6 +44,8 @@ CONSTANT_OPERANDS = {
     "Unsqueeze": (1,),         # axes
     "ConstantOfShape": (0,),   # shape
     "Dropout": (2,),           # training_mode
+    "Split": (1,),             # split
+    "Slice": (1, 2, 3, 4),     # starts, ends, axes, steps
     **{op: (1,) for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare")},  # axes
 }
 """Node input slots nncc needs as compile-time constants (graph inputs there get frozen)."""

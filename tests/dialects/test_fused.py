@@ -26,6 +26,7 @@ def parse(epilogue: str, residual: str = ""):
 @pytest.mark.parametrize("epilogue", [
     "act none", "act relu", "act clip min 0.0", "act clip max 6.0", "act clip min 0.0 max 6.0",
     "act leaky_relu alpha 0.01", "act hard_swish", "act hard_sigmoid alpha 0.2 beta 0.5", "act sigmoid",
+    "act tanh", "act erf", "act gelu", "act gelu_tanh", "act silu",
 ])
 def test_valid_epilogues(epilogue):
     parse(epilogue)

@@ -1,5 +1,7 @@
 """What each instruction computes, against numpy. Data goes DRAM -> AM -> unit -> AM -> DRAM."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,10 @@ ACTIVATIONS = {
     "recip": (0, 0, lambda x: 1 / x),
     "sqrt": (0, 0, lambda x: np.sqrt(np.abs(x))),
     "rsqrt": (1e-5, 0, lambda x: 1 / np.sqrt(np.abs(x) + 1e-5)),
+    "erf": (0, 0, lambda x: np.vectorize(math.erf)(x.astype(np.float64))),
+    "gelu": (0, 0, lambda x: x * 0.5 * (1 + np.vectorize(math.erf)(x.astype(np.float64) / math.sqrt(2)))),
+    "gelu_tanh": (0, 0, lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.astype(np.float64)**3)))),
+    "silu": (0, 0, lambda x: x / (1 + np.exp(-x.astype(np.float64)))),
 }
 
 
