@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         with progress.reporting(progress.wanted(args.quiet)):
             return run_program(args, files)
     except MachineFault as fault:
-        print(f"{TOOL}: {fault}", file=sys.stderr)
+        where = "" if str(args.program) in str(fault) else f"{args.program}: "  # .s faults name file:line
+        print(f"{TOOL}: {where}{fault}", file=sys.stderr)
         return EXIT_FAULT
 
 

@@ -52,10 +52,11 @@ def test_expect_adds_check_and_sets_exit_code(tmp_path, capsys):
     "text, message",
     [
         (".nncc 1\n.target vector\nvfill shape=1,1,1 z=AM[0x3] z_stride=0,0,1\n",
-         "nncc-run: fault at instruction 0 (vfill): misaligned address AM[0x3] (must be a multiple of 4)"),
-        (".nncc 1\n.target vector\nbarrier\nvsqrt\n", "nncc-run: fault at instruction 1 (vsqrt): "),
+         "nncc-run: {path}: fault at instruction 0 (vfill): misaligned address AM[0x3] (must be a multiple of 4)"),
+        (".nncc 1\n.target vector\nbarrier\nvsqrt\n",  # the assembler's message names file:line itself
+         "nncc-run: fault at instruction 1 (vsqrt): {path}:4: unknown opcode 'vsqrt'"),
         (".nncc 1\n.target vector\nvfill shape=1,1,1 z=AM[0x0] z_stride=0,0,1 wait=3\n",
-         "nncc-run: fault at instruction 0 (vfill): deadlock: waits on semaphore 3"),
+         "nncc-run: {path}: fault at instruction 0 (vfill): deadlock: waits on semaphore 3"),
     ],
 )
 def test_faults_exit_3_with_one_line(tmp_path, capsys, text, message):
@@ -63,7 +64,7 @@ def test_faults_exit_3_with_one_line(tmp_path, capsys, text, message):
     path.write_text(text)
     assert main([str(path)]) == 3
     err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1
+    assert err.startswith(message.format(path=path)) and err.count("\n") == 1
 
 
 def test_corrupt_binary_exits_3(tmp_path, capsys):
@@ -73,7 +74,7 @@ def test_corrupt_binary_exits_3(tmp_path, capsys):
     blob[-10] ^= 1
     path.write_bytes(bytes(blob))
     assert main([str(path)]) == 3
-    assert capsys.readouterr().err == "nncc-run: fault at instruction 0 (header): corrupt file: checksum mismatch\n"
+    assert capsys.readouterr().err == f"nncc-run: {path}: fault at instruction 0 (header): corrupt file: checksum mismatch\n"
 
 
 def test_bad_command_line_input_exits_2(tmp_path, capsys):

@@ -98,7 +98,7 @@ def with_crc(body: bytes) -> bytes:
 def test_bad_header_is_one_line_fault(tmp_path, capsys, path, value, data, message):
     program = tmp_path / "p.nnbin"
     program.write_bytes(nnbin(path, value, data))
-    assert run_cli(program, capsys=capsys) == (3, f"nncc-run: fault at instruction 0 (header): {message}\n")
+    assert run_cli(program, capsys=capsys) == (3, f"nncc-run: {program}: fault at instruction 0 (header): {message}\n")
 
 
 def test_slot_count_beyond_the_file_is_a_size_mismatch():
@@ -250,5 +250,5 @@ def test_huge_dma_box_faults_before_allocating(tmp_path, capsys):
                     "dma src=DRAM[0x0] src_stride=0,0,0 dst=AM[0x0] dst_stride=0,0,0 shape=1,100000,100000 "
                     "pad=0,0,0,0,0,1\n")  # fmt: skip
     assert run_cli(path, capsys=capsys) == (
-        3, "nncc-run: fault at instruction 0 (dma): dma box shape 1,100000,100000 has 10000000000 elements, more "
+        3, f"nncc-run: {path}: fault at instruction 0 (dma): dma box shape 1,100000,100000 has 10000000000 elements, more "
            f"than the interpreter's limit ({MAX_TILE_ELEMENTS})\n")  # fmt: skip
