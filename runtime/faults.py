@@ -1,6 +1,6 @@
 """Machine faults: a bad program stops with the instruction index, its opcode and a reason.
 
-`nncc-run` prints ``nncc-run: fault at instruction N (OPCODE): reason`` and exits 3.
+`nncc-run` prints ``nncc-run: PROGRAM: fault at instruction N (OPCODE): reason`` and exits 3.
 """
 
 from __future__ import annotations
