@@ -244,7 +244,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     with clock("compile"):
         compilation, program = compile_program(args, target)
     check_dram_size(program, target)
-    write_program(files, program, paths)
+    write_program(program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
                f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
     if not any(getattr(args, flag) for flag in RUN_FLAGS):
@@ -299,16 +299,13 @@ def isa_program(compilation):
     return program
 
 
-def write_program(files: UserFiles, program, paths: list[Path]) -> None:
-    from nncc.runtime.assembler import disassemble
-    from nncc.runtime.program import to_bytes
+def write_program(program, paths: list[Path]) -> None:
+    """Each path declared by `UserFiles.writes` before compiling; `save` writes atomically."""
+    from nncc.runtime.program import save
 
     with progress.stage("writing program", total=len(paths)) as task:
         for path in paths:
-            if path.suffix == ".s":
-                files.write_text(path, disassemble(program))
-            else:
-                files.write_bytes(path, to_bytes(program))
+            save(program, path)
             task.advance(detail=path.name)
 
 

@@ -35,8 +35,35 @@ def flt(attr) -> float:
     return float(attr.value.data)
 
 
+UNARY_KERNELS = {
+    nn.ReluOp: k.relu,
+    nn.SigmoidOp: k.sigmoid,
+    nn.SqrtOp: k.sqrt,
+    nn.HardSwishOp: k.hard_swish,
+    nn.TanhOp: k.tanh,
+    nn.ErfOp: k.erf,
+    nn.GeluOp: k.gelu,
+    nn.GeluTanhOp: k.gelu_tanh,
+    nn.SiluOp: k.silu,
+}
+"""Ops without attributes whose reference is one elementwise kernel of `nn_kernels`."""
+
+
+def unary_impl(op_type: type[Operation], kernel):
+    @impl(op_type)
+    def run(self, interpreter: Interpreter, op: Operation, args: Args):
+        return (kernel(args[0]),)
+
+    return run
+
+
+UnaryFunctions = type("UnaryFunctions", (InterpreterFunctions,),
+                      {f"run_{op_type.name}": unary_impl(op_type, kernel) for op_type, kernel in UNARY_KERNELS.items()})
+"""One `@impl` per entry of `UNARY_KERNELS`; `NNFunctions` inherits them (`register_impls` walks the MRO)."""
+
+
 @register_impls
-class NNFunctions(InterpreterFunctions):
+class NNFunctions(UnaryFunctions):
     """Interpreter functions of the `nn` dialect; values are float32 numpy arrays."""
 
     def __init__(self, store: WeightStore):
@@ -74,45 +101,9 @@ class NNFunctions(InterpreterFunctions):
     def run_lrn(self, interpreter: Interpreter, op: nn.LRNOp, args: Args):
         return (k.lrn(args[0], op.size.value.data, flt(op.alpha), flt(op.beta), flt(op.bias)),)
 
-    @impl(nn.ReluOp)
-    def run_relu(self, interpreter: Interpreter, op: nn.ReluOp, args: Args):
-        return (k.relu(args[0]),)
-
-    @impl(nn.SigmoidOp)
-    def run_sigmoid(self, interpreter: Interpreter, op: nn.SigmoidOp, args: Args):
-        return (k.sigmoid(args[0]),)
-
-    @impl(nn.SqrtOp)
-    def run_sqrt(self, interpreter: Interpreter, op: nn.SqrtOp, args: Args):
-        return (k.sqrt(args[0]),)
-
-    @impl(nn.HardSwishOp)
-    def run_hard_swish(self, interpreter: Interpreter, op: nn.HardSwishOp, args: Args):
-        return (k.hard_swish(args[0]),)
-
     @impl(nn.LeakyReluOp)
     def run_leaky_relu(self, interpreter: Interpreter, op: nn.LeakyReluOp, args: Args):
         return (k.leaky_relu(args[0], flt(op.alpha)),)
-
-    @impl(nn.TanhOp)
-    def run_tanh(self, interpreter: Interpreter, op: nn.TanhOp, args: Args):
-        return (k.tanh(args[0]),)
-
-    @impl(nn.ErfOp)
-    def run_erf(self, interpreter: Interpreter, op: nn.ErfOp, args: Args):
-        return (k.erf(args[0]),)
-
-    @impl(nn.GeluOp)
-    def run_gelu(self, interpreter: Interpreter, op: nn.GeluOp, args: Args):
-        return (k.gelu(args[0]),)
-
-    @impl(nn.GeluTanhOp)
-    def run_gelu_tanh(self, interpreter: Interpreter, op: nn.GeluTanhOp, args: Args):
-        return (k.gelu_tanh(args[0]),)
-
-    @impl(nn.SiluOp)
-    def run_silu(self, interpreter: Interpreter, op: nn.SiluOp, args: Args):
-        return (k.silu(args[0]),)
 
     @impl(nn.ClipOp)
     def run_clip(self, interpreter: Interpreter, op: nn.ClipOp, args: Args):

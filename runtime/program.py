@@ -314,14 +314,17 @@ def decode_all(slots: np.ndarray, memory_names: list[str], strings: list[str]) -
 
 
 def save(program: Program, path: str | Path) -> None:
-    """Write `.nnbin` (binary) or `.s` (assembly) by the file's suffix."""
+    """Write `.nnbin` (binary) or `.s` (assembly) by the file's suffix, atomically."""
+    from nncc.compiler.user_files import write_atomically
+
     path = Path(path)
     if path.suffix == ".s":
         from nncc.runtime.assembler import disassemble
 
-        path.write_text(disassemble(program))
+        data = disassemble(program).encode()
     else:
-        path.write_bytes(to_bytes(program))
+        data = to_bytes(program)
+    write_atomically(path, lambda file: file.write(data))
 
 
 def load(path: str | Path) -> Program:
