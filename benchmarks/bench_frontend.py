@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
 from nncc.compiler.zoo import build_model
-from nncc.runtime.nn_interpreter import run_reference
 
 
 def best_of(repeat: int, action) -> float:

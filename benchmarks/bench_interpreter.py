@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.interpreter import run
 from nncc.runtime.program import Program, Symbol, from_bytes, to_bytes
+from nncc.runtime.target import load_target
 
 RESNET50_MACS = 4.1e9
 ROWS, COLS, CIN, COUT = 8, 14, 64, 64  # output tile: 8 rows x 14 pixels, 64 -> 64 channels

@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from nncc.compiler.command_line import ArgumentParser, add_common_options
-from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.user_files import UserFiles
 from nncc.compiler.zoo import check_name
+from nncc.support.command_line import ArgumentParser, add_common_options
+from nncc.support.errors import NnccError, report_errors
+from nncc.support.user_files import UserFiles
 
 PAPER_VGG = {"conv": 86.62, "fc": 93.17}  # Chen, Li, Liu 2024, inference MAC efficiency (%)
 PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
@@ -183,8 +183,8 @@ def average(values) -> float | None:
 
 
 def bench_vgg(args, workdir: Path) -> dict:
-    from nncc.compiler.target import load_target
     from nncc.compiler.zoo import build_model
+    from nncc.runtime.target import load_target
 
     target = load_target("vector")
     out: dict = {"target": "vector", "batch": args.batch, "fc_batch": args.fc_batch, "resolution": args.resolution}
@@ -241,8 +241,8 @@ def bench_vgg(args, workdir: Path) -> dict:
 
 
 def bench_scan(args, workdir: Path) -> dict:
-    from nncc.compiler.target import load_target
     from nncc.compiler.zoo import build_model
+    from nncc.runtime.target import load_target
 
     target = load_target("edge")
     out: dict = {"target": "edge", "resolution": args.scan_resolution, "models": {}}
@@ -305,9 +305,9 @@ def bench_resnet(args, workdir: Path) -> dict:
     from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
     from nncc.compiler.pipeline import Options, compile_model
     from nncc.compiler.registry import Registry
-    from nncc.compiler.target import load_target
     from nncc.compiler.zoo import build_model
     from nncc.runtime.interpreter import run
+    from nncc.runtime.target import load_target
 
     out: dict = {"resolution": args.resnet_resolution, "targets": {}}
     path = workdir / "resnet50.onnx"
@@ -349,13 +349,13 @@ def bench_resnet(args, workdir: Path) -> dict:
 def bench_zoo(args, workdir: Path) -> dict:
     """Every zoo model on every preset target, run on the interpreter and held to onnxruntime
     (what `nncc MODEL --target=T --check` does), with seeded random inputs."""
-    from nncc.compiler import check
     from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
     from nncc.compiler.pipeline import Options, compile_model
     from nncc.compiler.registry import Registry
-    from nncc.compiler.target import load_target
     from nncc.compiler.zoo import MODELS, build_model
     from nncc.runtime.interpreter import run
+    from nncc.runtime.target import load_target
+    from nncc.support import check
 
     out: dict = {"resolution": args.zoo_resolution, "models": {}}
     rows = []

@@ -17,11 +17,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from nncc.compiler import progress
-from nncc.compiler.command_line import ArgumentParser, add_common_options, nncc_version, output_file, seed
-from nncc.compiler.errors import NnccError, report_errors
 from nncc.compiler.pipeline import STAGE_NAMES
-from nncc.compiler.user_files import UserFiles
+from nncc.support import progress
+from nncc.support.command_line import ArgumentParser, add_common_options, nncc_version, output_file, seed
+from nncc.support.errors import NnccError, report_errors
+from nncc.support.user_files import UserFiles
 
 # Only light modules are imported here: `--help`, `--version` and argument errors answer at once;
 # onnx, xDSL and numpy are imported when there is work to do.
@@ -185,7 +185,7 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
         raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
                         "or a TOML file); the reference target stops at the fused stage")
     if args.target != REFERENCE_TARGET:
-        from nncc.compiler.target import load_target
+        from nncc.runtime.target import load_target
 
         load_target(args.target, args.target_set)  # a misspelt target or --target-set fails even at --emit=nn
     if args.output is not None:
@@ -203,9 +203,9 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
 
 def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
     """Execute the nn IR with numpy; compare with onnxruntime when asked."""
-    from nncc.compiler import check
+    from nncc.compiler.nn_interpreter import input_signature, run_reference
     from nncc.compiler.pipeline import compile_model
-    from nncc.runtime.nn_interpreter import input_signature, run_reference
+    from nncc.support import check
 
     declare_run_outputs(files, args)
     clock = Stopwatch()
@@ -232,7 +232,7 @@ def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
 
 def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     """Compile, write the program (.nnbin; .s with -S), and run it on the interpreter when asked."""
-    from nncc.compiler.target import load_target
+    from nncc.runtime.target import load_target
 
     target = load_target(args.target, args.target_set)  # a bad target fails before compiling
     prefix = program_prefix(args.program) or args.model.with_name(f"{args.model.stem}.{target.name}")
@@ -310,11 +310,11 @@ def write_program(program, paths: list[Path]) -> None:
 
 
 def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch) -> int:
-    from nncc.compiler import check
-    from nncc.compiler.target import target_to_dict
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
     from nncc.runtime.report import build_report, trace_events
+    from nncc.runtime.target import target_to_dict
+    from nncc.support import check
 
     signature = {symbol.name: symbol.shape for symbol in program.symbols_of("input")}
     inputs = (check.load_inputs(args.inputs, signature) if args.inputs
@@ -350,7 +350,7 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
 
 
 def compare_with_onnxruntime(args: argparse.Namespace, outputs: dict, inputs: dict, clock: Stopwatch):
-    from nncc.compiler import check
+    from nncc.support import check
 
     with clock("check"), progress.stage("onnxruntime check"):
         return check.compare(outputs, check.run_onnxruntime(args.model, inputs))
@@ -404,7 +404,7 @@ def merge_predictions(report: dict, predictions: dict[int, dict]) -> None:
 
 def reference_report(layers: list[dict], checks) -> dict:
     """docs/design.md's report at the nn level: no machine, so no cycle or memory fields."""
-    from nncc.compiler import check
+    from nncc.support import check
 
     report = {
         "target": REFERENCE_TARGET,

@@ -27,9 +27,9 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import VerifyException
 
-from nncc.compiler.errors import NnccError
 from nncc.compiler.weights import WeightStore, attach, sanitize
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 MIN_OPSET = 13
 OLDEST_OPSET = 7  # the oldest the version converter and onnxruntime support

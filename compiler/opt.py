@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nncc.compiler import progress
 from nncc.compiler.cli import add_pass_options, printing_from, registry_from
-from nncc.compiler.command_line import ArgumentParser, add_common_options, output_file
-from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.user_files import UserFiles
+from nncc.support import progress
+from nncc.support.command_line import ArgumentParser, add_common_options, output_file
+from nncc.support.errors import NnccError, report_errors
+from nncc.support.user_files import UserFiles
 
 if TYPE_CHECKING:  # xDSL is imported when there is IR to read: --help and usage errors answer at once
     from xdsl.dialects.builtin import ModuleOp

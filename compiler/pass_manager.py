@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 
-from nncc.compiler.errors import NnccError, one_line
+from nncc.support.errors import NnccError, one_line
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nncc.compiler import progress
-from nncc.compiler.errors import NnccError
+from nncc.support import progress
+from nncc.support.errors import NnccError
 
 if TYPE_CHECKING:  # onnx and xDSL are imported when a model is compiled: `nncc --help` stays fast
     import onnx

@@ -27,9 +27,9 @@ from xdsl.universe import XDSL_UNIVERSE, Universe
 from xdsl.utils.arg_spec import ArgSpec, parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
-from nncc.compiler.errors import NnccError, one_line
 from nncc.compiler.pass_manager import did_you_mean
 from nncc.compiler.universe import NNCC_UNIVERSE
+from nncc.support.errors import NnccError, one_line
 
 PassFactory = Callable[[], type[ModulePass]]
 ORIGINS = ("nncc", "plugin", "xdsl")  # where a pass comes from, in `--list-passes` order

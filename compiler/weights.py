@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
-from nncc.compiler.errors import NnccError, one_line
-from nncc.compiler.user_files import write_atomically
+from nncc.support.errors import NnccError, one_line
+from nncc.support.user_files import write_atomically
 
 WEIGHTS_ATTR = "nn.weights"
 

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from nncc.compiler.errors import NnccError
+from nncc.support.errors import NnccError
 
 OPSET = 17
 IR_VERSION = 9  # onnxruntime 1.31 refuses the IR version onnx 1.23 writes by default

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nncc.compiler.command_line import ArgumentParser, add_common_options, seed
-from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.user_files import UserFiles
+from nncc.support.command_line import ArgumentParser, add_common_options, seed
+from nncc.support.errors import NnccError, report_errors
+from nncc.support.user_files import UserFiles
 
 TOOL = "nncc-zoo"
 

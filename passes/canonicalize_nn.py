@@ -34,9 +34,9 @@ from xdsl.pattern_rewriter import (
     op_type_rewrite_pattern,
 )
 
-from nncc.compiler.errors import NnccError
 from nncc.compiler.weights import store_of
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 
 def inherit_onnx_nodes(new_op, *old_ops) -> None:

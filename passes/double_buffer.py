@@ -15,8 +15,8 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
-from nncc.compiler.errors import NnccError
 from nncc.passes.tile_layers import SIZED_FOR_ATTR
+from nncc.support.errors import NnccError
 
 BUFFERS_ATTR = "tile.buffers"
 

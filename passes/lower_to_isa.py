@@ -20,9 +20,9 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.isa_module import program_to_module
 from nncc.compiler.codegen.lower import PREDICTIONS, lower_module, pipeline_decisions, predictions_attribute
-from nncc.compiler.target import load_target
 from nncc.compiler.weights import attach, store_of
 from nncc.passes.tile_layers import check_tile_options
+from nncc.runtime.target import load_target
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import load_target
+from nncc.runtime.target import load_target
+from nncc.support.errors import NnccError
 
 CORES_ATTR = "tile.cores"
 

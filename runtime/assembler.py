@@ -27,14 +27,14 @@ import base64
 import json
 import re
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import load_target, target_from_dict, target_to_dict
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.program import (
     MODES, SYMBOL_KINDS, LayoutError, Program, Symbol, check_dram_size, check_layout, check_segment, check_symbol,
     merged_segments,
 )  # fmt: skip
+from nncc.runtime.target import load_target, target_from_dict, target_to_dict
+from nncc.support.errors import NnccError
 
 DATA_LINE_BYTES = 3072
 _OPERAND = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|[^\s"]+)')

@@ -13,11 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from nncc.compiler import progress
-from nncc.compiler.command_line import ArgumentParser, add_common_options, seed, tolerance
-from nncc.compiler.errors import NnccError, report_errors
-from nncc.compiler.user_files import UserFiles
 from nncc.runtime.faults import EXIT_FAULT, MachineFault
+from nncc.support import progress
+from nncc.support.command_line import ArgumentParser, add_common_options, seed, tolerance
+from nncc.support.errors import NnccError, report_errors
+from nncc.support.user_files import UserFiles
 
 TOOL = "nncc-run"
 
@@ -59,7 +59,7 @@ def read_arrays(path: Path, program) -> dict:
     given (the interpreter checks their shapes)."""
     import numpy as np
 
-    from nncc.compiler.check import read_npz
+    from nncc.support.check import read_npz
 
     arrays = read_npz(path, "--inputs")
     known = {s.name for s in program.symbols if s.kind in ("input", "weight")}
@@ -79,7 +79,7 @@ def read_expected(path: Path, program) -> dict:
     """--expect: a numeric array for every output of the program, by name."""
     import numpy as np
 
-    from nncc.compiler.check import read_npz
+    from nncc.support.check import read_npz
 
     arrays = read_npz(path, "--expect")
     outputs = {s.name: tuple(s.shape) for s in program.symbols_of("output")}
@@ -109,7 +109,7 @@ def check_flags(args) -> None:
 
 def retarget(program, overrides: list[str]):
     """The program on its target with --target-set applied; the memories it uses must remain."""
-    from nncc.compiler.target import apply_overrides, target_from_dict, target_to_dict
+    from nncc.runtime.target import apply_overrides, target_from_dict, target_to_dict
 
     raw = apply_overrides(target_to_dict(program.target), overrides, "--target-set")
     target = target_from_dict(raw, "--target-set")
@@ -145,12 +145,12 @@ def run_program(args, files: UserFiles) -> int:
     import json
     import time
 
-    from nncc.compiler.check import save_outputs
-    from nncc.compiler.command_line import nncc_version
-    from nncc.compiler.target import target_to_dict
     from nncc.runtime.interpreter import random_inputs, run
     from nncc.runtime.program import load
     from nncc.runtime.report import build_report, compare_outputs, file_sha256, trace_events
+    from nncc.runtime.target import target_to_dict
+    from nncc.support.check import save_outputs
+    from nncc.support.command_line import nncc_version
 
     with progress.stage("loading program"):
         program = load(args.program)

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from nncc.compiler import progress
-from nncc.compiler.errors import NnccError
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import Fault, Memories, check_tile_size
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
 from nncc.runtime.semantics import SEMANTICS, Effect, dma
 from nncc.runtime.timing import DmaModel
+from nncc.support import progress
+from nncc.support.errors import NnccError
 
 
 @dataclass

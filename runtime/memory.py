@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-from nncc.compiler.target import Target
+from nncc.runtime.target import Target
 
 MAX_SIMULATED_DRAM_BYTES = 4 << 30
 """The largest DRAM the interpreter simulates (the `vector` target's 4 GiB; ResNet-50 needs 141 MiB).
-On-chip memories are capped where a target is read (compiler/target.py)."""
+On-chip memories are capped where a target is read (runtime/target.py)."""
 MAX_TILE_ELEMENTS = 1 << 28
 """The most elements one tile operand may have (1 GiB of fp32)."""
 

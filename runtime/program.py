@@ -24,11 +24,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import Target, target_from_dict, target_to_dict
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import MAX_SIMULATED_DRAM_BYTES
+from nncc.runtime.target import Target, target_from_dict, target_to_dict
+from nncc.support.errors import NnccError
 
 MAGIC = b"NNCCBIN\0"
 VERSION = 3  # 3: layer markers name their op
@@ -315,7 +315,7 @@ def decode_all(slots: np.ndarray, memory_names: list[str], strings: list[str]) -
 
 def save(program: Program, path: str | Path) -> None:
     """Write `.nnbin` (binary) or `.s` (assembly) by the file's suffix, atomically."""
-    from nncc.compiler.user_files import write_atomically
+    from nncc.support.user_files import write_atomically
 
     path = Path(path)
     if path.suffix == ".s":

@@ -3,7 +3,7 @@
 `build_report` is shared by `nncc-run` and the compiler's ``--run --report``::
 
     report = build_report(result, check=compare_outputs(result.outputs, expected))
-    json.dumps(report)   # the CLIs write it through compiler/user_files (atomically)
+    json.dumps(report)   # the CLIs write it through support/user_files (atomically)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from nncc.compiler.errors import NnccError
 from nncc.runtime.interpreter import RunResult
+from nncc.support.errors import NnccError
 
 
 def build_report(result: RunResult, check: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from nncc.compiler.target import ComputeUnit
 from nncc.runtime import isa
 from nncc.runtime.memory import Fault, Memories, footprint, row_activations
+from nncc.runtime.target import ComputeUnit
 from nncc.runtime.timing import matmul_issue_cycles, memory_cycles, vector_issue_cycles
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from nncc.compiler.target import ComputeUnit, Target
+from nncc.runtime.target import ComputeUnit, Target
 
 
 def ceil_div(a: float, b: float) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from xdsl.ir import SSAValue
 
-from nncc.compiler.target import Target
 from nncc.compiler.weights import WeightStore
 from nncc.dialects import nn
 from nncc.runtime.program import Program
+from nncc.runtime.target import Target
 
 F32 = 4
 

@@ -30,7 +30,7 @@ from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
-from nncc.compiler.errors import NnccError
+from nncc.support.errors import NnccError
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from nncc.compiler.target import ComputeUnit, Target
 from nncc.runtime import isa
+from nncc.runtime.target import ComputeUnit, Target
 
 F32 = 4
 

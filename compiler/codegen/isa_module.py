@@ -25,11 +25,11 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Region
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import target_from_dict, target_to_dict
 from nncc.compiler.weights import WeightStore
 from nncc.dialects.isa import IsaOperation, instr_from_op, op_from_instr
 from nncc.runtime.program import Program, Symbol
+from nncc.runtime.target import target_from_dict, target_to_dict
+from nncc.support.errors import NnccError
 
 TARGET, MODE, DRAM_BYTES, SYMBOLS = "isa.target", "isa.mode", "isa.dram_bytes", "isa.symbols"
 DRAM_PREFIX = "dram@"

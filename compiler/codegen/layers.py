@@ -25,8 +25,8 @@ from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
 from nncc.compiler.codegen.lower import LOWERINGS, TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.scheduler import BufRef, Compute
-from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 # --------------------------------------------------------------------------- conv and gemm
 

@@ -16,16 +16,16 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 
-from nncc.compiler import progress
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.scheduler import Scheduler
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import Target
+from nncc.compiler.nn_interpreter import main_function, names_attr
 from nncc.compiler.weights import WeightStore
 from nncc.dialects import nn
 from nncc.runtime import isa
-from nncc.runtime.nn_interpreter import main_function, names_attr
 from nncc.runtime.program import Program
+from nncc.runtime.target import Target
+from nncc.support import progress
+from nncc.support.errors import NnccError
 
 PREDICTIONS = "isa.predictions"  # module attribute: {layer ordinal: {name, predicted_cycles, ...}}
 

@@ -31,8 +31,8 @@ from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import tile_ranges
 from nncc.compiler.codegen.lower import TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
-from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 JOB_OVERHEAD = 100
 """Rough cycles of fixed cost per job (DMA set-up, semaphores) for tile choice."""

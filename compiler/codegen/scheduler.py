@@ -32,9 +32,9 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import Target
 from nncc.runtime import isa
+from nncc.runtime.target import Target
+from nncc.support.errors import NnccError
 
 SLOTS = 2
 

@@ -26,8 +26,8 @@ from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import tile_ranges
 from nncc.compiler.codegen.lower import layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
-from nncc.compiler.errors import NnccError
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 
 def softmax_tiles(lowering: Lowering, outer: int, a: int, inner: int, name: str) -> tuple[int, int, int]:

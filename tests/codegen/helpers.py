@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 
 from nncc.compiler.codegen.lower import lower_module
-from nncc.compiler.errors import NnccError
 from nncc.compiler.onnx_import import build_module, prepare_model
 from nncc.compiler.pass_manager import run_passes, verify
 from nncc.compiler.pipeline import IMPORT_PASS, Options, pipeline_passes, stages_until
 from nncc.compiler.registry import Registry
-from nncc.compiler.target import load_target
 from nncc.runtime.interpreter import run
+from nncc.runtime.target import load_target
+from nncc.support.errors import NnccError
 
 TARGETS = ("vector", "fusion", "edge")
 
@@ -155,7 +155,7 @@ def check_on_target(model: onnx.ModelProto, target_name: str, overrides=(), seed
                     reference: str = "onnxruntime"):
     """Compile `model` for the target, run it, hold every output to onnxruntime's (or, with
     reference="nn", to nncc's numpy reference interpreter's); the program."""
-    from nncc.runtime.nn_interpreter import run_reference
+    from nncc.compiler.nn_interpreter import run_reference
 
     feeds = random_inputs(model, seed)
     module, store = compile_fused(model)

@@ -19,10 +19,10 @@ from nncc.compiler.codegen.lower import lower_module
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.pipeline import Options, compile_model
 from nncc.compiler.registry import Registry
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.interpreter import run
 from nncc.runtime.program import Program
+from nncc.runtime.target import load_target
 
 TOLERANCE = 0.15
 

@@ -10,8 +10,8 @@ import pytest
 from onnx import helper
 
 from nncc.compiler.codegen.lower import lower_module
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import load_target
+from nncc.runtime.target import load_target
+from nncc.support.errors import NnccError
 
 
 import codegen_helpers as h  # noqa: E402  (tests/codegen/conftest.py)

@@ -16,7 +16,7 @@ from nncc.compiler import cli, opt, zoo_cli
 from nncc.runtime import cli as run_cli
 
 TOOLS = {"nncc": cli.main, "nncc-opt": opt.main, "nncc-run": run_cli.main, "nncc-zoo": zoo_cli.main}
-TOML = (Path(cli.__file__).parent / "targets" / "vector.toml").read_text()
+TOML = (Path(run_cli.__file__).parent / "targets" / "vector.toml").read_text()
 
 
 def model(nodes, inputs, outputs, initializers=(), opset=17, elem=TensorProto.FLOAT):

@@ -5,9 +5,9 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
 from nncc.dialects import nn
-from nncc.runtime.nn_interpreter import run_reference
 
 
 def run_both(model: onnx.ModelProto, inputs: dict[str, np.ndarray]):

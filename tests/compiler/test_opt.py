@@ -50,9 +50,9 @@ def test_written_output_keeps_its_weights(capsys, model_ir, tmp_path):
     # The copy runs on its own: same outputs from the reference interpreter.
     from xdsl.parser import Parser
 
+    from nncc.compiler.nn_interpreter import run_reference
     from nncc.compiler.registry import Registry
     from nncc.compiler.weights import open_beside
-    from nncc.runtime.nn_interpreter import run_reference
 
     x = {"x": np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)}
     results = []

@@ -8,8 +8,8 @@ import pytest
 
 from nncc.compiler import cli as nncc_cli
 from nncc.compiler import opt as nncc_opt
-from nncc.compiler.user_files import UserFiles, write_atomically
 from nncc.runtime import cli as run_cli
+from nncc.support.user_files import UserFiles, write_atomically
 
 ROOT = os.geteuid() == 0
 
@@ -225,7 +225,7 @@ def test_the_report_says_what_was_run(capsys, small_model_path, program, tmp_pat
     import json
     from importlib.metadata import version
 
-    from nncc.compiler.target import load_target
+    from nncc.runtime.target import load_target
 
     report_path = tmp_path / "r.json"
     code, _, err = call(capsys, nncc_cli.main, small_model_path, "--target=vector", "--target-set", "cores=2",

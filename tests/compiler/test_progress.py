@@ -8,13 +8,13 @@ import time
 import pytest
 from rich.console import Console
 
-from nncc.compiler import progress
 from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 from nncc.compiler.pipeline import Options, compile_model
 from nncc.compiler.registry import Registry
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.interpreter import run
+from nncc.runtime.target import load_target
+from nncc.support import progress
 
 PASSES = ("import-onnx", "canonicalize-nn", "fold-batch-norm", "fuse-epilogues", "partition-cores",
           "tile-layers", "double-buffer")
@@ -144,7 +144,7 @@ def test_wanted_on_a_terminal_unless_quiet(quiet, tty, expected):
 
 
 def test_rich_is_imported_only_when_the_bar_appears():
-    code = ("import sys\nfrom nncc.compiler import progress\n"
+    code = ("import sys\nfrom nncc.support import progress\n"
             "with progress.reporting(True, delay=60):\n    with progress.stage('quick'):\n        pass\n"
             "print('rich' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

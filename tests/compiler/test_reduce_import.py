@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from nncc.compiler.errors import NnccError
 from nncc.compiler.onnx_import import import_model
 from nncc.dialects import nn
+from nncc.support.errors import NnccError
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 

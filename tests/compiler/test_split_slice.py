@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nncc.compiler.codegen.lower import lower_module
-from nncc.compiler.errors import NnccError
 from nncc.compiler.onnx_import import import_model
-from nncc.compiler.target import load_target
+from nncc.runtime.target import load_target
+from nncc.support.errors import NnccError
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 RNG = np.random.default_rng(7)

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import load_target, preset_names, target_from_dict, target_to_dict
+from nncc.runtime.target import load_target, preset_names, target_from_dict, target_to_dict
+from nncc.support.errors import NnccError
 
 
 def test_presets_are_shipped():
@@ -49,7 +49,7 @@ def test_user_file_by_path(tmp_path):
     text = (tmp_path / "x.toml")
     from importlib import resources
 
-    base = (resources.files("nncc.compiler.targets") / "edge.toml").read_text()
+    base = (resources.files("nncc.runtime.targets") / "edge.toml").read_text()
     text.write_text(base.replace('name = "edge"', 'name = "mine"'))
     assert load_target(str(text)).name == "mine"
 
@@ -77,7 +77,7 @@ def test_bad_values_raise_one_line_errors_naming_file_and_key(overrides, message
 def test_missing_field_is_named(tmp_path):
     from importlib import resources
 
-    base = (resources.files("nncc.compiler.targets") / "edge.toml").read_text()
+    base = (resources.files("nncc.runtime.targets") / "edge.toml").read_text()
     path = tmp_path / "broken.toml"
     path.write_text(base.replace("latency_ns = 50.0\n", ""))
     with pytest.raises(NnccError, match=r"broken.toml: dram.latency_ns: missing"):

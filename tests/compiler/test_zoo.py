@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from nncc.compiler import zoo, zoo_cli
-from nncc.compiler.errors import NnccError
+from nncc.support.errors import NnccError
 
 # torchvision's published numbers at 224x224
 TORCHVISION_PARAMS = {

@@ -4,9 +4,9 @@ import numpy as np
 import onnxruntime
 import pytest
 
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
 from nncc.compiler.zoo import MODELS, build_model
-from nncc.runtime.nn_interpreter import run_reference
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.big_memory) if n in ("resnet50", "vgg16") else n

@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from nncc.compiler.errors import NnccError, one_line
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
-from nncc.runtime.nn_interpreter import run_reference
+from nncc.support.errors import NnccError, one_line
 
 SUPPORTED_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid",

@@ -23,9 +23,9 @@ import numpy as np
 import onnxruntime
 from onnx.reference import ReferenceEvaluator
 
-from nncc.compiler.errors import NnccError
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
-from nncc.runtime.nn_interpreter import run_reference
+from nncc.support.errors import NnccError
 
 
 def load_cases_module():

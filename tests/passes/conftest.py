@@ -14,13 +14,13 @@ import pytest
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 
+from nncc.compiler.nn_interpreter import run_reference
 from nncc.compiler.onnx_import import import_model
 from nncc.compiler.pass_manager import run_passes
 from nncc.compiler.pipeline import STAGES
 from nncc.compiler.registry import Registry
 from nncc.compiler.weights import WeightStore, attach
 from nncc.compiler.zoo import build_model
-from nncc.runtime.nn_interpreter import run_reference
 
 FUSED_STAGE = next(stage for stage in STAGES if stage.name == "fused").passes
 RESOLUTION = 32

@@ -51,7 +51,7 @@ def bn_weights(rng, channels):
 
 
 def run(module, inputs):
-    from nncc.runtime.nn_interpreter import run_reference
+    from nncc.compiler.nn_interpreter import run_reference
 
     return next(iter(run_reference(module, inputs)[0].values()))
 

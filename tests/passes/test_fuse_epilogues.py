@@ -50,7 +50,7 @@ def fused_ops(module):
 
 
 def test_every_epilogue_computes_what_the_nn_ops_computed(parse_ir, run_pipeline):
-    from nncc.runtime.nn_interpreter import run_reference
+    from nncc.compiler.nn_interpreter import run_reference
 
     rng = np.random.default_rng(0)
     weights = {"w": rng.standard_normal((4, 4, 3, 3)) * 0.3, "b": rng.standard_normal(4),

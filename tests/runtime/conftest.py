@@ -2,8 +2,8 @@
 
 import pytest
 
-from nncc.compiler.target import load_target
 from nncc.runtime.program import Program, Symbol
+from nncc.runtime.target import load_target
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.assembler import assemble, disassemble
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.program import Program, Symbol, from_bytes, to_bytes
+from nncc.runtime.target import load_target
 
 HEADER = ".nncc 1\n.target edge\n.dram 0x100\n.symbol input x 0x0 4,4 float32\n"
 

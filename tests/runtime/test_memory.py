@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from nncc.compiler.target import load_target
 from nncc.runtime.memory import Fault, Memories, footprint, row_activations
+from nncc.runtime.target import load_target
 
 
 def test_views_alias_the_memory_and_per_core_instances_are_separate():

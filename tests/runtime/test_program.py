@@ -5,11 +5,11 @@ import struct
 import numpy as np
 import pytest
 
-from nncc.compiler.errors import NnccError
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.program import MAGIC, VERSION, Program, Symbol, from_bytes, load, merged_segments, save, to_bytes
+from nncc.runtime.target import load_target
+from nncc.support.errors import NnccError
 
 
 def program() -> Program:

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nncc.compiler.target import load_target
 from nncc.runtime import isa
 from nncc.runtime.assembler import assemble
 from nncc.runtime.cli import main
@@ -22,6 +21,7 @@ from nncc.runtime.faults import MachineFault
 from nncc.runtime.interpreter import run
 from nncc.runtime.memory import MAX_TILE_ELEMENTS, Fault, Memories
 from nncc.runtime.program import MAGIC, VERSION, Program, Symbol, from_bytes, to_bytes
+from nncc.runtime.target import load_target
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "programs"
 DELETE = object()

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nncc.compiler.errors import NnccError
 from nncc.runtime.interpreter import run
 from nncc.runtime.program import load
 from nncc.runtime.report import build_report, compare_outputs, trace_events
+from nncc.support.errors import NnccError
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "programs"
 

@@ -1,6 +1,6 @@
 """Cycle formulas of the compute units and the DMA/DRAM model."""
 
-from nncc.compiler.target import load_target
+from nncc.runtime.target import load_target
 from nncc.runtime.timing import DmaModel, matmul_issue_cycles, memory_cycles, vector_issue_cycles
 
 

@@ -1,6 +1,6 @@
 """Target descriptions: the parameterised machine nncc compiles for.
 
-A target is a TOML file. Presets live in ``compiler/targets/NAME.toml``; a user passes their own
+A target is a TOML file. Presets live in ``runtime/targets/NAME.toml``; a user passes their own
 file by path. Any field can be overridden with ``KEY=VALUE`` strings (``--target-set``)::
 
     load_target("vector", ["dram.bandwidth_gbps=25.6", "memory.AM.size_bytes=524288"])
@@ -59,7 +59,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nncc.compiler.errors import NnccError
+from nncc.support.errors import NnccError
 
 REFERENCE_TARGET = "reference"
 """Handled by the compiler itself (numpy execution of the nn IR); there is no TOML for it."""
@@ -195,8 +195,8 @@ class Target:
 
 
 def preset_names() -> list[str]:
-    """Names of the TOML presets shipped in `nncc.compiler.targets`."""
-    folder = resources.files("nncc.compiler.targets")
+    """Names of the TOML presets shipped in `nncc.runtime.targets`."""
+    folder = resources.files("nncc.runtime.targets")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -226,7 +226,7 @@ def _read_source(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path)
     looks_like_path = path.suffix == ".toml" or "/" in name_or_path or "\\" in name_or_path
     if not looks_like_path and name_or_path in preset_names():
-        resource = resources.files("nncc.compiler.targets") / f"{name_or_path}.toml"
+        resource = resources.files("nncc.runtime.targets") / f"{name_or_path}.toml"
         return f"{name_or_path}.toml", resource.read_text()
     if looks_like_path or path.is_file():
         try:

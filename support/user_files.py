@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from nncc.compiler.errors import NnccError
+from nncc.support.errors import NnccError
 
 Identity = tuple
 

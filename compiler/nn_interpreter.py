@@ -19,10 +19,10 @@ from xdsl.interpreter import Interpreter, InterpreterFunctions, impl, register_i
 from xdsl.interpreters.func import FuncFunctions
 from xdsl.ir import Operation
 
-from nncc.compiler.errors import NnccError
+from nncc.compiler import nn_kernels as k
 from nncc.compiler.weights import WeightStore, store_of
 from nncc.dialects import nn
-from nncc.runtime import nn_kernels as k
+from nncc.support.errors import NnccError
 
 Args = tuple[Any, ...]
 
@@ -225,7 +225,7 @@ def run_reference(module: ModuleOp, inputs: dict[str, np.ndarray],
     interpreter = Interpreter(module, listeners=(profile,))
     interpreter.register_implementations(FuncFunctions())
     interpreter.register_implementations(NNFunctions(store))
-    from nncc.runtime.fused_interpreter import FusedFunctions  # the IR after the graph passes
+    from nncc.compiler.fused_interpreter import FusedFunctions  # the IR after the graph passes
 
     interpreter.register_implementations(FusedFunctions())
     args = tuple(np.asarray(inputs[name], dtype=np.float32) for name in input_signature(module))

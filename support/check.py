@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nncc.compiler.errors import NnccError, one_line
-from nncc.compiler.user_files import write_atomically
+from nncc.support.errors import NnccError, one_line
+from nncc.support.user_files import write_atomically
 
 RELATIVE_TOLERANCE = 1e-4
 

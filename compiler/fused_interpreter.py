@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from xdsl.interpreter import Interpreter, InterpreterFunctions, impl, register_impls
 
+from nncc.compiler import nn_kernels as k
 from nncc.dialects import fused, nn
 from nncc.dialects.fused import Activation, Epilogue
-from nncc.runtime import nn_kernels as k
 
 Args = tuple[Any, ...]
 

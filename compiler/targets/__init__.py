@@ -1,1 +1,0 @@
-"""nncc.compiler.targets."""

@@ -1,0 +1,1 @@
+"""nncc.runtime.targets."""
