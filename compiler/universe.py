@@ -25,6 +25,12 @@ def get_fused() -> Dialect:
     return FUSED
 
 
+def get_tile() -> Dialect:
+    from nncc.dialects.tile import TILE
+
+    return TILE
+
+
 def get_isa() -> Dialect:
     from nncc.dialects.isa import ISA
 
@@ -32,7 +38,7 @@ def get_isa() -> Dialect:
 
 
 def get_all_dialects() -> dict:
-    dialects = {"nn": get_nn, "fused": get_fused}
+    dialects = {"nn": get_nn, "fused": get_fused, "tile": get_tile}
     if find_spec("nncc.dialects.isa") is not None:
         dialects["isa"] = get_isa
     return dialects

@@ -52,12 +52,14 @@ class Epilogue:
         return head, tail
 
     def instructions(self, lowering, out: BufRef, shape: tuple[int, int, int],
-                     bias: BufRef | None = None, layout: str = "channels_last") -> list[Compute]:
+                     bias: BufRef | None = None, layout: str = "channels_last",
+                     row_pitch: int | None = None) -> list[Compute]:
         """`shape` is the tile's (rows, cols, channels) with layout "channels_last" ([oh][ow][oc]
         tiles), or its (rows, channels, cols) with "channels_middle" ([oh][oc][ow] tiles, the
-        width mapping of conv_width): the bias [channels] is broadcast along the other axes."""
+        width mapping of conv_width): the bias [channels] is broadcast along the other axes.
+        `row_pitch`: the element stride of a row, when the tile sits in a wider buffer."""
         unit = lowering.vector_unit
-        stride = (shape[1] * shape[2], shape[2], 1)
+        stride = (row_pitch or shape[1] * shape[2], shape[2], 1)
         bias_stride = (0, 0, 1) if layout == "channels_last" else (0, 1, 0)
         out_list = []
         if bias is not None:

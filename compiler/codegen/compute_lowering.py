@@ -1,0 +1,173 @@
+"""The instructions of the `tile` dialect's compute ops, on the buffer views the unrolling resolved.
+
+`tile.conv` on HWC tiles: one batched `matmul` per kernel row (batch = output rows, m = output
+columns, n = output channels; k = kw x input channels, one contiguous run of the input and
+weight tiles when there is no horizontal dilation), else one per kernel position; the
+epilogue (bias, activation) rides on the matmuls on a vector main unit, or follows as
+`vadd`/`vact` on the post-processing unit beside a matrix unit (epilogue.py):
+
+    tile.conv %in[0], %wt[0] -> %out[0] sizes [4, 8, 3, 8] kernel [3, 3] strides [2, 2] ...
+      -> matmul batch=4 mnk=8,8,9 a=in+0 a_stride=102,6,1 b=wt+0 b_stride=0,8,1 c=out ...  (x3)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nncc.compiler.codegen.context import F32
+from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.scheduler import BufRef, Compute
+from nncc.dialects import tile
+from nncc.support.errors import NnccError
+
+if TYPE_CHECKING:
+    from nncc.compiler.codegen.nest import NestLowering
+
+
+def instructions(nest: NestLowering, op: tile.ComputeOp) -> list[Compute]:
+    """The compute instructions of one execution of `op`."""
+    return LOWERINGS[type(op)](nest, op)
+
+
+def epilogue_of(op: tile.ConvOp | tile.DepthwiseOp) -> Epilogue:
+    if op.act is None:
+        return Epilogue()
+    params = [float(v) for v in op.act_params.get_values()] if op.act_params is not None else []
+    return Epilogue(op.act.data, *(params + [0.0, 0.0])[:2])
+
+
+def shifted(ref: BufRef, elements: int) -> BufRef:
+    return BufRef(ref.kind, ref.offset + F32 * elements)
+
+
+def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
+    offsets = nest.values(op, "views")
+    toh, tow, tic, toc, *pitch = nest.values(op, "sizes")
+    reduce = op.reduce.value.data
+    first, last = nest.first_last[op.indices[reduce]] if reduce >= 0 else (True, True)
+    accumulate = not first or op.accumulate_init is not None
+    inputs, weights, out = (nest.view(op, i, offsets) for i in range(3))
+    bias = nest.view(op, 3, offsets) if op.has_bias else None
+    width = op.mapping is not None and op.mapping.data == "width"
+    if pitch and width:
+        raise NnccError(f"layer {nest.nest.layer.data}: tile.conv with an output row pitch needs the channels mapping")
+    row_pitch = pitch[0] if pitch else tow * toc
+    matmuls = (width_matmuls if width else channel_matmuls)(op, inputs, weights, out, (toh, tow, tic, toc),
+                                                            accumulate, row_pitch)
+    return with_epilogue(nest, op, matmuls, out, bias, (toh, tow, toc), first, last, width, row_pitch)
+
+
+def channel_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
+                    row_pitch: int):
+    """One matmul per kernel row (k = kw x tic, contiguous without horizontal dilation), else per
+    kernel position: batch = output rows, m = output columns, n = output channels."""
+    toh, tow, tic, toc = sizes
+    kh, kw = tile.ints(op.kernel)
+    sh, sw = tile.ints(op.conv_strides)
+    dh, dw = tile.ints(op.dilations)
+    cols = (tow - 1) * sw + (kw - 1) * dw + 1
+    folded = dw == 1
+    positions = [(i, None) for i in range(kh)] if folded else [(i, j) for i in range(kh) for j in range(kw)]
+    compute = []
+    for index, (i, j) in enumerate(positions):
+        compute.append(Compute("matmul", {
+            "batch": toh, "mnk": (tow, toc, kw * tic if folded else tic),
+            "a": shifted(inputs, (i * dh * cols + (j or 0) * dw) * tic), "a_stride": (sh * cols * tic, sw * tic, 1),
+            "b": shifted(weights, (i * kw + (j or 0)) * tic * toc), "b_stride": (0, toc, 1),
+            "c": out, "c_stride": (row_pitch, toc, 1),
+            "acc": int(accumulate or index > 0),
+        }))
+    return compute
+
+
+def width_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
+                  row_pitch: int):
+    """One matmul per kernel position: a = its weights [oc][ic] (broadcast scalars), b = the
+    input rows [ic][iw] (output columns on the lanes), batch = output rows."""
+    toh, tow, tic, toc = sizes
+    kh, kw = tile.ints(op.kernel)
+    sh, sw = tile.ints(op.conv_strides)
+    dh, dw = tile.ints(op.dilations)
+    cols = (tow - 1) * sw + (kw - 1) * dw + 1
+    compute = []
+    for i in range(kh):
+        for j in range(kw):
+            compute.append(Compute("matmul", {
+                "batch": toh, "mnk": (toc, tow, tic),
+                "a": shifted(weights, (i * kw + j) * toc * tic), "a_stride": (0, tic, 1),
+                "b": shifted(inputs, i * dh * tic * cols + j * dw), "b_stride": (sh * tic * cols, cols, sw),
+                "c": out, "c_stride": (toc * tow, tow, 1),
+                "acc": int(accumulate or (i, j) != (0, 0)),
+            }))
+    return compute
+
+
+def with_epilogue(nest: NestLowering, op: tile.ConvOp, compute: list[Compute], out: BufRef, bias: BufRef | None,
+                  sizes, first: bool, last: bool, width: bool, row_pitch: int) -> list[Compute]:
+    """The bias on the tile's first matmul and the activation on its last (a vector main unit),
+    else `vadd`/`vact` after the last on the post-processing unit."""
+    toh, tow, toc = sizes
+    epilogue = epilogue_of(op)
+    if nest.lowering.vector_unit == "main":
+        head, tail = epilogue.matmul_operands(bias, (0, 1, 0) if width else (0, 0, 1), first, last)
+        compute[0] = Compute("matmul", {**compute[0].operands, **head})
+        compute[-1] = Compute("matmul", {**compute[-1].operands, **tail})
+    elif last:
+        compute += epilogue.instructions(nest.lowering, out, (toh, toc, tow) if width else (toh, tow, toc),
+                                         bias=bias, layout="channels_middle" if width else "channels_last",
+                                         row_pitch=None if width else row_pitch)
+    return compute
+
+
+def fill_instructions(nest: NestLowering, op: tile.FillOp) -> list[Compute]:
+    """One `vfill` of the [rows][columns][channels] tile."""
+    (offset,) = nest.values(op, "views")
+    rows, cols, channels, *pitch = nest.values(op, "sizes")
+    stride = (pitch[0] if pitch else cols * channels, channels, 1)
+    return [Compute("vfill", {"unit": nest.lowering.vector_unit, "shape": (rows, cols, channels),
+                              "z": nest.view(op, 0, (offset,)), "z_stride": stride,
+                              "value": float(op.value.value.data)})]
+
+
+def depthwise_instructions(nest: NestLowering, op: tile.DepthwiseOp) -> list[Compute]:
+    """One `vfma` per kernel tap over the whole output tile, the first starting from the bias
+    (or from a residual the output tile holds, the bias then added; a `vmul` with neither),
+    then the activation. Channels on the lanes ([rows][columns][channels] tiles), or with
+    `mapping width` the output columns ([channels][rows][columns] tiles)."""
+    offsets = nest.values(op, "views")
+    toh, tow, channels, *pitch = nest.values(op, "sizes")
+    kh, kw = tile.ints(op.kernel)
+    sh, sw = tile.ints(op.conv_strides)
+    dh, dw = tile.ints(op.dilations)
+    rows, cols = (toh - 1) * sh + (kh - 1) * dh + 1, (tow - 1) * sw + (kw - 1) * dw + 1
+    inputs, weights, out = (nest.view(op, i, offsets) for i in range(3))
+    bias = nest.view(op, 3, offsets) if op.has_bias else None
+    unit = nest.lowering.vector_unit
+    if op.mapping is None:  # channels on the lanes
+        row_pitch, col_pitch = pitch if pitch else (cols * channels, channels)
+        shape, x_stride = (toh, tow, channels), (sh * row_pitch, sw * col_pitch, 1)
+        w_stride, z_stride = (0, 0, 1), (tow * channels, channels, 1)
+    else:  # output columns on the lanes
+        row_pitch, col_pitch = cols, 1
+        shape, x_stride = (channels, toh, tow), (rows * cols, sh * cols, sw)
+        w_stride, z_stride = (1, 0, 0), (toh * tow, tow, 1)
+    onto = op.accumulate_init is not None
+    compute = []
+    for i in range(kh):
+        for j in range(kw):
+            x = shifted(inputs, i * dh * row_pitch + j * dw * col_pitch)
+            w = shifted(weights, (i * kw + j) * channels)
+            operands = {"unit": unit, "shape": shape, "x": x, "x_stride": x_stride, "y": w, "y_stride": w_stride}
+            if compute or bias is not None or onto:
+                init = (out, z_stride) if compute or onto else (bias, w_stride)
+                compute.append(Compute("vfma", {**operands, "w": init[0], "w_stride": init[1], "z": out,
+                                                "z_stride": z_stride}))
+            else:
+                compute.append(Compute("vmul", {**operands, "z": out, "z_stride": z_stride}))
+    if onto and bias is not None:
+        compute.append(Compute("vadd", {"unit": unit, "shape": shape, "x": out, "x_stride": z_stride, "y": bias,
+                                        "y_stride": w_stride, "z": out, "z_stride": z_stride}))
+    return compute + epilogue_of(op).instructions(nest.lowering, out, shape)
+
+
+LOWERINGS = {tile.ConvOp: conv_instructions, tile.DepthwiseOp: depthwise_instructions, tile.FillOp: fill_instructions}

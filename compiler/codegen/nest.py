@@ -1,0 +1,450 @@
+"""Unroll a `tile.nest` into the scheduler's jobs: the last step between a loop nest and instructions.
+
+The loops are walked in the order they say (serpentine, cores in waves); every load and store
+becomes a `Transfer` between a DRAM slice and a buffer view, every compute op its instructions
+(`compute_lowering`). The compute ops of one loop-body iteration are one job, which carries the
+loads issued since the previous job of its core; a store goes to the last job of its core that
+used the buffer. A buffer's contents are identified by what was loaded into it (the
+scheduler reuses a slot that already holds them: Scan's saving), or, for a buffer that is only
+computed into (an accumulator, or an intermediate of a fused group, which never sees DRAM), by
+the iteration of the loops around all its uses.
+
+    tile.for %ic[%tic] = 0 to 3 step 3 order serpentine {
+      tile.load %X[...] [...] -> %in[0] dims [2, 3, 1]        -> Transfer(DRAM -> in slot)
+      tile.conv %in[0], %wt[0] -> %out[0] ...                 -> matmul, matmul, matmul (one job)
+    }
+    tile.store %out[0] -> %Y[...] [...] dims [2, 3, 1]        -> Transfer(out slot -> DRAM)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Operation, SSAValue
+from xdsl.ir.affine import AffineMap
+
+from nncc.compiler.codegen.compute_lowering import instructions
+from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.dialects import tile
+from nncc.support.errors import NnccError
+
+
+# --------------------------------------------------------------------------- index expressions
+
+_COMPILED: dict[AffineMap, Callable] = {}
+
+
+def compiled(map_: AffineMap) -> Callable:
+    """`map_` as a Python function of its dims (built once per distinct map)."""
+    function = _COMPILED.get(map_)
+    if function is None:
+        names = [f"d{i}" for i in range(map_.num_dims)]
+        body = ", ".join(tile.expr_text(e, names) for e in map_.results)
+        function = eval(f"lambda {', '.join(names)}: ({body},)")  # noqa: S307  (our own expression text)
+        _COMPILED[map_] = function
+    return function
+
+
+@dataclass(frozen=True)
+class DramTensor:
+    """A tensor in DRAM: byte address, shape and element strides."""
+
+    addr: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+
+
+def row_major(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+# --------------------------------------------------------------------------- slices -> transfers
+
+
+def dense(sizes: Sequence[int]) -> tuple[int, ...]:
+    return row_major(sizes)
+
+
+def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_strides, load: bool,
+                   pad_value: float = 0.0) -> list[Transfer]:
+    """The DMA boxes of one slice: up to three buffer dimensions per box (more are merged where
+    both sides are contiguous, else the outer ones become separate boxes); the part of a
+    loaded slice outside the tensor is padding."""
+    rank = len(tensor.shape)
+    base = 0
+    for d in range(rank):
+        if d not in dims:
+            if sizes[d] != 1:
+                raise NnccError(f"tile: dimension {d} of a slice is not in the buffer but has size {sizes[d]}")
+            base += offsets[d] * tensor.strides[d]
+    box, src_strides, pads = [], [], []
+    for d in dims:
+        low = max(0, -offsets[d])
+        high = max(0, offsets[d] + sizes[d] - tensor.shape[d])
+        if (low or high) and not load:
+            raise NnccError("tile: a store outside its tensor")
+        base += max(offsets[d], 0) * tensor.strides[d]
+        box.append(sizes[d])
+        src_strides.append(tensor.strides[d])
+        pads.append((low, high))
+    chip_strides = list(chip_strides) if chip_strides else list(dense(box))
+    box, src_strides, chip_strides, pads = merge_boxes(box, src_strides, chip_strides, pads)
+    transfers = []
+    for outer, chip_offset, dram_offset in outer_boxes(box, src_strides, chip_strides):
+        shape3 = (1,) * (3 - len(outer)) + tuple(outer)
+        src3 = (0,) * (3 - len(outer)) + tuple(src_strides[-len(outer):])
+        chip3 = (0,) * (3 - len(outer)) + tuple(chip_strides[-len(outer):])
+        pad6 = tuple(v for pair in [(0, 0)] * (3 - len(outer)) + pads[-len(outer):] for v in pair)
+        ref = BufRef(chip.kind, chip.offset + F32 * chip_offset)
+        address = dram(tensor.addr + F32 * (base + dram_offset))
+        if load:
+            transfers.append(Transfer(address, src3, ref, chip3, shape3, pad6, pad_value))
+        else:
+            transfers.append(Transfer(ref, chip3, address, src3, shape3))
+    return transfers
+
+
+def merge_boxes(box, src, chip, pads):
+    """Merge neighbouring dimensions (no padding, contiguous on both sides) until at most three remain."""
+    box, src, chip, pads = list(box), list(src), list(chip), list(pads)
+    i = 0
+    while len(box) > 3 and i < len(box) - 1:
+        if pads[i] == (0, 0) and pads[i + 1] == (0, 0) and src[i] == box[i + 1] * src[i + 1] \
+                and chip[i] == box[i + 1] * chip[i + 1]:
+            box[i:i + 2] = [box[i] * box[i + 1]]
+            src[i:i + 2] = [src[i + 1]]
+            chip[i:i + 2] = [chip[i + 1]]
+            pads[i:i + 2] = [(0, 0)]
+        else:
+            i += 1
+    return box, src, chip, pads
+
+
+def outer_boxes(box, src, chip):
+    """(the last three sizes, chip offset, DRAM offset) of every box, looping over the outer dims."""
+    outer = box[:-3]
+    if not outer:
+        return [(box, 0, 0)]
+    return [(box[-3:], sum(i * s for i, s in zip(index, chip)), sum(i * s for i, s in zip(index, src)))
+            for index in np.ndindex(*outer)]
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class CoreState:
+    """What one core's walk knows: the loads waiting for its next job, the key of every
+    buffer's contents, the last job that used each buffer, and the job the current loop-body
+    iteration's compute ops join."""
+
+    core: int
+    pending: dict[SSAValue, list[Transfer]] = field(default_factory=dict)
+    keys: dict[SSAValue, tuple] = field(default_factory=dict)
+    last_job: dict[SSAValue, Job] = field(default_factory=dict)
+    open_job: Job | None = None
+
+
+class NestLowering:
+    """The buffer kinds and jobs of one `tile.nest`."""
+
+    def __init__(self, lowering: Lowering, nest: tile.NestOp):
+        self.lowering = lowering
+        self.nest = nest
+        self.tensors = NestTensors(lowering, nest)
+        self.compiled: dict[tuple[Operation, str], tuple[Callable, tuple[SSAValue, ...]]] = {}
+        self.statics: dict[Operation, object] = {}
+        self.transfer_cache: dict[tuple, list[Transfer]] = {}
+        self.buffers: dict[SSAValue, BufferKind] = {}
+        self.slots: dict[SSAValue, int] = {}
+        for op in nest.block.walk():
+            if isinstance(op, tile.BufferOp):
+                name = op.result.name_hint or f"buffer{len(self.buffers)}"
+                self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None)
+                self.slots[op.result] = op.slots.value.data
+        self.scope = {buffer: scope_loops(nest, buffer) for buffer in self.buffers}
+        self.written = {written_buffer(op) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
+        self.loaded = {op.buffer for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
+        self.env: dict[SSAValue, int] = {}
+        self.first_last: dict[SSAValue, tuple[bool, bool]] = {}
+        self.entries: dict[tile.ForOp, int] = {}
+        self.states: dict[int, CoreState] = {}
+        self.load_events = 0
+
+    def kinds(self) -> list[BufferKind]:
+        return list(self.buffers.values())
+
+    def slot_count(self) -> int:
+        counts = set(self.slots.values())
+        if len(counts) != 1:
+            raise NnccError(f"layer {self.nest.layer.data}: buffers with different slot counts {sorted(counts)}")
+        return counts.pop()
+
+    def jobs(self) -> list[Job]:
+        out: list[Job] = []
+        self.run_block(self.nest.block, 0, out)
+        return out
+
+    def state(self, core: int) -> CoreState:
+        if core not in self.states:
+            self.states[core] = CoreState(core)
+        return self.states[core]
+
+    # -- the walk
+
+    def values(self, op: Operation, name: str) -> tuple[int, ...]:
+        """The values of `op`'s index expressions `name` (a property) at the current iteration."""
+        entry = self.compiled.get((op, name))
+        if entry is None:
+            entry = self.compiled[op, name] = (compiled(getattr(op, name).data), tuple(op.indices))
+        function, indices = entry
+        env = self.env
+        return function(*[env[v] for v in indices])
+
+    def static(self, op: Operation, build: Callable):
+        """`build(op)`, once per op: what does not change between iterations."""
+        info = self.statics.get(op)
+        if info is None:
+            info = self.statics[op] = build(op)
+        return info
+
+    def run_block(self, block, core: int, out: list[Job]) -> None:
+        for op in block.ops:
+            if isinstance(op, tile.ForOp):
+                self.run_for(op, core, out)
+            elif isinstance(op, tile.LoadOp):
+                self.state(core).pending.setdefault(op.buffer, []).extend(self.transfers(op, load=True))
+            elif isinstance(op, tile.StoreOp):
+                self.run_store(op, core)
+            elif isinstance(op, tile.ComputeOp):
+                self.run_compute(op, core, out)
+            elif isinstance(op, tile.BoundOp):
+                self.env[op.result] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
+        self.state(core).open_job = None
+
+    def run_for(self, loop: tile.ForOp, core: int, out: list[Job]) -> None:
+        points = product([[(v, min(step, high - v)) for v in range(low, high, step)]
+                          for low, high, step in loop.bounds])
+        entry = self.entries.get(loop, 0)
+        self.entries[loop] = entry + 1
+        reverse = loop.order.data == "serpentine" and entry % 2 == 1
+        cores = loop.cores.value.data if loop.cores is not None else 0
+        if not cores:
+            self.run_points(loop, core, points[::-1] if reverse else points, out)
+            return
+        waves = [points[i:i + cores] for i in range(0, len(points), cores)]
+        for wave in waves[::-1] if reverse else waves:
+            self.run_wave(loop, wave, out)
+
+    def run_points(self, loop: tile.ForOp, core: int, points, out: list[Job]) -> None:
+        args = loop.block.args
+        ivs = [args[2 * d] for d in range(len(loop.bounds))]
+        for index, point in enumerate(points):
+            for d, (value, extent) in enumerate(point):
+                self.env[args[2 * d]] = value
+                self.env[args[2 * d + 1]] = extent
+            for iv in ivs:
+                self.first_last[iv] = (index == 0, index == len(points) - 1)
+            self.run_block(loop.block, core, out)
+
+    def run_wave(self, loop: tile.ForOp, wave, out: list[Job]) -> None:
+        """One iteration per core; the cores' jobs interleaved step by step (their inner loops
+        start together, so their serpentine directions are those of the wave's first core)."""
+        entries, after = dict(self.entries), None
+        streams: list[list[Job]] = []
+        for core, point in enumerate(wave):
+            self.entries = dict(entries)
+            stream: list[Job] = []
+            self.run_points(loop, core, [point], stream)
+            streams.append(stream)
+            if core == 0:
+                after = self.entries
+        self.entries = after
+        for step in range(max(len(stream) for stream in streams)):
+            out += [stream[step] for stream in streams if step < len(stream)]
+
+    def run_store(self, op: tile.StoreOp, core: int) -> None:
+        job = self.state(core).last_job.get(op.buffer)
+        if job is None:
+            raise NnccError(f"layer {self.nest.layer.data}: a store of a buffer no compute op used")
+        job.stores.setdefault(self.buffers[op.buffer].name, []).extend(self.transfers(op, load=False))
+
+    def transfers(self, op: tile.SliceOp, load: bool) -> list[Transfer]:
+        tensor, buffer, dims, kind, pad, strided = self.static(op, self.slice_static)
+        offsets, sizes, (at,) = self.values(op, "offsets"), self.values(op, "sizes"), self.values(op, "at")
+        strides = self.values(op, "strides") if strided else None
+        key = (op, offsets, sizes, at, strides)
+        found = self.transfer_cache.get(key)
+        if found is None:
+            found = self.transfer_cache[key] = slice_transfer(self.tensors[tensor], offsets, sizes, dims,
+                                                               BufRef(kind, F32 * at), strides, load, pad)
+            self.check_inside(buffer, found, load)
+        return found
+
+    def check_inside(self, buffer: SSAValue, transfers: list[Transfer], load: bool) -> None:
+        """A load or store stays inside its buffer's slot (hand-edited tile sizes may not)."""
+        slot = self.buffers[buffer].slot_bytes
+        for transfer in transfers:
+            ref, strides = (transfer.dst, transfer.dst_stride) if load else (transfer.src, transfer.src_stride)
+            end = ref.offset + F32 * (1 + sum((n - 1) * step for n, step in zip(transfer.shape, strides)))
+            if ref.offset < 0 or end > slot:
+                raise NnccError(f"layer {self.nest.layer.data}: a {'load into' if load else 'store from'} buffer "
+                                f"%{self.buffers[buffer].name} reaches byte {end} of its {slot}-byte slot "
+                                f"(tile {list(transfer.shape)}): the tile sizes (loop steps) do not fit the buffer")
+
+    def slice_static(self, op: tile.SliceOp):
+        pad = float(op.pad.value.data) if isinstance(op, tile.LoadOp) and op.pad is not None else 0.0
+        return (op.tensor, op.buffer, tile.ints(op.dims), self.buffers[op.buffer].name, pad, op.strides is not None)
+
+    # -- jobs
+
+    def key(self, buffer: SSAValue, state: CoreState) -> tuple:
+        loaded = state.pending.get(buffer)
+        if loaded:
+            self.load_events += 1
+            key = (tuple(loaded), self.load_events) if buffer in self.written else tuple(loaded)
+            state.keys[buffer] = key
+            return key
+        if buffer in self.loaded and buffer in state.keys:
+            return state.keys[buffer]
+        return ("iteration", tuple(self.env[iv] for iv in self.scope[buffer]))
+
+    def run_compute(self, op: tile.ComputeOp, core: int, out: list[Job]) -> None:
+        state = self.state(core)
+        job = state.open_job
+        if job is None:
+            job = state.open_job = Job(core, {}, [], {}, {})
+            out.append(job)
+        for buffer, kind in self.static(op, self.buffer_kinds):
+            if kind not in job.buffers:
+                job.buffers[kind] = self.key(buffer, state)
+            loaded = state.pending.pop(buffer, None)
+            if loaded:
+                job.loads.setdefault(kind, []).extend(loaded)
+            state.last_job[buffer] = job
+        job.compute += instructions(self, op)
+
+    def buffer_kinds(self, op: tile.ComputeOp) -> list[tuple[SSAValue, str]]:
+        """The distinct buffers a compute op uses and their kinds' names."""
+        return [(buffer, self.buffers[buffer].name) for buffer in dict.fromkeys(op.buffers)]
+
+    def view(self, op: tile.ComputeOp, index: int, offsets: tuple[int, ...]) -> BufRef:
+        kinds = self.static((op, "views"), lambda _: [self.buffers[b].name for b in op.buffers])
+        return BufRef(kinds[index], F32 * offsets[index])
+
+
+def written_buffer(op: tile.ComputeOp) -> SSAValue:
+    """The buffer a compute op writes: a fill's only one, else its third (the output)."""
+    return op.buffers[0] if isinstance(op, tile.FillOp) else op.buffers[2]
+
+
+def product(ranges):
+    """Row-major product of the per-dimension (value, extent) lists."""
+    points = [()]
+    for values in ranges:
+        points = [point + (value,) for point in points for value in values]
+    return points
+
+
+def scope_loops(nest: tile.NestOp, buffer: SSAValue) -> list[SSAValue]:
+    """The induction variables of the loops around every use of `buffer` (outermost first)."""
+    chains = []
+    for use in buffer.uses:
+        chain, parent = [], use.operation.parent_op()
+        while parent is not None and parent is not nest:
+            if isinstance(parent, tile.ForOp):
+                chain.append(parent)
+            parent = parent.parent_op()
+        chains.append(chain[::-1])
+    common = []
+    for loops in zip(*chains):
+        if any(loop is not loops[0] for loop in loops):
+            break
+        common.append(loops[0])
+    return [loop.block.args[2 * d] for loop in common for d in range(len(loop.bounds))]
+
+
+# --------------------------------------------------------------------------- a nest as a layer
+
+
+class NestTensors(dict):
+    """The DRAM tensor of every block argument and relayout of a nest, made when first used: inputs
+    where their producers (or the weight image) put them, outputs where the lowering allocates
+    them, relayouts of constants as their own copies in the weight image (a weight only read
+    through its relayout is placed once, in that layout)."""
+
+    def __init__(self, lowering: Lowering, nest: tile.NestOp):
+        super().__init__()
+        self.lowering = lowering
+        self.values = dict(zip(nest.block.args, [*nest.inputs, *nest.outputs]))
+        self.outputs = set(nest.outputs)
+
+    def __missing__(self, value: SSAValue) -> DramTensor:
+        from nncc.compiler.codegen.lower import source_address
+
+        owner = value.owner
+        if isinstance(owner, tile.RelayoutOp):
+            tensor = relayout_tensor(self.lowering, owner, self.values[owner.input])
+        else:
+            outer = self.values[value]
+            shape = tuple(outer.type.get_shape())
+            addr = self.lowering.address(outer) if outer in self.outputs else source_address(self.lowering, outer)
+            tensor = DramTensor(addr, shape, row_major(shape))
+        self[value] = tensor
+        return tensor
+
+
+def relayout_tensor(lowering: Lowering, op: tile.RelayoutOp, value: SSAValue) -> DramTensor:
+    """A constant in the new layout in the DRAM image; a run-time tensor through permuted strides."""
+    shape, perm = tile.ints(op.shape), tile.ints(op.permutation)
+    result_shape = tuple(shape[p] for p in perm)
+    constant = lowering.constant(value)
+    if constant is not None:
+        packed = np.ascontiguousarray(constant.reshape(shape).transpose(perm))
+        addr = lowering.weight(value.owner.ref.data, "".join(map(str, perm)), packed)
+        return DramTensor(addr, result_shape, row_major(result_shape))
+    strides = row_major(shape)
+    return DramTensor(lowering.address(value), result_shape, tuple(strides[p] for p in perm))
+
+
+def signature(nest: tile.NestOp) -> tuple:
+    """What the schedule of `nest` depends on: its ops, their properties and operand structure
+    (not the DRAM addresses): nests of one shape (ResNet's blocks) share their prediction."""
+    numbering: dict[SSAValue, int] = {arg: i for i, arg in enumerate(nest.block.args)}
+    parts: list = [tuple(arg.type for arg in nest.block.args)]
+    for op in nest.block.walk():
+        parts.append((op.name, tuple(sorted(op.properties.items())), tuple(numbering[v] for v in op.operands)))
+        for value in [*op.results, *(arg for region in op.regions for arg in region.block.args)]:
+            numbering[value] = len(numbering)
+    return tuple(parts)
+
+
+def lower_nest(lowering: Lowering, nest: tile.NestOp):
+    """The (buffer kinds, jobs, slots) of `nest`, and the cost model's prediction recorded."""
+    from nncc.compiler.codegen.cost_model import predict_jobs
+
+    unrolled = NestLowering(lowering, nest)
+    jobs, kinds, slots = unrolled.jobs(), unrolled.kinds(), unrolled.slot_count()
+    key = ("nest", signature(nest))
+    if key not in lowering.cost_cache:
+        lowering.cost_cache[key] = predict_jobs(lowering.target, kinds, jobs, slots=slots)
+    lowering.record_prediction(lowering.cost_cache[key])
+    if lowering.compare_orders and any(loop.order.data == "serpentine" for loop in loops_of(nest)):
+        naive = nest.clone()
+        for loop in loops_of(naive):
+            loop.order = StringAttr("naive")
+        walked = NestLowering(lowering, naive)
+        lowering.record_naive_order(predict_jobs(lowering.target, kinds, walked.jobs(), slots=slots))
+    return [(kinds, jobs, slots)]
+
+
+def loops_of(nest: tile.NestOp) -> list[tile.ForOp]:
+    return [op for op in nest.block.walk() if isinstance(op, tile.ForOp)]

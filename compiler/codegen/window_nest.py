@@ -1,0 +1,100 @@
+"""The loop nest of a depthwise convolution: what tile-layers writes for it.
+
+One loop over every output tile (channel tiles outermost, so that the cores, taking the tiles
+in turn, share one channel tile's weights by multicast), its input window loaded with the halo
+and the zero padding as slice bounds, one `tile.depthwise` (a `vfma` per kernel tap) and the
+store. Layout hwc puts the channels on the lanes, chw (`mapping width`) the output columns:
+
+    tile.for %c[%tc] = 0 to 32 step 32, %n[%tn] = 0 to 1 step 1, %oh[%toh] = 0 to 112 step 8,
+             %ow[%tow] = 0 to 112 step 112 cores 4 order naive {
+      tile.load %X[%n, %c, %oh - 1, %ow - 1] [1, %tc, %toh + 2, %tow + 2] -> %in[0] dims [2, 3, 1]
+      tile.load %Wv[0, %c] [9, %tc] -> %wt[0] dims [0, 1]
+      tile.load %B[%c] [%tc] -> %wt[288] dims [0]
+      tile.depthwise %in[0], %wt[0] -> %out[0] sizes [%toh, %tow, %tc] kernel [3, 3] strides [1, 1]
+        dilations [1, 1] bias %wt[288] act clip [0.0, 6.0]
+      tile.store %out[0] -> %Y[%n, %c, %oh, %ow] [1, %tc, %toh, %tow] dims [2, 3, 1]
+    }
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import ArrayAttr, StringAttr, UnitAttr
+from xdsl.ir import Block, Operation, Region
+
+from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.conv_nest import IndexExprs, epilogue_parameters, layer_name_of, slice_op
+from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.dialects import nn, tile
+
+
+def depthwise_nest(lowering: Lowering, op: Operation, s, t, epilogue: Epilogue, slots: int = 1) -> tile.NestOp:
+    """The nest of depthwise conv `op` (shape `s`: a conv.ConvShape; tiles `t`: a pool.WindowTiles)."""
+    bias, residual = op.bias, getattr(op, "residual", None)
+    named = [("X", op.input), ("W", op.weight), ("B", bias), ("R", residual)]
+    named = [(name, value) for name, value in named if value is not None]
+    inputs = [value for _, value in named]
+    block = Block(arg_types=[value.type for value in inputs] + [op.result.type])
+    args = {}
+    for (name, _), arg in zip(named + [("Y", op.result)], block.args):
+        arg.name_hint = name
+        args[name] = arg
+    taps = s.kh * s.kw
+    relayout = tile.RelayoutOp(args["W"], [s.c, taps], [1, 0])
+    relayout.result.name_hint = "Wv"
+    block.add_op(relayout)
+    rows, cols = s.input_extent(t.toh, 0), s.input_extent(t.tow, 1)
+    channels_last = t.layout == "hwc"
+    buffers = {}
+    for name, role, shape, shared in (
+            ("in", "input", [rows, cols, t.tc] if channels_last else [t.tc, rows, cols], False),
+            ("wt", "weight", [(taps + 1) * t.tc], True),
+            ("out", "output", [t.toh, t.tow, t.tc] if channels_last else [t.tc, t.toh, t.tow], False)):
+        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots, shared)
+        buffer.result.name_hint = name
+        block.add_op(buffer)
+        buffers[name] = buffer.result
+    loop = tile.ForOp.build([(0, s.c, t.tc), (0, s.n, 1), (0, s.oh, t.toh), (0, s.ow, t.tow)], "naive",
+                            lowering.cores, names=["c", "n", "oh", "ow"])
+    block.add_op(loop)
+    c, tc, n, _, oh, toh, ow, tow = loop.block.args
+    body = loop.block
+    dims = [2, 3, 1] if channels_last else [1, 2, 3]
+    sh, sw = s.strides
+    body.add_op(slice_op(tile.LoadOp, args["X"], buffers["in"],
+                         [n, c, ((oh, sh), -s.pads[0]), ((ow, sw), -s.pads[1])],
+                         [1, tc, ((toh, sh), (s.kh - 1) * s.dilations[0] + 1 - sh),
+                          ((tow, sw), (s.kw - 1) * s.dilations[1] + 1 - sw)], dims))
+    body.add_op(slice_op(tile.LoadOp, relayout.result, buffers["wt"], [0, c], [taps, tc], [0, 1]))
+    if bias is not None:
+        body.add_op(slice_op(tile.LoadOp, args["B"], buffers["wt"], [c], [tc], [0], at=taps * t.tc))
+    out_slice = ([n, c, oh, ow], [1, tc, toh, tow])
+    if residual is not None:
+        body.add_op(slice_op(tile.LoadOp, args["R"], buffers["out"], *out_slice, dims))
+    e = IndexExprs()
+    views = [e(0), e(0), e(0)] + ([e(taps * t.tc)] if bias is not None else [])
+    compute = tile.window_op(tile.DepthwiseOp, [buffers["in"], buffers["wt"], buffers["out"]]
+                             + ([buffers["wt"]] if bias is not None else []), views, e, [e(toh), e(tow), e(tc)],
+                             [s.kh, s.kw], list(s.strides), list(s.dilations), epilogue.act,
+                             epilogue_parameters(epilogue))
+    if residual is not None:
+        compute.accumulate_init = UnitAttr()
+    if not channels_last:
+        compute.mapping = StringAttr("width")
+    body.add_op(compute)
+    body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, dims))
+    nest = tile.NestOp(layer_name_of(op), inputs, [op.result.type], Region(block),
+                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
+    nest.results[0].name_hint = op.results[0].name_hint
+    return nest
+
+
+def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: int = 1) -> tile.NestOp:
+    """Put depthwise conv `op`'s nest (tiles `t`) in its place in @main."""
+    from nncc.compiler.codegen.layers import epilogue_of
+
+    nest = depthwise_nest(lowering, op, s, t, epilogue_of(op), slots)
+    op.parent.insert_op_before(nest, op)
+    op.result.replace_all_uses_with(nest.results[0])
+    op.detach()
+    op.erase()
+    return nest

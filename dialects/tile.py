@@ -1,0 +1,1036 @@
+"""The `tile` dialect: a layer (or a fused group of layers) as a loop nest over on-chip buffers.
+
+A `tile.nest` replaces a layer op of @main. Its operands are the DRAM tensors it reads, its
+results the DRAM tensors it writes; inside, block arguments stand for all of them (inputs, then
+outputs). The body declares on-chip buffers (`tile.buffer`: a `memref` in one of the target's
+named memories, with its slot count), walks the tiles with `tile.for` loops (symbolic: one op
+per loop, not per tile step; fragmented edge tiles are the loop's extent block argument), moves
+slices of DRAM tensors with `tile.load` / `tile.store` (halos and zero padding are slice bounds
+outside the tensor) and computes on buffers (`tile.conv`, `tile.depthwise`, `tile.fill`). A
+tensor that is produced and consumed inside one nest lives in a buffer and never has a load or
+a store: that is a fused group. Index arithmetic is affine in the loops' block arguments and
+is written inline (`%oh * 2 - 3`); each op keeps it as `affine_map` properties over its
+`indices` operands.
+
+    %y = tile.nest "conv1" (%x, %w, %b) -> tensor<1x64x112x112xf32> attributes {op = "fused.conv2d"} {
+    ^bb0(%X : tensor<1x3x224x224xf32>, %W : tensor<64x3x7x7xf32>, %B : tensor<64xf32>, %Y : tensor<1x64x112x112xf32>):
+      %Wp = tile.relayout %W shape [1, 64, 3, 7, 7] permutation [0, 3, 4, 2, 1] : tensor<64x3x7x7xf32> -> tensor<1x7x7x3x64xf32>
+      %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
+      %wt = tile.buffer "weight" slots 2 shared : memref<9472xf32, "L1">
+      %out = tile.buffer "output" slots 2 : memref<8x112x64xf32, "L1">
+      tile.for %oc[%toc] = 0 to 64 step 64 order serpentine {
+        tile.for %oh[%toh] = 0 to 112 step 8 cores 4 order serpentine {
+          tile.for %ic[%tic] = 0 to 3 step 3 order serpentine {
+            tile.load %X[0, %ic, %oh * 2 - 3, -3] [1, %tic, %toh * 2 + 5, 229] -> %in[0] dims [2, 3, 1]
+            tile.load %Wp[0, 0, 0, %ic, %oc] [1, 7, 7, %tic, %toc] -> %wt[0] dims [1, 2, 3, 4]
+            tile.load %B[%oc] [%toc] -> %wt[%tic * %toc * 49] dims [0]
+            tile.conv %in[0], %wt[0] -> %out[0] sizes [%toh, 112, %tic, %toc] kernel [7, 7] strides [2, 2]
+              dilations [1, 1] reduce %ic bias %wt[%tic * %toc * 49] act relu
+          }
+          tile.store %out[0] -> %Y[0, %oc, %oh, 0] [1, %toc, %toh, 112] dims [2, 3, 1]
+        }
+      }
+    } : (tensor<1x3x224x224xf32>, tensor<64x3x7x7xf32>, tensor<64xf32>) -> tensor<1x64x112x112xf32>
+
+Buffer views (`%in[e]`) are an element offset into the current slot; the tile is laid out
+densely by the sizes of what is moved into it (row-major in buffer dimension order), or by
+explicit `strides [...]`. `dims [2, 3, 1]` says which tensor dimension each buffer dimension is
+(here HWC on chip from NCHW in DRAM); tensor dimensions not named have size 1. The unrolling
+into instructions is `compiler/codegen/nest.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    ArrayAttr,
+    DenseArrayBase,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
+from xdsl.ir.affine import AffineBinaryOpExpr, AffineBinaryOpKind, AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.traits import NoTerminator
+from xdsl.utils.exceptions import VerifyException
+
+INDEX = IndexType()
+ORDERS = ("naive", "serpentine")
+ROLES = ("input", "weight", "output", "intermediate")
+
+
+# --------------------------------------------------------------------------- inline affine expressions
+
+
+class ExprParser:
+    """Parses inline affine expressions over SSA index values (`%oh * 2 - 3`); the values met
+    become the op's `indices` operands, in order of first use, and `d<i>` of its maps."""
+
+    def __init__(self, parser: Parser):
+        self.parser = parser
+        self.values: list[SSAValue] = []
+
+    def dim(self, value: SSAValue) -> AffineExpr:
+        for position, known in enumerate(self.values):
+            if known is value:
+                return AffineExpr.dimension(position)
+        self.values.append(value)
+        return AffineExpr.dimension(len(self.values) - 1)
+
+    def expr(self) -> AffineExpr:
+        result = self.term()
+        while True:
+            if self.parser.parse_optional_punctuation("+"):
+                result = result + self.term()
+            elif self.parser.parse_optional_punctuation("-"):
+                result = result - self.term()
+            else:
+                return result
+
+    def term(self) -> AffineExpr:
+        result = self.factor()
+        while self.parser.parse_optional_punctuation("*"):
+            result = result * self.factor()
+        return result
+
+    def factor(self) -> AffineExpr:
+        parser = self.parser
+        if parser.parse_optional_punctuation("-"):
+            return -self.factor()
+        if parser.parse_optional_punctuation("("):
+            inner = self.expr()
+            parser.parse_punctuation(")")
+            return inner
+        number = parser.parse_optional_integer(allow_negative=False)
+        if number is not None:
+            return AffineExpr.constant(number)
+        return self.dim(parser.parse_operand(INDEX))
+
+    def exprs(self) -> list[AffineExpr]:
+        """`[e, e, ...]`"""
+        return self.parser.parse_comma_separated_list(Parser.Delimiter.SQUARE, self.expr)
+
+    def map(self, exprs: Sequence[AffineExpr]) -> AffineMapAttr:
+        return AffineMapAttr(AffineMap(len(self.values), 0, tuple(exprs)))
+
+
+def expr_text(expr: AffineExpr, names: Sequence[str]) -> str:
+    """`expr` with d<i> written as the i-th index operand's name."""
+    if isinstance(expr, AffineConstantExpr):
+        return str(expr.value)
+    if isinstance(expr, AffineDimExpr):
+        return names[expr.position]
+    assert isinstance(expr, AffineBinaryOpExpr)
+    if expr.kind == AffineBinaryOpKind.Add:
+        rhs = expr.rhs
+        if isinstance(rhs, AffineConstantExpr) and rhs.value < 0:
+            return f"{expr_text(expr.lhs, names)} - {-rhs.value}"
+        if isinstance(rhs, AffineBinaryOpExpr) and rhs.kind == AffineBinaryOpKind.Mul and \
+                isinstance(rhs.rhs, AffineConstantExpr) and rhs.rhs.value < 0:
+            factor = "" if rhs.rhs.value == -1 else f" * {-rhs.rhs.value}"
+            return f"{expr_text(expr.lhs, names)} - {wrapped(rhs.lhs, names)}{factor}"
+        return f"{expr_text(expr.lhs, names)} + {expr_text(rhs, names)}"
+    if expr.kind == AffineBinaryOpKind.Mul:
+        return f"{wrapped(expr.lhs, names)} * {wrapped(expr.rhs, names)}"
+    raise VerifyException(f"tile: unsupported index expression {expr}")
+
+
+def wrapped(expr: AffineExpr, names: Sequence[str]) -> str:
+    text = expr_text(expr, names)
+    if isinstance(expr, AffineBinaryOpExpr) and expr.kind == AffineBinaryOpKind.Add:
+        return f"({text})"
+    if isinstance(expr, AffineConstantExpr) and expr.value < 0:
+        return f"({text})"
+    return text
+
+
+def print_exprs(printer: Printer, exprs: Sequence[AffineExpr], indices: Sequence[SSAValue]) -> None:
+    names = [printer_name(printer, value) for value in indices]
+    printer.print_string("[" + ", ".join(expr_text(e, names) for e in exprs) + "]")
+
+
+def printer_name(printer: Printer, value: SSAValue) -> str:
+    """The name `printer` gave `value` (`%oh`, `%3`) when it printed its definition."""
+    name = printer._ssa_values.get(value)  # noqa: SLF001  (xDSL has no public lookup)
+    if name is None:
+        raise VerifyException("tile: an index value is used before its definition")
+    return f"%{name}"
+
+
+def map_exprs(attr: AffineMapAttr | None) -> tuple[AffineExpr, ...]:
+    return () if attr is None else attr.data.results
+
+
+def untyped_operand(parser: Parser) -> SSAValue:
+    """An operand defined earlier in the nest (tensors and buffers: their types are known)."""
+    unresolved = parser.parse_unresolved_operand()
+    values = parser.ssa_values.get(unresolved.operand_name)
+    if values is None or unresolved.index >= len(values):
+        parser.raise_error(f"%{unresolved.operand_name} is not defined before its use", unresolved.span)
+    return values[unresolved.index]
+
+
+def ints_attr(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, list(values))
+
+
+def ints(attr: DenseArrayBase | None) -> tuple[int, ...]:
+    return () if attr is None else tuple(attr.get_values())
+
+
+def parse_ints(parser: Parser) -> list[int]:
+    return parser.parse_comma_separated_list(Parser.Delimiter.SQUARE, parser.parse_integer)
+
+
+def print_ints(printer: Printer, values: Sequence[int]) -> None:
+    printer.print_string("[" + ", ".join(str(v) for v in values) + "]")
+
+
+# --------------------------------------------------------------------------- buffer views
+
+
+class View:
+    """`%buf[offset]` or `%buf[offset] strides [s, s, s]`: a place in a buffer's current slot."""
+
+    @staticmethod
+    def parse(parser: Parser, exprs: ExprParser) -> tuple[SSAValue, list[AffineExpr], list[AffineExpr]]:
+        buffer = untyped_operand(parser)
+        (offset,) = exprs.exprs()
+        strides = exprs.exprs() if parser.parse_optional_keyword("strides") else []
+        return buffer, [offset], strides
+
+    @staticmethod
+    def print(printer: Printer, buffer: SSAValue, offset: AffineExpr, strides: Sequence[AffineExpr],
+              indices: Sequence[SSAValue]) -> None:
+        printer.print_ssa_value(buffer)
+        print_exprs(printer, [offset], indices)
+        if strides:
+            printer.print_string(" strides ")
+            print_exprs(printer, strides, indices)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@irdl_op_definition
+class NestOp(IRDLOperation):
+    """A layer or fused group: its DRAM inputs (operands) and outputs (results), and a body whose
+    block arguments are the inputs then the outputs."""
+
+    name = "tile.nest"
+
+    inputs = var_operand_def()
+    outputs = var_result_def()
+    layer = prop_def(StringAttr, prop_name="layer")
+    body = region_def("single_block")
+    traits = traits_def(NoTerminator())
+
+    def __init__(self, layer: str, inputs: Sequence[SSAValue], output_types: Sequence[Attribute],
+                 body: Region, attributes: dict[str, Attribute] | None = None):
+        super().__init__(operands=[inputs], result_types=[output_types], regions=[body],
+                         properties={"layer": StringAttr(layer)}, attributes=attributes or {})
+
+    @property
+    def block(self) -> Block:
+        return self.body.block
+
+    def verify_(self) -> None:
+        self.verify_signature()
+        memories = target_memories(self)
+        if memories is not None:
+            verify_fit(self, memories)
+
+    def verify_signature(self) -> None:
+        args = self.block.args
+        if len(args) != len(self.inputs) + len(self.outputs):
+            raise VerifyException(f"tile.nest {self.layer.data}: {len(args)} block arguments for "
+                                  f"{len(self.inputs)} inputs and {len(self.outputs)} outputs")
+        for arg, value in zip(args, [*self.inputs, *self.outputs]):
+            if arg.type != value.type:
+                raise VerifyException(f"tile.nest {self.layer.data}: block argument type {arg.type} "
+                                      f"differs from {value.type}")
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_string_literal(self.layer.data)
+        printer.print_string(" (")
+        printer.print_list(self.inputs, printer.print_ssa_value)
+        printer.print_string(") -> ")
+        printer.print_list(self.result_types, printer.print_attribute)
+        if self.attributes:
+            printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=True, print_empty_block=True)
+        printer.print_string(" : (")
+        printer.print_list(self.inputs.types, printer.print_attribute)
+        printer.print_string(") -> ")
+        printer.print_list(self.result_types, printer.print_attribute)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> NestOp:
+        layer = parser.parse_str_literal("the layer name")
+        unresolved = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, parser.parse_unresolved_operand)
+        parser.parse_punctuation("->")
+        parser.parse_comma_separated_list(Parser.Delimiter.NONE, parser.parse_type)
+        attributes = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region()
+        parser.parse_punctuation(":")
+        input_types = parser.parse_comma_separated_list(Parser.Delimiter.PAREN, parser.parse_type)
+        parser.parse_punctuation("->")
+        output_types = parser.parse_comma_separated_list(Parser.Delimiter.NONE, parser.parse_type)
+        inputs = parser.resolve_operands(unresolved, input_types, parser.pos)
+        return cls(layer, inputs, output_types, body, attributes.data if attributes else None)
+
+
+SLOT_ALIGNMENT = 64  # bytes: every slot of a buffer starts at a multiple of it
+
+
+def slot_bytes(buffer: BufferOp) -> int:
+    return -(-4 * buffer.elements // SLOT_ALIGNMENT) * SLOT_ALIGNMENT
+
+
+def target_memories(op: IRDLOperation) -> dict[str, int] | None:
+    """Bytes of each named memory of the target the enclosing module records (`tile.target`),
+    or None when it records none."""
+    from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp
+
+    module = op.parent_op()
+    while module is not None and not isinstance(module, ModuleOp):
+        module = module.parent_op()
+    target = module.attributes.get("tile.target") if module is not None else None
+    if not isinstance(target, DictionaryAttr) or not isinstance(target.data.get("memory"), ArrayAttr):
+        return None
+    sizes = {}
+    for memory in target.data["memory"].data:
+        if isinstance(memory, DictionaryAttr) and isinstance(memory.data.get("size_bytes"), IntegerAttr):
+            sizes[memory.data["name"].data] = memory.data["size_bytes"].value.data  # type: ignore[attr-defined]
+    return sizes
+
+
+def verify_fit(nest: NestOp, memories: dict[str, int]) -> None:
+    """Every buffer's slots fit, with the other buffers of the nest, in its memory."""
+    used: dict[str, int] = {}
+    for op in nest.block.walk():
+        if isinstance(op, BufferOp):
+            name = op.result.name_hint or "a buffer"
+            if op.memory not in memories:
+                raise VerifyException(f"tile.nest {nest.layer.data}: buffer %{name} is in memory {op.memory}, "
+                                      f"which the target does not have ({', '.join(memories)})")
+            used[op.memory] = used.get(op.memory, 0) + op.slots.value.data * slot_bytes(op)
+            if used[op.memory] > memories[op.memory]:
+                raise VerifyException(
+                    f"tile.nest {nest.layer.data}: buffer %{name} ({op.slots.value.data} x {slot_bytes(op)} bytes) "
+                    f"does not fit in memory {op.memory}: the nest's buffers there need {used[op.memory]} bytes, "
+                    f"it has {memories[op.memory]}")
+
+
+@irdl_op_definition
+class RelayoutOp(IRDLOperation):
+    """A DRAM tensor seen in another layout: reshaped to `shape`, then transposed by
+    `permutation`. A constant is placed in the DRAM image in that layout (its tiles are then
+    dense boxes); a tensor computed at run time is read through permuted strides.
+
+        %Wp = tile.relayout %W shape [1, 64, 3, 7, 7] permutation [0, 3, 4, 2, 1]
+                : tensor<64x3x7x7xf32> -> tensor<1x7x7x3x64xf32>
+    """
+
+    name = "tile.relayout"
+
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    shape = prop_def(DenseArrayBase)
+    permutation = prop_def(DenseArrayBase)
+
+
+    def __init__(self, input: SSAValue, shape: Sequence[int], permutation: Sequence[int]):
+        out = [shape[p] for p in permutation]
+        element = input.type.element_type  # type: ignore[attr-defined]
+        super().__init__(operands=[input], result_types=[TensorType(element, out)],
+                         properties={"shape": ints_attr(shape), "permutation": ints_attr(permutation)})
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_ssa_value(self.input)
+        printer.print_string(" shape ")
+        print_ints(printer, ints(self.shape))
+        printer.print_string(" permutation ")
+        print_ints(printer, ints(self.permutation))
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.input.type)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> RelayoutOp:
+        unresolved = parser.parse_unresolved_operand()
+        parser.parse_keyword("shape")
+        shape = parse_ints(parser)
+        parser.parse_keyword("permutation")
+        permutation = parse_ints(parser)
+        attributes = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        input_type = parser.parse_type()
+        parser.parse_punctuation("->")
+        parser.parse_type()
+        op = cls(parser.resolve_operand(unresolved, input_type), shape, permutation)
+        op.attributes |= attributes
+        return op
+
+    def verify_(self) -> None:
+        shape, perm = ints(self.shape), ints(self.permutation)
+        source = tuple(self.input.type.get_shape())  # type: ignore[attr-defined]
+        if sorted(perm) != list(range(len(shape))):
+            raise VerifyException(f"tile.relayout: permutation {list(perm)} of {len(shape)} dimensions")
+        if _product(shape) != _product(source):
+            raise VerifyException(f"tile.relayout: shape {list(shape)} does not hold {list(source)}")
+        if tuple(self.result.type.get_shape()) != tuple(shape[p] for p in perm):  # type: ignore[attr-defined]
+            raise VerifyException("tile.relayout: result shape is not the permuted shape")
+
+
+def _product(values) -> int:
+    total = 1
+    for value in values:
+        total *= value
+    return total
+
+
+@irdl_op_definition
+class BufferOp(IRDLOperation):
+    """An on-chip buffer: a `memref` in one of the target's named memories (its memory space),
+    with `slots` copies (2: double buffering) and, when `shared`, one slot state for all cores
+    (its loads are multicast to the cores that use it). Its `role` decides which memory the
+    target gives it (input, weight, output; intermediate: a tensor of a fused group).
+
+        %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
+    """
+
+    name = "tile.buffer"
+
+    result = result_def(MemRefType)
+    role = prop_def(StringAttr)
+    slots = prop_def(IntegerAttr)
+    shared = opt_prop_def(UnitAttr)
+
+    def __init__(self, role: str, shape: Sequence[int], memory: str, slots: int, shared: bool = False,
+                 element=None):
+        from xdsl.dialects.builtin import f32
+
+        properties: dict[str, Attribute] = {"role": StringAttr(role), "slots": IntegerAttr(slots, i64)}
+        if shared:
+            properties["shared"] = UnitAttr()
+        super().__init__(result_types=[MemRefType(element or f32, list(shape), memory_space=StringAttr(memory))],
+                         properties=properties)
+
+    @property
+    def memory(self) -> str:
+        return self.result.type.memory_space.data  # type: ignore[attr-defined]
+
+    @property
+    def elements(self) -> int:
+        return _product(self.result.type.get_shape())  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        if self.role.data not in ROLES:
+            raise VerifyException(f"tile.buffer: role must be one of {', '.join(ROLES)}, not {self.role.data!r}")
+        if not isinstance(self.result.type.memory_space, StringAttr):  # type: ignore[attr-defined]
+            raise VerifyException("tile.buffer: the memref needs a memory name as its memory space")
+        if not 1 <= self.slots.value.data <= 8:
+            raise VerifyException(f"tile.buffer: slots must be 1 to 8, not {self.slots.value.data}")
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_string_literal(self.role.data)
+        printer.print_string(f" slots {self.slots.value.data}")
+        if self.shared is not None:
+            printer.print_string(" shared")
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> BufferOp:
+        role = parser.parse_str_literal("the buffer role")
+        parser.parse_keyword("slots")
+        slots = parser.parse_integer()
+        shared = parser.parse_optional_keyword("shared") is not None
+        attributes = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        memref = parser.parse_type()
+        if not isinstance(memref, MemRefType) or not isinstance(memref.memory_space, StringAttr):
+            parser.raise_error("tile.buffer: expected a memref type with a memory name as memory space")
+        op = cls(role, memref.get_shape(), memref.memory_space.data, slots, shared, memref.element_type)
+        op.attributes |= attributes
+        return op
+
+
+@irdl_op_definition
+class ForOp(IRDLOperation):
+    """A loop over tiles: one or more dimensions, each `%iv[%extent] = lb to ub step s`, walked
+    row-major. `%extent` is min(step, ub - iv): the size of this (possibly fragmented) tile.
+    `cores N` deals the iterations out to N cores in waves of N consecutive iterations, the
+    waves' inner loops interleaved step by step; `order serpentine` reverses the walk (of the
+    waves, for `cores`) every other time the loop starts, so that the blocks on chip at the end
+    of one walk are the first ones the next walk needs (the Scan order).
+
+        tile.for %oh[%toh] = 0 to 112 step 8, %ow[%tow] = 0 to 112 step 112 cores 4 order serpentine {
+          ...
+        }
+    """
+
+    name = "tile.for"
+
+    lower = prop_def(DenseArrayBase)
+    upper = prop_def(DenseArrayBase)
+    step = prop_def(DenseArrayBase)
+    cores = opt_prop_def(IntegerAttr)
+    order = prop_def(StringAttr)
+    body = region_def("single_block")
+    traits = traits_def(NoTerminator())
+
+    def __init__(self, bounds: Sequence[tuple[int, int, int]], body: Region, order: str = "naive",
+                 cores: int | None = None):
+        properties: dict[str, Attribute] = {
+            "lower": ints_attr([b[0] for b in bounds]), "upper": ints_attr([b[1] for b in bounds]),
+            "step": ints_attr([b[2] for b in bounds]), "order": StringAttr(order)}
+        if cores is not None:
+            properties["cores"] = IntegerAttr(cores, i64)
+        super().__init__(regions=[body], properties=properties)
+
+    @staticmethod
+    def build(bounds: Sequence[tuple[int, int, int]], order: str = "naive", cores: int | None = None,
+              names: Sequence[str] = ()) -> ForOp:
+        """An empty loop; its block arguments are (iv, extent) per dimension, named after `names`."""
+        block = Block(arg_types=[INDEX] * (2 * len(bounds)))
+        for i, name in enumerate(names):
+            block.args[2 * i].name_hint = name
+            block.args[2 * i + 1].name_hint = f"t{name}"
+        return ForOp(bounds, Region(block), order, cores)
+
+    @property
+    def bounds(self) -> list[tuple[int, int, int]]:
+        return list(zip(ints(self.lower), ints(self.upper), ints(self.step)))
+
+    @property
+    def block(self) -> Block:
+        return self.body.block
+
+    def verify_(self) -> None:
+        bounds = self.bounds
+        if not bounds or len(self.block.args) != 2 * len(bounds):
+            raise VerifyException("tile.for: one (iv, extent) block argument pair per dimension")
+        for low, high, step in bounds:
+            if step < 1 or high <= low:
+                raise VerifyException(f"tile.for: empty or ill-formed range {low} to {high} step {step}")
+        if self.order.data not in ORDERS:
+            raise VerifyException(f"tile.for: order must be one of {', '.join(ORDERS)}, not {self.order.data!r}")
+        if self.cores is not None and self.cores.value.data < 1:
+            raise VerifyException("tile.for: cores must be at least 1")
+
+    def print(self, printer: Printer) -> None:
+        args = self.block.args
+        for i, (low, high, step) in enumerate(self.bounds):
+            printer.print_string(", " if i else " ")
+            printer.print_ssa_value(args[2 * i])
+            printer.print_string("[")
+            printer.print_ssa_value(args[2 * i + 1])
+            printer.print_string(f"] = {low} to {high} step {step}")
+        if self.cores is not None:
+            printer.print_string(f" cores {self.cores.value.data}")
+        printer.print_string(f" order {self.order.data}")
+        printer.print_op_attributes(self.attributes, print_keyword=True)
+        printer.print_string(" ")
+        printer.print_region(self.body, print_entry_block_args=False, print_empty_block=True)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ForOp:
+        arguments, bounds = [], []
+
+        def dimension():
+            iv = parser.parse_argument(expect_type=False)
+            parser.parse_punctuation("[")
+            extent = parser.parse_argument(expect_type=False)
+            parser.parse_punctuation("]")
+            parser.parse_punctuation("=")
+            low = parser.parse_integer()
+            parser.parse_keyword("to")
+            high = parser.parse_integer()
+            parser.parse_keyword("step")
+            step = parser.parse_integer()
+            arguments.extend([iv.resolve(INDEX), extent.resolve(INDEX)])
+            bounds.append((low, high, step))
+
+        parser.parse_comma_separated_list(Parser.Delimiter.NONE, dimension)
+        cores = parser.parse_integer() if parser.parse_optional_keyword("cores") else None
+        parser.parse_keyword("order")
+        order = parser.parse_identifier()
+        attributes = parser.parse_optional_attr_dict_with_keyword()
+        body = parser.parse_region(arguments)
+        op = cls(bounds, body, order, cores)
+        op.attributes |= attributes.data if attributes else {}
+        return op
+
+
+class BoundOp(IRDLOperation):
+    """Base of tile.max and tile.min: an index value, the largest (smallest) of affine
+    expressions (MLIR's affine.max / affine.min): where a tile meets a tensor's border.
+
+        %top = tile.max [%oh - 1, 0]
+    """
+
+    result = result_def(IndexType)
+    indices = var_operand_def(IndexType)
+    exprs = prop_def(AffineMapAttr)
+
+    def verify_(self) -> None:
+        if self.exprs.data.num_dims != len(self.indices) or not self.exprs.data.results:
+            raise VerifyException(f"{self.name}: one or more expressions over its {len(self.indices)} index values")
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        print_exprs(printer, map_exprs(self.exprs), self.indices)
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        exprs = ExprParser(parser)
+        values = exprs.exprs()
+        op = cls.build(operands=[list(exprs.values)], result_types=[INDEX], properties={"exprs": exprs.map(values)})
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+@irdl_op_definition
+class MaxOp(BoundOp):
+    """The largest of its expressions (see BoundOp)."""
+
+    name = "tile.max"
+
+
+@irdl_op_definition
+class MinOp(BoundOp):
+    """The smallest of its expressions (see BoundOp)."""
+
+    name = "tile.min"
+
+
+# --------------------------------------------------------------------------- data movement
+
+
+class SliceOp(IRDLOperation):
+    """Base of tile.load and tile.store: a slice of a DRAM tensor (`offsets`, `sizes`, per
+    tensor dimension; outside the tensor is padding) and a buffer view (`at`, `strides`); `dims`
+    lists the tensor dimension of each buffer dimension."""
+
+    tensor = operand_def(TensorType)
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    offsets = prop_def(AffineMapAttr)
+    sizes = prop_def(AffineMapAttr)
+    at = prop_def(AffineMapAttr)
+    strides = opt_prop_def(AffineMapAttr)
+    dims = prop_def(DenseArrayBase)
+
+    def verify_(self) -> None:
+        rank = len(self.tensor.type.get_shape())  # type: ignore[attr-defined]
+        dims = ints(self.dims)
+        if len(self.offsets.data.results) != rank or len(self.sizes.data.results) != rank:
+            raise VerifyException(f"{self.name}: {rank} offsets and sizes expected for a rank-{rank} tensor")
+        if len(set(dims)) != len(dims) or any(not 0 <= d < rank for d in dims) or not dims:
+            raise VerifyException(f"{self.name}: dims {list(dims)} must be distinct dimensions of the tensor")
+        if self.strides is not None and len(self.strides.data.results) != len(dims):
+            raise VerifyException(f"{self.name}: one stride per buffer dimension")
+        for maps in (self.offsets, self.sizes, self.at, self.strides):
+            if maps is not None and maps.data.num_dims != len(self.indices):
+                raise VerifyException(f"{self.name}: index expressions over {maps.data.num_dims} values, "
+                                      f"{len(self.indices)} given")
+
+    def print_slice(self, printer: Printer) -> None:
+        printer.print_ssa_value(self.tensor)
+        print_exprs(printer, map_exprs(self.offsets), self.indices)
+        printer.print_string(" ")
+        print_exprs(printer, map_exprs(self.sizes), self.indices)
+
+    def print_view(self, printer: Printer) -> None:
+        View.print(printer, self.buffer, map_exprs(self.at)[0], map_exprs(self.strides), self.indices)
+
+    @staticmethod
+    def parse_slice(parser: Parser, exprs: ExprParser):
+        tensor = untyped_operand(parser)
+        offsets = exprs.exprs()
+        sizes = exprs.exprs()
+        return tensor, offsets, sizes
+
+    @classmethod
+    def make(cls, tensor: SSAValue, buffer: SSAValue, exprs: ExprParser, offsets, sizes, at, strides,
+             dims: Sequence[int]):
+        properties = {"offsets": exprs.map(offsets), "sizes": exprs.map(sizes), "at": exprs.map(at),
+                      "dims": ints_attr(dims)}
+        if strides:
+            properties["strides"] = exprs.map(strides)
+        return cls.build(operands=[tensor, buffer, list(exprs.values)], properties=properties)
+
+
+@irdl_op_definition
+class LoadOp(SliceOp):
+    """DMA a slice of a DRAM tensor into a buffer; the parts of the slice outside the tensor are
+    `pad` (zero unless given).
+
+        tile.load %X[0, %ic, %oh * 2 - 3, -3] [1, %tic, %toh * 2 + 5, 229] -> %in[0] dims [2, 3, 1]
+    """
+
+    name = "tile.load"
+
+    pad = opt_prop_def(FloatAttr)
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        self.print_slice(printer)
+        printer.print_string(" -> ")
+        self.print_view(printer)
+        printer.print_string(" dims ")
+        print_ints(printer, ints(self.dims))
+        if self.pad is not None:
+            printer.print_string(f" pad {self.pad.value.data!r}")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LoadOp:
+        exprs = ExprParser(parser)
+        tensor, offsets, sizes = cls.parse_slice(parser, exprs)
+        parser.parse_punctuation("->")
+        buffer, at, strides = View.parse(parser, exprs)
+        parser.parse_keyword("dims")
+        dims = parse_ints(parser)
+        op = cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, dims)
+        if parser.parse_optional_keyword("pad"):
+            op.pad = FloatAttr(parser.parse_float(), f64)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+@irdl_op_definition
+class StoreOp(SliceOp):
+    """DMA a buffer's tile to a slice of a DRAM tensor (the slice lies inside the tensor).
+
+        tile.store %out[0] -> %Y[0, %oc, %oh, 0] [1, %toc, %toh, 112] dims [2, 3, 1]
+    """
+
+    name = "tile.store"
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        self.print_view(printer)
+        printer.print_string(" -> ")
+        self.print_slice(printer)
+        printer.print_string(" dims ")
+        print_ints(printer, ints(self.dims))
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> StoreOp:
+        exprs = ExprParser(parser)
+        buffer, at, strides = View.parse(parser, exprs)
+        parser.parse_punctuation("->")
+        tensor, offsets, sizes = cls.parse_slice(parser, exprs)
+        parser.parse_keyword("dims")
+        dims = parse_ints(parser)
+        op = cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, dims)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+# --------------------------------------------------------------------------- compute on buffers
+
+
+class ComputeOp(IRDLOperation):
+    """Base of the compute ops: buffer operands (`buffers`), each with a view (`views`: one
+    offset per buffer; `view_strides` optional), index operands and integer `sizes`."""
+
+    buffers = var_operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    views = prop_def(AffineMapAttr)
+    sizes = prop_def(AffineMapAttr)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def view(self, index: int) -> tuple[SSAValue, AffineExpr]:
+        return self.buffers[index], self.views.data.results[index]
+
+    def verify_(self) -> None:
+        if len(self.views.data.results) != len(self.buffers):
+            raise VerifyException(f"{self.name}: one view offset per buffer operand")
+        for maps in (self.views, self.sizes):
+            if maps.data.num_dims != len(self.indices):
+                raise VerifyException(f"{self.name}: index expressions over {maps.data.num_dims} values, "
+                                      f"{len(self.indices)} given")
+
+
+@irdl_op_definition
+class ConvOp(ComputeOp):
+    """out[oh][ow][oc] (+)= sum over kernel rows and columns and input channels of
+    in[oh*s + i*d][ow*s + j*d][ic] * w[i][j][ic][oc], on HWC tiles (`mapping width`: on
+    [rows][channels][columns] tiles with weights [i][j][oc][ic]); `sizes` are
+    [rows, columns, input channels, output channels] of this tile. It starts from zero (or from
+    what a residual load put in `out`) on the first executed iteration of its `reduce` loop and
+    accumulates on the others; on the last, the bias (`bias` view, [oc]) is added and `act`
+    applied (the epilogue, while the tile is on chip).
+
+        tile.conv %in[0], %wt[0] -> %out[0] sizes [%toh, 112, %tic, %toc] kernel [7, 7]
+          strides [2, 2] dilations [1, 1] reduce %ic bias %wt[%tic * %toc * 49] act relu
+    """
+
+    name = "tile.conv"
+
+    kernel = prop_def(DenseArrayBase)
+    conv_strides = prop_def(DenseArrayBase, prop_name="conv_strides")
+    dilations = prop_def(DenseArrayBase)
+    reduce = prop_def(IntegerAttr)  # the index operand that is the reduction loop's iv (-1: none)
+    accumulate_init = opt_prop_def(UnitAttr, prop_name="accumulate_init")  # out holds a residual
+    act = opt_prop_def(StringAttr)
+    act_params = opt_prop_def(DenseArrayBase, prop_name="act_params")
+    mapping = opt_prop_def(StringAttr)  # "width": [rows][channels][columns] tiles, weights [kh][kw][oc][ic]
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.buffers) == 4
+
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (4, 5):
+            raise VerifyException("tile.conv: in, w, out (and bias) views, 4 sizes (and an output row pitch) expected")
+        if self.mapping is not None and self.mapping.data not in ("channels", "width"):
+            raise VerifyException(f"tile.conv: mapping must be channels or width, not {self.mapping.data!r}")
+        if len(ints(self.kernel)) != 2 or len(ints(self.conv_strides)) != 2 or len(ints(self.dilations)) != 2:
+            raise VerifyException("tile.conv: kernel, strides and dilations have 2 entries each")
+
+    def print(self, printer: Printer) -> None:
+        reduce = self.reduce.value.data
+        extra = f" reduce {printer_name(printer, self.indices[reduce])}" if reduce >= 0 else ""
+        print_window_op(printer, self, extra + mapping_text(self))
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConvOp:
+        def extra(exprs: ExprParser) -> dict[str, Attribute]:
+            properties: dict[str, Attribute] = {"reduce": IntegerAttr(-1, i64)}
+            if parser.parse_optional_keyword("reduce"):
+                properties["reduce"] = IntegerAttr(exprs.dim(parser.parse_operand(INDEX)).position, i64)
+            return properties | parse_mapping(parser)
+
+        return parse_window_op(parser, cls, extra)
+
+
+@irdl_op_definition
+class FillOp(ComputeOp):
+    """Set a [rows][columns][channels] tile of a buffer (`sizes`, dense, or with `pitch`: the
+    element stride of a row) to `value`.
+
+        tile.fill %m1[0] sizes [%toh + 2, 58, %tcb] value 0.0
+    """
+
+    name = "tile.fill"
+
+    value = prop_def(FloatAttr)
+
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.buffers) != 1 or len(self.sizes.data.results) not in (3, 4):
+            raise VerifyException("tile.fill: one view and 3 sizes (and a row pitch) expected")
+
+    def print(self, printer: Printer) -> None:
+        names = [printer_name(printer, v) for v in self.indices]
+        sizes = self.sizes.data.results
+        printer.print_string(f" {printer_name(printer, self.buffers[0])}[{expr_text(self.views.data.results[0], names)}]"
+                             f" sizes [{', '.join(expr_text(e, names) for e in sizes[:3])}]")
+        if len(sizes) == 4:
+            printer.print_string(f" pitch {expr_text(sizes[3], names)}")
+        printer.print_string(f" value {self.value.value.data!r}")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> FillOp:
+        exprs = ExprParser(parser)
+        buffer = untyped_operand(parser)
+        (offset,) = exprs.exprs()
+        parser.parse_keyword("sizes")
+        sizes = exprs.exprs()
+        if parser.parse_optional_keyword("pitch"):
+            sizes.append(exprs.expr())
+        parser.parse_keyword("value")
+        value = parser.parse_float()
+        op = cls.build(operands=[[buffer], list(exprs.values)],
+                       properties={"views": exprs.map([offset]), "sizes": exprs.map(sizes), "value": FloatAttr(value, f64)})
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+@irdl_op_definition
+class DepthwiseOp(ComputeOp):
+    """out[oh][ow][c] = bias[c] + sum over kernel taps (i, j) of in[oh*s + i*d][ow*s + j*d][c] *
+    w[i*kw + j][c], on HWC tiles (channels on the lanes); `sizes` are [rows, columns, channels]
+    of the output tile, then optionally the input tile's row pitch and column pitch in
+    elements (default: dense by the input window); then `act`.
+
+        tile.depthwise %m1[0], %wd[0] -> %m2[0] sizes [%toh, 56, %tcb] kernel [3, 3] strides [1, 1]
+          dilations [1, 1] bias %wd[9 * 48] act clip [0.0, 6.0]
+    """
+
+    name = "tile.depthwise"
+
+    kernel = prop_def(DenseArrayBase)
+    conv_strides = prop_def(DenseArrayBase, prop_name="conv_strides")
+    dilations = prop_def(DenseArrayBase)
+    accumulate_init = opt_prop_def(UnitAttr, prop_name="accumulate_init")  # out holds a residual
+    act = opt_prop_def(StringAttr)
+    act_params = opt_prop_def(DenseArrayBase, prop_name="act_params")
+    mapping = opt_prop_def(StringAttr)  # "width": [channels][rows][columns] tiles, columns on the lanes
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.buffers) == 4
+
+    def verify_(self) -> None:
+        super().verify_()
+        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (3, 5):
+            raise VerifyException("tile.depthwise: in, w, out (and bias) views and 3 sizes (and 2 pitches) expected")
+
+    def print(self, printer: Printer) -> None:
+        print_window_op(printer, self, mapping_text(self))
+
+    @classmethod
+    def parse(cls, parser: Parser) -> DepthwiseOp:
+        return parse_window_op(parser, cls, lambda exprs: parse_mapping(parser))
+
+
+def mapping_text(op) -> str:
+    """` mapping width` and ` onto_output` when set (tile.conv, tile.depthwise)."""
+    text = f" mapping {op.mapping.data}" if op.mapping is not None else ""
+    return text + (" onto_output" if op.accumulate_init is not None else "")
+
+
+def parse_mapping(parser: Parser) -> dict[str, Attribute]:
+    properties: dict[str, Attribute] = {}
+    if parser.parse_optional_keyword("mapping"):
+        properties["mapping"] = StringAttr(parser.parse_identifier())
+    if parser.parse_optional_keyword("onto_output"):
+        properties["accumulate_init"] = UnitAttr()
+    return properties
+
+
+def print_window_op(printer: Printer, op, extra: str) -> None:
+    """`%in[e], %w[e] -> %out[e] sizes [...] [pitch e, e] kernel [..] strides [..] dilations [..]
+    <extra> [bias %b[e]] [act f [p, p]]` (tile.conv, tile.depthwise)."""
+    offsets = op.views.data.results
+    names = [printer_name(printer, v) for v in op.indices]
+    text = lambda e: expr_text(e, names)  # noqa: E731
+    buffer = lambda i: f"{printer_name(printer, op.buffers[i])}[{text(offsets[i])}]"  # noqa: E731
+    sizes = op.sizes.data.results
+    count = 4 if isinstance(op, ConvOp) else 3
+    printer.print_string(f" {buffer(0)}, {buffer(1)} -> {buffer(2)} sizes [{', '.join(text(e) for e in sizes[:count])}]")
+    if len(sizes) > count:
+        printer.print_string(f" pitch [{', '.join(text(e) for e in sizes[count:])}]")
+    printer.print_string(" kernel ")
+    print_ints(printer, ints(op.kernel))
+    printer.print_string(" strides ")
+    print_ints(printer, ints(op.conv_strides))
+    printer.print_string(" dilations ")
+    print_ints(printer, ints(op.dilations))
+    printer.print_string(extra)
+    if op.has_bias:
+        printer.print_string(f" bias {buffer(3)}")
+    if op.act is not None:
+        printer.print_string(f" act {op.act.data}")
+        params = [float(v) for v in op.act_params.get_values()] if op.act_params is not None else []
+        if params:
+            printer.print_string(" [" + ", ".join(repr(p) for p in params) + "]")
+    printer.print_op_attributes(op.attributes)
+
+
+def parse_window_op(parser: Parser, cls, extra=None):
+    exprs = ExprParser(parser)
+    views: list[tuple[SSAValue, AffineExpr]] = []
+
+    def view():
+        buffer = untyped_operand(parser)
+        (offset,) = exprs.exprs()
+        views.append((buffer, offset))
+
+    view()
+    parser.parse_punctuation(",")
+    view()
+    parser.parse_punctuation("->")
+    view()
+    parser.parse_keyword("sizes")
+    sizes = exprs.exprs()
+    if parser.parse_optional_keyword("pitch"):
+        sizes += exprs.exprs()
+    parser.parse_keyword("kernel")
+    kernel = parse_ints(parser)
+    parser.parse_keyword("strides")
+    strides = parse_ints(parser)
+    parser.parse_keyword("dilations")
+    dilations = parse_ints(parser)
+    properties: dict[str, Attribute] = extra(exprs) if extra else {}
+    if parser.parse_optional_keyword("bias"):
+        view()
+    if parser.parse_optional_keyword("act"):
+        properties["act"] = StringAttr(parser.parse_identifier())
+        if parser.parse_optional_punctuation("["):
+            params = [parser.parse_float()]
+            while parser.parse_optional_punctuation(","):
+                params.append(parser.parse_float())
+            parser.parse_punctuation("]")
+            properties["act_params"] = DenseArrayBase.from_list(f64, params)
+    properties |= {"views": exprs.map([o for _, o in views]), "sizes": exprs.map(sizes), "kernel": ints_attr(kernel),
+                   "conv_strides": ints_attr(strides), "dilations": ints_attr(dilations)}
+    op = cls.build(operands=[[b for b, _ in views], list(exprs.values)], properties=properties)
+    op.attributes |= parser.parse_optional_attr_dict()
+    return op
+
+
+def window_op(cls, buffers, offsets, exprs: ExprParser, sizes, kernel, strides, dilations, act: str | None,
+              params: Sequence[float], **extra: Attribute):
+    """A tile.conv or tile.depthwise over `buffers` at `offsets` (expressions of `exprs`)."""
+    properties: dict[str, Attribute] = {
+        "views": exprs.map(offsets), "sizes": exprs.map(sizes), "kernel": ints_attr(kernel),
+        "conv_strides": ints_attr(strides), "dilations": ints_attr(dilations), **extra}
+    if act is not None:
+        properties["act"] = StringAttr(act)
+        if params:
+            properties["act_params"] = DenseArrayBase.from_list(f64, list(params))
+    return cls.build(operands=[list(buffers), list(exprs.values)], properties=properties)
+
+
+def conv_op(buffers, offsets, exprs: ExprParser, sizes, kernel, strides, dilations, reduce: int,
+            onto_output: bool, act: str | None, params: Sequence[float]) -> ConvOp:
+    extra: dict[str, Attribute] = {"reduce": IntegerAttr(reduce, i64)}
+    if onto_output:
+        extra["accumulate_init"] = UnitAttr()
+    return window_op(ConvOp, buffers, offsets, exprs, sizes, kernel, strides, dilations, act, params, **extra)
+
+
+TILE = Dialect("tile", [NestOp, RelayoutOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, ConvOp, DepthwiseOp,
+                        FillOp], [])
