@@ -301,7 +301,7 @@ def isa_program(compilation):
 
 def write_program(program, paths: list[Path]) -> None:
     """Each path declared by `UserFiles.writes` before compiling; `save` writes atomically."""
-    from nncc.runtime.program import save
+    from nncc.runtime.program_file import save
 
     with progress.stage("writing program", total=len(paths)) as task:
         for path in paths:

@@ -29,11 +29,11 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.context import TILE_ATTR, Lowering, layer_name
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
 from nncc.compiler.codegen.layers import conv_problem, tile_attribute, window_problem
-from nncc.compiler.codegen.lower import TILE_ATTR, layer_name, layers_of
+from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.pool import window_tile_attribute
 from nncc.compiler.nn_interpreter import main_function
 from nncc.compiler.weights import store_of

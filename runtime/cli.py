@@ -146,7 +146,7 @@ def run_program(args, files: UserFiles) -> int:
     import time
 
     from nncc.runtime.interpreter import random_inputs, run
-    from nncc.runtime.program import load
+    from nncc.runtime.program_file import load
     from nncc.runtime.report import build_report, compare_outputs, file_sha256, trace_events
     from nncc.runtime.target import target_to_dict
     from nncc.support.check import save_outputs

@@ -19,7 +19,6 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -312,34 +311,3 @@ def decode_all(slots: np.ndarray, memory_names: list[str], strings: list[str]) -
     except isa.DecodeError as error:
         raise MachineFault(error.index, error.opcode, str(error)) from None
 
-
-def save(program: Program, path: str | Path) -> None:
-    """Write `.nnbin` (binary) or `.s` (assembly) by the file's suffix, atomically."""
-    from nncc.support.user_files import write_atomically
-
-    path = Path(path)
-    if path.suffix == ".s":
-        from nncc.runtime.assembler import disassemble
-
-        data = disassemble(program).encode()
-    else:
-        data = to_bytes(program)
-    write_atomically(path, lambda file: file.write(data))
-
-
-def load(path: str | Path) -> Program:
-    """Read a `.nnbin` or `.s` program. A missing file, or a file that is no program at all, is
-    `NnccError` (bad input); a corrupt program is `MachineFault`."""
-    path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except OSError as error:
-        raise NnccError(f"{path}: cannot read program: {error.strerror}") from None
-    if path.suffix != ".s" and not blob.startswith(MAGIC):
-        raise NnccError(f"{path}: not an nncc program (a .nnbin starts with {MAGIC[:7].decode()}; "
-                        "assembly files end in .s)")
-    if path.suffix == ".s":
-        from nncc.runtime.assembler import assemble
-
-        return assemble(blob.decode(errors="replace"), str(path))
-    return from_bytes(blob)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.weights import WeightStore
 from nncc.dialects import nn
@@ -19,6 +19,11 @@ from nncc.runtime.program import Program
 from nncc.runtime.target import Target
 
 F32 = 4
+
+TILE_ATTR = "tile"
+"""Discardable attribute of a layer: its tile sizes, set by tile-layers (or by hand). Conv/gemm:
+`tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial", mapping = "channels"}`;
+pooling and depthwise conv: `tile = {c = 32 : i64, oh = 8 : i64, ow = 8 : i64, layout = "hwc"}`."""
 
 
 @dataclass
@@ -128,3 +133,21 @@ def row_major_strides(shape) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
+
+
+def layer_name(op: Operation) -> str:
+    return op.results[0].name_hint or op.name
+
+
+def source_address(lowering: Lowering, value: SSAValue) -> int:
+    """The DRAM address of a value a layer reads: a weight's place in the image, else its tensor's."""
+    constant = lowering.constant(value)
+    if constant is not None:
+        return lowering.weight(value.owner.ref.data, "", constant)
+    return lowering.address(value)
+
+
+def is_alias(op) -> bool:
+    """A reshape, or a slice that is one contiguous run of its input (`SliceOp.contiguous_offset`):
+    its result is its input's memory (no layer, no code)."""
+    return isinstance(op, nn.ReshapeOp) or (isinstance(op, nn.SliceOp) and op.contiguous_offset() is not None)

@@ -13,7 +13,7 @@ Both are elementwise copies (`vact copy`) whose DRAM side is strided:
   the DMA's three dimensions become separate jobs.
 - **slice** (ONNX Slice, each output of Split): a box that is one contiguous run of the input
   (`SliceOp.contiguous_offset`: a channel range of an NCHW tensor with batch 1) is an alias of
-  the input (no layer, like a reshape; `lower.is_alias`). Any other box is copied: the input is
+  the input (no layer, like a reshape; `context.is_alias`). Any other box is copied: the input is
   read with strides `step x input stride` from the box's first element (negative steps read
   backwards), the copy runs along the output's innermost axis, the store is contiguous.
 """
@@ -24,8 +24,7 @@ import numpy as np
 from xdsl.ir import Operation
 
 from nncc.compiler.codegen import eltwise
-from nncc.compiler.codegen.context import F32, Lowering, row_major_strides
-from nncc.compiler.codegen.lower import is_alias, lowers, source_address
+from nncc.compiler.codegen.context import F32, Lowering, is_alias, row_major_strides, source_address
 from nncc.dialects import nn
 
 
@@ -60,7 +59,6 @@ def plan_in_place_concats(lowering: Lowering, block) -> None:
             lowering.addresses.update(in_place_slots(lowering, op))
 
 
-@lowers("nn.concat")
 def lower_concat(lowering: Lowering, op: Operation):
     axis = op.axis.value.data
     out_shape = nn.shape_of(op.result)
@@ -82,7 +80,6 @@ def lower_concat(lowering: Lowering, op: Operation):
     return eltwise.merge_phases(phases)
 
 
-@lowers("nn.transpose")
 def lower_transpose(lowering: Lowering, op: Operation):
     perm = nn.ints(op.perm)
     in_strides = row_major_strides(nn.shape_of(op.input))
@@ -94,7 +91,6 @@ def lower_transpose(lowering: Lowering, op: Operation):
     return layer.layers()
 
 
-@lowers("nn.slice")
 def lower_slice(lowering: Lowering, op: Operation):
     """A strided copy. DMA strides are non-negative, so each index of an axis read backwards
     (negative step, size > 1) is a piece of its own (the pieces are one phase)."""

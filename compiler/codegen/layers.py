@@ -1,4 +1,4 @@
-"""Which code generator lowers which op: the table behind `lower_module`.
+"""The code generators of conv, gemm and elementwise layers (`lowering_table` maps ops to them).
 
 Each function takes the lowering state and one op and returns the (buffer kinds, jobs)
 phases of its layer.
@@ -13,7 +13,7 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen import eltwise
-from nncc.compiler.codegen.context import Lowering, row_major_strides
+from nncc.compiler.codegen.context import TILE_ATTR, Lowering, layer_name, row_major_strides, source_address
 from nncc.compiler.codegen.conv import (
     ConvLowering, ConvShape, ConvTiles, fits, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
 )
@@ -22,7 +22,6 @@ from nncc.compiler.codegen.conv_width import (
 )
 from nncc.compiler.codegen.depthwise import depthwise_probe, is_depthwise, lower_depthwise
 from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
-from nncc.compiler.codegen.lower import LOWERINGS, TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.dialects import nn
@@ -144,7 +143,6 @@ def width_weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> O
     return weight_operand(lowering, value, s)  # OIHW in DRAM: any (group, kh, kw, c, o) strides do
 
 
-@lowers("nn.conv2d", "fused.conv2d")
 def lower_conv(lowering: Lowering, op: Operation):
     s = conv2d_shape(op)
     residual = getattr(op, "residual", None)
@@ -168,7 +166,6 @@ def lower_conv(lowering: Lowering, op: Operation):
     return [(conv.kinds(), conv.jobs())]
 
 
-@lowers("nn.gemm", "fused.gemm")
 def lower_gemm(lowering: Lowering, op: Operation):
     """Y[M,N] = alpha A B + beta C as a 1x1 conv over a 1 x M "image" of K channels.
 
@@ -262,7 +259,6 @@ def output(lowering: Lowering, op: Operation) -> eltwise.Source:
     return eltwise.Source(lowering.address(op.results[0]), row_major_strides(shape))
 
 
-@lowers(*BINARY)
 def lower_binary(lowering: Lowering, op: Operation):
     shape = nn.shape_of(op.result)
     layer = eltwise.ElementwiseLayer(lowering, shape, [source(lowering, op.lhs, shape), source(lowering, op.rhs, shape)],
@@ -285,7 +281,6 @@ UNARY = {
 }
 
 
-@lowers(*UNARY)
 def lower_unary(lowering: Lowering, op: Operation):
     func, p0, p1 = UNARY[op.name](op)
     shape = nn.shape_of(op.result)
@@ -294,7 +289,6 @@ def lower_unary(lowering: Lowering, op: Operation):
     return layer.layers()
 
 
-@lowers("nn.clip")
 def lower_clip(lowering: Lowering, op: Operation):
     from nncc.compiler.codegen.epilogue import clamp
 
@@ -306,7 +300,6 @@ def lower_clip(lowering: Lowering, op: Operation):
     return layer.layers()
 
 
-@lowers("nn.batch_norm")
 def lower_batch_norm(lowering: Lowering, op: Operation):
     """y = x * scale' + shift' with the per-channel factors folded at compile time."""
     scale, bias, mean, var = (lowering.constant(v) for v in (op.scale, op.bias, op.mean, op.var))
@@ -323,11 +316,6 @@ def lower_batch_norm(lowering: Lowering, op: Operation):
               eltwise.broadcast_source(shift_addr, per_channel, shape)]
     layer = eltwise.ElementwiseLayer(lowering, shape, inputs, output(lowering, op), eltwise.fma(lowering.vector_unit))
     return layer.layers()
-
-
-# --------------------------------------------------------------------------- other layers (register on import)
-
-from nncc.compiler.codegen import data, lrn, matmul, pool, softmax  # noqa: E402,F401
 
 
 def batch_norm_on_chip(lowering: Lowering, op: Operation):
@@ -365,18 +353,3 @@ def batch_norm_on_chip(lowering: Lowering, op: Operation):
             job.buffers["in4"] = ("in4", index)
     return phases
 
-
-def planned(generator):
-    """`generator`, after placing concat inputs in their output slices once per program
-    (before the first op with a code generator is lowered; see data.plan_in_place_concats)."""
-    def run(lowering: Lowering, op: Operation):
-        if not getattr(lowering, "concats_planned", False):
-            lowering.concats_planned = True
-            data.plan_in_place_concats(lowering, op.parent)
-        return generator(lowering, op)
-    run.__wrapped__ = generator
-    return run
-
-
-for _name, _generator in list(LOWERINGS.items()):
-    LOWERINGS[_name] = planned(_generator)

@@ -10,13 +10,13 @@ their input.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation
 
-from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.context import Lowering, is_alias, layer_name, source_address
+from nncc.compiler.codegen.lowering_table import LOWERINGS
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.nn_interpreter import main_function, names_attr
 from nncc.compiler.weights import WeightStore
@@ -46,33 +46,12 @@ def predictions_of(module: ModuleOp) -> dict[int, dict]:
     return {int(index): row for index, row in from_attribute(module.attributes[PREDICTIONS]).items()}
 
 
-LayerLowering = Callable[[Lowering, Operation], list]
-LOWERINGS: dict[str, LayerLowering] = {}
-
-
-def lowers(*op_names: str):
-    def register(function: LayerLowering) -> LayerLowering:
-        for name in op_names:
-            LOWERINGS[name] = function
-        return function
-
-    return register
-
-
-def layer_name(op: Operation) -> str:
-    return op.results[0].name_hint or op.name
-
-
 def layers_of(main: func.FuncOp) -> list[Operation]:
     """The ops of @main that are layers: all but weights and the return."""
     return [op for op in main.body.block.ops if not isinstance(op, (nn.WeightOp, func.ReturnOp))]
 
 
 CORES_ATTR, BUFFERS_ATTR = "tile.cores", "tile.buffers"  # set by partition-cores, double-buffer
-TILE_ATTR = "tile"
-"""Discardable attribute of a layer: its tile sizes, set by tile-layers (or by hand). Conv/gemm:
-`tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial", mapping = "channels"}`;
-pooling and depthwise conv: `tile = {c = 32 : i64, oh = 8 : i64, ow = 8 : i64, layout = "hwc"}`."""
 
 
 def module_int(module: ModuleOp, name: str) -> int | None:
@@ -96,8 +75,6 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     layers only) gives an op without a code generator DRAM room for its result but no code.
     `compare_orders` adds, for Scan conv/gemm layers, the DRAM bytes naive order would move.
     `objective` ("cycles" or "dram") is what tile choice minimises for layers without a `tile`."""
-    import nncc.compiler.codegen.layers  # noqa: F401  (fills LOWERINGS)
-
     main = main_function(module)
     program = Program(target, [])
     lowering = Lowering(target, program, store, tile_order=tile_order,
@@ -148,19 +125,6 @@ def copy_unowned_outputs(lowering: Lowering, returned: func.ReturnOp, names: lis
         source = source_address(lowering, value)
         emit_layer(lowering, f"copy_{name}", "copy", [],
                    lambda: copy_tensor(lowering, source, symbol.addr, math.prod(nn.shape_of(value))))
-
-
-def source_address(lowering: Lowering, value: SSAValue) -> int:
-    constant = lowering.constant(value)
-    if constant is not None:
-        return lowering.weight(value.owner.ref.data, "", constant)
-    return lowering.address(value)
-
-
-def is_alias(op) -> bool:
-    """A reshape, or a slice that is one contiguous run of its input (`SliceOp.contiguous_offset`):
-    its result is its input's memory (no layer, no code)."""
-    return isinstance(op, nn.ReshapeOp) or (isinstance(op, nn.SliceOp) and op.contiguous_offset() is not None)
 
 
 def lower_op(lowering: Lowering, op: Operation) -> None:

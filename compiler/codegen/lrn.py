@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.context import F32, Lowering, dram, layer_name, source_address
 from nncc.compiler.codegen.conv import tile_ranges
-from nncc.compiler.codegen.lower import layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
 
 
-@lowers("nn.lrn")
 def lower_lrn(lowering: Lowering, op: Operation):
     n, c, h, w = nn.shape_of(op.input)
     size = op.size.value.data

@@ -19,10 +19,9 @@ import math
 from xdsl.ir import Operation
 
 from nncc.compiler.codegen.eltwise import merge_phases
-from nncc.compiler.codegen.context import F32, Lowering, row_major_strides
+from nncc.compiler.codegen.context import F32, Lowering, layer_name, row_major_strides, source_address
 from nncc.compiler.codegen.conv import ConvLowering, ConvShape, Operand, choose_tiles
 from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.lower import layer_name, lowers, source_address
 from nncc.dialects import nn
 
 
@@ -48,7 +47,6 @@ def product(lowering: Lowering, name: str, m: int, k: int, n: int, a: int, b: in
     return [(conv.kinds(), conv.jobs())]
 
 
-@lowers("nn.matmul")
 def lower_matmul(lowering: Lowering, op: Operation):
     a_shape, b_shape = nn.shape_of(op.a), nn.shape_of(op.b)
     a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape

@@ -27,9 +27,8 @@ import numpy as np
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.context import F32, TILE_ATTR, Lowering, dram, layer_name, source_address
 from nncc.compiler.codegen.conv import tile_ranges
-from nncc.compiler.codegen.lower import TILE_ATTR, layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
@@ -342,14 +341,12 @@ class PoolLowering:
         return [(kinds, jobs)]
 
 
-@lowers("nn.max_pool")
 def lower_max_pool(lowering: Lowering, op: Operation):
     g, name = window_of(op), layer_name(op)
     return PoolLowering(lowering, g, "max", source_address(lowering, op.input), lowering.address(op.result),
                         name, given=given_window_tiles(op, g, name)).layers()
 
 
-@lowers("nn.avg_pool")
 def lower_avg_pool(lowering: Lowering, op: Operation):
     g = window_of(op)
     counts = divisor_counts(g, bool(op.count_include_pad.value))
@@ -436,7 +433,6 @@ class Reduction:
         return [(kinds, jobs)]
 
 
-@lowers("nn.global_avg_pool", "nn.global_max_pool")
 def lower_global_pool(lowering: Lowering, op: Operation):
     shape = nn.shape_of(op.input)
     func = "max" if op.name == "nn.global_max_pool" else "mean"

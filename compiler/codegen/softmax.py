@@ -22,9 +22,8 @@ import math
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.context import F32, Lowering, dram, layer_name, source_address
 from nncc.compiler.codegen.conv import tile_ranges
-from nncc.compiler.codegen.lower import layer_name, lowers, source_address
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
@@ -114,7 +113,6 @@ def split_compute(unit: str, step: int, first: bool, last: bool, to: int, ta: in
     return ops
 
 
-@lowers("nn.softmax")
 def lower_softmax(lowering: Lowering, op: Operation):
     shape = nn.shape_of(op.input)
     axis = op.axis.value.data

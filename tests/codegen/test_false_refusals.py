@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nncc.compiler.cli import main
 from nncc.compiler.codegen import scheduler
 from nncc.runtime import isa
-from nncc.runtime.program import load
+from nncc.runtime.program_file import load
 
 TARGETS = ("vector", "fusion", "edge")
 

@@ -10,7 +10,7 @@ from nncc.compiler import opt
 from nncc.compiler.cli import main as nncc_main
 from nncc.runtime import cli as run_cli
 from nncc.runtime.assembler import assemble, disassemble
-from nncc.runtime.program import load
+from nncc.runtime.program_file import load
 
 
 def nncc(capsys, *argv):

@@ -10,7 +10,7 @@ import pytest
 
 from nncc.runtime.assembler import assemble
 from nncc.runtime.cli import main
-from nncc.runtime.program import save
+from nncc.runtime.program_file import save
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "programs"
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from nncc.runtime.assembler import assemble, disassemble
 from nncc.runtime.interpreter import run
-from nncc.runtime.program import from_bytes, load, to_bytes
+from nncc.runtime.program import from_bytes, to_bytes
+from nncc.runtime.program_file import load
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "programs"
 

@@ -7,7 +7,8 @@ import pytest
 
 from nncc.runtime import isa
 from nncc.runtime.faults import MachineFault
-from nncc.runtime.program import MAGIC, VERSION, Program, Symbol, from_bytes, load, merged_segments, save, to_bytes
+from nncc.runtime.program import MAGIC, VERSION, Program, Symbol, from_bytes, merged_segments, to_bytes
+from nncc.runtime.program_file import load, save
 from nncc.runtime.target import load_target
 from nncc.support.errors import NnccError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nncc.runtime.interpreter import run
-from nncc.runtime.program import load
+from nncc.runtime.program_file import load
 from nncc.runtime.report import build_report, compare_outputs, trace_events
 from nncc.support.errors import NnccError
 
