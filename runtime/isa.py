@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from itertools import chain
 from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -272,20 +273,85 @@ class IsaError(ValueError):
 
 
 def make(mnemonic: str, **operands: Any) -> NamedTuple:
-    """Build an instruction, filling defaults, normalising values and checking them."""
-    definition = BY_MNEMONIC.get(mnemonic)
-    if definition is None:
+    """Build an instruction, filling defaults, normalising values and checking them.
+
+    A value already in canonical form (an int in range, a tuple of them, a known memory
+    reference...) is taken as it is (`_canonical`); any other goes through `_normalise`."""
+    found = _MAKERS.get(mnemonic)
+    if found is None:
         raise IsaError(f"unknown instruction {mnemonic!r}")
-    unknown = set(operands) - {operand.name for operand in definition.operands}
+    tuple_type, fields = found
+    values = []
+    given = 0
+    for operand, default, canonical in fields:
+        value = operands.get(operand.name, _ABSENT)
+        if value is _ABSENT:
+            value = default
+        else:
+            given += 1
+            if value is not None and canonical(value):
+                values.append(value)
+                continue
+        if value is None:
+            _check_unknown(mnemonic, fields, operands)
+            raise IsaError(f"{mnemonic}: missing operand {operand.name}")
+        values.append(value if value is default else _normalise(mnemonic, operand, value))
+    if given != len(operands):
+        _check_unknown(mnemonic, fields, operands)
+    return tuple.__new__(tuple_type, values)
+
+
+_ABSENT = object()
+
+
+def _check_unknown(mnemonic: str, fields: list, operands: dict[str, Any]) -> None:
+    unknown = set(operands) - {operand.name for operand, _, _ in fields}
     if unknown:
         raise IsaError(f"{mnemonic}: unknown operand(s) {', '.join(sorted(unknown))}")
-    values = []
-    for operand in definition.operands:
-        value = operands.get(operand.name, operand.default)
-        if value is None:
-            raise IsaError(f"{mnemonic}: missing operand {operand.name}")
-        values.append(_normalise(mnemonic, operand, value))
-    return definition.tuple_type(*values)
+
+
+_INT_LIMIT = 1 << 62
+_REF_MEMORIES: set[str] = set()  # memory names seen valid in a reference
+
+
+def _canonical_checker(operand: Operand):
+    """A quick test of whether a value is already what `_normalise` would return for it."""
+    kind = operand.kind
+    if kind in (Kind.INT, Kind.ADDR):
+        return lambda value: type(value) is int and 0 <= value < _INT_LIMIT
+    if kind == Kind.FLOAT:
+        return lambda value: type(value) is float
+    if kind == Kind.ENUM:
+        choices = frozenset(operand.choices)
+        return lambda value: type(value) is str and value in choices
+    if kind == Kind.STR:
+        return lambda value: type(value) is str and "\n" not in value
+    if kind == Kind.REF:
+        def reference(value: Any) -> bool:
+            return type(value) is tuple and len(value) == 2 and value[0] in _REF_MEMORIES and \
+                type(value[1]) is int and 0 <= value[1] < _INT_LIMIT
+        return reference
+    if kind == Kind.SET:
+        def members(value: Any) -> bool:
+            if type(value) is not tuple:
+                return False
+            previous = -1
+            for member in value:
+                if type(member) is not int or member <= previous or member >= MAX_SEMAPHORES:
+                    return False
+                previous = member
+            return True
+        return members
+    width, low = operand.width, 1 if operand.name in ("shape", "mnk", "window") else 0
+
+    def ints(value: Any) -> bool:
+        if type(value) is not tuple or len(value) != width:
+            return False
+        for member in value:
+            if type(member) is not int or member < low or member >= _INT_LIMIT:
+                return False
+        return True
+    return ints
 
 
 def _normalise(mnemonic: str, operand: Operand, value: Any) -> Any:
@@ -328,7 +394,10 @@ def _normalise_uncached(mnemonic: str, operand: Operand, value: Any) -> Any:
             memory, address = value
             if not isinstance(memory, str) or not memory.isidentifier():
                 raise IsaError(f"{where}: bad memory name {memory!r}")
-            return (memory, _check_int(where, address, minimum=0))
+            reference = (memory, _check_int(where, address, minimum=0))
+            if type(memory) is str:
+                _REF_MEMORIES.add(memory)
+            return reference
         values = tuple(_check_int(where, v, minimum=0) for v in value)
         if len(values) != operand.width:
             raise IsaError(f"{where}: expected {operand.width} values, got {len(values)}")
@@ -349,6 +418,18 @@ def _check_int(where: str, value: Any, minimum: int) -> int:
     if value < minimum or value >= 1 << 62:
         raise IsaError(f"{where}: {value} is out of range")
     return value
+
+
+def _normalise_default(mnemonic: str, operand: Operand) -> Any:
+    return _normalise(mnemonic, operand, operand.default)
+
+
+_MAKERS: dict[str, tuple[type, list]] = {
+    definition.mnemonic: (definition.tuple_type, [
+        (operand, None if operand.default is None else _normalise_default(definition.mnemonic, operand),
+         _canonical_checker(operand)) for operand in definition.operands])
+    for definition in INSTRUCTIONS
+}
 
 
 def definition_of(instr: NamedTuple) -> InstrDef:
@@ -448,6 +529,69 @@ def encode(instr: NamedTuple, memory_ids: dict[str, int], strings: dict[str, int
         else:
             slots.append(value)
     return slots
+
+
+def encode_all(instructions: Sequence[NamedTuple], memory_ids: dict[str, int], strings: dict[str, int]) -> np.ndarray:
+    """The int64 slots of a whole instruction stream, vectorised per opcode: the same slots as
+    `encode` of each instruction in turn (`strings` grows in the same order). Raises `KeyError`,
+    `ValueError` or `TypeError` on a value `encode` would refuse (ask it which instruction)."""
+    groups: dict[type, list[int]] = {}
+    text: dict[type, list[int]] = {}  # per instruction type: the positions of its string operands
+    size: dict[type, int] = {}  # per instruction type: its slots, the opcode's included
+    sizes = []
+    for index, instr in enumerate(instructions):
+        cls = type(instr)
+        members = groups.get(cls)
+        if members is None:
+            members = groups[cls] = []
+            text[cls] = [i for i, operand in enumerate(cls.DEF.operands) if operand.kind == Kind.STR]
+            size[cls] = 1 + cls.DEF.slots
+        members.append(index)
+        for position in text[cls]:  # the string table in order of first use, as `encode` builds it
+            strings.setdefault(instr[position], len(strings))
+        sizes.append(size[cls])
+    ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+    starts = ends - np.asarray(sizes, dtype=np.int64)
+    for cls, members in groups.items():
+        definition = cls.DEF
+        rows = np.empty((len(members), 1 + definition.slots), dtype=np.int64)
+        rows[:, 0] = definition.opcode
+        columns = list(zip(*(instructions[i] for i in members)))
+        offset = 1
+        for operand, column in zip(definition.operands, columns):
+            width = operand.slots
+            rows[:, offset:offset + width] = _encode_column(operand, column, memory_ids, strings)
+            offset += width
+        out[starts[members][:, None] + np.arange(rows.shape[1])] = rows
+    return out
+
+
+def _encode_column(operand: Operand, column: tuple, memory_ids: dict[str, int], strings: dict[str, int]):
+    kind, count = operand.kind, len(column)
+    if kind == Kind.INTS:
+        if any(len(value) != operand.width for value in column):
+            raise ValueError(f"{operand.name}: values of the wrong width")
+        return np.fromiter(chain.from_iterable(column), np.int64, count * operand.width).reshape(count, operand.width)
+    if kind == Kind.REF:
+        ids = {**memory_ids, NO_REF[0]: -1}
+        memories = np.fromiter((ids[memory] for memory, _ in column), np.int64, count)
+        if (memories < 0).any() and any(value[0] == NO_REF[0] and value != NO_REF for value in column):
+            raise KeyError(NO_REF[0])  # a memory named "none" that is not the absent reference
+        addresses = np.fromiter((address for _, address in column), np.int64, count)
+        return np.stack([memories, np.where(memories < 0, 0, addresses)], axis=1)
+    if kind == Kind.FLOAT:
+        return np.array(column, dtype=np.float64).view(np.int64)[:, None]
+    if kind == Kind.ENUM:
+        index = {choice: i for i, choice in enumerate(operand.choices)}
+        return np.fromiter((index[value] for value in column), np.int64, count)[:, None]
+    if kind == Kind.SET:
+        masks: dict[tuple[int, ...], int] = {}
+        return np.fromiter((masks[value] if value in masks else masks.setdefault(value, sum(1 << v for v in value))
+                            for value in column), np.int64, count)[:, None]
+    if kind == Kind.STR:
+        return np.fromiter((strings[value] for value in column), np.int64, count)[:, None]
+    return np.fromiter(column, np.int64, count)[:, None]
 
 
 class DecodeError(IsaError):

@@ -17,7 +17,7 @@ import numpy as np
 from nncc.runtime import isa
 from nncc.runtime.memory import Fault, Memories, footprint, row_activations
 from nncc.runtime.target import ComputeUnit
-from nncc.runtime.timing import matmul_issue_cycles, memory_cycles, vector_issue_cycles
+from nncc.runtime.timing import compute_cycles, instruction_macs, matmul_epilogue_passes, transfer_bytes
 
 
 @dataclass(slots=True)
@@ -67,8 +67,7 @@ def dma(mem: Memories, ins: Any, row_bytes: int) -> Effect:
             data[pad[0] : shape[0] - pad[1], pad[2] : shape[1] - pad[3], pad[4] : shape[2] - pad[5]] = source
     for core in cores:
         effect.writes.append((mem.view(dst_space, core, dst_addr, shape, ins.dst_stride), data))
-    read = 4 * n_inner
-    written = 4 * shape[0] * shape[1] * shape[2]
+    read, written = transfer_bytes(shape, pad)  # the timing model's byte counts
     effect.read_bytes[src_space] = read
     effect.write_bytes[dst_space] = written * len(cores)
     effect.transfer = (src_space, dst_space, read, written)
@@ -93,12 +92,19 @@ def _tile(mem: Memories, ins: Any, ref: tuple[str, int], shape, strides, effect:
     return view
 
 
-def _finish(mem: Memories, unit: ComputeUnit, effect: Effect, issue: int) -> Effect:
-    traffic = dict(effect.read_bytes)
-    for name, nbytes in effect.write_bytes.items():
-        _add(traffic, name, nbytes)
-    effect.cycles = max(issue, memory_cycles(mem.target, traffic)) + unit.pipeline_depth
+def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
+    """The instruction's busy cycles, by the timing model's one rule (`timing.compute_cycles`)."""
+    effect.cycles = compute_cycles(mem.target, type(ins).DEF.mnemonic, ins_operand(ins), _ref_memory)
     return effect
+
+
+def ins_operand(ins: Any):
+    """An instruction's operands as the timing model reads them: `(name, default) -> value`."""
+    return lambda name, default: getattr(ins, name, default)
+
+
+def _ref_memory(ref: tuple[str, int]) -> str:
+    return ref[0]
 
 
 def vector_unit(mem: Memories, ins: Any) -> ComputeUnit:
@@ -139,17 +145,14 @@ def matmul(mem: Memories, ins: Any) -> Effect:
             result = _activation(ins.act, result, ins.p0, ins.p1)
     c_out = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect, write=True)
     effect.writes.append((c_out, result))
-    effect.macs = batch * m * n * k
+    effect.macs = instruction_macs("matmul", ins_operand(ins))
     effect.ops = batch * m * n * epilogue
-    issue = matmul_issue_cycles(unit, batch, m, n, k)
-    if epilogue:
-        issue = max(issue, vector_issue_cycles(unit, (batch, m, n), epilogue))
-    return _finish(mem, unit, effect, issue)
+    return _finish(mem, ins, effect)
 
 
 def matmul_epilogue_cost(ins: Any) -> int:
     """Vector passes of a matmul's epilogue: 1 for the bias add, the activation's cost for act."""
-    return (ins.bias != isa.NO_REF) + (isa.ACTIVATIONS[ins.act] if ins.act != "none" else 0)
+    return matmul_epilogue_passes(ins_operand(ins))
 
 
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -165,7 +168,7 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 
 def binary(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     mnemonic = type(ins).DEF.mnemonic
     effect = Effect()
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
@@ -174,18 +177,18 @@ def binary(mem: Memories, ins: Any) -> Effect:
         result = _BINARY[mnemonic](x, y)
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
     effect.ops = _elements(ins.shape)
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, isa.BINARY_COST.get(mnemonic, 1)))
+    return _finish(mem, ins, effect)
 
 
 def vfma(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     effect = Effect()
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
     w = _tile(mem, ins, ins.w, ins.shape, ins.w_stride, effect)
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), x * y + w))
-    effect.macs = _elements(ins.shape)  # one multiply-accumulate per element, on the FMAC units
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+    effect.macs = instruction_macs("vfma", ins_operand(ins))  # one per element, on the FMAC units
+    return _finish(mem, ins, effect)
 
 
 def _activation(func: str, x: np.ndarray, p0: float, p1: float) -> np.ndarray:
@@ -250,26 +253,26 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def vact(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     effect = Effect()
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     with np.errstate(all="ignore"):
         result = _activation(ins.func, x, ins.p0, ins.p1)
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
     effect.ops = _elements(ins.shape)
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, isa.ACTIVATIONS[ins.func]))
+    return _finish(mem, ins, effect)
 
 
 def vfill(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     effect = Effect()
     z = _tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True)
     effect.writes.append((z, np.full(ins.shape, ins.value, dtype=np.float32)))
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+    return _finish(mem, ins, effect)
 
 
 def vred(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     effect = Effect()
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     if ins.func == "max":
@@ -284,11 +287,11 @@ def vred(mem: Memories, ins: Any) -> Effect:
         result = np.maximum(old, result) if ins.func == "max" else old + result
     effect.writes.append((_tile(mem, ins, ins.z, (n0,), (ins.z_stride,), effect, write=True), result))
     effect.ops = _elements(ins.shape)
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, 1))
+    return _finish(mem, ins, effect)
 
 
 def vpool(mem: Memories, ins: Any) -> Effect:
-    unit = vector_unit(mem, ins)
+    vector_unit(mem, ins)
     effect = Effect()
     shape5 = (*ins.shape, *ins.window)
     x = _tile(mem, ins, ins.x, shape5, (*ins.x_stride, *ins.win_stride), effect)
@@ -301,7 +304,7 @@ def vpool(mem: Memories, ins: Any) -> Effect:
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), result))
     window = ins.window[0] * ins.window[1]
     effect.ops = _elements(ins.shape) * window
-    return _finish(mem, unit, effect, vector_issue_cycles(unit, ins.shape, window))
+    return _finish(mem, ins, effect)
 
 
 def _elements(shape: tuple[int, ...]) -> int:

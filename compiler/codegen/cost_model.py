@@ -3,17 +3,17 @@
 It is separate from the interpreter (it never calls it) and works from the target's
 machine parameters and the layer's tile jobs (`scheduler.Job`), at two levels:
 
-- `conv_estimate`: a closed-form estimate for one conv/gemm tile choice (compute with
-  lane waste and pipeline depth, DRAM traffic with weight/input re-reads, DMA channel
-  occupancy, latency of the first load and the last store). `choose_tiles` ranks every
-  candidate with it and keeps a shortlist.
-- `predict_jobs`: a job-level timeline of the scheduled layer, the model that predicts and
-  is recorded in the report. It replays what the scheduler emits (which slot each job
-  uses, which buffer is reloaded and which is reused because the block is already on chip,
-  multicast, double buffering, stores one job late) on per-engine clocks: each compute
-  instruction costs `max(issue, on-chip bytes / bandwidth) + pipeline depth`, each DMA
-  `latency + transfer` with the DRAM bus shared first come first served, and every wait
-  of the scheduler's semaphores becomes a max over the producer's end time.
+- `conv_estimates`: a closed-form estimate of conv/gemm tile choices (compute with lane
+  waste and pipeline depth, DRAM traffic with weight/input re-reads, DMA channel occupancy,
+  latency of the first load and the last store), vectorised over every candidate.
+  `choose_tiles` ranks the candidates with it and keeps a shortlist.
+- `time_schedule` (`predict_jobs` from jobs): the layer's `scheduler.Schedule` -- the very
+  operations the scheduler emits, with their dependencies and the barriers its semaphore
+  allocation places -- dispatched on per-engine clocks as the machine runs them: always the
+  operation that can start earliest, a compute instruction busy for
+  `timing.compute_cycles`, a DMA ending at `timing.DmaModel.finish_time` (the DRAM bus shared
+  first come first served). These are the functions the interpreter times its instructions
+  with, so the prediction is the simulation; this is the model recorded in the report.
 
 Layers are separated by a barrier, so a layer's cycles run from its first load to its
 last store; the timeline starts empty (pipeline fill) and drains at the end.
@@ -22,16 +22,17 @@ last store; the timeline starts empty (pipeline fill) and drains at the end.
 from __future__ import annotations
 
 import functools
+import heapq
 import math
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nncc.runtime import isa
-from nncc.runtime.target import ComputeUnit, Target
+from nncc.compiler.codegen.scheduler import SLOTS, BufRef, Schedule
+from nncc.runtime import timing
+from nncc.runtime.target import Target
 
 F32 = 4
 
@@ -62,326 +63,154 @@ def roofline_cycles(target: Target, macs: int, dram_bytes: int) -> float:
     return max(macs / target.mac_units, dram_bytes / target.dram_bytes_per_cycle)
 
 
-# --------------------------------------------------------------------------- instruction costs
+# --------------------------------------------------------------------------- the schedule, timed
 
 
-def footprint(shape: Sequence[int], strides: Sequence[int]) -> int:
-    count = 1
-    for size, stride in zip(shape, strides):
-        if stride:
-            count *= size
-    return count
+def predict_jobs(target: Target, kinds, jobs, dma: timing.DmaModel | None = None, start: int = 0,
+                 slots: int | None = None, barriers: bool = True) -> Prediction:
+    """Cycles and DRAM bytes of one phase of jobs, with `slots` per buffer kind (default: 2,
+    double buffering): their `Schedule` (the one the scheduler then emits), timed.
+
+    `barriers=False` leaves the semaphore allocation out (the tile search: a barrier needs more
+    semaphore pairs in flight than the machine's 63, which no measured layer has); the
+    prediction of a layer that is emitted counts them (`time_schedule`)."""
+    schedule = Schedule.of(target, kinds, jobs, slots or SLOTS)
+    return time_schedule(schedule, schedule.allocation.barriers if barriers else (), dma, start)
 
 
-def matmul_issue(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> int:
-    if unit.kind == "matrix":
-        return batch * m * cdiv(k, unit.rows) * cdiv(n, unit.cols)
-    return cdiv(batch * m * k * cdiv(n, unit.lanes), unit.macs_per_lane)
+def time_schedule(schedule: Schedule, barriers: Sequence[int] = (), dma: timing.DmaModel | None = None,
+                  start: int = 0) -> Prediction:
+    """Run a schedule's operations as the machine runs its instructions: each engine in order,
+    always the operation that can start earliest (so the DRAM bus is handed out in time order);
+    an operation starts when its engine is free and the operations it depends on have ended.
+    A barrier before operation b starts it and everything after it when all before it are done
+    (the dependencies across it are dropped, as the allocator drops their semaphores)."""
+    target = schedule.target
+    dma = dma or timing.DmaModel(target)
+    memory_of = {name: kind.memory for name, kind in schedule.kinds.items()}
+
+    def memory(ref: Any) -> str:
+        return memory_of[ref.kind] if isinstance(ref, BufRef) else ref[0]
+
+    prediction = Prediction()
+    payloads = operation_costs(schedule, memory, prediction)
+    prediction.cycles, prediction.busy = dispatch(schedule.ops, payloads, dma, start, barriers)
+    prediction.cycles -= start
+    return prediction
 
 
-def vector_issue(unit: ComputeUnit, shape: Sequence[int], cost: int) -> int:
-    n0, n1, n2 = (tuple(shape) + (1, 1, 1))[:3] if len(shape) < 3 else shape[:3]
-    return cdiv(n0 * n1 * cdiv(n2, unit.lanes) * cost, unit.macs_per_lane)
+def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
+    """Per operation: a compute's busy cycles (int), or a DMA's (src memory, dst memory, bytes read,
+    bytes written per copy); the MACs and DRAM bytes are added to `prediction`."""
+    target = schedule.target
+    costs: dict = {}
+    payloads: list = []
+    macs = read = written = 0
+    for op in schedule.ops:
+        compute = op.compute
+        if compute is not None:
+            operands = compute.operands
+            try:
+                key = (compute.mnemonic, *operands.items())
+                found = costs.get(key)
+            except TypeError:  # an unhashable operand value
+                key, found = None, None
+            if found is None:
+                operand = operands.get
+                found = (timing.compute_cycles(target, compute.mnemonic, operand, memory),
+                         timing.instruction_macs(compute.mnemonic, operand))
+                if key is not None:
+                    costs[key] = found
+            payloads.append(found[0])
+            macs += found[1]
+            continue
+        transfer = op.transfer
+        nread, nwritten = timing.transfer_bytes(transfer.shape, transfer.pad)
+        src, dst = memory(transfer.src), memory(transfer.dst)
+        if src == "DRAM":
+            read += nread
+        if dst == "DRAM":
+            written += nwritten * len(op.cores) if not op.store else nwritten
+        payloads.append((src, dst, nread, nwritten))
+    prediction.macs += macs
+    prediction.dram_read_bytes += read
+    prediction.dram_write_bytes += written
+    return payloads
 
 
-class InstructionCosts:
-    """Busy cycles of compute instructions described by `scheduler.Compute`."""
-
-    def __init__(self, target: Target, memory_of: dict[str, str]):
-        self.target = target
-        self.memory_of = memory_of  # buffer kind -> memory name
-        self.bandwidth = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
-        self.cache: dict[tuple, tuple[int, int]] = {}
-
-    def memory(self, ref: Any) -> str:
-        if hasattr(ref, "kind"):
-            return self.memory_of[ref.kind]
-        return ref[0]
-
-    def cycles(self, mnemonic: str, ops: dict[str, Any]) -> tuple[int, int]:
-        """(busy cycles, MACs) of one instruction (cached: a layer repeats a few shapes)."""
-        key = (mnemonic, *((name, value.kind if hasattr(value, "kind") else value) for name, value in ops.items()))
-        found = self.cache.get(key)
-        if found is None:
-            found = self.cache[key] = self.compute_cycles(mnemonic, ops)
-        return found
-
-    def compute_cycles(self, mnemonic: str, ops: dict[str, Any]) -> tuple[int, int]:
-        unit = self.target.units[ops.get("unit", "main")]
-        traffic: dict[str, int] = {}
-
-        def touch(ref, shape, strides):
-            name = self.memory(ref)
-            traffic[name] = traffic.get(name, 0) + F32 * footprint(shape, strides)
-
-        macs = 0
-        if mnemonic == "matmul":
-            batch = ops.get("batch", 1)
-            m, n, k = ops["mnk"]
-            touch(ops["a"], (batch, m, k), ops["a_stride"])
-            touch(ops["b"], (batch, k, n), ops["b_stride"])
-            touch(ops["c"], (batch, m, n), ops["c_stride"])
-            if ops.get("acc", 0):
-                touch(ops["c"], (batch, m, n), ops["c_stride"])
-            epilogue = 0
-            if ops.get("bias") is not None:
-                touch(ops["bias"], (batch, m, n), ops["bias_stride"])
-                epilogue += 1
-            if ops.get("act", "none") != "none":
-                epilogue += isa.ACTIVATIONS[ops["act"]]
-            issue = matmul_issue(unit, batch, m, n, k)
-            if epilogue:  # on the ALU slot, beside the MACs
-                issue = max(issue, vector_issue(unit, (batch, m, n), epilogue))
-            macs = batch * m * n * k
-        elif mnemonic == "vpool":
-            shape, window = ops["shape"], ops["window"]
-            touch(ops["x"], (*shape, *window), (*ops["x_stride"], *ops["win_stride"]))
-            touch(ops["z"], shape, ops["z_stride"])
-            issue = vector_issue(unit, shape, window[0] * window[1])
-        elif mnemonic == "vred":
-            shape = ops["shape"]
-            touch(ops["x"], shape, ops["x_stride"])
-            z_stride = ops.get("z_stride", 1)
-            touch(ops["z"], (shape[0],), (z_stride,))
-            if ops.get("acc", 0):
-                touch(ops["z"], (shape[0],), (z_stride,))
-            issue = vector_issue(unit, shape, 1)
-        else:
-            shape = ops["shape"]
-            for name in ("x", "y", "w", "z"):
-                if name in ops:
-                    touch(ops[name], shape, ops[f"{name}_stride"])
-            if mnemonic == "vact":
-                cost = isa.ACTIVATIONS[ops["func"]]
-            else:
-                cost = isa.BINARY_COST.get(mnemonic, 1)
-            if mnemonic == "vfma":
-                macs = shape[0] * shape[1] * shape[2]
-            issue = vector_issue(unit, shape, cost)
-        memory = max((cdiv(nbytes, self.bandwidth[name]) for name, nbytes in traffic.items() if name != "DRAM"),
-                     default=0)
-        return max(issue, memory) + unit.pipeline_depth, macs
-
-
-# --------------------------------------------------------------------------- job-level timeline
-
-
-class DmaClock:
-    """DMA channels and the DRAM bus (first come, first served), as the machine model has them."""
-
-    def __init__(self, target: Target):
-        self.target = target
-        self.dram_free = 0
-        self.latency = target.dma.latency_cycles + target.dram_latency_cycles
-        self.bandwidth = {m.name: m.bandwidth_bytes_per_cycle for m in target.memories}
-
-    def transfer(self, start: int, onchip: str, read_bytes: int, copy_bytes: int, to_dram: bool) -> int:
-        dma = self.target.dma
-        t = cdiv(max(read_bytes, copy_bytes), dma.bandwidth_bytes_per_cycle)
-        t = max(t, cdiv(copy_bytes if not to_dram else read_bytes, self.bandwidth[onchip]))
-        dram_bytes = copy_bytes if to_dram else read_bytes
-        slot = max(start + self.latency, self.dram_free)
-        self.dram_free = slot + cdiv(dram_bytes, self.target.dram_bytes_per_cycle) if dram_bytes else slot
-        return max(start + self.latency + t, self.dram_free)
-
-
-def transfer_bytes(transfer) -> tuple[int, int]:
-    """(DRAM-side bytes, one on-chip copy's bytes): padding is written but never read."""
-    shape, pad = transfer.shape, transfer.pad
-    inner = [n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape)]
-    return F32 * inner[0] * inner[1] * inner[2], F32 * shape[0] * shape[1] * shape[2]
-
-
-def predict_jobs(target: Target, kinds, jobs, dma: DmaClock | None = None, start: int = 0,
-                 slots: int | None = None) -> Prediction:
-    """Timeline of one phase of scheduled jobs, with `slots` per buffer kind (default: 2, double buffering).
-
-    The jobs become the operations the scheduler emits (loads of new occupancies, stores one
-    job late, each compute instruction), each on its engine (DMA channel, core unit) with the
-    operations it waits for (data loaded, slot free, store after the last writer, unit to
-    unit inside a job). They are then dispatched as the machine does: always the operation
-    that can start earliest, so the shared DRAM bus is handed out in time order."""
-    from nncc.compiler.codegen.scheduler import SLOTS, plan_occupancies, take_pending
-
-    kinds_by_name = {kind.name: kind for kind in kinds}
-    costs = InstructionCosts(target, {kind.name: kind.memory for kind in kinds})
-    dma = dma or DmaClock(target)
-    slot_count = slots or SLOTS
-    slot_of, _ = plan_occupancies(jobs, kinds_by_name, slot_count)
-    channels, cores = target.dma.channels, target.cores
-    engines: dict[Hashable, list[int]] = {}
-    # operation i: (engine, deps, payload); payload = ("dma", memory, dram bytes, copy bytes, to_dram)
-    # or ("compute", cycles)
-    ops: list[tuple[Hashable, tuple[int, ...], tuple]] = []
-    full: dict[int, int] = {}  # id(occupancy) -> op of its last load
-    done: dict[int, int] = {}  # id(occupancy) -> op of its last writer (before the store)
-    free: dict[tuple[int, int], int] = {}  # (id(occupancy), core) -> op after which the slot is free
-    pred = Prediction()
-
-    def add(engine, deps, payload) -> int:
-        ops.append((engine, tuple(d for d in deps if d is not None), payload))
-        engines.setdefault(engine, []).append(len(ops) - 1)
-        return len(ops) - 1
-
-    def add_dma(channel: int, deps, transfers, to_dram: bool, memory: str) -> int:
-        op = None
-        for i, transfer in enumerate(transfers):
-            dram_bytes, copy = transfer_bytes(transfer)
-            if to_dram:
-                pred.dram_write_bytes += copy
-            else:
-                pred.dram_read_bytes += dram_bytes
-            op = add(("dma", channel), deps if i == 0 else (), ("dma", memory, dram_bytes, copy, to_dram))
-        return op
-
-    kind_order = [kind.name for kind in kinds]
-
-    def emit_loads(occupancy) -> None:
-        users = sorted(occupancy.users)
-        previous = occupancy.previous
-        deps = [] if previous is None else [free.get((id(previous), core)) for core in sorted(previous.users)]
-        if kinds_by_name[occupancy.kind].shared and cores > 1:  # one channel per shared slot
-            channel = (kind_order.index(occupancy.kind) * slot_count + occupancy.slot) % channels
-        else:
-            channel = users[0] % channels
-        full[id(occupancy)] = add_dma(channel, deps, occupancy.loads, False,
-                                      kinds_by_name[occupancy.kind].memory)
-
-    def emit_stores(occupancy, core: int) -> None:
-        channel = (core + cores) % channels if channels > cores else core % channels
-        free[(id(occupancy), core)] = add_dma(channel, [done.get(id(occupancy))], occupancy.stores, True,
-                                              kinds_by_name[occupancy.kind].memory)
-
-    pending: dict[int, list] = {}  # core -> stores emitted after the loads of its next job
-    for index, job in enumerate(jobs):
-        slots = slot_of[index]
-        for occupancy in slots.values():
-            if occupancy.first_job == index and occupancy.loads:
-                for store in take_pending(pending, occupancy.previous):
-                    emit_stores(*store)
-                emit_loads(occupancy)
-        for occupancy, core in pending.pop(job.core, []):
-            emit_stores(occupancy, core)
-        first_deps = []
-        for occupancy in slots.values():
-            uses = occupancy.users[job.core]
-            if uses[0] == index:
-                if occupancy.loads:
-                    first_deps.append(full[id(occupancy)])
-                elif occupancy.previous is not None and job.core in occupancy.previous.users:
-                    first_deps.append(free.get((id(occupancy.previous), job.core)))
-        op, previous_unit = None, None
-        for compute in job.compute:
-            unit = compute.unit
-            if previous_unit is None:
-                deps = first_deps
-            elif previous_unit != unit:  # the scheduler's unit -> unit semaphore
-                deps = [op]
-            else:
-                deps = ()
-            cycles, macs = costs.cycles(compute.mnemonic, compute.operands)
-            pred.macs += macs
-            op = add((job.core, unit), deps, ("compute", cycles))
-            previous_unit = unit
-        for occupancy in slots.values():
-            uses = occupancy.users[job.core]
-            if uses[-1] == index:
-                if occupancy.stores and occupancy.store_core == job.core:
-                    done[id(occupancy)] = op
-                elif not occupancy.stores:
-                    free[(id(occupancy), job.core)] = op
-            if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
-                    max(max(v) for v in occupancy.users.values()) == index:
-                pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
-    for core in sorted(pending):
-        for occupancy, store_core in pending[core]:
-            emit_stores(occupancy, store_core)
-    pred.cycles, pred.busy = dispatch(ops, engines, dma, start, semaphore_barriers(target, ops))
-    pred.cycles -= start
-    return pred
-
-
-def semaphore_barriers(target: Target, ops) -> list[int]:
-    """The operations the scheduler puts a barrier before because no semaphore is free
-    (`scheduler.SemaphoreAllocator`, fed the same waits: every dependency is one semaphore)."""
-    from nncc.compiler.codegen import scheduler
-
-    pairs = sum(len(deps) for _, deps, _ in ops)
-    if pairs <= scheduler.SEMAPHORES:  # a fresh semaphore for every pair
-        return []
-    consumers = [0] * len(ops)
-    for _, deps, _ in ops:
-        for dep in deps:
-            consumers[dep] += 1
-    allocator = scheduler.SemaphoreAllocator(scheduler.engine_count(target))
-    tokens: list = [None] * len(ops)
-    barriers = []
-    for index, (engine, deps, _) in enumerate(ops):
-        if not deps and not consumers[index]:
-            continue  # only its own engine's later instructions see it: the order of theirs is kept
-        barrier, _, clock = allocator.issue(engine, [tokens[dep].popleft() for dep in deps])
-        if barrier:
-            barriers.append(index)
-        if consumers[index]:
-            tokens[index] = deque(allocator.signal(clock) for _ in range(consumers[index]))
-    return barriers
-
-
-def dispatch(ops, engines, dma: DmaClock, start: int, barriers: Sequence[int] = ()) -> tuple[int, dict[str, int]]:
-    """Run the operations: each engine in order, always the one that can start earliest. A
-    barrier before operation b (`barriers`) starts it and everything after it when all before
-    it are done (the dependencies across it are dropped, as the scheduler drops their waits)."""
+def dispatch(ops, payloads, dma: timing.DmaModel, start: int, barriers: Sequence[int] = ()) -> tuple[int, dict]:
+    """End of the last operation, and the busy cycles per engine (`dispatch_segment` between barriers)."""
     end = [-1] * len(ops)
     busy: dict[str, int] = {}
     last = start
     bounds = [0, *barriers, len(ops)]
     for low, high in zip(bounds, bounds[1:]):
-        segment = engines if len(bounds) == 2 else {
-            engine: [op for op in indices if low <= op < high] for engine, indices in engines.items()}
-        last = dispatch_segment(ops, {e: i for e, i in segment.items() if i}, dma, last, end, busy, low)
+        if high > low:
+            last = dispatch_segment(ops, payloads, dma, last, end, busy, low, high)
     return last, busy
 
 
-def dispatch_segment(ops, engines, dma: DmaClock, start: int, end: list[int], busy: dict[str, int],
-                     low: int) -> int:
-    """Operations `engines` (all at or after `low`, all before the next barrier) from `start`."""
-    queues = [(engine, engines[engine]) for engine in engines]
-    heads = [0] * len(queues)
-    engine_free = [start] * len(queues)
-    busy_by = [0] * len(queues)
-    active = list(range(len(queues)))
+def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[int], busy: dict[str, int],
+                     low: int, high: int) -> int:
+    """Operations low..high-1 from `start`: a heap of the engines' next operations whose
+    dependencies have ended, keyed (start, operation) as the interpreter's dispatcher picks."""
+    queues: dict = {}
+    waiting = [0] * (high - low)  # dependencies (inside the segment) not yet run
+    consumers: list[list[int]] = [[] for _ in range(high - low)]
+    for index in range(low, high):
+        op = ops[index]
+        queues.setdefault(op.engine, []).append(index)
+        for dep in op.deps:
+            if dep >= low:
+                waiting[index - low] += 1
+                consumers[dep - low].append(index)
+    engines = list(queues)
+    engine_of = {engine: number for number, engine in enumerate(engines)}
+    lists = [queues[engine] for engine in engines]
+    heads = [0] * len(engines)
+    free = [start] * len(engines)
+    busy_by = [0] * len(engines)
+    heap: list[tuple[int, int, int]] = []
+
+    def ready(number: int, index: int) -> None:
+        begin = free[number]
+        for dep in ops[index].deps:
+            if dep >= low and end[dep] > begin:
+                begin = end[dep]
+        heapq.heappush(heap, (begin, index, number))
+
+    for number, indices in enumerate(lists):
+        if not waiting[indices[0] - low]:
+            ready(number, indices[0])
     last = start
-    while active:
-        best_begin, best_op, best_q = None, None, None
-        for q in active:
-            op = queues[q][1][heads[q]]
-            begin = engine_free[q]
-            for dep in ops[op][1]:
-                if dep < low:  # before a barrier: done
-                    continue
-                e = end[dep]
-                if e < 0:
-                    break
-                if e > begin:
-                    begin = e
-            else:
-                if best_begin is None or begin < best_begin or (begin == best_begin and op < best_op):
-                    best_begin, best_op, best_q = begin, op, q
-        payload = ops[best_op][2]
-        if payload[0] == "compute":
-            finish = best_begin + payload[1]
+    done = 0
+    while heap:
+        begin, index, number = heapq.heappop(heap)
+        payload = payloads[index]
+        if payload.__class__ is int:
+            finish = begin + payload
         else:
-            _, memory, dram_bytes, copy, to_dram = payload
-            finish = dma.transfer(best_begin, memory, copy if to_dram else dram_bytes, copy, to_dram)
-        end[best_op] = finish
-        engine_free[best_q] = finish
-        busy_by[best_q] += finish - best_begin
+            finish = dma.finish_time(begin, *payload)
+        end[index] = finish
+        free[number] = finish
+        busy_by[number] += finish - begin
         if finish > last:
             last = finish
-        heads[best_q] += 1
-        if heads[best_q] == len(queues[best_q][1]):
-            active.remove(best_q)
-    for (engine, _), cycles in zip(queues, busy_by):
+        done += 1
+        for consumer in consumers[index - low]:
+            waiting[consumer - low] -= 1
+            if not waiting[consumer - low]:
+                other = engine_of[ops[consumer].engine]
+                if lists[other][heads[other]] == consumer:
+                    ready(other, consumer)
+        heads[number] += 1
+        if heads[number] < len(lists[number]):
+            following = lists[number][heads[number]]
+            if not waiting[following - low]:
+                ready(number, following)
+    if done != high - low:
+        raise AssertionError("the schedule deadlocks: an operation waits for one emitted after it")
+    for engine, cycles in zip(engines, busy_by):
         name = f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"
         busy[name] = busy.get(name, 0) + cycles
     return last

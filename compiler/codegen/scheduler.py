@@ -1,9 +1,11 @@
-"""Tile jobs -> synchronised, double-buffered instructions.
+"""Tile jobs -> one schedule of operations -> synchronised, double-buffered instructions.
 
 An op's code generator describes its work as a list of `Job`s: which data each job
 needs in which on-chip buffer (`buffers`: kind -> key), the DMAs that fill a buffer
 (`loads`) or empty it (`stores`), and the compute instructions, whose operands
-name buffers (`BufRef`) rather than addresses. The scheduler then
+name buffers (`BufRef`) rather than addresses. The scheduler turns them into a
+`Schedule`: the layer's operations in emission order, each on its engine (a DMA channel or
+a core's unit) with the operations it waits for. It
 
 - gives every buffer kind two slots per core (double buffering) and reuses a slot
   whose data is already on chip (same key: Scan order saves DRAM reads this way);
@@ -13,12 +15,18 @@ name buffers (`BufRef`) rather than addresses. The scheduler then
   over the channels;
 - puts each core's loads and stores on DMA channels, a core's stores after the loads of
   its next job so that those loads never queue behind a store;
-- adds the semaphores: load -> compute (`full`), compute -> store (`done`),
+- makes the dependencies: load -> compute (`full`), compute -> store (`done`),
   last reader or writer -> next fill of the slot (`free`), and unit -> unit inside a
-  job. Every signal has exactly one wait, so semaphores are free again at the end. These
-  are named pairs; `SemaphoreAllocator` gives each pair one of the machine's semaphores
-  (`SEMAPHORES`, 63), reusing one as soon as its last wait is known to have run (free: the
-  waits are unchanged), and puts a barrier in the layer only when none can be reused.
+  job.
+
+Two analyses read that one list. `Schedule.instructions` emits it: every dependency is a
+semaphore pair (every signal has exactly one wait, so semaphores are free again at the end);
+`SemaphoreAllocator` gives each pair one of the machine's semaphores (`SEMAPHORES`, 63),
+reusing one as soon as its last wait is known to have run (free: the waits are unchanged),
+and puts a barrier in the layer only when none can be reused (`Schedule.allocation`). The
+cost model (`cost_model.time_schedule`) times the same operations, barriers included, with
+the machine's timing rules (`runtime/timing.py`, as the interpreter does): there is no second
+description of the schedule to keep in step.
 
 Everything an instruction waits for is emitted before it, and each engine runs its
 instructions in emission order, so a scheduled program cannot deadlock.
@@ -103,6 +111,7 @@ class Occupancy:
     store_core: int = 0
     previous: Occupancy | None = None
     next: Occupancy | None = None
+    last: int = -1  # the last job (of any core) that uses it
 
     def last_job(self, core: int) -> int:
         return self.users[core][-1]
@@ -139,8 +148,8 @@ class SemaphoreAllocator:
     costs nothing. When no semaphore can be reused and none is unused, a `barrier` goes before
     W instead: everything before it is done, so W need not wait, and neither need the waits
     of the other pairs that straddle the barrier; all semaphores are free again after it.
-    The scheduler and the cost model (`cost_model.predict_jobs`) feed the same instruction
-    sequence, so they place the same barriers.
+    `Schedule.allocation` runs it once per schedule; the instructions and the cost model's
+    timing both read its barriers.
     """
 
     def __init__(self, engines: int, count: int | None = None):
@@ -246,30 +255,42 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
     """First pass: the slot of every (job, kind), and the occupancies."""
     resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
     last_use: dict[tuple[str, int | None], list[int]] = {}  # per slot: the last job that used it
+    shared = {name: kind.shared for name, kind in kinds.items()}
     slot_of: list[dict[str, Occupancy]] = []
     occupancies: list[Occupancy] = []
     for index, job in enumerate(jobs):
         chosen = {}
+        core = job.core
         for name, key in job.buffers.items():
-            kind = kinds[name]
-            scope = (name, None if kind.shared else job.core)
-            slot_state = resident.setdefault(scope, [None] * slots)
-            used = last_use.setdefault(scope, [-1] * slots)
-            occupancy = next((o for o in slot_state if o is not None and o.key == key), None)
-            if occupancy is None:
+            scope = (name, None if shared[name] else core)
+            slot_state = resident.get(scope)
+            if slot_state is None:
+                slot_state = resident[scope] = [None] * slots
+                last_use[scope] = [-1] * slots
+            used = last_use[scope]
+            for occupancy in slot_state:
+                if occupancy is not None and occupancy.key == key:
+                    break
+            else:
                 # the least recently used slot: after a reused block (Scan) the refill never
                 # lands in the slot the running job reads (round robin would, and stall)
                 slot = min(range(slots), key=used.__getitem__)
-                occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, [])),
+                occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, ())),
                                       previous=slot_state[slot])
                 if slot_state[slot] is not None:
                     slot_state[slot].next = occupancy
                 slot_state[slot] = occupancy
                 occupancies.append(occupancy)
-            occupancy.users.setdefault(job.core, []).append(index)
+            users = occupancy.users.get(core)
+            if users is None:
+                occupancy.users[core] = [index]
+            else:
+                users.append(index)
+            occupancy.last = index
             used[occupancy.slot] = index
-            if job.stores.get(name):
-                occupancy.stores, occupancy.store_core = list(job.stores[name]), job.core
+            stores = job.stores.get(name)
+            if stores:
+                occupancy.stores, occupancy.store_core = list(stores), core
             chosen[name] = occupancy
         slot_of.append(chosen)
     return slot_of, occupancies
@@ -285,151 +306,252 @@ def take_pending(pending: dict[int, list[tuple[Occupancy, int]]], occupancy: Occ
     return taken
 
 
-class Scheduler:
-    """Emits the instructions of one layer's jobs."""
+class Operation(NamedTuple):
+    """One instruction of a schedule, before its semaphores and addresses are chosen."""
 
-    def __init__(self, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS):
+    engine: Hashable  # (core, unit), or ("dma", channel)
+    deps: tuple[int, ...]  # the operations it waits for (one semaphore pair each), in wait order
+    compute: Compute | None  # the compute instruction, or None for a DMA
+    job: int  # a compute's job (its slots resolve the buffer operands); -1 for a DMA
+    transfer: Transfer | None  # a DMA's box
+    occupancy: Occupancy | None  # the slot a DMA fills (load) or empties (store)
+    cores: tuple[int, ...]  # a load's destination cores; a store's source core; a compute's core
+    store: bool = False  # a DMA from a buffer to DRAM
+
+
+@dataclass
+class Allocation:
+    """The semaphores of a schedule: what each operation waits on and signals, and the operations
+    a barrier goes before (none while the machine has semaphores to spare)."""
+
+    waits: list[tuple[int, ...]]
+    signals: list[tuple[int, ...]]
+    barriers: list[int]
+
+
+class Schedule:
+    """One phase of a layer: its jobs as operations in emission order (`ops`), with slots.
+
+    Built once from the jobs; `instructions` emits it, `cost_model.time_schedule` times it."""
+
+    def __init__(self, target: Target, kinds: Sequence[BufferKind], jobs: Sequence[Job], slots: int = SLOTS):
         self.target = target
-        self.kinds = {kind.name: kind for kind in kinds}
+        self.kind_list = list(kinds)
+        self.kinds = {kind.name: kind for kind in self.kind_list}
         self.slots = slots
-        self.layout = Layout.allocate(target, kinds, slots)
-        self.semaphores = SemaphoreAllocator(engine_count(target))
-        self.tokens: dict[Hashable, deque[Token]] = {}  # semaphore name -> its tokens not yet waited for
-        self.out: list[NamedTuple] = []
+        self.jobs = jobs
+        self.slot_of, self.occupancies = plan_occupancies(jobs, self.kinds, slots)
+        self.ops: list[Operation] = []
+        self._allocation: Allocation | None = None
+        self._fingerprint = fingerprint(jobs)
+        self._build()
 
-    # -- channels and addresses
+    @classmethod
+    def of(cls, target: Target, kinds: Sequence[BufferKind], jobs: Sequence[Job], slots: int = SLOTS) -> Schedule:
+        """The schedule of `jobs`: the one built last if it is of these very jobs, unchanged
+        (the cost model times a layer's schedule just before the scheduler emits it), else a new one."""
+        last = _LAST[0]
+        if last is not None and last.jobs is jobs and last.target is target and last.slots == slots and \
+                last.kind_list == list(kinds) and last._fingerprint == fingerprint(jobs):
+            return last
+        schedule = _LAST[0] = cls(target, kinds, jobs, slots)
+        return schedule
 
-    def load_channel(self, core: int) -> int:
-        return core % self.target.dma.channels
+    # -- building
 
-    def store_channel(self, core: int) -> int:
-        channels, cores = self.target.dma.channels, self.target.cores
-        return (core + cores) % channels if channels > cores else core % channels
+    def _add(self, engine, deps, compute, job, transfer, occupancy, cores, store=False) -> int:
+        self.ops.append(Operation(engine, deps, compute, job, transfer, occupancy, cores, store))
+        return len(self.ops) - 1
 
-    def resolve(self, value: Any, slots: dict[str, Occupancy]) -> Any:
-        if isinstance(value, BufRef):
-            memory, base = self.layout.bases[value.kind, slots[value.kind].slot]
-            return (memory, base + value.offset)
-        return value
-
-    # -- emission
-
-    def emit(self, mnemonic: str, engine: Hashable, waits: Sequence[tuple], signals: Sequence[tuple],
-             **operands: Any) -> None:
-        """One instruction on `engine` that waits on and signals the named semaphores (a name's
-        signals and waits pair up in emission order). A pair's number is chosen at its wait
-        (`SemaphoreAllocator`) and added to the signalling instruction then."""
-        tokens = [self.tokens[name].popleft() for name in waits]
-        barrier, pairs, clock = self.semaphores.issue(engine, tokens)
-        if barrier:
-            self.out.append(isa.make("barrier"))
-        for token, semaphore in pairs:
-            ins = self.out[token.signaller]
-            self.out[token.signaller] = ins._replace(signal=tuple(sorted((*ins.signal, semaphore))))
-        index = len(self.out)
-        for name in signals:
-            self.tokens.setdefault(name, deque()).append(self.semaphores.signal(clock, index))
-        self.out.append(isa.make(mnemonic, wait=tuple(sorted(p for _, p in pairs)), **operands))
-
-    def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
-        slot_of, _ = plan_occupancies(jobs, self.kinds, self.slots)
+    def _build(self) -> None:
+        full: dict[int, int] = {}  # id(occupancy) -> its last load
+        done: dict[int, int] = {}  # id(occupancy) -> its last writer, which its store waits for
+        free: dict[tuple[int, int], int] = {}  # (id(occupancy), core) -> after it, the slot may be refilled
         # a core's stores wait until the loads of that core's next job are emitted, so that
         # on a channel shared by the core's loads and stores the next load never queues
         # behind a store (one job late per core, not one job late overall); a load into the
         # slot a pending store reads (one slot per buffer) takes that store out first, as
         # the load waits on it
-        pending_stores: dict[int, list[tuple[Occupancy, int]]] = {}
-        for index, job in enumerate(jobs):
-            for occupancy in slot_of[index].values():
+        pending: dict[int, list[tuple[Occupancy, int]]] = {}
+        for index, job in enumerate(self.jobs):
+            slots = self.slot_of[index]
+            for occupancy in slots.values():
                 if occupancy.first_job == index and occupancy.loads:
-                    for store in take_pending(pending_stores, occupancy.previous):
-                        self.emit_stores(*store)
-                    self.emit_loads(occupancy)
-            for occupancy, core in pending_stores.pop(job.core, []):
-                self.emit_stores(occupancy, core)
-            self.emit_compute(index, job, slot_of[index])
-            for occupancy in slot_of[index].values():
-                if occupancy.stores and occupancy.last_job(occupancy.store_core) == index and \
-                        max(max(v) for v in occupancy.users.values()) == index:
-                    pending_stores.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
-        for core in sorted(pending_stores):
-            for occupancy, store_core in pending_stores[core]:
-                self.emit_stores(occupancy, store_core)
-        return self.out
+                    for store in take_pending(pending, occupancy.previous):
+                        self._stores(*store, done, free)
+                    self._loads(occupancy, full, free)
+            for occupancy, core in pending.pop(job.core, ()):
+                self._stores(occupancy, core, done, free)
+            self._compute(index, job, slots, full, done, free)
+            for occupancy in slots.values():
+                if occupancy.stores and occupancy.last == index and occupancy.store_core == job.core:
+                    pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
+        for core in sorted(pending):
+            for occupancy, store_core in pending[core]:
+                self._stores(occupancy, store_core, done, free)
 
-    def emit_loads(self, occupancy: Occupancy) -> None:
-        cores = sorted(occupancy.users)
-        waits = self.free_waits(occupancy)
-        signals = tuple(("full", occupancy.kind, core, occupancy.slot) for core in cores)
+    def load_channel(self, occupancy: Occupancy, cores: tuple[int, ...]) -> int:
+        channels = self.target.dma.channels
         if self.kinds[occupancy.kind].shared and self.target.cores > 1:
             # every fill of a shared slot waits on the same `free` semaphores: the fills must run
             # in program order, so on one channel (a fill on another channel could take an
             # earlier fill's tokens); the shared kinds' slots are spread over the channels.
             # One core: its load channel, as its other loads (stores keep their own channel)
-            index = list(self.kinds).index(occupancy.kind) * self.slots + occupancy.slot
-            channel = index % self.target.dma.channels
-        else:
-            channel = self.load_channel(cores[0])
-        slots = {occupancy.kind: occupancy}
-        for i, transfer in enumerate(occupancy.loads):
-            last = i == len(occupancy.loads) - 1
-            self.emit(
-                "dma", ("dma", channel), waits if i == 0 else (), signals if last else (),
-                ch=channel, src=transfer.src, src_stride=transfer.src_stride,
-                dst=self.resolve(transfer.dst, slots), cores=cores, dst_stride=transfer.dst_stride,
-                shape=transfer.shape, pad=transfer.pad, pad_value=transfer.pad_value)
+            return ([kind.name for kind in self.kind_list].index(occupancy.kind) * self.slots
+                    + occupancy.slot) % channels
+        return cores[0] % channels
 
-    def free_waits(self, occupancy: Occupancy) -> tuple[tuple, ...]:
-        """Before refilling a slot: its previous data's last reader (or store) is done."""
+    def store_channel(self, core: int) -> int:
+        channels, cores = self.target.dma.channels, self.target.cores
+        return (core + cores) % channels if channels > cores else core % channels
+
+    def _loads(self, occupancy: Occupancy, full: dict, free: dict) -> None:
+        """The fill of a new occupancy, after its slot's previous data is no longer needed."""
+        cores = tuple(sorted(occupancy.users))
         previous = occupancy.previous
-        if previous is None:
-            return ()
-        return tuple(("free", previous.kind, core, previous.slot) for core in sorted(previous.users))
+        deps = () if previous is None else tuple(free[id(previous), core] for core in sorted(previous.users))
+        engine = ("dma", self.load_channel(occupancy, cores))
+        op = -1
+        for i, transfer in enumerate(occupancy.loads):
+            op = self._add(engine, deps if i == 0 else (), None, -1, transfer, occupancy, cores)
+        full[id(occupancy)] = op
 
-    def emit_stores(self, occupancy: Occupancy, core: int) -> None:
-        channel = self.store_channel(core)
-        slots = {occupancy.kind: occupancy}
+    def _stores(self, occupancy: Occupancy, core: int, done: dict, free: dict) -> None:
+        """The stores of an occupancy, after its last writer."""
+        engine = ("dma", self.store_channel(core))
+        deps = (done[id(occupancy)],)
+        op = -1
         for i, transfer in enumerate(occupancy.stores):
-            last = i == len(occupancy.stores) - 1
-            signal = ()
-            if last and occupancy.next is not None:
-                signal = (("free", occupancy.kind, core, occupancy.slot),)
-            self.emit(
-                "dma", ("dma", channel), (("done", occupancy.kind, core, occupancy.slot),) if i == 0 else (),
-                signal, ch=channel, src=self.resolve(transfer.src, slots), src_core=core,
-                src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
-                dst_stride=transfer.dst_stride, shape=transfer.shape)
+            op = self._add(engine, deps if i == 0 else (), None, -1, transfer, occupancy, (core,), True)
+        free[id(occupancy), core] = op
 
-    def emit_compute(self, index: int, job: Job, slots: dict[str, Occupancy]) -> None:
-        first_waits, last_signals = self.job_edges(index, job, slots)
-        instructions = job.compute
-        for i, compute in enumerate(instructions):
-            waits, signals = [], []
-            if i == 0:
-                waits += first_waits
-            elif instructions[i - 1].unit != compute.unit:
-                waits.append(("unit", job.core, instructions[i - 1].unit, compute.unit))
-            if i + 1 < len(instructions) and instructions[i + 1].unit != compute.unit:
-                signals.append(("unit", job.core, compute.unit, instructions[i + 1].unit))
-            if i == len(instructions) - 1:
-                signals += last_signals
-            operands = {name: self.resolve(value, slots) for name, value in compute.operands.items()}
-            self.emit(compute.mnemonic, (job.core, compute.unit), waits, signals, core=job.core, **operands)
-
-    def job_edges(self, index: int, job: Job, slots: dict[str, Occupancy]):
-        """Semaphores the job's first instruction waits on and its last one signals."""
-        waits, signals = [], []
+    def _compute(self, index: int, job: Job, slots: dict[str, Occupancy], full: dict, done: dict,
+                 free: dict) -> None:
+        """A job's compute instructions: the first waits for its data (loaded, or its slot free),
+        the last is what its stores and the slot's next fill wait for."""
+        core = job.core
+        first = []
         for occupancy in slots.values():
-            uses = occupancy.users[job.core]
-            key = (occupancy.kind, job.core, occupancy.slot)
-            if uses[0] == index:
+            if occupancy.users[core][0] == index:
                 if occupancy.loads:
-                    waits.append(("full", *key))
-                elif occupancy.previous is not None and job.core in occupancy.previous.users:
-                    waits.append(("free", *key))
-            if uses[-1] == index:
-                if occupancy.stores and occupancy.store_core == job.core:
-                    signals.append(("done", *key))
-                elif not occupancy.stores and occupancy.next is not None:
-                    signals.append(("free", *key))
-        return waits, signals
+                    first.append(full[id(occupancy)])
+                elif occupancy.previous is not None and core in occupancy.previous.users:
+                    first.append(free[id(occupancy.previous), core])
+        op, previous_unit, cores = -1, None, (core,)
+        for compute in job.compute:
+            unit = compute.operands.get("unit", "main")
+            if previous_unit is None:
+                deps = tuple(first)
+            elif previous_unit != unit:  # unit -> unit inside the job
+                deps = (op,)
+            else:
+                deps = ()
+            op = self._add((core, unit), deps, compute, index, None, None, cores)
+            previous_unit = unit
+        for occupancy in slots.values():
+            if occupancy.users[core][-1] == index:
+                if occupancy.stores:
+                    if occupancy.store_core == core:
+                        done[id(occupancy)] = op
+                else:
+                    free[id(occupancy), core] = op
+
+    # -- semaphores and instructions
+
+    @property
+    def allocation(self) -> Allocation:
+        """Every dependency a semaphore pair, numbered by `SemaphoreAllocator` in emission order."""
+        if self._allocation is None:
+            self._allocation = allocate(self.target, self.ops)
+        return self._allocation
+
+    def instructions(self, layout: Layout | None = None) -> list[NamedTuple]:
+        """The instructions: every operation with its semaphores and addresses, and a barrier
+        before the operations `allocation` says need one."""
+        layout = layout or Layout.allocate(self.target, self.kind_list, self.slots)
+        bases = layout.bases
+        allocation = self.allocation
+        barriers = set(allocation.barriers)
+        waits, signals = allocation.waits, allocation.signals
+        make = isa.make
+        out: list[NamedTuple] = []
+
+        def resolve(value: Any, slots: dict[str, Occupancy]) -> Any:
+            if isinstance(value, BufRef):
+                memory, base = bases[value.kind, slots[value.kind].slot]
+                return (memory, base + value.offset)
+            return value
+
+        for index, op in enumerate(self.ops):
+            if index in barriers:
+                out.append(make("barrier"))
+            compute = op.compute
+            if compute is not None:
+                slots = self.slot_of[op.job]
+                operands = {name: resolve(value, slots) for name, value in compute.operands.items()}
+                out.append(make(compute.mnemonic, wait=waits[index], signal=signals[index], core=op.cores[0],
+                                **operands))
+                continue
+            transfer, occupancy = op.transfer, op.occupancy
+            slots = {occupancy.kind: occupancy}
+            channel = op.engine[1]
+            if op.store:
+                out.append(make(
+                    "dma", wait=waits[index], signal=signals[index], ch=channel, src=resolve(transfer.src, slots),
+                    src_core=op.cores[0], src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
+                    dst_stride=transfer.dst_stride, shape=transfer.shape))
+            else:
+                out.append(make(
+                    "dma", wait=waits[index], signal=signals[index], ch=channel, src=transfer.src,
+                    src_stride=transfer.src_stride, dst=resolve(transfer.dst, slots), cores=op.cores,
+                    dst_stride=transfer.dst_stride, shape=transfer.shape, pad=transfer.pad,
+                    pad_value=transfer.pad_value))
+        return out
+
+
+_LAST: list[Schedule | None] = [None]  # the schedule built last (`Schedule.of`)
+
+
+def fingerprint(jobs: Sequence[Job]) -> list:
+    """What a schedule depends on in its jobs (the objects themselves: compared by identity first),
+    so that a job list changed after it was scheduled is scheduled again."""
+    return [(job.core, tuple(job.buffers.items()), tuple(job.compute),
+             tuple((name, tuple(transfers)) for name, transfers in job.loads.items()),
+             tuple((name, tuple(transfers)) for name, transfers in job.stores.items())) for job in jobs]
+
+
+def allocate(target: Target, ops: Sequence[Operation]) -> Allocation:
+    """The semaphores of `ops` (every dependency one pair), and where barriers go."""
+    consumers = [0] * len(ops)
+    for op in ops:
+        for dep in op.deps:
+            consumers[dep] += 1
+    allocator = SemaphoreAllocator(engine_count(target))
+    tokens: list[deque[Token] | None] = [None] * len(ops)
+    waits: list[tuple[int, ...]] = [()] * len(ops)
+    signals: list[tuple[int, ...]] = [()] * len(ops)
+    barriers = []
+    for index, op in enumerate(ops):
+        barrier, pairs, clock = allocator.issue(op.engine, [tokens[dep].popleft() for dep in op.deps])
+        if barrier:
+            barriers.append(index)
+        if pairs:
+            waits[index] = tuple(sorted(semaphore for _, semaphore in pairs))
+            for token, semaphore in pairs:
+                signals[token.signaller] = tuple(sorted((*signals[token.signaller], semaphore)))
+        if consumers[index]:
+            tokens[index] = deque(allocator.signal(clock, index) for _ in range(consumers[index]))
+    return Allocation(waits, signals, barriers)
+
+
+class Scheduler:
+    """Emits the instructions of one layer's jobs (`Schedule.instructions`)."""
+
+    def __init__(self, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS):
+        self.target = target
+        self.kinds = list(kinds)
+        self.slots = slots
+        self.layout = Layout.allocate(target, kinds, slots)  # buffers that do not fit fail here
+
+    def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
+        return Schedule.of(self.target, self.kinds, jobs, self.slots).instructions(self.layout)
