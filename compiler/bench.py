@@ -82,12 +82,30 @@ def compile_fused(model: onnx.ModelProto, workdir: Path, name: str):
     return compile_model(path, Registry.default(), Options(), until="fused")
 
 
-def lower_and_run(compilation, target, tile_order: str = "scan", objective: str = "cycles"):
-    from nncc.compiler.codegen.lower import lower_module
+def lower_and_run(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering):
+    """A copy of the fused `compilation` through the back end's passes as `nncc --target` runs them
+    (`lowering`: lower-to-isa's other options, e.g. compare_orders=True), then simulated."""
     from nncc.runtime.interpreter import run
 
-    program = lower_module(compilation.module, compilation.store, target, tile_order, objective=objective)
+    program = back_end(compilation, target_name, tile_order, objective, **lowering)
     return program, run(program)
+
+
+def back_end(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering):
+    """The program of a fused-stage compilation, compiled on through the pass manager."""
+    from nncc.compiler.codegen.isa_module import module_to_program
+    from nncc.compiler.pipeline import Options, compile_further
+    from nncc.compiler.registry import Registry
+
+    options = Options(target_options=target_options(target_name, tile_order, objective, **lowering))
+    lowered = compile_further(compilation, Registry.default(), options, after="fused", until="isa")
+    return module_to_program(lowered.module, lowered.store)
+
+
+def target_options(target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering) -> dict:
+    """The back-end passes' options, as nncc's command line gives them (`pipeline.with_target_options`)."""
+    return {"target": target_name, "target_set": (), "tile_order": tile_order, "tile_objective": objective,
+            **lowering}
 
 
 def node_info(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
@@ -191,17 +209,17 @@ def bench_vgg(args, workdir: Path) -> dict:
     t0 = time.time()
     model = build_model("vgg16", batch=args.batch, resolution=args.resolution)
     compilation = compile_fused(model, workdir, "vgg16")
-    program, result = lower_and_run(compilation, target)
+    program, result = lower_and_run(compilation, target.name)
     rows = [r for r in compute_rows(program, result, model) if r["kind"] == "conv"]
     del compilation, program, result
     in_features = 512 * (args.resolution // 32) ** 2
     fc_model = classifier_model(args.fc_batch, in_features)
     fc_compilation = compile_fused(fc_model, workdir, "vgg16_classifier")
-    fc_program, fc_result = lower_and_run(fc_compilation, target)
+    fc_program, fc_result = lower_and_run(fc_compilation, target.name)
     fc_rows = compute_rows(fc_program, fc_result, fc_model)
     del fc_model, fc_compilation, fc_program, fc_result
     fc1_model = classifier_model(1, in_features)  # batch 1: DRAM-bound, for the roofline column
-    fc1_program, fc1_result = lower_and_run(compile_fused(fc1_model, workdir, "vgg16_classifier_b1"), target)
+    fc1_program, fc1_result = lower_and_run(compile_fused(fc1_model, workdir, "vgg16_classifier_b1"), target.name)
     fc1_rows = compute_rows(fc1_program, fc1_result, fc1_model)
     out["seconds"] = time.time() - t0
     out["conv"], out["fc"], out["fc_batch1"] = rows, fc_rows, fc1_rows
@@ -249,7 +267,7 @@ def bench_scan(args, workdir: Path) -> dict:
     for name in ("mobilenet_v2", "resnet50"):
         model = build_model(name, batch=1, resolution=args.scan_resolution)
         compilation = compile_fused(model, workdir, name)
-        runs = {order: lower_and_run(compilation, target, order) for order in ("naive", "scan")}
+        runs = {order: lower_and_run(compilation, target.name, order) for order in ("naive", "scan")}
         layers = []
         for naive, scan in zip(runs["naive"][1].layers, runs["scan"][1].layers):
             layers.append({"name": naive.name, "node": naive.onnx_nodes[0] if naive.onnx_nodes else "",
@@ -271,7 +289,7 @@ def bench_scan(args, workdir: Path) -> dict:
             ["DRAM energy (uJ)", energy["naive"] / 1e6, energy["scan"] / 1e6, entry["saving_energy"]],
             ["cycles", cycles["naive"], cycles["scan"], 100 * (1 - cycles["scan"] / cycles["naive"])],
         ]))
-        entry["dram_objective"] = dram_objective_totals(compilation, target)
+        entry["dram_objective"] = dram_objective_totals(compilation, target.name)
         d = entry["dram_objective"]
         print(table(["--tile-objective=dram", "naive", "scan", "vs cycles objective, scan"], [
             ["DRAM bytes", d["total_bytes"]["naive"], d["total_bytes"]["scan"],
@@ -285,9 +303,10 @@ def bench_scan(args, workdir: Path) -> dict:
     return out
 
 
-def dram_objective_totals(compilation, target) -> dict:
+def dram_objective_totals(compilation, target_name: str) -> dict:
     """Both orders again with tiles chosen for the fewest DRAM bytes (`--tile-objective=dram`)."""
-    return order_totals({order: lower_and_run(compilation, target, order, "dram")[1] for order in ("naive", "scan")})
+    return order_totals({order: lower_and_run(compilation, target_name, order, "dram")[1]
+                         for order in ("naive", "scan")})
 
 
 def order_totals(results: dict) -> dict:
@@ -302,7 +321,7 @@ def order_totals(results: dict) -> dict:
 
 def bench_resnet(args, workdir: Path) -> dict:
     from nncc.compiler.codegen.isa_module import module_to_program
-    from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
+    from nncc.compiler.pass_manager import built
     from nncc.compiler.pipeline import Options, compile_model
     from nncc.compiler.registry import Registry
     from nncc.compiler.zoo import build_model
@@ -315,17 +334,15 @@ def bench_resnet(args, workdir: Path) -> dict:
     rows = []
     for target_name in args.resnet_targets:
         load_target(target_name)
-        options = Options(target_options={"target": target_name, "target_set": (), "tile_order": "scan"})
-        t0 = time.time()  # what `nncc MODEL --target=T` does: lower the vector-stage module directly
-        compilation = compile_model(path, Registry.default(), options, until="vector")
-        program = lower_module(compilation.module, compilation.store, load_target(target_name), "scan",
-                               **pipeline_decisions(compilation.module))
-        compile_s = time.time() - t0
-        del compilation
-        t0 = time.time()  # the same through the isa IR (--emit=isa, --print-ir-*), for comparison
+        options = Options(target_options=target_options(target_name))
+        t0 = time.time()  # what `nncc MODEL --target=T` does: every pass, lower-to-isa's isa ops left unbuilt
         compilation = compile_model(path, Registry.default(), options, until="isa")
+        program = module_to_program(compilation.module, compilation.store)
+        compile_s = time.time() - t0
+        t0 = time.time()  # the isa ops built (--emit=isa, --print-ir-*) and read back, for comparison
+        built(compilation.module)
         via_ir = module_to_program(compilation.module, compilation.store)
-        ir_compile_s = time.time() - t0
+        ir_compile_s = compile_s + time.time() - t0
         assert via_ir.instructions == program.instructions
         t1 = time.time()
         result = run(program)
@@ -349,12 +366,11 @@ def bench_resnet(args, workdir: Path) -> dict:
 def bench_zoo(args, workdir: Path) -> dict:
     """Every zoo model on every preset target, run on the interpreter and held to onnxruntime
     (what `nncc MODEL --target=T --check` does), with seeded random inputs."""
-    from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
+    from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.compiler.pipeline import Options, compile_model
     from nncc.compiler.registry import Registry
     from nncc.compiler.zoo import MODELS, build_model
     from nncc.runtime.interpreter import run
-    from nncc.runtime.target import load_target
     from nncc.support import check
 
     out: dict = {"resolution": args.zoo_resolution, "models": {}}
@@ -364,11 +380,10 @@ def bench_zoo(args, workdir: Path) -> dict:
         onnx.save(build_model(name, batch=1, resolution=args.zoo_resolution), str(path))
         out["models"][name] = {}
         for target_name in TARGETS:
-            options = Options(target_options={"target": target_name, "target_set": (), "tile_order": "scan"})
+            options = Options(target_options=target_options(target_name))
             t0 = time.time()
-            compilation = compile_model(path, Registry.default(), options, until="vector")
-            program = lower_module(compilation.module, compilation.store, load_target(target_name), "scan",
-                                   **pipeline_decisions(compilation.module))
+            compilation = compile_model(path, Registry.default(), options, until="isa")
+            program = module_to_program(compilation.module, compilation.store)
             compile_s = time.time() - t0
             inputs = check.random_inputs({s.name: s.shape for s in program.symbols_of("input")}, seed=0)
             t0 = time.time()

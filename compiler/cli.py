@@ -192,6 +192,9 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
         files.writes("-o", args.output)
         files.writes("-o (its weights)", weights_path_for(args.output))
     compilation = compile_model(args.model, registry_from(args), options_from(args), until=args.emit)
+    from nncc.compiler.pass_manager import built
+
+    built(compilation.module)  # the isa ops lower-to-isa deferred
     if args.output is None:
         print(compilation.module)
         return 0
@@ -242,7 +245,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     declare_run_outputs(files, args)
     clock = Stopwatch()
     with clock("compile"):
-        compilation, program = compile_program(args, target)
+        compilation, program = compile_program(args)
     check_dram_size(program, target)
     write_program(program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
@@ -270,33 +273,17 @@ def check_dram_size(program, target) -> None:
                         f"which has {target.dram.size_bytes} (dram.size_bytes)")
 
 
-def compile_program(args: argparse.Namespace, target):
-    """The compilation and its program. Without IR dumps, lower-to-isa's work is done without
-    building its ~10^5 isa ops: the same lowering (tests hold the two paths to the same program),
-    several times faster."""
+def compile_program(args: argparse.Namespace):
+    """The compilation and its program: every stage through the pass manager, as nncc-opt runs
+    them, lower-to-isa included. Its isa ops are built only for IR dumps (`--print-ir-*`); else
+    the program is taken as the pass made it (`isa_module.defer_program`)."""
+    from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.compiler.pipeline import compile_model
 
-    registry, options = registry_from(args), options_from(args)
-    if options.printing.any():
-        compilation = compile_model(args.model, registry, options, until="isa")
-        return compilation, isa_program(compilation)
-    compilation = compile_model(args.model, registry, options, until="vector")
-    from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
-
-    program = lower_module(compilation.module, compilation.store, target, args.tile_order,
-                           objective=args.tile_objective,
-                           compare_orders=args.report is not None, **pipeline_decisions(compilation.module))
-    return compilation, program
-
-
-def isa_program(compilation):
-    """The program an isa-stage module describes, with the cost model's predictions."""
-    from nncc.compiler.codegen.isa_module import module_to_program
-    from nncc.compiler.codegen.lower import predictions_of
-
-    program = module_to_program(compilation.module, compilation.store)
-    program.predictions = predictions_of(compilation.module)  # merged into the report's layer rows
-    return program
+    options = options_from(args)
+    options.target_options["compare_orders"] = args.report is not None  # the report's naive-order figures
+    compilation = compile_model(args.model, registry_from(args), options, until="isa")
+    return compilation, module_to_program(compilation.module, compilation.store)
 
 
 def write_program(program, paths: list[Path]) -> None:

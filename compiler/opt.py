@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     module = read_module(args.input, registry, files)
     with progress.reporting(progress.wanted(args.quiet) and not printing.any()):
         run_staged(module, passes, registry.context(), printing)
-    write_result(module, args.output, files)
+        write_result(module, args.output, files)
     return 0
 
 
@@ -129,8 +129,10 @@ def declare_files(args) -> UserFiles:
 
 
 def write_result(module: ModuleOp, output: Path | None, files: UserFiles) -> None:
+    from nncc.compiler.pass_manager import built
     from nncc.compiler.weights import WEIGHTS_ATTR, save_beside, store_of
 
+    built(module)  # the isa ops lower-to-isa deferred
     if output is None:
         print(module)
         if WEIGHTS_ATTR in module.attributes and store_of(module).dirty:

@@ -5,6 +5,8 @@
 
 Dumps go to stderr (as in `mlir-opt`), so stdout keeps the tool's real output.
 Whatever a pass raises becomes one `NnccError` line naming the pass (`apply_pass`).
+lower-to-isa leaves its isa ops unbuilt (`isa_module.defer_program`); `built` builds them before
+a dump, before the next pass, and before a tool prints or writes the module.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 
+from nncc.support import progress
 from nncc.support.errors import NnccError, one_line
 
 
@@ -39,6 +42,7 @@ class IRPrinting:
         return bool(self.after_all or self.before_all or self.after or self.before)
 
     def dump(self, when: str, name: str, module: ModuleOp) -> None:
+        built(module)
         print(f"// -----// IR Dump {when} {name} //----- //", file=self.stream)
         print(module, file=self.stream)
         self.stream.flush()
@@ -57,6 +61,18 @@ class IRPrinting:
         check_pass_names(self.before, known, "--print-ir-before")
 
 
+def built(module: ModuleOp) -> ModuleOp:
+    """`module` with the isa ops lower-to-isa deferred built and verified (what is printed,
+    written or handed to a pass is the whole IR); any other module as it is."""
+    if "isa.deferred" in module.attributes:
+        from nncc.compiler.codegen.isa_module import build_deferred
+
+        with progress.stage("building isa ops"):
+            build_deferred(module)
+        verify(module, "building the isa ops")
+    return module
+
+
 def verify(module: ModuleOp, after: str) -> None:
     try:
         module.verify()
@@ -69,6 +85,7 @@ def run_passes(module: ModuleOp, passes: Sequence[ModulePass], ctx: Context,
     """Apply `passes` in order, verifying the IR after each one."""
     printing = printing or IRPrinting()
     for module_pass in passes:
+        built(module)  # a pass after lower-to-isa reads its isa ops
         printing.before_pass(module_pass.name, module)
         apply_pass(module_pass, ctx, module)
         verify(module, f"pass {module_pass.name}")

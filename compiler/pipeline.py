@@ -5,7 +5,10 @@
 
 `--emit=STAGE` stops after STAGE and prints its IR; `--disable-pass=NAME` drops a
 pass; `--add-passes=PIPELINE` appends users' passes to the graph stage. The IR is
-verified after every pass (see `pass_manager`).
+verified after every pass (see `pass_manager`). The back end's decisions (target, cores,
+tile order and objective, buffers) are recorded in the module once, by the first pass that
+makes them, and read by the later ones (`passes/decisions.py`). `nncc --target=T`, `nncc-opt`
+and `nncc-bench` all run these passes, lower-to-isa included, through `run_staged`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Options:
     disabled: set[str] = field(default_factory=set)
     extra_passes: str = ""
     printing: IRPrinting = field(default_factory=no_printing)
-    target_options: dict = field(default_factory=dict)  # target, target_set, tile_order
+    target_options: dict = field(default_factory=dict)  # options of the back end's passes, see with_target_options
     input_shapes: dict = field(default_factory=dict)  # input name (None: the only one) -> static shape
 
 
@@ -89,8 +92,11 @@ def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
 
 
 def with_target_options(module_pass, options: Options):
-    """Give a pass the command line's target options it has fields for (target, tile_order...),
-    and `buffers`: 1 when double-buffer is disabled (tiles then fill whole memories), else 2."""
+    """Give a pass the command line's back-end options it has fields for (target, target_set,
+    tile_order, tile_objective; compare_orders, skip_unsupported of lower-to-isa), and `buffers`:
+    1 when double-buffer is disabled (tiles then fill whole memories), else 2. The first pass that
+    needs a decision records it in the module and the later ones read it there (passes/decisions.py);
+    they are handed the same values, which they accept, so every pass may be the first."""
     fields = {f.name for f in dataclasses.fields(module_pass)}
     offered = {**options.target_options, "buffers": 1 if "double-buffer" in options.disabled else 2}
     given = {k: v for k, v in offered.items() if k in fields}
@@ -111,10 +117,27 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
         module, store = build_module(model, model_path.name)
         verify(module, IMPORT_PASS)
     options.printing.after_pass(IMPORT_PASS, module)
+    run_stages(module, stages, registry, options)
+    return Compilation(model_path, model, module, store)
+
+
+def compile_further(compilation: Compilation, registry: Registry, options: Options, after: str,
+                    until: str) -> Compilation:
+    """A copy of `compilation`, whose module is at stage `after`, compiled on to `until`; the
+    original is left as it is (a benchmark lowers one fused module several ways)."""
+    from nncc.compiler.weights import WeightStore, attach
+
+    module = compilation.module.clone()
+    store = WeightStore({name: compilation.store[name] for name in compilation.store.names()})
+    attach(module, store)
+    run_stages(module, stages_until(until)[len(stages_until(after)):], registry, options)
+    return Compilation(compilation.model_path, compilation.model, module, store)
+
+
+def run_stages(module: ModuleOp, stages: tuple[Stage, ...], registry: Registry, options: Options) -> None:
     ctx = registry.context()
     for stage in stages:
         run_staged(module, pipeline_passes(stage, registry, options), ctx, options.printing)
-    return Compilation(model_path, model, module, store)
 
 
 def run_staged(module: ModuleOp, passes: list, ctx, printing: IRPrinting | None = None) -> None:

@@ -12,10 +12,19 @@
 
 The initial DRAM image (weights, laid out for the kernels) lives in the weight store under
 `dram@0xADDR` names, like every other weight: never in attributes.
+
+Building one xDSL op per instruction costs about 250 us (a ResNet-50 has ~40k instructions), so
+`lower-to-isa` defers it (`defer_program`): the module gets its `isa.*` attributes at once, but
+`@program` holds only its return, the `Program` waits in a side table keyed by the module (as the
+weight store does, `weights.attach`), and the marker attribute `isa.deferred = N` says that N
+instructions are not built yet. `build_deferred` builds them, and the pass manager calls it
+before the IR is printed or written and before a later pass runs (`pass_manager.built`), so no
+one ever sees the marker; `module_to_program` takes the waiting `Program` as it is.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -32,6 +41,8 @@ from nncc.runtime.target import target_from_dict, target_to_dict
 from nncc.support.errors import NnccError
 
 TARGET, MODE, DRAM_BYTES, SYMBOLS = "isa.target", "isa.mode", "isa.dram_bytes", "isa.symbols"
+PREDICTIONS = "isa.predictions"  # module attribute: {layer ordinal: {name, predicted_cycles, ...}}
+DEFERRED = "isa.deferred"  # marker: this many instructions wait in `_PROGRAMS`, not built as ops yet
 DRAM_PREFIX = "dram@"
 
 
@@ -50,7 +61,8 @@ def to_attribute(value: Any) -> Attribute:
     return DictionaryAttr({k: to_attribute(v) for k, v in value.items()})
 
 
-def from_attribute(attr: Attribute) -> Any:
+def from_attribute(attr: Attribute, source: str = TARGET) -> Any:
+    """The TOML-shaped value of `to_attribute`'s attribute (`source` names it in errors)."""
     if isinstance(attr, IntegerAttr):
         return bool(attr.value.data) if attr.type == IntegerType(1) else attr.value.data
     if isinstance(attr, FloatAttr):
@@ -58,10 +70,22 @@ def from_attribute(attr: Attribute) -> Any:
     if isinstance(attr, StringAttr):
         return attr.data
     if isinstance(attr, ArrayAttr):
-        return [from_attribute(a) for a in attr.data]
+        return [from_attribute(a, source) for a in attr.data]
     if isinstance(attr, DictionaryAttr):
-        return {k: from_attribute(v) for k, v in attr.data.items()}
-    raise NnccError(f"isa.target: unexpected attribute {attr}")
+        return {k: from_attribute(v, source) for k, v in attr.data.items()}
+    raise NnccError(f"{source}: unexpected attribute {attr}")
+
+
+def predictions_attribute(program: Program) -> Attribute:
+    """The cost model's per-layer predictions of `program` as a module attribute."""
+    return to_attribute({str(index): row for index, row in getattr(program, "predictions", {}).items()})
+
+
+def predictions_of(module: ModuleOp) -> dict[int, dict]:
+    """The predictions an `isa` module carries (empty when it has none)."""
+    if PREDICTIONS not in module.attributes:
+        return {}
+    return {int(index): row for index, row in from_attribute(module.attributes[PREDICTIONS], PREDICTIONS).items()}
 
 
 def format_symbol(symbol: Symbol) -> str:
@@ -74,18 +98,67 @@ def parse_symbol(text: str) -> Symbol:
     return Symbol(name, kind, int(addr, 16), dims)
 
 
-def program_to_module(program: Program, store: WeightStore) -> ModuleOp:
-    """Replace nothing: a new module holding `program`; its DRAM image goes into `store`."""
-    block = Block([op_from_instr(instruction) for instruction in program.instructions])
-    block.add_op(func.ReturnOp())
-    module = ModuleOp([func.FuncOp("program", ((), ()), Region(block))])
-    module.attributes[TARGET] = to_attribute(target_to_dict(program.target))
-    module.attributes[MODE] = StringAttr(program.mode)
-    module.attributes[DRAM_BYTES] = IntegerAttr(program.dram_bytes, i64)
-    module.attributes[SYMBOLS] = ArrayAttr([StringAttr(format_symbol(s)) for s in program.symbols])
+def program_attributes(program: Program) -> dict[str, Attribute]:
+    """The module attributes of the `isa` stage: target, mode, DRAM size, symbols, predictions."""
+    return {TARGET: to_attribute(target_to_dict(program.target)), MODE: StringAttr(program.mode),
+            DRAM_BYTES: IntegerAttr(program.dram_bytes, i64),
+            SYMBOLS: ArrayAttr([StringAttr(format_symbol(s)) for s in program.symbols]),
+            PREDICTIONS: predictions_attribute(program)}
+
+
+def store_dram_image(program: Program, store: WeightStore) -> None:
     for addr, data in program.data:
         store.replace(f"{DRAM_PREFIX}{addr:#x}", np.frombuffer(data, dtype=np.float32))
+
+
+def program_function(instructions: list) -> func.FuncOp:
+    """`func.func @program` holding one `isa` op per instruction."""
+    block = Block([op_from_instr(instruction) for instruction in instructions])
+    block.add_op(func.ReturnOp())
+    return func.FuncOp("program", ((), ()), Region(block))
+
+
+def program_to_module(program: Program, store: WeightStore) -> ModuleOp:
+    """Replace nothing: a new module holding `program`, its isa ops built; its DRAM image goes into `store`."""
+    module = ModuleOp([program_function(program.instructions)])
+    module.attributes.update(program_attributes(program))
+    store_dram_image(program, store)
     return module
+
+
+_PROGRAMS: weakref.WeakKeyDictionary[ModuleOp, Program] = weakref.WeakKeyDictionary()
+
+
+def defer_program(module: ModuleOp, program: Program, store: WeightStore) -> None:
+    """Make `module` the `isa` module of `program` without building its isa ops: its body becomes
+    an empty `@program`, its attributes those of the isa stage plus the marker `isa.deferred`."""
+    for child in list(module.body.block.ops):
+        child.detach()
+        child.erase(safe_erase=False)
+    module.body.block.add_op(program_function([]))
+    module.attributes.update(program_attributes(program))
+    module.attributes[DEFERRED] = IntegerAttr(len(program.instructions), i64)
+    store_dram_image(program, store)
+    _PROGRAMS[module] = program
+
+
+def is_deferred(module: ModuleOp) -> bool:
+    return DEFERRED in module.attributes
+
+
+def build_deferred(module: ModuleOp) -> None:
+    """Build the isa ops `defer_program` left out (nothing to do for any other module). From
+    then on the ops are the program: a pass may rewrite them, `module_to_program` reads them."""
+    if not is_deferred(module):
+        return
+    program = _PROGRAMS.pop(module, None)
+    if program is None:  # a copy of a deferred module (`clone` copies attributes, not the side table)
+        raise NnccError(f"the module's {DEFERRED} marker says its isa ops are not built, and its program "
+                        "is not in memory (a copy of a module lowered by lower-to-isa?)")
+    returned = next(op for op in module.walk() if isinstance(op, func.FuncOp)).body.block.last_op
+    assert isinstance(returned, func.ReturnOp)
+    returned.parent_block().insert_ops_before([op_from_instr(i) for i in program.instructions], returned)
+    del module.attributes[DEFERRED]
 
 
 def is_isa_module(module: ModuleOp) -> bool:
@@ -93,10 +166,15 @@ def is_isa_module(module: ModuleOp) -> bool:
 
 
 def module_to_program(module: ModuleOp, store: WeightStore) -> Program:
-    """The `Program` an `isa` module describes (what `.s` and `.nnbin` are written from)."""
+    """The `Program` an `isa` module describes (what `.s` and `.nnbin` are written from), with the
+    cost model's predictions: the one lower-to-isa deferred, or else read from the isa ops."""
     if not is_isa_module(module):
         raise NnccError("the module is not at the isa stage (no isa.target attribute)")
-    target = target_from_dict(from_attribute(module.attributes[TARGET]), "isa.target")
+    if is_deferred(module):
+        if module in _PROGRAMS:
+            return _PROGRAMS[module]
+        build_deferred(module)  # says why there is no program
+    target = target_from_dict(from_attribute(module.attributes[TARGET]), TARGET)
     instructions = [instr_from_op(op) for op in module.walk() if isinstance(op, IsaOperation)]
     symbols = [parse_symbol(a.data) for a in module.attributes[SYMBOLS].data]
     program = Program(target, instructions, symbols, [], module.attributes[DRAM_BYTES].value.data,
@@ -104,4 +182,5 @@ def module_to_program(module: ModuleOp, store: WeightStore) -> Program:
     for name in store.names():
         if name.startswith(DRAM_PREFIX):
             program.add_data(int(name[len(DRAM_PREFIX):], 16), store[name])
+    program.predictions = predictions_of(module)  # merged into the report's layer rows
     return program
