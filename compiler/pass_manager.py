@@ -64,7 +64,7 @@ class IRPrinting:
 def built(module: ModuleOp) -> ModuleOp:
     """`module` with the isa ops lower-to-isa deferred built and verified (what is printed,
     written or handed to a pass is the whole IR); any other module as it is."""
-    if "isa.deferred" in module.attributes:
+    if "isa.deferred" in module.attributes:  # isa_module.DEFERRED, named here so that nothing is imported
         from nncc.compiler.codegen.isa_module import build_deferred
 
         with progress.stage("building isa ops"):

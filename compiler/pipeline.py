@@ -104,7 +104,9 @@ def with_target_options(module_pass, options: Options):
 
 
 def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
-    """Import `model_path` and run every stage up to and including `until`."""
+    """Import `model_path` and run every stage up to and including `until`. At `isa` the isa ops
+    are not built yet: `pass_manager.built` builds them (printing does), `module_to_program`
+    does not need them."""
     from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
     from nncc.compiler.pass_manager import check_pass_names, verify
 
