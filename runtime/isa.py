@@ -275,83 +275,85 @@ class IsaError(ValueError):
 def make(mnemonic: str, **operands: Any) -> NamedTuple:
     """Build an instruction, filling defaults, normalising values and checking them.
 
-    A value already in canonical form (an int in range, a tuple of them, a known memory
-    reference...) is taken as it is (`_canonical`); any other goes through `_normalise`."""
-    found = _MAKERS.get(mnemonic)
-    if found is None:
+    Each instruction has a constructor generated from its definition (`_constructor`): a value
+    already in canonical form (an int in range, a tuple of them, a known memory reference...)
+    is taken as it is, any other goes through `_normalise`."""
+    constructor = _CONSTRUCTORS.get(mnemonic)
+    if constructor is None:
         raise IsaError(f"unknown instruction {mnemonic!r}")
-    tuple_type, fields = found
-    values = []
-    given = 0
-    for operand, default, canonical in fields:
-        value = operands.get(operand.name, _ABSENT)
-        if value is _ABSENT:
-            value = default
-        else:
-            given += 1
-            if value is not None and canonical(value):
-                values.append(value)
-                continue
-        if value is None:
-            _check_unknown(mnemonic, fields, operands)
-            raise IsaError(f"{mnemonic}: missing operand {operand.name}")
-        values.append(value if value is default else _normalise(mnemonic, operand, value))
-    if given != len(operands):
-        _check_unknown(mnemonic, fields, operands)
-    return tuple.__new__(tuple_type, values)
+    return constructor(**operands)
 
 
 _ABSENT = object()
-
-
-def _check_unknown(mnemonic: str, fields: list, operands: dict[str, Any]) -> None:
-    unknown = set(operands) - {operand.name for operand, _, _ in fields}
-    if unknown:
-        raise IsaError(f"{mnemonic}: unknown operand(s) {', '.join(sorted(unknown))}")
-
-
 _INT_LIMIT = 1 << 62
 _REF_MEMORIES: set[str] = set()  # memory names seen valid in a reference
 
 
-def _canonical_checker(operand: Operand):
-    """A quick test of whether a value is already what `_normalise` would return for it."""
+def _canonical_test(operand: Operand, name: str, index: int) -> str:
+    """A Python expression: is `name` already what `_normalise` would make of it?"""
     kind = operand.kind
     if kind in (Kind.INT, Kind.ADDR):
-        return lambda value: type(value) is int and 0 <= value < _INT_LIMIT
+        return f"type({name}) is int and 0 <= {name} < _LIMIT"
     if kind == Kind.FLOAT:
-        return lambda value: type(value) is float
+        return f"type({name}) is float"
     if kind == Kind.ENUM:
-        choices = frozenset(operand.choices)
-        return lambda value: type(value) is str and value in choices
+        return f"type({name}) is str and {name} in _CHOICES{index}"
     if kind == Kind.STR:
-        return lambda value: type(value) is str and "\n" not in value
+        return f"type({name}) is str and '\\n' not in {name}"
     if kind == Kind.REF:
-        def reference(value: Any) -> bool:
-            return type(value) is tuple and len(value) == 2 and value[0] in _REF_MEMORIES and \
-                type(value[1]) is int and 0 <= value[1] < _INT_LIMIT
-        return reference
+        return (f"type({name}) is tuple and len({name}) == 2 and {name}[0] in _MEMORIES and "
+                f"type({name}[1]) is int and 0 <= {name}[1] < _LIMIT")
     if kind == Kind.SET:
-        def members(value: Any) -> bool:
-            if type(value) is not tuple:
-                return False
-            previous = -1
-            for member in value:
-                if type(member) is not int or member <= previous or member >= MAX_SEMAPHORES:
-                    return False
-                previous = member
-            return True
-        return members
-    width, low = operand.width, 1 if operand.name in ("shape", "mnk", "window") else 0
+        return f"type({name}) is tuple and (not {name} or _members({name}))"
+    low = 1 if operand.name in ("shape", "mnk", "window") else 0
+    return f"type({name}) is tuple and len({name}) == {operand.width} and " + " and ".join(
+        f"type({name}[{i}]) is int and {low} <= {name}[{i}] < _LIMIT" for i in range(operand.width))
 
-    def ints(value: Any) -> bool:
-        if type(value) is not tuple or len(value) != width:
+
+def _members(value: tuple) -> bool:
+    """Semaphore numbers in range, strictly increasing (a SET operand's canonical form)."""
+    previous = -1
+    for member in value:
+        if type(member) is not int or member <= previous or member >= MAX_SEMAPHORES:
             return False
-        for member in value:
-            if type(member) is not int or member < low or member >= _INT_LIMIT:
-                return False
-        return True
-    return ints
+        previous = member
+    return True
+
+
+def _constructor(definition: InstrDef):
+    """`make` for one instruction, as a function of its operands by name (as namedtuple does,
+    from the definition's text): defaults filled, canonical values taken as they are."""
+    names = [operand.name for operand in definition.operands]
+    env: dict[str, Any] = {"_ABSENT": _ABSENT, "_LIMIT": _INT_LIMIT, "_MEMORIES": _REF_MEMORIES,
+                           "_members": _members, "_normalise": _normalise, "_new": tuple.__new__,
+                           "_type": definition.tuple_type, "_missing": _missing, "_unknown": _unknown,
+                           "_mnemonic": definition.mnemonic}
+    parameters = ", ".join([*(f"{name}=_ABSENT" for name in names), "**_others"])
+    lines = [f"def make_{definition.mnemonic}({parameters}):",
+             "    if _others:", "        _unknown(_mnemonic, _others)"]
+    for index, operand in enumerate(definition.operands):
+        name = operand.name
+        env[f"_OPERAND{index}"] = operand
+        env[f"_CHOICES{index}"] = frozenset(operand.choices)
+        if operand.default is None:
+            lines += [f"    if {name} is _ABSENT or {name} is None:", f"        _missing(_mnemonic, {name!r})"]
+        else:
+            env[f"_DEFAULT{index}"] = _normalise(definition.mnemonic, operand, operand.default)
+            lines += [f"    if {name} is _ABSENT:", f"        {name} = _DEFAULT{index}",
+                      f"    elif {name} is None:", f"        _missing(_mnemonic, {name!r})"]
+        lines += [f"    elif not ({_canonical_test(operand, name, index)}):",
+                  f"        {name} = _normalise(_mnemonic, _OPERAND{index}, {name})"]
+    lines.append(f"    return _new(_type, ({''.join(f'{n}, ' for n in names)}))")
+    exec("\n".join(lines), env)  # noqa: S102 - text generated from the definition above
+    return env[f"make_{definition.mnemonic}"]
+
+
+def _missing(mnemonic: str, name: str) -> None:
+    raise IsaError(f"{mnemonic}: missing operand {name}")
+
+
+def _unknown(mnemonic: str, others: dict[str, Any]) -> None:
+    raise IsaError(f"{mnemonic}: unknown operand(s) {', '.join(sorted(others))}")
 
 
 def _normalise(mnemonic: str, operand: Operand, value: Any) -> Any:
@@ -420,16 +422,7 @@ def _check_int(where: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _normalise_default(mnemonic: str, operand: Operand) -> Any:
-    return _normalise(mnemonic, operand, operand.default)
-
-
-_MAKERS: dict[str, tuple[type, list]] = {
-    definition.mnemonic: (definition.tuple_type, [
-        (operand, None if operand.default is None else _normalise_default(definition.mnemonic, operand),
-         _canonical_checker(operand)) for operand in definition.operands])
-    for definition in INSTRUCTIONS
-}
+_CONSTRUCTORS = {definition.mnemonic: _constructor(definition) for definition in INSTRUCTIONS}
 
 
 def definition_of(instr: NamedTuple) -> InstrDef:

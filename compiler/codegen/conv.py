@@ -21,6 +21,7 @@ chip is reused by the next tile.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,7 +30,7 @@ from xdsl.ir import SSAValue
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer, gc_paused
 from nncc.support.errors import NnccError
 
 
@@ -187,6 +188,11 @@ def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True)
 
 
 def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> ConvTiles:
+    with gc_paused():
+        return shortlist_and_time(lowering, s, name, bias)
+
+
+def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> ConvTiles:
     target, scan = lowering.target, lowering.tile_order == "scan"
     toc, tic, toh, tow, channel = tile_candidates(lowering, s)
     if not len(toc):
@@ -217,17 +223,40 @@ def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> Con
             shortlist.append(best_naive)
     if len(shortlist) == 1:
         return shortlist[0]
-    timed = []
+    timed, seen = [], {}
     for candidate in shortlist:
-        probe = ConvLowering.probe(lowering, s, candidate, bias)
-        candidate_jobs = probe.jobs(record=False)
-        prediction = predict_jobs(target, probe.kinds(), candidate_jobs, slots=lowering.buffers)
-        # the layer's own prediction, if it turns out to be this probe (bias, ReLU, no residual)
-        lowering.cost_cache[("prediction", s, candidate, not bias, True, probe.epilogue, scan)] = prediction
+        same = equivalence(s, candidate)
+        if same not in seen:
+            seen[same] = probe_prediction(lowering, ConvLowering, s, candidate, bias)
+        prediction, candidate_jobs = seen[same]
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
-                      len(candidate_jobs), candidate))
+                      candidate_jobs, candidate))
     best = preference(*(np.array([t[k] for t in timed]) for k in range(3)), lowering.objective)[0]
     return timed[best][3]
+
+
+def equivalence(s: ConvShape, t: ConvTiles) -> Hashable:
+    """Tilings with the same key have the same schedule up to the shape of their DMA boxes, so the
+    same cycles and DRAM bytes: those of a pointwise (1x1, stride 1, unpadded) conv whose output
+    tiles have the same area and divide the output evenly (no halo, no fragment: every job moves
+    and computes as many elements, in as many tiles)."""
+    if s.kh == s.kw == 1 and s.strides == (1, 1) and not any(s.pads) and s.oh % t.toh == 0 and s.ow % t.tow == 0:
+        return (t.toc, t.tic, t.toh * t.tow, (s.oh // t.toh) * (s.ow // t.tow), t.split)
+    return t
+
+
+def probe_prediction(lowering: Lowering, mapping: type, s: ConvShape, tiles: ConvTiles, bias: bool):
+    """(prediction, jobs) of a tiling of shape `s` under `mapping` (ConvLowering or a subclass), its
+    schedule timed as the scheduler would emit it (barriers aside: see `cost_model.predict_jobs`);
+    placeholder DRAM operands, a ReLU epilogue, no residual. Kept per layer shape in `cost_cache`."""
+    key = ("probe", mapping.mapping, s, tiles, bias)
+    found = lowering.cost_cache.get(key)
+    if found is None:
+        probe = mapping.probe(lowering, s, tiles, bias)
+        jobs = probe.jobs(record=False)
+        found = lowering.cost_cache[key] = (
+            predict_jobs(lowering.target, probe.kinds(), jobs, slots=lowering.buffers, barriers=False), len(jobs))
+    return found
 
 
 def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objective: str = "cycles") -> np.ndarray:

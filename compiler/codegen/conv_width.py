@@ -31,9 +31,8 @@ import numpy as np
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import (
     CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, grid_fits,
-    nchw,
+    nchw, probe_prediction,
 )
-from nncc.compiler.codegen.cost_model import predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufRef, Compute, Transfer
 
@@ -133,6 +132,18 @@ def score(lowering: Lowering, prediction) -> int:
     return prediction.cycles
 
 
+def width_bound(lowering: Lowering, s: ConvShape, bias: bool) -> float:
+    """A score no width tiling can beat. Cycles: every core's unit issues its share of the
+    matmuls, whose output columns fill ceil(ow / lanes) lane passes per output row at best
+    (`timing.matmul_issue_cycles`), and a layer lasts at least as long as its busiest unit.
+    DRAM bytes: every weight (and bias) read, every output written, once."""
+    if lowering.objective == "dram":
+        return F32 * (s.kh * s.kw * s.cg * s.o + (s.o if bias else 0) + s.n * s.o * s.oh * s.ow)
+    unit = lowering.target.main
+    passes = s.n * s.oh * s.o * s.cg * s.kh * s.kw * -(-s.ow // unit.lanes)
+    return passes / unit.macs_per_lane / max(1, lowering.cores)
+
+
 def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> tuple[ConvTiles, object] | None:
     """The width tiling (spatial split) with the fewest cycles (or DRAM bytes, `score`) predicted by
     the job-level model, and its prediction; None when no tiling fits."""
@@ -147,8 +158,7 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
         shortlist = [i for i in order if jobs[i] <= CHEAP_JOBS][:SHORTLIST] or list(order[:1])
         for i in shortlist:
             tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
-            probe = WidthConvLowering.probe(lowering, s, tiles, bias)
-            prediction = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
+            prediction, _ = probe_prediction(lowering, WidthConvLowering, s, tiles, bias)
             if best is None or score(lowering, prediction) < score(lowering, best[1]):
                 best = (tiles, prediction)
     lowering.cost_cache[key] = best
@@ -161,22 +171,19 @@ def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = Tru
     (faster, or fewer DRAM bytes under the "dram" objective; width only by more than TOLERANCE,
     1 %: near-ties keep the channels mapping),
     the channels tiling being `channels` (else the best, `choose_tiles`). Width is only tried on a
-    vector main unit (matrix units keep the channels mapping)."""
+    vector main unit (matrix units keep the channels mapping), and only when its bound
+    (`width_bound`) leaves it a chance to be clearly better."""
     if channels is None:
         channels = choose_tiles(lowering, s, name, bias)
     if lowering.target.main.kind != "vector":
         return "channels", channels
     key = ("mapping", s, bias, channels)
     if key not in lowering.cost_cache:
-        width = choose_width_tiles(lowering, s, bias)
+        channel, _ = probe_prediction(lowering, ConvLowering, s, channels, bias)
         choice = ("channels", channels)
-        if width is not None:
-            channel_key = ("prediction", s, channels, not bias, True, Epilogue("relu"), lowering.tile_order == "scan")
-            channel = lowering.cost_cache.get(channel_key)
-            if channel is None:
-                probe = ConvLowering.probe(lowering, s, channels, bias)
-                channel = predict_jobs(lowering.target, probe.kinds(), probe.jobs(record=False), slots=lowering.buffers)
-            if score(lowering, width[1]) < score(lowering, channel) * (1 - TOLERANCE):  # clearly better
-                choice = ("width", width[0])
+        if width_bound(lowering, s, bias) < score(lowering, channel) * (1 - TOLERANCE):
+            width = choose_width_tiles(lowering, s, bias)
+            if width is not None and score(lowering, width[1]) < score(lowering, channel) * (1 - TOLERANCE):
+                choice = ("width", width[0])  # clearly better
         lowering.cost_cache[key] = choice
     return lowering.cost_cache[key]

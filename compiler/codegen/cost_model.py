@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from nncc.compiler.codegen.scheduler import SLOTS, BufRef, Schedule
+from nncc.compiler.codegen.scheduler import SLOTS, BufRef, Schedule, gc_paused
 from nncc.runtime import timing
 from nncc.runtime.target import Target
 
@@ -74,8 +74,11 @@ def predict_jobs(target: Target, kinds, jobs, dma: timing.DmaModel | None = None
     `barriers=False` leaves the semaphore allocation out (the tile search: a barrier needs more
     semaphore pairs in flight than the machine's 63, which no measured layer has); the
     prediction of a layer that is emitted counts them (`time_schedule`)."""
-    schedule = Schedule.of(target, kinds, jobs, slots or SLOTS)
-    return time_schedule(schedule, schedule.allocation.barriers if barriers else (), dma, start)
+    with gc_paused():
+        if not barriers:
+            return time_schedule(Schedule(target, kinds, jobs, slots or SLOTS), (), dma, start)
+        schedule = Schedule.of(target, kinds, jobs, slots or SLOTS)  # kept for the scheduler to emit
+        return time_schedule(schedule, schedule.allocation.barriers, dma, start)
 
 
 def time_schedule(schedule: Schedule, barriers: Sequence[int] = (), dma: timing.DmaModel | None = None,
@@ -153,61 +156,74 @@ def dispatch(ops, payloads, dma: timing.DmaModel, start: int, barriers: Sequence
 def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[int], busy: dict[str, int],
                      low: int, high: int) -> int:
     """Operations low..high-1 from `start`: a heap of the engines' next operations whose
-    dependencies have ended, keyed (start, operation) as the interpreter's dispatcher picks."""
+    dependencies have ended, keyed (start, operation) as the interpreter's dispatcher picks.
+    An engine's next operation that would come first off the heap anyway runs at once."""
     queues: dict = {}
-    waiting = [0] * (high - low)  # dependencies (inside the segment) not yet run
-    consumers: list[list[int]] = [[] for _ in range(high - low)]
+    waiting = [0] * len(ops)  # dependencies (inside the segment) not yet run
+    consumers: dict[int, list[int]] = {}
+    engine_of = [0] * len(ops)
     for index in range(low, high):
         op = ops[index]
-        queues.setdefault(op.engine, []).append(index)
+        queue = queues.get(op.engine)
+        if queue is None:
+            queue = queues[op.engine] = []
+        engine_of[index] = queue
+        queue.append(index)
         for dep in op.deps:
             if dep >= low:
-                waiting[index - low] += 1
-                consumers[dep - low].append(index)
+                waiting[index] += 1
+                consumers.setdefault(dep, []).append(index)
     engines = list(queues)
-    engine_of = {engine: number for number, engine in enumerate(engines)}
     lists = [queues[engine] for engine in engines]
+    number_of = {id(queue): number for number, queue in enumerate(lists)}
     heads = [0] * len(engines)
     free = [start] * len(engines)
     busy_by = [0] * len(engines)
     heap: list[tuple[int, int, int]] = []
+    push, pop = heapq.heappush, heapq.heappop
 
-    def ready(number: int, index: int) -> None:
+    def begin_of(number: int, index: int) -> int:
         begin = free[number]
         for dep in ops[index].deps:
             if dep >= low and end[dep] > begin:
                 begin = end[dep]
-        heapq.heappush(heap, (begin, index, number))
+        return begin
 
     for number, indices in enumerate(lists):
-        if not waiting[indices[0] - low]:
-            ready(number, indices[0])
+        if not waiting[indices[0]]:
+            push(heap, (begin_of(number, indices[0]), indices[0], number))
     last = start
     done = 0
     while heap:
-        begin, index, number = heapq.heappop(heap)
-        payload = payloads[index]
-        if payload.__class__ is int:
-            finish = begin + payload
-        else:
-            finish = dma.finish_time(begin, *payload)
-        end[index] = finish
-        free[number] = finish
-        busy_by[number] += finish - begin
-        if finish > last:
-            last = finish
-        done += 1
-        for consumer in consumers[index - low]:
-            waiting[consumer - low] -= 1
-            if not waiting[consumer - low]:
-                other = engine_of[ops[consumer].engine]
-                if lists[other][heads[other]] == consumer:
-                    ready(other, consumer)
-        heads[number] += 1
-        if heads[number] < len(lists[number]):
-            following = lists[number][heads[number]]
-            if not waiting[following - low]:
-                ready(number, following)
+        begin, index, number = pop(heap)
+        queue = lists[number]
+        while True:
+            payload = payloads[index]
+            finish = begin + payload if payload.__class__ is int else dma.finish_time(begin, *payload)
+            end[index] = finish
+            free[number] = finish
+            busy_by[number] += finish - begin
+            if finish > last:
+                last = finish
+            done += 1
+            for consumer in consumers.get(index, ()):
+                waiting[consumer] -= 1
+                if not waiting[consumer]:
+                    other_queue = engine_of[consumer]
+                    other = number_of[id(other_queue)]
+                    if other_queue[heads[other]] == consumer:
+                        push(heap, (begin_of(other, consumer), consumer, other))
+            heads[number] += 1
+            if heads[number] == len(queue):
+                break
+            following = queue[heads[number]]
+            if waiting[following]:
+                break
+            begin = begin_of(number, following)
+            if heap and (heap[0][0] < begin or (heap[0][0] == begin and heap[0][1] < following)):
+                push(heap, (begin, following, number))
+                break
+            index = following
     if done != high - low:
         raise AssertionError("the schedule deadlocks: an operation waits for one emitted after it")
     for engine, cycles in zip(engines, busy_by):

@@ -35,8 +35,10 @@ instructions in emission order, so a scheduled program cannot deadlock.
 from __future__ import annotations
 
 import bisect
+import gc
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -109,8 +111,7 @@ class Occupancy:
     users: dict[int, list[int]] = field(default_factory=dict)  # core -> job indices
     stores: list[Transfer] = field(default_factory=list)
     store_core: int = 0
-    previous: Occupancy | None = None
-    next: Occupancy | None = None
+    previous: Occupancy | None = None  # the slot's data before (no link forward: no reference cycles)
     last: int = -1  # the last job (of any core) that uses it
 
     def last_job(self, core: int) -> int:
@@ -176,18 +177,18 @@ class SemaphoreAllocator:
         that the long-known ones stay free for pairs that know less (ResNet-50 at 224x224 on
         `vector` needs 41 semaphores so, 59 taking the least recently waited first)."""
         best = None
-        for engine, queue in enumerate(self.waited):
+        for queue, known, waiter_knows in zip(self.waited, token.clock, before):
             if queue:
-                bound = min(token.clock[engine], before[engine])
+                bound = known if known < waiter_knows else waiter_knows
                 position = bisect.bisect_right(queue, (bound, NEVER)) - 1
                 if position >= 0:
                     seq, semaphore = queue[position]
                     key = (bound - seq, semaphore)
                     if best is None or key < best[0]:
-                        best = (key, engine, position)
+                        best = (key, queue, position)
         if best is not None:
-            (_, semaphore), engine, position = best
-            del self.waited[engine][position]
+            (_, semaphore), queue, position = best
+            del queue[position]
             return semaphore
         if self.fresh < self.count:
             self.fresh += 1
@@ -198,8 +199,13 @@ class SemaphoreAllocator:
         """An instruction on `engine` waiting on the signals `waits`: returns
         (barrier before it?, [(token, semaphore)] of its waits, its vector clock)."""
         index = self.engines.setdefault(engine, len(self.engines))
-        live = [token for token in waits if not token.cancelled]
         before = self.clocks[index]
+        if not waits:
+            clock = before.copy()
+            clock[index] += 1
+            self.clocks[index] = clock
+            return False, [], clock
+        live = [token for token in waits if not token.cancelled]
         pairs = []
         for token in live:
             semaphore = self.reusable(token, before)
@@ -251,6 +257,22 @@ class Layout:
         return cls(bases)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside. Building, timing and emitting schedules allocates
+    objects by the hundred thousand, each allocation counting towards a collection that walks
+    the whole heap (the IR, the jobs): about a fifth of the compile time. The few cycles made
+    meanwhile (occupancies link to their neighbours) are collected after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: int = SLOTS):
     """First pass: the slot of every (job, kind), and the occupancies."""
     resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
@@ -277,8 +299,6 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
                 slot = min(range(slots), key=used.__getitem__)
                 occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, ())),
                                       previous=slot_state[slot])
-                if slot_state[slot] is not None:
-                    slot_state[slot].next = occupancy
                 slot_state[slot] = occupancy
                 occupancies.append(occupancy)
             users = occupancy.users.get(core)
@@ -343,8 +363,9 @@ class Schedule:
         self.slot_of, self.occupancies = plan_occupancies(jobs, self.kinds, slots)
         self.ops: list[Operation] = []
         self._allocation: Allocation | None = None
-        self._fingerprint = fingerprint(jobs)
-        self._build()
+        self._fingerprint: list | None = None  # set when `of` keeps it for the emission
+        with gc_paused():
+            self._build()
 
     @classmethod
     def of(cls, target: Target, kinds: Sequence[BufferKind], jobs: Sequence[Job], slots: int = SLOTS) -> Schedule:
@@ -355,6 +376,7 @@ class Schedule:
                 last.kind_list == list(kinds) and last._fingerprint == fingerprint(jobs):
             return last
         schedule = _LAST[0] = cls(target, kinds, jobs, slots)
+        schedule._fingerprint = fingerprint(jobs)
         return schedule
 
     # -- building
@@ -462,51 +484,47 @@ class Schedule:
     def allocation(self) -> Allocation:
         """Every dependency a semaphore pair, numbered by `SemaphoreAllocator` in emission order."""
         if self._allocation is None:
-            self._allocation = allocate(self.target, self.ops)
+            with gc_paused():
+                self._allocation = allocate(self.target, self.ops)
         return self._allocation
 
     def instructions(self, layout: Layout | None = None) -> list[NamedTuple]:
         """The instructions: every operation with its semaphores and addresses, and a barrier
         before the operations `allocation` says need one."""
         layout = layout or Layout.allocate(self.target, self.kind_list, self.slots)
-        bases = layout.bases
         allocation = self.allocation
         barriers = set(allocation.barriers)
-        waits, signals = allocation.waits, allocation.signals
-        make = isa.make
         out: list[NamedTuple] = []
+        with gc_paused():
+            for index, op in enumerate(self.ops):
+                if index in barriers:
+                    out.append(isa.make("barrier"))
+                out.append(self.instruction(op, allocation.waits[index], allocation.signals[index], layout.bases))
+        return out
 
+    def instruction(self, op: Operation, wait: tuple[int, ...], signal: tuple[int, ...], bases: dict) -> NamedTuple:
+        """One operation as an instruction: buffer operands resolved to the addresses of their slots."""
         def resolve(value: Any, slots: dict[str, Occupancy]) -> Any:
             if isinstance(value, BufRef):
                 memory, base = bases[value.kind, slots[value.kind].slot]
                 return (memory, base + value.offset)
             return value
 
-        for index, op in enumerate(self.ops):
-            if index in barriers:
-                out.append(make("barrier"))
-            compute = op.compute
-            if compute is not None:
-                slots = self.slot_of[op.job]
-                operands = {name: resolve(value, slots) for name, value in compute.operands.items()}
-                out.append(make(compute.mnemonic, wait=waits[index], signal=signals[index], core=op.cores[0],
-                                **operands))
-                continue
-            transfer, occupancy = op.transfer, op.occupancy
-            slots = {occupancy.kind: occupancy}
-            channel = op.engine[1]
-            if op.store:
-                out.append(make(
-                    "dma", wait=waits[index], signal=signals[index], ch=channel, src=resolve(transfer.src, slots),
-                    src_core=op.cores[0], src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
-                    dst_stride=transfer.dst_stride, shape=transfer.shape))
-            else:
-                out.append(make(
-                    "dma", wait=waits[index], signal=signals[index], ch=channel, src=transfer.src,
-                    src_stride=transfer.src_stride, dst=resolve(transfer.dst, slots), cores=op.cores,
-                    dst_stride=transfer.dst_stride, shape=transfer.shape, pad=transfer.pad,
-                    pad_value=transfer.pad_value))
-        return out
+        compute = op.compute
+        if compute is not None:
+            slots = self.slot_of[op.job]
+            operands = {name: resolve(value, slots) for name, value in compute.operands.items()}
+            return isa.make(compute.mnemonic, wait=wait, signal=signal, core=op.cores[0], **operands)
+        transfer, occupancy = op.transfer, op.occupancy
+        slots = {occupancy.kind: occupancy}
+        if op.store:
+            return isa.make("dma", wait=wait, signal=signal, ch=op.engine[1], src=resolve(transfer.src, slots),
+                            src_core=op.cores[0], src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
+                            dst_stride=transfer.dst_stride, shape=transfer.shape)
+        return isa.make("dma", wait=wait, signal=signal, ch=op.engine[1], src=transfer.src,
+                        src_stride=transfer.src_stride, dst=resolve(transfer.dst, slots), cores=op.cores,
+                        dst_stride=transfer.dst_stride, shape=transfer.shape, pad=transfer.pad,
+                        pad_value=transfer.pad_value)
 
 
 _LAST: list[Schedule | None] = [None]  # the schedule built last (`Schedule.of`)
@@ -532,6 +550,8 @@ def allocate(target: Target, ops: Sequence[Operation]) -> Allocation:
     signals: list[tuple[int, ...]] = [()] * len(ops)
     barriers = []
     for index, op in enumerate(ops):
+        if not op.deps and not consumers[index]:
+            continue  # no semaphore: only its own engine's order, which is kept, relates it to the others
         barrier, pairs, clock = allocator.issue(op.engine, [tokens[dep].popleft() for dep in op.deps])
         if barrier:
             barriers.append(index)
