@@ -190,12 +190,15 @@ def check_span(where: str, addr: int, nbytes: int, dram_bytes: int | None) -> No
 def to_bytes(program: Program) -> bytes:
     memory_ids = {name: i for i, name in enumerate(program.memory_names)}
     strings: dict[str, int] = {}
-    slots: list[int] = []
-    for index, instr in enumerate(program.instructions):
-        try:
-            slots += isa.encode(instr, memory_ids, strings)
-        except isa.IsaError as error:
-            raise MachineFault(index, isa.definition_of(instr).mnemonic, str(error)) from None
+    try:
+        slots = isa.encode_all(program.instructions, memory_ids, strings)
+    except (KeyError, ValueError, TypeError, OverflowError):  # which instruction, and why: one by one
+        strings, slots = {}, []
+        for index, instr in enumerate(program.instructions):
+            try:
+                slots += isa.encode(instr, memory_ids, strings)
+            except isa.IsaError as error:
+                raise MachineFault(index, isa.definition_of(instr).mnemonic, str(error)) from None
     segments = merged_segments(program.data)
     header = program.header(list(strings), len(slots), [[a, len(b)] for a, b in segments])
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
