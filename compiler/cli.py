@@ -36,9 +36,10 @@ DEFAULTS = {"seed": 0, "tile_order": "scan", "tile_objective": "cycles"}
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nncc", description="Compile an ONNX model for a deep-learning accelerator.")
     parser.add_argument("model", type=Path, help="the ONNX model")
-    parser.add_argument("--target", default="vector",
+    parser.add_argument("--target", default=None,
                         help="'reference' (numpy execution of the nn IR), a preset (vector, fusion, edge) "
-                             "or a target TOML file (default: vector)")
+                             "or a target TOML file (default: vector; for IR saved at a stage, the "
+                             "target it records)")
     parser.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one target parameter (repeatable)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]D0xD1x...",
@@ -106,7 +107,7 @@ def options_from(args: argparse.Namespace):
 
     return Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
                    printing=printing_from(args),
-                   target_options={"target": args.target, "target_set": tuple(args.target_set),
+                   target_options={"target": args.target or "", "target_set": tuple(args.target_set),
                                    "tile_order": args.tile_order, "tile_objective": args.tile_objective},
                    input_shapes=parse_input_shapes(args.input_shape))
 
@@ -114,6 +115,8 @@ def options_from(args: argparse.Namespace):
 @report_errors("nncc")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.target is None and Path(args.model).suffix != ".mlir":
+        args.target = "vector"  # IR saved at a stage keeps the target it records (None: not given)
     check_flag_combinations(args)
     for option, default in DEFAULTS.items():
         setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
@@ -158,13 +161,22 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
                         "--emit=vector stops before it")
     if not args.emit and args.seed is not None and not used:
         raise NnccError(f"--seed {args.seed} chooses the random inputs of a run, and nothing runs: add --run")
+    if Path(args.model).suffix == ".mlir":
+        saved = ["--check"] * bool(args.check) + ["--input-shape"] * bool(args.input_shape)
+        if saved:
+            raise NnccError(f"{args.model}: {saved[0]} needs the ONNX model; IR saved at a stage continues "
+                            "from there (--run, --report, --outputs work)")
 
 
 def declare_inputs(files: UserFiles, args: argparse.Namespace) -> None:
     """Every file the command reads: no output may be one of them."""
     files.reads("the model", args.model)
+    if Path(args.model).suffix == ".mlir":  # IR saved at a stage, and the weights beside it
+        from nncc.compiler.weights import weights_path_for
+
+        files.reads("the model's weights", weights_path_for(Path(args.model)))
     files.reads("--inputs", args.inputs)
-    if Path(args.target).is_file():
+    if args.target and Path(args.target).is_file():
         files.reads("--target", args.target)
     for plugin in args.pass_plugin:
         if Path(plugin).is_file():
@@ -184,7 +196,7 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
     if args.emit not in ("nn", "fused") and args.target == REFERENCE_TARGET:
         raise NnccError(f"--emit={args.emit} needs an accelerator target (--target=vector, fusion, edge "
                         "or a TOML file); the reference target stops at the fused stage")
-    if args.target != REFERENCE_TARGET:
+    if args.target and args.target != REFERENCE_TARGET:
         from nncc.runtime.target import load_target
 
         load_target(args.target, args.target_set)  # a misspelt target or --target-set fails even at --emit=nn
@@ -237,8 +249,9 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     """Compile, write the program (.nnbin; .s with -S), and run it on the interpreter when asked."""
     from nncc.runtime.target import load_target
 
-    target = load_target(args.target, args.target_set)  # a bad target fails before compiling
-    prefix = program_prefix(args.program) or args.model.with_name(f"{args.model.stem}.{target.name}")
+    # a bad target fails before compiling; IR saved at a stage names the target it records
+    name = load_target(args.target, args.target_set).name if args.target else recorded_target_name(args.model)
+    prefix = program_prefix(args.program) or args.model.with_name(f"{args.model.stem}.{name}")
     suffixes = (".nnbin", ".s") if args.emit_asm else (".nnbin",)
     flag = "--program" if args.program else "the program (beside the model; choose with --program PREFIX)"
     paths = [files.writes(flag, prefix.with_name(prefix.name + suffix)) for suffix in suffixes]
@@ -246,7 +259,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     clock = Stopwatch()
     with clock("compile"):
         compilation, program = compile_program(args)
-    check_dram_size(program, target)
+    check_dram_size(program, program.target)
     write_program(program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
                f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
@@ -254,6 +267,16 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
         print(summary)
         return 0
     return run_program(args, files, program, summary, clock)
+
+
+def recorded_target_name(ir_path: Path) -> str:
+    """The name of the target saved IR records (`tile.target = {name = "edge", ...}` among the
+    module's attributes, on its first line), else vector (the passes then record it)."""
+    import re
+
+    with open(ir_path, encoding="utf-8", errors="replace") as text:
+        found = re.search(r'tile\.target = \{name = "([^"]+)"', text.readline())
+    return found.group(1) if found else "vector"
 
 
 def program_prefix(given: Path | None) -> Path | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nncc.compiler.cli import add_pass_options, printing_from, registry_from
+from nncc.compiler.ir_files import read_module
 from nncc.support import progress
 from nncc.support.command_line import ArgumentParser, add_common_options, output_file
 from nncc.support.errors import NnccError, report_errors
@@ -38,34 +39,6 @@ def build_parser() -> ArgumentParser:
     add_pass_options(parser)
     add_common_options(parser)
     return parser
-
-
-def read_source(name: str) -> tuple[str, Path]:
-    if name == "-":
-        return sys.stdin.read(), Path.cwd()
-    path = Path(name)
-    try:
-        return path.read_text(), path.resolve().parent
-    except FileNotFoundError:
-        raise NnccError(f"{name}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise NnccError(f"{name}: cannot read IR ({error})") from None
-
-
-def parse_module(text: str, name: str, ctx) -> ModuleOp:
-    from xdsl.parser import Parser
-    from xdsl.utils.exceptions import ParseError
-
-    if not text.strip():
-        raise NnccError(f"{name}: no IR (the input is empty)")
-    if any(char < " " and char not in "\t\n\r" for char in text[:4096]):
-        raise NnccError(f"{name}: not textual IR (control characters: a binary file? nncc compiles .onnx models)")
-    try:
-        module = Parser(ctx, text, name).parse_module()
-    except ParseError as error:
-        where = error.span.get_location()
-        raise NnccError(f"{name}:{where.line}:{where.col}: {error.msg}") from None
-    return module
 
 
 def pipeline_of(args, registry: Registry) -> list[ModulePass]:
@@ -94,23 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         run_staged(module, passes, registry.context(), printing)
         write_result(module, args.output, files)
     return 0
-
-
-def read_module(name: str, registry: Registry, files: UserFiles) -> ModuleOp:
-    """Parse and verify the input IR; open the weights its `nn.weights` names (an input too)."""
-    from nncc.compiler.pass_manager import verify
-    from nncc.compiler.weights import WEIGHTS_ATTR, check_saved_shapes, open_beside
-
-    text, ir_dir = read_source(name)
-    module = parse_module(text, name, registry.context())
-    verify(module, "parsing")
-    if WEIGHTS_ATTR in module.attributes:
-        store = open_beside(module, ir_dir)
-        files.reads("weights", store.path)
-        if store.path.exists():  # a missing file is an error only for passes that need the values
-            store.names()  # not an .npz: said now
-            check_saved_shapes(module, store)
-    return module
 
 
 def declare_files(args) -> UserFiles:

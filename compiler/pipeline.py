@@ -103,13 +103,19 @@ def with_target_options(module_pass, options: Options):
     return dataclasses.replace(module_pass, **given) if given else module_pass
 
 
+STAGE_ATTR = "nn.stage"  # module attribute: the last stage the pipeline ran on it
+
+
 def compile_model(model_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
     """Import `model_path` and run every stage up to and including `until`. At `isa` the isa ops
     are not built yet: `pass_manager.built` builds them (printing does), `module_to_program`
-    does not need them."""
+    does not need them. A `.mlir` file is IR saved at some stage (`--emit=STAGE -o FILE`, maybe
+    edited by hand): compilation continues after that stage (`compile_saved`)."""
     from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
     from nncc.compiler.pass_manager import check_pass_names, verify
 
+    if model_path.suffix == ".mlir":
+        return compile_saved(model_path, registry, options, until)
     check_pass_names(options.disabled, registry.passes, "--disable-pass")
     options.printing.check_names([*registry.passes, IMPORT_PASS])
     registry.pipeline(options.extra_passes, "--add-passes")  # users' passes fail before the import
@@ -121,6 +127,39 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     options.printing.after_pass(IMPORT_PASS, module)
     run_stages(module, stages, registry, options)
     return Compilation(model_path, model, module, store)
+
+
+def compile_saved(ir_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
+    """Read IR written at some stage (its `nn.stage`; the weights beside it) and run the stages
+    after it up to `until`: `nncc m.tile.mlir --target=edge --run` lowers a hand-edited tile
+    stage. There is no ONNX model (`model` is None)."""
+    from nncc.compiler.ir_files import read_module
+    from nncc.compiler.pass_manager import check_pass_names
+    from nncc.compiler.weights import store_of
+    from nncc.support.user_files import UserFiles
+
+    check_pass_names(options.disabled, registry.passes, "--disable-pass")
+    options.printing.check_names([*registry.passes, IMPORT_PASS])
+    module = read_module(str(ir_path), registry, UserFiles())
+    done = saved_stage(module, ir_path)
+    if STAGE_NAMES.index(done) > STAGE_NAMES.index(until):
+        raise NnccError(f"{ir_path}: the IR is at stage {done}, past the requested stage {until}")
+    run_stages(module, stages_until(until)[len(stages_until(done)):], registry, options)
+    return Compilation(ir_path, None, module, store_of(module, "nncc"))
+
+
+def saved_stage(module: ModuleOp, ir_path: Path) -> str:
+    """The stage `module` was saved at: its `nn.stage` attribute, else `nn` (IR from nncc-opt or
+    written by hand without one goes through every stage)."""
+    from xdsl.dialects.builtin import StringAttr
+
+    attr = module.attributes.get(STAGE_ATTR)
+    if attr is None:
+        return "nn"
+    if not isinstance(attr, StringAttr) or attr.data not in STAGE_NAMES:
+        raise NnccError(f"{ir_path}: module attribute {STAGE_ATTR} must be one of {', '.join(STAGE_NAMES)}, "
+                        f"not {attr}")
+    return attr.data
 
 
 def compile_further(compilation: Compilation, registry: Registry, options: Options, after: str,
@@ -137,9 +176,13 @@ def compile_further(compilation: Compilation, registry: Registry, options: Optio
 
 
 def run_stages(module: ModuleOp, stages: tuple[Stage, ...], registry: Registry, options: Options) -> None:
+    """Run `stages`; the module records the last one (`nn.stage`), so saved IR resumes after it."""
+    from xdsl.dialects.builtin import StringAttr
+
     ctx = registry.context()
     for stage in stages:
         run_staged(module, pipeline_passes(stage, registry, options), ctx, options.printing)
+        module.attributes[STAGE_ATTR] = StringAttr(stage.name)
 
 
 def run_staged(module: ModuleOp, passes: list, ctx, printing: IRPrinting | None = None) -> None:

@@ -41,6 +41,7 @@ into instructions is `compiler/codegen/nest.py`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -715,7 +716,7 @@ class LoadOp(SliceOp):
         printer.print_string(" dims ")
         print_ints(printer, ints(self.dims))
         if self.pad is not None:
-            printer.print_string(f" pad {self.pad.value.data!r}")
+            printer.print_string(f" pad {self.pad.value.data!r}")  # inf and -inf as words
         printer.print_op_attributes(self.attributes)
 
     @classmethod
@@ -728,9 +729,18 @@ class LoadOp(SliceOp):
         dims = parse_ints(parser)
         op = cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, dims)
         if parser.parse_optional_keyword("pad"):
-            op.pad = FloatAttr(parser.parse_float(), f64)
+            op.pad = FloatAttr(parse_pad(parser), f64)
         op.attributes |= parser.parse_optional_attr_dict()
         return op
+
+
+def parse_pad(parser: Parser) -> float:
+    """A float, or `inf` / `-inf` (max pooling pads with -inf)."""
+    negative = parser.parse_optional_punctuation("-") is not None
+    if parser.parse_optional_keyword("inf"):
+        return -math.inf if negative else math.inf
+    value = parser.parse_float()
+    return -value if negative else value
 
 
 @irdl_op_definition
@@ -925,6 +935,82 @@ class DepthwiseOp(ComputeOp):
         return parse_window_op(parser, cls, lambda exprs: parse_mapping(parser))
 
 
+@irdl_op_definition
+class PoolOp(ComputeOp):
+    """out[oh][ow][c] = max / average / sum over the window at (oh*s, ow*s) (taps d apart) of
+    in, on HWC tiles (`mapping width`: [channels][rows][columns], columns on the lanes); `sizes`
+    are [rows, columns, channels] of the output tile. A second input view (`divide_by`, [rows][columns])
+    multiplies the sums by per-position reciprocals (average pooling that excludes padding).
+
+        tile.pool max %in[0] -> %out[0] sizes [%toh, %tow, %tc] kernel [3, 3] strides [2, 2] dilations [1, 1]
+    """
+
+    name = "tile.pool"
+
+    func = prop_def(StringAttr)
+    kernel = prop_def(DenseArrayBase)
+    conv_strides = prop_def(DenseArrayBase, prop_name="conv_strides")
+    dilations = prop_def(DenseArrayBase)
+    mapping = opt_prop_def(StringAttr)
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.func.data not in ("max", "avg", "sum"):
+            raise VerifyException(f"tile.pool: func must be max, avg or sum, not {self.func.data!r}")
+        if len(self.buffers) not in (2, 3) or len(self.sizes.data.results) != 3:
+            raise VerifyException("tile.pool: in, out (and divide_by) views and 3 sizes expected")
+
+    def print(self, printer: Printer) -> None:
+        names = [printer_name(printer, v) for v in self.indices]
+        offsets = self.views.data.results
+        view = lambda i: f"{printer_name(printer, self.buffers[i])}[{expr_text(offsets[i], names)}]"  # noqa: E731
+        printer.print_string(f" {self.func.data} {view(0)} -> {view(1)} sizes "
+                             f"[{', '.join(expr_text(e, names) for e in self.sizes.data.results)}] kernel ")
+        print_ints(printer, ints(self.kernel))
+        printer.print_string(" strides ")
+        print_ints(printer, ints(self.conv_strides))
+        printer.print_string(" dilations ")
+        print_ints(printer, ints(self.dilations))
+        if self.mapping is not None:
+            printer.print_string(f" mapping {self.mapping.data}")
+        if len(self.buffers) == 3:
+            printer.print_string(f" divide_by {view(2)}")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PoolOp:
+        exprs = ExprParser(parser)
+        func = parser.parse_identifier()
+        views = []
+
+        def view():
+            buffer = untyped_operand(parser)
+            (offset,) = exprs.exprs()
+            views.append((buffer, offset))
+
+        view()
+        parser.parse_punctuation("->")
+        view()
+        parser.parse_keyword("sizes")
+        sizes = exprs.exprs()
+        parser.parse_keyword("kernel")
+        kernel = parse_ints(parser)
+        parser.parse_keyword("strides")
+        strides = parse_ints(parser)
+        parser.parse_keyword("dilations")
+        dilations = parse_ints(parser)
+        properties: dict[str, Attribute] = {"func": StringAttr(func), "kernel": ints_attr(kernel),
+                                            "conv_strides": ints_attr(strides), "dilations": ints_attr(dilations)}
+        if parser.parse_optional_keyword("mapping"):
+            properties["mapping"] = StringAttr(parser.parse_identifier())
+        if parser.parse_optional_keyword("divide_by"):
+            view()
+        properties |= {"views": exprs.map([o for _, o in views]), "sizes": exprs.map(sizes)}
+        op = cls.build(operands=[[b for b, _ in views], list(exprs.values)], properties=properties)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
 def mapping_text(op) -> str:
     """` mapping width` and ` onto_output` when set (tile.conv, tile.depthwise)."""
     text = f" mapping {op.mapping.data}" if op.mapping is not None else ""
@@ -1033,4 +1119,4 @@ def conv_op(buffers, offsets, exprs: ExprParser, sizes, kernel, strides, dilatio
 
 
 TILE = Dialect("tile", [NestOp, RelayoutOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, ConvOp, DepthwiseOp,
-                        FillOp], [])
+                        PoolOp, FillOp], [])

@@ -15,10 +15,10 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
 
-from nncc.passes.tile_layers import SIZED_FOR_ATTR
-from nncc.support.errors import NnccError
+from nncc.dialects import tile
 
-BUFFERS_ATTR = "tile.buffers"
+from nncc.passes.decisions import BUFFERS_ATTR, SIZED_FOR_ATTR
+from nncc.support.errors import NnccError
 
 
 @dataclass(frozen=True)
@@ -33,3 +33,6 @@ class DoubleBufferPass(ModulePass):
             raise NnccError("double-buffer: the tiles were sized for one slot per buffer "
                             "(tile-layers{buffers=1}); run tile-layers with buffers=2 first")
         op.attributes[BUFFERS_ATTR] = IntegerAttr(2, i64)
+        for buffer in op.walk():
+            if isinstance(buffer, tile.BufferOp):  # the loop nests' buffers get a second slot
+                buffer.slots = IntegerAttr(2, i64)

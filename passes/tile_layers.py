@@ -17,6 +17,11 @@ channels on the lanes, chw: output columns on the lanes), chosen and followed th
 Streaming layers (elementwise, global pooling, softmax, LRN, copies) size their tiles when they
 are lowered, from the memory budget alone.
 
+The module records what the tiles were chosen for (`passes/decisions.py`): `tile.order` and
+`tile.objective` from the options (default scan and cycles), and `tile.target` unless
+partition-cores recorded it already; `lower-to-isa` reads them, and a pass given another value
+as an option refuses. Options `target`/`target-set` are needed only when no target is recorded.
+
     %y = fused.conv2d %x, %w, %b ... act relu {onnx_nodes = ["conv1"],
            tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial",
                    mapping = "channels"}}
@@ -31,29 +36,20 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.context import TILE_ATTR, Lowering, layer_name
 from nncc.compiler.codegen.conv import choose_tiles
+from nncc.compiler.codegen.conv_nest import replace_with_nest
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import conv_problem, tile_attribute, window_problem
+from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, tile_attribute, window_problem
+from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, replace_with_pool_nest
 from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.pool import window_tile_attribute
 from nncc.compiler.nn_interpreter import main_function
 from nncc.compiler.weights import store_of
-from nncc.passes.partition_cores import CORES_ATTR
+from nncc.passes.decisions import (
+    CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, SIZED_FOR_ATTR, decide, module_target,
+)
 from nncc.runtime.program import Program
-from nncc.runtime.target import load_target
 from nncc.support import progress
 from nncc.support.errors import NnccError
-
-OBJECTIVES = ("cycles", "dram")
-
-
-def check_tile_options(pass_name: str, tile_order: str, tile_objective: str) -> None:
-    """The tile options tile-layers and lower-to-isa share, checked with a one-line error."""
-    if tile_order not in ("naive", "scan"):
-        raise NnccError(f"{pass_name}: tile-order must be naive or scan, not {tile_order!r}")
-    if tile_objective not in OBJECTIVES:
-        raise NnccError(f"{pass_name}: tile-objective must be cycles or dram, not {tile_objective!r}")
-
-SIZED_FOR_ATTR = "tile.sized_for"  # set to 1 when the tiles fill whole memories (no double buffering)
 
 
 @dataclass(frozen=True)
@@ -62,21 +58,22 @@ class TileLayersPass(ModulePass):
 
     name = "tile-layers"
 
-    target: str = "vector"
+    target: str = ""  # default: the module's tile.target, else vector
     target_set: tuple[str, ...] = ()
-    tile_order: str = "scan"
+    tile_order: str = ""  # naive or scan; default: the module's tile.order, else scan
     buffers: int = 2  # slots per buffer kind the tiles are sized for
-    tile_objective: str = "cycles"  # what the tiles minimise first: cycles, or dram (bytes moved)
+    tile_objective: str = ""  # what the tiles minimise first: cycles (the default), or dram (bytes moved)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        check_tile_options(self.name, self.tile_order, self.tile_objective)
         if self.buffers not in (1, 2):
             raise NnccError(f"tile-layers: buffers must be 1 or 2, not {self.buffers}")
-        target = load_target(self.target, self.target_set)
+        target = module_target(op, self.name, self.target, self.target_set)
+        tile_order = decide(op, self.name, ORDER_ATTR, "tile-order", self.tile_order, "scan", ORDERS)
+        objective = decide(op, self.name, OBJECTIVE_ATTR, "tile-objective", self.tile_objective, "cycles", OBJECTIVES)
         cores = op.attributes.get(CORES_ATTR)
-        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=self.tile_order,
+        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=tile_order,
                             layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
-                            buffers=self.buffers, objective=self.tile_objective)
+                            buffers=self.buffers, objective=objective)
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         layers = layers_of(main_function(op))
@@ -90,8 +87,12 @@ class TileLayersPass(ModulePass):
 def tile_layer(lowering: Lowering, layer: Operation) -> None:
     """Set `layer`'s tile attribute when it is a conv, gemm, pooling or depthwise conv."""
     window = window_problem(lowering, layer)
-    if window is not None:  # pooling and depthwise conv: channels, rows and columns per tile
-        layer.attributes[TILE_ATTR] = window_tile_attribute(window.tiles())
+    if window is not None and layer.name.endswith("conv2d"):  # a depthwise conv: written as its nest
+        replace_with_depthwise_nest(lowering, layer, conv2d_shape(layer), window.tiles())
+        return
+    if window is not None:  # pooling: written as its nest
+        replace_with_pool_nest(lowering, lowering.store, layer)
+        return
     problem = conv_problem(layer)
     if problem is None:
         return
@@ -99,4 +100,6 @@ def tile_layer(lowering: Lowering, layer: Operation) -> None:
         mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
     else:
         mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
+    if replace_with_nest(lowering, layer, problem, tiles, mapping) is not None:  # written as its loop nest
+        return
     layer.attributes[TILE_ATTR] = tile_attribute(tiles, mapping)

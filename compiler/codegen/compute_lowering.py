@@ -170,4 +170,33 @@ def depthwise_instructions(nest: NestLowering, op: tile.DepthwiseOp) -> list[Com
     return compute + epilogue_of(op).instructions(nest.lowering, out, shape)
 
 
-LOWERINGS = {tile.ConvOp: conv_instructions, tile.DepthwiseOp: depthwise_instructions, tile.FillOp: fill_instructions}
+def pool_instructions(nest: NestLowering, op: tile.PoolOp) -> list[Compute]:
+    """One `vpool` over the output tile (the window's step folded into its strides), then a
+    `vmul` by the [rows][columns] reciprocal divisors when there are any."""
+    offsets = nest.values(op, "views")
+    toh, tow, channels = nest.values(op, "sizes")
+    kh, kw = tile.ints(op.kernel)
+    sh, sw = tile.ints(op.conv_strides)
+    dh, dw = tile.ints(op.dilations)
+    rows, cols = (toh - 1) * sh + (kh - 1) * dh + 1, (tow - 1) * sw + (kw - 1) * dw + 1
+    inputs, out = nest.view(op, 0, offsets), nest.view(op, 1, offsets)
+    unit = nest.lowering.vector_unit
+    if op.mapping is None:  # channels on the lanes: (row, column, channel) strides
+        shape, x_stride = (toh, tow, channels), (sh * cols * channels, sw * channels, 1)
+        win_stride, z_stride, d_stride = (dh * cols * channels, dw * channels), (tow * channels, channels, 1), \
+            (tow, 1, 0)
+    else:  # columns on the lanes: (channel, row, column)
+        shape, x_stride = (channels, toh, tow), (rows * cols, sh * cols, sw)
+        win_stride, z_stride, d_stride = (dh * cols, dw), (toh * tow, tow, 1), (0, tow, 1)
+    compute = [Compute("vpool", {"unit": unit, "func": op.func.data, "shape": shape, "window": (kh, kw),
+                                 "x": inputs, "x_stride": x_stride, "win_stride": win_stride, "z": out,
+                                 "z_stride": z_stride})]
+    if len(op.buffers) == 3:
+        compute.append(Compute("vmul", {"unit": unit, "shape": shape, "x": out, "x_stride": z_stride,
+                                        "y": nest.view(op, 2, offsets), "y_stride": d_stride, "z": out,
+                                        "z_stride": z_stride}))
+    return compute
+
+
+LOWERINGS = {tile.ConvOp: conv_instructions, tile.DepthwiseOp: depthwise_instructions, tile.PoolOp: pool_instructions,
+             tile.FillOp: fill_instructions}

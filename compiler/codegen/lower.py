@@ -20,31 +20,12 @@ from nncc.compiler.codegen.lowering_table import LOWERINGS
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.nn_interpreter import main_function, names_attr
 from nncc.compiler.weights import WeightStore
-from nncc.dialects import nn
+from nncc.dialects import nn, tile
 from nncc.runtime import isa
 from nncc.runtime.program import Program
 from nncc.runtime.target import Target
 from nncc.support import progress
 from nncc.support.errors import NnccError
-
-PREDICTIONS = "isa.predictions"  # module attribute: {layer ordinal: {name, predicted_cycles, ...}}
-
-
-def predictions_attribute(program: Program):
-    """The cost model's per-layer predictions of `program` as a module attribute."""
-    from nncc.compiler.codegen.isa_module import to_attribute
-
-    return to_attribute({str(index): row for index, row in getattr(program, "predictions", {}).items()})
-
-
-def predictions_of(module: ModuleOp) -> dict[int, dict]:
-    """The predictions an `isa` module carries (empty when it has none)."""
-    from nncc.compiler.codegen.isa_module import from_attribute
-
-    if PREDICTIONS not in module.attributes:
-        return {}
-    return {int(index): row for index, row in from_attribute(module.attributes[PREDICTIONS]).items()}
-
 
 def layers_of(main: func.FuncOp) -> list[Operation]:
     """The ops of @main that are layers: all but weights and the return."""
@@ -88,6 +69,10 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
     assert isinstance(returned, func.ReturnOp)
     output_names = names_attr(module, "nn.output_names", len(returned.operands), "output")
     claim_outputs(lowering, returned, output_names)
+    from nncc.compiler.codegen.data import plan_in_place_concats
+
+    plan_in_place_concats(lowering, main.body.block)  # producers (nests too) write into concat slices
+    lowering.concats_planned = True
     layers = layers_of(main)
     with progress.stage("lowering", total=len(layers), unit="layers") as task:
         for op in layers:
@@ -134,6 +119,12 @@ def lower_op(lowering: Lowering, op: Operation) -> None:
     if is_alias(op):
         lowering.addresses[op.result] = source_address(lowering, op.input) + 4 * op.contiguous_offset()
         return
+    if isinstance(op, tile.NestOp):
+        from nncc.compiler.codegen.nest import lower_nest
+
+        emit_layer(lowering, op.layer.data, op.attributes["op"].data, nn.onnx_nodes_of(op),
+                   lambda: lower_nest(lowering, op))
+        return
     generator = LOWERINGS.get(op.name)
     if generator is None:
         raise NnccError(f"layer {layer_name(op)}: {op.name} has no code generator for "
@@ -147,8 +138,8 @@ def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], ge
     lowering.layer_index += 1
     lowering.layer_name = name
     program.instructions.append(isa.make("layer", name=name, op=op_name, nodes=",".join(nodes)))
-    for phase, (kinds, jobs) in enumerate(generate()):
+    for phase, (kinds, jobs, *slots) in enumerate(generate()):
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))
-        program.instructions += Scheduler(lowering.target, kinds, lowering.buffers).schedule(jobs)
+        program.instructions += Scheduler(lowering.target, kinds, slots[0] if slots else lowering.buffers).schedule(jobs)
     program.instructions.append(isa.make("barrier"))

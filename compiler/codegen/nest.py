@@ -87,11 +87,11 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
             base += offsets[d] * tensor.strides[d]
     box, src_strides, pads = [], [], []
     for d in dims:
-        low = max(0, -offsets[d])
-        high = max(0, offsets[d] + sizes[d] - tensor.shape[d])
+        low = min(max(0, -offsets[d]), sizes[d])  # a window wholly outside (ceil-mode pooling) is all padding
+        high = min(max(0, offsets[d] + sizes[d] - tensor.shape[d]), sizes[d] - low)
         if (low or high) and not load:
             raise NnccError("tile: a store outside its tensor")
-        base += max(offsets[d], 0) * tensor.strides[d]
+        base += min(max(offsets[d], 0), tensor.shape[d] - 1) * tensor.strides[d]
         box.append(sizes[d])
         src_strides.append(tensor.strides[d])
         pads.append((low, high))
@@ -342,8 +342,8 @@ class NestLowering:
 
 
 def written_buffer(op: tile.ComputeOp) -> SSAValue:
-    """The buffer a compute op writes: a fill's only one, else its third (the output)."""
-    return op.buffers[0] if isinstance(op, tile.FillOp) else op.buffers[2]
+    """The buffer a compute op writes: a fill's only one, a pool's second, else the third."""
+    return op.buffers[{tile.FillOp: 0, tile.PoolOp: 1}.get(type(op), 2)]
 
 
 def product(ranges):
@@ -388,7 +388,7 @@ class NestTensors(dict):
         self.outputs = set(nest.outputs)
 
     def __missing__(self, value: SSAValue) -> DramTensor:
-        from nncc.compiler.codegen.lower import source_address
+        from nncc.compiler.codegen.context import source_address
 
         owner = value.owner
         if isinstance(owner, tile.RelayoutOp):

@@ -18,8 +18,11 @@ store. Layout hwc puts the channels on the lanes, chw (`mapping width`) the outp
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import ArrayAttr, StringAttr, UnitAttr
-from xdsl.ir import Block, Operation, Region
+import math
+
+import numpy as np
+from xdsl.dialects.builtin import ArrayAttr, FloatAttr, StringAttr, UnitAttr, f64
+from xdsl.ir import Block, Operation, Region, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv_nest import IndexExprs, epilogue_parameters, layer_name_of, slice_op
@@ -82,10 +85,7 @@ def depthwise_nest(lowering: Lowering, op: Operation, s, t, epilogue: Epilogue, 
         compute.mapping = StringAttr("width")
     body.add_op(compute)
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, dims))
-    nest = tile.NestOp(layer_name_of(op), inputs, [op.result.type], Region(block),
-                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
-    nest.results[0].name_hint = op.results[0].name_hint
-    return nest
+    return finish_nest(op, inputs, block)
 
 
 def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: int = 1) -> tile.NestOp:
@@ -93,6 +93,91 @@ def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: 
     from nncc.compiler.codegen.layers import epilogue_of
 
     nest = depthwise_nest(lowering, op, s, t, epilogue_of(op), slots)
+    op.parent.insert_op_before(nest, op)
+    op.result.replace_all_uses_with(nest.results[0])
+    op.detach()
+    op.erase()
+    return nest
+
+
+def pool_nest(lowering: Lowering, op: Operation, g, t, func: str, divisor: SSAValue | None,
+              slots: int = 1) -> tile.NestOp:
+    """The nest of pooling `op` (window `g`, tiles `t`: pool.Window, pool.WindowTiles): every
+    output tile's input window (padded with -inf for max, zeros otherwise), one `tile.pool`, the
+    [rows][columns] reciprocal divisors for average pooling that excludes the padding."""
+    named = [("X", op.input)] + ([("D", divisor)] if divisor is not None else [])
+    inputs = [value for _, value in named]
+    block = Block(arg_types=[value.type for value in inputs] + [op.result.type])
+    args = {}
+    for (name, _), arg in zip(named + [("Y", op.result)], block.args):
+        arg.name_hint = name
+        args[name] = arg
+    rows, cols = g.extent(t.toh, 0), g.extent(t.tow, 1)
+    channels_last = t.layout == "hwc"
+    buffers = {}
+    shapes = [("in", "input", [rows, cols, t.tc] if channels_last else [t.tc, rows, cols]),
+              ("out", "output", [t.toh, t.tow, t.tc] if channels_last else [t.tc, t.toh, t.tow])]
+    if divisor is not None:
+        shapes.append(("div", "weight", [t.toh, t.tow]))
+    for name, role, shape in shapes:
+        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots)
+        buffer.result.name_hint = name
+        block.add_op(buffer)
+        buffers[name] = buffer.result
+    loop = tile.ForOp.build([(0, g.c, t.tc), (0, g.n, 1), (0, g.oh, t.toh), (0, g.ow, t.tow)], "naive",
+                            lowering.cores, names=["c", "n", "oh", "ow"])
+    block.add_op(loop)
+    c, tc, n, _, oh, toh, ow, tow = loop.block.args
+    body = loop.block
+    dims = [2, 3, 1] if channels_last else [1, 2, 3]
+    sh, sw = g.strides
+    load = slice_op(tile.LoadOp, args["X"], buffers["in"], [n, c, ((oh, sh), -g.pads[0]), ((ow, sw), -g.pads[1])],
+                    [1, tc, ((toh, sh), (g.kh - 1) * g.dilations[0] + 1 - sh),
+                     ((tow, sw), (g.kw - 1) * g.dilations[1] + 1 - sw)], dims)
+    if func == "max":
+        load.pad = FloatAttr(-math.inf, f64)
+    body.add_op(load)
+    if divisor is not None:
+        body.add_op(slice_op(tile.LoadOp, args["D"], buffers["div"], [oh, ow], [toh, tow], [0, 1]))
+    e = IndexExprs()
+    sizes = e.map([e(toh), e(tow), e(tc)])
+    pool_buffers = [buffers["in"], buffers["out"]] + ([buffers["div"]] if divisor is not None else [])
+    pool = tile.PoolOp.build(
+        operands=[pool_buffers, list(e.values)],
+        properties={"func": StringAttr(func), "kernel": tile.ints_attr([g.kh, g.kw]),
+                    "conv_strides": tile.ints_attr(list(g.strides)), "dilations": tile.ints_attr(list(g.dilations)),
+                    "views": e.map([e(0)] * len(pool_buffers)), "sizes": sizes})
+    if not channels_last:
+        pool.mapping = StringAttr("width")
+    body.add_op(pool)
+    body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, c, oh, ow], [1, tc, toh, tow], dims))
+    return finish_nest(op, inputs, block)
+
+
+def finish_nest(op: Operation, inputs, block: Block) -> tile.NestOp:
+    nest = tile.NestOp(layer_name_of(op), inputs, [op.result.type], Region(block),
+                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
+    nest.results[0].name_hint = op.results[0].name_hint
+    return nest
+
+
+def replace_with_pool_nest(lowering: Lowering, store, op: Operation, slots: int = 1) -> tile.NestOp:
+    """Put pooling `op`'s nest in its place in @main (tiles: its `tile` attribute, else the
+    cheapest); average pooling that excludes padding gets its reciprocal divisors as a weight."""
+    from nncc.compiler.codegen.pool import divisor_counts, given_window_tiles, pool_probe, window_of
+
+    g = window_of(op)
+    probe = pool_probe(lowering, op)
+    t = given_window_tiles(op, g, layer_name_of(op)) or probe.tiles()
+    divisor = None
+    if probe.func == "sum":
+        reciprocal = (1.0 / divisor_counts(g, bool(op.count_include_pad.value))).astype(np.float32)
+        name = store.add(f"{layer_name_of(op)}.divisor", reciprocal)
+        weight = nn.WeightOp(name, list(reciprocal.shape))
+        weight.result.name_hint = f"{layer_name_of(op)}_divisor"
+        op.parent.insert_op_before(weight, op)
+        divisor = weight.result
+    nest = pool_nest(lowering, op, g, t, probe.func, divisor, slots)
     op.parent.insert_op_before(nest, op)
     op.result.replace_all_uses_with(nest.results[0])
     op.detach()

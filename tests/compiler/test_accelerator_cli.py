@@ -30,11 +30,11 @@ def test_compile_run_check_on_every_target(capsys, small_model_path, tmp_path, t
     assert data["target"] == target and data["check"]["passed"]
     assert data["cycles"] > 0 and data["macs"] == 8 * 8 * 8 * 27 + 10 * 200
     assert data["dram"]["read_bytes"] > 0
-    # Both written programs (binary and assembly: weight symbols like "conv1.weight.bn#conv"
+    # Both written programs (binary and assembly: weight symbols like "conv1.weight.bn#03421"
     # quoted) run the same under nncc-run.
     np.savez(tmp_path / "in.npz", x=np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32))
     text = (tmp_path / "prog.s").read_text()
-    assert '.symbol weight "conv1.weight.bn#conv" ' in text
+    assert '.symbol weight "conv1.weight.bn#03421" ' in text
     assert disassemble(assemble(text)) == text  # the compiler's assembly is canonical
     for suffix in (".nnbin", ".s"):
         assert run_cli.main([str(tmp_path / f"prog{suffix}"), "--inputs", str(tmp_path / "in.npz"),
@@ -137,7 +137,7 @@ def test_direct_lowering_and_the_isa_ir_give_the_same_program(capsys, small_mode
 def test_stages_tile_and_vector_are_printable_and_consumed(capsys, small_model_path, tmp_path):
     code, tiled, err = nncc(capsys, small_model_path, "--emit=tile", "--target=vector")
     assert code == 0, err
-    assert "tile.cores = 4 : i64" in tiled and "tile = {oc = " in tiled
+    assert "tile.cores = 4 : i64" in tiled and "tile.nest" in tiled and "tile.for %oc[%toc]" in tiled
     code, vector, _ = nncc(capsys, small_model_path, "--emit=vector", "--target=vector")
     assert "tile.buffers = 2 : i64" in vector
 
@@ -163,9 +163,9 @@ def test_single_buffered_tiles_fill_the_memory(capsys, small_model_path, tmp_pat
     import re
 
     def tile_of(text):
-        oc, ic, oh, ow = map(int, re.search(r"tile = \{oc = (\d+) : i64, ic = (\d+) : i64, oh = (\d+) : i64, "
-                                             r"ow = (\d+) : i64", text).groups())
-        return oc, ic, oh, ow
+        """The first conv nest's loop steps: output channels, input channels, rows, columns."""
+        return tuple(int(re.search(rf"%{name}\[%t{name}\] = 0 to \d+ step (\d+)", text).group(1))
+                     for name in ("oc", "ic", "oh", "ow"))
 
     target = ["--target=edge", "--target-set", "memory.BUF.size_bytes=8192"]
     code, double, err = nncc(capsys, small_model_path, "--emit=tile", *target)
@@ -189,8 +189,9 @@ def test_hand_edited_tile_sizes_are_followed(capsys, small_model_path, tmp_path)
 
     tiled = tmp_path / "m.tile.mlir"
     assert nncc(capsys, small_model_path, "--emit=tile", "--target=edge", "-o", tiled)[0] == 0
-    text = re.sub(r"tile = \{oc = \d+ : i64, ic = \d+ : i64, oh = \d+ : i64, ow = \d+ : i64",
-                  "tile = {oc = 8 : i64, ic = 3 : i64, oh = 1 : i64, ow = 8 : i64", tiled.read_text(), count=1)
+    # the conv's nest: one output row per tile (the row loop's step), all 8 columns
+    text = re.sub(r"%oh\[%toh\] = 0 to 8 step \d+", "%oh[%toh] = 0 to 8 step 1", tiled.read_text(), count=1)
+    text = re.sub(r"%ow\[%tow\] = 0 to 8 step \d+", "%ow[%tow] = 0 to 8 step 8", text, count=1)
     tiled.write_text(text)
     lowered = tmp_path / "m.isa.mlir"
     assert opt.main([str(tiled), "-p", "double-buffer,lower-to-isa{target=edge}", "-o", str(lowered)]) == 0
@@ -199,10 +200,12 @@ def test_hand_edited_tile_sizes_are_followed(capsys, small_model_path, tmp_path)
     # kernel row of the 3x3 kernel, k = 3 columns x 3 channels).
     conv_matmuls = lowered.read_text().split('isa.layer {name = "c"')[1].split("isa.layer")[0].count("isa.matmul")
     assert conv_matmuls == 8 * 3
-    text = text.replace("oh = 1 : i64", "oh = 99 : i64", 1)
+    # a tile larger than its buffers: refused in one line naming the layer and the buffer
+    text = text.replace("%ow[%tow] = 0 to 8 step 8", "%ow[%tow] = 0 to 99 step 99", 1)
     tiled.write_text(text)
     assert opt.main([str(tiled), "-p", "lower-to-isa{target=edge}"]) == 2
-    assert "tile sizes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "layer c:" in err and "do not fit the buffer" in err and len(err.strip().splitlines()) == 1
 
 
 def test_report_shows_dram_bytes_scan_saved(capsys, make_model, write_model, tmp_path):
@@ -234,20 +237,24 @@ def test_report_shows_dram_bytes_scan_saved(capsys, make_model, write_model, tmp
 
 
 def test_pooling_tiles_are_in_the_tile_stage_and_followed(capsys, small_model_path, tmp_path):
-    """tile-layers records pooling (and depthwise) tiles as channels, output rows and columns;
-    lower-to-isa follows a hand edit, and refuses sizes outside the layer in one line."""
+    """tile-layers writes pooling (and depthwise) layers as nests whose loop steps are the
+    channels, output rows and columns per tile; lower-to-isa follows a hand edit, and refuses a
+    tile larger than its buffer in one line."""
+    import re
+
     tiled = tmp_path / "m.tile.mlir"
     assert nncc(capsys, small_model_path, "--emit=tile", "--target=vector", "-o", tiled)[0] == 0
     text = tiled.read_text()
-    whole = 'tile = {c = 8 : i64, oh = 5 : i64, ow = 5 : i64, layout = "hwc"}'
-    assert whole in text  # the 8x5x5 pooling output fits in one tile
-    tiled.write_text(text.replace(whole, 'tile = {c = 8 : i64, oh = 1 : i64, ow = 5 : i64, layout = "hwc"}'))
+    assert "tile.pool max" in text and "pad -inf" in text
+    rows = re.search(r"(%oh_?\d*\[%toh_?\d*\] = 0 to 5 step )5", text)  # the 8x5x5 output fits in one tile
+    assert rows is not None
+    tiled.write_text(text.replace(rows.group(0), rows.group(1) + "1"))
     lowered = tmp_path / "m.isa.mlir"
     assert opt.main([str(tiled), "-p", "double-buffer,lower-to-isa{target=vector}", "-o", str(lowered)]) == 0
     pool = lowered.read_text().split('isa.layer {name = "p"')[1].split("isa.layer")[0]
     assert pool.count("isa.vpool") == 5  # one per output row
-    tiled.write_text(text.replace(whole, 'tile = {c = 9 : i64, oh = 1 : i64, ow = 5 : i64, layout = "hwc"}'))
+    tiled.write_text(text.replace("memref<11x11x8xf32", "memref<3x11x8xf32", 1))
     capsys.readouterr()
     assert opt.main([str(tiled), "-p", "lower-to-isa{target=vector}"]) == 2
     err = capsys.readouterr().err
-    assert "layer p: tile sizes" in err and "must lie within" in err and len(err.strip().splitlines()) == 1
+    assert "layer p: a load into buffer" in err and "do not fit the buffer" in err and len(err.strip().splitlines()) == 1

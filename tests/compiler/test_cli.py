@@ -126,7 +126,7 @@ def test_disable_pass_keeps_the_ir_unchanged(capsys, small_model_path):
     _, imported, _ = run_nncc(capsys, small_model_path, "--emit=nn")
     _, fused, _ = run_nncc(capsys, small_model_path, "--emit=fused", "--disable-pass=canonicalize-nn",
                            "--disable-pass=fold-batch-norm", "--disable-pass=fuse-epilogues")
-    assert imported == fused
+    assert imported.replace('nn.stage = "nn"', "") == fused.replace('nn.stage = "fused"', "")  # the stage it is at
 
 
 def test_emit_isa_needs_a_target_and_says_so(capsys, small_model_path):
