@@ -156,10 +156,10 @@ class CoreState:
 class NestLowering:
     """The buffer kinds and jobs of one `tile.nest`."""
 
-    def __init__(self, lowering: Lowering, nest: tile.NestOp):
+    def __init__(self, lowering: Lowering, nest: tile.NestOp, original: tile.NestOp | None = None):
         self.lowering = lowering
         self.nest = nest
-        self.tensors = NestTensors(lowering, nest)
+        self.tensors = NestTensors(lowering, nest, original or nest)
         self.compiled: dict[tuple[Operation, str], tuple[Callable, tuple[SSAValue, ...]]] = {}
         self.statics: dict[Operation, object] = {}
         self.transfer_cache: dict[tuple, list[Transfer]] = {}
@@ -381,11 +381,13 @@ class NestTensors(dict):
     them, relayouts of constants as their own copies in the weight image (a weight only read
     through its relayout is placed once, in that layout)."""
 
-    def __init__(self, lowering: Lowering, nest: tile.NestOp):
+    def __init__(self, lowering: Lowering, nest: tile.NestOp, original: tile.NestOp):
+        """`original`: the nest in @main whose operands and results `nest` (it, or a copy of it
+        walked another way) stands for."""
         super().__init__()
         self.lowering = lowering
-        self.values = dict(zip(nest.block.args, [*nest.inputs, *nest.outputs]))
-        self.outputs = set(nest.outputs)
+        self.values = dict(zip(nest.block.args, [*original.inputs, *original.outputs]))
+        self.outputs = set(original.outputs)
 
     def __missing__(self, value: SSAValue) -> DramTensor:
         from nncc.compiler.codegen.context import source_address
@@ -441,7 +443,7 @@ def lower_nest(lowering: Lowering, nest: tile.NestOp):
         naive = nest.clone()
         for loop in loops_of(naive):
             loop.order = StringAttr("naive")
-        walked = NestLowering(lowering, naive)
+        walked = NestLowering(lowering, naive, original=nest)
         lowering.record_naive_order(predict_jobs(lowering.target, kinds, walked.jobs(), slots=slots))
     return [(kinds, jobs, slots)]
 
