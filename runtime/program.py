@@ -113,13 +113,14 @@ class Program:
 
 def merged_segments(data: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     """Sort segments by address and merge the contiguous ones (the canonical DRAM image)."""
-    merged: list[tuple[int, bytearray]] = []
+    runs: list[tuple[int, int, list[bytes]]] = []  # (address, end, chunks) of contiguous runs
     for addr, chunk in sorted(data, key=lambda item: item[0]):
-        if merged and merged[-1][0] + len(merged[-1][1]) == addr:
-            merged[-1][1].extend(chunk)
+        if runs and runs[-1][1] == addr:
+            runs[-1][2].append(chunk)
+            runs[-1] = (runs[-1][0], addr + len(chunk), runs[-1][2])
         else:
-            merged.append((addr, bytearray(chunk)))
-    return [(addr, bytes(chunk)) for addr, chunk in merged]
+            runs.append((addr, addr + len(chunk), [chunk]))
+    return [(addr, bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)) for addr, _, chunks in runs]
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,12 +31,13 @@ import numpy as np
 from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.conv import (
     CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, grid_fits,
-    nchw, probe_prediction,
+    nchw, preference, probe_prediction,
 )
+from nncc.compiler.codegen.cost_model import conv_estimates
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufRef, Compute, Transfer
 
-SHORTLIST = 4  # width tilings of the closed-form ranking that the job-level model then times
+SHORTLIST = 4  # width tilings of the closed-form ranking (`conv_estimates`, mapping "width") then timed
 
 
 def width_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
@@ -108,23 +109,6 @@ def width_tile_candidates(lowering: Lowering, s: ConvShape):
     return tuple(grid[d, ok] for d in range(4))
 
 
-def width_estimates(lowering: Lowering, s: ConvShape, toc, tic, toh, tow):
-    """A rough closed form (cycles, jobs) of width tilings, to shortlist them for the job-level model:
-    the slower of the matmuls (spread over the cores) and the DRAM traffic."""
-    target, unit = lowering.target, lowering.target.main
-    cores = max(1, lowering.cores)
-    n_oc, n_ic = -(-s.og // toc), -(-s.cg // tic)
-    n_oh, n_ow = -(-s.oh // toh), -(-s.ow // tow)
-    jobs = n_oc * n_ic * n_oh * n_ow * s.n * s.group
-    per_matmul = np.ceil(toh * toc * tic * np.ceil(tow / unit.lanes) / unit.macs_per_lane) + unit.pipeline_depth
-    compute = jobs * s.kh * s.kw * per_matmul / cores
-    rows = (toh - 1) * s.strides[0] + (s.kh - 1) * s.dilations[0] + 1
-    cols = (tow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
-    nbytes = F32 * (jobs * (rows * cols * tic) + (n_oh * n_ow * s.n / cores) * s.group * s.kh * s.kw * s.cg * s.og
-                    + s.n * s.o * s.oh * s.ow)
-    return np.maximum(compute, nbytes / target.dram_bytes_per_cycle), jobs
-
-
 def score(lowering: Lowering, prediction) -> int:
     """What the tile objective minimises: cycles, or DRAM bytes read and written."""
     if lowering.objective == "dram":
@@ -145,22 +129,28 @@ def width_bound(lowering: Lowering, s: ConvShape, bias: bool) -> float:
 
 
 def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> tuple[ConvTiles, object] | None:
-    """The width tiling (spatial split) with the fewest cycles (or DRAM bytes, `score`) predicted by
-    the job-level model, and its prediction; None when no tiling fits."""
+    """The width tiling (spatial split) the job-level model prefers, as conv's tilings are
+    preferred (`preference`: the fastest, or fewest DRAM bytes, then the other within its
+    tolerance), and its prediction; None when no tiling fits."""
     key = ("width-tiles", s, bias)
     if key in lowering.cost_cache:
         return lowering.cost_cache[key]
     toc, tic, toh, tow = width_tile_candidates(lowering, s)
     best = None
     if len(toc):
-        cycles, jobs = width_estimates(lowering, s, toc, tic, toh, tow)
-        order = np.lexsort((jobs, cycles))
+        cycles, nbytes = conv_estimates(lowering.target, s, toc, tic, toh, tow, np.zeros(len(toc), dtype=bool),
+                                        lowering.cores, lowering.tile_order == "scan", bias, mapping="width")
+        jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
+        order = preference(cycles, nbytes, jobs, lowering.objective)
         shortlist = [i for i in order if jobs[i] <= CHEAP_JOBS][:SHORTLIST] or list(order[:1])
+        timed = []
         for i in shortlist:
             tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
-            prediction, _ = probe_prediction(lowering, WidthConvLowering, s, tiles, bias)
-            if best is None or score(lowering, prediction) < score(lowering, best[1]):
-                best = (tiles, prediction)
+            prediction, count = probe_prediction(lowering, WidthConvLowering, s, tiles, bias)
+            timed.append((tiles, prediction, count))
+        best = timed[preference(np.array([p.cycles for _, p, _ in timed]),
+                                np.array([p.dram_read_bytes + p.dram_write_bytes for _, p, _ in timed]),
+                                np.array([count for _, _, count in timed]), lowering.objective)[0]][:2]
     lowering.cost_cache[key] = best
     return best
 

@@ -284,15 +284,15 @@ def per_value(values: np.ndarray, function) -> np.ndarray:
 
 
 def conv_estimate(target: Target, s, t, cores: int, mode: str, scan: bool, bias: bool = True,
-                  epilogue_ops: int = 1) -> tuple[float, int]:
+                  epilogue_ops: int = 1, mapping: str = "channels") -> tuple[float, int]:
     """(cycles, DRAM bytes) of conv shape `s` with tiles `t` (closed form, for ranking tiles)."""
     cycles, nbytes = conv_estimates(target, s, [t.toc], [t.tic], [t.toh], [t.tow], [mode == "channel"], cores,
-                                    scan, bias, epilogue_ops)
+                                    scan, bias, epilogue_ops, mapping)
     return float(cycles[0]), int(nbytes[0])
 
 
 def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, scan: bool, bias: bool = True,
-                   epilogue_ops: int = 1):
+                   epilogue_ops: int = 1, mapping: str = "channels"):
     """The closed form over arrays of tile choices: (cycles, DRAM bytes) arrays.
 
     `channel` is True where the cores take different output-channel tiles of one output tile
@@ -300,7 +300,11 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     weight block (multicast). Steady state of the double-buffered pipeline: the slowest of
     compute, the DMA channels and the DRAM bus, plus the first load (pipeline fill) and the
     last epilogue and store (drain). Weight and input blocks are counted as often as the
-    two-slot reuse lets them be loaded (scan finds the last two blocks again at each turn)."""
+    two-slot reuse lets them be loaded (scan finds the last two blocks again at each turn).
+
+    `mapping` is the lane mapping, which changes only the compute: "channels" (output channels
+    on the lanes, `conv.ConvLowering`) or "width" (output columns on the lanes, the weights
+    broadcast, `conv_width.WidthConvLowering`); tiles, loop order and DMAs are the same."""
     unit, bw, in_mem, w_mem, out_mem, latency, dram_bw, ch_bw, vec_role = machine(target)
     toc, tic, toh, tow = (np.asarray(v, dtype=np.int64) for v in (toc, tic, toh, tow))
     channel = np.asarray(channel, dtype=bool)
@@ -332,26 +336,32 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     own_bytes = own_loads * own_pass / ic_n
     out_bytes = F32 * s.n * s.o * s.oh * s.ow
     dram_bytes = shared_bytes + own_bytes + out_bytes
-    # compute of one full job on one core: a matmul per kernel row (k = kw * tic) without
-    # horizontal dilation, else per kernel position (k = tic)
-    matmuls, k = (s.kh, s.kw * tic) if s.dilations[1] == 1 else (s.kh * s.kw, tic)
+    # compute of one full job on one core: matmuls of `rows` rows (batch x m), reduction k, and
+    # `lane` elements (n) on the lanes or columns
+    if mapping == "width":  # a matmul per kernel position: m = output channels, k = input channels
+        matmuls, rows, k, lane = s.kh * s.kw, toh * toc, tic, tow
+        a, b = (w_mem, F32 * toc * tic), (in_mem, F32 * toh * tic * tow)
+    else:  # a matmul per kernel row (k = kw * tic) without horizontal dilation, else per kernel position
+        matmuls, k = (s.kh, s.kw * tic) if s.dilations[1] == 1 else (s.kh * s.kw, tic)
+        rows, lane = toh * tow, toc
+        a, b = (in_mem, F32 * rows * k), (w_mem, F32 * k * toc)
     if unit.kind == "matrix":
-        issue = toh * tow * (-(-k // unit.rows)) * (-(-toc // unit.cols))
+        issue = rows * (-(-k // unit.rows)) * (-(-lane // unit.cols))
     else:
-        issue = -(-(toh * tow * k * (-(-toc // unit.lanes))) // unit.macs_per_lane)
+        issue = -(-(rows * k * (-(-lane // unit.lanes))) // unit.macs_per_lane)
     traffic: dict[str, Any] = {}
-    for name, nbytes in ((in_mem, F32 * toh * tow * k), (w_mem, F32 * k * toc), (out_mem, 2 * F32 * toh * tow * toc)):
+    for name, nbytes in (a, b, (out_mem, 2 * F32 * rows * lane)):
         traffic[name] = traffic.get(name, 0) + nbytes
     memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
     job = matmuls * (np.maximum(issue, memory) + unit.pipeline_depth)
     epi = np.zeros(len(toc))
     if vec_role == "main":  # bias on the first matmul, act on the last, beside the MACs: only an excess costs
-        passes = np.ceil(toh * tow * (-(-toc // unit.lanes)) / unit.macs_per_lane)
+        passes = np.ceil(rows * (-(-lane // unit.lanes)) / unit.macs_per_lane)
         epi = sum(np.maximum(0, passes * ops - issue) for ops in (epilogue_ops, 1 if bias else 0))
     elif vec_role is not None:
         vu = target.units[vec_role]
-        one = np.maximum(np.ceil(toh * tow * (-(-toc // vu.lanes)) / vu.macs_per_lane),
-                         np.ceil(2 * F32 * toh * tow * toc / bw[out_mem]))
+        one = np.maximum(np.ceil(rows * (-(-lane // vu.lanes)) / vu.macs_per_lane),
+                         np.ceil(2 * F32 * rows * lane / bw[out_mem]))
         epi = (epilogue_ops + (1 if bias else 0)) * (one + vu.pipeline_depth)
     if vec_role == "main":
         compute = steps * job + steps / ic_n * epi

@@ -485,49 +485,65 @@ class Schedule:
         """Every dependency a semaphore pair, numbered by `SemaphoreAllocator` in emission order."""
         if self._allocation is None:
             with gc_paused():
-                self._allocation = allocate(self.target, self.ops)
+                # layers of one shape (ResNet's blocks) have the same engines and dependencies,
+                # so the same allocation: made once
+                key = (engine_count(self.target), SEMAPHORES, tuple((op.engine, op.deps) for op in self.ops))
+                self._allocation = _ALLOCATIONS.get(key)
+                if self._allocation is None:
+                    if len(_ALLOCATIONS) >= 64:
+                        _ALLOCATIONS.clear()
+                    self._allocation = _ALLOCATIONS[key] = allocate(self.target, self.ops)
         return self._allocation
 
     def instructions(self, layout: Layout | None = None) -> list[NamedTuple]:
-        """The instructions: every operation with its semaphores and addresses, and a barrier
-        before the operations `allocation` says need one."""
-        layout = layout or Layout.allocate(self.target, self.kind_list, self.slots)
+        """The instructions: every operation with its semaphores, its buffer operands resolved to
+        the addresses of their slots, and a barrier before the operations `allocation` says need one."""
+        bases = (layout or Layout.allocate(self.target, self.kind_list, self.slots)).bases
         allocation = self.allocation
         barriers = set(allocation.barriers)
+        make = isa.make
         out: list[NamedTuple] = []
         with gc_paused():
             for index, op in enumerate(self.ops):
                 if index in barriers:
-                    out.append(isa.make("barrier"))
-                out.append(self.instruction(op, allocation.waits[index], allocation.signals[index], layout.bases))
+                    out.append(make("barrier"))
+                wait, signal = allocation.waits[index], allocation.signals[index]
+                compute = op.compute
+                if compute is not None:
+                    slots = self.slot_of[op.job]
+                    operands = {}
+                    for name, value in compute.operands.items():
+                        if value.__class__ is BufRef:
+                            memory, base = bases[value.kind, slots[value.kind].slot]
+                            value = (memory, base + value.offset)
+                        operands[name] = value
+                    out.append(make(compute.mnemonic, wait=wait, signal=signal, core=op.cores[0], **operands))
+                    continue
+                transfer, occupancy = op.transfer, op.occupancy
+                slot = {occupancy.kind: occupancy}
+                if op.store:  # buffer -> DRAM
+                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1],
+                                    src=resolve(transfer.src, slot, bases), src_core=op.cores[0],
+                                    src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
+                                    dst_stride=transfer.dst_stride, shape=transfer.shape))
+                else:
+                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=transfer.src,
+                                    src_stride=transfer.src_stride, dst=resolve(transfer.dst, slot, bases),
+                                    cores=op.cores, dst_stride=transfer.dst_stride, shape=transfer.shape,
+                                    pad=transfer.pad, pad_value=transfer.pad_value))
         return out
 
-    def instruction(self, op: Operation, wait: tuple[int, ...], signal: tuple[int, ...], bases: dict) -> NamedTuple:
-        """One operation as an instruction: buffer operands resolved to the addresses of their slots."""
-        def resolve(value: Any, slots: dict[str, Occupancy]) -> Any:
-            if isinstance(value, BufRef):
-                memory, base = bases[value.kind, slots[value.kind].slot]
-                return (memory, base + value.offset)
-            return value
 
-        compute = op.compute
-        if compute is not None:
-            slots = self.slot_of[op.job]
-            operands = {name: resolve(value, slots) for name, value in compute.operands.items()}
-            return isa.make(compute.mnemonic, wait=wait, signal=signal, core=op.cores[0], **operands)
-        transfer, occupancy = op.transfer, op.occupancy
-        slots = {occupancy.kind: occupancy}
-        if op.store:
-            return isa.make("dma", wait=wait, signal=signal, ch=op.engine[1], src=resolve(transfer.src, slots),
-                            src_core=op.cores[0], src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
-                            dst_stride=transfer.dst_stride, shape=transfer.shape)
-        return isa.make("dma", wait=wait, signal=signal, ch=op.engine[1], src=transfer.src,
-                        src_stride=transfer.src_stride, dst=resolve(transfer.dst, slots), cores=op.cores,
-                        dst_stride=transfer.dst_stride, shape=transfer.shape, pad=transfer.pad,
-                        pad_value=transfer.pad_value)
+def resolve(value: Any, slots: dict[str, Occupancy], bases: dict) -> Any:
+    """A `BufRef` as the (memory, address) of its kind's slot; anything else as it is."""
+    if value.__class__ is BufRef:
+        memory, base = bases[value.kind, slots[value.kind].slot]
+        return (memory, base + value.offset)
+    return value
 
 
 _LAST: list[Schedule | None] = [None]  # the schedule built last (`Schedule.of`)
+_ALLOCATIONS: dict[tuple, Allocation] = {}  # by the engines and dependencies of the operations
 
 
 def fingerprint(jobs: Sequence[Job]) -> list:
