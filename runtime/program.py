@@ -14,6 +14,7 @@ Binary layout (little endian)::
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import struct
@@ -191,6 +192,8 @@ def check_span(where: str, addr: int, nbytes: int, dram_bytes: int | None) -> No
 def to_bytes(program: Program) -> bytes:
     memory_ids = {name: i for i, name in enumerate(program.memory_names)}
     strings: dict[str, int] = {}
+    collecting = gc.isenabled()
+    gc.disable()  # encoding makes many short-lived tuples: no collection of the whole heap meanwhile
     try:
         slots = isa.encode_all(program.instructions, memory_ids, strings)
     except (KeyError, ValueError, TypeError, OverflowError):  # which instruction, and why: one by one
@@ -200,19 +203,23 @@ def to_bytes(program: Program) -> bytes:
                 slots += isa.encode(instr, memory_ids, strings)
             except isa.IsaError as error:
                 raise MachineFault(index, isa.definition_of(instr).mnemonic, str(error)) from None
+    finally:
+        if collecting:
+            gc.enable()
     segments = merged_segments(program.data)
     header = program.header(list(strings), len(slots), [[a, len(b)] for a, b in segments])
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
-    body = b"".join(
-        [
-            MAGIC,
-            struct.pack("<II", VERSION, len(header_bytes)),
-            header_bytes,
-            np.asarray(slots, dtype="<i8").tobytes(),
-            *(chunk for _, chunk in segments),
-        ]
-    )
-    return body + struct.pack("<I", zlib.crc32(body))
+    parts = [
+        MAGIC,
+        struct.pack("<II", VERSION, len(header_bytes)),
+        header_bytes,
+        np.asarray(slots, dtype="<i8").tobytes(),
+        *(chunk for _, chunk in segments),
+    ]
+    crc = 0
+    for part in parts:  # the checksum of the body, part by part: the body is copied once, by the join
+        crc = zlib.crc32(part, crc)
+    return b"".join([*parts, struct.pack("<I", crc)])
 
 
 def from_bytes(blob: bytes) -> Program:
