@@ -12,6 +12,7 @@ epilogue (bias, activation) rides on the matmuls on a vector main unit, or follo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nncc.compiler.codegen.context import F32
@@ -40,31 +41,51 @@ def shifted(ref: BufRef, elements: int) -> BufRef:
     return BufRef(ref.kind, ref.offset + F32 * elements)
 
 
+@dataclass(frozen=True)
+class WindowStatic:
+    """What a tile.conv / tile.depthwise / tile.pool keeps from one execution to the next."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    reduce: object  # the reduction loop's iv (tile.conv), else None
+    onto_output: bool
+    width: bool  # mapping width: output columns on the lanes
+    has_bias: bool
+    epilogue: Epilogue
+
+
+def window_static(op) -> WindowStatic:
+    reduce = getattr(op, "reduce", None)
+    iv = op.indices[reduce.value.data] if reduce is not None and reduce.value.data >= 0 else None
+    return WindowStatic(tile.ints(op.kernel), tile.ints(op.conv_strides), tile.ints(op.dilations), iv,
+                        getattr(op, "accumulate_init", None) is not None, op.mapping is not None,
+                        getattr(op, "has_bias", False), epilogue_of(op) if hasattr(op, "act") else Epilogue())
+
+
 def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
-    offsets = nest.values(op, "views")
-    toh, tow, tic, toc, *pitch = nest.values(op, "sizes")
-    reduce = op.reduce.value.data
-    first, last = nest.first_last[op.indices[reduce]] if reduce >= 0 else (True, True)
-    accumulate = not first or op.accumulate_init is not None
+    info = nest.static(op, window_static)
+    offsets_and_sizes = nest.values(op, "views", "sizes")
+    count = info.has_bias + 3
+    offsets, (toh, tow, tic, toc, *pitch) = offsets_and_sizes[:count], offsets_and_sizes[count:]
+    first, last = nest.first_last[id(info.reduce)] if info.reduce is not None else (True, True)
+    accumulate = not first or info.onto_output
     inputs, weights, out = (nest.view(op, i, offsets) for i in range(3))
-    bias = nest.view(op, 3, offsets) if op.has_bias else None
-    width = op.mapping is not None and op.mapping.data == "width"
-    if pitch and width:
+    bias = nest.view(op, 3, offsets) if info.has_bias else None
+    if pitch and info.width:
         raise NnccError(f"layer {nest.nest.layer.data}: tile.conv with an output row pitch needs the channels mapping")
     row_pitch = pitch[0] if pitch else tow * toc
-    matmuls = (width_matmuls if width else channel_matmuls)(op, inputs, weights, out, (toh, tow, tic, toc),
-                                                            accumulate, row_pitch)
-    return with_epilogue(nest, op, matmuls, out, bias, (toh, tow, toc), first, last, width, row_pitch)
+    matmuls = (width_matmuls if info.width else channel_matmuls)(info, inputs, weights, out, (toh, tow, tic, toc),
+                                                                 accumulate, row_pitch)
+    return with_epilogue(nest, info, matmuls, out, bias, (toh, tow, toc), first, last, row_pitch)
 
 
-def channel_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
+def channel_matmuls(info: WindowStatic, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
                     row_pitch: int):
     """One matmul per kernel row (k = kw x tic, contiguous without horizontal dilation), else per
     kernel position: batch = output rows, m = output columns, n = output channels."""
     toh, tow, tic, toc = sizes
-    kh, kw = tile.ints(op.kernel)
-    sh, sw = tile.ints(op.conv_strides)
-    dh, dw = tile.ints(op.dilations)
+    (kh, kw), (sh, sw), (dh, dw) = info.kernel, info.strides, info.dilations
     cols = (tow - 1) * sw + (kw - 1) * dw + 1
     folded = dw == 1
     positions = [(i, None) for i in range(kh)] if folded else [(i, j) for i in range(kh) for j in range(kw)]
@@ -80,14 +101,12 @@ def channel_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRe
     return compute
 
 
-def width_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
+def width_matmuls(info: WindowStatic, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
                   row_pitch: int):
     """One matmul per kernel position: a = its weights [oc][ic] (broadcast scalars), b = the
     input rows [ic][iw] (output columns on the lanes), batch = output rows."""
     toh, tow, tic, toc = sizes
-    kh, kw = tile.ints(op.kernel)
-    sh, sw = tile.ints(op.conv_strides)
-    dh, dw = tile.ints(op.dilations)
+    (kh, kw), (sh, sw), (dh, dw) = info.kernel, info.strides, info.dilations
     cols = (tow - 1) * sw + (kw - 1) * dw + 1
     compute = []
     for i in range(kh):
@@ -102,12 +121,12 @@ def width_matmuls(op: tile.ConvOp, inputs: BufRef, weights: BufRef, out: BufRef,
     return compute
 
 
-def with_epilogue(nest: NestLowering, op: tile.ConvOp, compute: list[Compute], out: BufRef, bias: BufRef | None,
-                  sizes, first: bool, last: bool, width: bool, row_pitch: int) -> list[Compute]:
+def with_epilogue(nest: NestLowering, info: WindowStatic, compute: list[Compute], out: BufRef,
+                  bias: BufRef | None, sizes, first: bool, last: bool, row_pitch: int) -> list[Compute]:
     """The bias on the tile's first matmul and the activation on its last (a vector main unit),
     else `vadd`/`vact` after the last on the post-processing unit."""
     toh, tow, toc = sizes
-    epilogue = epilogue_of(op)
+    epilogue, width = info.epilogue, info.width
     if nest.lowering.vector_unit == "main":
         head, tail = epilogue.matmul_operands(bias, (0, 1, 0) if width else (0, 0, 1), first, last)
         compute[0] = Compute("matmul", {**compute[0].operands, **head})

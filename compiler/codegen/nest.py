@@ -38,14 +38,15 @@ from nncc.support.errors import NnccError
 _COMPILED: dict[AffineMap, Callable] = {}
 
 
-def compiled(map_: AffineMap) -> Callable:
-    """`map_` as a Python function of its dims (built once per distinct map)."""
-    function = _COMPILED.get(map_)
+def compiled(*maps: AffineMap) -> Callable:
+    """`maps` (over the same dims) as one Python function of the dims returning all their
+    results in a row (built once per distinct combination)."""
+    function = _COMPILED.get(maps)
     if function is None:
-        names = [f"d{i}" for i in range(map_.num_dims)]
-        body = ", ".join(tile.expr_text(e, names) for e in map_.results)
+        names = [f"d{i}" for i in range(maps[0].num_dims)]
+        body = ", ".join(tile.expr_text(e, names) for map_ in maps for e in map_.results)
         function = eval(f"lambda {', '.join(names)}: ({body},)")  # noqa: S307  (our own expression text)
-        _COMPILED[map_] = function
+        _COMPILED[maps] = function
     return function
 
 
@@ -161,7 +162,7 @@ class NestLowering:
         self.nest = nest
         self.tensors = NestTensors(lowering, nest, original or nest)
         self.compiled: dict[tuple[Operation, str], tuple[Callable, tuple[SSAValue, ...]]] = {}
-        self.statics: dict[Operation, object] = {}
+        self.statics: dict[tuple[Operation, str], object] = {}
         self.transfer_cache: dict[tuple, list[Transfer]] = {}
         self.buffers: dict[SSAValue, BufferKind] = {}
         self.slots: dict[SSAValue, int] = {}
@@ -170,11 +171,12 @@ class NestLowering:
                 name = op.result.name_hint or f"buffer{len(self.buffers)}"
                 self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None)
                 self.slots[op.result] = op.slots.value.data
-        self.scope = {buffer: scope_loops(nest, buffer) for buffer in self.buffers}
+        self.scope = {buffer: [id(iv) for iv in scope_loops(nest, buffer)] for buffer in self.buffers}
         self.written = {written_buffer(op) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
         self.loaded = {op.buffer for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
-        self.env: dict[SSAValue, int] = {}
-        self.first_last: dict[SSAValue, tuple[bool, bool]] = {}
+        # index values by id(SSA value) (an xDSL value's own hash is a Python call: too slow here)
+        self.env: dict[int, int] = {}
+        self.first_last: dict[int, tuple[bool, bool]] = {}  # by id of a loop's iv
         self.entries: dict[tile.ForOp, int] = {}
         self.states: dict[int, CoreState] = {}
         self.load_events = 0
@@ -200,20 +202,22 @@ class NestLowering:
 
     # -- the walk
 
-    def values(self, op: Operation, name: str) -> tuple[int, ...]:
-        """The values of `op`'s index expressions `name` (a property) at the current iteration."""
-        entry = self.compiled.get((op, name))
+    def values(self, op: Operation, *names: str) -> tuple[int, ...]:
+        """The values of `op`'s index expressions `names` (properties; all of them in a row) at
+        the current iteration."""
+        entry = self.compiled.get((op, names))
         if entry is None:
-            entry = self.compiled[op, name] = (compiled(getattr(op, name).data), tuple(op.indices))
+            maps = [getattr(op, name).data for name in names]
+            entry = self.compiled[op, names] = (compiled(*maps), tuple(map(id, op.indices)))
         function, indices = entry
-        env = self.env
-        return function(*[env[v] for v in indices])
+        return function(*map(self.env.__getitem__, indices))
 
     def static(self, op: Operation, build: Callable):
-        """`build(op)`, once per op: what does not change between iterations."""
-        info = self.statics.get(op)
+        """`build(op)`, once per op and builder: what does not change between iterations."""
+        key = (op, build.__name__)
+        info = self.statics.get(key)
         if info is None:
-            info = self.statics[op] = build(op)
+            info = self.statics[key] = build(op)
         return info
 
     def run_block(self, block, core: int, out: list[Job]) -> None:
@@ -227,7 +231,7 @@ class NestLowering:
             elif isinstance(op, tile.ComputeOp):
                 self.run_compute(op, core, out)
             elif isinstance(op, tile.BoundOp):
-                self.env[op.result] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
+                self.env[id(op.result)] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
         self.state(core).open_job = None
 
     def run_for(self, loop: tile.ForOp, core: int, out: list[Job]) -> None:
@@ -245,15 +249,15 @@ class NestLowering:
             self.run_wave(loop, wave, out)
 
     def run_points(self, loop: tile.ForOp, core: int, points, out: list[Job]) -> None:
-        args = loop.block.args
-        ivs = [args[2 * d] for d in range(len(loop.bounds))]
+        ids = self.static(loop, loop_ids)
+        env, first_last, last = self.env, self.first_last, len(points) - 1
+        block = loop.block
         for index, point in enumerate(points):
-            for d, (value, extent) in enumerate(point):
-                self.env[args[2 * d]] = value
-                self.env[args[2 * d + 1]] = extent
-            for iv in ivs:
-                self.first_last[iv] = (index == 0, index == len(points) - 1)
-            self.run_block(loop.block, core, out)
+            for (iv, extent_id), (value, extent) in zip(ids, point):
+                env[iv] = value
+                env[extent_id] = extent
+                first_last[iv] = (index == 0, index == last)
+            self.run_block(block, core, out)
 
     def run_wave(self, loop: tile.ForOp, wave, out: list[Job]) -> None:
         """One iteration per core; the cores' jobs interleaved step by step (their inner loops
@@ -278,12 +282,14 @@ class NestLowering:
         job.stores.setdefault(self.buffers[op.buffer].name, []).extend(self.transfers(op, load=False))
 
     def transfers(self, op: tile.SliceOp, load: bool) -> list[Transfer]:
-        tensor, buffer, dims, kind, pad, strided = self.static(op, self.slice_static)
-        offsets, sizes, (at,) = self.values(op, "offsets"), self.values(op, "sizes"), self.values(op, "at")
-        strides = self.values(op, "strides") if strided else None
-        key = (op, offsets, sizes, at, strides)
+        tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
+        values = self.values(op, *names)
+        key = (op, values)
         found = self.transfer_cache.get(key)
         if found is None:
+            rank = len(self.tensors[tensor].shape)
+            offsets, sizes, at = values[:rank], values[rank:2 * rank], values[2 * rank]
+            strides = values[2 * rank + 1:] or None
             found = self.transfer_cache[key] = slice_transfer(self.tensors[tensor], offsets, sizes, dims,
                                                                BufRef(kind, F32 * at), strides, load, pad)
             self.check_inside(buffer, found, load)
@@ -302,7 +308,8 @@ class NestLowering:
 
     def slice_static(self, op: tile.SliceOp):
         pad = float(op.pad.value.data) if isinstance(op, tile.LoadOp) and op.pad is not None else 0.0
-        return (op.tensor, op.buffer, tile.ints(op.dims), self.buffers[op.buffer].name, pad, op.strides is not None)
+        names = ("offsets", "sizes", "at") + (("strides",) if op.strides is not None else ())
+        return (op.tensor, op.buffer, tile.ints(op.dims), self.buffers[op.buffer].name, pad, names)
 
     # -- jobs
 
@@ -315,7 +322,7 @@ class NestLowering:
             return key
         if buffer in self.loaded and buffer in state.keys:
             return state.keys[buffer]
-        return ("iteration", tuple(self.env[iv] for iv in self.scope[buffer]))
+        return ("iteration", tuple(self.env[iv] for iv in self.scope[buffer]))  # ids of the ivs
 
     def run_compute(self, op: tile.ComputeOp, core: int, out: list[Job]) -> None:
         state = self.state(core)
@@ -337,8 +344,18 @@ class NestLowering:
         return [(buffer, self.buffers[buffer].name) for buffer in dict.fromkeys(op.buffers)]
 
     def view(self, op: tile.ComputeOp, index: int, offsets: tuple[int, ...]) -> BufRef:
-        kinds = self.static((op, "views"), lambda _: [self.buffers[b].name for b in op.buffers])
+        kinds = self.static(op, self.view_kinds)
         return BufRef(kinds[index], F32 * offsets[index])
+
+    def view_kinds(self, op: tile.ComputeOp) -> list[str]:
+        """The kind names of a compute op's buffer operands, in order."""
+        return [self.buffers[buffer].name for buffer in op.buffers]
+
+
+def loop_ids(loop: tile.ForOp) -> list[tuple[int, int]]:
+    """(id of the iv, id of the extent) of every dimension of `loop` (keys of the walk's values)."""
+    args = loop.block.args
+    return [(id(args[2 * d]), id(args[2 * d + 1])) for d in range(len(loop.bounds))]
 
 
 def written_buffer(op: tile.ComputeOp) -> SSAValue:
