@@ -161,17 +161,31 @@ class DmaModel:
         self.channel_bandwidth = target.dma.bandwidth_bytes_per_cycle
         self.latency = target.dma.latency_cycles
         self.bandwidth = {memory.name: memory.bandwidth_bytes_per_cycle for memory in target.memories}
+        self.durations: dict[tuple, tuple[int, int, int | None]] = {}  # transfers repeat: timed once
 
-    def finish_time(self, start: int, src: str, dst: str, read_bytes: int, write_bytes: int) -> int:
-        """End cycle of a transfer starting at `start` (write_bytes: one destination copy)."""
+    def duration(self, src: str, dst: str, read_bytes: int, write_bytes: int) -> tuple[int, int, int | None]:
+        """(latency, transfer cycles, DRAM bus cycles or None) of a transfer, whenever it starts."""
         transfer = ceil_div(max(read_bytes, write_bytes), self.channel_bandwidth)
         for name, nbytes in ((src, read_bytes), (dst, write_bytes)):  # the on-chip side(s)
             if name != "DRAM" and nbytes:
                 transfer = max(transfer, ceil_div(nbytes, self.bandwidth[name]))
         if src != "DRAM" and dst != "DRAM":
-            return start + self.latency + transfer
-        latency = self.latency + self.dram_latency
+            return self.latency, transfer, None
         dram_bytes = read_bytes if src == "DRAM" else write_bytes
-        slot = max(start + latency, self.dram_free)
-        self.dram_free = slot + ceil_div(dram_bytes, self.dram_bytes_per_cycle)
-        return max(start + latency + transfer, self.dram_free)
+        return self.latency + self.dram_latency, transfer, ceil_div(dram_bytes, self.dram_bytes_per_cycle)
+
+    def finish_time(self, start: int, src: str, dst: str, read_bytes: int, write_bytes: int) -> int:
+        """End cycle of a transfer starting at `start` (write_bytes: one destination copy)."""
+        key = (src, dst, read_bytes, write_bytes)
+        found = self.durations.get(key)
+        if found is None:
+            found = self.durations[key] = self.duration(src, dst, read_bytes, write_bytes)
+        latency, transfer, bus = found
+        if bus is None:
+            return start + latency + transfer
+        slot = start + latency
+        if slot < self.dram_free:
+            slot = self.dram_free
+        self.dram_free = slot + bus
+        end = start + latency + transfer
+        return end if end > self.dram_free else self.dram_free

@@ -106,7 +106,8 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
     """Per operation: a compute's busy cycles (int), or a DMA's (src memory, dst memory, bytes read,
     bytes written per copy); the MACs and DRAM bytes are added to `prediction`."""
     target = schedule.target
-    costs: dict = {}
+    costs: dict = {}  # compute instructions repeat: each kind timed once
+    boxes: dict = {}  # (shape, pad) -> transfer_bytes
     payloads: list = []
     macs = read = written = 0
     for op in schedule.ops:
@@ -128,13 +129,16 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
             macs += found[1]
             continue
         transfer = op.transfer
-        nread, nwritten = timing.transfer_bytes(transfer.shape, transfer.pad)
+        box = (transfer.shape, transfer.pad)
+        nbytes = boxes.get(box)
+        if nbytes is None:
+            nbytes = boxes[box] = timing.transfer_bytes(*box)
         src, dst = memory(transfer.src), memory(transfer.dst)
         if src == "DRAM":
-            read += nread
+            read += nbytes[0]
         if dst == "DRAM":
-            written += nwritten * len(op.cores) if not op.store else nwritten
-        payloads.append((src, dst, nread, nwritten))
+            written += nbytes[1] if op.store else nbytes[1] * len(op.cores)
+        payloads.append((src, dst, *nbytes))
     prediction.macs += macs
     prediction.dram_read_bytes += read
     prediction.dram_write_bytes += written
@@ -158,27 +162,29 @@ def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[
     """Operations low..high-1 from `start`: a heap of the engines' next operations whose
     dependencies have ended, keyed (start, operation) as the interpreter's dispatcher picks.
     An engine's next operation that would come first off the heap anyway runs at once."""
-    queues: dict = {}
-    waiting = [0] * len(ops)  # dependencies (inside the segment) not yet run
-    consumers: dict[int, list[int]] = {}
+    numbers: dict = {}  # engine -> its number
+    lists: list[list[int]] = []  # per engine: its operations in order
     engine_of = [0] * len(ops)
+    waiting = [0] * len(ops)  # dependencies (inside the segment) not yet run
+    consumers: list = [()] * len(ops)
     for index in range(low, high):
         op = ops[index]
-        queue = queues.get(op.engine)
-        if queue is None:
-            queue = queues[op.engine] = []
-        engine_of[index] = queue
-        queue.append(index)
+        number = numbers.get(op.engine)
+        if number is None:
+            number = numbers[op.engine] = len(lists)
+            lists.append([])
+        engine_of[index] = number
+        lists[number].append(index)
         for dep in op.deps:
             if dep >= low:
                 waiting[index] += 1
-                consumers.setdefault(dep, []).append(index)
-    engines = list(queues)
-    lists = [queues[engine] for engine in engines]
-    number_of = {id(queue): number for number, queue in enumerate(lists)}
-    heads = [0] * len(engines)
-    free = [start] * len(engines)
-    busy_by = [0] * len(engines)
+                if consumers[dep]:
+                    consumers[dep].append(index)
+                else:
+                    consumers[dep] = [index]
+    heads = [0] * len(lists)
+    free = [start] * len(lists)
+    busy_by = [0] * len(lists)
     heap: list[tuple[int, int, int]] = []
     push, pop = heapq.heappush, heapq.heappop
 
@@ -206,29 +212,31 @@ def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[
             if finish > last:
                 last = finish
             done += 1
-            for consumer in consumers.get(index, ()):
+            for consumer in consumers[index]:
                 waiting[consumer] -= 1
                 if not waiting[consumer]:
-                    other_queue = engine_of[consumer]
-                    other = number_of[id(other_queue)]
-                    if other_queue[heads[other]] == consumer:
+                    other = engine_of[consumer]
+                    if lists[other][heads[other]] == consumer:
                         push(heap, (begin_of(other, consumer), consumer, other))
-            heads[number] += 1
-            if heads[number] == len(queue):
+            head = heads[number] = heads[number] + 1
+            if head == len(queue):
                 break
-            following = queue[heads[number]]
+            following = queue[head]
             if waiting[following]:
                 break
-            begin = begin_of(number, following)
+            begin = finish
+            for dep in ops[following].deps:
+                if dep >= low and end[dep] > begin:
+                    begin = end[dep]
             if heap and (heap[0][0] < begin or (heap[0][0] == begin and heap[0][1] < following)):
                 push(heap, (begin, following, number))
                 break
             index = following
     if done != high - low:
         raise AssertionError("the schedule deadlocks: an operation waits for one emitted after it")
-    for engine, cycles in zip(engines, busy_by):
+    for engine, number in numbers.items():
         name = f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"
-        busy[name] = busy.get(name, 0) + cycles
+        busy[name] = busy.get(name, 0) + busy_by[number]
     return last
 
 
