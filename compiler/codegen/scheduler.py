@@ -358,6 +358,7 @@ class Schedule:
         self.target = target
         self.kind_list = list(kinds)
         self.kinds = {kind.name: kind for kind in self.kind_list}
+        self.kind_index = {kind.name: index for index, kind in enumerate(self.kind_list)}
         self.slots = slots
         self.jobs = jobs
         self.slot_of, self.occupancies = plan_occupancies(jobs, self.kinds, slots)
@@ -395,19 +396,24 @@ class Schedule:
         # slot a pending store reads (one slot per buffer) takes that store out first, as
         # the load waits on it
         pending: dict[int, list[tuple[Occupancy, int]]] = {}
+        waiting: set[int] = set()  # id() of the occupancies with pending stores
         for index, job in enumerate(self.jobs):
             slots = self.slot_of[index]
             for occupancy in slots.values():
                 if occupancy.first_job == index and occupancy.loads:
-                    for store in take_pending(pending, occupancy.previous):
-                        self._stores(*store, done, free)
+                    if id(occupancy.previous) in waiting:
+                        waiting.discard(id(occupancy.previous))
+                        for store in take_pending(pending, occupancy.previous):
+                            self._stores(*store, done, free)
                     self._loads(occupancy, full, free)
             for occupancy, core in pending.pop(job.core, ()):
+                waiting.discard(id(occupancy))
                 self._stores(occupancy, core, done, free)
             self._compute(index, job, slots, full, done, free)
             for occupancy in slots.values():
                 if occupancy.stores and occupancy.last == index and occupancy.store_core == job.core:
                     pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
+                    waiting.add(id(occupancy))
         for core in sorted(pending):
             for occupancy, store_core in pending[core]:
                 self._stores(occupancy, store_core, done, free)
@@ -419,8 +425,7 @@ class Schedule:
             # in program order, so on one channel (a fill on another channel could take an
             # earlier fill's tokens); the shared kinds' slots are spread over the channels.
             # One core: its load channel, as its other loads (stores keep their own channel)
-            return ([kind.name for kind in self.kind_list].index(occupancy.kind) * self.slots
-                    + occupancy.slot) % channels
+            return (self.kind_index[occupancy.kind] * self.slots + occupancy.slot) % channels
         return cores[0] % channels
 
     def store_channel(self, core: int) -> int:
