@@ -19,7 +19,7 @@ from nncc.compiler.cli import add_pass_options, printing_from, registry_from
 from nncc.compiler.ir_files import read_module
 from nncc.support import progress
 from nncc.support.command_line import ArgumentParser, add_common_options, output_file
-from nncc.support.errors import NnccError, report_errors
+from nncc.support.errors import report_errors
 from nncc.support.user_files import UserFiles
 
 if TYPE_CHECKING:  # xDSL is imported when there is IR to read: --help and usage errors answer at once

@@ -65,7 +65,6 @@ from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
     operand_def,
-    opt_operand_def,
     opt_prop_def,
     prop_def,
     region_def,
@@ -317,7 +316,7 @@ def slot_bytes(buffer: BufferOp) -> int:
 def target_memories(op: IRDLOperation) -> dict[str, int] | None:
     """Bytes of each named memory of the target the enclosing module records (`tile.target`),
     or None when it records none."""
-    from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp
+    from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
 
     module = op.parent_op()
     while module is not None and not isinstance(module, ModuleOp):
@@ -679,6 +678,30 @@ class SliceOp(IRDLOperation):
     def print_view(self, printer: Printer) -> None:
         View.print(printer, self.buffer, map_exprs(self.at)[0], map_exprs(self.strides), self.indices)
 
+    def print_transfer(self, printer: Printer, view_first: bool) -> None:
+        """`SLICE -> VIEW dims [...]` (a load) or `VIEW -> SLICE dims [...]` (a store)."""
+        printer.print_string(" ")
+        first, second = (self.print_view, self.print_slice) if view_first else (self.print_slice, self.print_view)
+        first(printer)
+        printer.print_string(" -> ")
+        second(printer)
+        printer.print_string(" dims ")
+        print_ints(printer, ints(self.dims))
+
+    @classmethod
+    def parse_transfer(cls, parser: Parser, view_first: bool):
+        exprs = ExprParser(parser)
+        if view_first:
+            buffer, at, strides = View.parse(parser, exprs)
+            parser.parse_punctuation("->")
+            tensor, offsets, sizes = cls.parse_slice(parser, exprs)
+        else:
+            tensor, offsets, sizes = cls.parse_slice(parser, exprs)
+            parser.parse_punctuation("->")
+            buffer, at, strides = View.parse(parser, exprs)
+        parser.parse_keyword("dims")
+        return cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, parse_ints(parser))
+
     @staticmethod
     def parse_slice(parser: Parser, exprs: ExprParser):
         tensor = untyped_operand(parser)
@@ -709,25 +732,14 @@ class LoadOp(SliceOp):
     pad = opt_prop_def(FloatAttr)
 
     def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        self.print_slice(printer)
-        printer.print_string(" -> ")
-        self.print_view(printer)
-        printer.print_string(" dims ")
-        print_ints(printer, ints(self.dims))
+        self.print_transfer(printer, view_first=False)
         if self.pad is not None:
             printer.print_string(f" pad {self.pad.value.data!r}")  # inf and -inf as words
         printer.print_op_attributes(self.attributes)
 
     @classmethod
     def parse(cls, parser: Parser) -> LoadOp:
-        exprs = ExprParser(parser)
-        tensor, offsets, sizes = cls.parse_slice(parser, exprs)
-        parser.parse_punctuation("->")
-        buffer, at, strides = View.parse(parser, exprs)
-        parser.parse_keyword("dims")
-        dims = parse_ints(parser)
-        op = cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, dims)
+        op = cls.parse_transfer(parser, view_first=False)
         if parser.parse_optional_keyword("pad"):
             op.pad = FloatAttr(parse_pad(parser), f64)
         op.attributes |= parser.parse_optional_attr_dict()
@@ -753,23 +765,12 @@ class StoreOp(SliceOp):
     name = "tile.store"
 
     def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        self.print_view(printer)
-        printer.print_string(" -> ")
-        self.print_slice(printer)
-        printer.print_string(" dims ")
-        print_ints(printer, ints(self.dims))
+        self.print_transfer(printer, view_first=True)
         printer.print_op_attributes(self.attributes)
 
     @classmethod
     def parse(cls, parser: Parser) -> StoreOp:
-        exprs = ExprParser(parser)
-        buffer, at, strides = View.parse(parser, exprs)
-        parser.parse_punctuation("->")
-        tensor, offsets, sizes = cls.parse_slice(parser, exprs)
-        parser.parse_keyword("dims")
-        dims = parse_ints(parser)
-        op = cls.make(tensor, buffer, exprs, offsets, sizes, at, strides, dims)
+        op = cls.parse_transfer(parser, view_first=True)
         op.attributes |= parser.parse_optional_attr_dict()
         return op
 

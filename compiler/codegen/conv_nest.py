@@ -28,26 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, StringAttr, i64
-from xdsl.ir import Block, Operation, Region, SSAValue
-from xdsl.ir.affine import AffineExpr
+from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
+from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.nest_builder import (
+    IndexExprs, add_buffers, epilogue_parameters, finish_nest, nest_block, replace_op, slice_op,
+)
 from nncc.dialects import nn, tile
-
-
-class IndexExprs(tile.ExprParser):
-    """Builds index expressions from Python: `e(v)` is the dim of SSA index value v (an int is a
-    constant)."""
-
-    def __init__(self):
-        self.values = []
-
-    def __call__(self, value) -> AffineExpr:
-        if isinstance(value, int):
-            return AffineExpr.constant(value)
-        return self.dim(value)
 
 
 View = tuple[list[int], list[int]] | None  # a relayout (shape, permutation), or None: the tensor as it is
@@ -84,33 +73,24 @@ def conv_nest(lowering: Lowering, op: Operation, s, t, tensors: ConvTensors, epi
     """The nest of conv-like `op` (shape `s`, tiles `t`: a conv.ConvTiles) on `mapping`'s tiles:
     channels (output channels on the lanes: HWC tiles) or width (output columns on the lanes:
     [rows][channels][columns] tiles)."""
-    roles = [("X", tensors.input, tensors.input_view), ("W", tensors.weight, tensors.weight_view),
-             ("B", tensors.bias, tensors.bias_view), ("R", tensors.residual, tensors.residual_view)]
-    roles = [r for r in roles if r[1] is not None]
-    inputs = [value for _, value, _ in roles]
-    block = Block(arg_types=[v.type for v in inputs] + [tensors.output.type])
-    seen = {}
-    for (name, _, view), arg in zip(roles + [("Y", tensors.output, tensors.output_view)], block.args):
-        arg.name_hint = name
-        seen[name] = arg
-        if view is not None:
-            relayout = tile.RelayoutOp(arg, *view)
+    block, args, inputs = nest_block([("X", tensors.input), ("W", tensors.weight), ("B", tensors.bias),
+                                      ("R", tensors.residual)], tensors.output)
+    views = {"X": tensors.input_view, "W": tensors.weight_view, "B": tensors.bias_view, "R": tensors.residual_view,
+             "Y": tensors.output_view}
+    for name, arg in list(args.items()):
+        if views[name] is not None:  # seen in another layout
+            relayout = tile.RelayoutOp(arg, *views[name])
             relayout.result.name_hint = f"{name}v"
             block.add_op(relayout)
-            seen[name] = relayout.result
-    X, W, B, R, Y = (seen.get(name) for name in "XWBRY")
+            args[name] = relayout.result
+    X, W, B, R, Y = (args.get(name) for name in "XWBRY")
     rows, cols = s.input_extent(t.toh, 0), s.input_extent(t.tow, 1)
     weights = s.kh * s.kw * t.tic * t.toc
     channels_last = mapping == "channels"
-    buffers = {}
-    for name, role, shape, shared in (
-            ("in", "input", [rows, cols, t.tic] if channels_last else [rows, t.tic, cols], t.split == "channel"),
-            ("wt", "weight", [weights + t.toc], t.split != "channel"),
-            ("out", "output", [t.toh, t.tow, t.toc] if channels_last else [t.toh, t.toc, t.tow], False)):
-        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots, shared)
-        buffer.result.name_hint = name
-        block.add_op(buffer)
-        buffers[name] = buffer.result
+    buffers = add_buffers(lowering, block, [
+        ("in", "input", [rows, cols, t.tic] if channels_last else [rows, t.tic, cols], t.split == "channel"),
+        ("wt", "weight", [weights + t.toc], t.split != "channel"),
+        ("out", "output", [t.toh, t.tow, t.toc] if channels_last else [t.toh, t.toc, t.tow], False)], slots)
     order = "serpentine" if scan else "naive"
     channel_loop = tile.ForOp.build([(0, s.group, 1), (0, s.og, t.toc)], "naive", names=["g", "oc"]) \
         if s.group > 1 else tile.ForOp.build([(0, s.og, t.toc)], "naive", names=["oc"])
@@ -154,45 +134,7 @@ def conv_nest(lowering: Lowering, op: Operation, s, t, tensors: ConvTensors, epi
         conv.mapping = StringAttr(mapping)
     body.add_op(conv)
     inner.block.add_op(slice_op(tile.StoreOp, Y, buffers["out"], *out_slice, tile_dims))
-    nest = tile.NestOp(layer_name_of(op), inputs, [tensors.output.type], Region(block),
-                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
-    nest.results[0].name_hint = op.results[0].name_hint
-    return nest
-
-
-def epilogue_parameters(epilogue: Epilogue) -> list[float]:
-    """The activation's parameters, for the functions that have any."""
-    from nncc.compiler.codegen.epilogue import ACTIVATIONS
-
-    counts = {func: len(params) for func, params in ACTIVATIONS.values()}
-    return [epilogue.p0, epilogue.p1][:counts.get(epilogue.act, 0)]
-
-
-def layer_name_of(op: Operation) -> str:
-    return op.results[0].name_hint or op.name
-
-
-def slice_op(cls, tensor, buffer, offsets, sizes, dims, at=0):
-    """A load or store; each offset/size is an int, an SSA index value, or
-    ((value, coefficient), ..., constant) terms: `((oh, 2), -3)` is `%oh * 2 - 3`."""
-    e = IndexExprs()
-
-    def build(item) -> AffineExpr:
-        if isinstance(item, tuple):
-            result = AffineExpr.constant(0)
-            for term in item:
-                if isinstance(term, tuple):
-                    value, coefficient = term
-                    if isinstance(value, int):
-                        result = result + value * coefficient
-                    else:
-                        result = result + e(value) * coefficient
-                else:
-                    result = result + term
-            return result
-        return e(item)
-
-    return cls.make(tensor, buffer, e, [build(v) for v in offsets], [build(v) for v in sizes], [build(at)], [], dims)
+    return finish_nest(op, block, inputs)
 
 
 def replace_with_nest(lowering: Lowering, op: Operation, s, t, mapping: str = "channels",
@@ -204,12 +146,8 @@ def replace_with_nest(lowering: Lowering, op: Operation, s, t, mapping: str = "c
     tensors = conv_tensors(op, s, mapping) if op.name.endswith("conv2d") else gemm_tensors(lowering, op, s)
     if tensors is None:
         return None
-    nest = conv_nest(lowering, op, s, t, tensors, epilogue_of(op), lowering.tile_order == "scan", mapping, slots)
-    op.parent.insert_op_before(nest, op)
-    op.result.replace_all_uses_with(nest.results[0])
-    op.detach()
-    op.erase()
-    return nest
+    return replace_op(op, conv_nest(lowering, op, s, t, tensors, epilogue_of(op), lowering.tile_order == "scan",
+                                    mapping, slots))
 
 
 def gemm_tensors(lowering: Lowering, op: Operation, s) -> ConvTensors | None:

@@ -28,7 +28,7 @@ from xdsl.ir.affine import AffineMap
 
 from nncc.compiler.codegen.compute_lowering import instructions
 from nncc.compiler.codegen.context import F32, Lowering, dram
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Job, Transfer
 from nncc.dialects import tile
 from nncc.support.errors import NnccError
 

@@ -21,52 +21,31 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, FloatAttr, StringAttr, UnitAttr, f64
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.dialects.builtin import FloatAttr, StringAttr, UnitAttr, f64
+from xdsl.ir import Block, Operation, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
-from nncc.compiler.codegen.conv_nest import IndexExprs, epilogue_parameters, layer_name_of, slice_op
 from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.nest_builder import (
+    IndexExprs, add_buffers, epilogue_parameters, finish_nest, layer_name_of, nest_block, replace_op, slice_op,
+)
 from nncc.dialects import nn, tile
 
 
 def depthwise_nest(lowering: Lowering, op: Operation, s, t, epilogue: Epilogue, slots: int = 1) -> tile.NestOp:
     """The nest of depthwise conv `op` (shape `s`: a conv.ConvShape; tiles `t`: a pool.WindowTiles)."""
+    from nncc.compiler.codegen.depthwise import depthwise_window
+
     bias, residual = op.bias, getattr(op, "residual", None)
-    named = [("X", op.input), ("W", op.weight), ("B", bias), ("R", residual)]
-    named = [(name, value) for name, value in named if value is not None]
-    inputs = [value for _, value in named]
-    block = Block(arg_types=[value.type for value in inputs] + [op.result.type])
-    args = {}
-    for (name, _), arg in zip(named + [("Y", op.result)], block.args):
-        arg.name_hint = name
-        args[name] = arg
+    block, args, inputs = nest_block([("X", op.input), ("W", op.weight), ("B", bias), ("R", residual)], op.result)
     taps = s.kh * s.kw
     relayout = tile.RelayoutOp(args["W"], [s.c, taps], [1, 0])
     relayout.result.name_hint = "Wv"
     block.add_op(relayout)
-    rows, cols = s.input_extent(t.toh, 0), s.input_extent(t.tow, 1)
-    channels_last = t.layout == "hwc"
-    buffers = {}
-    for name, role, shape, shared in (
-            ("in", "input", [rows, cols, t.tc] if channels_last else [t.tc, rows, cols], False),
-            ("wt", "weight", [(taps + 1) * t.tc], True),
-            ("out", "output", [t.toh, t.tow, t.tc] if channels_last else [t.tc, t.toh, t.tow], False)):
-        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots, shared)
-        buffer.result.name_hint = name
-        block.add_op(buffer)
-        buffers[name] = buffer.result
-    loop = tile.ForOp.build([(0, s.c, t.tc), (0, s.n, 1), (0, s.oh, t.toh), (0, s.ow, t.tow)], "naive",
-                            lowering.cores, names=["c", "n", "oh", "ow"])
-    block.add_op(loop)
-    c, tc, n, _, oh, toh, ow, tow = loop.block.args
-    body = loop.block
-    dims = [2, 3, 1] if channels_last else [1, 2, 3]
-    sh, sw = s.strides
-    body.add_op(slice_op(tile.LoadOp, args["X"], buffers["in"],
-                         [n, c, ((oh, sh), -s.pads[0]), ((ow, sw), -s.pads[1])],
-                         [1, tc, ((toh, sh), (s.kh - 1) * s.dilations[0] + 1 - sh),
-                          ((tow, sw), (s.kw - 1) * s.dilations[1] + 1 - sw)], dims))
+    buffers = window_buffers(lowering, block, depthwise_window(s), t, slots,
+                             before=[("wt", "weight", [(taps + 1) * t.tc], True)])
+    (c, tc, n, oh, toh, ow, tow), body, dims = window_loop(lowering, block, depthwise_window(s), t, args["X"],
+                                                           buffers["in"])
     body.add_op(slice_op(tile.LoadOp, relayout.result, buffers["wt"], [0, c], [taps, tc], [0, 1]))
     if bias is not None:
         body.add_op(slice_op(tile.LoadOp, args["B"], buffers["wt"], [c], [tc], [0], at=taps * t.tc))
@@ -81,23 +60,40 @@ def depthwise_nest(lowering: Lowering, op: Operation, s, t, epilogue: Epilogue, 
                              epilogue_parameters(epilogue))
     if residual is not None:
         compute.accumulate_init = UnitAttr()
-    if not channels_last:
+    if t.layout != "hwc":
         compute.mapping = StringAttr("width")
     body.add_op(compute)
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, dims))
-    return finish_nest(op, inputs, block)
+    return finish_nest(op, block, inputs)
 
 
-def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: int = 1) -> tile.NestOp:
-    """Put depthwise conv `op`'s nest (tiles `t`) in its place in @main."""
-    from nncc.compiler.codegen.layers import epilogue_of
+def window_buffers(lowering: Lowering, block: Block, g, t, slots: int, before=(), after=()) -> dict[str, SSAValue]:
+    """The input window and output tile buffers of a sliding-window nest (hwc: channels last,
+    chw: columns last), with the `before` and `after` buffer specs (add_buffers) around the output."""
+    rows, cols = g.extent(t.toh, 0), g.extent(t.tow, 1)
+    hwc = t.layout == "hwc"
+    return add_buffers(lowering, block, [
+        ("in", "input", [rows, cols, t.tc] if hwc else [t.tc, rows, cols], False), *before,
+        ("out", "output", [t.toh, t.tow, t.tc] if hwc else [t.tc, t.toh, t.tow], False), *after], slots)
 
-    nest = depthwise_nest(lowering, op, s, t, epilogue_of(op), slots)
-    op.parent.insert_op_before(nest, op)
-    op.result.replace_all_uses_with(nest.results[0])
-    op.detach()
-    op.erase()
-    return nest
+
+def window_loop(lowering: Lowering, block: Block, g, t, x: SSAValue, in_buffer: SSAValue, pad: float = 0.0):
+    """The loop over every output tile of window `g` (channel tiles outermost, dealt to the
+    cores in turn) and its input window's load (halo; outside the input: `pad`): the loop's
+    (c, tc, n, oh, toh, ow, tow), its body and the buffer dims of NCHW tiles."""
+    loop = tile.ForOp.build([(0, g.c, t.tc), (0, g.n, 1), (0, g.oh, t.toh), (0, g.ow, t.tow)], "naive",
+                            lowering.cores, names=["c", "n", "oh", "ow"])
+    block.add_op(loop)
+    c, tc, n, _, oh, toh, ow, tow = loop.block.args
+    dims = [2, 3, 1] if t.layout == "hwc" else [1, 2, 3]
+    sh, sw = g.strides
+    load = slice_op(tile.LoadOp, x, in_buffer, [n, c, ((oh, sh), -g.pads[0]), ((ow, sw), -g.pads[1])],
+                    [1, tc, ((toh, sh), (g.kh - 1) * g.dilations[0] + 1 - sh),
+                     ((tow, sw), (g.kw - 1) * g.dilations[1] + 1 - sw)], dims)
+    if pad:
+        load.pad = FloatAttr(pad, f64)
+    loop.block.add_op(load)
+    return (c, tc, n, oh, toh, ow, tow), loop.block, dims
 
 
 def pool_nest(lowering: Lowering, op: Operation, g, t, func: str, divisor: SSAValue | None,
@@ -105,60 +101,26 @@ def pool_nest(lowering: Lowering, op: Operation, g, t, func: str, divisor: SSAVa
     """The nest of pooling `op` (window `g`, tiles `t`: pool.Window, pool.WindowTiles): every
     output tile's input window (padded with -inf for max, zeros otherwise), one `tile.pool`, the
     [rows][columns] reciprocal divisors for average pooling that excludes the padding."""
-    named = [("X", op.input)] + ([("D", divisor)] if divisor is not None else [])
-    inputs = [value for _, value in named]
-    block = Block(arg_types=[value.type for value in inputs] + [op.result.type])
-    args = {}
-    for (name, _), arg in zip(named + [("Y", op.result)], block.args):
-        arg.name_hint = name
-        args[name] = arg
-    rows, cols = g.extent(t.toh, 0), g.extent(t.tow, 1)
-    channels_last = t.layout == "hwc"
-    buffers = {}
-    shapes = [("in", "input", [rows, cols, t.tc] if channels_last else [t.tc, rows, cols]),
-              ("out", "output", [t.toh, t.tow, t.tc] if channels_last else [t.tc, t.toh, t.tow])]
-    if divisor is not None:
-        shapes.append(("div", "weight", [t.toh, t.tow]))
-    for name, role, shape in shapes:
-        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots)
-        buffer.result.name_hint = name
-        block.add_op(buffer)
-        buffers[name] = buffer.result
-    loop = tile.ForOp.build([(0, g.c, t.tc), (0, g.n, 1), (0, g.oh, t.toh), (0, g.ow, t.tow)], "naive",
-                            lowering.cores, names=["c", "n", "oh", "ow"])
-    block.add_op(loop)
-    c, tc, n, _, oh, toh, ow, tow = loop.block.args
-    body = loop.block
-    dims = [2, 3, 1] if channels_last else [1, 2, 3]
-    sh, sw = g.strides
-    load = slice_op(tile.LoadOp, args["X"], buffers["in"], [n, c, ((oh, sh), -g.pads[0]), ((ow, sw), -g.pads[1])],
-                    [1, tc, ((toh, sh), (g.kh - 1) * g.dilations[0] + 1 - sh),
-                     ((tow, sw), (g.kw - 1) * g.dilations[1] + 1 - sw)], dims)
-    if func == "max":
-        load.pad = FloatAttr(-math.inf, f64)
-    body.add_op(load)
+    block, args, inputs = nest_block([("X", op.input), ("D", divisor)], op.result)
+    buffers = window_buffers(lowering, block, g, t, slots,
+                             after=[("div", "weight", [t.toh, t.tow], False)] if divisor is not None else [])
+    (c, tc, n, oh, toh, ow, tow), body, dims = window_loop(lowering, block, g, t, args["X"], buffers["in"],
+                                                           -math.inf if func == "max" else 0.0)
     if divisor is not None:
         body.add_op(slice_op(tile.LoadOp, args["D"], buffers["div"], [oh, ow], [toh, tow], [0, 1]))
     e = IndexExprs()
-    sizes = e.map([e(toh), e(tow), e(tc)])
+    sizes = [e(toh), e(tow), e(tc)]  # the index operands first: every map is over all of them
     pool_buffers = [buffers["in"], buffers["out"]] + ([buffers["div"]] if divisor is not None else [])
     pool = tile.PoolOp.build(
         operands=[pool_buffers, list(e.values)],
         properties={"func": StringAttr(func), "kernel": tile.ints_attr([g.kh, g.kw]),
                     "conv_strides": tile.ints_attr(list(g.strides)), "dilations": tile.ints_attr(list(g.dilations)),
-                    "views": e.map([e(0)] * len(pool_buffers)), "sizes": sizes})
-    if not channels_last:
+                    "views": e.map([e(0)] * len(pool_buffers)), "sizes": e.map(sizes)})
+    if t.layout != "hwc":
         pool.mapping = StringAttr("width")
     body.add_op(pool)
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, c, oh, ow], [1, tc, toh, tow], dims))
-    return finish_nest(op, inputs, block)
-
-
-def finish_nest(op: Operation, inputs, block: Block) -> tile.NestOp:
-    nest = tile.NestOp(layer_name_of(op), inputs, [op.result.type], Region(block),
-                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
-    nest.results[0].name_hint = op.results[0].name_hint
-    return nest
+    return finish_nest(op, block, inputs)
 
 
 def replace_with_pool_nest(lowering: Lowering, store, op: Operation, slots: int = 1) -> tile.NestOp:
@@ -177,9 +139,11 @@ def replace_with_pool_nest(lowering: Lowering, store, op: Operation, slots: int 
         weight.result.name_hint = f"{layer_name_of(op)}_divisor"
         op.parent.insert_op_before(weight, op)
         divisor = weight.result
-    nest = pool_nest(lowering, op, g, t, probe.func, divisor, slots)
-    op.parent.insert_op_before(nest, op)
-    op.result.replace_all_uses_with(nest.results[0])
-    op.detach()
-    op.erase()
-    return nest
+    return replace_op(op, pool_nest(lowering, op, g, t, probe.func, divisor, slots))
+
+
+def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: int = 1) -> tile.NestOp:
+    """Put depthwise conv `op`'s nest (tiles `t`) in its place in @main."""
+    from nncc.compiler.codegen.layers import epilogue_of
+
+    return replace_op(op, depthwise_nest(lowering, op, s, t, epilogue_of(op), slots))
