@@ -175,7 +175,7 @@ class SemaphoreAllocator:
         engine's previous instruction (clock `before`), else an unused one, else None. Best
         fit: the most recently waited of them (per engine, the last within what both know), so
         that the long-known ones stay free for pairs that know less (ResNet-50 at 224x224 on
-        `vector` needs 41 semaphores so, 59 taking the least recently waited first)."""
+        `vector` needs 42 semaphores so; 59 took the least recently waited first)."""
         best = None
         for queue, known, waiter_knows in zip(self.waited, token.clock, before):
             if queue:
