@@ -41,7 +41,6 @@ from nncc.compiler.codegen.conv_width import choose_mapping
 from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, tile_attribute, window_problem
 from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, replace_with_pool_nest
 from nncc.compiler.codegen.lower import layers_of
-from nncc.compiler.codegen.pool import window_tile_attribute
 from nncc.compiler.nn_interpreter import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -91,7 +90,7 @@ def tile_layer(lowering: Lowering, layer: Operation) -> None:
         replace_with_depthwise_nest(lowering, layer, conv2d_shape(layer), window.tiles())
         return
     if window is not None:  # pooling: written as its nest
-        replace_with_pool_nest(lowering, lowering.store, layer)
+        replace_with_pool_nest(lowering, layer)
         return
     problem = conv_problem(layer)
     if problem is None:

@@ -273,12 +273,6 @@ def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objecti
     return np.lexsort((cycles, nbytes, jobs, ~frugal, ~near))
 
 
-def conv_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
-    """OIHW -> [group][kh][kw][cg][og]."""
-    o, cg, kh, kw = weight.shape
-    return weight.reshape(group, o // group, cg, kh, kw).transpose(0, 3, 4, 2, 1)
-
-
 def tile_ranges(size: int, tile: int) -> list[tuple[int, int]]:
     return [(start, min(tile, size - start)) for start in range(0, size, tile)]
 

@@ -32,7 +32,7 @@ from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
-from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
 from nncc.compiler.codegen.nest_builder import (
     IndexExprs, add_buffers, epilogue_parameters, finish_nest, nest_block, replace_op, slice_op,
 )
@@ -141,12 +141,10 @@ def replace_with_nest(lowering: Lowering, op: Operation, s, t, mapping: str = "c
                       slots: int = 1) -> tile.NestOp | None:
     """Put `op`'s nest (tiles `t`) in its place in @main; its buffers get `slots` slots. None
     (and `op` kept) for a gemm whose scaling or C the nest does not express (`gemm_tensors`)."""
-    from nncc.compiler.codegen.layers import epilogue_of
-
     tensors = conv_tensors(op, s, mapping) if op.name.endswith("conv2d") else gemm_tensors(lowering, op, s)
     if tensors is None:
         return None
-    return replace_op(op, conv_nest(lowering, op, s, t, tensors, epilogue_of(op), lowering.tile_order == "scan",
+    return replace_op(op, conv_nest(lowering, op, s, t, tensors, fused_epilogue(op), lowering.tile_order == "scan",
                                     mapping, slots))
 
 

@@ -40,12 +40,6 @@ from nncc.compiler.codegen.scheduler import BufRef, Compute, Transfer
 SHORTLIST = 4  # width tilings of the closed-form ranking (`conv_estimates`, mapping "width") then timed
 
 
-def width_weight_layout(weight: np.ndarray, group: int) -> np.ndarray:
-    """OIHW -> [group][kh][kw][og][cg]."""
-    o, cg, kh, kw = weight.shape
-    return weight.reshape(group, o // group, cg, kh, kw).transpose(0, 3, 4, 1, 2)
-
-
 def width_packed_weight(addr: int, s: ConvShape) -> Operand:
     """Weights laid out by `width_weight_layout`: strides of (group, kh, kw, c, o)."""
     return Operand(addr, (s.kh * s.kw * s.cg * s.og, s.kw * s.cg * s.og, s.cg * s.og, 1, s.cg))

@@ -77,3 +77,14 @@ def clamp(value: float) -> float:
     if math.isinf(value):
         return math.copysign(3.4028234663852886e38, value)
     return value
+
+
+def fused_epilogue(op) -> Epilogue:
+    """The activation of a fused op's epilogue (none for an nn op)."""
+    fused = getattr(op, "epilogue", None)
+    if fused is None or fused.act == "none":
+        return Epilogue()
+    func, params = ACTIVATIONS[str(fused.act)]
+    defaults = {"min": -math.inf, "max": math.inf, "alpha": None, "beta": None}
+    values = [getattr(fused, p) if getattr(fused, p) is not None else defaults[p] for p in params]
+    return Epilogue(func, *values)

@@ -15,44 +15,22 @@ from xdsl.ir import Operation, SSAValue
 from nncc.compiler.codegen import eltwise
 from nncc.compiler.codegen.context import TILE_ATTR, Lowering, layer_name, row_major_strides, source_address
 from nncc.compiler.codegen.conv import (
-    ConvLowering, ConvShape, ConvTiles, fits, Operand, choose_tiles, conv_shape, conv_weight_layout, nchw, packed_weight,
+    ConvLowering, ConvShape, ConvTiles, fits, Operand, choose_tiles, conv_shape,
 )
 from nncc.compiler.codegen.conv_width import (
-    WidthConvLowering, choose_mapping, width_packed_weight, width_weight_layout,
+    choose_mapping,
 )
-from nncc.compiler.codegen.depthwise import depthwise_probe, is_depthwise, lower_depthwise
-from nncc.compiler.codegen.epilogue import ACTIVATIONS, Epilogue
+from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors, gemm_tensors
+from nncc.compiler.codegen.depthwise import depthwise_probe, depthwise_tiles, is_depthwise
+from nncc.compiler.codegen.nest import lower_detached
+from nncc.compiler.codegen.window_nest import depthwise_nest
+from nncc.compiler.codegen.epilogue import fused_epilogue
 from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
 
 # --------------------------------------------------------------------------- conv and gemm
-
-
-def epilogue_of(op: Operation) -> Epilogue:
-    """The activation of a fused op's epilogue (none for an nn op)."""
-    fused = getattr(op, "epilogue", None)
-    if fused is None or fused.act == "none":
-        return Epilogue()
-    func, params = ACTIVATIONS[str(fused.act)]
-    defaults = {"min": -math.inf, "max": math.inf, "alpha": None, "beta": None}
-    values = [getattr(fused, p) if getattr(fused, p) is not None else defaults[p] for p in params]
-    return Epilogue(func, *values)
-
-
-def weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> Operand:
-    constant = lowering.constant(value)
-    if constant is not None:
-        packed = conv_weight_layout(constant, s.group)
-        return packed_weight(lowering.weight(value.owner.ref.data, "conv", packed), s)
-    o, cg, kh, kw = nn.shape_of(value)
-    # OIHW in DRAM, read as (group, kh, kw, c, o).
-    return Operand(lowering.address(value), ((o // s.group) * cg * kh * kw, kw, 1, kh * kw, cg * kh * kw))
-
-
-def bias_address(lowering: Lowering, value: SSAValue | None) -> int | None:
-    return None if value is None else source_address(lowering, value)
 
 
 def conv2d_shape(op: Operation) -> ConvShape:
@@ -135,35 +113,17 @@ def conv_mapping(lowering: Lowering, op: Operation, s: ConvShape) -> tuple[str, 
     return choose_mapping(lowering, s, layer_name(op), bias, channels=tiles)
 
 
-def width_weight_operand(lowering: Lowering, value: SSAValue, s: ConvShape) -> Operand:
-    constant = lowering.constant(value)
-    if constant is not None:
-        packed = width_weight_layout(constant, s.group)
-        return width_packed_weight(lowering.weight(value.owner.ref.data, "conv-width", packed), s)
-    return weight_operand(lowering, value, s)  # OIHW in DRAM: any (group, kh, kw, c, o) strides do
-
-
 def lower_conv(lowering: Lowering, op: Operation):
+    """A conv (depthwise or not) that tile-layers did not write as a nest: its nest now, with
+    the cost model's tiles (or those of its `tile` attribute), unrolled."""
     s = conv2d_shape(op)
-    residual = getattr(op, "residual", None)
     if is_depthwise(s):
-        return lower_depthwise(lowering, op, s, epilogue_of(op), layer_name(op),
-                               source_address(lowering, op.input), lowering.address(op.result),
-                               bias_address(lowering, op.bias),
-                               None if residual is None else source_address(lowering, residual))
+        return lower_detached(lowering, op, depthwise_nest(lowering, op, s, depthwise_tiles(lowering, op, s),
+                                                           fused_epilogue(op), lowering.buffers))
     mapping, tiles = conv_mapping(lowering, op, s)
-    lowering_class = WidthConvLowering if mapping == "width" else ConvLowering
-    conv = lowering_class(
-        lowering, s, tiles,
-        x=nchw(source_address(lowering, op.input), nn.shape_of(op.input)),
-        w=width_weight_operand(lowering, op.weight, s) if mapping == "width" else weight_operand(lowering, op.weight, s),
-        b_addr=bias_address(lowering, op.bias),
-        y=nchw(lowering.address(op.result), nn.shape_of(op.result)),
-        epilogue=epilogue_of(op),
-        residual=None if residual is None else nchw(source_address(lowering, residual), nn.shape_of(residual)),
-        scan=lowering.tile_order == "scan",
-    )
-    return [(conv.kinds(), conv.jobs())]
+    nest = conv_nest(lowering, op, s, tiles, conv_tensors(op, s, mapping), fused_epilogue(op),
+                     lowering.tile_order == "scan", mapping, lowering.buffers)
+    return lower_detached(lowering, op, nest)
 
 
 def lower_gemm(lowering: Lowering, op: Operation):
@@ -176,6 +136,11 @@ def lower_gemm(lowering: Lowering, op: Operation):
     (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
     s = conv_problem(op)
+    tensors = gemm_tensors(lowering, op, s)
+    if tensors is not None:
+        return lower_detached(lowering, op, conv_nest(lowering, op, s, tiles_for(lowering, op, s), tensors,
+                                                      fused_epilogue(op), lowering.tile_order == "scan",
+                                                      "channels", lowering.buffers))
     a_addr = source_address(lowering, op.a)
     x = Operand(a_addr, (0, 1, 0, k) if not op.trans_a.value else (0, m, 0, 1))
     w = gemm_weight(lowering, op, k, n, alpha)
@@ -194,7 +159,7 @@ def lower_gemm(lowering: Lowering, op: Operation):
         residual_scale /= post_scale
     y_addr = lowering.address(op.result)
     conv = ConvLowering(lowering, s, tiles_for(lowering, op, s), x, w, bias,
-                        Operand(y_addr, (0, 1, 0, n)), epilogue_of(op), residual,
+                        Operand(y_addr, (0, 1, 0, n)), fused_epilogue(op), residual,
                         scan=lowering.tile_order == "scan")
     jobs = conv.jobs()
     if residual is not None and residual_scale != 1.0 or post_scale != 1.0:

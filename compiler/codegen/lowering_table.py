@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import data, layers, lrn, matmul, pool, softmax
+from nncc.compiler.codegen import data, layers, lrn, matmul, pool, softmax, window_nest
 from nncc.compiler.codegen.context import Lowering
 
 LayerLowering = Callable[[Lowering, Operation], list]
@@ -27,8 +27,8 @@ GENERATORS: dict[str, LayerLowering] = {
     "nn.clip": layers.lower_clip,
     "nn.batch_norm": layers.lower_batch_norm,
     "nn.matmul": matmul.lower_matmul,
-    "nn.max_pool": pool.lower_max_pool,
-    "nn.avg_pool": pool.lower_avg_pool,
+    "nn.max_pool": window_nest.lower_pool,
+    "nn.avg_pool": window_nest.lower_pool,
     "nn.global_avg_pool": pool.lower_global_pool,
     "nn.global_max_pool": pool.lower_global_pool,
     "nn.lrn": lrn.lower_lrn,

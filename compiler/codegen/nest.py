@@ -465,5 +465,12 @@ def lower_nest(lowering: Lowering, nest: tile.NestOp):
     return [(kinds, jobs, slots)]
 
 
+def lower_detached(lowering: Lowering, op: Operation, nest: tile.NestOp):
+    """`lower_nest` of a nest made for `op` at lowering time (not in @main): its result is `op`'s
+    (a layer tile-layers did not write as a nest)."""
+    lowering.addresses[nest.results[0]] = lowering.address(op.result)
+    return lower_nest(lowering, nest)
+
+
 def loops_of(nest: tile.NestOp) -> list[tile.ForOp]:
     return [op for op in nest.block.walk() if isinstance(op, tile.ForOp)]

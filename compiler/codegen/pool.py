@@ -287,88 +287,37 @@ def divisor_counts(g: Window, count_include_pad: bool) -> np.ndarray:
 
 
 @dataclass
-class PoolLowering:
+class PoolTiling:
+    """The tiles of a pooling layer: `given` (its `tile` attribute) when they fit, else the
+    cheapest. `func` is max, avg, or sum (average pooling whose divisors vary: the sums are
+    then multiplied by [OH][OW] reciprocal divisors, a weight-role buffer)."""
+
     lowering: Lowering
     g: Window
-    func: str  # max, avg, sum
-    x_addr: int
-    y_addr: int
+    func: str
     name: str
-    divisor_addr: int | None = None  # [OH][OW] reciprocal divisors (func sum, then vmul)
-    given: WindowTiles | None = None  # the op's tile attribute
+    given: WindowTiles | None = None
 
     def tiles(self) -> WindowTiles:
         return given_or_chosen(self.lowering, self.given, self.g, self.name, self.sizes)
 
     def sizes(self, t: WindowTiles) -> dict[str, int]:
         sizes = {"input": F32 * t.in_elems(self.g), "output": F32 * t.out_elems()}
-        if self.divisor_addr is not None:
+        if self.func == "sum":
             sizes["weight"] = F32 * t.toh * t.tow
         return sizes
 
-    def layers(self):
-        g = self.g
-        t = self.tiles()
-        target = self.lowering.target
-        kinds = [BufferKind("in", target.memory_for("input").name, F32 * t.in_elems(g)),
-                 BufferKind("out", target.memory_for("output").name, F32 * t.out_elems())]
-        if self.divisor_addr is not None:
-            kinds.append(BufferKind("div", target.memory_for("weight").name, F32 * t.toh * t.tow))
-        unit = self.lowering.vector_unit
-        pad_value = -math.inf if self.func == "max" else 0.0
-        jobs = []
-        for i, spot in enumerate(spots(g, t)):
-            core = i % self.lowering.cores
-            shape = compute_shape(t, spot)
-            x_stride, win_stride = window_strides(g, t, spot)
-            z_stride = order(t, chip_out_strides(t, spot))
-            compute = [Compute("vpool", {"unit": unit, "func": self.func, "shape": shape,
-                                         "window": (g.kh, g.kw), "x": BufRef("in"), "x_stride": x_stride,
-                                         "win_stride": win_stride, "z": BufRef("out"), "z_stride": z_stride})]
-            buffers = {"in": ("in", spot), "out": ("out", spot)}
-            loads = {"in": [input_load(g, t, self.x_addr, spot, pad_value=pad_value)]}
-            if self.divisor_addr is not None:
-                buffers["div"] = ("div", spot.oh0, spot.toh, spot.ow0, spot.tow)
-                src = self.divisor_addr + F32 * (spot.oh0 * g.ow + spot.ow0)
-                loads["div"] = [Transfer(dram(src), (0, g.ow, 1), BufRef("div"), (0, spot.tow, 1),
-                                         (1, spot.toh, spot.tow))]
-                d_stride = order(t, (spot.tow, 1, 0))
-                compute.append(Compute("vmul", {"unit": unit, "shape": shape, "x": BufRef("out"),
-                                                "x_stride": z_stride, "y": BufRef("div"), "y_stride": d_stride,
-                                                "z": BufRef("out"), "z_stride": z_stride}))
-            stores = {"out": [output_transfer(g, t, self.y_addr, spot)]}
-            jobs.append(Job(core, buffers, compute, loads, stores))
-        return [(kinds, jobs)]
 
-
-def lower_max_pool(lowering: Lowering, op: Operation):
-    g, name = window_of(op), layer_name(op)
-    return PoolLowering(lowering, g, "max", source_address(lowering, op.input), lowering.address(op.result),
-                        name, given=given_window_tiles(op, g, name)).layers()
-
-
-def lower_avg_pool(lowering: Lowering, op: Operation):
-    g = window_of(op)
-    counts = divisor_counts(g, bool(op.count_include_pad.value))
-    x_addr, y_addr, name = source_address(lowering, op.input), lowering.address(op.result), layer_name(op)
-    given = given_window_tiles(op, g, name)
-    if np.all(counts == g.kh * g.kw):
-        return PoolLowering(lowering, g, "avg", x_addr, y_addr, name, given=given).layers()
-    reciprocal = (1.0 / counts).astype(np.float32)
-    divisor = lowering.weight(f"{name}.divisor", "", reciprocal)
-    return PoolLowering(lowering, g, "sum", x_addr, y_addr, name, divisor, given).layers()
-
-
-def pool_probe(lowering: Lowering, op: Operation) -> PoolLowering | None:
-    """A PoolLowering of a max/avg pooling op with placeholder addresses (its `tiles()` are the
-    ones lowering would choose), or None for other ops."""
+def pool_probe(lowering: Lowering, op: Operation) -> PoolTiling | None:
+    """The tiling of a max/avg pooling op (its `tile` attribute, else the cheapest), or None
+    for other ops."""
     if op.name not in ("nn.max_pool", "nn.avg_pool"):
         return None
-    g = window_of(op)
-    func, divisor = ("max" if op.name == "nn.max_pool" else "avg"), None
+    g, name = window_of(op), layer_name(op)
+    func = "max" if op.name == "nn.max_pool" else "avg"
     if func == "avg" and not np.all(divisor_counts(g, bool(op.count_include_pad.value)) == g.kh * g.kw):
-        func, divisor = "sum", 0
-    return PoolLowering(lowering, g, func, 0, 0, layer_name(op), divisor)
+        func = "sum"
+    return PoolTiling(lowering, g, func, name, given_window_tiles(op, g, name))
 
 
 # --------------------------------------------------------------------------- global pooling

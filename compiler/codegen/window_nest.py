@@ -25,7 +25,9 @@ from xdsl.dialects.builtin import FloatAttr, StringAttr, UnitAttr, f64
 from xdsl.ir import Block, Operation, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
-from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
+from nncc.compiler.codegen.nest import lower_detached
+from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.nest_builder import (
     IndexExprs, add_buffers, epilogue_parameters, finish_nest, layer_name_of, nest_block, replace_op, slice_op,
 )
@@ -123,27 +125,34 @@ def pool_nest(lowering: Lowering, op: Operation, g, t, func: str, divisor: SSAVa
     return finish_nest(op, block, inputs)
 
 
-def replace_with_pool_nest(lowering: Lowering, store, op: Operation, slots: int = 1) -> tile.NestOp:
-    """Put pooling `op`'s nest in its place in @main (tiles: its `tile` attribute, else the
-    cheapest); average pooling that excludes padding gets its reciprocal divisors as a weight."""
-    from nncc.compiler.codegen.pool import divisor_counts, given_window_tiles, pool_probe, window_of
+def pool_nest_of(lowering: Lowering, op: Operation, slots: int) -> tile.NestOp:
+    """The nest of pooling `op` (tiles: its `tile` attribute, else the cheapest). Average pooling
+    that excludes padding reads its reciprocal divisors as a weight (added to the weight store;
+    its `nn.weight` op is placed before `op` when `op` is in a block)."""
+    from nncc.compiler.codegen.pool import divisor_counts
 
-    g = window_of(op)
-    probe = pool_probe(lowering, op)
-    t = given_window_tiles(op, g, layer_name_of(op)) or probe.tiles()
+    tiling = pool_probe(lowering, op)
     divisor = None
-    if probe.func == "sum":
-        reciprocal = (1.0 / divisor_counts(g, bool(op.count_include_pad.value))).astype(np.float32)
-        name = store.add(f"{layer_name_of(op)}.divisor", reciprocal)
-        weight = nn.WeightOp(name, list(reciprocal.shape))
+    if tiling.func == "sum":
+        reciprocal = (1.0 / divisor_counts(tiling.g, bool(op.count_include_pad.value))).astype(np.float32)
+        weight = nn.WeightOp(lowering.store.add(f"{layer_name_of(op)}.divisor", reciprocal), list(reciprocal.shape))
         weight.result.name_hint = f"{layer_name_of(op)}_divisor"
-        op.parent.insert_op_before(weight, op)
+        if op.parent is not None:
+            op.parent.insert_op_before(weight, op)
         divisor = weight.result
-    return replace_op(op, pool_nest(lowering, op, g, t, probe.func, divisor, slots))
+    return pool_nest(lowering, op, tiling.g, tiling.tiles(), tiling.func, divisor, slots)
+
+
+def replace_with_pool_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.NestOp:
+    """Put pooling `op`'s nest in its place in @main."""
+    return replace_op(op, pool_nest_of(lowering, op, slots))
+
+
+def lower_pool(lowering: Lowering, op: Operation):
+    """A pooling layer that tile-layers did not write as a nest: its nest now, unrolled."""
+    return lower_detached(lowering, op, pool_nest_of(lowering, op, lowering.buffers))
 
 
 def replace_with_depthwise_nest(lowering: Lowering, op: Operation, s, t, slots: int = 1) -> tile.NestOp:
     """Put depthwise conv `op`'s nest (tiles `t`) in its place in @main."""
-    from nncc.compiler.codegen.layers import epilogue_of
-
-    return replace_op(op, depthwise_nest(lowering, op, s, t, epilogue_of(op), slots))
+    return replace_op(op, depthwise_nest(lowering, op, s, t, fused_epilogue(op), slots))
