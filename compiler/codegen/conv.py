@@ -31,6 +31,7 @@ from nncc.compiler.codegen.context import F32, Lowering, dram
 from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer, gc_paused
+from nncc.runtime.program import Program
 from nncc.support.errors import NnccError
 
 
@@ -227,7 +228,7 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) 
     for candidate in shortlist:
         same = equivalence(s, candidate)
         if same not in seen:
-            seen[same] = probe_prediction(lowering, ConvLowering, s, candidate, bias)
+            seen[same] = probe_prediction(lowering, "channels", s, candidate, bias)
         prediction, candidate_jobs = seen[same]
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
                       candidate_jobs, candidate))
@@ -245,17 +246,22 @@ def equivalence(s: ConvShape, t: ConvTiles) -> Hashable:
     return t
 
 
-def probe_prediction(lowering: Lowering, mapping: type, s: ConvShape, tiles: ConvTiles, bias: bool):
-    """(prediction, jobs) of a tiling of shape `s` under `mapping` (ConvLowering or a subclass), its
-    schedule timed as the scheduler would emit it (barriers aside: see `cost_model.predict_jobs`);
-    placeholder DRAM operands, a ReLU epilogue, no residual. Kept per layer shape in `cost_cache`."""
-    key = ("probe", mapping.mapping, s, tiles, bias)
+def probe_prediction(lowering: Lowering, mapping: str, s: ConvShape, tiles: ConvTiles, bias: bool):
+    """(prediction, jobs) of a tiling of shape `s` under `mapping` ("channels" or "width"): the
+    nest the layer would get (`conv_nest.probe_nest`: placeholder tensors, a ReLU epilogue, no
+    residual), unrolled as lower-to-isa unrolls it, its schedule timed as the scheduler would emit
+    it (barriers aside: see `cost_model.predict_jobs`). Kept per layer shape in `cost_cache`."""
+    from nncc.compiler.codegen.conv_nest import probe_nest
+    from nncc.compiler.codegen.nest import NestLowering
+
+    key = ("probe", mapping, s, tiles, bias)
     found = lowering.cost_cache.get(key)
-    if found is None:
-        probe = mapping.probe(lowering, s, tiles, bias)
-        jobs = probe.jobs(record=False)
+    if found is None:  # the placeholders get DRAM in a scratch program, not in the one being lowered
+        scratch = replace(lowering, program=Program(lowering.target, []), addresses={}, weight_cache={})
+        unrolled = NestLowering(scratch, probe_nest(scratch, s, tiles, mapping, bias))
+        jobs = unrolled.jobs()
         found = lowering.cost_cache[key] = (
-            predict_jobs(lowering.target, probe.kinds(), jobs, slots=lowering.buffers, barriers=False), len(jobs))
+            predict_jobs(lowering.target, unrolled.kinds(), jobs, slots=lowering.buffers, barriers=False), len(jobs))
     return found
 
 
@@ -294,15 +300,11 @@ def nchw(addr: int, shape) -> Operand:
     return Operand(addr, (c * h * w, h * w, w, 1))
 
 
-def packed_weight(addr: int, s: ConvShape) -> Operand:
-    """Weights laid out by `conv_weight_layout`: strides of (group, kh, kw, c, o)."""
-    return Operand(addr, (s.kh * s.kw * s.cg * s.og, s.kw * s.cg * s.og, s.cg * s.og, s.og, 1))
-
-
 @dataclass
 class ConvLowering:
-    """The "channels" mapping (output channels on the lanes); conv_width.WidthConvLowering is the
-    "width" mapping (output columns on the lanes, weights broadcast)."""
+    """The jobs of a conv-shaped product that has no nest yet: matmul (`matmul.py`) and the gemms
+    `conv_nest.gemm_tensors` cannot express (alpha or beta not 1, broadcast C). Convs, and the
+    other gemms, are nests (`conv_nest.conv_nest`)."""
 
     PREDICTION = "prediction"  # cost_cache key of a layer's prediction (one per mapping)
     mapping = "channels"
@@ -327,15 +329,6 @@ class ConvLowering:
             BufferKind("w", target.memory_for("weight").name, sizes["w"], shared=self.tiles.split != "channel"),
             BufferKind("out", target.memory_for("output").name, sizes["out"]),
         ]
-
-    @classmethod
-    def probe(cls, lowering: Lowering, s: ConvShape, tiles: ConvTiles, bias: bool) -> ConvLowering:
-        """A lowering of shape `s` with placeholder DRAM operands: its jobs are for the cost model."""
-        from nncc.compiler.codegen.epilogue import Epilogue
-
-        return cls(lowering, s, tiles, x=nchw(0, (s.n, s.c, s.h, s.w)), w=packed_weight(0, s),
-                   b_addr=0 if bias else None, y=nchw(0, (s.n, s.o, s.oh, s.ow)), epilogue=Epilogue("relu"),
-                   residual=None, scan=lowering.tile_order == "scan")
 
     def jobs(self, record: bool = True) -> list[Job]:
         """The layer's jobs in tile order (and, with `record`, the cost model's prediction of them).

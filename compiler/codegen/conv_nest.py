@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
@@ -68,8 +68,8 @@ def conv_tensors(op: Operation, s, mapping: str = "channels") -> ConvTensors:
                        ([s.group, s.og, s.cg, s.kh, s.kw], perm))
 
 
-def conv_nest(lowering: Lowering, op: Operation, s, t, tensors: ConvTensors, epilogue: Epilogue, scan: bool,
-              mapping: str = "channels", slots: int = 1) -> tile.NestOp:
+def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTensors, epilogue: Epilogue,
+              scan: bool, mapping: str = "channels", slots: int = 1) -> tile.NestOp:
     """The nest of conv-like `op` (shape `s`, tiles `t`: a conv.ConvTiles) on `mapping`'s tiles:
     channels (output channels on the lanes: HWC tiles) or width (output columns on the lanes:
     [rows][channels][columns] tiles)."""
@@ -134,6 +134,8 @@ def conv_nest(lowering: Lowering, op: Operation, s, t, tensors: ConvTensors, epi
         conv.mapping = StringAttr(mapping)
     body.add_op(conv)
     inner.block.add_op(slice_op(tile.StoreOp, Y, buffers["out"], *out_slice, tile_dims))
+    if op is None:  # a probe of the tile search
+        return tile.NestOp("probe", inputs, [tensors.output.type], Region(block))
     return finish_nest(op, block, inputs)
 
 
@@ -172,3 +174,18 @@ def gemm_tensors(lowering: Lowering, op: Operation, s) -> ConvTensors | None:
             return None
     return ConvTensors(op.a, op.b, bias, residual, op.result, b_view, a_view,
                        image if residual is not None else None, image, bias_view)
+
+
+def probe_nest(lowering: Lowering, s, t, mapping: str, bias: bool) -> tile.NestOp:
+    """The nest a conv of shape `s` would get with tiles `t` and `mapping`, on placeholder
+    tensors (a ReLU epilogue, no residual): what the tile search times. Its weights are read
+    through the relayout's strides, in as few DMA boxes as the packed copy a constant gets."""
+    from xdsl.dialects.builtin import TensorType, f32
+
+    types = [TensorType(f32, [s.n, s.c, s.h, s.w]), TensorType(f32, [s.o, s.cg, s.kh, s.kw]),
+             TensorType(f32, [s.o]), TensorType(f32, [s.n, s.o, s.oh, s.ow])]
+    x, w, b, y = Block(arg_types=types).args
+    perm = [0, 3, 4, 2, 1] if mapping == "channels" else [0, 3, 4, 1, 2]
+    tensors = ConvTensors(x, w, b if bias else None, None, y, ([s.group, s.og, s.cg, s.kh, s.kw], perm))
+    return conv_nest(lowering, None, s, t, tensors, Epilogue("relu"), lowering.tile_order == "scan", mapping,
+                     lowering.buffers)

@@ -17,75 +17,24 @@ On chip:
 
 The lanes carry output columns instead of output channels, so a layer with few output
 channels (or a channel count that is not a multiple of the lanes) and a wide output keeps the
-lanes busy. The tiles, slots, loop order, multicast and scan order are ConvLowering's; only the
-on-chip layouts and the instructions differ. `choose_mapping` times both mappings with the
-job-level model and keeps the faster.
+lanes busy. Both mappings are one nest builder (`conv_nest.conv_nest`, `mapping width`: same
+tiles, slots, loop order, multicast and scan order; only the on-chip layouts and the
+instructions, `compute_lowering.width_matmuls`, differ). This module chooses: `choose_mapping`
+times both mappings' nests with the cost model and keeps the faster.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.context import F32, Lowering
 from nncc.compiler.codegen.conv import (
-    CHEAP_JOBS, TOLERANCE, ConvLowering, ConvShape, ConvTiles, Operand, candidates, choose_tiles, even_splits, grid_fits,
-    nchw, preference, probe_prediction,
+    CHEAP_JOBS, TOLERANCE, ConvShape, ConvTiles, candidates, choose_tiles, even_splits, grid_fits,
+    preference, probe_prediction,
 )
 from nncc.compiler.codegen.cost_model import conv_estimates
-from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.scheduler import BufRef, Compute, Transfer
 
 SHORTLIST = 4  # width tilings of the closed-form ranking (`conv_estimates`, mapping "width") then timed
-
-
-def width_packed_weight(addr: int, s: ConvShape) -> Operand:
-    """Weights laid out by `width_weight_layout`: strides of (group, kh, kw, c, o)."""
-    return Operand(addr, (s.kh * s.kw * s.cg * s.og, s.kw * s.cg * s.og, s.cg * s.og, 1, s.cg))
-
-
-@dataclass
-class WidthConvLowering(ConvLowering):
-    """ConvLowering with the weights broadcast and the output width on the lanes."""
-
-    PREDICTION = "prediction-width"
-    mapping = "width"
-    BIAS_STRIDE = (0, 1, 0)  # the bias [oc] over the [oh][oc][ow] output tile
-
-    @classmethod
-    def probe(cls, lowering: Lowering, s: ConvShape, tiles: ConvTiles, bias: bool) -> WidthConvLowering:
-        return cls(lowering, s, tiles, x=nchw(0, (s.n, s.c, s.h, s.w)), w=width_packed_weight(0, s),
-                   b_addr=0 if bias else None, y=nchw(0, (s.n, s.o, s.oh, s.ow)), epilogue=Epilogue("relu"),
-                   residual=None, scan=lowering.tile_order == "scan")
-
-    def epilogue_instructions(self, toh, tow, toc, bias: BufRef | None) -> list[Compute]:
-        """Bias (a stride (0, 1, 0) operand) and activation on the [oh][oc][ow] output tile."""
-        return self.epilogue.instructions(self.lowering, BufRef("out"), (toh, toc, tow), bias=bias,
-                                          layout="channels_middle")
-
-    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
-        """The input window of an output tile as [rows][ic][cols], zero padding at the borders."""
-        src, rows, cols, (top, bottom, left, right), (sc, sh, sw) = self.input_window(g, ic0, n, oh0, toh, ow0, tow)
-        return Transfer(dram(src), (sh, sc, sw), BufRef("in"), (tic * cols, cols, 1),
-                        (rows, tic, cols), (top, bottom, 0, 0, left, right))
-
-    def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
-        s = self.s
-        cols = s.input_extent(tow, 1)
-        out = []
-        for i in range(s.kh):
-            for j in range(s.kw):
-                a_offset = F32 * ((i * s.kw + j) * toc * tic)
-                b_offset = F32 * (i * s.dilations[0] * tic * cols + j * s.dilations[1])
-                out.append(Compute("matmul", {
-                    "batch": toh, "mnk": (toc, tow, tic),
-                    "a": BufRef("w", a_offset), "a_stride": (0, tic, 1),
-                    "b": BufRef("in", b_offset), "b_stride": (s.strides[0] * tic * cols, cols, s.strides[1]),
-                    "c": BufRef("out"), "c_stride": (toc * tow, tow, 1),
-                    "acc": int(accumulate or (i, j) != (0, 0)),
-                }))
-        return out
 
 
 def width_tile_candidates(lowering: Lowering, s: ConvShape):
@@ -140,7 +89,7 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
         timed = []
         for i in shortlist:
             tiles = ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "spatial")
-            prediction, count = probe_prediction(lowering, WidthConvLowering, s, tiles, bias)
+            prediction, count = probe_prediction(lowering, "width", s, tiles, bias)
             timed.append((tiles, prediction, count))
         best = timed[preference(np.array([p.cycles for _, p, _ in timed]),
                                 np.array([p.dram_read_bytes + p.dram_write_bytes for _, p, _ in timed]),
@@ -163,7 +112,7 @@ def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = Tru
         return "channels", channels
     key = ("mapping", s, bias, channels)
     if key not in lowering.cost_cache:
-        channel, _ = probe_prediction(lowering, ConvLowering, s, channels, bias)
+        channel, _ = probe_prediction(lowering, "channels", s, channels, bias)
         choice = ("channels", channels)
         if width_bound(lowering, s, bias) < score(lowering, channel) * (1 - TOLERANCE):
             width = choose_width_tiles(lowering, s, bias)

@@ -311,8 +311,8 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     two-slot reuse lets them be loaded (scan finds the last two blocks again at each turn).
 
     `mapping` is the lane mapping, which changes only the compute: "channels" (output channels
-    on the lanes, `conv.ConvLowering`) or "width" (output columns on the lanes, the weights
-    broadcast, `conv_width.WidthConvLowering`); tiles, loop order and DMAs are the same."""
+    on the lanes) or "width" (output columns on the lanes, the weights broadcast: `tile.conv ...
+    mapping width`); tiles, loop order and DMAs are the same."""
     unit, bw, in_mem, w_mem, out_mem, latency, dram_bw, ch_bw, vec_role = machine(target)
     toc, tic, toh, tow = (np.asarray(v, dtype=np.int64) for v in (toc, tic, toh, tow))
     channel = np.asarray(channel, dtype=bool)

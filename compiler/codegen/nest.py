@@ -148,9 +148,9 @@ class CoreState:
     iteration's compute ops join."""
 
     core: int
-    pending: dict[SSAValue, list[Transfer]] = field(default_factory=dict)
-    keys: dict[SSAValue, tuple] = field(default_factory=dict)
-    last_job: dict[SSAValue, Job] = field(default_factory=dict)
+    pending: dict[int, list[Transfer]] = field(default_factory=dict)  # by id of the buffer
+    keys: dict[int, tuple] = field(default_factory=dict)
+    last_job: dict[int, Job] = field(default_factory=dict)
     open_job: Job | None = None
 
 
@@ -162,7 +162,8 @@ class NestLowering:
         self.nest = nest
         self.tensors = NestTensors(lowering, nest, original or nest)
         self.compiled: dict[tuple[Operation, str], tuple[Callable, tuple[SSAValue, ...]]] = {}
-        self.statics: dict[tuple[Operation, str], object] = {}
+        self.statics: dict[tuple[int, str], object] = {}
+        self.view_names: dict[int, list[str]] = {}
         self.transfer_cache: dict[tuple, list[Transfer]] = {}
         self.buffers: dict[SSAValue, BufferKind] = {}
         self.slots: dict[SSAValue, int] = {}
@@ -171,11 +172,11 @@ class NestLowering:
                 name = op.result.name_hint or f"buffer{len(self.buffers)}"
                 self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None)
                 self.slots[op.result] = op.slots.value.data
-        self.scope = {buffer: [id(iv) for iv in scope_loops(nest, buffer)] for buffer in self.buffers}
-        self.written = {written_buffer(op) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
-        self.loaded = {op.buffer for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
-        # index values by id(SSA value) (an xDSL value's own hash is a Python call: too slow here)
-        self.env: dict[int, int] = {}
+        # the walk's dictionaries are keyed by id (an xDSL value's own hash is a Python call: too slow here)
+        self.scope = {id(buffer): [id(iv) for iv in scope_loops(nest, buffer)] for buffer in self.buffers}
+        self.written = {id(written_buffer(op)) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
+        self.loaded = {id(op.buffer) for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
+        self.env: dict[int, int] = {}  # index values by id of the SSA value
         self.first_last: dict[int, tuple[bool, bool]] = {}  # by id of a loop's iv
         self.entries: dict[tile.ForOp, int] = {}
         self.states: dict[int, CoreState] = {}
@@ -205,16 +206,16 @@ class NestLowering:
     def values(self, op: Operation, *names: str) -> tuple[int, ...]:
         """The values of `op`'s index expressions `names` (properties; all of them in a row) at
         the current iteration."""
-        entry = self.compiled.get((op, names))
+        entry = self.compiled.get((id(op), names))
         if entry is None:
             maps = [getattr(op, name).data for name in names]
-            entry = self.compiled[op, names] = (compiled(*maps), tuple(map(id, op.indices)))
+            entry = self.compiled[id(op), names] = (compiled(*maps), tuple(map(id, op.indices)))
         function, indices = entry
         return function(*map(self.env.__getitem__, indices))
 
     def static(self, op: Operation, build: Callable):
         """`build(op)`, once per op and builder: what does not change between iterations."""
-        key = (op, build.__name__)
+        key = (id(op), build.__qualname__)
         info = self.statics.get(key)
         if info is None:
             info = self.statics[key] = build(op)
@@ -225,7 +226,8 @@ class NestLowering:
             if isinstance(op, tile.ForOp):
                 self.run_for(op, core, out)
             elif isinstance(op, tile.LoadOp):
-                self.state(core).pending.setdefault(op.buffer, []).extend(self.transfers(op, load=True))
+                buffer = self.static(op, self.slice_static)[1]
+                self.state(core).pending.setdefault(id(buffer), []).extend(self.transfers(op, load=True))
             elif isinstance(op, tile.StoreOp):
                 self.run_store(op, core)
             elif isinstance(op, tile.ComputeOp):
@@ -276,15 +278,16 @@ class NestLowering:
             out += [stream[step] for stream in streams if step < len(stream)]
 
     def run_store(self, op: tile.StoreOp, core: int) -> None:
-        job = self.state(core).last_job.get(op.buffer)
+        _, buffer, _, kind, _, _ = self.static(op, self.slice_static)
+        job = self.state(core).last_job.get(id(buffer))
         if job is None:
             raise NnccError(f"layer {self.nest.layer.data}: a store of a buffer no compute op used")
-        job.stores.setdefault(self.buffers[op.buffer].name, []).extend(self.transfers(op, load=False))
+        job.stores.setdefault(kind, []).extend(self.transfers(op, load=False))
 
     def transfers(self, op: tile.SliceOp, load: bool) -> list[Transfer]:
         tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
         values = self.values(op, *names)
-        key = (op, values)
+        key = (id(op), values)
         found = self.transfer_cache.get(key)
         if found is None:
             rank = len(self.tensors[tensor].shape)
@@ -313,7 +316,8 @@ class NestLowering:
 
     # -- jobs
 
-    def key(self, buffer: SSAValue, state: CoreState) -> tuple:
+    def key(self, buffer: int, state: CoreState) -> tuple:
+        """What `buffer` (by id) holds in this job: what was loaded into it, else the iteration."""
         loaded = state.pending.get(buffer)
         if loaded:
             self.load_events += 1
@@ -330,7 +334,7 @@ class NestLowering:
         if job is None:
             job = state.open_job = Job(core, {}, [], {}, {})
             out.append(job)
-        for buffer, kind in self.static(op, self.buffer_kinds):
+        for buffer, kind in self.static(op, self.buffer_kinds):  # buffer ids
             if kind not in job.buffers:
                 job.buffers[kind] = self.key(buffer, state)
             loaded = state.pending.pop(buffer, None)
@@ -339,12 +343,14 @@ class NestLowering:
             state.last_job[buffer] = job
         job.compute += instructions(self, op)
 
-    def buffer_kinds(self, op: tile.ComputeOp) -> list[tuple[SSAValue, str]]:
-        """The distinct buffers a compute op uses and their kinds' names."""
-        return [(buffer, self.buffers[buffer].name) for buffer in dict.fromkeys(op.buffers)]
+    def buffer_kinds(self, op: tile.ComputeOp) -> list[tuple[int, str]]:
+        """The distinct buffers (ids) a compute op uses and their kinds' names."""
+        return [(id(buffer), self.buffers[buffer].name) for buffer in dict.fromkeys(op.buffers)]
 
     def view(self, op: tile.ComputeOp, index: int, offsets: tuple[int, ...]) -> BufRef:
-        kinds = self.static(op, self.view_kinds)
+        kinds = self.view_names.get(id(op))
+        if kinds is None:
+            kinds = self.view_names[id(op)] = self.view_kinds(op)
         return BufRef(kinds[index], F32 * offsets[index])
 
     def view_kinds(self, op: tile.ComputeOp) -> list[str]:

@@ -17,7 +17,9 @@ import pytest
 
 from nncc.compiler import zoo
 from nncc.compiler.codegen.context import Lowering
-from nncc.compiler.codegen.conv import ConvLowering, ConvShape, ConvTiles, choose_tiles
+from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
+from nncc.compiler.codegen.conv_nest import probe_nest
+from nncc.compiler.codegen.nest import NestLowering
 from nncc.compiler.codegen.cost_model import conv_estimate, predict_jobs, roofline_cycles
 from nncc.compiler.codegen.lower import lower_module
 from nncc.compiler.codegen.scheduler import Scheduler
@@ -71,12 +73,11 @@ def single_layer(target_name: str, s: ConvShape, tiles: ConvTiles | None = None,
     if hasattr(lowering, "layer_cores"):  # every core, as lower_module deals a layer's tiles
         lowering.layer_cores = target.cores
     tiles = tiles or choose_tiles(lowering, s, "layer")
-    conv = ConvLowering.probe(lowering, s, tiles, True)
-    jobs = conv.jobs(record=False)
-    prediction = predict_jobs(target, conv.kinds(), jobs)
-    program.instructions = [isa.make("layer", name="layer"), *Scheduler(target, conv.kinds()).schedule(jobs),
+    unrolled = NestLowering(lowering, probe_nest(lowering, s, tiles, "channels", True))  # the tile search's probe
+    jobs, kinds = unrolled.jobs(), unrolled.kinds()
+    prediction = predict_jobs(target, kinds, jobs)
+    program.instructions = [isa.make("layer", name="layer"), *Scheduler(target, kinds).schedule(jobs),
                             isa.make("barrier")]
-    program.dram_bytes = 4 * max(s.n * s.c * s.h * s.w, s.kh * s.kw * s.c * s.o + s.o, s.n * s.o * s.oh * s.ow) + 64
     return tiles, prediction, run(program, {}).layers[0]
 
 
