@@ -28,7 +28,7 @@ from xdsl.ir.affine import AffineMap
 
 from nncc.compiler.codegen.compute_lowering import instructions
 from nncc.compiler.codegen.context import F32, Lowering, dram
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Job, Transfer
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Job, Transfer, gc_paused
 from nncc.dialects import tile
 from nncc.support.errors import NnccError
 
@@ -164,6 +164,7 @@ class NestLowering:
         self.compiled: dict[tuple[Operation, str], tuple[Callable, tuple[SSAValue, ...]]] = {}
         self.statics: dict[tuple[int, str], object] = {}
         self.view_names: dict[int, list[str]] = {}
+        self.block_plans: dict[int, list] = {}
         self.transfer_cache: dict[tuple, list[Transfer]] = {}
         self.buffers: dict[SSAValue, BufferKind] = {}
         self.slots: dict[SSAValue, int] = {}
@@ -193,7 +194,8 @@ class NestLowering:
 
     def jobs(self) -> list[Job]:
         out: list[Job] = []
-        self.run_block(self.nest.block, 0, out)
+        with gc_paused():  # jobs by the thousand: no collections walking the whole heap meanwhile
+            self.run_block(self.nest.block, 0, out)
         return out
 
     def state(self, core: int) -> CoreState:
@@ -222,19 +224,27 @@ class NestLowering:
         return info
 
     def run_block(self, block, core: int, out: list[Job]) -> None:
-        for op in block.ops:
-            if isinstance(op, tile.ForOp):
-                self.run_for(op, core, out)
-            elif isinstance(op, tile.LoadOp):
-                buffer = self.static(op, self.slice_static)[1]
-                self.state(core).pending.setdefault(id(buffer), []).extend(self.transfers(op, load=True))
-            elif isinstance(op, tile.StoreOp):
-                self.run_store(op, core)
-            elif isinstance(op, tile.ComputeOp):
-                self.run_compute(op, core, out)
-            elif isinstance(op, tile.BoundOp):
-                self.env[id(op.result)] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
+        plan = self.block_plans.get(id(block))
+        if plan is None:
+            plan = self.block_plans[id(block)] = [(self.step_of(op), op) for op in block.ops]
+        for step, op in plan:
+            step(op, core, out)
         self.state(core).open_job = None
+
+    def step_of(self, op: Operation) -> Callable:
+        """What executing `op` does (a method taking the op, the core and the job list)."""
+        for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.run_load), (tile.StoreOp, self.run_store),
+                           (tile.ComputeOp, self.run_compute), (tile.BoundOp, self.run_bound)):
+            if isinstance(op, kind):
+                return step
+        return lambda op, core, out: None  # buffers and relayouts: declarations
+
+    def run_load(self, op: tile.LoadOp, core: int, out: list[Job]) -> None:
+        buffer = self.static(op, self.slice_static)[1]
+        self.state(core).pending.setdefault(id(buffer), []).extend(self.transfers(op, load=True))
+
+    def run_bound(self, op: tile.BoundOp, core: int, out: list[Job]) -> None:
+        self.env[id(op.result)] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
 
     def run_for(self, loop: tile.ForOp, core: int, out: list[Job]) -> None:
         points = product([[(v, min(step, high - v)) for v in range(low, high, step)]
@@ -277,7 +287,7 @@ class NestLowering:
         for step in range(max(len(stream) for stream in streams)):
             out += [stream[step] for stream in streams if step < len(stream)]
 
-    def run_store(self, op: tile.StoreOp, core: int) -> None:
+    def run_store(self, op: tile.StoreOp, core: int, out: list[Job]) -> None:
         _, buffer, _, kind, _, _ = self.static(op, self.slice_static)
         job = self.state(core).last_job.get(id(buffer))
         if job is None:
