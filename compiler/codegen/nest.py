@@ -79,24 +79,36 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
     """The DMA boxes of one slice: up to three buffer dimensions per box (more are merged where
     both sides are contiguous, else the outer ones become separate boxes); the part of a
     loaded slice outside the tensor is padding."""
-    rank = len(tensor.shape)
+    shape, strides = tensor.shape, tensor.strides
     base = 0
-    for d in range(rank):
+    for d in range(len(shape)):
         if d not in dims:
             if sizes[d] != 1:
                 raise NnccError(f"tile: dimension {d} of a slice is not in the buffer but has size {sizes[d]}")
-            base += offsets[d] * tensor.strides[d]
+            base += offsets[d] * strides[d]
     box, src_strides, pads = [], [], []
     for d in dims:
-        low = min(max(0, -offsets[d]), sizes[d])  # a window wholly outside (ceil-mode pooling) is all padding
-        high = min(max(0, offsets[d] + sizes[d] - tensor.shape[d]), sizes[d] - low)
-        if (low or high) and not load:
-            raise NnccError("tile: a store outside its tensor")
-        base += min(max(offsets[d], 0), tensor.shape[d] - 1) * tensor.strides[d]
-        box.append(sizes[d])
-        src_strides.append(tensor.strides[d])
+        offset, size, extent = offsets[d], sizes[d], shape[d]
+        low = -offset if offset < 0 else 0
+        high = offset + size - extent if offset + size > extent else 0
+        if low or high:
+            if not load:
+                raise NnccError("tile: a store outside its tensor")
+            low = min(low, size)  # a window wholly outside (ceil-mode pooling) is all padding
+            high = min(high, size - low)
+        base += min(max(offset, 0), extent - 1) * strides[d]
+        box.append(size)
+        src_strides.append(strides[d])
         pads.append((low, high))
     chip_strides = list(chip_strides) if chip_strides else list(dense(box))
+    address = tensor.addr + F32 * base
+    if len(box) <= 3:  # one box (the common case, kept short)
+        fill = 3 - len(box)
+        shape3, src3, chip3 = (1,) * fill + tuple(box), (0,) * fill + tuple(src_strides), (0,) * fill + tuple(chip_strides)
+        if load:
+            pad6 = (0, 0) * fill + tuple(v for pair in pads for v in pair)
+            return [Transfer(dram(address), src3, chip, chip3, shape3, pad6, pad_value)]
+        return [Transfer(chip, chip3, dram(address), src3, shape3)]
     box, src_strides, chip_strides, pads = merge_boxes(box, src_strides, chip_strides, pads)
     transfers = []
     for outer, chip_offset, dram_offset in outer_boxes(box, src_strides, chip_strides):
@@ -105,11 +117,10 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
         chip3 = (0,) * (3 - len(outer)) + tuple(chip_strides[-len(outer):])
         pad6 = tuple(v for pair in [(0, 0)] * (3 - len(outer)) + pads[-len(outer):] for v in pair)
         ref = BufRef(chip.kind, chip.offset + F32 * chip_offset)
-        address = dram(tensor.addr + F32 * (base + dram_offset))
         if load:
-            transfers.append(Transfer(address, src3, ref, chip3, shape3, pad6, pad_value))
+            transfers.append(Transfer(dram(address + F32 * dram_offset), src3, ref, chip3, shape3, pad6, pad_value))
         else:
-            transfers.append(Transfer(ref, chip3, address, src3, shape3))
+            transfers.append(Transfer(ref, chip3, dram(address + F32 * dram_offset), src3, shape3))
     return transfers
 
 
