@@ -11,7 +11,7 @@ from xdsl.dialects.builtin import ArrayAttr, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineExpr
 
-from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.dialects import nn, tile
 
@@ -35,10 +35,6 @@ def epilogue_parameters(epilogue: Epilogue) -> list[float]:
 
     counts = {func: len(params) for func, params in ACTIVATIONS.values()}
     return [epilogue.p0, epilogue.p1][:counts.get(epilogue.act, 0)]
-
-
-def layer_name_of(op: Operation) -> str:
-    return op.results[0].name_hint or op.name
 
 
 def slice_op(cls, tensor, buffer, offsets, sizes, dims, at=0):
@@ -87,7 +83,7 @@ def add_buffers(lowering: Lowering, block: Block, specs, slots: int) -> dict[str
 
 def finish_nest(op: Operation, block: Block, inputs: list[SSAValue]) -> tile.NestOp:
     """The nest of `block`, reading `inputs`, to stand for `op` (its layer name, op name, ONNX nodes)."""
-    nest = tile.NestOp(layer_name_of(op), inputs, [op.result.type], Region(block),
+    nest = tile.NestOp(layer_name(op), inputs, [op.result.type], Region(block),
                        {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
     nest.results[0].name_hint = op.results[0].name_hint
     return nest

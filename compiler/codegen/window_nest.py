@@ -24,12 +24,12 @@ import numpy as np
 from xdsl.dialects.builtin import FloatAttr, StringAttr, UnitAttr, f64
 from xdsl.ir import Block, Operation, SSAValue
 
-from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
 from nncc.compiler.codegen.nest import lower_detached
 from nncc.compiler.codegen.pool import pool_probe
 from nncc.compiler.codegen.nest_builder import (
-    IndexExprs, add_buffers, epilogue_parameters, finish_nest, layer_name_of, nest_block, replace_op, slice_op,
+    IndexExprs, add_buffers, epilogue_parameters, finish_nest, nest_block, replace_op, slice_op,
 )
 from nncc.dialects import nn, tile
 
@@ -135,8 +135,8 @@ def pool_nest_of(lowering: Lowering, op: Operation, slots: int) -> tile.NestOp:
     divisor = None
     if tiling.func == "sum":
         reciprocal = (1.0 / divisor_counts(tiling.g, bool(op.count_include_pad.value))).astype(np.float32)
-        weight = nn.WeightOp(lowering.store.add(f"{layer_name_of(op)}.divisor", reciprocal), list(reciprocal.shape))
-        weight.result.name_hint = f"{layer_name_of(op)}_divisor"
+        weight = nn.WeightOp(lowering.store.add(f"{layer_name(op)}.divisor", reciprocal), list(reciprocal.shape))
+        weight.result.name_hint = f"{layer_name(op)}_divisor"
         if op.parent is not None:
             op.parent.insert_op_before(weight, op)
         divisor = weight.result
