@@ -133,6 +133,16 @@ class Interpreter:
     # ---- inputs and outputs
 
     def load_image(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """The DRAM image, then the inputs (and any weights given) by symbol name: every input
+        must be given, and every name given must be an input or a weight of the program."""
+        symbols = {s.name: s for s in self.program.symbols if s.kind != "output"}
+        missing = [s.name for s in self.program.symbols_of("input") if s.name not in inputs]
+        if missing:
+            raise NnccError(f"missing input(s): {', '.join(missing)}")
+        unknown = [name for name in inputs if name not in symbols]
+        if unknown:
+            names = ", ".join(s.name for s in self.program.symbols_of("input"))
+            raise NnccError(f"{', '.join(unknown)}: not an input of the program (its inputs: {names})")
         for addr, chunk in self.program.data:
             self.memories.write_dram(addr, np.frombuffer(chunk, dtype="<f4"))
         for symbol in self.program.symbols:
@@ -307,8 +317,5 @@ def run(program: Program, inputs: Mapping[str, np.ndarray] | None = None, trace:
     """
     if inputs is None:
         inputs = random_inputs(program)
-    missing = [s.name for s in program.symbols_of("input") if s.name not in inputs]
-    if missing:
-        raise NnccError(f"missing input(s): {', '.join(missing)}")
     with progress.stage("simulation", total=len(program.instructions), unit="instructions") as task:
         return Interpreter(program, trace, task).run(inputs)

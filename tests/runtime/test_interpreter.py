@@ -230,3 +230,18 @@ def test_training_mode_reads_back_updated_weights(build):
     program = build("vector", code, [("w", "weight", 0, (4,))], mode="training")
     program.add_data(0, np.ones(4))
     np.testing.assert_array_equal(run(program, {}).outputs["w"], np.full(4, 0.5))
+
+
+def test_inputs_are_checked_by_name(build):
+    """A missing input and a name that is no input or weight of the program are refused (the
+    interpreter used to run a misspelt input on zeros)."""
+    from nncc.runtime.interpreter import Interpreter
+    from nncc.support.errors import NnccError
+
+    program = build("vector", [load(0, ("AM", 0), 4), store(("AM", 0), 64, 4)],
+                    symbols=[("x", "input", 0, (4,)), ("y", "output", 64, (4,))])
+    with pytest.raises(NnccError, match="missing input"):
+        run(program, {})
+    with pytest.raises(NnccError, match=r"^X: not an input of the program \(its inputs: x\)"):
+        Interpreter(program).run({"x": np.zeros(4, np.float32), "X": np.ones(4, np.float32)})
+    assert run(program, {"x": np.arange(4, dtype=np.float32)}).outputs["y"].tolist() == [0, 1, 2, 3]
