@@ -134,6 +134,12 @@ class ExprParser:
         """`[e, e, ...]`"""
         return self.parser.parse_comma_separated_list(Parser.Delimiter.SQUARE, self.expr)
 
+    def view(self) -> tuple[SSAValue, AffineExpr]:
+        """`%buf[e]`: a buffer operand and its element offset."""
+        buffer = untyped_operand(self.parser)
+        (offset,) = self.exprs()
+        return buffer, offset
+
     def map(self, exprs: Sequence[AffineExpr]) -> AffineMapAttr:
         return AffineMapAttr(AffineMap(len(self.values), 0, tuple(exprs)))
 
@@ -218,8 +224,7 @@ class View:
 
     @staticmethod
     def parse(parser: Parser, exprs: ExprParser) -> tuple[SSAValue, list[AffineExpr], list[AffineExpr]]:
-        buffer = untyped_operand(parser)
-        (offset,) = exprs.exprs()
+        buffer, offset = exprs.view()
         strides = exprs.exprs() if parser.parse_optional_keyword("strides") else []
         return buffer, [offset], strides
 
@@ -884,8 +889,7 @@ class FillOp(ComputeOp):
     @classmethod
     def parse(cls, parser: Parser) -> FillOp:
         exprs = ExprParser(parser)
-        buffer = untyped_operand(parser)
-        (offset,) = exprs.exprs()
+        buffer, offset = exprs.view()
         parser.parse_keyword("sizes")
         sizes = exprs.exprs()
         if parser.parse_optional_keyword("pitch"):
@@ -985,9 +989,7 @@ class PoolOp(ComputeOp):
         views = []
 
         def view():
-            buffer = untyped_operand(parser)
-            (offset,) = exprs.exprs()
-            views.append((buffer, offset))
+            views.append(exprs.view())
 
         view()
         parser.parse_punctuation("->")
@@ -1061,9 +1063,7 @@ def parse_window_op(parser: Parser, cls, extra=None):
     views: list[tuple[SSAValue, AffineExpr]] = []
 
     def view():
-        buffer = untyped_operand(parser)
-        (offset,) = exprs.exprs()
-        views.append((buffer, offset))
+        views.append(exprs.view())
 
     view()
     parser.parse_punctuation(",")
