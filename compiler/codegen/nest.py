@@ -386,8 +386,9 @@ def loop_ids(loop: tile.ForOp) -> list[tuple[int, int]]:
 
 
 def written_buffer(op: tile.ComputeOp) -> SSAValue:
-    """The buffer a compute op writes: a fill's only one, a pool's second, else the third."""
-    return op.buffers[{tile.FillOp: 0, tile.PoolOp: 1}.get(type(op), 2)]
+    """The buffer a compute op writes: a fill's only one, a pool's or a reduce's second, a map's
+    last, else the third."""
+    return op.buffers[{tile.FillOp: 0, tile.PoolOp: 1, tile.ReduceOp: 1, tile.MapOp: len(op.buffers) - 1}.get(type(op), 2)]
 
 
 def product(ranges):
@@ -439,6 +440,10 @@ class NestTensors(dict):
         owner = value.owner
         if isinstance(owner, tile.RelayoutOp):
             tensor = relayout_tensor(self.lowering, owner, self.values[owner.input])
+        elif isinstance(owner, tile.ViewOp):  # a strided view of a row-major tensor
+            base = self[owner.input]
+            tensor = DramTensor(base.addr + F32 * owner.offset.value.data, tuple(owner.result.type.get_shape()),
+                                owner.strides)
         else:
             outer = self.values[value]
             shape = tuple(outer.type.get_shape())
