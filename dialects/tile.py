@@ -78,6 +78,8 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
+from nncc.runtime.isa import ACTIVATIONS
+
 INDEX = IndexType()
 ORDERS = ("naive", "serpentine")
 ROLES = ("input", "weight", "output", "intermediate")
@@ -415,6 +417,78 @@ class RelayoutOp(IRDLOperation):
             raise VerifyException(f"tile.relayout: shape {list(shape)} does not hold {list(source)}")
         if tuple(self.result.type.get_shape()) != tuple(shape[p] for p in perm):  # type: ignore[attr-defined]
             raise VerifyException("tile.relayout: result shape is not the permuted shape")
+
+
+@irdl_op_definition
+class ViewOp(IRDLOperation):
+    """A strided view of a DRAM tensor (a nest's block argument): element (i, j, ...) of the
+    result is element `offset + i * s0 + j * s1 + ...` of the tensor's row-major storage.
+    Stride 0 broadcasts (a per-channel batch-norm parameter read once per tile); the view can
+    transpose, merge axes, step (a strided slice; a negative step reads backwards, one element
+    per load) or pick a concat's slice of its output. Loads and stores of the view move what it
+    selects; DMA boxes keep the view's strides.
+
+        %Sv = tile.view %S offset 0 sizes [2, 64, 3136] strides [0, 1, 0] : tensor<1x64x1x1xf32> -> tensor<2x64x3136xf32>
+    """
+
+    name = "tile.view"
+
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    offset = prop_def(IntegerAttr)
+    view_strides = prop_def(DenseArrayBase, prop_name="view_strides")
+
+    def __init__(self, input: SSAValue, offset: int, sizes: Sequence[int], strides: Sequence[int]):
+        element = input.type.element_type  # type: ignore[attr-defined]
+        super().__init__(operands=[input], result_types=[TensorType(element, list(sizes))],
+                         properties={"offset": IntegerAttr(offset, i64), "view_strides": ints_attr(strides)})
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return ints(self.view_strides)
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_ssa_value(self.input)
+        printer.print_string(f" offset {self.offset.value.data} sizes ")
+        print_ints(printer, tuple(self.result.type.get_shape()))  # type: ignore[attr-defined]
+        printer.print_string(" strides ")
+        print_ints(printer, self.strides)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.input.type)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ViewOp:
+        unresolved = parser.parse_unresolved_operand()
+        parser.parse_keyword("offset")
+        offset = parser.parse_integer()
+        parser.parse_keyword("sizes")
+        sizes = parse_ints(parser)
+        parser.parse_keyword("strides")
+        strides = parse_ints(parser)
+        attributes = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        input_type = parser.parse_type()
+        parser.parse_punctuation("->")
+        parser.parse_type()
+        op = cls(parser.resolve_operand(unresolved, input_type), offset, sizes, strides)
+        op.attributes |= attributes
+        return op
+
+    def verify_(self) -> None:
+        sizes, strides = tuple(self.result.type.get_shape()), self.strides  # type: ignore[attr-defined]
+        if len(sizes) != len(strides) or not sizes:
+            raise VerifyException(f"tile.view: {len(sizes)} sizes and {len(strides)} strides")
+        if any(size < 1 for size in sizes):
+            raise VerifyException(f"tile.view: empty view {list(sizes)}")
+        low = self.offset.value.data + sum((n - 1) * s for n, s in zip(sizes, strides) if s < 0)
+        high = self.offset.value.data + sum((n - 1) * s for n, s in zip(sizes, strides) if s > 0)
+        elements = _product(self.input.type.get_shape())  # type: ignore[attr-defined]
+        if low < 0 or high >= elements:
+            raise VerifyException(f"tile.view: elements {low} to {high} of a tensor of {elements}")
 
 
 def _product(values) -> int:
@@ -1014,6 +1088,266 @@ class PoolOp(ComputeOp):
         return op
 
 
+# --------------------------------------------------------------------------- streaming compute
+
+
+MAP_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "div": "vdiv", "max": "vmax", "min": "vmin"}
+"""tile.map functions of two inputs and their instructions."""
+MAP_FUNCS = (*MAP_BINARY, "fma", *ACTIVATIONS)
+"""Every tile.map function: binary, fma (x * y + w), and the vact functions of one input."""
+STRIDED = -1  # a view's layout code: explicit strides (else a bit mask of broadcast dimensions)
+
+
+def map_arity(func: str) -> int:
+    """Inputs of a tile.map function."""
+    return 2 if func in MAP_BINARY else 3 if func == "fma" else 1
+
+
+class StreamViews:
+    """The views of tile.map and tile.reduce: `%b[e]` is dense row-major by the op's 3-D
+    `shape`; `%b[e] broadcast [d, ...]` the same with stride 0 along dimensions d (a per-channel
+    parameter, a per-row statistic); `%b[e] strides [e, e, e]` explicit element strides. The
+    layouts are a property (`layouts`: one code per view, a bit mask of broadcast dimensions, or
+    -1 for explicit strides, which are then the `view_strides` map's results in order)."""
+
+    def __init__(self, exprs: ExprParser):
+        self.exprs = exprs
+        self.buffers: list[SSAValue] = []
+        self.offsets: list[AffineExpr] = []
+        self.layouts: list[int] = []
+        self.strides: list[AffineExpr] = []
+
+    def parse(self, parser: Parser) -> None:
+        buffer, offset = self.exprs.view()
+        layout = 0
+        if parser.parse_optional_keyword("broadcast"):
+            for dim in parse_ints(parser):
+                if not 0 <= dim < 3:
+                    parser.raise_error(f"broadcast dimension {dim} of a 3-D view")
+                layout |= 1 << dim
+        elif parser.parse_optional_keyword("strides"):
+            self.strides += self.exprs.exprs()
+            layout = STRIDED
+        self.buffers.append(buffer)
+        self.offsets.append(offset)
+        self.layouts.append(layout)
+
+    def properties(self) -> dict[str, Attribute]:
+        properties: dict[str, Attribute] = {"views": self.exprs.map(self.offsets), "layouts": ints_attr(self.layouts)}
+        if self.strides:
+            properties["view_strides"] = self.exprs.map(self.strides)
+        return properties
+
+    @staticmethod
+    def text(printer: Printer, op, index: int, names: Sequence[str]) -> str:
+        layouts = ints(op.layouts)
+        text = f"{printer_name(printer, op.buffers[index])}[{expr_text(op.views.data.results[index], names)}]"
+        if layouts[index] == STRIDED:
+            start = 3 * sum(1 for layout in layouts[:index] if layout == STRIDED)
+            strides = op.view_strides.data.results[start:start + 3]
+            return text + f" strides [{', '.join(expr_text(e, names) for e in strides)}]"
+        if layouts[index]:
+            return text + f" broadcast [{', '.join(str(d) for d in range(3) if layouts[index] >> d & 1)}]"
+        return text
+
+    @staticmethod
+    def verify(op) -> None:
+        layouts = ints(op.layouts)
+        if len(layouts) != len(op.buffers):
+            raise VerifyException(f"{op.name}: one layout per view")
+        if any(not STRIDED <= layout <= 7 for layout in layouts):
+            raise VerifyException(f"{op.name}: a view layout is a mask of broadcast dimensions 0-2, or -1 (strides)")
+        count = 3 * layouts.count(STRIDED)
+        given = len(op.view_strides.data.results) if op.view_strides is not None else 0
+        if given != count:
+            raise VerifyException(f"{op.name}: {count} view strides expected, {given} given")
+        if op.view_strides is not None and op.view_strides.data.num_dims != len(op.indices):
+            raise VerifyException(f"{op.name}: view strides over {op.view_strides.data.num_dims} values, "
+                                  f"{len(op.indices)} given")
+
+
+def parse_condition(parser: Parser, exprs: ExprParser, keyword: str) -> dict[str, Attribute]:
+    """`KEYWORD %iv` -> {KEYWORD: the position of %iv among the op's index operands}."""
+    if parser.parse_optional_keyword(keyword):
+        return {keyword: IntegerAttr(exprs.dim(parser.parse_operand(INDEX)).position, i64)}
+    return {}
+
+
+def condition_text(printer: Printer, op, keyword: str) -> str:
+    attr = getattr(op, keyword)
+    return f" {keyword} {printer_name(printer, op.indices[attr.value.data])}" if attr is not None else ""
+
+
+def verify_condition(op, keyword: str) -> None:
+    attr = getattr(op, keyword)
+    if attr is not None and not 0 <= attr.value.data < len(op.indices):
+        raise VerifyException(f"{op.name}: {keyword} names index operand {attr.value.data} of {len(op.indices)}")
+
+
+@irdl_op_definition
+class MapOp(ComputeOp):
+    """z = func(x[, y[, w]]) elementwise over a 3-D `shape` (lanes on the last dimension): a
+    binary op (add, sub, mul, div, max, min), fma (x * y + w: batch norm's per-channel scale and
+    shift), or a function of one input with up to two parameters (copy, relu, clip [lo, hi],
+    leaky [alpha], affine [scale, shift], exp, log, recip, rsqrt [eps], sigmoid, tanh, ...: the
+    `vact` functions). Views are dense by `shape` unless they say otherwise (see StreamViews);
+    the output is the last view and may be an input too (in place). `first %iv` / `last %iv`:
+    only on the first / last iteration of that loop (a residual scaled before a conv's first
+    matmul, a product scaled after its last). It can sit in any nest beside a conv, a
+    depthwise or a pooling op, on their buffers.
+
+        tile.map fma %in0[0], %in1[0] broadcast [0, 2], %in2[0] broadcast [0, 2] -> %out[0] shape [%t0, %t1, %t2]
+        tile.map clip [0.0, 6.0] %in0[0] -> %out[0] shape [1, %t1, %t2]
+        tile.map affine [0.25, 0.0] %out[0] broadcast [0, 1] -> %out[0] broadcast [0, 1] shape [1, 1, %tr] last %s
+    """
+
+    name = "tile.map"
+
+    func = prop_def(StringAttr)
+    params = opt_prop_def(DenseArrayBase)
+    layouts = prop_def(DenseArrayBase)
+    view_strides = opt_prop_def(AffineMapAttr, prop_name="view_strides")
+    first = opt_prop_def(IntegerAttr)
+    last = opt_prop_def(IntegerAttr)
+
+    def verify_(self) -> None:
+        super().verify_()
+        func = self.func.data
+        if func not in MAP_FUNCS:
+            raise VerifyException(f"tile.map: unknown function {func!r}")
+        if len(self.buffers) != map_arity(func) + 1:
+            raise VerifyException(f"tile.map: {func} takes {map_arity(func)} input view(s) and an output view, "
+                                  f"{len(self.buffers)} views given")
+        params = ints(self.params) if self.params is not None else ()
+        if len(params) > 2 or (params and map_arity(func) != 1):
+            raise VerifyException(f"tile.map: {func} takes at most {2 if map_arity(func) == 1 else 0} parameters")
+        if len(self.sizes.data.results) != 3:
+            raise VerifyException("tile.map: a 3-D shape expected")
+        StreamViews.verify(self)
+        verify_condition(self, "first")
+        verify_condition(self, "last")
+
+    def print(self, printer: Printer) -> None:
+        names = [printer_name(printer, v) for v in self.indices]
+        printer.print_string(f" {self.func.data}")
+        if self.params is not None:
+            printer.print_string(" [" + ", ".join(repr(float(p)) for p in self.params.get_values()) + "]")
+        views = [StreamViews.text(printer, self, i, names) for i in range(len(self.buffers))]
+        printer.print_string(f" {', '.join(views[:-1])} -> {views[-1]} shape "
+                             f"[{', '.join(expr_text(e, names) for e in self.sizes.data.results)}]")
+        printer.print_string(condition_text(printer, self, "first") + condition_text(printer, self, "last"))
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> MapOp:
+        exprs = ExprParser(parser)
+        func = parser.parse_identifier()
+        properties: dict[str, Attribute] = {"func": StringAttr(func)}
+        if parser.parse_optional_punctuation("["):
+            params = [parser.parse_float()]
+            while parser.parse_optional_punctuation(","):
+                params.append(parser.parse_float())
+            parser.parse_punctuation("]")
+            properties["params"] = DenseArrayBase.from_list(f64, params)
+        views = StreamViews(exprs)
+        views.parse(parser)
+        while parser.parse_optional_punctuation(","):
+            views.parse(parser)
+        parser.parse_punctuation("->")
+        views.parse(parser)
+        parser.parse_keyword("shape")
+        shape = exprs.exprs()
+        properties |= parse_condition(parser, exprs, "first") | parse_condition(parser, exprs, "last")
+        properties |= views.properties() | {"sizes": exprs.map(shape)}
+        op = cls.build(operands=[views.buffers, list(exprs.values)], properties=properties)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+REDUCE_FUNCS = ("sum", "max", "mean")
+WINDOW_FUNCS = ("sum", "max", "avg")
+
+
+@irdl_op_definition
+class ReduceOp(ComputeOp):
+    """A reduction on buffers. Without a window: z[i] = func over j, l of x[i, j, l] (`vred`;
+    global pooling, softmax's row max and sum), `reduce %iv` combines with z on all but the first
+    iteration of that loop, and `repeat N steps [sx, sz]` does it N times, x and z moved by sx
+    and sz elements each time (a statistic per row of a tile whose reduced axis is not
+    innermost). With `window [a, b] steps [w0, w1]`: z[i, j, l] = func over the a x b taps of
+    x[i, j, l] (taps w0 and w1 elements apart; `vpool`; LRN's sum over neighbouring channels).
+
+        tile.reduce max %in[0] broadcast [1] -> %out[0] shape [%tr, 1, %ts] reduce %s
+        tile.reduce sum %out[%tp * 64] broadcast [0] -> %out[0] broadcast [0] shape [1, 64, %tp] window [1, 5] steps [0, %tp]
+    """
+
+    name = "tile.reduce"
+
+    func = prop_def(StringAttr)
+    layouts = prop_def(DenseArrayBase)
+    view_strides = opt_prop_def(AffineMapAttr, prop_name="view_strides")
+    window = opt_prop_def(DenseArrayBase)
+    repeat = opt_prop_def(UnitAttr)
+    reduce = opt_prop_def(IntegerAttr)
+
+    def verify_(self) -> None:
+        super().verify_()
+        funcs = WINDOW_FUNCS if self.window is not None else REDUCE_FUNCS
+        if self.func.data not in funcs:
+            raise VerifyException(f"tile.reduce: func must be one of {', '.join(funcs)}"
+                                  f"{' with a window' if self.window is not None else ''}, not {self.func.data!r}")
+        if len(self.buffers) != 2:
+            raise VerifyException("tile.reduce: an input view and an output view expected")
+        if self.window is not None and (len(ints(self.window)) != 2 or self.reduce is not None or
+                                        self.repeat is not None):
+            raise VerifyException("tile.reduce: a window has 2 sizes and takes no reduce or repeat")
+        expected = 3 + 2 * (self.window is not None) + 3 * (self.repeat is not None)
+        if len(self.sizes.data.results) != expected:
+            raise VerifyException(f"tile.reduce: {expected} shape, step and repeat expressions expected")
+        StreamViews.verify(self)
+        verify_condition(self, "reduce")
+
+    def print(self, printer: Printer) -> None:
+        names = [printer_name(printer, v) for v in self.indices]
+        text = lambda exprs: ", ".join(expr_text(e, names) for e in exprs)  # noqa: E731
+        sizes = self.sizes.data.results
+        printer.print_string(f" {self.func.data} {StreamViews.text(printer, self, 0, names)} -> "
+                             f"{StreamViews.text(printer, self, 1, names)} shape [{text(sizes[:3])}]")
+        rest = sizes[3:]
+        if self.window is not None:
+            printer.print_string(f" window [{', '.join(map(str, ints(self.window)))}] steps [{text(rest[:2])}]")
+            rest = rest[2:]
+        if self.repeat is not None:
+            printer.print_string(f" repeat {text(rest[:1])} steps [{text(rest[1:])}]")
+        printer.print_string(condition_text(printer, self, "reduce"))
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ReduceOp:
+        exprs = ExprParser(parser)
+        properties: dict[str, Attribute] = {"func": StringAttr(parser.parse_identifier())}
+        views = StreamViews(exprs)
+        views.parse(parser)
+        parser.parse_punctuation("->")
+        views.parse(parser)
+        parser.parse_keyword("shape")
+        sizes = exprs.exprs()
+        if parser.parse_optional_keyword("window"):
+            properties["window"] = ints_attr(parse_ints(parser))
+            parser.parse_keyword("steps")
+            sizes += exprs.exprs()
+        if parser.parse_optional_keyword("repeat"):
+            properties["repeat"] = UnitAttr()
+            sizes.append(exprs.expr())
+            parser.parse_keyword("steps")
+            sizes += exprs.exprs()
+        properties |= parse_condition(parser, exprs, "reduce")
+        properties |= views.properties() | {"sizes": exprs.map(sizes)}
+        op = cls.build(operands=[views.buffers, list(exprs.values)], properties=properties)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
 def mapping_text(op) -> str:
     """` mapping width` and ` onto_output` when set (tile.conv, tile.depthwise)."""
     text = f" mapping {op.mapping.data}" if op.mapping is not None else ""
@@ -1119,5 +1453,5 @@ def conv_op(buffers, offsets, exprs: ExprParser, sizes, kernel, strides, dilatio
     return window_op(ConvOp, buffers, offsets, exprs, sizes, kernel, strides, dilations, act, params, **extra)
 
 
-TILE = Dialect("tile", [NestOp, RelayoutOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, ConvOp, DepthwiseOp,
-                        PoolOp, FillOp], [])
+TILE = Dialect("tile", [NestOp, RelayoutOp, ViewOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, ConvOp,
+                        DepthwiseOp, PoolOp, FillOp, MapOp, ReduceOp], [])

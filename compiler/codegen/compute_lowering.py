@@ -217,5 +217,89 @@ def pool_instructions(nest: NestLowering, op: tile.PoolOp) -> list[Compute]:
     return compute
 
 
+# --------------------------------------------------------------------------- streaming ops
+
+
+@dataclass(frozen=True)
+class StreamStatic:
+    """What a tile.map / tile.reduce keeps from one execution to the next."""
+
+    layouts: tuple[int, ...]
+    names: tuple[str, ...]  # the index-expression properties to evaluate
+    first: object  # iv of the loop whose first / last iteration alone runs the op (tile.map), or None
+    last: object
+    reduce: object  # iv of the loop whose later iterations accumulate (tile.reduce), or None
+
+
+def stream_static(op) -> StreamStatic:
+    def iv(name):
+        attr = getattr(op, name, None)
+        return op.indices[attr.value.data] if attr is not None else None
+    names = ("views", "sizes") + (("view_strides",) if op.view_strides is not None else ())
+    return StreamStatic(tile.ints(op.layouts), names, iv("first"), iv("last"), iv("reduce"))
+
+
+def stream_views(nest: NestLowering, op, info: StreamStatic):
+    """The buffer views of a streaming op, its sizes, and each view's strides over `shape`
+    (dense row-major by it, 0 along broadcast dimensions, or explicit)."""
+    values = nest.values(op, *info.names)
+    count = len(info.layouts)
+    offsets, rest = values[:count], values[count:]
+    sizes_count = len(op.sizes.data.results)
+    sizes, explicit = rest[:sizes_count], rest[sizes_count:]
+    n0, n1, n2 = sizes[:3]
+    dense = (n1 * n2, n2, 1)
+    strides, given = [], 0
+    for layout in info.layouts:
+        if layout == tile.STRIDED:
+            strides.append(tuple(explicit[given:given + 3]))
+            given += 3
+        else:
+            strides.append(tuple(0 if layout >> d & 1 else s for d, s in enumerate(dense)))
+    return [nest.view(op, i, offsets) for i in range(count)], sizes, strides
+
+
+def map_instructions(nest: NestLowering, op: tile.MapOp) -> list[Compute]:
+    """One instruction: vadd/vsub/vmul/vdiv/vmax/vmin, vfma, or vact with the function's parameters."""
+    info = nest.static(op, stream_static)
+    if info.first is not None and not nest.first_last[id(info.first)][0] or \
+            info.last is not None and not nest.first_last[id(info.last)][1]:
+        return []
+    refs, sizes, strides = stream_views(nest, op, info)
+    func, unit = op.func.data, nest.lowering.vector_unit
+    shape = tuple(sizes[:3])
+    operands: dict = {"unit": unit}
+    if func in tile.MAP_BINARY or func == "fma":
+        mnemonic = tile.MAP_BINARY.get(func, "vfma")
+        operands["shape"] = shape
+    else:
+        mnemonic = "vact"
+        params = [float(p) for p in op.params.get_values()] if op.params is not None else []
+        p0, p1 = (params + [0.0, 0.0])[:2]
+        operands |= {"func": func, "p0": p0, "p1": p1, "shape": shape}
+    names = ("x", "y", "w")[:len(refs) - 1] + ("z",)
+    for name, ref, stride in zip(names, refs, strides):
+        operands[name] = ref
+        operands[f"{name}_stride"] = stride
+    return [Compute(mnemonic, operands)]
+
+
+def reduce_instructions(nest: NestLowering, op: tile.ReduceOp) -> list[Compute]:
+    """`vred` (repeated with `repeat`; acc on the later iterations of the `reduce` loop), or one
+    `vpool` over the window's taps."""
+    info = nest.static(op, stream_static)
+    (x, z), sizes, (x_stride, z_stride) = stream_views(nest, op, info)
+    shape, unit, func = tuple(sizes[:3]), nest.lowering.vector_unit, op.func.data
+    if op.window is not None:
+        return [Compute("vpool", {"unit": unit, "func": func, "shape": shape, "window": tile.ints(op.window),
+                                  "x": x, "x_stride": x_stride, "win_stride": tuple(sizes[3:5]), "z": z,
+                                  "z_stride": z_stride})]
+    acc = int(info.reduce is not None and not nest.first_last[id(info.reduce)][0])
+    count, x_step, z_step = sizes[3:6] if op.repeat is not None else (1, 0, 0)
+    return [Compute("vred", {"unit": unit, "func": func, "acc": acc, "shape": shape, "x": shifted(x, r * x_step),
+                             "x_stride": x_stride, "z": shifted(z, r * z_step), "z_stride": 1})
+            for r in range(count)]
+
+
 LOWERINGS = {tile.ConvOp: conv_instructions, tile.DepthwiseOp: depthwise_instructions, tile.PoolOp: pool_instructions,
-             tile.FillOp: fill_instructions}
+             tile.FillOp: fill_instructions, tile.MapOp: map_instructions, tile.ReduceOp: reduce_instructions}
