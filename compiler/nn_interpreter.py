@@ -172,6 +172,95 @@ class NNFunctions(UnaryFunctions):
     def run_softmax(self, interpreter: Interpreter, op: nn.SoftmaxOp, args: Args):
         return (k.softmax(args[0], op.axis.value.data),)
 
+    # ----------------------------------------------------------------- training (autodiff's ops)
+
+    @impl(nn.Conv2dBackwardDataOp)
+    def run_conv2d_backward_data(self, interpreter: Interpreter, op: nn.Conv2dBackwardDataOp, args: Args):
+        return (k.conv2d_backward_data(args[0], args[1], nn.shape_of(op.result), *op.conv_properties()),)
+
+    @impl(nn.Conv2dBackwardFilterOp)
+    def run_conv2d_backward_filter(self, interpreter: Interpreter, op: nn.Conv2dBackwardFilterOp, args: Args):
+        return (k.conv2d_backward_filter(args[0], args[1], nn.shape_of(op.result), *op.conv_properties()),)
+
+    @impl(nn.ReduceSumOp)
+    def run_reduce_sum(self, interpreter: Interpreter, op: nn.ReduceSumOp, args: Args):
+        return (k.reduce_sum(args[0], ints(op.axes)),)
+
+    @impl(nn.ScaleOp)
+    def run_scale(self, interpreter: Interpreter, op: nn.ScaleOp, args: Args):
+        return (k.scale(args[0], flt(op.factor)),)
+
+    @impl(nn.BatchNormTrainOp)
+    def run_batch_norm_train(self, interpreter: Interpreter, op: nn.BatchNormTrainOp, args: Args):
+        return k.batch_norm_train(*args, flt(op.epsilon), flt(op.momentum))
+
+    @impl(nn.BatchNormBackwardOp)
+    def run_batch_norm_backward(self, interpreter: Interpreter, op: nn.BatchNormBackwardOp, args: Args):
+        return k.batch_norm_backward(*args)
+
+    @impl(nn.ReluBackwardOp)
+    def run_relu_backward(self, interpreter: Interpreter, op: nn.ReluBackwardOp, args: Args):
+        return (k.relu_backward(*args),)
+
+    @impl(nn.SigmoidBackwardOp)
+    def run_sigmoid_backward(self, interpreter: Interpreter, op: nn.SigmoidBackwardOp, args: Args):
+        return (k.sigmoid_backward(*args),)
+
+    @impl(nn.HardSwishBackwardOp)
+    def run_hard_swish_backward(self, interpreter: Interpreter, op: nn.HardSwishBackwardOp, args: Args):
+        return (k.hard_swish_backward(*args),)
+
+    @impl(nn.LeakyReluBackwardOp)
+    def run_leaky_relu_backward(self, interpreter: Interpreter, op: nn.LeakyReluBackwardOp, args: Args):
+        return (k.leaky_relu_backward(*args, flt(op.alpha)),)
+
+    @impl(nn.ClipBackwardOp)
+    def run_clip_backward(self, interpreter: Interpreter, op: nn.ClipBackwardOp, args: Args):
+        return (k.clip_backward(*args, flt(op.min), flt(op.max)),)
+
+    @impl(nn.HardSigmoidBackwardOp)
+    def run_hard_sigmoid_backward(self, interpreter: Interpreter, op: nn.HardSigmoidBackwardOp, args: Args):
+        return (k.hard_sigmoid_backward(*args, flt(op.alpha), flt(op.beta)),)
+
+    @impl(nn.MaxPool2dBackwardOp)
+    def run_max_pool_backward(self, interpreter: Interpreter, op: nn.MaxPool2dBackwardOp, args: Args):
+        return (k.max_pool_backward(args[0], args[1], *op.pool_properties()),)
+
+    @impl(nn.AvgPool2dBackwardOp)
+    def run_avg_pool_backward(self, interpreter: Interpreter, op: nn.AvgPool2dBackwardOp, args: Args):
+        return (k.avg_pool_backward(args[0], nn.shape_of(op.result), *op.pool_properties(),
+                                    op.count_include_pad.value),)
+
+    @impl(nn.GlobalAvgPoolBackwardOp)
+    def run_global_avg_pool_backward(self, interpreter: Interpreter, op: nn.GlobalAvgPoolBackwardOp, args: Args):
+        return (k.global_avg_pool_backward(args[0], nn.shape_of(op.result)),)
+
+    @impl(nn.GlobalMaxPoolBackwardOp)
+    def run_global_max_pool_backward(self, interpreter: Interpreter, op: nn.GlobalMaxPoolBackwardOp, args: Args):
+        return (k.global_max_pool_backward(*args),)
+
+    @impl(nn.SoftmaxCrossEntropyOp)
+    def run_softmax_cross_entropy(self, interpreter: Interpreter, op: nn.SoftmaxCrossEntropyOp, args: Args):
+        return (k.softmax_cross_entropy(*args),)
+
+    @impl(nn.SoftmaxCrossEntropyBackwardOp)
+    def run_softmax_cross_entropy_backward(self, interpreter: Interpreter, op, args: Args):
+        return (k.softmax_cross_entropy_backward(*args),)
+
+    @impl(nn.MseLossOp)
+    def run_mse_loss(self, interpreter: Interpreter, op: nn.MseLossOp, args: Args):
+        return (k.mse_loss(*args),)
+
+    @impl(nn.MseLossBackwardOp)
+    def run_mse_loss_backward(self, interpreter: Interpreter, op: nn.MseLossBackwardOp, args: Args):
+        return (k.mse_loss_backward(*args),)
+
+    @impl(nn.SgdOp)
+    def run_sgd(self, interpreter: Interpreter, op: nn.SgdOp, args: Args):
+        weight, velocity = k.sgd(args[0], args[1], args[2] if len(args) > 2 else None,
+                                 flt(op.lr), flt(op.momentum), flt(op.weight_decay))
+        return (weight,) if velocity is None else (weight, velocity)
+
 
 @dataclass
 class LayerProfile(Interpreter.Listener):
@@ -186,7 +275,7 @@ class LayerProfile(Interpreter.Listener):
             "name": op.results[0].name_hint or op.name,
             "op": op.name,
             "onnx_nodes": nn.onnx_nodes_of(op),
-            "phase": "forward",
+            "phase": nn.phase_of(op),
             "macs": int(getattr(op, "macs", 0)),
         })
 

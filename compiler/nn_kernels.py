@@ -200,3 +200,210 @@ def strided_box(x, starts, steps, shape):
     """result[i, ...] = x[starts[0] + i * steps[0], ...] (nn.slice; steps may be negative)."""
     index = tuple(start + step * np.arange(size) for start, step, size in zip(starts, steps, shape))
     return np.ascontiguousarray(x[np.ix_(*index)]) if index else np.array(x, copy=True)
+
+
+# --------------------------------------------------------------------------- training
+# The backward, loss and optimiser ops of the `autodiff` pass (docs/training.md). Scatters go
+# through the same window geometry as the forward ops: one strided slice per kernel tap.
+
+
+def _tap_slices(i: int, j: int, strides, dilations, out_hw) -> tuple[slice, slice]:
+    """Where kernel tap (i, j) reads, for every output pixel, in the padded input."""
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
+    return (slice(i * dh, i * dh + (oh - 1) * sh + 1, sh), slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+
+
+def _padded_zeros(input_shape, kernel, strides, pads, dilations, out_hw) -> np.ndarray:
+    """Zeros of the padded input, with ceil_mode's overhang (as `_windows` pads)."""
+    n, c, h, w = input_shape
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_hw
+    height = max(h + pads[0] + pads[2], (oh - 1) * sh + dh * (kh - 1) + 1)
+    width = max(w + pads[1] + pads[3], (ow - 1) * sw + dw * (kw - 1) + 1)
+    return np.zeros((n, c, height, width), dtype=np.float32)
+
+
+def _crop(padded: np.ndarray, input_shape, pads) -> np.ndarray:
+    h, w = input_shape[2:]
+    return np.ascontiguousarray(padded[:, :, pads[0]: pads[0] + h, pads[1]: pads[1] + w])
+
+
+def conv2d_backward_data(dy: np.ndarray, w: np.ndarray, input_shape, strides, pads, dilations,
+                         group: int) -> np.ndarray:
+    """d(conv2d)/d(input): every output gradient times the weights, added back onto the input
+    pixels its window read (rows the forward conv never read get 0)."""
+    o, cg, kh, kw = w.shape
+    n, _, oh, ow = dy.shape
+    dxp = _padded_zeros(input_shape, (kh, kw), strides, pads, dilations, (oh, ow))
+    dyg = dy.reshape(n, group, o // group, oh, ow)
+    wg = w.reshape(group, o // group, cg, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, strides, dilations, (oh, ow))
+            part = np.einsum("ngohw,goc->ngchw", dyg, wg[:, :, :, i, j], optimize=True)
+            dxp[:, :, rows, cols] += part.reshape(n, group * cg, oh, ow)
+    return _crop(dxp, input_shape, pads)
+
+
+def conv2d_backward_filter(x: np.ndarray, dy: np.ndarray, weight_shape, strides, pads, dilations,
+                           group: int) -> np.ndarray:
+    """d(conv2d)/d(weight): for each tap, the output gradient against the input pixels the tap
+    read, summed over the batch and the output pixels."""
+    o, cg, kh, kw = weight_shape
+    n, _, oh, ow = dy.shape
+    xp = _padded_zeros(x.shape, (kh, kw), strides, pads, dilations, (oh, ow))
+    xp[:, :, pads[0]: pads[0] + x.shape[2], pads[1]: pads[1] + x.shape[3]] = x
+    dyg = dy.reshape(n, group, o // group, oh, ow)
+    dw = np.zeros(weight_shape, dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, strides, dilations, (oh, ow))
+            xs = xp[:, :, rows, cols].reshape(n, group, cg, oh, ow)
+            dw[:, :, i, j] = np.einsum("ngohw,ngchw->goc", dyg, xs, optimize=True).reshape(o, cg)
+    return dw
+
+
+def reduce_sum(x: np.ndarray, axes) -> np.ndarray:
+    return np.asarray(x.sum(axis=tuple(axes), dtype=np.float32), dtype=np.float32).reshape(
+        [d for i, d in enumerate(x.shape) if i not in tuple(axes)])
+
+
+def scale(x, factor: float):
+    return (x * np.float32(factor)).astype(np.float32)
+
+
+def _channel_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_norm_train(x, scale_, bias, running_mean, running_var, epsilon: float, momentum: float):
+    """(y, batch mean, 1 / sqrt(batch var + eps), new running mean, new running var); the
+    statistics in float64 (two passes), rounded to float32."""
+    axes = _channel_axes(x)
+    count = x.size // x.shape[1]
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes)
+    var = ((x64 - _per_channel(mean, x.ndim)) ** 2).mean(axis=axes)
+    invstd = 1.0 / np.sqrt(var + epsilon)
+    y = ((x64 - _per_channel(mean, x.ndim)) * _per_channel(invstd * scale_, x.ndim) + _per_channel(bias, x.ndim))
+    new_mean = momentum * running_mean + (1 - momentum) * mean
+    new_var = momentum * running_var + (1 - momentum) * var * count / (count - 1)
+    return tuple(np.asarray(a, dtype=np.float32) for a in (y, mean, invstd, new_mean, new_var))
+
+
+def batch_norm_backward(dy, x, scale_, mean, invstd):
+    """(dx, dscale, dbias) of batch normalisation with batch statistics (float64 sums)."""
+    axes = _channel_axes(x)
+    count = x.size // x.shape[1]
+    dy64 = dy.astype(np.float64)
+    xhat = (x.astype(np.float64) - _per_channel(mean, x.ndim)) * _per_channel(invstd, x.ndim)
+    dbias = dy64.sum(axis=axes)
+    dscale = (dy64 * xhat).sum(axis=axes)
+    dx = _per_channel(scale_ * invstd.astype(np.float64), x.ndim) * (
+        dy64 - _per_channel(dbias / count, x.ndim) - xhat * _per_channel(dscale / count, x.ndim))
+    return tuple(np.asarray(a, dtype=np.float32) for a in (dx, dscale, dbias))
+
+
+def relu_backward(dy, x):
+    return np.where(x > 0, dy, np.float32(0)).astype(np.float32)
+
+
+def sigmoid_backward(dy, x):
+    s = sigmoid(x)
+    return (dy * s * (np.float32(1) - s)).astype(np.float32)
+
+
+def hard_swish_backward(dy, x):
+    slope = np.where(x < -3, np.float32(0), np.where(x > 3, np.float32(1), x / np.float32(3) + np.float32(0.5)))
+    return (dy * slope).astype(np.float32)
+
+
+def leaky_relu_backward(dy, x, alpha: float):
+    return np.where(x > 0, dy, dy * np.float32(alpha)).astype(np.float32)
+
+
+def clip_backward(dy, x, low: float, high: float):
+    return np.where((x >= np.float32(low)) & (x <= np.float32(high)), dy, np.float32(0)).astype(np.float32)
+
+
+def hard_sigmoid_backward(dy, x, alpha: float, beta: float):
+    inner = x * np.float32(alpha) + np.float32(beta)
+    return np.where((inner > 0) & (inner < 1), dy * np.float32(alpha), np.float32(0)).astype(np.float32)
+
+
+def max_pool_backward(dy, x, kernel, strides, pads, dilations, ceil_mode: bool) -> np.ndarray:
+    """Each output gradient to its window's first maximum (row-major), as PyTorch."""
+    out_hw = dy.shape[2:]
+    win = _windows(x, kernel, strides, pads, dilations, out_hw, -np.inf)
+    n, c, oh, ow, kh, kw = win.shape
+    winner = win.reshape(n, c, oh, ow, kh * kw).argmax(axis=4)
+    dxp = _padded_zeros(x.shape, kernel, strides, pads, dilations, out_hw)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap_slices(i, j, strides, dilations, out_hw)
+            dxp[:, :, rows, cols] += np.where(winner == i * kw + j, dy, np.float32(0))
+    return _crop(dxp, x.shape, pads)
+
+
+def avg_pool_backward(dy, input_shape, kernel, strides, pads, dilations, ceil_mode: bool,
+                      count_include_pad: bool) -> np.ndarray:
+    out_hw = dy.shape[2:]
+    ones = np.ones((1, 1) + tuple(input_shape[2:]), dtype=np.float32)
+    ones = np.pad(ones, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])),
+                  constant_values=1.0 if count_include_pad else 0.0)
+    count = _windows(ones, kernel, strides, (0, 0, 0, 0), dilations, out_hw, 0.0).sum(axis=(4, 5))
+    share = (dy / count).astype(np.float32)
+    dxp = _padded_zeros(input_shape, kernel, strides, pads, dilations, out_hw)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows, cols = _tap_slices(i, j, strides, dilations, out_hw)
+            dxp[:, :, rows, cols] += share
+    return _crop(dxp, input_shape, pads)
+
+
+def global_avg_pool_backward(dy, input_shape) -> np.ndarray:
+    plane = math.prod(input_shape[2:])
+    return np.ascontiguousarray(np.broadcast_to(dy / np.float32(plane), input_shape), dtype=np.float32)
+
+
+def global_max_pool_backward(dy, x) -> np.ndarray:
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    dx = np.zeros_like(flat, dtype=np.float32)
+    np.put_along_axis(dx, flat.argmax(axis=2)[:, :, None], dy.reshape(n, c, 1), axis=2)
+    return dx.reshape(x.shape)
+
+
+def _log_softmax(x):
+    shifted = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, target) -> np.ndarray:
+    loss = -(target * _log_softmax(logits)).sum() / logits.shape[0]
+    return np.array([loss], dtype=np.float32)
+
+
+def softmax_cross_entropy_backward(logits, target) -> np.ndarray:
+    return ((np.exp(_log_softmax(logits)) - target) / logits.shape[0]).astype(np.float32)
+
+
+def mse_loss(prediction, target) -> np.ndarray:
+    diff = prediction.astype(np.float64) - target
+    return np.array([(diff * diff).mean()], dtype=np.float32)
+
+
+def mse_loss_backward(prediction, target) -> np.ndarray:
+    return ((prediction - target) * np.float32(2 / prediction.size)).astype(np.float32)
+
+
+def sgd(weight, grad, velocity, lr: float, momentum: float, weight_decay: float):
+    """(new weight, new velocity or None), torch.optim.SGD's update."""
+    step = grad + np.float32(weight_decay) * weight if weight_decay else grad
+    if velocity is not None:
+        step = np.float32(momentum) * velocity + step
+    new_weight = (weight - np.float32(lr) * step).astype(np.float32)
+    return new_weight, (step.astype(np.float32) if velocity is not None else None)

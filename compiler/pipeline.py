@@ -47,6 +47,9 @@ STAGES = (
     Stage("isa", ("lower-to-isa",), "one op per machine instruction, addresses allocated"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
+TRAINING_PASSES = {"nn": ("canonicalize-nn", "autodiff"), "fused": ("canonicalize-nn",)}
+"""`--train` (docs/training.md): the nn stage ends with the training step (`autodiff`, its options
+from `Options.training`); BatchNorm is not folded (batch statistics) nor activations fused."""
 IMPORT_PASS = "import-onnx"
 
 
@@ -64,6 +67,7 @@ class Options:
     printing: IRPrinting = field(default_factory=no_printing)
     target_options: dict = field(default_factory=dict)  # options of the back end's passes, see with_target_options
     input_shapes: dict = field(default_factory=dict)  # input name (None: the only one) -> static shape
+    training: dict | None = None  # --train: the autodiff pass's options (loss, lr, momentum, ...)
 
 
 @dataclass
@@ -84,8 +88,11 @@ def stages_until(last: str) -> tuple[Stage, ...]:
 
 
 def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
-    names = [name for name in stage.passes if name not in options.disabled]
+    chosen = TRAINING_PASSES.get(stage.name, stage.passes) if options.training is not None else stage.passes
+    names = [name for name in chosen if name not in options.disabled]
     passes = [with_target_options(p, options) for p in (registry.pipeline(",".join(names)) if names else [])]
+    if options.training is not None:
+        passes = [dataclasses.replace(p, **options.training) if p.name == "autodiff" else p for p in passes]
     if stage.name == "fused" and options.extra_passes:
         passes += registry.pipeline(options.extra_passes)
     return passes

@@ -21,8 +21,9 @@ Example:
            : (tensor<1x3x224x224xf32>, tensor<64x3x7x7xf32>) -> tensor<1x64x112x112xf32>
     %r = nn.relu %c : tensor<1x64x112x112xf32>
 
-Training ops (backward variants, loss, optimiser update) will join this file;
-the op families below (unary, binary, pooling) are where they attach.
+The training ops (backward of conv, gemm, batch norm, activations and pooling,
+the losses and their gradients, the SGD update; section "training" at the end)
+are what the `autodiff` pass emits (docs/training.md).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from xdsl.irdl import (
     irdl_op_definition,
     operand_def,
     opt_operand_def,
+    opt_result_def,
     prop_def,
     result_def,
     traits_def,
@@ -71,6 +73,8 @@ from xdsl.utils.exceptions import VerifyException
 
 ONNX_NODES = "onnx_nodes"
 """Discardable attribute: the ONNX node names an op implements."""
+PHASE = "nn.phase"
+"""Discardable attribute the `autodiff` pass sets on what it emits: forward, backward or update."""
 
 Shape = tuple[int, ...]
 
@@ -204,6 +208,12 @@ def onnx_nodes_of(op: Operation) -> list[str]:
     if not isinstance(attr, ArrayAttr):
         return []
     return [a.data for a in attr.data if isinstance(a, StringAttr)]
+
+
+def phase_of(op: Operation) -> str:
+    """forward, backward or update (ops without the attribute: forward)."""
+    attr = op.attributes.get(PHASE)
+    return attr.data if isinstance(attr, StringAttr) else "forward"
 
 
 def check_shape(op: Operation, expected: Shape, what: str = "result") -> None:
@@ -965,6 +975,643 @@ class SoftmaxOp(NNOperation):
         check_shape(self, shape_of(self.input))
 
 
+# --------------------------------------------------------------------------- training
+#
+# What the `autodiff` pass emits (docs/training.md). Gradients have the shape of what they are
+# the gradient of; backward ops whose result shape is not implied by their operands (the input
+# of a conv or a pooling) take it from their result type, which the verifier checks against the
+# forward shape rule. Every op here also has a numpy reference (`nn_kernels`).
+
+LOSS_SHAPE: Shape = (1,)
+"""Losses are one-element tensors (the mean over the batch)."""
+
+
+class ConvBackwardOp(NNOperation):
+    """Common attributes of the two conv backward ops: those of the forward `nn.conv2d`."""
+
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def conv_properties(self) -> tuple:
+        return ints(self.strides), ints(self.pads), ints(self.dilations), self.group.value.data
+
+    def check_conv(self, input_shape: Shape, weight_shape: Shape, grad_shape: Shape) -> None:
+        check_lengths(self, strides=(self.strides, 2), pads=(self.pads, 4), dilations=(self.dilations, 2))
+        if min(ints(self.strides) + ints(self.dilations)) < 1 or min(ints(self.pads)) < 0:
+            raise VerifyException(f"{self.name}: strides and dilations must be >= 1, pads >= 0")
+        for what, shape in (("input", input_shape), ("weight", weight_shape), ("gradient", grad_shape)):
+            if len(shape) != 4:
+                raise VerifyException(f"{self.name}: {what} must have rank 4, got {list(shape)}")
+        expected = rule(self, lambda: conv2d_output_shape(input_shape, weight_shape, *self.conv_properties()))
+        if tuple(grad_shape) != expected:
+            raise VerifyException(f"{self.name}: output gradient shape {list(grad_shape)} does not match "
+                                  f"the forward conv's output {list(expected)}")
+
+    @property
+    def macs(self) -> int:
+        return math.prod(self.grad_shape()) * math.prod(self.weight_shape()[1:])
+
+
+def conv_properties(strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int) -> dict:
+    return {"strides": i64_array(strides), "pads": i64_array(pads), "dilations": i64_array(dilations),
+            "group": i64_attr(group)}
+
+
+@irdl_op_definition
+class Conv2dBackwardDataOp(ConvBackwardOp):
+    """Gradient of `nn.conv2d` with respect to its input: the output gradient `dy` correlated
+    with the weights (a transposed convolution). The result type is the forward input's shape
+    (with stride > 1 the forward conv may have dropped the last input rows: their gradient is 0).
+
+        %dx = nn.conv2d_backward_data %dy, %w strides [2, 2] pads [1, 1, 1, 1] dilations [1, 1] group 1
+                : (tensor<2x16x4x4xf32>, tensor<16x8x3x3xf32>) -> tensor<2x8x8x8xf32>
+    """
+
+    name = "nn.conv2d_backward_data"
+    grad = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    assembly_format = (
+        "$grad `,` $weight `strides` $strides `pads` $pads `dilations` $dilations `group` $group "
+        "attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, weight: SSAValue, input_shape: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[int], dilations: Sequence[int], group: int):
+        super().__init__(operands=[grad, weight], properties=conv_properties(strides, pads, dilations, group),
+                         result_types=[tensor_type(input_shape)])
+
+    def grad_shape(self) -> Shape:
+        return shape_of(self.grad)
+
+    def weight_shape(self) -> Shape:
+        return shape_of(self.weight)
+
+    def verify_shapes(self) -> None:
+        self.check_conv(shape_of(self.result), shape_of(self.weight), shape_of(self.grad))
+
+
+@irdl_op_definition
+class Conv2dBackwardFilterOp(ConvBackwardOp):
+    """Gradient of `nn.conv2d` with respect to its weights: for each weight, the sum over the
+    batch and the output pixels of output gradient x the input pixel it multiplied.
+
+        %dw = nn.conv2d_backward_filter %x, %dy strides [2, 2] pads [1, 1, 1, 1] dilations [1, 1] group 1
+                : (tensor<2x8x8x8xf32>, tensor<2x16x4x4xf32>) -> tensor<16x8x3x3xf32>
+    """
+
+    name = "nn.conv2d_backward_filter"
+    input = operand_def(TensorType)
+    grad = operand_def(TensorType)
+    assembly_format = (
+        "$input `,` $grad `strides` $strides `pads` $pads `dilations` $dilations `group` $group "
+        "attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, grad: SSAValue, weight_shape: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[int], dilations: Sequence[int], group: int):
+        super().__init__(operands=[input, grad], properties=conv_properties(strides, pads, dilations, group),
+                         result_types=[tensor_type(weight_shape)])
+
+    def grad_shape(self) -> Shape:
+        return shape_of(self.grad)
+
+    def weight_shape(self) -> Shape:
+        return shape_of(self.result)
+
+    def verify_shapes(self) -> None:
+        self.check_conv(shape_of(self.input), shape_of(self.result), shape_of(self.grad))
+
+
+def reduce_sum_shape(shape: Shape, axes: Sequence[int]) -> Shape:
+    if len(set(axes)) != len(axes) or any(not 0 <= a < len(shape) for a in axes):
+        raise ValueError(f"axes {list(axes)} must be distinct axes of rank {len(shape)}")
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+@irdl_op_definition
+class ReduceSumOp(NNOperation):
+    """Sum over `axes`, which disappear from the shape: the gradient of a broadcast (bias,
+    Add/Mul with broadcasting) is the output gradient summed over the broadcast axes.
+
+        %db = nn.reduce_sum %dy axes [0, 2, 3] : (tensor<2x16x4x4xf32>) -> tensor<16xf32>
+    """
+
+    name = "nn.reduce_sum"
+    input = operand_def(TensorType)
+    axes = prop_def(DenseArrayBase[I64])
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `axes` $axes attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, axes: Sequence[int]):
+        shape = reduce_sum_shape(shape_of(input), tuple(axes))
+        super().__init__(operands=[input], properties={"axes": i64_array(axes)},
+                         result_types=[tensor_type(shape)])
+
+    def verify_shapes(self) -> None:
+        check_shape(self, rule(self, lambda: reduce_sum_shape(shape_of(self.input), ints(self.axes))))
+
+
+@irdl_op_definition
+class ScaleOp(UnaryOp):
+    """x * factor (a gemm's alpha or beta in its backward, a subtraction's negated gradient).
+
+        %y = nn.scale %x factor -1.0 : tensor<2x16xf32>
+    """
+
+    name = "nn.scale"
+    factor = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$input `factor` custom<F64>($factor) attr-dict `:` type($result)"
+    custom_directives = (F64,)
+
+    def __init__(self, input: SSAValue, factor: float):
+        super().__init__(input, factor=f64_attr(factor))
+
+
+def check_channels(op: Operation, shape: Shape, **vectors: SSAValue) -> None:
+    if len(shape) < 2:
+        raise VerifyException(f"{op.name}: input must have a channel axis, got {list(shape)}")
+    for name, value in vectors.items():
+        if shape_of(value) != (shape[1],):
+            raise VerifyException(f"{op.name}: {name} must have shape [{shape[1]}], got {list(shape_of(value))}")
+
+
+@irdl_op_definition
+class BatchNormTrainOp(NNOperation):
+    """Batch normalisation in training mode: normalised with the batch's own statistics (mean
+    and biased variance over every axis but 1); also returns the batch mean and 1/sqrt(var + eps)
+    (saved for the backward) and the running statistics updated as ONNX/PyTorch do:
+    running = momentum * running + (1 - momentum) * batch, the variance unbiased (n / (n - 1)).
+    `momentum` follows ONNX (0.9 is PyTorch's momentum=0.1).
+
+        %y, %mean, %invstd, %rmean, %rvar = nn.batch_norm_train %x, %scale, %bias, %rm, %rv
+               epsilon 1.0e-05 momentum 9.0e-01
+               : (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
+               -> (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
+    """
+
+    name = "nn.batch_norm_train"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    bias = operand_def(TensorType)
+    running_mean = operand_def(TensorType)
+    running_var = operand_def(TensorType)
+    epsilon = prop_def(FloatAttr[Float64Type])
+    momentum = prop_def(FloatAttr[Float64Type])
+    result = result_def(TensorType)
+    saved_mean = result_def(TensorType)
+    saved_invstd = result_def(TensorType)
+    new_running_mean = result_def(TensorType)
+    new_running_var = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $bias `,` $running_mean `,` $running_var `epsilon` custom<F64>($epsilon) "
+        "`momentum` custom<F64>($momentum) attr-dict `:` functional-type(operands, results)"
+    )
+    custom_directives = (F64,)
+
+    def __init__(self, input: SSAValue, scale: SSAValue, bias: SSAValue, running_mean: SSAValue,
+                 running_var: SSAValue, epsilon: float, momentum: float):
+        channels = scale.type
+        super().__init__(operands=[input, scale, bias, running_mean, running_var],
+                         properties={"epsilon": f64_attr(epsilon), "momentum": f64_attr(momentum)},
+                         result_types=[input.type, channels, channels, channels, channels])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.input)
+        check_channels(self, shape, scale=self.scale, bias=self.bias, running_mean=self.running_mean,
+                       running_var=self.running_var, saved_mean=self.saved_mean,
+                       saved_invstd=self.saved_invstd, new_running_mean=self.new_running_mean,
+                       new_running_var=self.new_running_var)
+        if math.prod(shape) // shape[1] < 2:
+            raise VerifyException(f"{self.name}: batch statistics need more than one value per channel, "
+                                  f"input {list(shape)} has one")
+        check_shape(self, shape)
+
+
+@irdl_op_definition
+class BatchNormBackwardOp(NNOperation):
+    """Gradients of `nn.batch_norm_train` (batch statistics) with respect to its input, scale
+    and bias, from the input and the saved mean and 1/sqrt(var + eps):
+    x^ = (x - mean) * invstd, dbias = sum(dy), dscale = sum(dy * x^),
+    dx = scale * invstd * (dy - dbias / m - x^ * dscale / m), sums over every axis but 1, m values each.
+
+        %dx, %dscale, %dbias = nn.batch_norm_backward %dy, %x, %scale, %mean, %invstd
+               : (tensor<2x8x4x4xf32>, tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>)
+               -> (tensor<2x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>)
+    """
+
+    name = "nn.batch_norm_backward"
+    grad = operand_def(TensorType)
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    saved_mean = operand_def(TensorType)
+    saved_invstd = operand_def(TensorType)
+    result = result_def(TensorType)
+    grad_scale = result_def(TensorType)
+    grad_bias = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$grad `,` $input `,` $scale `,` $saved_mean `,` $saved_invstd attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, input: SSAValue, scale: SSAValue, saved_mean: SSAValue,
+                 saved_invstd: SSAValue):
+        super().__init__(operands=[grad, input, scale, saved_mean, saved_invstd],
+                         result_types=[input.type, scale.type, scale.type])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.input)
+        if shape_of(self.grad) != shape:
+            raise VerifyException(f"{self.name}: gradient shape {list(shape_of(self.grad))} differs from "
+                                  f"the input's {list(shape)}")
+        check_channels(self, shape, scale=self.scale, saved_mean=self.saved_mean,
+                       saved_invstd=self.saved_invstd, grad_scale=self.grad_scale, grad_bias=self.grad_bias)
+        check_shape(self, shape)
+
+
+class UnaryBackwardOp(NNOperation):
+    """Gradient of an elementwise op: dx = dy * f'(x), from the output gradient and the forward
+    input, all of one shape.
+
+        %dx = nn.relu_backward %dy, %x : tensor<2x8x4x4xf32>
+    """
+
+    T: ClassVar = VarConstraint("T", base(TensorType))
+    grad = operand_def(T)
+    input = operand_def(T)
+    result = result_def(T)
+    traits = traits_def(Pure())
+    assembly_format = "$grad `,` $input attr-dict `:` type($result)"
+
+    def __init__(self, grad: SSAValue, input: SSAValue, **properties: Attribute):
+        super().__init__(operands=[grad, input], properties=properties, result_types=[input.type])
+
+
+@irdl_op_definition
+class ReluBackwardOp(UnaryBackwardOp):
+    """dy where x > 0, else 0 (PyTorch's choice at x = 0)."""
+
+    name = "nn.relu_backward"
+
+
+@irdl_op_definition
+class SigmoidBackwardOp(UnaryBackwardOp):
+    """dy * s * (1 - s), s = sigmoid(x)."""
+
+    name = "nn.sigmoid_backward"
+
+
+@irdl_op_definition
+class HardSwishBackwardOp(UnaryBackwardOp):
+    """dy * (0 for x < -3, 1 for x > 3, else x / 3 + 1 / 2); PyTorch's values at -3 and 3."""
+
+    name = "nn.hard_swish_backward"
+
+
+@irdl_op_definition
+class LeakyReluBackwardOp(UnaryBackwardOp):
+    """dy where x > 0, else alpha * dy.
+
+        %dx = nn.leaky_relu_backward %dy, %x alpha 1.0e-02 : tensor<2x8xf32>
+    """
+
+    name = "nn.leaky_relu_backward"
+    alpha = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$grad `,` $input `alpha` custom<F64>($alpha) attr-dict `:` type($result)"
+    custom_directives = (F64,)
+
+    def __init__(self, grad: SSAValue, input: SSAValue, alpha: float):
+        super().__init__(grad, input, alpha=f64_attr(alpha))
+
+
+@irdl_op_definition
+class ClipBackwardOp(UnaryBackwardOp):
+    """dy where min <= x <= max (the bounds pass the gradient, as in PyTorch), else 0.
+
+        %dx = nn.clip_backward %dy, %x min 0.0 max 6.0 : tensor<2x8xf32>
+    """
+
+    name = "nn.clip_backward"
+    min = prop_def(FloatAttr[Float64Type])
+    max = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$grad `,` $input `min` custom<F64>($min) `max` custom<F64>($max) attr-dict `:` type($result)"
+    custom_directives = (F64,)
+
+    def __init__(self, grad: SSAValue, input: SSAValue, min: float, max: float):
+        super().__init__(grad, input, min=f64_attr(min), max=f64_attr(max))
+
+
+@irdl_op_definition
+class HardSigmoidBackwardOp(UnaryBackwardOp):
+    """alpha * dy where 0 < alpha * x + beta < 1, else 0.
+
+        %dx = nn.hard_sigmoid_backward %dy, %x alpha 2.0e-01 beta 5.0e-01 : tensor<2x8xf32>
+    """
+
+    name = "nn.hard_sigmoid_backward"
+    alpha = prop_def(FloatAttr[Float64Type])
+    beta = prop_def(FloatAttr[Float64Type])
+    assembly_format = ("$grad `,` $input `alpha` custom<F64>($alpha) `beta` custom<F64>($beta) attr-dict "
+                       "`:` type($result)")
+    custom_directives = (F64,)
+
+    def __init__(self, grad: SSAValue, input: SSAValue, alpha: float, beta: float):
+        super().__init__(grad, input, alpha=f64_attr(alpha), beta=f64_attr(beta))
+
+
+def pool_properties(kernel, strides, pads, dilations, ceil_mode: bool) -> dict:
+    return {"kernel": i64_array(kernel), "strides": i64_array(strides), "pads": i64_array(pads),
+            "dilations": i64_array(dilations), "ceil_mode": BoolAttr.from_bool(ceil_mode)}
+
+
+class Pool2dBackwardOp(NNOperation):
+    """Gradient of a pooling op with respect to its input (the result, of the input's shape);
+    subclasses declare their operands (`grad` first)."""
+
+    kernel = prop_def(DenseArrayBase[I64])
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    ceil_mode = prop_def(BoolAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+
+    def pool_properties(self) -> tuple:
+        return ints(self.kernel), ints(self.strides), ints(self.pads), ints(self.dilations), self.ceil_mode.value
+
+    def verify_shapes(self) -> None:
+        check_rank(self, self.result, 4, "input gradient")
+        check_lengths(self, kernel=(self.kernel, 2), strides=(self.strides, 2), pads=(self.pads, 4),
+                      dilations=(self.dilations, 2))
+        if min(ints(self.kernel) + ints(self.strides) + ints(self.dilations)) < 1 or min(ints(self.pads)) < 0:
+            raise VerifyException(f"{self.name}: kernel, strides and dilations must be >= 1, pads >= 0")
+        expected = rule(self, lambda: pool2d_output_shape(shape_of(self.result), *self.pool_properties()))
+        if shape_of(self.grad) != expected:
+            raise VerifyException(f"{self.name}: output gradient shape {list(shape_of(self.grad))} does not "
+                                  f"match the forward pooling's output {list(expected)}")
+
+
+@irdl_op_definition
+class MaxPool2dBackwardOp(Pool2dBackwardOp):
+    """Each output gradient goes to the input element that won its window's max (the first
+    one in row-major window order on ties, as PyTorch).
+
+        %dx = nn.max_pool_backward %dy, %x kernel [3, 3] strides [2, 2] pads [1, 1, 1, 1]
+                dilations [1, 1] ceil_mode false
+                : (tensor<2x8x4x4xf32>, tensor<2x8x8x8xf32>) -> tensor<2x8x8x8xf32>
+    """
+
+    name = "nn.max_pool_backward"
+    grad = operand_def(TensorType)
+    input = operand_def(TensorType)
+    assembly_format = (
+        "$grad `,` $input `kernel` $kernel `strides` $strides `pads` $pads `dilations` $dilations "
+        "`ceil_mode` $ceil_mode attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, input: SSAValue, kernel, strides, pads, dilations, ceil_mode: bool):
+        super().__init__(operands=[grad, input],
+                         properties=pool_properties(kernel, strides, pads, dilations, ceil_mode),
+                         result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        super().verify_shapes()
+        check_shape(self, shape_of(self.input))
+
+
+@irdl_op_definition
+class AvgPool2dBackwardOp(Pool2dBackwardOp):
+    """Each output gradient spread evenly over its window's input elements (divided by the
+    forward divisor: count_include_pad as the forward op).
+
+        %dx = nn.avg_pool_backward %dy kernel [2, 2] strides [2, 2] pads [0, 0, 0, 0] dilations [1, 1]
+                ceil_mode false count_include_pad false : (tensor<2x8x2x2xf32>) -> tensor<2x8x4x4xf32>
+    """
+
+    name = "nn.avg_pool_backward"
+    grad = operand_def(TensorType)
+    count_include_pad = prop_def(BoolAttr)
+    assembly_format = (
+        "$grad `kernel` $kernel `strides` $strides `pads` $pads `dilations` $dilations "
+        "`ceil_mode` $ceil_mode `count_include_pad` $count_include_pad attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, input_shape: Sequence[int], kernel, strides, pads, dilations,
+                 ceil_mode: bool, count_include_pad: bool):
+        super().__init__(operands=[grad],
+                         properties={**pool_properties(kernel, strides, pads, dilations, ceil_mode),
+                                     "count_include_pad": BoolAttr.from_bool(count_include_pad)},
+                         result_types=[tensor_type(input_shape)])
+
+
+@irdl_op_definition
+class GlobalAvgPoolBackwardOp(NNOperation):
+    """Each output gradient divided by H x W and broadcast over its channel's plane.
+
+        %dx = nn.global_avg_pool_backward %dy : (tensor<2x8x1x1xf32>) -> tensor<2x8x4x4xf32>
+    """
+
+    name = "nn.global_avg_pool_backward"
+    grad = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$grad attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, grad: SSAValue, input_shape: Sequence[int]):
+        super().__init__(operands=[grad], result_types=[tensor_type(input_shape)])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.result)
+        if len(shape) < 3 or shape_of(self.grad) != shape[:2] + (1,) * (len(shape) - 2):
+            raise VerifyException(f"{self.name}: output gradient {list(shape_of(self.grad))} is not the "
+                                  f"global pooling of {list(shape)}")
+
+
+@irdl_op_definition
+class GlobalMaxPoolBackwardOp(NNOperation):
+    """Each output gradient goes to the first maximum of its channel's plane.
+
+        %dx = nn.global_max_pool_backward %dy, %x : (tensor<2x8x1x1xf32>, tensor<2x8x4x4xf32>) -> tensor<2x8x4x4xf32>
+    """
+
+    name = "nn.global_max_pool_backward"
+    grad = operand_def(TensorType)
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$grad `,` $input attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, grad: SSAValue, input: SSAValue):
+        super().__init__(operands=[grad, input], result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.input)
+        if len(shape) < 3 or shape_of(self.grad) != shape[:2] + (1,) * (len(shape) - 2):
+            raise VerifyException(f"{self.name}: output gradient {list(shape_of(self.grad))} is not the "
+                                  f"global pooling of {list(shape)}")
+        check_shape(self, shape)
+
+
+class LossOp(NNOperation):
+    """A loss of a prediction against a target of the same shape: one element, the batch mean."""
+
+    input = operand_def(TensorType)
+    target = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $target attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, target: SSAValue):
+        super().__init__(operands=[input, target], result_types=[tensor_type(LOSS_SHAPE)])
+
+    def verify_shapes(self) -> None:
+        if shape_of(self.input) != shape_of(self.target):
+            raise VerifyException(f"{self.name}: target shape {list(shape_of(self.target))} differs from "
+                                  f"the prediction's {list(shape_of(self.input))}")
+        self.check_rank()
+        check_shape(self, LOSS_SHAPE)
+
+    def check_rank(self) -> None:
+        pass
+
+
+class LossBackwardOp(NNOperation):
+    """Gradient of a loss (of seed 1) with respect to its prediction."""
+
+    input = operand_def(TensorType)
+    target = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `,` $target attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, input: SSAValue, target: SSAValue):
+        super().__init__(operands=[input, target], result_types=[input.type])
+
+    def verify_shapes(self) -> None:
+        if shape_of(self.input) != shape_of(self.target):
+            raise VerifyException(f"{self.name}: target shape {list(shape_of(self.target))} differs from "
+                                  f"the prediction's {list(shape_of(self.input))}")
+        check_shape(self, shape_of(self.input))
+
+
+@irdl_op_definition
+class SoftmaxCrossEntropyOp(LossOp):
+    """Cross-entropy of softmax(logits) (over axis 1 of N x C logits) against target
+    probabilities (one-hot class labels), averaged over the batch:
+    -sum(target * log_softmax(logits)) / N.
+
+        %loss = nn.softmax_cross_entropy %logits, %target : (tensor<2x10xf32>, tensor<2x10xf32>) -> tensor<1xf32>
+    """
+
+    name = "nn.softmax_cross_entropy"
+
+    def check_rank(self) -> None:
+        check_rank(self, self.input, 2, "logits")
+
+
+@irdl_op_definition
+class SoftmaxCrossEntropyBackwardOp(LossBackwardOp):
+    """(softmax(logits) - target) / N, the gradient of `nn.softmax_cross_entropy` (targets
+    summing to 1 per row).
+
+        %dl = nn.softmax_cross_entropy_backward %logits, %target : (tensor<2x10xf32>, tensor<2x10xf32>) -> tensor<2x10xf32>
+    """
+
+    name = "nn.softmax_cross_entropy_backward"
+
+
+@irdl_op_definition
+class MseLossOp(LossOp):
+    """Mean over every element of (prediction - target)^2 (PyTorch's mse_loss, reduction mean).
+
+        %loss = nn.mse_loss %y, %target : (tensor<2x10xf32>, tensor<2x10xf32>) -> tensor<1xf32>
+    """
+
+    name = "nn.mse_loss"
+
+
+@irdl_op_definition
+class MseLossBackwardOp(LossBackwardOp):
+    """2 * (prediction - target) / number of elements.
+
+        %dy = nn.mse_loss_backward %y, %target : (tensor<2x10xf32>, tensor<2x10xf32>) -> tensor<2x10xf32>
+    """
+
+    name = "nn.mse_loss_backward"
+
+
+@irdl_op_definition
+class SgdOp(NNOperation):
+    """One step of SGD with momentum and weight decay, as torch.optim.SGD (no dampening, no
+    Nesterov): d = grad + weight_decay * w; with a velocity v (momentum != 0): v' = momentum * v + d,
+    w' = w - lr * v'; without: w' = w - lr * d. The velocity starts at 0 (PyTorch's first
+    step, v = d, is the same).
+
+        %w1, %v1 = nn.sgd %w, %dw, %v lr 1.0e-02 momentum 9.0e-01 weight_decay 1.0e-04
+               : (tensor<16x8x3x3xf32>, tensor<16x8x3x3xf32>, tensor<16x8x3x3xf32>)
+               -> (tensor<16x8x3x3xf32>, tensor<16x8x3x3xf32>)
+        %w2 = nn.sgd %w, %dw lr 1.0e-01 momentum 0.0 weight_decay 0.0
+               : (tensor<16xf32>, tensor<16xf32>) -> tensor<16xf32>
+    """
+
+    name = "nn.sgd"
+    weight = operand_def(TensorType)
+    grad = operand_def(TensorType)
+    velocity = opt_operand_def(TensorType)
+    lr = prop_def(FloatAttr[Float64Type])
+    momentum = prop_def(FloatAttr[Float64Type])
+    weight_decay = prop_def(FloatAttr[Float64Type])
+    result = result_def(TensorType)
+    new_velocity = opt_result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$weight `,` $grad (`,` $velocity^)? `lr` custom<F64>($lr) `momentum` custom<F64>($momentum) "
+        "`weight_decay` custom<F64>($weight_decay) attr-dict `:` functional-type(operands, results)"
+    )
+    custom_directives = (F64,)
+
+    def __init__(self, weight: SSAValue, grad: SSAValue, velocity: SSAValue | None, lr: float,
+                 momentum: float, weight_decay: float):
+        has_velocity = velocity is not None
+        super().__init__(
+            operands=[weight, grad, [velocity] if has_velocity else []],
+            properties={"lr": f64_attr(lr), "momentum": f64_attr(momentum), "weight_decay": f64_attr(weight_decay)},
+            result_types=[weight.type, [weight.type] if has_velocity else []],
+        )
+
+    def verify_shapes(self) -> None:
+        shape = shape_of(self.weight)
+        others = [("gradient", self.grad), ("velocity", self.velocity), ("new velocity", self.new_velocity)]
+        for what, value in others:
+            if value is not None and shape_of(value) != shape:
+                raise VerifyException(f"{self.name}: {what} shape {list(shape_of(value))} differs from the "
+                                      f"weight's {list(shape)}")
+        if (self.velocity is None) != (self.new_velocity is None):
+            raise VerifyException(f"{self.name}: a velocity operand and a new-velocity result go together")
+        if self.velocity is None and self.momentum.value.data != 0:
+            raise VerifyException(f"{self.name}: momentum {self.momentum.value.data} needs a velocity operand")
+        check_shape(self, shape)
+
+
+TRAINING_OPS = (
+    Conv2dBackwardDataOp, Conv2dBackwardFilterOp, ReduceSumOp, ScaleOp,
+    BatchNormTrainOp, BatchNormBackwardOp,
+    ReluBackwardOp, SigmoidBackwardOp, HardSwishBackwardOp, LeakyReluBackwardOp, ClipBackwardOp,
+    HardSigmoidBackwardOp,
+    MaxPool2dBackwardOp, AvgPool2dBackwardOp, GlobalAvgPoolBackwardOp, GlobalMaxPoolBackwardOp,
+    SoftmaxCrossEntropyOp, SoftmaxCrossEntropyBackwardOp, MseLossOp, MseLossBackwardOp,
+    SgdOp,
+)
+"""The ops the `autodiff` pass emits besides forward ops."""
+
+
 NN = Dialect(
     "nn",
     [
@@ -976,6 +1623,7 @@ NN = Dialect(
         TanhOp, ErfOp, GeluOp, GeluTanhOp, SiluOp,
         MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp, GlobalMaxPoolOp,
         ReshapeOp, TransposeOp, ConcatOp, SliceOp, SoftmaxOp,
+        *TRAINING_OPS,
     ],
     [],
 )

@@ -51,10 +51,17 @@ def get_lower_to_isa() -> type[ModulePass]:
     return LowerToIsaPass
 
 
+def get_autodiff() -> type[ModulePass]:
+    from nncc.passes.autodiff import AutodiffPass
+
+    return AutodiffPass
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """nncc's own passes, by name."""
     return {
         "canonicalize-nn": get_canonicalize_nn,
+        "autodiff": get_autodiff,
         "fold-batch-norm": get_fold_batch_norm,
         "fuse-epilogues": get_fuse_epilogues,
         "partition-cores": get_partition_cores,
