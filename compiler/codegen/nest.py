@@ -185,7 +185,7 @@ class NestLowering:
                 self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None)
                 self.slots[op.result] = op.slots.value.data
         # the walk's dictionaries are keyed by id (an xDSL value's own hash is a Python call: too slow here)
-        self.scope = {id(buffer): [id(iv) for iv in scope_loops(nest, buffer)] for buffer in self.buffers}
+        self.scope: dict[tuple[int, int], tuple[int, ...]] = {}  # (buffer, op) -> ids of the ivs (scope_loops)
         self.written = {id(written_buffer(op)) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
         self.loaded = {id(op.buffer) for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
         self.env: dict[int, int] = {}  # index values by id of the SSA value
@@ -337,8 +337,9 @@ class NestLowering:
 
     # -- jobs
 
-    def key(self, buffer: int, state: CoreState) -> tuple:
-        """What `buffer` (by id) holds in this job: what was loaded into it, else the iteration."""
+    def key(self, buffer: int, state: CoreState, op: tile.ComputeOp) -> tuple:
+        """What `buffer` (by id) holds in this job: what was loaded into it, else the iteration
+        (of the loops around its uses, ids and values)."""
         loaded = state.pending.get(buffer)
         if loaded:
             self.load_events += 1
@@ -347,7 +348,11 @@ class NestLowering:
             return key
         if buffer in self.loaded and buffer in state.keys:
             return state.keys[buffer]
-        return ("iteration", tuple(self.env[iv] for iv in self.scope[buffer]))  # ids of the ivs
+        scope = self.scope.get((buffer, id(op)))
+        if scope is None:
+            value = next(v for v in op.buffers if id(v) == buffer)
+            scope = self.scope[buffer, id(op)] = tuple(id(iv) for iv in scope_loops(self.nest, value, op))
+        return ("iteration", scope, tuple(self.env[iv] for iv in scope))
 
     def run_compute(self, op: tile.ComputeOp, core: int, out: list[Job]) -> None:
         state = self.state(core)
@@ -357,7 +362,7 @@ class NestLowering:
             out.append(job)
         for buffer, kind in self.static(op, self.buffer_kinds):  # buffer ids
             if kind not in job.buffers:
-                job.buffers[kind] = self.key(buffer, state)
+                job.buffers[kind] = self.key(buffer, state, op)
             loaded = state.pending.pop(buffer, None)
             if loaded:
                 job.loads.setdefault(kind, []).extend(loaded)
@@ -399,8 +404,10 @@ def product(ranges):
     return points
 
 
-def scope_loops(nest: tile.NestOp, buffer: SSAValue) -> list[SSAValue]:
-    """The induction variables of the loops around every use of `buffer` (outermost first)."""
+def scope_loops(nest: tile.NestOp, buffer: SSAValue, op: Operation | None = None) -> list[SSAValue]:
+    """The induction variables of the loops around every use of `buffer` (outermost first); with
+    `op`, of the uses inside the same outermost loop as `op` (loops one after the other that
+    share a buffer, as the pieces of a concat, each fill it anew)."""
     chains = []
     for use in buffer.uses:
         chain, parent = [], use.operation.parent_op()
@@ -409,6 +416,10 @@ def scope_loops(nest: tile.NestOp, buffer: SSAValue) -> list[SSAValue]:
                 chain.append(parent)
             parent = parent.parent_op()
         chains.append(chain[::-1])
+    if op is not None:
+        mine = chains[[use.operation for use in buffer.uses].index(op)]
+        if mine:
+            chains = [chain for chain in chains if chain and chain[0] is mine[0]]
     common = []
     for loops in zip(*chains):
         if any(loop is not loops[0] for loop in loops):
@@ -483,6 +494,8 @@ def lower_nest(lowering: Lowering, nest: tile.NestOp):
     from nncc.compiler.codegen.cost_model import predict_jobs
 
     unrolled = NestLowering(lowering, nest)
+    if not unrolled.buffers:  # a nest that moves nothing (a concat whose inputs are all in place)
+        return []
     jobs, kinds, slots = unrolled.jobs(), unrolled.kinds(), unrolled.slot_count()
     key = ("nest", signature(nest))
     if key not in lowering.cost_cache:
