@@ -64,6 +64,7 @@ def build_parser() -> ArgumentParser:
                         help="write the program to PREFIX.nnbin (default: MODEL.TARGET.nnbin beside the model)")
     parser.add_argument("-S", "--emit-asm", action="store_true",
                         help="also write the textual assembly PREFIX.s (large: 190 MB for ResNet-50)")
+    add_training_options(parser)
     add_pass_options(parser)
     add_common_options(parser)
     return parser
@@ -83,6 +84,81 @@ def add_pass_options(parser: argparse.ArgumentParser) -> None:
                         help="leave this pass out of the pipeline (repeatable)")
     parser.add_argument("--add-passes", default="", metavar="PIPELINE",
                         help="run these passes after the graph passes, e.g. 'my-pass{opt=1}'")
+
+
+TRAINING_DEFAULTS = {"loss": "cross-entropy", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "steps": 1}
+TRAINING_FLAGS = ("batch", "labels", "loss", "lr", "momentum", "weight_decay", "steps", "save_weights")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """--train and its options (docs/training.md)."""
+    group = parser.add_argument_group("training (docs/training.md)")
+    group.add_argument("--train", action="store_true",
+                       help="compile training steps (forward, loss, backward, SGD update) instead of inference; "
+                            "--target=reference (the default with --train) for now")
+    group.add_argument("--batch", type=int, metavar="N", help="batch size of the training inputs (default: the model's)")
+    group.add_argument("--labels", type=Path, metavar="NPZ",
+                       help="class labels: an .npz with an integer array 'labels' [N] (mse: a float array "
+                            "'target' of the output's shape); default: seeded random")
+    group.add_argument("--loss", choices=("cross-entropy", "mse"),
+                       help="the loss (default cross-entropy; a trailing Softmax is folded into it)")
+    group.add_argument("--lr", type=float, help="SGD learning rate (default 0.01)")
+    group.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    group.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0)")
+    group.add_argument("--steps", type=int, metavar="K", help="training steps on the batch (default 1)")
+    group.add_argument("--save-weights", type=output_file, metavar="ONNX",
+                       help="write the model with its updated weights (and running statistics) here")
+
+
+def check_training_flags(args: argparse.Namespace) -> None:
+    """Training options without --train, and what --train cannot do yet, are errors."""
+    given = [f"--{flag.replace('_', '-')}" for flag in TRAINING_FLAGS if getattr(args, flag) is not None]
+    if not args.train:
+        if given:
+            raise NnccError(f"{given[0]} is a training option: add --train")
+        return
+    if Path(args.model).suffix == ".mlir":
+        raise NnccError(f"{args.model}: --train needs the ONNX model (the autodiff pass runs on the imported nn IR)")
+    if args.emit not in (None, "nn", "fused"):
+        raise NnccError(f"--train --emit={args.emit}: training steps stop at the fused stage for now "
+                        "(the backward ops have no code generator for accelerator targets yet)")
+    if args.target != REFERENCE_TARGET and not args.emit:
+        raise NnccError(f"--train --target={args.target}: training runs on --target=reference for now; the "
+                        "backward ops have no code generator for accelerator targets yet (docs/training.md)")
+    run_only = [flag for flag in given if flag in ("--batch", "--labels", "--save-weights")]
+    if args.emit and run_only:
+        raise NnccError(f"--emit={args.emit} stops after that stage: {run_only[0]} needs a run (leave --emit out)")
+    for flag, default in TRAINING_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+
+
+def training_settings(args: argparse.Namespace) -> dict | None:
+    if not args.train:
+        return None
+    from nncc.compiler.training import settings_from
+
+    return settings_from(args)
+
+
+def run_training_target(args: argparse.Namespace, files: UserFiles) -> int:
+    """--train --target=reference: the training steps on numpy, checked against PyTorch."""
+    from nncc.compiler.training import run_training
+
+    declare_run_outputs(files, args)
+    clock = Stopwatch()
+    result = run_training(args, files, clock, options_from(args), registry_from(args))
+    if result is None:
+        print(f"nncc: {args.model.name}: training step compiled and verified for --target=reference "
+              f"(add --run to execute)", file=sys.stderr)
+        return 0
+    result.report.update(what_was_run(args.model, result.inputs, clock))
+    if args.report:
+        write_json(files, args.report, result.report)
+    print(result.line)
+    for failure in result.failures:
+        print(f"  {failure.summary()}", file=sys.stderr)
+    return EXIT_MISMATCH if result.failures else 0
 
 
 def printing_from(args: argparse.Namespace):
@@ -115,6 +191,8 @@ def options_from(args: argparse.Namespace):
 @report_errors("nncc")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.train and args.target is None:
+        args.target = REFERENCE_TARGET  # training runs on numpy for now (docs/training.md)
     if args.target is None and Path(args.model).suffix != ".mlir":
         args.target = "vector"  # IR saved at a stage keeps the target it records (None: not given)
     check_flag_combinations(args)
@@ -123,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     files = UserFiles()
     declare_inputs(files, args)
     with progress.reporting(progress.wanted(args.quiet) and not dumps_ir(args)):
+        if args.train and not args.emit:
+            return run_training_target(args, files)
         if args.emit:
             return emit(args, files)
         if args.target == REFERENCE_TARGET:
@@ -137,6 +217,7 @@ def dumps_ir(args: argparse.Namespace) -> bool:
 
 def check_flag_combinations(args: argparse.Namespace) -> None:
     """Flags that would be silently ignored in the chosen mode are errors."""
+    check_training_flags(args)
     used = [f"--{flag}" for flag in RUN_FLAGS if getattr(args, flag)]
     tiling = [flag for flag, value in (("--tile-order", args.tile_order), ("--tile-objective", args.tile_objective))
               if value is not None]
@@ -176,6 +257,7 @@ def declare_inputs(files: UserFiles, args: argparse.Namespace) -> None:
 
         files.reads("the model's weights", weights_path_for(Path(args.model)))
     files.reads("--inputs", args.inputs)
+    files.reads("--labels", args.labels)
     if args.target and Path(args.target).is_file():
         files.reads("--target", args.target)
     for plugin in args.pass_plugin:
@@ -203,7 +285,9 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
     if args.output is not None:
         files.writes("-o", args.output)
         files.writes("-o (its weights)", weights_path_for(args.output))
-    compilation = compile_model(args.model, registry_from(args), options_from(args), until=args.emit)
+    options = options_from(args)
+    options.training = training_settings(args)
+    compilation = compile_model(args.model, registry_from(args), options, until=args.emit)
     from nncc.compiler.pass_manager import built
 
     built(compilation.module)  # the isa ops lower-to-isa deferred

@@ -372,7 +372,7 @@ class Backward:
             self.give(op.bias, self.emit(nn.ReduceSumOp(dy, [0, 2, 3]), "grad_bias"))
 
     def grad_GemmOp(self, op: nn.GemmOp, dy: SSAValue) -> None:
-        ta, tb, alpha, beta = op.trans_a.value, op.trans_b.value, op.alpha.value.data, op.beta.value.data
+        ta, tb, alpha, beta = bool(op.trans_a.value), bool(op.trans_b.value), op.alpha.value.data, op.beta.value.data
         a, bb = self.v(op.a), self.v(op.b)
         da = (nn.GemmOp(dy, bb, None, False, not tb, alpha, 0.0) if not ta
               else nn.GemmOp(bb, dy, None, tb, True, alpha, 0.0))
@@ -456,13 +456,13 @@ class Backward:
             self.give(op.rhs, self.emit(nn.ScaleOp(reduced, -1.0), "grad_rhs_neg"))
 
     def pool_attrs(self, op) -> tuple:
-        return (nn.ints(op.kernel), nn.ints(op.strides), nn.ints(op.pads), nn.ints(op.dilations), op.ceil_mode.value)
+        return (nn.ints(op.kernel), nn.ints(op.strides), nn.ints(op.pads), nn.ints(op.dilations), bool(op.ceil_mode.value))
 
     def grad_MaxPool2dOp(self, op: nn.MaxPool2dOp, dy: SSAValue) -> None:
         self.give(op.input, self.emit(nn.MaxPool2dBackwardOp(dy, self.v(op.input), *self.pool_attrs(op)), "grad"))
 
     def grad_AvgPool2dOp(self, op: nn.AvgPool2dOp, dy: SSAValue) -> None:
-        back = nn.AvgPool2dBackwardOp(dy, nn.shape_of(op.input), *self.pool_attrs(op), op.count_include_pad.value)
+        back = nn.AvgPool2dBackwardOp(dy, nn.shape_of(op.input), *self.pool_attrs(op), bool(op.count_include_pad.value))
         self.give(op.input, self.emit(back, "grad"))
 
     def grad_GlobalAvgPoolOp(self, op: nn.GlobalAvgPoolOp, dy: SSAValue) -> None:

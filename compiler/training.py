@@ -1,0 +1,253 @@
+"""`nncc MODEL.onnx --train ...`: training steps on the reference target, checked against PyTorch.
+
+    nncc m.onnx --train --target=reference --batch 2 --run --check --report r.json
+
+The pipeline's nn stage ends with the `autodiff` pass (passes/autodiff.py), so the module's
+@main is the training step(s); the reference target runs it with numpy (`nn_interpreter`). The
+batch is a seeded random input (or `--inputs`) and seeded random class labels (or `--labels`);
+with `--check` the loss of every step, every weight gradient (of the last step) and every
+updated weight and running statistic are compared with PyTorch autograd and torch.optim.SGD on
+the same model and data (`training_torch`). Tolerances: `TOLERANCES` below, docs/training.md.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nncc.support.errors import NnccError
+
+TOLERANCES = {"loss": 1e-4, "grad": 1e-3, "updated": 1e-4, "velocity": 1e-3}
+"""Per kind of tensor: the largest error allowed, as a fraction of the tensor's largest |value| in
+PyTorch (its scale), plus `ABSOLUTE_FLOOR`. Both sides compute in float32 in different orders:
+a gradient is a sum over the batch and the output pixels (thousands to millions of products),
+whose rounding error grows like sqrt(terms) x 2^-24 x the sum of |products|, and cancellation
+(BatchNorm's mean subtraction, softmax minus one-hot) makes that sum of |products| up to ~100x
+the result: 1e-3 of the scale covers it with room. An updated weight is w - lr x (...): its error
+is lr x the gradient's, small against the weight itself. The loss is one log-sum-exp, exact to a
+few float32 ulps."""
+ABSOLUTE_FLOOR = 1e-6
+"""Errors below this pass whatever the scale: a gradient whose true value is 0 (a conv bias
+followed by BatchNorm) is computed as float32 noise of ~1e-8 on both sides."""
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    max_abs_err: float
+    scale: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_err <= self.tolerance
+
+    def summary(self) -> str:
+        verdict = "ok" if self.passed else "MISMATCH"
+        return (f"{self.name}: {verdict}: max abs err {self.max_abs_err:.3g} (scale {self.scale:.3g}, "
+                f"tolerance {self.tolerance:.3g})")
+
+
+def settings_from(args) -> dict:
+    """The autodiff pass's options from the command line."""
+    if args.batch is not None and args.batch < 1:
+        raise NnccError(f"--batch {args.batch}: must be at least 1")
+    if args.steps < 1:
+        raise NnccError(f"--steps {args.steps}: must be at least 1")
+    for flag in ("lr", "momentum", "weight_decay"):
+        value = getattr(args, flag)
+        if not math.isfinite(value) or value < 0:
+            raise NnccError(f"--{flag.replace('_', '-')} {value}: must be a finite number >= 0")
+    return {"loss": args.loss, "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+            "steps": args.steps}
+
+
+def rebatched(model_path: Path, batch: int | None, folder: Path) -> Path:
+    """`model_path`, or a copy in `folder` whose inputs have batch size `batch` (dimension 0 of
+    every graph input; the outputs' batch left to shape inference)."""
+    if batch is None:
+        return model_path
+    import onnx
+
+    from nncc.compiler.onnx_import import load_onnx
+
+    model = load_onnx(model_path)
+    initializers = {init.name for init in model.graph.initializer}
+    for value in (*model.graph.input, *model.graph.output):
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if not dims:
+            raise NnccError(f"{model_path}: --batch needs inputs and outputs of known rank; '{value.name}' has none")
+        dims[0].Clear()
+        if value in model.graph.input:
+            dims[0].dim_value = batch
+        else:
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    path = folder / model_path.name
+    onnx.save(model, str(path))
+    return path
+
+
+def make_target(labels_path: Path | None, loss: str, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, dict]:
+    """The autodiff `target` input: one-hot class labels (cross-entropy) or the wanted output (mse),
+    from `--labels` or seeded random. Also what the report says of them."""
+    from nncc.support.check import read_npz
+
+    rng = np.random.default_rng([seed, 12])
+    if loss == "mse":
+        if labels_path is None:
+            return rng.standard_normal(shape, dtype=np.float32), {"target": "seeded random N(0, 1)"}
+        arrays = read_npz(labels_path, "--labels")
+        target = arrays.get("target", next(iter(arrays.values())) if len(arrays) == 1 else None)
+        if target is None or tuple(target.shape) != tuple(shape):
+            raise NnccError(f"{labels_path}: --loss mse needs an array 'target' of the output's shape {list(shape)}")
+        return target.astype(np.float32), {"target": str(labels_path)}
+    batch, classes = shape
+    if labels_path is None:
+        labels = rng.integers(0, classes, batch)
+    else:
+        arrays = read_npz(labels_path, "--labels")
+        labels = arrays.get("labels", next(iter(arrays.values())) if len(arrays) == 1 else None)
+        if labels is None or labels.shape != (batch,) or not np.issubdtype(labels.dtype, np.integer):
+            raise NnccError(f"{labels_path}: --labels needs an integer array 'labels' of shape [{batch}] "
+                            f"(one class per image of the batch)")
+        if labels.min() < 0 or labels.max() >= classes:
+            raise NnccError(f"{labels_path}: labels must be classes 0..{classes - 1}, got {labels.min()}..{labels.max()}")
+    target = np.zeros(shape, dtype=np.float32)
+    target[np.arange(batch), labels] = 1.0
+    return target, {"labels": [int(label) for label in labels]}
+
+
+def split_outputs(outputs: dict[str, np.ndarray]) -> tuple[list[float], dict, dict, dict]:
+    """losses, gradients, updated tensors and velocities by weight name."""
+    kinds: dict[str, dict] = {"grad": {}, "updated": {}, "velocity": {}}
+    for name, array in outputs.items():
+        kind, _, weight = name.partition(".")
+        if kind in kinds:
+            kinds[kind][weight] = array
+    return [float(v) for v in outputs["loss"].reshape(-1)], kinds["grad"], kinds["updated"], kinds["velocity"]
+
+
+def compare_with_torch(module_path: Path, outputs: dict, inputs: dict, target: np.ndarray, settings: dict,
+                       input_shapes: dict) -> list[TensorCheck]:
+    """Every loss, gradient and updated tensor against PyTorch on the model as imported."""
+    from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
+    from nncc.compiler.training_torch import torch_training
+
+    model = fix_input_shapes(load_onnx(module_path), input_shapes, str(module_path))
+    module, store = build_module(model, module_path.name)
+    losses, grads, updated, _ = split_outputs(outputs)
+    reference = torch_training(module, store, inputs, target, settings, trainable=list(grads),
+                               running=[name for name in updated if name not in grads])
+    checks = [check_tensor(f"loss[{step}]", np.float32(ours), np.float32(theirs), "loss")
+              for step, (ours, theirs) in enumerate(zip(losses, reference.losses))]
+    checks += [check_tensor(f"grad.{name}", grads[name], reference.grads[name], "grad") for name in grads]
+    checks += [check_tensor(f"updated.{name}", updated[name], reference.updated[name], "updated")
+               for name in updated]
+    return checks
+
+
+def check_tensor(name: str, ours: np.ndarray, theirs: np.ndarray, kind: str) -> TensorCheck:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    scale = float(np.abs(theirs).max()) if theirs.size else 0.0
+    tolerance = TOLERANCES[kind] * scale + ABSOLUTE_FLOOR
+    if ours.shape != theirs.shape or not np.isfinite(ours).all():
+        return TensorCheck(name, float("inf"), scale, tolerance)
+    return TensorCheck(name, float(np.abs(ours - theirs).max()) if ours.size else 0.0, scale, tolerance)
+
+
+def check_report(checks: list[TensorCheck]) -> dict:
+    worst = max(checks, key=lambda c: c.max_abs_err / c.tolerance, default=None)
+    return {
+        "passed": all(c.passed for c in checks),
+        "reference": "pytorch",
+        "max_abs_err": max((c.max_abs_err for c in checks), default=0.0),
+        "max_rel_err": max((c.max_abs_err / c.scale if c.scale else 0.0 for c in checks), default=0.0),
+        "worst": worst.name if worst else None,
+        "tolerances": {**TOLERANCES, "absolute_floor": ABSOLUTE_FLOOR},
+        "tensors": {c.name: {"max_abs_err": c.max_abs_err, "scale": c.scale, "tolerance": c.tolerance,
+                             "passed": c.passed} for c in checks},
+    }
+
+
+def save_weights(files, path: Path, model_path: Path, updated: dict[str, np.ndarray]) -> None:
+    """The ONNX model with its initializers replaced by the updated weights and statistics."""
+    from onnx import numpy_helper
+
+    from nncc.compiler.onnx_import import load_onnx
+
+    model = load_onnx(model_path)
+    for index, init in enumerate(model.graph.initializer):
+        if init.name in updated:
+            array = np.ascontiguousarray(updated[init.name], dtype=np.float32).reshape(tuple(init.dims))
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, init.name))
+    files.write_bytes(path, model.SerializeToString())
+
+
+@dataclass
+class TrainingResult:
+    report: dict
+    inputs: dict
+    failures: list[TensorCheck]
+    line: str
+
+
+def run_training(args, files, clock, options, registry) -> TrainingResult | None:
+    """`--train` on the reference target (numpy execution of the training step's nn IR); None
+    when nothing is to run. `options` and `registry` are the command line's (cli.py)."""
+    from nncc.compiler.nn_interpreter import input_signature, run_reference
+    from nncc.compiler.pipeline import compile_model
+    from nncc.support import check, progress
+
+    settings = settings_from(args)
+    if args.save_weights is not None:
+        files.writes("--save-weights", args.save_weights)
+    with tempfile.TemporaryDirectory() as folder:
+        model_path = rebatched(args.model, args.batch, Path(folder))
+        options.training = settings
+        with clock("compile"):
+            compilation = compile_model(model_path, registry, options, until="fused")
+        signature = input_signature(compilation.module)
+        target_name = list(signature)[-1]
+        target_shape = signature.pop(target_name)
+        inputs = (check.load_inputs(args.inputs, signature) if args.inputs
+                  else check.random_inputs(signature, args.seed))
+        target, label_info = make_target(args.labels, args.loss, target_shape, args.seed)
+        if not (args.run or args.check or args.report or args.outputs or args.save_weights):
+            return None
+        with clock("simulate"), progress.stage("reference run"):
+            outputs, layers = run_reference(compilation.module, {**inputs, target_name: target}, compilation.store)
+        checks = None
+        if args.check:
+            with clock("check"), progress.stage("PyTorch check"):
+                checks = compare_with_torch(model_path, outputs, inputs, target, settings, options.input_shapes)
+    losses, grads, updated, _ = split_outputs(outputs)
+    if args.outputs:
+        check.save_outputs(args.outputs, outputs)
+    if args.save_weights is not None:
+        save_weights(files, args.save_weights, args.model, updated)
+    batch = int(next(iter(inputs.values())).shape[0]) if inputs else None
+    report = {
+        "target": "reference",
+        "mode": "training",
+        "training": {**settings, "batch": batch, **label_info},
+        "losses": losses,
+        "macs": sum(row["macs"] for row in layers),
+        "macs_by_phase": {phase: sum(r["macs"] for r in layers if r["phase"] == phase)
+                          for phase in ("forward", "backward", "update")},
+        "layers": [{**row, "mode": "training"} for row in layers],
+    }
+    if checks is not None:
+        report["check"] = check_report(checks)
+    line = (f"nncc: {args.model.name} on reference: training, {settings['steps']} step(s), batch {batch}, "
+            f"{len(grads)} weights, loss {' -> '.join(f'{loss:.5g}' for loss in losses)}")
+    if checks is not None:
+        verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
+        line += f"; {verdict} against PyTorch ({len(checks)} tensors, worst {report['check']['worst']})"
+    return TrainingResult(report, inputs, [c for c in checks or [] if not c.passed], line)
