@@ -39,6 +39,12 @@ def get_tile_layers() -> type[ModulePass]:
     return TileLayersPass
 
 
+def get_fuse_groups() -> type[ModulePass]:
+    from nncc.passes.fuse_groups import FuseGroupsPass
+
+    return FuseGroupsPass
+
+
 def get_double_buffer() -> type[ModulePass]:
     from nncc.passes.double_buffer import DoubleBufferPass
 
@@ -69,3 +75,4 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "double-buffer": get_double_buffer,
         "lower-to-isa": get_lower_to_isa,
     }
+        "fuse-groups": get_fuse_groups,
