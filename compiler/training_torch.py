@@ -158,8 +158,15 @@ class Forward:
         symmetric = pads[0] == pads[2] and pads[1] == pads[3] and 2 * max(pads) <= min(nn.ints(op.kernel))
         if not symmetric:
             x, pads = self.pad(x, pads, -math.inf), (0, 0, 0, 0)
-        return self.F.max_pool2d(x, nn.ints(op.kernel), nn.ints(op.strides), (pads[0], pads[1]),
-                                 nn.ints(op.dilations), ceil_mode=bool(op.ceil_mode.value))
+        y = self.F.max_pool2d(x, nn.ints(op.kernel), nn.ints(op.strides), (pads[0], pads[1]),
+                              nn.ints(op.dilations), ceil_mode=bool(op.ceil_mode.value))
+        return self.crop(y, op)
+
+    def crop(self, y, op):
+        """Padded by hand, PyTorch's ceil mode may keep a window that starts in the end padding;
+        ONNX drops it (the result type has the ONNX size)."""
+        oh, ow = nn.shape_of(op.result)[2:]
+        return y[:, :, :oh, :ow]
 
     def op_AvgPool2dOp(self, op, x):
         if nn.ints(op.dilations) != (1, 1):
@@ -172,7 +179,8 @@ class Forward:
         ones = self.torch.ones_like(x[:1, :1])
         total = self.F.avg_pool2d(self.pad(x, pads), *args, ceil_mode=bool(op.ceil_mode.value), divisor_override=1)
         mask = self.pad(ones, pads, 1.0 if bool(op.count_include_pad.value) else 0.0)
-        return total / self.F.avg_pool2d(mask, *args, ceil_mode=bool(op.ceil_mode.value), divisor_override=1)
+        return self.crop(total / self.F.avg_pool2d(mask, *args, ceil_mode=bool(op.ceil_mode.value),
+                                                   divisor_override=1), op)
 
     def op_GlobalAvgPoolOp(self, op, x):
         return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
