@@ -143,6 +143,8 @@ def fill_instructions(nest: NestLowering, op: tile.FillOp) -> list[Compute]:
     group's border rows in a strip inside the image)."""
     (offset,) = nest.values(op, "views")
     rows, cols, channels, *pitch = nest.values(op, "sizes")
+    if not rows * cols * channels:
+        return []
     stride = (pitch[0] if pitch else cols * channels, channels, 1)
     return [Compute("vfill", {"unit": nest.lowering.vector_unit, "shape": (rows, cols, channels),
                               "z": nest.view(op, 0, (offset,)), "z_stride": stride,
