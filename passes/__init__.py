@@ -71,8 +71,8 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "fold-batch-norm": get_fold_batch_norm,
         "fuse-epilogues": get_fuse_epilogues,
         "partition-cores": get_partition_cores,
+        "fuse-groups": get_fuse_groups,
         "tile-layers": get_tile_layers,
         "double-buffer": get_double_buffer,
         "lower-to-isa": get_lower_to_isa,
     }
-        "fuse-groups": get_fuse_groups,
