@@ -28,7 +28,7 @@ from nncc.support.user_files import UserFiles
 
 REFERENCE_TARGET = "reference"
 EXIT_MISMATCH = 1
-RUN_FLAGS = ("run", "check", "inputs", "outputs", "report", "trace")
+RUN_FLAGS = ("run", "check", "inputs", "outputs", "report", "trace", "plot")
 DEFAULTS = {"seed": 0, "tile_order": "scan", "tile_objective": "cycles"}
 """Options whose default is applied after `check_flag_combinations` has seen whether they were given."""
 
@@ -55,6 +55,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--outputs", type=Path, help="write the outputs to this .npz")
     parser.add_argument("--report", type=Path, help="write the JSON report here (fields: docs/cli.md)")
     parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="with a target: per-layer roofline and cycles/DRAM bars (.png, .svg or .pdf)")
     parser.add_argument("--tile-order", choices=("naive", "scan"),
                         help="order of the tiles of a layer (scan reuses the block already on chip; default)")
     parser.add_argument("--tile-objective", choices=("cycles", "dram"),
@@ -233,6 +235,7 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
                             "need a full compile (leave --emit out)")
     elif args.target == REFERENCE_TARGET:
         machine_flags = (["--target-set"] * bool(args.target_set) + ["--trace"] * (args.trace is not None)
+                         + ["--plot"] * (args.plot is not None)
                          + ["--program"] * (args.program is not None) + ["-S"] * args.emit_asm + tiling)
         if machine_flags:
             raise NnccError(f"{machine_flags[0]} needs an accelerator target (reference is numpy execution "
@@ -266,7 +269,11 @@ def declare_inputs(files: UserFiles, args: argparse.Namespace) -> None:
 
 
 def declare_run_outputs(files: UserFiles, args: argparse.Namespace) -> None:
-    for flag in ("outputs", "report", "trace"):
+    if getattr(args, "plot", None) is not None:
+        from nncc.compiler.plots import plot_format
+
+        plot_format(args.plot)  # a file name plots cannot be written to fails before any work
+    for flag in ("outputs", "report", "trace", "plot"):
         if getattr(args, flag) is not None:
             files.writes(f"--{flag}", getattr(args, flag))
 
@@ -431,6 +438,11 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
         write_json(files, args.report, report)
     if args.trace:
         write_json(files, args.trace, trace_events(result))
+    if args.plot:
+        from nncc.compiler.plots import layer_figure
+
+        layer_figure(report, args.plot, title=f"{args.model.name} on {program.target.name}: "
+                     f"{result.cycles:,} cycles, {result.mac_utilization:.1%} MAC utilisation")
     line = f"{summary}; {result.cycles} cycles, MAC utilization {result.mac_utilization:.1%}"
     if checks is not None:
         verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
