@@ -88,7 +88,10 @@ def lower_and_run(compilation, target_name: str, tile_order: str = "scan", objec
     from nncc.runtime.interpreter import run
 
     program = back_end(compilation, target_name, tile_order, objective, **lowering)
-    return program, run(program)
+    result = run(program)
+    plot_run(f"{compilation.model_path.stem}-{target_name}-{tile_order}" + ("-dram" if objective == "dram" else ""),
+             result)
+    return program, result
 
 
 def back_end(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering):
@@ -195,6 +198,25 @@ def classifier_model(batch: int, in_features: int, seed: int = 0) -> onnx.ModelP
 def average(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
+
+
+PLOTS: dict = {}
+"""--plot: the folder, stem and suffix of the figures, the part running, and the files written."""
+
+
+def plot_run(label: str, result) -> None:
+    """With --plot: the run's per-layer roofline and bars, in FILE-stem.PART-LABEL.suffix."""
+    if not PLOTS:
+        return
+    from nncc.compiler.plots import layer_figure
+    from nncc.runtime.report import build_report
+    from nncc.runtime.target import target_to_dict
+
+    report = {**build_report(result), "target_description": target_to_dict(result.program.target)}
+    path = PLOTS["folder"] / f"{PLOTS['stem']}.{PLOTS['part']}-{label}{PLOTS['suffix']}"
+    layer_figure(report, path, title=f"({PLOTS['part']}) {label}: {result.cycles:,} cycles, "
+                                     f"{result.mac_utilization:.1%} MAC utilisation")
+    PLOTS["written"].append(path)
 
 
 # --------------------------------------------------------------------------- (a) VGG-16 on vector
@@ -347,6 +369,7 @@ def bench_resnet(args, workdir: Path) -> dict:
         t1 = time.time()
         result = run(program)
         sim_s = time.time() - t1
+        plot_run(f"resnet50-{target_name}", result)
         entry = {"compile_s": compile_s, "ir_compile_s": ir_compile_s, "sim_s": sim_s,
                  "instructions": len(program.instructions),
                  "cycles": result.cycles, "mac_utilization": 100 * result.mac_utilization}
@@ -389,6 +412,7 @@ def bench_zoo(args, workdir: Path) -> dict:
             t0 = time.time()
             result = run(program, inputs)
             sim_s = time.time() - t0
+            plot_run(f"{name}-{target_name}", result)
             summary = check.check_summary(check.compare(result.outputs, check.run_onnxruntime(path, inputs)))
             entry = {"compile_s": compile_s, "sim_s": sim_s, "cycles": result.cycles,
                      "mac_utilization": 100 * result.mac_utilization, "passed": summary["passed"],
@@ -421,6 +445,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--zoo-models", nargs="+", metavar="NAME", help="models for (d) (default: the whole zoo)")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="per-layer roofline and cycles/DRAM bars of every run, as FILE.PART-MODEL-TARGET.png")
     add_common_options(parser)
     return parser
 
@@ -439,6 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.zoo_models or ():
         check_name(name)
     files = UserFiles()
+    PLOTS.clear()
+    if args.plot:  # a name for each run's figure beside FILE: FILE-stem.PART-MODEL-TARGET.suffix
+        from nncc.compiler.plots import plot_format
+        from nncc.support.user_files import check_writable
+
+        plot_format(args.plot)
+        check_writable("--plot", args.plot)
+        PLOTS.update(folder=args.plot.parent, stem=args.plot.stem, suffix=args.plot.suffix, written=[])
     if args.json:  # checked now, not after an hour of benchmarks
         files.writes("--json", args.json)
     parts = args.only or ["vgg", "scan", "resnet", "zoo"]
@@ -447,10 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo)):
             if part in parts:
+                PLOTS["part"] = part
                 results[part] = function(args, workdir)
                 print()
     if args.json:
         files.write_text(args.json, json.dumps(results, indent=1, default=float) + "\n")
+    if PLOTS:
+        print(f"nncc-bench: {len(PLOTS['written'])} plots in {PLOTS['folder']}: "
+              f"{', '.join(path.name for path in PLOTS['written'])}")
     return 0
 
 
