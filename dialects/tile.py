@@ -1105,8 +1105,9 @@ def map_arity(func: str) -> int:
 
 class StreamViews:
     """The views of tile.map and tile.reduce: `%b[e]` is dense row-major by the op's 3-D
-    `shape`; `%b[e] broadcast [d, ...]` the same with stride 0 along dimensions d (a per-channel
-    parameter, a per-row statistic); `%b[e] strides [e, e, e]` explicit element strides. The
+    `shape`; `%b[e] broadcast [d, ...]` holds the shape with size 1 along dimensions d, read with
+    stride 0 there (a per-channel parameter, a per-row statistic); `%b[e] strides [e, e, e]`
+    explicit element strides. The
     layouts are a property (`layouts`: one code per view, a bit mask of broadcast dimensions, or
     -1 for explicit strides, which are then the `view_strides` map's results in order)."""
 

@@ -1,30 +1,28 @@
-"""tile-layers: choose every conv and gemm layer's tile sizes with the cost model.
+"""tile-layers: write every layer of @main as a `tile.nest` loop nest, tiles chosen by the cost model.
 
-Each conv (not depthwise) and gemm op gets a `tile` attribute: output channels, input
-channels, output rows and columns per tile, how the cores split the tiles (spatial:
-different output tiles sharing the weight block by multicast; channel: different output
-channels of one tile sharing the input block), and for a conv on a vector unit the lane
-mapping (channels: output channels on the lanes, the input broadcast; width: output columns
-on the lanes, the weights broadcast). The sizes are the cost model's best under
-the capacity of the memories that hold the tiles, halved for double buffering (`buffers=2`,
-the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the module then
-records `tile.sized_for = 1`), for the core count `partition-cores` set (one without it).
-`tile-objective=dram` (`--tile-objective=dram`) ranks tilings by DRAM bytes first instead
-of cycles. `lower-to-isa` follows the attribute, so tile sizes can be edited by hand in the IR
-and re-lowered with nncc-opt. Pooling and depthwise
-convs get `tile = {c, oh, ow, layout}` (channels, output rows and columns per tile; layout hwc:
-channels on the lanes, chw: output columns on the lanes), chosen and followed the same way.
-Streaming layers (elementwise, global pooling, softmax, LRN, copies) size their tiles when they
-are lowered, from the memory budget alone.
+A conv (not depthwise), gemm or matmul gets its conv nest with the cost model's tiles: output
+channels, input channels, output rows and columns per tile (the loop steps), how the cores
+split the tiles (spatial: different output tiles sharing the weight block by multicast;
+channel: different output channels of one tile sharing the input block), and for a conv on a
+vector unit the lane mapping (channels: output channels on the lanes, the input broadcast;
+width: output columns on the lanes, the weights broadcast). The sizes are the cost model's best
+under the capacity of the memories that hold the tiles, halved for double buffering
+(`buffers=2`, the default; nncc passes `buffers=1` when `double-buffer` is disabled, and the
+module then records `tile.sized_for = 1`), for the core count `partition-cores` set (one
+without it). `tile-objective=dram` (`--tile-objective=dram`) ranks tilings by DRAM bytes first
+instead of cycles. Pooling and depthwise convs get their window nests (channels, output rows
+and columns per tile; channels or output columns on the lanes), chosen the same way. Every
+other layer (elementwise ops, batch norm, activations, copies: concat, transpose, strided
+slice; global pooling, softmax, LRN) gets its nest too, its tiles sized from the memory budget
+alone (`stream_nest.py`, `reduce_nest.py`). `lower-to-isa` unrolls what the nests say, so tile
+sizes and orders can be edited by hand in the IR and lowered with nncc-opt.
 
 The module records what the tiles were chosen for (`passes/decisions.py`): `tile.order` and
 `tile.objective` from the options (default scan and cycles), and `tile.target` unless
 partition-cores recorded it already; `lower-to-isa` reads them, and a pass given another value
 as an option refuses. Options `target`/`target-set` are needed only when no target is recorded.
-
-    %y = fused.conv2d %x, %w, %b ... act relu {onnx_nodes = ["conv1"],
-           tile = {oc = 64 : i64, ic = 3 : i64, oh = 8 : i64, ow = 112 : i64, split = "spatial",
-                   mapping = "channels"}}
+Without tile-layers, lowering makes the same nests (a conv or pooling op's hand-written `tile`
+attribute, `layers.tiles_for`, fixes its tiles there).
 """
 
 from dataclasses import dataclass
@@ -34,13 +32,15 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from nncc.compiler.codegen.context import TILE_ATTR, Lowering, layer_name
+from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_nest import replace_with_nest
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, tile_attribute, window_problem
+from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, window_problem
 from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, replace_with_pool_nest
 from nncc.compiler.codegen.lower import layers_of
+from nncc.compiler.codegen.lowering_table import STREAM_NESTS
+from nncc.compiler.codegen.nest_builder import replace_op
 from nncc.compiler.nn_interpreter import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -53,7 +53,7 @@ from nncc.support.errors import NnccError
 
 @dataclass(frozen=True)
 class TileLayersPass(ModulePass):
-    """Attach the cost model's tile sizes to every conv and gemm."""
+    """Write every layer as its loop nest, conv/gemm/matmul tiles chosen by the cost model."""
 
     name = "tile-layers"
 
@@ -84,7 +84,11 @@ class TileLayersPass(ModulePass):
 
 
 def tile_layer(lowering: Lowering, layer: Operation) -> None:
-    """Set `layer`'s tile attribute when it is a conv, gemm, pooling or depthwise conv."""
+    """Write `layer` as its loop nest (a conv, gemm or matmul with the tiles the cost model chose)."""
+    stream = STREAM_NESTS.get(layer.name)
+    if stream is not None:  # elementwise, batch norm, copies, global pooling, softmax, LRN
+        replace_op(layer, stream(lowering, layer))
+        return
     window = window_problem(lowering, layer)
     if window is not None and layer.name.endswith("conv2d"):  # a depthwise conv: written as its nest
         replace_with_depthwise_nest(lowering, layer, conv2d_shape(layer), window.tiles())
@@ -99,6 +103,4 @@ def tile_layer(lowering: Lowering, layer: Operation) -> None:
         mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
     else:
         mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
-    if replace_with_nest(lowering, layer, problem, tiles, mapping) is not None:  # written as its loop nest
-        return
-    layer.attributes[TILE_ATTR] = tile_attribute(tiles, mapping)
+    replace_with_nest(lowering, layer, problem, tiles, mapping)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nncc.compiler.codegen.context import F32
-from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.epilogue import Epilogue, clamp
 from nncc.compiler.codegen.scheduler import BufRef, Compute
 from nncc.dialects import tile
 from nncc.support.errors import NnccError
@@ -244,21 +244,21 @@ def stream_static(op) -> StreamStatic:
 
 def stream_views(nest: NestLowering, op, info: StreamStatic):
     """The buffer views of a streaming op, its sizes, and each view's strides over `shape`
-    (dense row-major by it, 0 along broadcast dimensions, or explicit)."""
+    (dense row-major by it with size 1 and stride 0 along broadcast dimensions, or explicit)."""
     values = nest.values(op, *info.names)
     count = len(info.layouts)
     offsets, rest = values[:count], values[count:]
     sizes_count = len(op.sizes.data.results)
     sizes, explicit = rest[:sizes_count], rest[sizes_count:]
     n0, n1, n2 = sizes[:3]
-    dense = (n1 * n2, n2, 1)
     strides, given = [], 0
     for layout in info.layouts:
         if layout == tile.STRIDED:
             strides.append(tuple(explicit[given:given + 3]))
             given += 3
-        else:
-            strides.append(tuple(0 if layout >> d & 1 else s for d, s in enumerate(dense)))
+        else:  # dense by the shape with size 1 along the broadcast dimensions, stride 0 there
+            m1, m2 = (1 if layout & 2 else n1), (1 if layout & 4 else n2)
+            strides.append((0 if layout & 1 else m1 * m2, 0 if layout & 2 else m2, 0 if layout & 4 else 1))
     return [nest.view(op, i, offsets) for i in range(count)], sizes, strides
 
 
@@ -278,7 +278,7 @@ def map_instructions(nest: NestLowering, op: tile.MapOp) -> list[Compute]:
     else:
         mnemonic = "vact"
         params = [float(p) for p in op.params.get_values()] if op.params is not None else []
-        p0, p1 = (params + [0.0, 0.0])[:2]
+        p0, p1 = (clamp(p) for p in (params + [0.0, 0.0])[:2])
         operands |= {"func": func, "p0": p0, "p1": p1, "shape": shape}
     names = ("x", "y", "w")[:len(refs) - 1] + ("z",)
     for name, ref, stride in zip(names, refs, strides):

@@ -1,4 +1,6 @@
-"""Convolution (and everything that is a convolution: 1x1, grouped, FC as 1x1) on tiles.
+"""Convolution (and everything that is a convolution: 1x1, grouped, FC and matmul as 1x1): the
+problem's shape, its tiles and the tile search. The nest a tiling gives is conv_nest.py's; its
+instructions are compute_lowering.py's.
 
 On chip, tiles are HWC so that output channels sit on the lanes (vector unit) or the
 columns (matrix unit):
@@ -6,12 +8,6 @@ columns (matrix unit):
     input  slot  [ih][iw][ic]     DMA'd from NCHW DRAM, halo and zero padding included
     weight slot  [kh][kw][ic][oc] + bias[oc]   (DRAM keeps weights as [kh][kw][C][O])
     output slot  [oh][ow][oc]     stored back to NCHW
-
-For every kernel position one `matmul`: batch = output rows, m = output columns,
-n = output channels, k = input channels, accumulating over kernel positions and
-input-channel tiles. The epilogue (bias, residual, activation) runs on the output
-tile while it is on chip; a residual is DMA'd into the output slot first and the
-matmuls accumulate onto it.
 
 Loop order: output-channel tile, then groups of `cores` spatial tiles (one per core,
 sharing the weight block by multicast), then input-channel tiles. `scan` order walks
@@ -27,10 +23,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from xdsl.ir import SSAValue
 
-from nncc.compiler.codegen.context import F32, Lowering, dram
+from nncc.compiler.codegen.context import F32, Lowering
 from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
-from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer, gc_paused
+from nncc.compiler.codegen.scheduler import gc_paused
 from nncc.runtime.program import Program
 from nncc.support.errors import NnccError
 
@@ -281,209 +276,6 @@ def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objecti
 
 def tile_ranges(size: int, tile: int) -> list[tuple[int, int]]:
     return [(start, min(tile, size - start)) for start in range(0, size, tile)]
-
-
-def serpentine(items: list, reverse: bool) -> list:
-    return items[::-1] if reverse else items
-
-
-@dataclass(frozen=True)
-class Operand:
-    """A DRAM tensor and its element strides along named axes (NCHW by default)."""
-
-    addr: int
-    strides: tuple[int, ...]
-
-
-def nchw(addr: int, shape) -> Operand:
-    n, c, h, w = shape
-    return Operand(addr, (c * h * w, h * w, w, 1))
-
-
-@dataclass
-class ConvLowering:
-    """The jobs of a conv-shaped product that has no nest yet: matmul (`matmul.py`) and the gemms
-    `conv_nest.gemm_tensors` cannot express (alpha or beta not 1, broadcast C). Convs, and the
-    other gemms, are nests (`conv_nest.conv_nest`)."""
-
-    PREDICTION = "prediction"  # cost_cache key of a layer's prediction (one per mapping)
-    mapping = "channels"
-    BIAS_STRIDE = (0, 0, 1)  # the bias [oc] over the [oh][ow][oc] output tile
-
-    lowering: Lowering
-    s: ConvShape
-    tiles: ConvTiles
-    x: Operand  # strides (n, c, h, w)
-    w: Operand  # strides (group, kh, kw, c, o)
-    b_addr: int | None
-    y: Operand  # strides (n, o, oh, ow)
-    epilogue: Epilogue
-    residual: Operand | None
-    scan: bool
-
-    def kinds(self) -> list[BufferKind]:
-        sizes = self.tiles.slot_bytes(self.s)
-        target = self.lowering.target
-        return [
-            BufferKind("in", target.memory_for("input").name, sizes["in"], shared=self.tiles.split == "channel"),
-            BufferKind("w", target.memory_for("weight").name, sizes["w"], shared=self.tiles.split != "channel"),
-            BufferKind("out", target.memory_for("output").name, sizes["out"]),
-        ]
-
-    def jobs(self, record: bool = True) -> list[Job]:
-        """The layer's jobs in tile order (and, with `record`, the cost model's prediction of them).
-
-        spatial split: output-channel tile, then groups of `cores` output tiles (one per core,
-        sharing the weight block), then input-channel tiles; channel split: output tile, then
-        groups of `cores` output-channel tiles (sharing the input block), then input-channel
-        tiles. Scan walks each level serpentine-wise (the direction flips at every turn), so the
-        last blocks of one group are the first of the next and stay on chip."""
-        s, t = self.s, self.tiles
-        cores = self.lowering.cores
-        spatial = [(n, oh0, toh, ow0, tow) for n in range(s.n)
-                   for oh0, toh in tile_ranges(s.oh, t.toh) for ow0, tow in tile_ranges(s.ow, t.tow)]
-        ic_tiles = tile_ranges(s.cg, t.tic)
-        oc_tiles = [(g, oc0, toc) for g in range(s.group) for oc0, toc in tile_ranges(s.og, t.toc)]
-        jobs: list[Job] = []
-        turn = 0  # serpentine direction of the ic loop: flips at every group
-        if t.split == "channel":
-            outer = [(tile, [[oc] for oc in oc_tiles]) for tile in spatial]
-        else:
-            outer = [(oc, [[tile] for tile in spatial]) for oc in oc_tiles]
-        for oi, (fixed, items) in enumerate(outer):
-            items = [sum(items[i:i + cores], []) for i in range(0, len(items), cores)]
-            for group in serpentine(items, self.scan and oi % 2 == 1):
-                for ii, (ic0, tic) in enumerate(serpentine(ic_tiles, self.scan and turn % 2 == 1)):
-                    first_ic, last_ic = ii == 0, ii == len(ic_tiles) - 1
-                    for core, item in enumerate(group):
-                        (g, oc0, toc), tile = (item, fixed) if t.split == "channel" else (fixed, item)
-                        jobs.append(self.job(core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic))
-                turn += 1
-        if record:
-            key = (self.PREDICTION, s, t, self.b_addr is None, self.residual is None, self.epilogue, self.scan)
-            if key not in self.lowering.cost_cache:
-                self.lowering.cost_cache[key] = predict_jobs(self.lowering.target, self.kinds(), jobs,
-                                                              slots=self.lowering.buffers)
-            self.lowering.record_prediction(self.lowering.cost_cache[key])
-            if self.scan and self.lowering.compare_orders:
-                naive = replace(self, scan=False)
-                self.lowering.record_naive_order(predict_jobs(self.lowering.target, naive.kinds(),
-                                                              naive.jobs(record=False), slots=self.lowering.buffers))
-        return jobs
-
-    def job(self, core, g, oc0, toc, ic0, tic, tile, first_ic, last_ic) -> Job:
-        s = self.s
-        n, oh0, toh, ow0, tow = tile
-        out_key = ("out", g, oc0, n, oh0, ow0)
-        buffers = {"in": ("in", g, ic0, n, oh0, ow0), "w": ("w", g, oc0, ic0), "out": out_key}
-        loads = {"in": [self.input_load(g, ic0, tic, n, oh0, toh, ow0, tow)],
-                 "w": self.weight_loads(g, oc0, toc, ic0, tic)}
-        if self.residual is not None and first_ic:
-            loads["out"] = [self.output_transfer(self.residual, g, oc0, toc, n, oh0, toh, ow0, tow, load=True)]
-        compute = self.matmuls(toc, tic, toh, tow, accumulate=not first_ic or self.residual is not None)
-        bias = BufRef("w", F32 * s.kh * s.kw * tic * toc) if self.b_addr is not None else None
-        if self.epilogue_on_matmuls:
-            head, tail = self.epilogue.matmul_operands(bias, self.BIAS_STRIDE, first_ic, last_ic)
-            compute[0] = Compute("matmul", {**compute[0].operands, **head})
-            compute[-1] = Compute("matmul", {**compute[-1].operands, **tail})
-        elif last_ic:
-            compute += self.epilogue_instructions(toh, tow, toc, bias)
-        stores = {}
-        if last_ic:
-            stores["out"] = [self.output_transfer(self.y, g, oc0, toc, n, oh0, toh, ow0, tow, load=False)]
-        return Job(core, buffers, compute, loads, stores)
-
-    @property
-    def epilogue_on_matmuls(self) -> bool:
-        """Bias and activation ride on the matmuls when a vector unit runs them (see epilogue.py)."""
-        return self.lowering.vector_unit == "main"
-
-    def epilogue_instructions(self, toh, tow, toc, bias: BufRef | None) -> list[Compute]:
-        """Bias and activation on the [oh][ow][oc] output tile."""
-        return self.epilogue.instructions(self.lowering, BufRef("out"), (toh, tow, toc), bias=bias)
-
-    def input_window(self, g, ic0, n, oh0, toh, ow0, tow):
-        """Where an output tile's input window starts in DRAM, its rows and columns, its
-        zero padding at the image borders (top, bottom, left, right) and the input's strides."""
-        s = self.s
-        rows, cols = s.input_extent(toh, 0), s.input_extent(tow, 1)
-        top, left = oh0 * s.strides[0] - s.pads[0], ow0 * s.strides[1] - s.pads[1]
-        pads = (max(0, -top), max(0, top + rows - s.h), max(0, -left), max(0, left + cols - s.w))
-        sn, sc, sh, sw = self.x.strides
-        src = self.x.addr + F32 * (n * sn + (g * s.cg + ic0) * sc + max(top, 0) * sh + max(left, 0) * sw)
-        return src, rows, cols, pads, (sc, sh, sw)
-
-    def input_load(self, g, ic0, tic, n, oh0, toh, ow0, tow) -> Transfer:
-        """The input window of an output tile, HWC on chip, zero padding at the image borders."""
-        src, rows, cols, (top, bottom, left, right), (sc, sh, sw) = self.input_window(g, ic0, n, oh0, toh, ow0, tow)
-        return Transfer(dram(src), (sh, sw, sc), BufRef("in"), (cols * tic, tic, 1),
-                        (rows, cols, tic), (top, bottom, left, right, 0, 0))
-
-    def weight_boxes(self, g, oc0, ic0) -> list[tuple[int, int]]:
-        """(DRAM address, kernel positions) of the weight blocks: one box when the kernel
-        positions are evenly spaced in DRAM, else one per kernel row."""
-        s = self.s
-        sg, skh, skw, sc, so = self.w.strides
-        base = self.w.addr + F32 * (g * sg + ic0 * sc + oc0 * so)
-        if s.kh * s.kw == 1 or skh == s.kw * skw:
-            return [(base, s.kh * s.kw)]
-        return [(base + F32 * i * skh, s.kw) for i in range(s.kh)]
-
-    def bias_load(self, g, oc0, toc, tic) -> list[Transfer]:
-        """The bias block, after the weights in the weight slot."""
-        s = self.s
-        if self.b_addr is None:
-            return []
-        return [Transfer(dram(self.b_addr + F32 * (g * s.og + oc0)), (0, 0, 1),
-                         BufRef("w", F32 * s.kh * s.kw * tic * toc), (0, 0, 1), (1, 1, toc))]
-
-    def weight_loads(self, g, oc0, toc, ic0, tic) -> list[Transfer]:
-        """[kh][kw][ic][oc] blocks ([kh][kw][oc][ic] when channels are not last), then the bias [oc]."""
-        s = self.s
-        _, _, skw, sc, so = self.w.strides
-        boxes = self.weight_boxes(g, oc0, ic0)
-        if self.mapping == "channels":
-            src_stride, chip_stride, box = (skw, sc, so), (tic * toc, toc, 1), (tic, toc)
-        else:
-            src_stride, chip_stride, box = (skw, so, sc), (tic * toc, tic, 1), (toc, tic)
-        return [Transfer(dram(addr), src_stride, BufRef("w", F32 * i * s.kw * tic * toc * (len(boxes) > 1)),
-                         chip_stride, (count, *box))
-                for i, (addr, count) in enumerate(boxes)] + self.bias_load(g, oc0, toc, tic)
-
-    def output_transfer(self, tensor: Operand, g, oc0, toc, n, oh0, toh, ow0, tow, load: bool) -> Transfer:
-        """An output tile [oh][ow][oc] ([oh][oc][ow] when channels are not last) from or to DRAM."""
-        s = self.s
-        sn, so, sh, sw = tensor.strides
-        base = tensor.addr + F32 * (n * sn + (g * s.og + oc0) * so + oh0 * sh + ow0 * sw)
-        if self.mapping == "channels":
-            dram_stride, chip_stride, box = (sh, sw, so), (tow * toc, toc, 1), (toh, tow, toc)
-        else:
-            dram_stride, chip_stride, box = (sh, so, sw), (toc * tow, tow, 1), (toh, toc, tow)
-        if load:
-            return Transfer(dram(base), dram_stride, BufRef("out"), chip_stride, box)
-        return Transfer(BufRef("out"), chip_stride, dram(base), dram_stride, box)
-
-    def matmuls(self, toc, tic, toh, tow, accumulate: bool) -> list[Compute]:
-        """One batched matmul per kernel row (batch = output rows, m = output columns, n = output
-        channels): without horizontal dilation, a row's kw positions x tic channels are one
-        contiguous run of the HWC input tile and of the [kh][kw][ic][oc] weight tile, so they form
-        one k = kw*tic reduction; with it, one matmul per kernel position (k = tic)."""
-        s = self.s
-        cols = s.input_extent(tow, 1)
-        folded = s.dilations[1] == 1
-        positions = [(i, None) for i in range(s.kh)] if folded else [(i, j) for i in range(s.kh) for j in range(s.kw)]
-        out = []
-        for index, (i, j) in enumerate(positions):
-            a_offset = F32 * ((i * s.dilations[0] * cols + (j or 0) * s.dilations[1]) * tic)
-            b_offset = F32 * ((i * s.kw + (j or 0)) * tic * toc)
-            out.append(Compute("matmul", {
-                "batch": toh, "mnk": (tow, toc, s.kw * tic if folded else tic),
-                "a": BufRef("in", a_offset), "a_stride": (s.strides[0] * cols * tic, s.strides[1] * tic, 1),
-                "b": BufRef("w", b_offset), "b_stride": (0, toc, 1),
-                "c": BufRef("out"), "c_stride": (tow * toc, toc, 1),
-                "acc": int(accumulate or index > 0),
-            }))
-        return out
 
 
 def conv_shape(x: SSAValue, weight_shape, y: SSAValue, strides, pads, dilations, group) -> ConvShape:

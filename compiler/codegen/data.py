@@ -1,31 +1,19 @@
-"""Data movement layers: concat and transpose, through the chip.
+"""Concat in place: the placement behind concat nests (stream_nest.concat_nest writes the copies).
 
-Both are elementwise copies (`vact copy`) whose DRAM side is strided:
-
-- **concat**: an input whose slice of the output is one contiguous block (every axis before
-  the concat axis has size 1, e.g. a channel concat with N = 1) and that nothing else reads
-  is written there in place by its producer (`plan_in_place_concats`, before any op is
-  lowered): no copy at all. The other inputs are copied into their slices (the inputs' jobs
-  in one phase); a slice is a strided view of the output, axes that stay contiguous merged.
-- **transpose**: the output is walked row-major and the input is read with the permuted
-  strides (`Source.strides[i] = input stride of axis perm[i]`): the load DMA gathers, the
-  copy runs on lanes along the output's innermost axis, the store is contiguous. Axes beyond
-  the DMA's three dimensions become separate jobs.
-- **slice** (ONNX Slice, each output of Split): a box that is one contiguous run of the input
-  (`SliceOp.contiguous_offset`: a channel range of an NCHW tensor with batch 1) is an alias of
-  the input (no layer, like a reshape; `context.is_alias`). Any other box is copied: the input is
-  read with strides `step x input stride` from the box's first element (negative steps read
-  backwards), the copy runs along the output's innermost axis, the store is contiguous.
+An input of a concat whose slice of the output is one contiguous block (every axis before the
+concat axis has size 1, e.g. a channel concat with N = 1) and that nothing else reads is written
+there in place by its producer (`plan_in_place_concats`, before any op is lowered): no copy at
+all. The concat's nest copies only the other inputs into their slices.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import eltwise
-from nncc.compiler.codegen.context import F32, Lowering, is_alias, row_major_strides, source_address
-from nncc.dialects import nn
+from nncc.compiler.codegen.context import F32, Lowering, is_alias, row_major_strides
+from nncc.dialects import nn, tile
+from nncc.support.errors import NnccError
 
 
 def in_place_slots(lowering: Lowering, op: Operation) -> dict:
@@ -57,59 +45,37 @@ def plan_in_place_concats(lowering: Lowering, block) -> None:
     for op in reversed(list(block.ops)):
         if isinstance(op, nn.ConcatOp):
             lowering.addresses.update(in_place_slots(lowering, op))
+        elif isinstance(op, tile.NestOp) and op.attributes.get("op") == StringAttr("nn.concat"):
+            place_nest_inputs(lowering, op)
 
 
-def lower_concat(lowering: Lowering, op: Operation):
+def placed_inputs(lowering: Lowering, op: Operation) -> set:
+    """The inputs of concat `op` its producers write in place: those lowering placed in their
+    slices, or, before lowering (tile-layers), those `in_place_slots` would place."""
+    if not getattr(lowering, "concats_planned", False):
+        return set(in_place_slots(lowering, op))
     axis = op.axis.value.data
     out_shape = nn.shape_of(op.result)
-    out_strides = row_major_strides(out_shape)
-    y = lowering.address(op.result)
-    phases, offset = [], 0
+    step = F32 * row_major_strides(out_shape)[axis]
+    y, placed, offset = lowering.address(op.result), set(), 0
     for value in op.inputs:
-        shape = nn.shape_of(value)
-        if lowering.addresses.get(value) == y + F32 * offset * out_strides[axis]:
-            offset += shape[axis]
-            continue  # its producer wrote it in place
-        if shape[axis]:
-            layer = eltwise.ElementwiseLayer(
-                lowering, shape, [eltwise.Source(source_address(lowering, value), row_major_strides(shape))],
-                eltwise.Source(y + F32 * offset * out_strides[axis], out_strides),
-                eltwise.activation("copy", lowering.vector_unit))
-            phases += layer.layers()
-        offset += shape[axis]
-    return eltwise.merge_phases(phases)
+        if lowering.addresses.get(value) == y + step * offset:
+            placed.add(value)
+        offset += nn.shape_of(value)[axis]
+    return placed
 
 
-def lower_transpose(lowering: Lowering, op: Operation):
-    perm = nn.ints(op.perm)
-    in_strides = row_major_strides(nn.shape_of(op.input))
-    out_shape = nn.shape_of(op.result)
-    source = eltwise.Source(source_address(lowering, op.input), tuple(in_strides[p] for p in perm))
-    layer = eltwise.ElementwiseLayer(lowering, out_shape, [source],
-                                     eltwise.Source(lowering.address(op.result), row_major_strides(out_shape)),
-                                     eltwise.activation("copy", lowering.vector_unit))
-    return layer.layers()
-
-
-def lower_slice(lowering: Lowering, op: Operation):
-    """A strided copy. DMA strides are non-negative, so each index of an axis read backwards
-    (negative step, size > 1) is a piece of its own (the pieces are one phase)."""
-    in_strides = row_major_strides(nn.shape_of(op.input))
-    starts, steps = nn.ints(op.starts), nn.ints(op.steps)
-    out_shape = nn.shape_of(op.result)
-    out_strides = row_major_strides(out_shape)
-    base = source_address(lowering, op.input) + F32 * sum(s * st for s, st in zip(starts, in_strides))
-    y = lowering.address(op.result)
-    backwards = [a for a, (step, size) in enumerate(zip(steps, out_shape)) if step < 0 and size > 1]
-    piece_shape = tuple(1 if a in backwards else size for a, size in enumerate(out_shape))
-    strides = tuple(step * stride for step, stride in zip(steps, in_strides))
-    phases = []
-    for index in np.ndindex(*(out_shape[a] for a in backwards)):
-        source = base + F32 * sum(i * strides[a] for i, a in zip(index, backwards))
-        target = y + F32 * sum(i * out_strides[a] for i, a in zip(index, backwards))
-        layer = eltwise.ElementwiseLayer(lowering, piece_shape,
-                                         [eltwise.Source(source, tuple(abs(s) for s in strides))],
-                                         eltwise.Source(target, out_strides),
-                                         eltwise.activation("copy", lowering.vector_unit))
-        phases += layer.layers()
-    return eltwise.merge_phases(phases)
+def place_nest_inputs(lowering: Lowering, nest: tile.NestOp) -> None:
+    """A concat nest from tile-layers: each input its nest does not read (a block argument
+    without a use) is written by its producer into its slice of the output."""
+    axis = nest.attributes["axis"].value.data
+    out_shape = nn.shape_of(nest.results[0])
+    step = F32 * row_major_strides(out_shape)[axis]
+    y, offset = lowering.address(nest.results[0]), 0
+    for value, arg in zip(nest.inputs, nest.block.args):
+        if not arg.uses:
+            if value in lowering.addresses and lowering.addresses[value] != y + step * offset:
+                raise NnccError(f"layer {nest.layer.data}: input {value.name_hint or '?'} is not copied by the "
+                                "concat's nest but cannot be written in place (it has a place of its own)")
+            lowering.addresses[value] = y + step * offset
+        offset += nn.shape_of(value)[axis]

@@ -9,8 +9,6 @@ their input.
 
 from __future__ import annotations
 
-import math
-
 from xdsl.dialects import func
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation
@@ -100,16 +98,15 @@ def claim_outputs(lowering: Lowering, returned: func.ReturnOp, names: list[str])
 
 def copy_unowned_outputs(lowering: Lowering, returned: func.ReturnOp, names: list[str]) -> None:
     """An output that aliases an input, a weight, a reshape or another output is copied."""
-    from nncc.compiler.codegen.eltwise import copy_tensor
+    from nncc.compiler.codegen.stream_nest import copy_output
 
     claimed = {s.name for s in lowering.program.symbols_of("output")}
     for name, value in zip(names, returned.operands):
         if name in claimed:
             continue
         symbol = lowering.program.allocate(name, "output", nn.shape_of(value))
-        source = source_address(lowering, value)
         emit_layer(lowering, f"copy_{name}", "copy", [],
-                   lambda: copy_tensor(lowering, source, symbol.addr, math.prod(nn.shape_of(value))))
+                   lambda: copy_output(lowering, value, symbol.addr, f"copy_{name}"))
 
 
 def lower_op(lowering: Lowering, op: Operation) -> None:

@@ -12,30 +12,36 @@ from collections.abc import Callable
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import data, layers, lrn, matmul, pool, softmax, window_nest
+from nncc.compiler.codegen import data, layers, reduce_nest, stream_nest, window_nest
 from nncc.compiler.codegen.context import Lowering
+from nncc.compiler.codegen.stream_nest import lower_stream
 
 LayerLowering = Callable[[Lowering, Operation], list]
+
+STREAM_NESTS = {
+    **dict.fromkeys(stream_nest.BINARY, stream_nest.binary_nest),
+    **dict.fromkeys(stream_nest.UNARY, stream_nest.unary_nest),
+    "nn.batch_norm": stream_nest.batch_norm_nest,
+    "nn.concat": stream_nest.concat_nest,
+    "nn.transpose": stream_nest.transpose_nest,
+    "nn.slice": stream_nest.slice_nest,
+    "nn.global_avg_pool": reduce_nest.global_pool_nest,
+    "nn.global_max_pool": reduce_nest.global_pool_nest,
+    "nn.lrn": reduce_nest.lrn_nest,
+    "nn.softmax": reduce_nest.softmax_nest,
+}
+"""Op name -> the builder of its nest `(lowering, op, slots) -> tile.nest`, for the layers
+whose nest needs no tile search (tile-layers writes them as they are)."""
 
 GENERATORS: dict[str, LayerLowering] = {
     "nn.conv2d": layers.lower_conv,
     "fused.conv2d": layers.lower_conv,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
-    **dict.fromkeys(layers.BINARY, layers.lower_binary),
-    **dict.fromkeys(layers.UNARY, layers.lower_unary),
-    "nn.clip": layers.lower_clip,
-    "nn.batch_norm": layers.lower_batch_norm,
-    "nn.matmul": matmul.lower_matmul,
+    **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},
+    "nn.matmul": layers.lower_gemm,
     "nn.max_pool": window_nest.lower_pool,
     "nn.avg_pool": window_nest.lower_pool,
-    "nn.global_avg_pool": pool.lower_global_pool,
-    "nn.global_max_pool": pool.lower_global_pool,
-    "nn.lrn": lrn.lower_lrn,
-    "nn.softmax": softmax.lower_softmax,
-    "nn.concat": data.lower_concat,
-    "nn.transpose": data.lower_transpose,
-    "nn.slice": data.lower_slice,
 }
 """Op name -> its code generator."""
 

@@ -1,5 +1,4 @@
-"""Sliding-window layers on tiles: max/avg pooling (and the geometry depthwise conv shares),
-global max/avg pooling.
+"""Sliding-window layers on tiles: max/avg pooling (and the geometry depthwise conv shares).
 
 A window layer's output is cut into (channels, output rows, output columns) tiles. Each tile's
 input window, halo and border padding included (`pad_value` -inf for max pooling), is DMA'd
@@ -13,9 +12,6 @@ the dilation into `win_stride`). Average pooling whose divisor varies over the i
 not counted, ceil_mode overhang) sums with `vpool sum` and multiplies by the reciprocal of the
 divisor map, a compile-time constant [OH][OW] tensor loaded like a weight (stride 0 over
 channels); a uniform divisor is `vpool avg`.
-
-Global pooling views the input as (N*C rows, H*W) and reduces each row with `vred` (the
-reduced axis on lanes), accumulating over spatial tiles when a row does not fit.
 """
 
 from __future__ import annotations
@@ -27,9 +23,9 @@ import numpy as np
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, i64
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen.context import F32, TILE_ATTR, Lowering, dram, layer_name, source_address
+from nncc.compiler.codegen.context import F32, TILE_ATTR, Lowering, dram, layer_name
 from nncc.compiler.codegen.conv import tile_ranges
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Compute, Job, Transfer
+from nncc.compiler.codegen.scheduler import BufRef, Transfer
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
 
@@ -318,72 +314,3 @@ def pool_probe(lowering: Lowering, op: Operation) -> PoolTiling | None:
     if func == "avg" and not np.all(divisor_counts(g, bool(op.count_include_pad.value)) == g.kh * g.kw):
         func = "sum"
     return PoolTiling(lowering, g, func, name, given_window_tiles(op, g, name))
-
-
-# --------------------------------------------------------------------------- global pooling
-
-
-@dataclass
-class Reduction:
-    """out[r] = max/mean over s of x[r, s] for a row-major (rows, size) tensor, rows tiled."""
-
-    lowering: Lowering
-    rows: int
-    size: int
-    func: str  # max or mean
-    x_addr: int
-    y_addr: int
-    name: str
-
-    def tiles(self) -> tuple[int, int]:
-        """(rows, elements) per tile: whole rows if they fit, then as many rows as fit."""
-        def ok(tr, ts):
-            return self.lowering.fits({"input": F32 * tr * ts, "output": F32 * tr})
-        ts = self.size
-        while ts > 1 and not ok(1, ts):
-            ts = -(-ts // 2)
-        if not ok(1, ts):
-            raise NnccError(f"layer {self.name}: even a one-element reduction tile does not fit in "
-                            f"{self.lowering.target.memory_for('input').name}")
-        tr = self.rows
-        while not ok(tr, ts):
-            tr = -(-tr // 2)
-        return tr, ts
-
-    def layers(self):
-        tr_full, ts_full = self.tiles()
-        target = self.lowering.target
-        kinds = [BufferKind("in", target.memory_for("input").name, F32 * tr_full * ts_full),
-                 BufferKind("out", target.memory_for("output").name, F32 * tr_full)]
-        unit = self.lowering.vector_unit
-        s_tiles = tile_ranges(self.size, ts_full)
-        jobs = []
-        for i, (r0, tr) in enumerate(tile_ranges(self.rows, tr_full)):
-            core = i % self.lowering.cores
-            for j, (s0, ts) in enumerate(s_tiles):
-                last = j == len(s_tiles) - 1
-                single = len(s_tiles) == 1
-                func = self.func if single or self.func == "max" else "sum"
-                compute = [Compute("vred", {"unit": unit, "func": func, "acc": int(j > 0), "shape": (tr, 1, ts),
-                                            "x": BufRef("in"), "x_stride": (ts, 0, 1), "z": BufRef("out"),
-                                            "z_stride": 1})]
-                if last and not single and self.func == "mean":
-                    compute.append(Compute("vact", {"unit": unit, "func": "affine", "p0": 1.0 / self.size,
-                                                    "p1": 0.0, "shape": (1, 1, tr), "x": BufRef("out"),
-                                                    "x_stride": (0, 0, 1), "z": BufRef("out"),
-                                                    "z_stride": (0, 0, 1)}))
-                src = self.x_addr + F32 * (r0 * self.size + s0)
-                loads = {"in": [Transfer(dram(src), (0, self.size, 1), BufRef("in"), (0, ts, 1), (1, tr, ts))]}
-                stores = {}
-                if last:
-                    stores["out"] = [Transfer(BufRef("out"), (0, 0, 1), dram(self.y_addr + F32 * r0), (0, 0, 1),
-                                              (1, 1, tr))]
-                jobs.append(Job(core, {"in": ("in", r0, s0), "out": ("out", r0)}, compute, loads, stores))
-        return [(kinds, jobs)]
-
-
-def lower_global_pool(lowering: Lowering, op: Operation):
-    shape = nn.shape_of(op.input)
-    func = "max" if op.name == "nn.global_max_pool" else "mean"
-    return Reduction(lowering, shape[0] * shape[1], math.prod(shape[2:]), func,
-                     source_address(lowering, op.input), lowering.address(op.result), layer_name(op)).layers()
