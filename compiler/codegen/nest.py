@@ -177,6 +177,8 @@ class NestLowering:
         self.view_names: dict[int, list[str]] = {}
         self.block_plans: dict[int, list] = {}
         self.transfer_cache: dict[tuple, list[Transfer]] = {}
+        self.compute_cache: dict[tuple, list] = {}
+        self.placed: dict[tuple, list[Transfer]] = {}  # slices at offset 0, by op and sizes
         self.buffers: dict[SSAValue, BufferKind] = {}
         self.slots: dict[SSAValue, int] = {}
         for op in nest.block.walk():
@@ -258,12 +260,10 @@ class NestLowering:
         self.env[id(op.result)] = (max if isinstance(op, tile.MaxOp) else min)(self.values(op, "exprs"))
 
     def run_for(self, loop: tile.ForOp, core: int, out: list[Job]) -> None:
-        points = product([[(v, min(step, high - v)) for v in range(low, high, step)]
-                          for low, high, step in loop.bounds])
+        points, serpentine, cores = self.static(loop, loop_plan)
         entry = self.entries.get(loop, 0)
         self.entries[loop] = entry + 1
-        reverse = loop.order.data == "serpentine" and entry % 2 == 1
-        cores = loop.cores.value.data if loop.cores is not None else 0
+        reverse = serpentine and entry % 2 == 1
         if not cores:
             self.run_points(loop, core, points[::-1] if reverse else points, out)
             return
@@ -311,13 +311,37 @@ class NestLowering:
         key = (id(op), values)
         found = self.transfer_cache.get(key)
         if found is None:
-            rank = len(self.tensors[tensor].shape)
-            offsets, sizes, at = values[:rank], values[rank:2 * rank], values[2 * rank]
-            strides = values[2 * rank + 1:] or None
-            found = self.transfer_cache[key] = slice_transfer(self.tensors[tensor], offsets, sizes, dims,
-                                                               BufRef(kind, F32 * at), strides, load, pad)
-            self.check_inside(buffer, found, load)
+            found = self.transfer_cache[key] = self.slice_transfers(op, values, load)
         return found
+
+    def slice_transfers(self, op: tile.SliceOp, values: tuple[int, ...], load: bool) -> list[Transfer]:
+        """`slice_transfer` of `op` at these index values. A slice inside its tensor is the one at
+        offset 0 with the same sizes (made and checked once) moved in DRAM: only the address changes."""
+        tensor, buffer, dims, kind, pad, _ = self.static(op, self.slice_static)
+        dram_tensor = self.tensors[tensor]
+        shape, strides = dram_tensor.shape, dram_tensor.strides
+        rank = len(shape)
+        offsets, sizes = values[:rank], values[rank:2 * rank]
+        for d in dims:
+            if not 0 <= offsets[d] < shape[d] or offsets[d] + sizes[d] > shape[d]:  # padding: the general case
+                found = slice_transfer(dram_tensor, offsets, sizes, dims, BufRef(kind, F32 * values[2 * rank]),
+                                       values[2 * rank + 1:] or None, load, pad)
+                self.check_inside(buffer, found, load)
+                return found
+        key = (id(op), values[rank:])
+        placed = self.placed.get(key)
+        if placed is None:
+            placed = self.placed[key] = slice_transfer(
+                dram_tensor, (0,) * rank, sizes, dims, BufRef(kind, F32 * values[2 * rank]),
+                values[2 * rank + 1:] or None, load, pad)
+            self.check_inside(buffer, placed, load)
+        shift = F32 * sum([offset * stride for offset, stride in zip(offsets, strides)])
+        if not shift:
+            return placed
+        if load:
+            return [Transfer(dram(t.src[1] + shift), t.src_stride, t.dst, t.dst_stride, t.shape, t.pad,
+                             t.pad_value) for t in placed]
+        return [Transfer(t.src, t.src_stride, dram(t.dst[1] + shift), t.dst_stride, t.shape) for t in placed]
 
     def check_inside(self, buffer: SSAValue, transfers: list[Transfer], load: bool) -> None:
         """A load or store stays inside its buffer's slot (hand-edited tile sizes may not)."""
@@ -367,7 +391,20 @@ class NestLowering:
             if loaded:
                 job.loads.setdefault(kind, []).extend(loaded)
             state.last_job[buffer] = job
-        job.compute += instructions(self, op)
+        job.compute += self.instructions(op)
+
+    def instructions(self, op: tile.ComputeOp) -> list:
+        """`compute_lowering.instructions` of `op` at this iteration, made once per distinct value of
+        what they depend on: the op's index operands and the first/last flags of the loops around it
+        (jobs of one nest repeat a handful of instruction lists thousands of times; the lists are
+        shared, never changed)."""
+        indices, ivs = self.static(op, compute_scope)
+        env, first_last = self.env, self.first_last
+        key = (id(op), tuple([env[i] for i in indices]), tuple([first_last[i] for i in ivs]))
+        found = self.compute_cache.get(key)
+        if found is None:
+            found = self.compute_cache[key] = instructions(self, op)
+        return found
 
     def buffer_kinds(self, op: tile.ComputeOp) -> list[tuple[int, str]]:
         """The distinct buffers (ids) a compute op uses and their kinds' names."""
@@ -382,6 +419,24 @@ class NestLowering:
     def view_kinds(self, op: tile.ComputeOp) -> list[str]:
         """The kind names of a compute op's buffer operands, in order."""
         return [self.buffers[buffer].name for buffer in op.buffers]
+
+
+def loop_plan(loop: tile.ForOp) -> tuple[list, bool, int]:
+    """What a loop walks, the same every time it starts: its points ((value, extent) per
+    dimension, row-major), whether it is serpentine, and the cores its iterations are dealt to
+    (0: none)."""
+    points = product([[(v, min(step, high - v)) for v in range(low, high, step)] for low, high, step in loop.bounds])
+    return points, loop.order.data == "serpentine", loop.cores.value.data if loop.cores is not None else 0
+
+
+def compute_scope(op: tile.ComputeOp) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Ids of what a compute op's instructions depend on: its index operands, and the ivs of the
+    loops around it (their first/last flags: the epilogue on the last input-channel tile)."""
+    ivs, parent = [], op.parent_op()
+    while isinstance(parent, tile.ForOp):
+        ivs += [id(parent.block.args[2 * d]) for d in range(len(parent.bounds))]
+        parent = parent.parent_op()
+    return tuple(map(id, op.indices)), tuple(ivs)
 
 
 def loop_ids(loop: tile.ForOp) -> list[tuple[int, int]]:
