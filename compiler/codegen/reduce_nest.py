@@ -176,7 +176,7 @@ def softmax_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.Nest
     o, t_o, i, t_i = loop.block.args
     # a tile's (to, ti): constants where the tiling leaves them whole or 1 (their product stays affine)
     to = t_o if to_full > 1 else 1
-    ti = t_i if ti_full < inner or to_full == 1 else inner
+    ti = inner if ti_full == inner else t_i
     if not split:
         loop.block.add_op(slice_op(tile.LoadOp, xv, buffers["in"], [o, 0, i], [t_o, a, t_i], [0, 1, 2]))
         for compute in softmax_compute(buffers, to, a, ti, ti_full):
