@@ -31,8 +31,19 @@ the result: 1e-3 of the scale covers it with room. An updated weight is w - lr x
 is lr x the gradient's, small against the weight itself. The loss is one log-sum-exp, exact to a
 few float32 ulps."""
 ABSOLUTE_FLOOR = 1e-6
-"""Errors below this pass whatever the scale: a gradient whose true value is 0 (a conv bias
-followed by BatchNorm) is computed as float32 noise of ~1e-8 on both sides."""
+"""Errors below this pass whatever the scale."""
+GRADIENT_FLOOR = 1e-6
+"""A gradient whose true value is 0 (a conv bias followed by BatchNorm, a BatchNorm bias whose
+output feeds a conv followed by BatchNorm: BatchNorm's input gradient has zero mean per channel)
+comes out as the rounding noise of sums whose terms are as large as the model's other gradients:
+errors up to this fraction of the largest |gradient| of the model pass in every gradient."""
+
+
+EXACT_MARGIN = 2.0
+"""When float32 PyTorch and nncc differ by more than the tolerance, both are compared with PyTorch
+in float64 (the exact answer): nncc passes when its error is at most this many times PyTorch's
+float32 error (plus the tolerance). Deep models with small batches are ill-conditioned: on the
+zoo's ResNet-50 (batch 2) PyTorch's own float32 gradients are up to 26 % off its float64 ones."""
 
 
 @dataclass
@@ -41,15 +52,21 @@ class TensorCheck:
     max_abs_err: float
     scale: float
     tolerance: float
+    exact_err: float | None = None  # nncc against PyTorch float64
+    torch_exact_err: float | None = None  # PyTorch float32 against PyTorch float64
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_err <= self.tolerance
+        if self.max_abs_err <= self.tolerance:
+            return True
+        return self.exact_err is not None and self.exact_err <= EXACT_MARGIN * self.torch_exact_err + self.tolerance
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "MISMATCH"
+        exact = ("" if self.exact_err is None else
+                 f"; against float64: {self.exact_err:.3g}, PyTorch float32's {self.torch_exact_err:.3g}")
         return (f"{self.name}: {verdict}: max abs err {self.max_abs_err:.3g} (scale {self.scale:.3g}, "
-                f"tolerance {self.tolerance:.3g})")
+                f"tolerance {self.tolerance:.3g}{exact})")
 
 
 def settings_from(args) -> dict:
@@ -147,16 +164,38 @@ def compare_with_torch(module_path: Path, outputs: dict, inputs: dict, target: n
                                running=[name for name in updated if name not in grads])
     checks = [check_tensor(f"loss[{step}]", np.float32(ours), np.float32(theirs), "loss")
               for step, (ours, theirs) in enumerate(zip(losses, reference.losses))]
-    checks += [check_tensor(f"grad.{name}", grads[name], reference.grads[name], "grad") for name in grads]
+    largest = max((float(np.abs(g).max()) for g in reference.grads.values() if g.size), default=0.0)
+    checks += [check_tensor(f"grad.{name}", grads[name], reference.grads[name], "grad", GRADIENT_FLOOR * largest)
+               for name in grads]
     checks += [check_tensor(f"updated.{name}", updated[name], reference.updated[name], "updated")
                for name in updated]
+    if not all(c.passed for c in checks):
+        exact = torch_training(module, store, inputs, target, settings, trainable=list(grads),
+                               running=[name for name in updated if name not in grads], dtype="float64")
+        ours = {**{f"loss[{i}]": loss for i, loss in enumerate(losses)},
+                **{f"grad.{n}": g for n, g in grads.items()}, **{f"updated.{n}": u for n, u in updated.items()}}
+        theirs = {**{f"loss[{i}]": loss for i, loss in enumerate(reference.losses)},
+                  **{f"grad.{n}": g for n, g in reference.grads.items()},
+                  **{f"updated.{n}": u for n, u in reference.updated.items()}}
+        truth = {**{f"loss[{i}]": loss for i, loss in enumerate(exact.losses)},
+                 **{f"grad.{n}": g for n, g in exact.grads.items()},
+                 **{f"updated.{n}": u for n, u in exact.updated.items()}}
+        for check in checks:
+            if not check.passed:
+                check.exact_err = max_error(ours[check.name], truth[check.name])
+                check.torch_exact_err = max_error(theirs[check.name], truth[check.name])
     return checks
 
 
-def check_tensor(name: str, ours: np.ndarray, theirs: np.ndarray, kind: str) -> TensorCheck:
+def max_error(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def check_tensor(name: str, ours: np.ndarray, theirs: np.ndarray, kind: str, floor: float = 0.0) -> TensorCheck:
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
     scale = float(np.abs(theirs).max()) if theirs.size else 0.0
-    tolerance = TOLERANCES[kind] * scale + ABSOLUTE_FLOOR
+    tolerance = TOLERANCES[kind] * scale + max(ABSOLUTE_FLOOR, floor)
     if ours.shape != theirs.shape or not np.isfinite(ours).all():
         return TensorCheck(name, float("inf"), scale, tolerance)
     return TensorCheck(name, float(np.abs(ours - theirs).max()) if ours.size else 0.0, scale, tolerance)
@@ -170,9 +209,12 @@ def check_report(checks: list[TensorCheck]) -> dict:
         "max_abs_err": max((c.max_abs_err for c in checks), default=0.0),
         "max_rel_err": max((c.max_abs_err / c.scale if c.scale else 0.0 for c in checks), default=0.0),
         "worst": worst.name if worst else None,
-        "tolerances": {**TOLERANCES, "absolute_floor": ABSOLUTE_FLOOR},
+        "tolerances": {**TOLERANCES, "absolute_floor": ABSOLUTE_FLOOR, "gradient_floor": GRADIENT_FLOOR},
+        "exact_margin": EXACT_MARGIN,
         "tensors": {c.name: {"max_abs_err": c.max_abs_err, "scale": c.scale, "tolerance": c.tolerance,
-                             "passed": c.passed} for c in checks},
+                             "passed": c.passed, **({} if c.exact_err is None else {
+                                 "float64_err": c.exact_err, "pytorch_float32_float64_err": c.torch_exact_err})}
+                    for c in checks},
     }
 
 

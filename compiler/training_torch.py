@@ -38,26 +38,28 @@ def import_torch():
 
 
 def torch_training(module, store, inputs: dict[str, np.ndarray], target: np.ndarray, settings: dict,
-                   trainable: list[str], running: list[str]) -> TorchTraining:
+                   trainable: list[str], running: list[str], dtype: str = "float32") -> TorchTraining:
     """K SGD steps of the inference @main of `module` in PyTorch. `settings` are the autodiff
     pass's options; `trainable` and `running` name the weights it trains and the running
-    statistics it updates."""
+    statistics it updates. `dtype` float64 gives the exact answer, to tell how well float32
+    (PyTorch's or nncc's) does on an ill-conditioned model."""
     torch = import_torch()
+    array = Arrays(store, np.dtype(dtype))
     from nncc.compiler.nn_interpreter import input_signature, main_function
 
     torch.manual_seed(0)
     main = main_function(module)
-    params = {name: torch.tensor(np.array(store[name]), requires_grad=True) for name in trainable}
-    buffers = {name: torch.tensor(np.array(store[name])) for name in running}
+    params = {name: torch.tensor(array[name], requires_grad=True) for name in trainable}
+    buffers = {name: torch.tensor(array[name]) for name in running}
     optimizer = torch.optim.SGD(list(params.values()), lr=settings.get("lr", 0.01),
                                 momentum=settings.get("momentum", 0.0),
                                 weight_decay=settings.get("weight_decay", 0.0))
-    feeds = [torch.tensor(inputs[name]) for name in input_signature(module)]
-    goal = torch.tensor(target)
+    feeds = [torch.tensor(inputs[name].astype(array.dtype)) for name in input_signature(module)]
+    goal = torch.tensor(target.astype(array.dtype))
     losses, grads = [], {}
     for _ in range(settings.get("steps", 1)):
         optimizer.zero_grad()
-        prediction = Forward(torch, store, params, buffers, settings).run(main, feeds)
+        prediction = Forward(torch, array, params, buffers, settings).run(main, feeds)
         loss = loss_of(torch, prediction, goal, settings.get("loss", "cross-entropy"))
         loss.backward()
         losses.append(float(loss.detach()))
@@ -66,6 +68,16 @@ def torch_training(module, store, inputs: dict[str, np.ndarray], target: np.ndar
     updated = {name: p.detach().numpy().copy() for name, p in params.items()}
     updated.update({name: b.numpy().copy() for name, b in buffers.items()})
     return TorchTraining(losses, grads, updated)
+
+
+class Arrays:
+    """The weight store's arrays as fresh arrays of one dtype."""
+
+    def __init__(self, store, dtype: np.dtype):
+        self.store, self.dtype = store, dtype
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.array(self.store[name], dtype=self.dtype)
 
 
 def loss_of(torch, prediction, target, loss: str):
@@ -105,7 +117,7 @@ class Forward:
             return self.params[ref]
         if ref in self.buffers:
             return self.buffers[ref]
-        return self.torch.tensor(np.array(self.store[ref]))
+        return self.torch.tensor(self.store[ref])
 
     def op(self, op, args: list):
         torch, F = self.torch, self.F
