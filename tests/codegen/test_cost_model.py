@@ -235,6 +235,46 @@ def test_width_bound_bounds_the_width_tilings():
         assert width_bound(lowering, s, True) <= prediction.cycles
 
 
+@pytest.mark.parametrize("target_name", ["vector", "edge", "fusion"])
+def test_streaming_layers_predicted_as_simulated(target_name):
+    """Every layer is a nest, and the cost model predicts each from the jobs it emits: elementwise
+    with broadcasting, batch norm with run-time parameters, a transpose, a strided slice read
+    backwards, a concat, softmax, LRN, global pooling, a batched matmul and a gemm scaled on
+    chip, with memories small enough that rows are split (softmax, global pooling)."""
+    from onnx import helper, numpy_helper
+
+    from tests.codegen import helpers as h
+
+    rng = np.random.default_rng(0)
+    node = helper.make_node
+
+    def ints(name, values):
+        return node("Constant", [], [name], value=numpy_helper.from_array(np.array(values, np.int64), name))
+    model = h.build_model([
+        ints("st", [1, 11]), ints("en", [11, 0]), ints("ax", [1, 2]), ints("sp", [2, -3]),
+        node("Add", ["x", "c"], ["s"]), node("BatchNormalization", ["s", "g", "b", "m", "v"], ["n"]),
+        node("Transpose", ["n"], ["t"], perm=[0, 2, 3, 1]),
+        node("Slice", ["t", "st", "en", "ax", "sp"], ["sl"]), node("Concat", ["sl", "sl"], ["cat"], axis=1),
+        node("Softmax", ["cat"], ["sm"], axis=3), node("LRN", ["x"], ["l"], size=3),
+        node("GlobalAveragePool", ["l"], ["gp"]), node("MatMul", ["a", "bm"], ["mm"]),
+        node("Gemm", ["a2", "bg", "cg"], ["gm"], alpha=0.5, beta=2.0)],
+        [("x", [1, 8, 12, 12]), ("g", [8]), ("b", [8]), ("m", [8]), ("v", [8]), ("a", [3, 1, 10, 16]),
+         ("bm", [2, 16, 12]), ("a2", [6, 16]), ("bg", [16, 20])],
+        [("sm", None), ("gp", None), ("mm", None), ("gm", None)],
+        [("c", rng.standard_normal((1, 8, 1, 1))), ("cg", rng.standard_normal((1, 20)))])
+    module, store = h.compile_fused(model)
+    for overrides in ((), h.SMALL_MEMORIES[target_name]):
+        program = lower_module(module.clone(), store, load_target(target_name, list(overrides)))
+        result = run(program, h.random_inputs(model, 0))
+        assert len(result.layers) == 10 and set(program.predictions) == set(range(10))
+        for index, layer in enumerate(result.layers):
+            prediction = program.predictions[index]
+            assert prediction["name"] == layer.name
+            assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],
+                    prediction["predicted_dram_write_bytes"]) == \
+                (layer.cycles, layer.dram_read_bytes, layer.dram_write_bytes), (target_name, overrides, layer.name)
+
+
 # ---- whole models (last: the one cached model and its run are kept until the module is done) --
 
 
