@@ -33,8 +33,9 @@ import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from nncc.compiler.codegen.context import Lowering, layer_name
+from nncc.compiler.codegen.context import Lowering, layer_name, row_major_strides
 from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
+from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.compiler.codegen.nest_builder import (
     IndexExprs, add_buffers, epilogue_parameters, finish_nest, nest_block, replace_op, slice_op,
 )
@@ -184,8 +185,6 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
 def scale_op(out: SSAValue, toh, tow, toc, func: str, params, first=None, last=None) -> tile.MapOp:
     """`func` (affine: a gemm's alpha or beta; or the activation after it) on the output tile, on
     the first or last iteration of the input-channel loop."""
-    from nncc.compiler.codegen.stream_nest import map_op
-
     e = IndexExprs()
     shape = [e(toh), e(tow), e(toc)]
     return map_op(e, func, [(out, 0, 0), (out, 0, 0)], shape, params, first=first, last=last)
@@ -195,7 +194,7 @@ def replace_with_nest(lowering: Lowering, op: Operation, s, t, mapping: str = "c
                       slots: int = 1) -> tile.NestOp:
     """Put `op`'s nest (tiles `t`) in its place in @main; its buffers get `slots` slots."""
     tensors = conv_tensors(op, s, mapping) if op.name.endswith("conv2d") else \
-        matmul_problem(op)[1] if op.name == "nn.matmul" else gemm_tensors(lowering, op, s)
+        matmul_tensors(op)[1] if op.name == "nn.matmul" else gemm_tensors(lowering, op, s)
     return replace_op(op, conv_nest(lowering, op, s, t, tensors, fused_epilogue(op), lowering.tile_order == "scan",
                                     mapping, slots))
 
@@ -207,8 +206,6 @@ def gemm_tensors(lowering: Lowering, op: Operation, s) -> ConvTensors:
     (new weights, folded at compile time); a C computed at run time is read with stride 0 along
     its broadcast axes and scaled on chip by beta, and with B computed at run time alpha scales
     the product on chip (the bias and the residual divided by alpha beforehand)."""
-    from nncc.compiler.codegen.stream_nest import constant_weight
-
     m, k, n = s.ow, s.c, s.o
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
     name = layer_name(op)
@@ -261,13 +258,11 @@ def gemm_tensors(lowering: Lowering, op: Operation, s) -> ConvTensors:
                        residual_scale=residual_scale if residual is not None else 1.0, product_scale=product_scale)
 
 
-def matmul_problem(op: Operation):
-    """numpy matmul as 1x1 convs: (conv shape, tensors). When B has no batch of its own and A's
-    batch is contiguous the batch folds into M (one product, B loaded once); otherwise a product
-    per output batch index, A and B read with their broadcast batch strides."""
-    from nncc.compiler.codegen.conv import ConvShape
-    from nncc.compiler.codegen.context import row_major_strides
-
+def matmul_tensors(op: Operation) -> tuple[tuple[int, int, int], ConvTensors]:
+    """numpy matmul as 1x1 convs over a 1 x M image of K channels: ((M, K, N), tensors). When B
+    has no batch of its own and A's batch is contiguous the batch folds into M (one product, B
+    loaded once); otherwise a product per output batch index (`ConvTensors.batch`), A and B read
+    with their broadcast batch strides."""
     a_shape, b_shape = nn.shape_of(op.a), nn.shape_of(op.b)
     a2 = (1,) + a_shape if len(a_shape) == 1 else a_shape
     b2 = b_shape + (1,) if len(b_shape) == 1 else b_shape
@@ -284,17 +279,15 @@ def matmul_problem(op: Operation):
     a_strides, b_strides = batch_strides(a_batch, m * k), batch_strides(b_batch, k * n)
     if all(st == 0 for st in b_strides) and a_strides == batch_strides(out_batch, m * k):
         rows = m * math.prod(out_batch)
-        s = ConvShape(1, k, 1, rows, n, 1, 1, 1, rows, (1, 1), (0, 0, 0, 0), (1, 1), 1)
         tensors = ConvTensors(op.a, op.b, None, None, op.result, Strided(0, (1, 1, 1, k, n), (0, 0, 0, n, 1)),
                               Strided(0, (1, k, 1, rows), (0, 1, 0, k)), None, Strided(0, (1, n, 1, rows), (0, 1, 0, n)))
-        return s, tensors
-    s = ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+        return (rows, k, n), tensors
     y_strides = batch_strides(out_batch, m * n)
     tensors = ConvTensors(op.a, op.b, None, None, op.result,
                           Strided(0, out_batch + (1, 1, 1, k, n), b_strides + (0, 0, 0, n, 1)),
                           Strided(0, out_batch + (1, k, 1, m), a_strides + (0, 1, 0, k)), None,
                           Strided(0, out_batch + (1, n, 1, m), y_strides + (0, 1, 0, n)), batch=out_batch)
-    return s, tensors
+    return (m, k, n), tensors
 
 
 def probe_nest(lowering: Lowering, s, t, mapping: str, bias: bool) -> tile.NestOp:

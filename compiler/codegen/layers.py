@@ -15,7 +15,7 @@ from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles, conv_
 from nncc.compiler.codegen.conv_width import (
     choose_mapping,
 )
-from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors, gemm_tensors, matmul_problem
+from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors, gemm_tensors, matmul_tensors
 from nncc.compiler.codegen.depthwise import depthwise_probe, depthwise_tiles, is_depthwise
 from nncc.compiler.codegen.nest import lower_detached
 from nncc.compiler.codegen.window_nest import depthwise_nest
@@ -41,7 +41,8 @@ def conv_problem(op: Operation) -> ConvShape | None:
         (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
         return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     if op.name == "nn.matmul":
-        return matmul_problem(op)[0]
+        m, k, n = matmul_tensors(op)[0]
+        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
     return None
 
 
@@ -124,9 +125,9 @@ def lower_conv(lowering: Lowering, op: Operation):
 
 def lower_gemm(lowering: Lowering, op: Operation):
     """A gemm or matmul that tile-layers did not write as a nest: its nest now (a 1x1 conv over
-    a 1 x M image of K channels, `conv_nest.gemm_tensors` / `matmul_problem`), unrolled."""
+    a 1 x M image of K channels, `conv_nest.gemm_tensors` / `matmul_tensors`), unrolled."""
     s = conv_problem(op)
-    tensors = matmul_problem(op)[1] if op.name == "nn.matmul" else gemm_tensors(lowering, op, s)
+    tensors = matmul_tensors(op)[1] if op.name == "nn.matmul" else gemm_tensors(lowering, op, s)
     return lower_detached(lowering, op, conv_nest(lowering, op, s, tiles_for(lowering, op, s), tensors,
                                                   fused_epilogue(op), lowering.tile_order == "scan", "channels",
                                                   lowering.buffers))

@@ -36,6 +36,7 @@ from xdsl.ir.affine import AffineExpr
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name, row_major_strides
 from nncc.compiler.codegen.epilogue import clamp
+from nncc.compiler.codegen.nest import lower_detached, lower_nest
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, slice_op
 from nncc.dialects import nn, tile
 
@@ -214,12 +215,11 @@ def map_op(e: IndexExprs, func: str, views: Sequence[tuple[SSAValue, AffineExpr 
     """`tile.map func [params] views -> last view shape [...]`; a view is (buffer, offset, broadcast
     mask) and every expression comes from `e` (made before this call, or here)."""
     offsets = [o if isinstance(o, AffineExpr) else e(o) for _, o, _ in views]
-    properties = {"func": StringAttr(func), "layouts": tile.ints_attr([mask for _, _, mask in views]),
-                  "views": None, "sizes": None}
+    properties = {"func": StringAttr(func), "layouts": tile.ints_attr([mask for _, _, mask in views])}
     for name, iv in (("first", first), ("last", last)):
         if iv is not None:
             properties[name] = IntegerAttr(e(iv).position, i64)
-    properties["views"], properties["sizes"] = e.map(offsets), e.map(shape)
+    properties |= {"views": e.map(offsets), "sizes": e.map(shape)}
     if params:
         properties["params"] = DenseArrayBase.from_list(f64, list(params))
     return tile.MapOp.build(operands=[[b for b, _, _ in views], list(e.values)], properties=properties)
@@ -234,11 +234,8 @@ def mapping(func: str, params: Sequence[float] = ()) -> Compute:
 
 def lower_stream(builder):
     """A lowering-table entry: the nest of `builder(lowering, op, slots)`, made and unrolled now."""
-    from nncc.compiler.codegen.nest import lower_detached
-
     def lower(lowering: Lowering, op: Operation):
         return lower_detached(lowering, op, builder(lowering, op, lowering.buffers))
-    lower.builder = builder
     return lower
 
 
@@ -385,8 +382,6 @@ def copy_nest(lowering: Lowering, value: SSAValue, name: str, slots: int) -> til
 
 def copy_output(lowering: Lowering, value: SSAValue, addr: int, name: str):
     """The jobs of copying `value` to the output at byte address `addr`."""
-    from nncc.compiler.codegen.nest import lower_nest
-
     nest = copy_nest(lowering, value, name, lowering.buffers)
     lowering.addresses[nest.results[0]] = addr
     return lower_nest(lowering, nest)
