@@ -45,6 +45,8 @@ UNARY_KERNELS = {
     nn.GeluOp: k.gelu,
     nn.GeluTanhOp: k.gelu_tanh,
     nn.SiluOp: k.silu,
+    nn.StepOp: k.step,
+    nn.LogOp: k.log,
 }
 """Ops without attributes whose reference is one elementwise kernel of `nn_kernels`."""
 

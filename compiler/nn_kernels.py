@@ -271,6 +271,15 @@ def scale(x, factor: float):
     return (x * np.float32(factor)).astype(np.float32)
 
 
+def step(x):
+    return (x > 0).astype(np.float32)
+
+
+def log(x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x).astype(np.float32)
+
+
 def _channel_axes(x: np.ndarray) -> tuple[int, ...]:
     return (0,) + tuple(range(2, x.ndim))
 

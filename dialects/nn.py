@@ -1132,6 +1132,26 @@ class ScaleOp(UnaryOp):
         super().__init__(input, factor=f64_attr(factor))
 
 
+@irdl_op_definition
+class StepOp(UnaryOp):
+    """1 where x > 0, else 0: the mask of ReLU's gradient (lower-training-ops).
+
+        %m = nn.step %x : tensor<2x8xf32>
+    """
+
+    name = "nn.step"
+
+
+@irdl_op_definition
+class LogOp(UnaryOp):
+    """The natural logarithm (lower-training-ops: the cross-entropy loss).
+
+        %y = nn.log %x : tensor<2x1xf32>
+    """
+
+    name = "nn.log"
+
+
 def check_channels(op: Operation, shape: Shape, **vectors: SSAValue) -> None:
     if len(shape) < 2:
         raise VerifyException(f"{op.name}: input must have a channel axis, got {list(shape)}")
@@ -1601,7 +1621,7 @@ class SgdOp(NNOperation):
 
 
 TRAINING_OPS = (
-    Conv2dBackwardDataOp, Conv2dBackwardFilterOp, ReduceSumOp, ScaleOp,
+    Conv2dBackwardDataOp, Conv2dBackwardFilterOp, ReduceSumOp, ScaleOp, StepOp, LogOp,
     BatchNormTrainOp, BatchNormBackwardOp,
     ReluBackwardOp, SigmoidBackwardOp, HardSwishBackwardOp, LeakyReluBackwardOp, ClipBackwardOp,
     HardSigmoidBackwardOp,

@@ -63,11 +63,18 @@ def get_autodiff() -> type[ModulePass]:
     return AutodiffPass
 
 
+def get_lower_training_ops() -> type[ModulePass]:
+    from nncc.passes.lower_training_ops import LowerTrainingOpsPass
+
+    return LowerTrainingOpsPass
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """nncc's own passes, by name."""
     return {
         "canonicalize-nn": get_canonicalize_nn,
         "autodiff": get_autodiff,
+        "lower-training-ops": get_lower_training_ops,
         "fold-batch-norm": get_fold_batch_norm,
         "fuse-epilogues": get_fuse_epilogues,
         "partition-cores": get_partition_cores,

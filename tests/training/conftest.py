@@ -1,0 +1,143 @@
+"""Small ONNX graphs for the training tests (`Graph`), handed to tests by the `graph` fixture."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+class Graph:
+    """A float32 ONNX graph with seeded random initializers."""
+
+    def __init__(self, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits = [], []
+
+    def init(self, name, shape, scale=0.5, offset=0.0):
+        array = (self.rng.standard_normal(shape) * scale + offset).astype(np.float32)
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def node(self, op, inputs, name, **attrs):
+        self.nodes.append(helper.make_node(op, inputs, [f"{name}_y"], name=name, **attrs))
+        return f"{name}_y"
+
+    def save(self, path, input_shape, output, output_rank=2):
+        graph = helper.make_graph(
+            self.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None] * output_rank)], self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(model, str(path))
+        return path
+
+
+def gemm_model(tmp_path):
+    """Gemms with transA, transB, alpha, beta, a broadcast C, a weight as A (MSE: no classes)."""
+    g = Graph()
+    h = g.node("Gemm", ["x", g.init("w1", (6, 5)), g.init("c1", (1, 5))], "fc1", transA=1, alpha=0.5, beta=2.0)
+    h = g.node("Relu", [h], "relu")
+    h = g.node("Gemm", [h, g.init("w2", (3, 5)), g.init("c2", (4, 3))], "fc2", transB=1, alpha=1.5)
+    h = g.node("Gemm", [g.init("w3", (3, 2)), h], "fc3", transA=1, transB=1)  # weight as A: [2,3] @ h^T [3,4]
+    return g.save(tmp_path / "gemm.onnx", [6, 4], h)
+
+
+def matmul_model(tmp_path):
+    """Batched matmuls, 4-D x 2-D and 4-D x 3-D (a weight with its own batch axis)."""
+    g = Graph(1)
+    h = g.node("MatMul", ["x", g.init("w", (4, 5))], "mm")
+    h = g.node("Add", [h, g.init("b", (5,))], "bias")
+    h = g.node("MatMul", [h, g.init("w2", (2, 5, 3))], "mm2")  # weight with its own batch axis
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (18, 4))], "fc")
+    return g.save(tmp_path / "matmul.onnx", [3, 2, 3, 4], h)  # 4-D x 2-D, then 4-D x 3-D
+
+
+def squeeze_excitation(g, x, channels, name):
+    s = g.node("GlobalAveragePool", [x], f"{name}.gap")
+    s = g.node("Conv", [s, g.init(f"{name}.fc1", (channels // 2, channels, 1, 1)), g.init(f"{name}.b1", (channels // 2,))],
+               f"{name}.fc1")
+    s = g.node("Relu", [s], f"{name}.relu")
+    s = g.node("Conv", [s, g.init(f"{name}.fc2", (channels, channels // 2, 1, 1))], f"{name}.fc2")
+    s = g.node("HardSigmoid", [s], f"{name}.gate")
+    return g.node("Mul", [x, s], f"{name}.scale")  # [N,C,H,W] * [N,C,1,1]
+
+
+def se_model(tmp_path):
+    """Strided conv with asymmetric pads, BatchNorm, HardSwish, squeeze-excitation, Sigmoid, Div, LeakyRelu
+    with fan-out, Clip, max pooling with asymmetric pads, global max pooling, a trailing Softmax."""
+    g = Graph(2)
+    h = g.node("Conv", ["x", g.init("c1", (8, 3, 3, 3)), g.init("c1.b", (8,))], "conv1", pads=[1, 0, 2, 1],
+               strides=[2, 2])
+    h = g.node("BatchNormalization", [h, g.init("bn.s", (8,), 0.1, 1.0), g.init("bn.b", (8,)),
+                                      g.init("bn.m", (8,), 0.1), g.init("bn.v", (8,), 0.1, 1.0)], "bn")
+    h = g.node("HardSwish", [h], "hswish")
+    h = squeeze_excitation(g, h, 8, "se")
+    d = g.node("Add", [g.node("Sigmoid", [h], "sig"), g.init("one", (1,), 0.0, 1.0)], "onep")
+    h = g.node("Div", [h, d], "div")  # rhs depends on weights too
+    h = g.node("Sub", [h, g.node("LeakyRelu", [h], "leaky", alpha=0.2)], "sub")  # fan-out
+    h = g.node("Clip", [h, g.init("lo", (), 0.0, -0.5), g.init("hi", (), 0.0, 0.7)], "clip")
+    h = g.node("MaxPool", [h], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1])
+    h = g.node("GlobalMaxPool", [h], "gmp")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (5, 8)), g.init("fc.b", (5,))], "fc", transB=1)
+    h = g.node("Softmax", [h], "softmax", axis=1)
+    return g.save(tmp_path / "se.onnx", [2, 3, 12, 12], h)
+
+
+def shape_const(g):
+    g.inits.append(numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape"))
+    return "shape"
+
+
+def cat_model(tmp_path):
+    """Concat, a dilated strided depthwise conv, ceil-mode average pooling with asymmetric pads, Transpose."""
+    g = Graph(3)
+    a = g.node("Conv", ["x", g.init("a", (4, 3, 1, 1))], "conv_a")
+    b = g.node("Conv", ["x", g.init("b", (4, 3, 3, 3))], "conv_b", pads=[1, 1, 1, 1], dilations=[1, 1])
+    h = g.node("Concat", [a, b], "cat", axis=1)
+    h = g.node("Conv", [h, g.init("dw", (8, 1, 3, 3))], "dw", group=8, strides=[2, 2], dilations=[2, 2],
+               pads=[2, 2, 2, 2])
+    h = g.node("AveragePool", [h], "avg", kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1],
+               count_include_pad=0, ceil_mode=1)
+    h = g.node("Transpose", [h], "nhwc", perm=[0, 2, 3, 1])
+    h = g.node("Reshape", [h, shape_const(g)], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (72, 6))], "fc")
+    return g.save(tmp_path / "cat.onnx", [2, 3, 11, 11], h)
+
+
+def feature_map_model(tmp_path):
+    """A conv's feature map as the output (MSE)."""
+    g = Graph(5)
+    h = g.node("Conv", ["x", g.init("c", (4, 3, 3, 3)), g.init("b", (4,))], "conv", strides=[2, 2])
+    h = g.node("Relu", [h], "relu")
+    return g.save(tmp_path / "fm.onnx", [2, 3, 9, 9], h, output_rank=4)
+
+
+def tiny_classifier(tmp_path, seed=4):
+    """Conv, BatchNorm, ReLU, global average pooling, Gemm: 4 classes, batch 8."""
+    g = Graph(seed)
+    h = g.node("Conv", ["x", g.init("c", (6, 3, 3, 3))], "conv", pads=[1, 1, 1, 1])
+    h = g.node("BatchNormalization", [h, g.init("s", (6,), 0.1, 1.0), g.init("t", (6,)), g.init("m", (6,), 0.1),
+                                      g.init("v", (6,), 0.1, 1.0)], "bn")
+    h = g.node("Relu", [h], "relu")
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (4, 6)), g.init("fc.b", (4,))], "fc", transB=1)
+    return g.save(tmp_path / "tiny.onnx", [8, 3, 6, 6], h)
+
+
+MODELS = {"gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+          "feature_map": feature_map_model, "tiny": tiny_classifier}
+"""Model name -> its builder `(tmp_path) -> path`."""
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """`model_file(name)`: that model of `MODELS`, written in the test's folder."""
+    return lambda name: MODELS[name](tmp_path)
+
+
+@pytest.fixture
+def graph():
+    """The `Graph` class: `graph(seed)` starts a graph."""
+    return Graph
