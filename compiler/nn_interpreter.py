@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.interpreter import Interpreter, InterpreterFunctions, impl, register_impls
 from xdsl.interpreters.func import FuncFunctions
 from xdsl.ir import Operation
 
 from nncc.compiler import nn_kernels as k
+from nncc.compiler.modules import main_function, names_attr
 from nncc.compiler.weights import WeightStore, store_of
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
@@ -280,20 +281,6 @@ class LayerProfile(Interpreter.Listener):
             "phase": nn.phase_of(op),
             "macs": int(getattr(op, "macs", 0)),
         })
-
-
-def names_attr(module: ModuleOp, key: str, count: int, default: str) -> list[str]:
-    attr = module.attributes.get(key)
-    if isinstance(attr, ArrayAttr) and len(attr.data) == count:
-        return [a.data for a in attr.data if isinstance(a, StringAttr)]
-    return [f"{default}{i}" for i in range(count)]
-
-
-def main_function(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "main":
-            return op
-    raise NnccError("the module has no func.func @main")
 
 
 def input_signature(module: ModuleOp) -> dict[str, tuple[int, ...]]:

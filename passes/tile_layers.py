@@ -41,7 +41,7 @@ from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, repla
 from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
-from nncc.compiler.nn_interpreter import main_function
+from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
     CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, SIZED_FOR_ATTR, decide, module_target,

@@ -16,7 +16,7 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import Lowering, is_alias, layer_name, source_address
 from nncc.compiler.codegen.lowering_table import LOWERINGS
 from nncc.compiler.codegen.scheduler import Scheduler
-from nncc.compiler.nn_interpreter import main_function, names_attr
+from nncc.compiler.modules import main_function, names_attr
 from nncc.compiler.weights import WeightStore
 from nncc.dialects import nn, tile
 from nncc.runtime import isa
