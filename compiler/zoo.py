@@ -250,6 +250,16 @@ class GraphBuilder:
             attrs["ceil_mode"] = 1
         return self._node("MaxPool", name, [x], (n, c, out_h, out_w), out, **attrs)
 
+    def average_pool(self, name: str, x: str, kernel: int, stride: int) -> str:
+        """AveragePool without padding (DenseNet's transitions)."""
+        n, c, h, w = self.shapes[x]
+        out_h, out_w = (pool_size(s, kernel, stride, 0, False) for s in (h, w))
+        if out_h < 1 or out_w < 1:
+            raise NnccError(f"{name}: input {h}x{w} is too small for a {kernel}x{kernel} pool")
+        stats = Stats(self.stats[x].mean, self.stats[x].var / (kernel * kernel))
+        return self._node("AveragePool", name, [x], (n, c, out_h, out_w), stats,
+                          kernel_shape=[kernel, kernel], strides=[stride, stride])
+
     def global_average_pool(self, name: str, x: str) -> str:
         n, c, h, w = self.shapes[x]
         stats = Stats(self.stats[x].mean, self.stats[x].var / (h * w))
@@ -508,6 +518,43 @@ def squeezenet1_1(b: GraphBuilder) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# DenseNet-121 (torchvision densenet.py: growth 32, blocks (6, 12, 24, 16), bn_size 4, 64 stem)
+# --------------------------------------------------------------------------------------
+
+DENSENET121_BLOCKS = (6, 12, 24, 16)
+DENSENET_GROWTH, DENSENET_BN_SIZE = 32, 4
+
+
+def dense_layer(b: GraphBuilder, prefix: str, x: str) -> str:
+    """BN-ReLU-1x1 conv (4 x growth) - BN-ReLU-3x3 conv (growth): the new features only."""
+    y = b.relu(f"{prefix}.relu1", b.batch_norm(f"{prefix}.norm1", x))
+    y = b.conv(f"{prefix}.conv1", y, DENSENET_BN_SIZE * DENSENET_GROWTH, 1)
+    y = b.relu(f"{prefix}.relu2", b.batch_norm(f"{prefix}.norm2", y))
+    return b.conv(f"{prefix}.conv2", y, DENSENET_GROWTH, 3, pad=1)
+
+
+def densenet121(b: GraphBuilder) -> str:
+    """7x7/2 stem + BN + ReLU + 3x3/2 max pool; four dense blocks (every layer reads the
+    concatenation of all features before it) with BN-ReLU-1x1-avgpool transitions halving the
+    channels; BN, ReLU, GAP, FC 1000."""
+    x = b.conv("features.conv0", INPUT_NAME, 64, 7, 2, pad=3)
+    x = b.relu("features.relu0", b.batch_norm("features.norm0", x))
+    x = b.max_pool("features.pool0", x, 3, 2, pad=1)
+    for block, layers in enumerate(DENSENET121_BLOCKS, start=1):
+        for layer in range(1, layers + 1):
+            prefix = f"features.denseblock{block}.denselayer{layer}"
+            x = b.concat(f"{prefix}.concat", [x, dense_layer(b, prefix, x)])
+        if block < len(DENSENET121_BLOCKS):
+            prefix = f"features.transition{block}"
+            y = b.relu(f"{prefix}.relu", b.batch_norm(f"{prefix}.norm", x))
+            y = b.conv(f"{prefix}.conv", y, b.shapes[y][1] // 2, 1)
+            x = b.average_pool(f"{prefix}.pool", y, 2, 2)
+    x = b.relu("features.relu5", b.batch_norm("features.norm5", x))
+    x = b.flatten("flatten", b.global_average_pool("avgpool", x))
+    return b.gemm("classifier", x, NUM_CLASSES, gain=1.0)
+
+
+# --------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------
 
@@ -517,6 +564,7 @@ _ARCHITECTURES: dict[str, tuple[Callable[[GraphBuilder], str], str]] = {
     "mobilenet_v2": (mobilenet_v2, "MobileNetV2 width 1.0: inverted residuals, ReLU6, 3.5M params"),
     "vgg16": (vgg16, "VGG-16 (config D, no BN): 13 conv + 3 FC, 138M params at 224"),
     "squeezenet1_1": (squeezenet1_1, "SqueezeNet 1.1: 8 fire modules, 1.2M params"),
+    "densenet121": (densenet121, "DenseNet-121: dense blocks [6,12,24,16], growth 32, BN-ReLU-conv, 8.0M params"),
 }
 MODELS: tuple[str, ...] = tuple(_ARCHITECTURES)
 

@@ -28,7 +28,7 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.group_nest import Chain, best_group, find_chains, predict, rank, replace_with_group, scratch
-from nncc.compiler.nn_interpreter import main_function
+from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, decide, module_target
 from nncc.runtime.program import Program
@@ -93,24 +93,24 @@ class Total:
 
 
 def layer_by_layer(lowering: Lowering, chain: Chain) -> Total:
-    """The cost model's figures for the chain's layers on their own, each with the tiles
-    tile-layers would choose (the convs' probes: a residual's load is not counted)."""
+    """The cost model's figures for the chain's layers on their own, each the nest tile-layers
+    would write (the same tiles, epilogue and residual), as the simulation runs it."""
     return Total([layer_prediction(lowering, op) for op in chain.ops])
 
 
 def layer_prediction(lowering: Lowering, op: Operation):
-    from nncc.compiler.codegen.conv import probe_prediction
+    from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors
     from nncc.compiler.codegen.conv_width import choose_mapping
     from nncc.compiler.codegen.depthwise import depthwise_tiles
     from nncc.compiler.codegen.epilogue import fused_epilogue
     from nncc.compiler.codegen.layers import conv2d_shape, conv_problem
     from nncc.compiler.codegen.window_nest import depthwise_nest
 
-    s = conv2d_shape(op)
+    s, probe = conv2d_shape(op), scratch(lowering)
     if conv_problem(op) is None:  # the depthwise conv
-        probe = scratch(lowering)
-        return predict(probe, depthwise_nest(probe, op, s, depthwise_tiles(lowering, op, s), fused_epilogue(op),
-                                             lowering.buffers))
-    bias = op.bias is not None
-    mapping, tiles = choose_mapping(lowering, s, layer_name(op), bias)
-    return probe_prediction(lowering, mapping, s, tiles, bias)[0]
+        nest = depthwise_nest(probe, op, s, depthwise_tiles(lowering, op, s), fused_epilogue(op), lowering.buffers)
+    else:
+        mapping, tiles = choose_mapping(lowering, s, layer_name(op), op.bias is not None)
+        nest = conv_nest(probe, op, s, tiles, conv_tensors(op, s, mapping), fused_epilogue(op),
+                         lowering.tile_order == "scan", mapping, lowering.buffers)
+    return predict(probe, nest)

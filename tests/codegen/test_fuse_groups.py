@@ -107,9 +107,8 @@ def test_group_runs_as_one_nest(block, target_name):
 @pytest.mark.parametrize("target_name", TARGETS)
 def test_recorded_figures_are_the_simulation(target_name):
     """The `fusion` attribute's fused figures are the group's simulated cycles and DRAM bytes; its
-    layer-by-layer figures those of the three layers compiled without the pass (DRAM bytes less
-    the residual the conv probes leave out, cycles within 5 %: the probes' epilogue is a ReLU)."""
-    model = block_model(residual=False)
+    layer-by-layer figures those of the three layers compiled without the pass."""
+    model = block_model()
     x = np.random.default_rng(2).standard_normal((2, 8, 12, 12)).astype(np.float32)
     fused, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
     (group,) = nests(fused)
@@ -120,8 +119,7 @@ def test_recorded_figures_are_the_simulation(target_name):
     layers, store = tiled(model, target_name, "tile-layers,double-buffer")
     assert len(nests(layers)) == 3
     result = run(lower_module(layers, store, target(target_name)), {"x": x})
-    assert separate_bytes == result.read_bytes["DRAM"] + result.write_bytes["DRAM"]
-    assert abs(separate_cycles - result.cycles) <= 0.05 * result.cycles
+    assert (separate_cycles, separate_bytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
 
 
 def test_disabled_gives_layer_by_layer():
