@@ -96,8 +96,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     """--train and its options (docs/training.md)."""
     group = parser.add_argument_group("training (docs/training.md)")
     group.add_argument("--train", action="store_true",
-                       help="compile training steps (forward, loss, backward, SGD update) instead of inference; "
-                            "--target=reference (the default with --train) for now")
+                       help="compile training steps (forward, loss, backward, SGD update) instead of inference "
+                            "(default target with --train: reference)")
     group.add_argument("--batch", type=int, metavar="N", help="batch size of the training inputs (default: the model's)")
     group.add_argument("--labels", type=Path, metavar="NPZ",
                        help="class labels: an .npz with an integer array 'labels' [N] (mse: a float array "
@@ -121,12 +121,9 @@ def check_training_flags(args: argparse.Namespace) -> None:
         return
     if Path(args.model).suffix == ".mlir":
         raise NnccError(f"{args.model}: --train needs the ONNX model (the autodiff pass runs on the imported nn IR)")
-    if args.emit not in (None, "nn", "fused"):
-        raise NnccError(f"--train --emit={args.emit}: training steps stop at the fused stage for now "
-                        "(the backward ops have no code generator for accelerator targets yet)")
-    if args.target != REFERENCE_TARGET and not args.emit:
-        raise NnccError(f"--train --target={args.target}: training runs on --target=reference for now; the "
-                        "backward ops have no code generator for accelerator targets yet (docs/training.md)")
+    if args.trace is not None:
+        raise NnccError("--trace is not available with --train yet (nncc-run PROGRAM.nnbin --trace runs the "
+                        "training program written beside the model)")
     run_only = [flag for flag in given if flag in ("--batch", "--labels", "--save-weights")]
     if args.emit and run_only:
         raise NnccError(f"--emit={args.emit} stops after that stage: {run_only[0]} needs a run (leave --emit out)")
@@ -147,11 +144,27 @@ def run_training_target(args: argparse.Namespace, files: UserFiles) -> int:
     """--train --target=reference: the training steps on numpy, checked against PyTorch."""
     from nncc.compiler.training import run_training
 
+    from nncc.runtime.faults import MachineFault
+
+    paths = []
+    if args.target != REFERENCE_TARGET:
+        from nncc.runtime.target import load_target
+
+        name = load_target(args.target, args.target_set).name
+        prefix = program_prefix(args.program) or args.model.with_name(f"{args.model.stem}.train.{name}")
+        flag = "--program" if args.program else "the program (beside the model; choose with --program PREFIX)"
+        paths = [files.writes(flag, prefix.with_name(prefix.name + suffix))
+                 for suffix in ((".nnbin", ".s") if args.emit_asm else (".nnbin",))]
     declare_run_outputs(files, args)
     clock = Stopwatch()
-    result = run_training(args, files, clock, options_from(args), registry_from(args))
+    try:
+        result = run_training(args, files, clock, options_from(args), registry_from(args), paths)
+    except MachineFault as fault:
+        print(f"nncc: {fault}", file=sys.stderr)
+        return 3
     if result is None:
-        print(f"nncc: {args.model.name}: training step compiled and verified for --target=reference "
+        wrote = f" -> {', '.join(p.name for p in paths)}" if paths else ""
+        print(f"nncc: {args.model.name}: training step compiled for --target={args.target}{wrote} "
               f"(add --run to execute)", file=sys.stderr)
         return 0
     result.report.update(what_was_run(args.model, result.inputs, clock))

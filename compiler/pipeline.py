@@ -94,6 +94,8 @@ def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
     passes = [with_target_options(p, options) for p in (registry.pipeline(",".join(names)) if names else [])]
     if options.training is not None:
         passes = [dataclasses.replace(p, **options.training) if p.name == "autodiff" else p for p in passes]
+        if stage.name == "fused" and options.target_options.get("target") not in ("reference", None):
+            passes += registry.pipeline("lower-training-ops")  # forward ops the back end lowers
     if stage.name == "fused" and options.extra_passes:
         passes += registry.pipeline(options.extra_passes)
     return passes

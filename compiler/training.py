@@ -240,22 +240,29 @@ class TrainingResult:
     line: str
 
 
-def run_training(args, files, clock, options, registry) -> TrainingResult | None:
-    """`--train` on the reference target (numpy execution of the training step's nn IR); None
-    when nothing is to run. `options` and `registry` are the command line's (cli.py)."""
-    from nncc.compiler.nn_interpreter import input_signature, run_reference
-    from nncc.compiler.pipeline import compile_model
-    from nncc.support import check, progress
+def run_training(args, files, clock, options, registry, program_paths=()) -> TrainingResult | None:
+    """`--train`: on the reference target, numpy execution of the training step's nn IR; on an
+    accelerator target, the step lowered (lower-training-ops, then the back end) into one
+    program, written to `program_paths` and run on the interpreter. None when nothing is to run.
+    `options` and `registry` are the command line's (cli.py)."""
+    from nncc.compiler.nn_interpreter import input_signature
+    from nncc.compiler.pipeline import compile_further, compile_model
+    from nncc.support import check
 
     settings = settings_from(args)
     if args.save_weights is not None:
         files.writes("--save-weights", args.save_weights)
+    on_target = args.target != "reference"
     with tempfile.TemporaryDirectory() as folder:
         model_path = rebatched(args.model, args.batch, Path(folder))
         options.training = settings
         with clock("compile"):
             compilation = compile_model(model_path, registry, options, until="fused")
-        signature = input_signature(compilation.module)
+            phases = phases_of(compilation.module)
+            signature = input_signature(compilation.module)
+            if on_target:
+                program = program_of(compile_further(compilation, registry, options, after="fused", until="isa"))
+                write_program(program, program_paths)
         target_name = list(signature)[-1]
         target_shape = signature.pop(target_name)
         inputs = (check.load_inputs(args.inputs, signature) if args.inputs
@@ -263,10 +270,14 @@ def run_training(args, files, clock, options, registry) -> TrainingResult | None
         target, label_info = make_target(args.labels, args.loss, target_shape, args.seed)
         if not (args.run or args.check or args.report or args.outputs or args.save_weights):
             return None
-        with clock("simulate"), progress.stage("reference run"):
-            outputs, layers = run_reference(compilation.module, {**inputs, target_name: target}, compilation.store)
+        feeds = {**inputs, target_name: target}
+        with clock("simulate"):
+            outputs, report = (run_program(program, feeds) if on_target
+                               else run_numpy(compilation, feeds))
         checks = None
         if args.check:
+            from nncc.support import progress
+
             with clock("check"), progress.stage("PyTorch check"):
                 checks = compare_with_torch(model_path, outputs, inputs, target, settings, options.input_shapes)
     losses, grads, updated, _ = split_outputs(outputs)
@@ -275,21 +286,69 @@ def run_training(args, files, clock, options, registry) -> TrainingResult | None
     if args.save_weights is not None:
         save_weights(files, args.save_weights, args.model, updated)
     batch = int(next(iter(inputs.values())).shape[0]) if inputs else None
-    report = {
-        "target": "reference",
+    copied = {"loss": "forward", "grad": "backward", "updated": "update", "velocity": "update"}
+    for row in report["layers"]:
+        output = row["name"].removeprefix("copy_").partition(".")[0] if row["name"].startswith("copy_") else None
+        row["phase"] = copied.get(output) or phases.get(row["name"], row.get("phase", "forward"))
+        row["mode"] = "training"
+    report.update({
         "mode": "training",
         "training": {**settings, "batch": batch, **label_info},
         "losses": losses,
-        "macs": sum(row["macs"] for row in layers),
-        "macs_by_phase": {phase: sum(r["macs"] for r in layers if r["phase"] == phase)
+        "macs_by_phase": {phase: sum(r["macs"] for r in report["layers"] if r["phase"] == phase)
                           for phase in ("forward", "backward", "update")},
-        "layers": [{**row, "mode": "training"} for row in layers],
-    }
+    })
     if checks is not None:
         report["check"] = check_report(checks)
-    line = (f"nncc: {args.model.name} on reference: training, {settings['steps']} step(s), batch {batch}, "
+    line = (f"nncc: {args.model.name} on {report['target']}: training, {settings['steps']} step(s), batch {batch}, "
             f"{len(grads)} weights, loss {' -> '.join(f'{loss:.5g}' for loss in losses)}")
+    if on_target:
+        line += f"; {report['cycles']} cycles, MAC utilization {report['mac_utilization']:.1%}"
     if checks is not None:
         verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
         line += f"; {verdict} against PyTorch ({len(checks)} tensors, worst {report['check']['worst']})"
     return TrainingResult(report, inputs, [c for c in checks or [] if not c.passed], line)
+
+
+def phases_of(module) -> dict[str, str]:
+    """Layer name -> phase (forward, backward, update), from the ops' `nn.phase`."""
+    from nncc.dialects import nn
+
+    return {op.results[0].name_hint: nn.phase_of(op) for op in module.walk()
+            if op.results and op.results[0].name_hint and nn.PHASE in op.attributes}
+
+
+def program_of(compilation):
+    from nncc.compiler.codegen.isa_module import module_to_program
+
+    program = module_to_program(compilation.module, compilation.store)
+    program.mode = "training"
+    if program.dram_bytes > program.target.dram.size_bytes:
+        raise NnccError(f"target {program.target.name}: the training program needs {program.dram_bytes} bytes of "
+                        f"DRAM, which has {program.target.dram.size_bytes} (dram.size_bytes)")
+    return program
+
+
+def write_program(program, paths) -> None:
+    from nncc.runtime.program_file import save
+
+    for path in paths:
+        save(program, path)
+
+
+def run_numpy(compilation, feeds: dict) -> tuple[dict, dict]:
+    from nncc.compiler.nn_interpreter import run_reference
+    from nncc.support import progress
+
+    with progress.stage("reference run"):
+        outputs, layers = run_reference(compilation.module, feeds, compilation.store)
+    return outputs, {"target": "reference", "macs": sum(row["macs"] for row in layers), "layers": layers}
+
+
+def run_program(program, feeds: dict) -> tuple[dict, dict]:
+    from nncc.runtime.interpreter import run
+    from nncc.runtime.report import build_report
+
+    result = run(program, feeds)  # a MachineFault is the command line's (exit 3)
+    outputs = {s.name: result.outputs[s.name].reshape(s.shape) for s in program.symbols_of("output")}
+    return outputs, build_report(result)

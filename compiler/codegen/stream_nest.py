@@ -255,6 +255,9 @@ UNARY = {
     "nn.gelu": lambda op: ("gelu", ()),
     "nn.gelu_tanh": lambda op: ("gelu_tanh", ()),
     "nn.silu": lambda op: ("silu", ()),
+    "nn.step": lambda op: ("step", ()),  # training (lower-training-ops): activation gradients' masks
+    "nn.log": lambda op: ("log", ()),
+    "nn.scale": lambda op: ("affine", (float(op.factor.value.data), 0.0)),
     "nn.clip": lambda op: ("clip", (clamp(float(op.min.value.data) if getattr(op, "min", None) is not None else -math.inf),
                                     clamp(float(op.max.value.data) if getattr(op, "max", None) is not None else math.inf))),
 }
