@@ -31,6 +31,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -200,9 +201,9 @@ def check_sweep(sweep: Sweep) -> None:
 
 # --------------------------------------------------------------------------- one point, on a worker
 
-_FUSED_CACHE: dict[tuple, object] = {}
-"""Per worker process: the last model compiled to the fused stage (import and graph passes are
-the same for every back-end configuration of a model)."""
+_FUSED = threading.local()
+"""Per worker (process, or thread of a Dask worker): the last model compiled to the fused stage
+(import and graph passes are the same for every back-end configuration of a model)."""
 
 
 def run_point(point: Point, model_bytes: bytes | None = None) -> dict:
@@ -275,10 +276,11 @@ def compile_point(point: Point, path: Path):
                       target_options={"target": point.target, "target_set": point.target_set,
                                       "tile_order": point.tile_order, "tile_objective": point.tile_objective})
     key = (point.model_sha256, str(path), tuple(sorted(point.disabled)), point.input_shapes)
-    fused = _FUSED_CACHE.get(key)
-    if fused is None:
-        _FUSED_CACHE.clear()
-        fused = _FUSED_CACHE[key] = compile_model(path, registry, options, until="fused")
+    if getattr(_FUSED, "key", None) != key:
+        _FUSED.key, _FUSED.compilation = None, None  # the previous model freed before the next is read
+        _FUSED.compilation = compile_model(path, registry, options, until="fused")
+        _FUSED.key = key
+    fused = _FUSED.compilation
     lowered = compile_further(fused, registry, options, after="fused", until="isa")
     program = module_to_program(lowered.module, lowered.store)
     check_dram_size(program, program.target)
