@@ -9,7 +9,7 @@ module's objective (`tile.objective`: cycles, or DRAM bytes), its nest replaces 
 nest's `fusion` attribute keeps both predictions, so `--emit=tile` shows why:
 
     %y = tile.nest "b.expand+b.dw+b.project" (%x, %w1, %b1, %wd, %bd, %w2, %b2, %x) -> tensor<...>
-           attributes {op = "fused.group", fusion = {cycles = [41090, 52714], dram_bytes = [...]}} { ... }
+           attributes {op = "fused.group", fusion = {cycles = [fused, layers], dram_bytes = [...]}} { ... }
 
 (`[fused, layer by layer]`). Halo rows are recomputed by the strips on either side, not cached.
 Runs before tile-layers, which then tiles the layers left; `--disable-pass=fuse-groups` gives
