@@ -13,6 +13,7 @@ a program that forgets a synchronisation reads stale data, as real hardware woul
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import deque
@@ -23,13 +24,55 @@ from typing import Any
 import numpy as np
 
 from nncc.runtime import isa
+from nncc.runtime.dram import RowBuffers, access_runs, dram_energy_pj
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import Fault, Memories, check_tile_size
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
+from nncc.runtime.target import Dram
 from nncc.runtime.semantics import SEMANTICS, Effect, dma
 from nncc.runtime.timing import DmaModel
 from nncc.support import progress
 from nncc.support.errors import NnccError
+
+
+DRAM_ROLES = ("input", "weight", "output", "intermediate")
+"""What a DRAM byte belongs to: a program symbol of that kind, else `intermediate` (feature maps
+between layers, and anything a layer spills)."""
+
+
+@dataclass
+class DramCounters:
+    """DRAM bursts, row-buffer misses (activations) and bytes by role (runtime/dram.py)."""
+
+    read_bursts: int = 0
+    write_bursts: int = 0
+    activations: int = 0
+    role_bytes: dict[str, list[int]] = field(default_factory=lambda: {role: [0, 0] for role in DRAM_ROLES})
+
+    @property
+    def bursts(self) -> int:
+        return self.read_bursts + self.write_bursts
+
+    @property
+    def hits(self) -> int:
+        return self.bursts - self.activations
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.bursts if self.bursts else 0.0
+
+    def add(self, is_write: bool, bursts: int, misses: int, role: str, nbytes: int) -> None:
+        if is_write:
+            self.write_bursts += bursts
+        else:
+            self.read_bursts += bursts
+        self.activations += misses
+        self.role_bytes[role][is_write] += nbytes
+
+    def energy_pj(self, dram: Dram) -> dict[str, float]:
+        read = sum(pair[0] for pair in self.role_bytes.values())
+        written = sum(pair[1] for pair in self.role_bytes.values())
+        return dram_energy_pj(dram, read, written, self.read_bursts, self.write_bursts, self.activations)
 
 
 @dataclass
@@ -45,6 +88,7 @@ class LayerStats:
     instructions: int = 0
     dram_read_bytes: int = 0
     dram_write_bytes: int = 0
+    dram: DramCounters = field(default_factory=lambda: DramCounters())
 
     @property
     def cycles(self) -> int:
@@ -74,7 +118,7 @@ class RunResult:
     read_bytes: dict[str, int] = field(default_factory=dict)  # per memory name, DRAM included
     write_bytes: dict[str, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # per engine
-    dram_activations: int = 0
+    dram: DramCounters = field(default_factory=DramCounters)  # bursts, row misses, bytes by role
     compute_energy_pj: float = 0.0
     layers: list[LayerStats] = field(default_factory=list)
     trace: list[TraceEvent] = field(default_factory=list)
@@ -84,10 +128,18 @@ class RunResult:
         return self.macs / (self.cycles * self.program.target.mac_units) if self.cycles else 0.0
 
     @property
+    def dram_activations(self) -> int:
+        return self.dram.activations
+
+    @property
+    def dram_energy_pj(self) -> dict[str, float]:
+        """DRAM energy: activation, read, write, transfer (bytes x energy_pj_per_byte), total."""
+        return self.dram.energy_pj(self.program.target.dram)
+
+    @property
     def energy_pj(self) -> dict[str, float]:
         target = self.program.target
-        dram = (self.read_bytes.get("DRAM", 0) + self.write_bytes.get("DRAM", 0)) * target.dram.energy_pj_per_byte
-        dram += self.dram_activations * target.dram.activation_energy_pj
+        dram = self.dram_energy_pj["total"]
         onchip = 0.0
         for memory in target.memories:
             onchip += self.read_bytes.get(memory.name, 0) / memory.word_bytes * memory.read_energy_pj
@@ -125,7 +177,10 @@ class Interpreter:
         self.tokens: list[list[int]] = [[] for _ in range(isa.MAX_SEMAPHORES)]
         self.free: dict[str, int] = {}
         self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        self.row_bytes = self.target.dram.row_buffer_bytes
+        self.rows = RowBuffers(self.target.dram)
+        regions = sorted((s.addr, s.addr + s.nbytes, s.kind) for s in program.symbols)
+        self.region_starts = [start for start, _, _ in regions]
+        self.regions = regions
         self.barrier_time = 0
         self.sequence = 0  # orders pending writes that complete in the same cycle
         self.result = RunResult(program, {})
@@ -248,8 +303,9 @@ class Interpreter:
         try:
             if mnemonic == "dma":
                 check_tile_size(ins.shape, "dma box")  # before dma() fills a padded box of that shape
-                effect = dma(self.memories, ins, self.row_bytes)
+                effect = dma(self.memories, ins)
                 end = self.dma_model.finish_time(start, *effect.transfer)
+                self.walk_dram(ins, layer)
             else:
                 effect = SEMANTICS[mnemonic](self.memories, ins)
                 end = start + effect.cycles
@@ -266,11 +322,56 @@ class Interpreter:
             self.result.trace.append(TraceEvent(engine, mnemonic, index, start, end, name))
         return end
 
+    def walk_dram(self, ins: Any, layer: int) -> None:
+        """The DRAM side of a DMA through the row buffers (runtime/dram.py), counted in total and
+        for its layer, its bytes by the role of the symbol they belong to."""
+        sides = []
+        src_space, src_addr = ins.src
+        if src_space == "DRAM":
+            pad = ins.pad
+            inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(ins.shape))
+            if min(inner) > 0:
+                sides.append((False, src_addr, inner, ins.src_stride))
+        dst_space, dst_addr = ins.dst
+        if dst_space == "DRAM":
+            sides.append((True, dst_addr, ins.shape, ins.dst_stride))
+        for is_write, addr, shape, strides in sides:
+            starts, lengths = access_runs(addr, shape, strides)
+            bursts, misses = self.rows.walk(starts, lengths)
+            counters = [self.result.dram] + ([self.result.layers[layer].dram] if layer >= 0 else [])
+            for role, nbytes in self.roles(starts, lengths):
+                for counter in counters:
+                    counter.add(is_write, bursts, misses, role, nbytes)
+                bursts = misses = 0  # counted once, with the first role
+
+    def roles(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[str, int]]:
+        """(role, bytes) of an access's runs: the kind of the symbol each byte is in, else intermediate."""
+        lo, hi = int(starts.min()), int((starts + lengths).max())
+        index = bisect.bisect_right(self.region_starts, lo) - 1
+        if index >= 0 and hi <= self.regions[index][1]:
+            return [(self.regions[index][2], int(lengths.sum()))]
+        following = index + 1
+        if following >= len(self.regions) or hi <= self.regions[following][0]:
+            if index < 0 or lo >= self.regions[index][1]:
+                return [("intermediate", int(lengths.sum()))]
+        found: dict[str, int] = {}  # the access spans several regions: run by run, byte-exact
+        for run_start, length in zip(starts.tolist(), lengths.tolist()):
+            position, end = run_start, run_start + length
+            while position < end:
+                k = bisect.bisect_right(self.region_starts, position) - 1
+                if k >= 0 and position < self.regions[k][1]:
+                    stop, role = min(end, self.regions[k][1]), self.regions[k][2]
+                else:
+                    stop = min(end, self.region_starts[k + 1]) if k + 1 < len(self.regions) else end
+                    role = "intermediate"
+                found[role] = found.get(role, 0) + stop - position
+                position = stop
+        return list(found.items())
+
     def account(self, effect: Effect, engine: str, start: int, end: int, layer: int) -> None:
         result = self.result
         result.macs += effect.macs
         result.ops += effect.ops
-        result.dram_activations += effect.activations
         result.busy[engine] = result.busy.get(engine, 0) + end - start
         result.cycles = max(result.cycles, end)
         for name, nbytes in effect.read_bytes.items():

@@ -103,17 +103,3 @@ def footprint(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:
             count *= size
     return count
 
-
-def row_activations(addr: int, shape: tuple[int, int, int], strides: tuple[int, int, int], row_bytes: int) -> int:
-    """DRAM row-buffer activations of a 3-D access, walking it in order (open-page policy)."""
-    n0, n1, n2 = shape
-    s0, s1, s2 = strides
-    if s2 != 1:  # every element is its own run
-        starts = (np.arange(n0)[:, None, None] * s0 + np.arange(n1)[None, :, None] * s1 + np.arange(n2) * s2).ravel()
-        run = 1
-    else:
-        starts = (np.arange(n0)[:, None] * s0 + np.arange(n1)[None, :] * s1).ravel()
-        run = n2
-    first = (addr + 4 * starts) // row_bytes
-    last = (addr + 4 * (starts + run) - 1) // row_bytes
-    return int((last - first + 1).sum() - np.count_nonzero(first[1:] == last[:-1]))

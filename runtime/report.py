@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,11 @@ def build_report(result: RunResult, check: Mapping[str, Any] | None = None) -> d
             for m in target.memories
         },
         "energy_pj": result.energy_pj,
-        "layers": [_layer_row(layer, target.mac_units) for layer in result.layers],
+        "layers": [_layer_row(layer, target) for layer in result.layers],
         "instructions": result.instructions,
         "ops": result.ops,
         "dram_row_activations": result.dram_activations,
+        **_dram_fields(result.dram, target),
         "seconds": result.cycles / (target.clock_ghz * 1e9),
         "engines": {
             name: {"busy_cycles": busy, "utilization": busy / result.cycles if result.cycles else 0.0}
@@ -50,8 +50,21 @@ def build_report(result: RunResult, check: Mapping[str, Any] | None = None) -> d
     return report
 
 
-def _layer_row(layer, mac_units: int) -> dict[str, Any]:
+def _dram_fields(counters, target) -> dict[str, Any]:
+    """DRAM energy by kind, the row buffers' hits and misses, and bytes by role (runtime/dram.py)."""
+    return {
+        "dram_energy_pj": counters.energy_pj(target.dram),
+        "dram_row_buffer": {"read_bursts": counters.read_bursts, "write_bursts": counters.write_bursts,
+                            "hits": counters.hits, "misses": counters.activations,
+                            "hit_rate": counters.hit_rate},
+        "dram_bytes_by_role": {role: {"read_bytes": read, "write_bytes": written}
+                               for role, (read, written) in counters.role_bytes.items()},
+    }
+
+
+def _layer_row(layer, target) -> dict[str, Any]:
     cycles = layer.cycles
+    mac_units = target.mac_units
     return {
         "name": layer.name,
         "op": layer.op,
@@ -63,6 +76,8 @@ def _layer_row(layer, mac_units: int) -> dict[str, Any]:
         "dram_read_bytes": layer.dram_read_bytes,
         "dram_write_bytes": layer.dram_write_bytes,
         "instructions": layer.instructions,
+        "dram_row_activations": layer.dram.activations,
+        **_dram_fields(layer.dram, target),
     }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nncc.runtime import isa
-from nncc.runtime.memory import Fault, Memories, footprint, row_activations
+from nncc.runtime.memory import Fault, Memories, footprint
 from nncc.runtime.target import ComputeUnit
 from nncc.runtime.timing import compute_cycles, instruction_macs, matmul_epilogue_passes, transfer_bytes
 
@@ -29,7 +29,6 @@ class Effect:
     ops: int = 0
     cycles: int = 0  # compute instructions: busy cycles of the unit
     transfer: tuple[str, str, int, int] | None = None  # DMA: src, dst, read bytes, bytes per copy
-    activations: int = 0  # DRAM row activations
 
 
 def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
@@ -40,7 +39,7 @@ def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
 # DMA
 
 
-def dma(mem: Memories, ins: Any, row_bytes: int) -> Effect:
+def dma(mem: Memories, ins: Any) -> Effect:
     src_space, src_addr = ins.src
     dst_space, dst_addr = ins.dst
     shape = ins.shape
@@ -71,12 +70,7 @@ def dma(mem: Memories, ins: Any, row_bytes: int) -> Effect:
     effect.read_bytes[src_space] = read
     effect.write_bytes[dst_space] = written * len(cores)
     effect.transfer = (src_space, dst_space, read, written)
-    if row_bytes:
-        if src_space == "DRAM" and n_inner:
-            effect.activations += row_activations(src_addr, inner, ins.src_stride, row_bytes)
-        if dst_space == "DRAM":
-            effect.activations += row_activations(dst_addr, shape, ins.dst_stride, row_bytes)
-    return effect
+    return effect  # its DRAM bursts and rows: runtime/dram.py, walked by the interpreter
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,9 +42,15 @@ A TOML file looks like this (every key shown is required unless marked optional)
     size_bytes = 4294967296
     bandwidth_gbps = 42.6
     latency_ns = 100.0
-    energy_pj_per_byte = 160.0
-    row_buffer_bytes = 2048      # optional, with activation_energy_pj
-    activation_energy_pj = 900.0 # optional
+    energy_pj_per_byte = 0.0     # energy per byte beyond the burst figures below
+    row_buffer_bytes = 8192      # optional: bytes of one row of a bank (all chips of the rank): the row model
+    banks = 16                   # optional (default 1): banks of the rank
+    burst_bytes = 64             # optional (default 64): one burst (BL8 x 64-bit bus)
+    activation_energy_pj = 3737  # optional: one activate + precharge (a row-buffer miss)
+    read_burst_energy_pj = 2880  # optional: one read burst
+    write_burst_energy_pj = 2477 # optional: one write burst
+
+The row model's address mapping and energy rule are in `runtime/dram.py`.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ MAX_CLOCK_GHZ = 1000.0
 MAX_CYCLES = 10**9  # latencies and pipeline depths, in cycles (latency_ns: in ns)
 MAX_ENERGY_PJ = 1e9  # per operation, access or byte: larger sums overflow the report's energies
 MAX_BANDWIDTH = 1e12  # bytes per cycle, or GB/s
+MAX_DRAM_BANKS = 1024  # banks of the DRAM row model (the interpreter keeps one open row per bank)
 UNIT_ROLES = ("main", "pre", "post")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 """A target's name: it names program files (`MODEL.NAME.nnbin`), so no spaces or slashes."""
@@ -136,6 +143,10 @@ class Dram:
     energy_pj_per_byte: float
     row_buffer_bytes: int = 0
     activation_energy_pj: float = 0.0
+    banks: int = 1
+    burst_bytes: int = 64
+    read_burst_energy_pj: float = 0.0
+    write_burst_energy_pj: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -432,8 +443,10 @@ def _read_dma(reader: _Reader, table: Any) -> Dma:
 def _read_dram(reader: _Reader, table: Any) -> Dram:
     reader.table(table, "dram")
     required = {"size_bytes", "bandwidth_gbps", "latency_ns", "energy_pj_per_byte"}
-    reader.keys(table, required | {"row_buffer_bytes", "activation_energy_pj"}, "dram.", required=required)
-    return Dram(
+    optional = {"row_buffer_bytes", "activation_energy_pj", "banks", "burst_bytes", "read_burst_energy_pj",
+                "write_burst_energy_pj"}
+    reader.keys(table, required | optional, "dram.", required=required)
+    dram = Dram(
         size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4, maximum=MAX_DRAM_BYTES),
         bandwidth_gbps=reader.number(table, "bandwidth_gbps", "dram.", positive=True, maximum=MAX_BANDWIDTH),
         latency_ns=reader.number(table, "latency_ns", "dram.", maximum=MAX_CYCLES),
@@ -442,7 +455,19 @@ def _read_dram(reader: _Reader, table: Any) -> Dram:
                                         maximum=MAX_DRAM_BYTES),
         activation_energy_pj=reader.number(table, "activation_energy_pj", "dram.", default=0.0,
                                            maximum=MAX_ENERGY_PJ),
+        banks=reader.integer(table, "banks", "dram.", minimum=1, default=1, maximum=MAX_DRAM_BANKS),
+        burst_bytes=reader.integer(table, "burst_bytes", "dram.", minimum=4, default=64, maximum=MAX_DRAM_BYTES),
+        read_burst_energy_pj=reader.number(table, "read_burst_energy_pj", "dram.", default=0.0,
+                                           maximum=MAX_ENERGY_PJ),
+        write_burst_energy_pj=reader.number(table, "write_burst_energy_pj", "dram.", default=0.0,
+                                            maximum=MAX_ENERGY_PJ),
     )
+    if dram.burst_bytes % 4:
+        raise reader.fail("dram.burst_bytes", f"{dram.burst_bytes} is not a multiple of 4 (fp32)")
+    if dram.row_buffer_bytes % dram.burst_bytes:
+        raise reader.fail("dram.row_buffer_bytes", f"{dram.row_buffer_bytes} is not a multiple of "
+                          f"dram.burst_bytes ({dram.burst_bytes}): a burst lies in one row")
+    return dram
 
 
 @dataclass

@@ -200,15 +200,19 @@ def test_layers_attribute_cycles_macs_and_dram_bytes(build):
 
 
 def test_energy_by_component(build):
-    # edge: one 4096-byte contiguous load from DRAM row 0 (8 KiB rows): one activation.
+    # edge: one 4096-byte contiguous load from DRAM 0 (8 KiB rows, 64-byte bursts): 64 read bursts,
+    # one activation (bank 0 opens row 0), 63 row-buffer hits
     result = run(build("edge", [load(0, ("BUF", 0), 1024)]))
     energy = result.energy_pj
-    assert result.dram_activations == 1
-    assert energy["dram"] == 4096 * 100.0 + 2000.0
+    assert (result.dram.read_bursts, result.dram_activations, result.dram.hits) == (64, 1, 63)
+    assert energy["dram"] == 28080.0 + 64 * 11880.0
+    assert result.dram_energy_pj == {"activation": 28080.0, "read": 64 * 11880.0, "write": 0.0, "transfer": 0.0,
+                                     "total": energy["dram"]}
     assert energy["onchip"] == 4096 / 4 * 6.6  # 1024 words written
     assert energy["compute"] == 0.0
     assert energy["total"] == energy["dram"] + energy["onchip"]
-    # a column of 16 elements 8 KiB apart opens 16 rows
+    # a column of 16 elements 8 KiB apart: pages 0..15 are banks 0..7 with row 0, then banks 0..7
+    # with row 1: every burst opens a row
     column = isa.make("dma", src=("DRAM", 0), src_stride=(0, 2048, 1), dst=("BUF", 0), dst_stride=(0, 1, 1),
                       shape=(1, 16, 1))  # fmt: skip
     assert run(build("edge", [column], dram_bytes=1 << 17)).dram_activations == 16

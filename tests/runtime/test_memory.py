@@ -1,9 +1,9 @@
-"""Simulated memories: views, bounds, alignment, per-core instances, footprints, DRAM rows."""
+"""Simulated memories: views, bounds, alignment, per-core instances, footprints (DRAM rows: test_dram.py)."""
 
 import numpy as np
 import pytest
 
-from nncc.runtime.memory import Fault, Memories, footprint, row_activations
+from nncc.runtime.memory import Fault, Memories, footprint
 from nncc.runtime.target import load_target
 
 
@@ -32,11 +32,3 @@ def test_footprint_counts_broadcast_dimensions_once():
     assert footprint((4, 5, 6), (30, 6, 1)) == 120
     assert footprint((4, 5, 6), (0, 0, 1)) == 6
 
-
-def test_row_activations_open_page():
-    # 1024 contiguous bytes inside one 2048-byte row: 1; straddling a row boundary: 2
-    assert row_activations(0, (1, 1, 256), (0, 0, 1), 2048) == 1
-    assert row_activations(1536, (1, 1, 256), (0, 0, 1), 2048) == 2
-    # 4 runs of 16 elements, each run in the next row: 4; the same 4 runs revisiting row 0 each time
-    assert row_activations(0, (1, 4, 16), (0, 512, 1), 2048) == 4
-    assert row_activations(0, (4, 1, 16), (0, 0, 1), 2048) == 1

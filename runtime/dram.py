@@ -1,0 +1,117 @@
+"""DRAM with banks and open rows: DRAMSim2-style energy accounting of the DMAs a program executes.
+
+The one definition of the DRAM address mapping and energy rule (docs/targets.md, docs/interpreter.md).
+
+- **Bursts.** DRAM is read and written in bursts of `dram.burst_bytes` (BL8 on a 64-bit bus: 64 B),
+  aligned to their size. A DMA walks its DRAM side in order (row-major over the box, padding left
+  out: padding is written on chip, never read) as contiguous runs of bytes; each run touches the
+  bursts that overlap it. A run that starts in the burst the previous run of the same DMA ended in
+  does not touch it again (the DMA engine combines the two), so a box of contiguous rows costs
+  exactly ceil(bytes / burst) bursts when it is aligned.
+- **Mapping** (row:bank:column, DRAMsim3's `rochrababgco` with one channel and one rank): byte
+  address `a` is in page `p = a // row_bytes`, bank `p % banks`, row `p // banks`, column
+  `a % row_bytes`. Consecutive rows of `row_bytes` bytes fall in consecutive banks.
+- **Open page.** Each bank keeps its last row open. A burst to a bank whose open row is its row is a
+  row-buffer *hit*; otherwise it is a *miss*: the bank precharges (if a row was open) and activates
+  the burst's row. Banks start precharged (the first burst to each bank misses). State persists
+  across DMAs, in the order the interpreter executes them (simulated start time).
+- **Energy** (DRAMSim2's `MemoryController` / DRAMsim3's `InitPowerParams`): every miss costs
+  `activation_energy_pj` (one activate + its precharge), every read burst `read_burst_energy_pj`,
+  every write burst `write_burst_energy_pj`; `energy_pj_per_byte` x bytes is added on top (energy
+  the burst figures leave out, 0 in the presets). Background and refresh energy are not counted.
+  Cycles do not depend on any of this (runtime/timing.py times DRAM by bandwidth and latency).
+
+A DRAM without `row_buffer_bytes` has no row model: only bytes x `energy_pj_per_byte`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nncc.runtime.target import Dram
+
+F32 = 4
+
+
+def access_runs(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(start byte, length in bytes) of the contiguous runs of a 3-D fp32 access, in walk order
+    (row-major over `shape`; strides in elements, as a DMA's)."""
+    n0, n1, n2 = shape
+    s0, s1, s2 = strides
+    if s2 == 1 or n2 == 1:  # each innermost row is one run
+        starts = (np.arange(n0, dtype=np.int64)[:, None] * s0 + np.arange(n1, dtype=np.int64)[None, :] * s1).ravel()
+        length = F32 * n2
+    else:  # every element is its own run
+        starts = (np.arange(n0, dtype=np.int64)[:, None, None] * s0 + np.arange(n1, dtype=np.int64)[None, :, None] * s1
+                  + np.arange(n2, dtype=np.int64) * s2).ravel()
+        length = F32
+    return addr + F32 * starts, np.full(starts.size, length, dtype=np.int64)
+
+
+class RowBuffers:
+    """The open row of every bank, and the bursts, hits and misses of the accesses walked so far."""
+
+    def __init__(self, dram: Dram):
+        self.banks = dram.banks
+        self.row_bytes = dram.row_buffer_bytes
+        self.burst_bytes = dram.burst_bytes
+        self.bursts_per_page = self.row_bytes // self.burst_bytes if self.row_bytes else 0
+        self.open_rows = np.full(max(self.banks, 1), -1, dtype=np.int64)
+
+    def walk(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+        """(bursts, row misses) of the runs `starts`/`lengths` (bytes), walked in order; updates the
+        open rows. Hits are bursts - misses."""
+        if not starts.size:
+            return 0, 0
+        burst = self.burst_bytes
+        first = starts // burst
+        last = (starts + lengths - 1) // burst
+        bursts = int((last - first + 1).sum())
+        if first.size > 1:
+            bursts -= int(np.count_nonzero(first[1:] == last[:-1]))  # combined with the previous run's
+        if not self.row_bytes:
+            return bursts, 0
+        per_page = self.bursts_per_page
+        first_page, last_page = first // per_page, last // per_page
+        if np.array_equal(first_page, last_page):  # every run inside one page (the common case)
+            pages = first_page
+        else:
+            counts = last_page - first_page + 1
+            offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+            pages = np.repeat(first_page, counts) + offsets
+        if pages.size > 1:  # consecutive accesses to one page: the later ones are hits
+            pages = pages[np.r_[True, pages[1:] != pages[:-1]]]
+        return bursts, self.misses(pages)
+
+    def misses(self, pages: np.ndarray) -> int:
+        """Row misses of visiting `pages` in order (consecutive duplicates removed); updates the open rows."""
+        banks = pages % self.banks
+        rows = pages // self.banks
+        if pages.size == 1:
+            bank, row = int(banks[0]), int(rows[0])
+            miss = int(self.open_rows[bank] != row)
+            self.open_rows[bank] = row
+            return miss
+        order = np.argsort(banks, kind="stable")
+        banks, rows = banks[order], rows[order]
+        new_bank = np.r_[True, banks[1:] != banks[:-1]]
+        previous = np.empty_like(rows)
+        previous[1:] = rows[:-1]
+        previous[new_bank] = self.open_rows[banks[new_bank]]
+        last_of_bank = np.r_[new_bank[1:], True]
+        self.open_rows[banks[last_of_bank]] = rows[last_of_bank]
+        return int(np.count_nonzero(rows != previous))
+
+
+def dram_energy_pj(dram: Dram, read_bytes: int, write_bytes: int, read_bursts: int, write_bursts: int,
+                   activations: int) -> dict[str, float]:
+    """The DRAM energy rule: activation (activate + precharge per row miss), read and write bursts,
+    and bytes x `energy_pj_per_byte` (`transfer`); `total` is their sum."""
+    energy = {
+        "activation": activations * dram.activation_energy_pj,
+        "read": read_bursts * dram.read_burst_energy_pj,
+        "write": write_bursts * dram.write_burst_energy_pj,
+        "transfer": (read_bytes + write_bytes) * dram.energy_pj_per_byte,
+    }
+    energy["total"] = sum(energy.values())
+    return energy
