@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -530,6 +531,8 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, folder: Folder, points: li
         bar.print(f"nncc-sweep: {point.label()}: lost: {reason}")
 
     interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main_thread else None  # a batch system's stop
     try:
         with bar:
             if todo and args.scheduler:
@@ -539,6 +542,9 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, folder: Folder, points: li
                 sweep_exec.run_on_pool(todo, args.workers or available_cpus(), run_point, finished, gave_up)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - started
     rows = []
     for point in points:
@@ -565,6 +571,10 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, folder: Folder, points: li
               file=sys.stderr)
         return EXIT_LOST
     return 0
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def available_cpus() -> int:

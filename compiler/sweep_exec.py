@@ -75,8 +75,20 @@ def run_on_pool(points: list, workers: int, function: Callable, finished: Finish
                         gave_up(point, f"a worker process died while running it, {ATTEMPTS} times")
                     else:
                         queue.appendleft(point)
+        except BaseException:  # Ctrl-C, SIGTERM: the points in flight are not waited for
+            stop_workers(pool)
+            raise
         finally:
             pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+def stop_workers(pool) -> None:
+    """Kill a pool's worker processes (an interrupted sweep must not leave them computing)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        try:
+            process.kill()
+        except (OSError, AttributeError):
+            pass
 
 
 # --------------------------------------------------------------------------- Dask
