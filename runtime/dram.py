@@ -33,6 +33,15 @@ from nncc.runtime.target import Dram
 F32 = 4
 
 
+def contiguous_bytes(shape: tuple[int, ...], strides: tuple[int, ...]) -> int | None:
+    """Bytes of a 3-D fp32 access that is one contiguous run, else None."""
+    n0, n1, n2 = shape
+    s0, s1, s2 = strides
+    if (n2 == 1 or s2 == 1) and (n1 == 1 or s1 == n2) and (n0 == 1 or s0 == n1 * n2):
+        return F32 * n0 * n1 * n2
+    return None
+
+
 def access_runs(addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(start byte, length in bytes) of the contiguous runs of a 3-D fp32 access, in walk order
     (row-major over `shape`; strides in elements, as a DMA's)."""
@@ -56,7 +65,15 @@ class RowBuffers:
         self.row_bytes = dram.row_buffer_bytes
         self.burst_bytes = dram.burst_bytes
         self.bursts_per_page = self.row_bytes // self.burst_bytes if self.row_bytes else 0
-        self.open_rows = np.full(max(self.banks, 1), -1, dtype=np.int64)
+        self.open_rows = [-1] * self.banks  # the open row of every bank (-1: precharged)
+
+    def walk_contiguous(self, start: int, length: int) -> tuple[int, int]:
+        """`walk` of one run of `length` > 0 bytes at `start` (most DMAs: a whole tile row or tensor)."""
+        burst = self.burst_bytes
+        first, last = start // burst, (start + length - 1) // burst
+        if not self.row_bytes:
+            return last - first + 1, 0
+        return last - first + 1, self.visit(range(first // self.bursts_per_page, last // self.bursts_per_page + 1))
 
     def walk(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """(bursts, row misses) of the runs `starts`/`lengths` (bytes), walked in order; updates the
@@ -66,14 +83,14 @@ class RowBuffers:
         burst = self.burst_bytes
         first = starts // burst
         last = (starts + lengths - 1) // burst
-        bursts = int((last - first + 1).sum())
+        bursts = int((last - first).sum()) + first.size
         if first.size > 1:
             bursts -= int(np.count_nonzero(first[1:] == last[:-1]))  # combined with the previous run's
         if not self.row_bytes:
             return bursts, 0
         per_page = self.bursts_per_page
         first_page, last_page = first // per_page, last // per_page
-        if np.array_equal(first_page, last_page):  # every run inside one page (the common case)
+        if (first_page == last_page).all():  # every run inside one page (the common case)
             pages = first_page
         else:
             counts = last_page - first_page + 1
@@ -81,25 +98,35 @@ class RowBuffers:
             pages = np.repeat(first_page, counts) + offsets
         if pages.size > 1:  # consecutive accesses to one page: the later ones are hits
             pages = pages[np.r_[True, pages[1:] != pages[:-1]]]
+        if pages.size <= 256:
+            return bursts, self.visit(pages.tolist())
         return bursts, self.misses(pages)
 
+    def visit(self, pages) -> int:
+        """Row misses of visiting `pages` (an iterable of ints) in order; updates the open rows."""
+        misses = 0
+        open_rows, banks = self.open_rows, self.banks
+        for page in pages:
+            bank, row = page % banks, page // banks
+            if open_rows[bank] != row:
+                open_rows[bank] = row
+                misses += 1
+        return misses
+
     def misses(self, pages: np.ndarray) -> int:
-        """Row misses of visiting `pages` in order (consecutive duplicates removed); updates the open rows."""
+        """`visit` of many pages (consecutive duplicates removed), with numpy."""
         banks = pages % self.banks
         rows = pages // self.banks
-        if pages.size == 1:
-            bank, row = int(banks[0]), int(rows[0])
-            miss = int(self.open_rows[bank] != row)
-            self.open_rows[bank] = row
-            return miss
         order = np.argsort(banks, kind="stable")
         banks, rows = banks[order], rows[order]
         new_bank = np.r_[True, banks[1:] != banks[:-1]]
         previous = np.empty_like(rows)
         previous[1:] = rows[:-1]
-        previous[new_bank] = self.open_rows[banks[new_bank]]
+        open_rows = np.array(self.open_rows, dtype=np.int64)
+        previous[new_bank] = open_rows[banks[new_bank]]
         last_of_bank = np.r_[new_bank[1:], True]
-        self.open_rows[banks[last_of_bank]] = rows[last_of_bank]
+        for bank, row in zip(banks[last_of_bank].tolist(), rows[last_of_bank].tolist()):
+            self.open_rows[bank] = row
         return int(np.count_nonzero(rows != previous))
 
 

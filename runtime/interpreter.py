@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nncc.runtime import isa
-from nncc.runtime.dram import RowBuffers, access_runs, dram_energy_pj
+from nncc.runtime.dram import RowBuffers, access_runs, contiguous_bytes, dram_energy_pj
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import Fault, Memories, check_tile_size
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
@@ -336,24 +336,39 @@ class Interpreter:
         if dst_space == "DRAM":
             sides.append((True, dst_addr, ins.shape, ins.dst_stride))
         for is_write, addr, shape, strides in sides:
-            starts, lengths = access_runs(addr, shape, strides)
-            bursts, misses = self.rows.walk(starts, lengths)
+            nbytes = contiguous_bytes(shape, strides)
+            if nbytes is not None:  # one run: no arrays
+                bursts, misses = self.rows.walk_contiguous(addr, nbytes)
+                roles = self.roles_of_range(addr, nbytes)
+            else:
+                starts, lengths = access_runs(addr, shape, strides)
+                bursts, misses = self.rows.walk(starts, lengths)
+                roles = self.roles(starts, lengths)
             counters = [self.result.dram] + ([self.result.layers[layer].dram] if layer >= 0 else [])
-            for role, nbytes in self.roles(starts, lengths):
+            for role, nbytes in roles or self.roles(*access_runs(addr, shape, strides)):
                 for counter in counters:
                     counter.add(is_write, bursts, misses, role, nbytes)
                 bursts = misses = 0  # counted once, with the first role
 
+    def roles_of_range(self, lo: int, nbytes: int) -> list[tuple[str, int]] | None:
+        """(role, bytes) of the bytes [lo, lo + nbytes) when they are all in one symbol or all in no
+        symbol; else None."""
+        hi = lo + nbytes
+        index = bisect.bisect_right(self.region_starts, lo) - 1
+        if index >= 0 and hi <= self.regions[index][1]:
+            return [(self.regions[index][2], nbytes)]
+        following = index + 1
+        if (following >= len(self.regions) or hi <= self.regions[following][0]) and \
+                (index < 0 or lo >= self.regions[index][1]):
+            return [("intermediate", nbytes)]
+        return None
+
     def roles(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[str, int]]:
         """(role, bytes) of an access's runs: the kind of the symbol each byte is in, else intermediate."""
         lo, hi = int(starts.min()), int((starts + lengths).max())
-        index = bisect.bisect_right(self.region_starts, lo) - 1
-        if index >= 0 and hi <= self.regions[index][1]:
-            return [(self.regions[index][2], int(lengths.sum()))]
-        following = index + 1
-        if following >= len(self.regions) or hi <= self.regions[following][0]:
-            if index < 0 or lo >= self.regions[index][1]:
-                return [("intermediate", int(lengths.sum()))]
+        whole = self.roles_of_range(lo, hi - lo)
+        if whole is not None:
+            return [(whole[0][0], int(lengths.sum()))]
         found: dict[str, int] = {}  # the access spans several regions: run by run, byte-exact
         for run_start, length in zip(starts.tolist(), lengths.tolist()):
             position, end = run_start, run_start + length

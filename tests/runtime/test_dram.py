@@ -91,7 +91,7 @@ def test_row_buffers_directly():
     starts, lengths = access_runs(192, (1, 1, 32), (0, 0, 1))  # bytes [192, 320): bursts 3, 4; pages 0, 1
     assert (starts.tolist(), lengths.tolist()) == ([192], [128])
     assert rows.walk(starts, lengths) == (2, 2)
-    assert rows.open_rows.tolist() == [0, 0]
+    assert rows.open_rows == [0, 0]
     starts, lengths = access_runs(0, (2, 1, 3), (5, 0, 2))  # elements 0, 2, 4, 5, 7, 9: one run each
     assert starts.tolist() == [0, 8, 16, 20, 28, 36] and set(lengths.tolist()) == {4}
     assert rows.walk(starts, lengths) == (1, 0)  # all in burst 0, page 0: bank 0 has row 0 open
