@@ -130,13 +130,24 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     options.printing.check_names([*registry.passes, IMPORT_PASS])
     registry.pipeline(options.extra_passes, "--add-passes")  # users' passes fail before the import
     stages = stages_until(until)
-    with progress.stage(IMPORT_PASS):
-        model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
-        module, store = build_module(model, model_path.name)
-        verify(module, IMPORT_PASS)
-    options.printing.after_pass(IMPORT_PASS, module)
-    run_stages(module, stages, registry, options)
+    with collector_paused():
+        with progress.stage(IMPORT_PASS):
+            model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
+            module, store = build_module(model, model_path.name)
+            verify(module, IMPORT_PASS)
+        options.printing.after_pass(IMPORT_PASS, module)
+        run_stages(module, stages, registry, options)
     return Compilation(model_path, model, module, store)
+
+
+def collector_paused():
+    """No cyclic garbage collection while a model compiles: the IR, the weights and the back end's
+    jobs are hundreds of thousands of objects, each allocation counting towards a collection that
+    walks them all, and the compile makes little cyclic garbage (erased ops, probe nests): 0.7 s of
+    ResNet-50's compile, for 6 % more memory at the peak (`scheduler.gc_paused`)."""
+    from nncc.compiler.codegen.scheduler import gc_paused
+
+    return gc_paused()
 
 
 def compile_saved(ir_path: Path, registry: Registry, options: Options, until: str) -> Compilation:
@@ -190,9 +201,10 @@ def run_stages(module: ModuleOp, stages: tuple[Stage, ...], registry: Registry, 
     from xdsl.dialects.builtin import StringAttr
 
     ctx = registry.context()
-    for stage in stages:
-        run_staged(module, pipeline_passes(stage, registry, options), ctx, options.printing)
-        module.attributes[STAGE_ATTR] = StringAttr(stage.name)
+    with collector_paused():
+        for stage in stages:
+            run_staged(module, pipeline_passes(stage, registry, options), ctx, options.printing)
+            module.attributes[STAGE_ATTR] = StringAttr(stage.name)
 
 
 def run_staged(module: ModuleOp, passes: list, ctx, printing: IRPrinting | None = None) -> None:

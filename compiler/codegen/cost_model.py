@@ -107,12 +107,18 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
     bytes written per copy); the MACs and DRAM bytes are added to `prediction`."""
     target = schedule.target
     costs: dict = {}  # compute instructions repeat: each kind timed once
+    by_id: dict = {}  # the same Compute object (jobs share them: nest.NestLowering.instructions), by id
     boxes: dict = {}  # (shape, pad) -> transfer_bytes
     payloads: list = []
     macs = read = written = 0
     for op in schedule.ops:
         compute = op.compute
         if compute is not None:
+            found = by_id.get(id(compute))
+            if found is not None:
+                payloads.append(found[0])
+                macs += found[1]
+                continue
             operands = compute.operands
             try:
                 key = (compute.mnemonic, *operands.items())
@@ -125,6 +131,7 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
                          timing.instruction_macs(compute.mnemonic, operand))
                 if key is not None:
                     costs[key] = found
+            by_id[id(compute)] = found
             payloads.append(found[0])
             macs += found[1]
             continue

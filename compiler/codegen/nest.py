@@ -245,12 +245,61 @@ class NestLowering:
         self.state(core).open_job = None
 
     def step_of(self, op: Operation) -> Callable:
-        """What executing `op` does (a method taking the op, the core and the job list)."""
-        for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.run_load), (tile.StoreOp, self.run_store),
-                           (tile.ComputeOp, self.run_compute), (tile.BoundOp, self.run_bound)):
+        """What executing `op` does (a function taking the op, the core and the job list)."""
+        for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.load_step), (tile.StoreOp, self.run_store),
+                           (tile.ComputeOp, self.compute_step), (tile.BoundOp, self.run_bound)):
             if isinstance(op, kind):
-                return step
+                return step(op) if step in (self.load_step, self.compute_step) else step
         return lambda op, core, out: None  # buffers and relayouts: declarations
+
+    def load_step(self, op: tile.LoadOp) -> Callable:
+        """`run_load` with what does not change between iterations looked up once."""
+        tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
+        function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
+        env, cache, key_op, key_buffer, states = self.env, self.transfer_cache, id(op), id(buffer), self.states
+
+        def step(op: tile.LoadOp, core: int, out: list[Job]) -> None:
+            values = function(*[env[i] for i in indices])
+            found = cache.get((key_op, values))
+            if found is None:
+                found = cache[key_op, values] = self.slice_transfers(op, values, True)
+            pending = (states.get(core) or self.state(core)).pending
+            loads = pending.get(key_buffer)
+            if loads is None:
+                pending[key_buffer] = list(found)
+            else:
+                loads.extend(found)
+        return step
+
+    def compute_step(self, op: tile.ComputeOp) -> Callable:
+        """`run_compute` with what does not change between iterations looked up once."""
+        kinds = self.buffer_kinds(op)
+        indices, ivs = compute_scope(op)
+        env, first_last, cache, key_op, states = self.env, self.first_last, self.compute_cache, id(op), self.states
+
+        def step(op: tile.ComputeOp, core: int, out: list[Job]) -> None:
+            state = states.get(core) or self.state(core)
+            job = state.open_job
+            if job is None:
+                job = state.open_job = Job(core, {}, [], {}, {})
+                out.append(job)
+            pending, last_job, buffers = state.pending, state.last_job, job.buffers
+            for buffer, kind in kinds:  # buffer ids
+                if kind not in buffers:
+                    buffers[kind] = self.key(buffer, state, op)
+                loaded = pending.pop(buffer, None)
+                if loaded:
+                    if kind in job.loads:
+                        job.loads[kind] += loaded
+                    else:
+                        job.loads[kind] = loaded
+                last_job[buffer] = job
+            key = (key_op, tuple([env[i] for i in indices]), tuple([first_last[i] for i in ivs]))
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = instructions(self, op)
+            job.compute += found
+        return step
 
     def run_load(self, op: tile.LoadOp, core: int, out: list[Job]) -> None:
         buffer = self.static(op, self.slice_static)[1]
