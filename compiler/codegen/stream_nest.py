@@ -294,8 +294,9 @@ def batch_norm_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.N
     """y = x * scale' + shift' (one `tile.map fma`) with the per-channel factors folded at compile
     time; with parameters computed at run time, the factors made on chip per tile:
 
-        var <- rsqrt(var + eps); var <- var * scale; out <- (x - mean) * var + bias
-    """
+        out <- x - mean; var <- rsqrt(var + eps); var <- var * scale; out <- out * var + bias
+
+    (x's tile, the largest, is the first the job reads, so its load goes first)."""
     shape = nn.shape_of(op.result)
     per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
     scale, bias, mean, var = (lowering.constant(v) for v in (op.scale, op.bias, op.mean, op.var))
@@ -314,8 +315,8 @@ def batch_norm_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.N
         def compute(e, ins, out, masks, shape):
             x, scale_, bias_, mean_, var_ = ((b, 0, m) for b, m in zip(ins, masks))
             result = (out, 0, 0)
-            return [map_op(e, "rsqrt", [var_, var_], shape, [eps]), map_op(e, "mul", [var_, scale_, var_], shape),
-                    map_op(e, "sub", [x, mean_, result], shape), map_op(e, "mul", [result, var_, result], shape),
+            return [map_op(e, "sub", [x, mean_, result], shape), map_op(e, "rsqrt", [var_, var_], shape, [eps]),
+                    map_op(e, "mul", [var_, scale_, var_], shape), map_op(e, "mul", [result, var_, result], shape),
                     map_op(e, "add", [result, bias_, result], shape)]
     operands = [broadcast_operand("X", nn.shape_of(op.input), shape)] + [
         broadcast_operand(n, per_channel, shape) for n, _ in tensors[1:]]
