@@ -111,7 +111,12 @@ def run_on_dask(points: list, address: str, function: Callable, finished: Finish
         for point in points:
             if point.model_sha256 not in models:
                 with open(point.model_file, "rb") as file:
-                    models[point.model_sha256] = client.scatter(file.read(), hash=False)
+                    data = file.read()
+                try:
+                    models[point.model_sha256] = client.scatter(data, hash=False, timeout=timeout)
+                except TimeoutError:
+                    raise NnccError(f"--scheduler {address}: no worker took the model {point.model_file} within "
+                                    f"{timeout:g} s (is a worker connected to the scheduler?)") from None
         futures = {}
         for point in points:
             future = client.submit(function, point, models[point.model_sha256], pure=False,

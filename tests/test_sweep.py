@@ -245,3 +245,13 @@ def test_the_console_script_is_declared():
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert pyproject["project"]["scripts"]["nncc-sweep"] == "nncc.compiler.sweep:main"
     assert os.path.basename(sys.executable)  # the tests run in the installed environment
+
+
+def test_a_cluster_without_workers(models, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        code = sweep.main([str(models[1]), "--target=edge", "-o", str(tmp_path / "out"), "--no-plots",
+                           "--scheduler", cluster.scheduler_address, "--scheduler-timeout", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no worker took the model" in err and err.count("\n") == 1, err
