@@ -105,9 +105,8 @@ def test_emit_nn_shows_the_backward_ops(capsys, tmp_path, model_file):
 
 @pytest.mark.parametrize("argv, message", [
     (["--lr", "0.1"], "--lr is a training option: add --train"),
-    (["--train", "--target=vector", "--run"], "training runs on --target=reference for now"),
+    (["--train", "--target=vector", "--run", "--trace", "t.json"], "--trace is not available with --train yet"),
     (["--train", "--lr", "-1", "--run"], "--lr -1.0: must be a finite number >= 0"),
-    (["--train", "--emit=tile"], "training steps stop at the fused stage"),
     (["--train", "--loss", "cross-entropy", "--emit=nn", "--batch", "2"], "--batch needs a run"),
 ])
 def test_flag_errors_are_one_line(capsys, tmp_path, argv, message, model_file):

@@ -1,0 +1,56 @@
+"""`nncc --train` on the accelerator targets: the training step lowered (lower-training-ops,
+then tiling, vectorisation, double-buffered DMA) into one program, run on the interpreter,
+checked against PyTorch autograd (`--check`), on every preset target."""
+
+import json
+
+import onnx
+import pytest
+
+from nncc.compiler import zoo
+from nncc.compiler.cli import main
+
+pytest.importorskip("torch")
+
+SMALL = [("se", "vector", ()), ("cat", "vector", ("--steps", "2", "--momentum", "0.9")), ("tiny", "vector", ()),
+         ("gemm", "vector", ("--loss", "mse")), ("matmul", "vector", ()), ("feature_map", "vector", ("--loss", "mse")),
+         ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ())]
+
+
+def train(tmp_path, capsys, model, target, *flags):
+    report = tmp_path / "r.json"
+    code = main([str(model), "--train", f"--target={target}", "--check", "--report", str(report), *flags])
+    out, err = capsys.readouterr()
+    assert report.exists(), (code, out, err)
+    data = json.loads(report.read_text())
+    failures = {k: v for k, v in data["check"]["tensors"].items() if not v["passed"]}
+    assert code == 0 and not failures, (out, err, failures)
+    return data
+
+
+@pytest.mark.parametrize("name, target, flags", SMALL, ids=[f"{m}-{t}" for m, t, _ in SMALL])
+def test_small_graphs_train_on_the_targets(name, target, flags, tmp_path, capsys, model_file):
+    model = model_file(name)
+    data = train(tmp_path, capsys, model, target, *flags)
+    assert data["target"] == target and data["mode"] == "training" and data["cycles"] > 0
+    assert {row["phase"] for row in data["layers"]} == {"forward", "backward", "update"}
+    assert all(row["mode"] == "training" for row in data["layers"])
+    assert model.with_name(f"{model.stem}.train.{target}.nnbin").exists()
+
+
+ZOO = [
+    pytest.param("squeezenet1_1", 32, "vector", id="squeezenet1_1-vector"),
+    pytest.param("squeezenet1_1", 32, "fusion", id="squeezenet1_1-fusion"),
+    pytest.param("squeezenet1_1", 32, "edge", id="squeezenet1_1-edge"),
+    pytest.param("resnet18", 64, "vector", id="resnet18-vector", marks=pytest.mark.big_memory),
+    pytest.param("mobilenet_v2", 64, "vector", id="mobilenet_v2-vector", marks=pytest.mark.big_memory),
+]
+
+
+@pytest.mark.parametrize("name, resolution, target", ZOO)
+def test_zoo_training_step_on_the_targets(name, resolution, target, tmp_path, capsys):
+    model = tmp_path / f"{name}.onnx"
+    onnx.save(zoo.build_model(name, batch=2, resolution=resolution), str(model))
+    data = train(tmp_path, capsys, model, target, "--momentum", "0.9")
+    backward = [row for row in data["layers"] if row["phase"] == "backward"]
+    assert backward and sum(row["macs"] for row in backward) > data["macs_by_phase"]["forward"]
