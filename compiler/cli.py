@@ -66,10 +66,29 @@ def build_parser() -> ArgumentParser:
                         help="write the program to PREFIX.nnbin (default: MODEL.TARGET.nnbin beside the model)")
     parser.add_argument("-S", "--emit-asm", action="store_true",
                         help="also write the textual assembly PREFIX.s (large: 190 MB for ResNet-50)")
+    parser.add_argument("--cp-rank", type=cp_rank, metavar="R",
+                        help="CP-decompose every KxK conv (cp-decompose): an integer rank, or a fraction in (0, 1] "
+                             "of each conv's weights; the output error it costs is reported")
     add_training_options(parser)
     add_pass_options(parser)
     add_common_options(parser)
     return parser
+
+
+def cp_rank(text: str) -> int | float:
+    """`--cp-rank`: an integer >= 1 (the CP rank) or a fraction in (0, 1] of each conv's weights."""
+    try:
+        value: int | float = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if isinstance(value, int) and value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: an absolute rank must be an integer >= 1")
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a fractional rank must be in (0, 1] (an integer is a rank)")
+    return value
 
 
 def add_pass_options(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +219,7 @@ def options_from(args: argparse.Namespace):
                    printing=printing_from(args),
                    target_options={"target": args.target or "", "target_set": tuple(args.target_set),
                                    "tile_order": args.tile_order, "tile_objective": args.tile_objective},
-                   input_shapes=parse_input_shapes(args.input_shape))
+                   input_shapes=parse_input_shapes(args.input_shape), cp_rank=args.cp_rank)
 
 
 @report_errors("nncc")
@@ -256,6 +275,8 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
     elif "lower-to-isa" in args.disable_pass:
         raise NnccError("--disable-pass=lower-to-isa: a program cannot be made without it; "
                         "--emit=vector stops before it")
+    if args.cp_rank is not None and args.emit == "nn":
+        raise NnccError("--cp-rank decomposes convs in the fused stage; --emit=nn stops before it")
     if not args.emit and args.seed is not None and not used:
         raise NnccError(f"--seed {args.seed} chooses the random inputs of a run, and nothing runs: add --run")
     if Path(args.model).suffix == ".mlir":
@@ -341,8 +362,14 @@ def run_reference_target(args: argparse.Namespace, files: UserFiles) -> int:
         outputs, layers = run_reference(compilation.module, inputs, compilation.store)
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
-    checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
-    report = {**reference_report(layers, checks), **what_was_run(args.model, inputs, clock)}
+    if args.cp_rank is None:
+        checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
+        report = reference_report(layers, checks)
+    else:  # the outputs are the decomposed graph's reference: no check, the cost is stated instead
+        checks = None
+        report = {**reference_report(layers, None),
+                  "cp_decompose": measure_decomposition(args, compilation, inputs, outputs, clock)[0]}
+    report.update(what_was_run(args.model, inputs, clock))
     if args.report:
         write_json(files, args.report, report)
     print_summary(args.model, compilation, report, checks)
@@ -362,7 +389,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     declare_run_outputs(files, args)
     clock = Stopwatch()
     with clock("compile"):
-        compilation, program = compile_program(args)
+        compilation, program, decomposed = compile_program(args)
     check_dram_size(program, program.target)
     write_program(program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
@@ -370,7 +397,7 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     if not any(getattr(args, flag) for flag in RUN_FLAGS):
         print(summary)
         return 0
-    return run_program(args, files, program, summary, clock)
+    return run_program(args, files, program, summary, clock, decomposed)
 
 
 def recorded_target_name(ir_path: Path) -> str:
@@ -409,8 +436,15 @@ def compile_program(args: argparse.Namespace):
 
     options = options_from(args)
     options.target_options["compare_orders"] = args.report is not None  # the report's naive-order figures
-    compilation = compile_model(args.model, registry_from(args), options, until="isa")
-    return compilation, module_to_program(compilation.module, compilation.store)
+    if args.cp_rank is None:
+        compilation = compile_model(args.model, registry_from(args), options, until="isa")
+        return compilation, module_to_program(compilation.module, compilation.store), None
+    from nncc.compiler.pipeline import compile_further
+
+    registry = registry_from(args)  # the decomposed graph is kept at `fused` for the reference run
+    decomposed = compile_model(args.model, registry, options, until="fused")
+    compilation = compile_further(decomposed, registry, options, after="fused", until="isa")
+    return compilation, module_to_program(compilation.module, compilation.store), decomposed
 
 
 def write_program(program, paths: list[Path]) -> None:
@@ -423,7 +457,8 @@ def write_program(program, paths: list[Path]) -> None:
             task.advance(detail=path.name)
 
 
-def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch) -> int:
+def run_program(args: argparse.Namespace, files: UserFiles, program, summary: str, clock: Stopwatch,
+                decomposed=None) -> int:
     from nncc.runtime.faults import MachineFault
     from nncc.runtime.interpreter import run
     from nncc.runtime.report import build_report, trace_events
@@ -442,8 +477,14 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
     outputs = {s.name: result.outputs[s.name].reshape(s.shape) for s in program.symbols_of("output")}
     if args.outputs:
         check.save_outputs(args.outputs, outputs)
-    checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
+    if decomposed is None:
+        checks = compare_with_onnxruntime(args, outputs, inputs, clock) if args.check else None
+    else:  # the program runs the decomposed graph: checked against its reference, and the cost stated
+        cp_entry, reference = measure_decomposition(args, decomposed, inputs, outputs, clock)
+        checks = check.compare(outputs, reference) if args.check else None
     report = build_report(result, check.check_summary(checks) if checks is not None else None)
+    if decomposed is not None:
+        report["cp_decompose"] = cp_entry
     merge_predictions(report, getattr(program, "predictions", {}))
     report.update(what_was_run(args.model, inputs, clock))
     report["target_description"] = target_to_dict(program.target)
@@ -468,11 +509,29 @@ def run_program(args: argparse.Namespace, files: UserFiles, program, summary: st
     return 0
 
 
-def compare_with_onnxruntime(args: argparse.Namespace, outputs: dict, inputs: dict, clock: Stopwatch):
+def measure_decomposition(args: argparse.Namespace, decomposed, inputs: dict, outputs: dict, clock: Stopwatch):
+    """--cp-rank: (the report's `cp_decompose` entry, the decomposed graph's reference outputs); the
+    entry's error is printed on stderr. With --check, also the error of `outputs` against onnxruntime
+    on the original model."""
+    from nncc.compiler.cp_error import measure, summary_line
+    from nncc.passes.cp_decompose import relative_l2_error
+
+    with clock("check"), progress.stage("cp-decompose error"):
+        entry, reference = measure(args.model, registry_from(args), options_from(args), decomposed, inputs)
+    if args.check:
+        original = compare_with_onnxruntime(args, outputs, inputs, clock, expected_only=True)
+        entry["onnxruntime_rel_l2_error"] = relative_l2_error(outputs, original)
+    print(summary_line(entry), file=sys.stderr)
+    return entry, reference
+
+
+def compare_with_onnxruntime(args: argparse.Namespace, outputs: dict, inputs: dict, clock: Stopwatch,
+                             expected_only: bool = False):
     from nncc.support import check
 
     with clock("check"), progress.stage("onnxruntime check"):
-        return check.compare(outputs, check.run_onnxruntime(args.model, inputs))
+        expected = check.run_onnxruntime(args.model, inputs)
+        return expected if expected_only else check.compare(outputs, expected)
 
 
 class Stopwatch:

@@ -51,6 +51,7 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 TRAINING_PASSES = {"nn": ("canonicalize-nn", "autodiff"), "fused": ("canonicalize-nn",)}
 """`--train` (docs/training.md): the nn stage ends with the training step (`autodiff`, its options
 from `Options.training`); BatchNorm is not folded (batch statistics) nor activations fused."""
+CP_DECOMPOSE = "cp-decompose"  # a graph pass run only when asked for (`Options.cp_rank`, `nncc --cp-rank`)
 IMPORT_PASS = "import-onnx"
 
 
@@ -69,6 +70,7 @@ class Options:
     target_options: dict = field(default_factory=dict)  # options of the back end's passes, see with_target_options
     input_shapes: dict = field(default_factory=dict)  # input name (None: the only one) -> static shape
     training: dict | None = None  # --train: the autodiff pass's options (loss, lr, momentum, ...)
+    cp_rank: int | float | None = None  # --cp-rank: cp-decompose{rank=...} runs before fuse-epilogues
 
 
 @dataclass
@@ -91,6 +93,9 @@ def stages_until(last: str) -> tuple[Stage, ...]:
 def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
     chosen = TRAINING_PASSES.get(stage.name, stage.passes) if options.training is not None else stage.passes
     names = [name for name in chosen if name not in options.disabled]
+    if stage.name == "fused" and options.cp_rank is not None and CP_DECOMPOSE not in options.disabled:
+        at = names.index("fuse-epilogues") if "fuse-epilogues" in names else len(names)
+        names.insert(at, f"{CP_DECOMPOSE}{{rank={options.cp_rank!r}}}")
     passes = [with_target_options(p, options) for p in (registry.pipeline(",".join(names)) if names else [])]
     if options.training is not None:
         passes = [dataclasses.replace(p, **options.training) if p.name == "autodiff" else p for p in passes]

@@ -21,6 +21,12 @@ def get_fold_batch_norm() -> type[ModulePass]:
     return FoldBatchNormPass
 
 
+def get_cp_decompose() -> type[ModulePass]:
+    from nncc.passes.cp_decompose import CpDecomposePass
+
+    return CpDecomposePass
+
+
 def get_fuse_epilogues() -> type[ModulePass]:
     from nncc.passes.fuse_epilogues import FuseEpiloguesPass
 
@@ -33,16 +39,16 @@ def get_partition_cores() -> type[ModulePass]:
     return PartitionCoresPass
 
 
-def get_tile_layers() -> type[ModulePass]:
-    from nncc.passes.tile_layers import TileLayersPass
-
-    return TileLayersPass
-
-
 def get_fuse_groups() -> type[ModulePass]:
     from nncc.passes.fuse_groups import FuseGroupsPass
 
     return FuseGroupsPass
+
+
+def get_tile_layers() -> type[ModulePass]:
+    from nncc.passes.tile_layers import TileLayersPass
+
+    return TileLayersPass
 
 
 def get_double_buffer() -> type[ModulePass]:
@@ -76,6 +82,7 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "autodiff": get_autodiff,
         "lower-training-ops": get_lower_training_ops,
         "fold-batch-norm": get_fold_batch_norm,
+        "cp-decompose": get_cp_decompose,
         "fuse-epilogues": get_fuse_epilogues,
         "partition-cores": get_partition_cores,
         "fuse-groups": get_fuse_groups,
