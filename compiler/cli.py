@@ -597,7 +597,10 @@ def reference_report(layers: list[dict], checks) -> dict:
 
 def print_summary(model: Path, compilation, report: dict, checks) -> None:
     ops = len(report["layers"])
-    params = sum(math.prod(compilation.store[n].shape) for n in compilation.store.names())
+    from nncc.dialects.nn import WeightOp
+
+    used = {op.ref.data for op in compilation.module.walk() if isinstance(op, WeightOp)}  # not the replaced ones
+    params = sum(math.prod(compilation.store[n].shape) for n in used)
     line = (f"nncc: {model.name} on {REFERENCE_TARGET}: {ops} ops, {params / 1e6:.2f} M weights, "
             f"{report['macs'] / 1e9:.3f} GMAC")
     if checks is not None:
