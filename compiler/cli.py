@@ -277,10 +277,13 @@ def check_flag_combinations(args: argparse.Namespace) -> None:
                         "--emit=vector stops before it")
     if args.cp_rank is not None and args.emit == "nn":
         raise NnccError("--cp-rank decomposes convs in the fused stage; --emit=nn stops before it")
+    if args.cp_rank is not None and args.train:
+        raise NnccError("--cp-rank decomposes the convs of an inference model; --train trains the model as it is")
     if not args.emit and args.seed is not None and not used:
         raise NnccError(f"--seed {args.seed} chooses the random inputs of a run, and nothing runs: add --run")
     if Path(args.model).suffix == ".mlir":
-        saved = ["--check"] * bool(args.check) + ["--input-shape"] * bool(args.input_shape)
+        saved = (["--check"] * bool(args.check) + ["--input-shape"] * bool(args.input_shape)
+                 + ["--cp-rank"] * (args.cp_rank is not None))
         if saved:
             raise NnccError(f"{args.model}: {saved[0]} needs the ONNX model; IR saved at a stage continues "
                             "from there (--run, --report, --outputs work)")

@@ -250,6 +250,7 @@ def test_reference_target_states_the_error(capsys, tmp_path, two_conv_model):
     (["--cp-rank=-0.25"], "--cp-rank: -0.25: a fractional rank must be in (0, 1]"),
     (["--cp-rank=lots"], "--cp-rank: 'lots' is not a number"),
     (["--cp-rank=4", "--emit=nn"], "--cp-rank decomposes convs in the fused stage"),
+    (["--cp-rank=4", "--train"], "--cp-rank decomposes the convs of an inference model"),
 ])
 def test_bad_ranks_on_the_command_line(capsys, two_conv_model, argv, fragment):
     try:
@@ -259,6 +260,12 @@ def test_bad_ranks_on_the_command_line(capsys, two_conv_model, argv, fragment):
     assert code == 2
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_saved_ir_cannot_be_decomposed(capsys, tmp_path):
+    assert main([str(tmp_path / "m.tile.mlir"), "--cp-rank=4", "--run"]) == 2
+    err = capsys.readouterr().err
+    assert "--cp-rank needs the ONNX model" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("options, fragment", [
