@@ -92,7 +92,8 @@ def cp_factors(weight: np.ndarray, rank: int, seed: int = 0, iterations: int = 2
     sign[sign == 0] = 1.0
     a, b, v, h = (f * scale for f in factors)
     a = a * sign
-    approx = np.einsum("nr,cr,hr,wr->nchw", a, b, v, h, optimize=True)
+    khatri_rao = np.einsum("cr,hr,wr->chwr", b, v, h).reshape(-1, rank)  # C*KH*KW x R: small
+    approx = (a @ khatri_rao.T).reshape(w.shape)
     norm = np.linalg.norm(w)
     error = float(np.linalg.norm(w - approx) / norm) if norm else 0.0
     return (a, b, v, h), error
