@@ -171,6 +171,11 @@ def softmax_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.Nest
     if split:
         specs.append(("stat", "weight", [2 * to_full * ti_full], False))
     buffers = add_buffers(lowering, block, specs, slots)
+    if split and scratch_fits(lowering, tile_elems, to_full * ti_full):
+        scratch = tile.BufferOp("intermediate", [tile_elems], lowering.target.memory_for("weight").name, slots)
+        scratch.result.name_hint = "tmp"
+        block.add_op(scratch)
+        buffers["tmp"] = scratch.result
     loop = tile.ForOp.build([(0, outer, to_full), (0, inner, ti_full)], "naive", lowering.cores, names=["o", "i"])
     block.add_op(loop)
     o, t_o, i, t_i = loop.block.args
@@ -193,6 +198,18 @@ def softmax_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.Nest
         if step == 2:
             pieces.block.add_op(slice_op(tile.StoreOp, yv, buffers["out"], [o, p, i], [t_o, t_p, t_i], [0, 1, 2]))
     return nest_of(op, block, [op.input])
+
+
+def scratch_fits(lowering: Lowering, tile_elems: int, stats: int) -> bool:
+    """Whether exp(x - max) of a row's second pass can go to a scratch tile of its own in the
+    weight memory, when that memory holds neither input nor output tiles (fusion's WBUF): the
+    input tiles then stay unwritten, and a row whose pieces all stay on chip is read once.
+    Elsewhere the second pass computes in the input tile."""
+    target = lowering.target
+    weight = target.memory_for("weight").name
+    if weight in (target.memory_for("input").name, target.memory_for("output").name):
+        return False
+    return bool(lowering.fits({"weight": F32 * (2 * stats + tile_elems)}))
 
 
 def row_layout(ti_full: int):
@@ -235,14 +252,15 @@ def softmax_compute(buffers, to, a: int, ti, ti_full: int) -> list[Operation]:
 
 def split_compute(buffers, step: int, p, to, ta, ti, ti_full: int) -> list[Operation]:
     """Rows longer than a tile: step 0 the running max, step 1 the sum of exp(x - max) (x - max
-    and exp computed in the input tile), then 1 / sum on the row's last piece, step 2 the result."""
+    and exp computed in a scratch tile, `tmp`, or else in the input tile), then 1 / sum on the
+    row's last piece, step 2 the result."""
     tile_mask, row_mask = row_layout(ti_full)
     stat, x = buffers["stat"], buffers["in"]
     e = IndexExprs()
     if step == 0:
         return [row_reduce(e, "max", (x, 0), (stat, 0), to, ta, ti, ti_full, reduce=p)]
     shape = lambda e: [e(to), e(1), e(ta)] if ti_full == 1 else [e(to), e(ta), e(ti)]  # noqa: E731
-    work = x if step == 1 else buffers["out"]
+    work = buffers.get("tmp", x) if step == 1 else buffers["out"]
     ops = [map_op(e, "sub", [(x, 0, tile_mask), (stat, 0, row_mask), (work, 0, tile_mask)], shape(e))]
     e = IndexExprs()
     ops.append(map_op(e, "exp", [(work, 0, tile_mask), (work, 0, tile_mask)], shape(e)))
