@@ -209,7 +209,9 @@ def scratch_fits(lowering: Lowering, tile_elems: int, stats: int) -> bool:
     weight = target.memory_for("weight").name
     if weight in (target.memory_for("input").name, target.memory_for("output").name):
         return False
-    return bool(lowering.fits({"weight": F32 * (2 * stats + tile_elems)}))
+    aligned = lambda nbytes: -(-nbytes // tile.SLOT_ALIGNMENT) * tile.SLOT_ALIGNMENT  # noqa: E731
+    need = lowering.buffers * (aligned(F32 * 2 * stats) + aligned(F32 * tile_elems))
+    return need <= target.memory_for("weight").size_bytes
 
 
 def row_layout(ti_full: int):
