@@ -135,8 +135,9 @@ def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], ge
     lowering.layer_index += 1
     lowering.layer_name = name
     program.instructions.append(isa.make("layer", name=name, op=op_name, nodes=",".join(nodes)))
-    for phase, (kinds, jobs, *slots) in enumerate(generate()):
+    for phase, (kinds, jobs, *rest) in enumerate(generate()):  # rest: slots, then a relocation (lower_nest)
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))
-        program.instructions += Scheduler(lowering.target, kinds, slots[0] if slots else lowering.buffers).schedule(jobs)
+        scheduler = Scheduler(lowering.target, kinds, rest[0] if rest else lowering.buffers)
+        program.instructions += scheduler.schedule(jobs, *rest[1:])
     program.instructions.append(isa.make("barrier"))

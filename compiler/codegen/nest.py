@@ -28,7 +28,7 @@ from xdsl.ir.affine import AffineMap
 
 from nncc.compiler.codegen.compute_lowering import instructions
 from nncc.compiler.codegen.context import F32, Lowering, dram
-from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Job, Transfer, gc_paused
+from nncc.compiler.codegen.scheduler import BufferKind, BufRef, Job, Schedule, Transfer, gc_paused
 from nncc.dialects import tile
 from nncc.support.errors import NnccError
 
@@ -594,24 +594,95 @@ def signature(nest: tile.NestOp) -> tuple:
 
 
 def lower_nest(lowering: Lowering, nest: tile.NestOp):
-    """The (buffer kinds, jobs, slots) of `nest`, and the cost model's prediction recorded."""
-    from nncc.compiler.codegen.cost_model import predict_jobs
+    """The (buffer kinds, schedule, slots[, relocation]) of `nest`, and the cost model's prediction
+    recorded. A nest of the same shape as one lowered before (ResNet's repeated blocks: half of
+    ResNet-50's jobs) reuses its schedule, moved to its own DRAM tensors (`Unrolled`)."""
+    from nncc.compiler.codegen.cost_model import time_schedule
 
     unrolled = NestLowering(lowering, nest)
     if not unrolled.buffers:  # a nest that moves nothing (a concat whose inputs are all in place)
         return []
+    shape = signature(nest)
+    key = ("nest", shape)
+    before = lowering.cost_cache.get(("unrolled", shape))
+    if before is not None:
+        relocate = before.relocation(unrolled)
+        if relocate is not None:
+            lowering.record_prediction(lowering.cost_cache[key])
+            compare_orders(lowering, nest, before.kinds, before.slots)
+            return [(before.kinds, before.schedule, before.slots, relocate)]
     jobs, kinds, slots = unrolled.jobs(), unrolled.kinds(), unrolled.slot_count()
-    key = ("nest", signature(nest))
-    if key not in lowering.cost_cache:
-        lowering.cost_cache[key] = predict_jobs(lowering.target, kinds, jobs, slots=slots)
+    with gc_paused():
+        schedule = Schedule(lowering.target, kinds, jobs, slots)  # the one emitted and the one timed
+        if key not in lowering.cost_cache:
+            lowering.cost_cache[key] = time_schedule(schedule, schedule.allocation.barriers)
+    lowering.cost_cache["unrolled", shape] = Unrolled(unrolled, kinds, schedule, slots)
     lowering.record_prediction(lowering.cost_cache[key])
+    compare_orders(lowering, nest, kinds, slots)
+    return [(kinds, schedule, slots)]
+
+
+def compare_orders(lowering: Lowering, nest: tile.NestOp, kinds, slots: int) -> None:
+    """With `compare_orders`, the DRAM bytes of a Scan nest walked in naive order, recorded."""
+    from nncc.compiler.codegen.cost_model import predict_jobs
+
     if lowering.compare_orders and any(loop.order.data == "serpentine" for loop in loops_of(nest)):
         naive = nest.clone()
         for loop in loops_of(naive):
             loop.order = StringAttr("naive")
         walked = NestLowering(lowering, naive, original=nest)
         lowering.record_naive_order(predict_jobs(lowering.target, kinds, walked.jobs(), slots=slots))
-    return [(kinds, jobs, slots)]
+
+
+def positions(nest: tile.NestOp) -> list[SSAValue]:
+    """The values of a nest in `signature`'s numbering: nests of one signature have them in step."""
+    values = list(nest.block.args)
+    for op in nest.block.walk():
+        values += [*op.results, *(arg for region in op.regions for arg in region.block.args)]
+    return values
+
+
+@dataclass
+class Unrolled:
+    """A nest's kinds, schedule and slots, and the DRAM tensors its transfers read and write (in
+    the order the walk placed them), for the next nest of its signature to reuse."""
+
+    kinds: list[BufferKind]
+    schedule: Schedule
+    slots: int
+    tensors: list[tuple[int, DramTensor]]  # (position, tensor) in the order the walk made them
+
+    def __init__(self, unrolled: NestLowering, kinds, schedule, slots: int):
+        index = {id(value): i for i, value in enumerate(positions(unrolled.nest))}
+        self.kinds, self.schedule, self.slots = kinds, schedule, slots
+        self.tensors = [(index[id(value)], tensor) for value, tensor in unrolled.tensors.items()]
+
+    def relocation(self, other: NestLowering) -> Callable | None:
+        """A function moving this nest's DRAM addresses to `other`'s tensors, whose DRAM tensors
+        it places as its own walk would (same order: weights land where they would); None when a
+        tensor's shape or strides differ (a weight here, a run-time tensor there) or two tensors
+        that overlap would move apart (then `other` is unrolled)."""
+        values = positions(other.nest)
+        moves = []
+        for position, tensor in self.tensors:
+            mine = other.tensors[values[position]]
+            if (mine.shape, mine.strides) != (tensor.shape, tensor.strides):
+                return None
+            end = tensor.addr + F32 * (1 + sum((n - 1) * step for n, step in zip(tensor.shape, tensor.strides)))
+            moves.append((tensor.addr, end, mine.addr - tensor.addr))
+        if any(a < end and b < stop and shift != other for a, end, shift in moves for b, stop, other in moves):
+            return None
+        moved: dict[tuple, tuple] = {}
+
+        def relocate(ref: tuple) -> tuple:
+            found = moved.get(ref)
+            if found is None:
+                shift = next((shift for start, end, shift in moves if start <= ref[1] < end), None)
+                if shift is None:
+                    raise AssertionError(f"DRAM address {ref[1]} is in none of the nest's tensors")
+                found = moved[ref] = dram(ref[1] + shift)
+            return found
+        return relocate
 
 
 def lower_detached(lowering: Lowering, op: Operation, nest: tile.NestOp):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import gc
 from collections import deque
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -508,9 +508,11 @@ class Schedule:
                     self._allocation = _ALLOCATIONS[key] = allocate(self.target, self.ops)
         return self._allocation
 
-    def instructions(self, layout: Layout | None = None) -> list[NamedTuple]:
+    def instructions(self, layout: Layout | None = None, relocate: Callable | None = None) -> list[NamedTuple]:
         """The instructions: every operation with its semaphores, its buffer operands resolved to
-        the addresses of their slots, and a barrier before the operations `allocation` says need one."""
+        the addresses of their slots, and a barrier before the operations `allocation` says need one.
+        `relocate` maps the DRAM ends of the DMAs (`("DRAM", addr)`) elsewhere: the same schedule
+        emitted for another layer of the same shape (`nest.lower_nest`)."""
         bases = (layout or Layout.allocate(self.target, self.kind_list, self.slots)).bases
         allocation = self.allocation
         barriers = set(allocation.barriers)
@@ -534,14 +536,17 @@ class Schedule:
                     continue
                 transfer, occupancy = op.transfer, op.occupancy
                 slot = {occupancy.kind: occupancy}
+                src, dst = transfer.src, transfer.dst
+                if relocate is not None:
+                    src, dst = (v if v.__class__ is BufRef else relocate(v) for v in (src, dst))
                 if op.store:  # buffer -> DRAM
                     out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1],
-                                    src=resolve(transfer.src, slot, bases), src_core=op.cores[0],
-                                    src_stride=transfer.src_stride, dst=transfer.dst, cores=(0,),
+                                    src=resolve(src, slot, bases), src_core=op.cores[0],
+                                    src_stride=transfer.src_stride, dst=dst, cores=(0,),
                                     dst_stride=transfer.dst_stride, shape=transfer.shape))
                 else:
-                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=transfer.src,
-                                    src_stride=transfer.src_stride, dst=resolve(transfer.dst, slot, bases),
+                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=src,
+                                    src_stride=transfer.src_stride, dst=resolve(dst, slot, bases),
                                     cores=op.cores, dst_stride=transfer.dst_stride, shape=transfer.shape,
                                     pad=transfer.pad, pad_value=transfer.pad_value))
         return out
@@ -602,5 +607,8 @@ class Scheduler:
         self.slots = slots
         self.layout = Layout.allocate(target, kinds, slots)  # buffers that do not fit fail here
 
-    def schedule(self, jobs: Sequence[Job]) -> list[NamedTuple]:
-        return Schedule.of(self.target, self.kinds, jobs, self.slots).instructions(self.layout)
+    def schedule(self, jobs: Sequence[Job] | Schedule, relocate: Callable | None = None) -> list[NamedTuple]:
+        """The instructions of `jobs`, or of a `Schedule` made of them already (`relocate`: see
+        `Schedule.instructions`)."""
+        schedule = jobs if isinstance(jobs, Schedule) else Schedule.of(self.target, self.kinds, jobs, self.slots)
+        return schedule.instructions(self.layout, relocate)
