@@ -3,8 +3,9 @@
 The one definition of the DRAM address mapping and energy rule (docs/targets.md, docs/interpreter.md).
 
 - **Bursts.** DRAM is read and written in bursts of `dram.burst_bytes` (BL8 on a 64-bit bus: 64 B),
-  aligned to their size. A DMA walks its DRAM side in order (row-major over the box, padding left
-  out: padding is written on chip, never read) as contiguous runs of bytes; each run touches the
+  aligned to their size. A DMA walks its DRAM side (padding left out: padding is written on chip,
+  never read) with its dimensions ordered by DRAM stride, the smallest innermost (`dram_order`), as
+  contiguous runs of bytes; each run touches the
   bursts that overlap it. A run that starts in the burst the previous run of the same DMA ended in
   does not touch it again (the DMA engine combines the two), so a box of contiguous rows costs
   exactly ceil(bytes / burst) bursts when it is aligned.
@@ -33,8 +34,17 @@ from nncc.runtime.target import Dram
 F32 = 4
 
 
+def dram_order(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The box's dimensions in the order the DMA engine walks DRAM: the largest stride outermost,
+    the smallest innermost (dimensions of size 1 and broadcast ones, stride 0, outermost; ties keep
+    the box's order). A box whose innermost dimension is strided in DRAM (channels innermost on
+    chip, NCHW in DRAM) is read plane by plane, row by row, not element by element."""
+    order = sorted(range(len(shape)), key=lambda d: (shape[d] > 1 and strides[d] != 0, -abs(strides[d])))
+    return tuple(shape[d] for d in order), tuple(strides[d] for d in order)
+
+
 def contiguous_bytes(shape: tuple[int, ...], strides: tuple[int, ...]) -> int | None:
-    """Bytes of a 3-D fp32 access that is one contiguous run, else None."""
+    """Bytes of a 3-D fp32 access (in `dram_order`) that is one contiguous run, else None."""
     n0, n1, n2 = shape
     s0, s1, s2 = strides
     if (n2 == 1 or s2 == 1) and (n1 == 1 or s1 == n2) and (n0 == 1 or s0 == n1 * n2):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nncc.runtime import isa
-from nncc.runtime.dram import RowBuffers, access_runs, contiguous_bytes, dram_energy_pj
+from nncc.runtime.dram import RowBuffers, access_runs, contiguous_bytes, dram_energy_pj, dram_order
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import Fault, Memories, check_tile_size
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
@@ -335,7 +335,8 @@ class Interpreter:
         dst_space, dst_addr = ins.dst
         if dst_space == "DRAM":
             sides.append((True, dst_addr, ins.shape, ins.dst_stride))
-        for is_write, addr, shape, strides in sides:
+        for is_write, addr, box, box_strides in sides:
+            shape, strides = dram_order(box, box_strides)
             nbytes = contiguous_bytes(shape, strides)
             if nbytes is not None:  # one run: no arrays
                 bursts, misses = self.rows.walk_contiguous(addr, nbytes)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nncc.runtime import isa
-from nncc.runtime.dram import RowBuffers, access_runs, dram_energy_pj
+from nncc.runtime.dram import RowBuffers, access_runs, dram_energy_pj, dram_order
 from nncc.runtime.interpreter import run
 from nncc.runtime.target import load_target
 from nncc.support.errors import NnccError
@@ -61,6 +61,20 @@ def test_ping_pong_between_rows_of_one_bank_misses_every_time(build):
     # and with 8 banks pages 0, 2, 4, 6 are 4 different banks: the second walk hits every row
     eight = ["dram.banks=8", "dram.row_buffer_bytes=256"]
     assert counts(run(build("edge", [dma_in(0, (2, 4, 4), (0, 128, 1))], overrides=eight))) == (8, 0, 4, 4)
+
+
+def test_dram_is_walked_smallest_stride_innermost(build):
+    # a 2x3x4 box whose innermost dimension is 64 elements (256 bytes) apart in DRAM (channels
+    # innermost on chip, one 256-byte plane per channel in DRAM): walked plane by plane (c outermost),
+    # rows of 3 elements inside: per plane 2 runs of 12 bytes at 16 bytes apart, one burst; planes
+    # 0..3 are pages 0..3: 4 bursts, 4 misses. In box order it would be 24 one-element accesses
+    # alternating between the 4 pages: 24 misses.
+    box = isa.make("dma", src=("DRAM", 0), src_stride=(4, 1, 64), dst=("BUF", 0), dst_stride=(12, 4, 1),
+                   shape=(2, 3, 4))
+    assert counts(run(build("edge", [box], overrides=SMALL))) == (4, 0, 0, 4)
+    assert dram_order((2, 3, 4), (4, 1, 64)) == ((4, 2, 3), (64, 4, 1))
+    assert dram_order((1, 5, 7), (99, 7, 1)) == ((1, 5, 7), (99, 7, 1))  # row-major already
+    assert dram_order((3, 2, 8), (0, 8, 1)) == ((3, 2, 8), (0, 8, 1))  # a broadcast dimension stays outermost
 
 
 def test_open_rows_persist_across_dmas_reads_and_writes(build):
