@@ -22,9 +22,9 @@ conv(x, W - W~).
 `rank` is an integer (`rank=16`: R = 16 for every conv) or a fraction in (0, 1] (`rank=0.25`): the
 chain then has about that share of the conv's weights, R = max(1, round(f * N*C*KH*KW / (C + KH + KW
 + N))), since the chain holds R * (C + KH + KW + N) weights. Biases are not counted (the last 1x1
-keeps the conv's bias). The factors are balanced (each gets the R-th weight's fourth root) so that
-no float32 factor is tiny or huge. `seed` makes the ALS initialisation (and so the result)
-deterministic. The new weights go to the weight store (`<conv>.cp.in`, `.cp.vertical`,
+keeps the conv's bias). The factors are balanced (column r of each gets the fourth root of component
+r's weight) so that no float32 factor is tiny or huge. ALS starts from random factors drawn with
+`seed` (so the result is deterministic) and runs at most `iterations` sweeps. The new weights go to the weight store (`<conv>.cp.in`, `.cp.vertical`,
 `.cp.horizontal`, `.cp.out`); the module records every decomposed conv, its rank and the relative
 Frobenius error of its weight in the attribute `nn.cp_decompose`.
 
