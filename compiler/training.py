@@ -298,6 +298,8 @@ def run_training(args, files, clock, options, registry, program_paths=()) -> Tra
         "macs_by_phase": {phase: sum(r["macs"] for r in report["layers"] if r["phase"] == phase)
                           for phase in ("forward", "backward", "update")},
     })
+    if on_target:
+        report["phases"] = phase_totals(report["layers"], program.target.mac_units)
     if checks is not None:
         report["check"] = check_report(checks)
     line = (f"nncc: {args.model.name} on {report['target']}: training, {settings['steps']} step(s), batch {batch}, "
@@ -308,6 +310,17 @@ def run_training(args, files, clock, options, registry, program_paths=()) -> Tra
         verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
         line += f"; {verdict} against PyTorch ({len(checks)} tensors, worst {report['check']['worst']})"
     return TrainingResult(report, inputs, [c for c in checks or [] if not c.passed], line)
+
+
+def phase_totals(rows: list[dict], mac_units: int) -> dict[str, dict]:
+    """Cycles, MACs and MAC utilization of each phase's layers (on an accelerator target)."""
+    totals = {}
+    for phase in ("forward", "backward", "update"):
+        cycles = sum(r["cycles"] for r in rows if r["phase"] == phase)
+        macs = sum(r["macs"] for r in rows if r["phase"] == phase)
+        totals[phase] = {"cycles": cycles, "macs": macs,
+                         "mac_utilization": macs / (cycles * mac_units) if cycles else 0.0}
+    return totals
 
 
 def phases_of(module) -> dict[str, str]:

@@ -36,6 +36,24 @@ def test_small_graphs_train_on_the_targets(name, target, flags, tmp_path, capsys
     assert {row["phase"] for row in data["layers"]} == {"forward", "backward", "update"}
     assert all(row["mode"] == "training" for row in data["layers"])
     assert model.with_name(f"{model.stem}.train.{target}.nnbin").exists()
+    phases = data["phases"]
+    assert sum(p["cycles"] for p in phases.values()) <= data["cycles"] and phases["backward"]["macs"] > 0
+
+
+def test_steps_and_saved_weights_on_a_target(tmp_path, capsys, model_file):
+    import numpy as np
+    import onnxruntime
+    from onnx import numpy_helper
+
+    model, saved = model_file("tiny"), tmp_path / "trained.onnx"
+    data = train(tmp_path, capsys, model, "vector", "--steps", "3", "--momentum", "0.9", "--lr", "0.05",
+                 "--save-weights", str(saved))
+    assert len(data["losses"]) == 3 and data["losses"][2] < data["losses"][0]
+    trained = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(saved)).graph.initializer}
+    assert not np.array_equal(trained["c"], {i.name: numpy_helper.to_array(i)
+                                             for i in onnx.load(str(model)).graph.initializer}["c"])
+    session = onnxruntime.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.zeros((8, 3, 6, 6), np.float32)})[0].shape == (8, 4)
 
 
 ZOO = [
