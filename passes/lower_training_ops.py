@@ -124,8 +124,14 @@ class Builder:
         return self.reshape(sums, tuple(shape[i] for i in kept))
 
     def channel(self, x: SSAValue, factor: float = 1.0) -> SSAValue:
-        """(N, C, ...) -> (C,): sums over every axis but 1."""
-        return self.reduce(x, [0, *range(2, len(nn.shape_of(x)))], factor)
+        """(N, C, ...) -> (C,): sums over every axis but 1, times `factor`: the rows of (N C, H W)
+        summed first (no transpose of the whole tensor), then the small (C, N) transposed."""
+        shape = nn.shape_of(x)
+        n, c, plane = shape[0], shape[1], int(np.prod(shape[2:]))
+        if plane == 1:
+            return self.reduce(x, [0, *range(2, len(shape))], factor)
+        per_image = self.reshape(self.row_sums(self.reshape(x, (n * c, plane)), factor), (n, c))
+        return per_image if n == 1 else self.reduce(per_image, [0])
 
     def per_channel(self, v: SSAValue, rank: int) -> SSAValue:
         return self.reshape(v, (1, nn.shape_of(v)[0]) + (1,) * (rank - 2))
