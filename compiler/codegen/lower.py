@@ -120,21 +120,23 @@ def lower_op(lowering: Lowering, op: Operation) -> None:
         from nncc.compiler.codegen.nest import lower_nest
 
         emit_layer(lowering, op.layer.data, op.attributes["op"].data, nn.onnx_nodes_of(op),
-                   lambda: lower_nest(lowering, op))
+                   lambda: lower_nest(lowering, op), nn.phase_of(op))
         return
     generator = LOWERINGS.get(op.name)
     if generator is None:
         raise NnccError(f"layer {layer_name(op)}: {op.name} has no code generator for "
                         f"target {lowering.target.name} yet")
-    emit_layer(lowering, layer_name(op), op.name, nn.onnx_nodes_of(op), lambda: generator(lowering, op))
+    emit_layer(lowering, layer_name(op), op.name, nn.onnx_nodes_of(op), lambda: generator(lowering, op),
+               nn.phase_of(op))
 
 
-def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], generate) -> None:
-    """A layer marker, the scheduled jobs of the layer, and a barrier."""
+def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], generate,
+               phase: str = "forward") -> None:
+    """A layer marker (with its training phase), the scheduled jobs of the layer, and a barrier."""
     program = lowering.program
     lowering.layer_index += 1
     lowering.layer_name = name
-    program.instructions.append(isa.make("layer", name=name, op=op_name, nodes=",".join(nodes)))
+    program.instructions.append(isa.make("layer", name=name, op=op_name, nodes=",".join(nodes), phase=phase))
     for phase, (kinds, jobs, *rest) in enumerate(generate()):  # rest: slots, then a relocation (lower_nest)
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))

@@ -90,7 +90,9 @@ def finish_nest(op: Operation, block: Block, inputs: list[SSAValue]) -> tile.Nes
 
 
 def replace_op(op: Operation, nest: tile.NestOp) -> tile.NestOp:
-    """Put `nest` in `op`'s place in @main."""
+    """Put `nest` in `op`'s place in @main (with its training phase, `nn.phase`, if it has one)."""
+    if nn.PHASE in op.attributes:
+        nest.attributes[nn.PHASE] = op.attributes[nn.PHASE]
     op.parent.insert_op_before(nest, op)
     op.result.replace_all_uses_with(nest.results[0])
     op.detach()

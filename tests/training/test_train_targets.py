@@ -54,6 +54,12 @@ def test_steps_and_saved_weights_on_a_target(tmp_path, capsys, model_file):
                                              for i in onnx.load(str(model)).graph.initializer}["c"])
     session = onnxruntime.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.zeros((8, 3, 6, 6), np.float32)})[0].shape == (8, 4)
+    # the program's layer markers carry the phases (nncc-run's report rows show them)
+    from nncc.runtime.program_file import load
+
+    program = load(model.with_name("tiny.train.vector.nnbin"))
+    phases = {i.phase for i in program.instructions if type(i).__name__ == "Layer"}
+    assert phases == {"forward", "backward", "update"} and program.mode == "training"
 
 
 ZOO = [
