@@ -61,7 +61,7 @@ DIFFERENTIABLE = (
     nn.ReluOp, nn.SigmoidOp, nn.HardSwishOp, nn.LeakyReluOp, nn.ClipOp, nn.HardSigmoidOp,
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp,
     nn.MaxPool2dOp, nn.AvgPool2dOp, nn.GlobalAvgPoolOp, nn.GlobalMaxPoolOp,
-    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp,
+    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp,
 )
 """Forward ops with a gradient; any other op on the gradient path is refused."""
 
@@ -83,6 +83,17 @@ def names_of(module: ModuleOp, key: str, count: int, default: str) -> list[str]:
 def describe(op: Operation) -> str:
     nodes = nn.onnx_nodes_of(op)
     return f"ONNX node '{nodes[0]}' ({op.name})" if nodes else f"{op.name} ({op.results[0].name_hint or 'unnamed'})"
+
+
+def slice_axis(op: nn.SliceOp) -> int | None:
+    """The one axis a slice cuts (consecutive elements, step 1), or None for any other slice; -1
+    when it cuts none (a copy)."""
+    shape, out = nn.shape_of(op.input), nn.shape_of(op.result)
+    cut = [axis for axis, (a, b) in enumerate(zip(shape, out)) if a != b]
+    steps = nn.ints(op.steps)
+    if len(cut) > 1 or any(steps[axis] != 1 for axis in range(len(shape)) if out[axis] > 1):
+        return None
+    return cut[0] if cut else -1
 
 
 def weight_ref(value: SSAValue) -> str | None:
@@ -196,6 +207,9 @@ class Autodiff:
                 hint = (" (only a trailing Softmax over the classes, folded into --loss cross-entropy)"
                         if isinstance(op, nn.SoftmaxOp) else "")
                 raise NnccError(f"autodiff: {describe(op)} has no gradient in training mode{hint}")
+            if isinstance(op, nn.SliceOp) and slice_axis(op) is None:
+                raise NnccError(f"autodiff: {describe(op)}: only a slice of consecutive elements along one axis "
+                                "(Split, Slice with step 1) has a gradient yet")
             if isinstance(op, nn.MatMulOp) and min(len(nn.shape_of(op.a)), len(nn.shape_of(op.b))) < 2:
                 raise NnccError(f"autodiff: {describe(op)}: a matmul with a 1-D operand has no gradient yet")
         shape = nn.shape_of(logits)
@@ -295,7 +309,7 @@ class Autodiff:
         for op in reversed(self.forward_ops):
             if op is self.folded_softmax or op.results[0] not in grads:
                 continue
-            Backward(b, op, values, grads[op.results[0]], accumulate, needs, saved.get(op)).run()
+            Backward(b, op, values, grads[op.results[0]], accumulate, needs, saved.get(op), self.store).run()
 
         for w in self.trainable:
             grad = grads.get(w)
@@ -320,9 +334,9 @@ class Backward:
     of its (first) result; `values` maps its operands to the training step's values."""
 
     def __init__(self, builder: Builder, op: Operation, values: dict, dy: SSAValue, accumulate,
-                 needs: set[SSAValue], train: nn.BatchNormTrainOp | None):
+                 needs: set[SSAValue], train: nn.BatchNormTrainOp | None, store=None):
         self.b, self.op, self.values, self.dy, self.accumulate = builder, op, values, dy, accumulate
-        self.needs, self.train = needs, train
+        self.needs, self.train, self.store = needs, train, store
         self.hint = op.results[0].name_hint or op.name.removeprefix("nn.")
 
     def emit(self, op: Operation, suffix: str) -> SSAValue:
@@ -487,6 +501,27 @@ class Backward:
                 starts = [offset if i == axis else 0 for i in range(len(shape))]
                 self.give(operand, self.emit(nn.SliceOp(dy, starts, [1] * len(shape), shape), f"grad_{index}"))
             offset += shape[axis]
+
+    def grad_SliceOp(self, op: nn.SliceOp, dy: SSAValue) -> None:
+        """The gradient back in its place, zeros before and after it (a concat)."""
+        axis = slice_axis(op)
+        if axis == -1:
+            self.give(op.input, dy)
+            return
+        shape = nn.shape_of(op.input)
+        start, size = nn.ints(op.starts)[axis], nn.shape_of(op.result)[axis]
+        parts = []
+        for index, length in ((0, start), (None, size), (1, shape[axis] - start - size)):
+            if index is None:
+                parts.append(dy)
+            elif length:
+                zeros = self.store.add(f"{self.hint}.zeros", np.zeros(shape[:axis] + (length,) + shape[axis + 1:],
+                                                                      dtype=np.float32))
+                weight = nn.WeightOp(zeros, shape[:axis] + (length,) + shape[axis + 1:])
+                weight.result.name_hint = sanitize(zeros)
+                self.b.ops.append(weight)
+                parts.append(weight.result)
+        self.give(op.input, self.emit(nn.ConcatOp(parts, axis), "grad") if len(parts) > 1 else dy)
 
     def wanted(self) -> set[SSAValue]:
         """The operands of `op` that want a gradient (depend on a trainable weight)."""

@@ -126,7 +126,21 @@ def tiny_classifier(tmp_path, seed=4):
     return g.save(tmp_path / "tiny.onnx", [8, 3, 6, 6], h)
 
 
-MODELS = {"gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def split_model(tmp_path):
+    """Split along the channels (two nn.slice), each half its own activation, concatenated swapped."""
+    g = Graph(7)
+    h = g.node("Conv", ["x", g.init("c", (8, 3, 3, 3))], "conv", pads=[1, 1, 1, 1])
+    g.nodes.append(helper.make_node("Split", [h], ["lo", "hi"], name="split", axis=1))
+    a = g.node("Relu", ["lo"], "relu")
+    b = g.node("Sigmoid", ["hi"], "sig")
+    h = g.node("Concat", [b, a], "cat", axis=1)
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (5, 8))], "fc", transB=1)
+    return g.save(tmp_path / "split.onnx", [2, 3, 6, 6], h)
+
+
+MODELS = {"split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

@@ -61,6 +61,11 @@ def test_concat_transpose_avgpool_depthwise_and_steps(capsys, tmp_path, model_fi
     assert "loss[2]" in data["check"]["tensors"]
 
 
+def test_split_halves_get_their_gradients_back(capsys, tmp_path, model_file):
+    data = train_and_check(capsys, tmp_path, model_file("split"))
+    assert "grad.c" in data["check"]["tensors"]
+
+
 def test_mse_on_a_feature_map(capsys, tmp_path, model_file):
     model = model_file("feature_map")
     train_and_check(capsys, tmp_path, model, "--loss", "mse")
