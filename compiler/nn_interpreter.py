@@ -48,6 +48,7 @@ UNARY_KERNELS = {
     nn.SiluOp: k.silu,
     nn.StepOp: k.step,
     nn.LogOp: k.log,
+    nn.ExpOp: k.exp,
 }
 """Ops without attributes whose reference is one elementwise kernel of `nn_kernels`."""
 
@@ -212,6 +213,18 @@ class NNFunctions(UnaryFunctions):
     @impl(nn.HardSwishBackwardOp)
     def run_hard_swish_backward(self, interpreter: Interpreter, op: nn.HardSwishBackwardOp, args: Args):
         return (k.hard_swish_backward(*args),)
+
+    @impl(nn.TanhBackwardOp)
+    def run_tanh_backward(self, interpreter: Interpreter, op: nn.TanhBackwardOp, args: Args):
+        return (k.tanh_backward(*args),)
+
+    @impl(nn.SiluBackwardOp)
+    def run_silu_backward(self, interpreter: Interpreter, op: nn.SiluBackwardOp, args: Args):
+        return (k.silu_backward(*args),)
+
+    @impl(nn.GeluBackwardOp)
+    def run_gelu_backward(self, interpreter: Interpreter, op: nn.GeluBackwardOp, args: Args):
+        return (k.gelu_backward(*args),)
 
     @impl(nn.LeakyReluBackwardOp)
     def run_leaky_relu_backward(self, interpreter: Interpreter, op: nn.LeakyReluBackwardOp, args: Args):

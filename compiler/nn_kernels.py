@@ -330,6 +330,29 @@ def hard_swish_backward(dy, x):
     return (dy * slope).astype(np.float32)
 
 
+def exp(x):
+    with np.errstate(over="ignore"):
+        return np.exp(x).astype(np.float32)
+
+
+def tanh_backward(dy, x):
+    t = np.tanh(x.astype(np.float64))
+    return (dy * (1 - t * t)).astype(np.float32)
+
+
+def silu_backward(dy, x):
+    with np.errstate(over="ignore"):
+        s = 1 / (1 + np.exp(-x.astype(np.float64)))
+    return (dy * s * (1 + x * (1 - s))).astype(np.float32)
+
+
+def gelu_backward(dy, x):
+    x64 = np.asarray(x, np.float64)
+    cdf = 0.5 * (1 + _ERF(x64 / np.sqrt(2))) if x64.size else x64
+    pdf = np.exp(-0.5 * x64 * x64) / np.sqrt(2 * np.pi)
+    return (dy * (cdf + x64 * pdf)).astype(np.float32)
+
+
 def leaky_relu_backward(dy, x, alpha: float):
     return np.where(x > 0, dy, dy * np.float32(alpha)).astype(np.float32)
 

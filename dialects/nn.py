@@ -1143,6 +1143,16 @@ class StepOp(UnaryOp):
 
 
 @irdl_op_definition
+class ExpOp(UnaryOp):
+    """e^x (lower-training-ops: GELU's gradient).
+
+        %y = nn.exp %x : tensor<2x8xf32>
+    """
+
+    name = "nn.exp"
+
+
+@irdl_op_definition
 class LogOp(UnaryOp):
     """The natural logarithm (lower-training-ops: the cross-entropy loss).
 
@@ -1292,6 +1302,27 @@ class HardSwishBackwardOp(UnaryBackwardOp):
     """dy * (0 for x < -3, 1 for x > 3, else x / 3 + 1 / 2); PyTorch's values at -3 and 3."""
 
     name = "nn.hard_swish_backward"
+
+
+@irdl_op_definition
+class TanhBackwardOp(UnaryBackwardOp):
+    """dy * (1 - tanh(x)^2)."""
+
+    name = "nn.tanh_backward"
+
+
+@irdl_op_definition
+class SiluBackwardOp(UnaryBackwardOp):
+    """dy * s * (1 + x * (1 - s)), s = sigmoid(x)."""
+
+    name = "nn.silu_backward"
+
+
+@irdl_op_definition
+class GeluBackwardOp(UnaryBackwardOp):
+    """dy * (Phi(x) + x * phi(x)): the standard normal's distribution and density (GELU, erf form)."""
+
+    name = "nn.gelu_backward"
 
 
 @irdl_op_definition
@@ -1621,9 +1652,10 @@ class SgdOp(NNOperation):
 
 
 TRAINING_OPS = (
-    Conv2dBackwardDataOp, Conv2dBackwardFilterOp, ReduceSumOp, ScaleOp, StepOp, LogOp,
+    Conv2dBackwardDataOp, Conv2dBackwardFilterOp, ReduceSumOp, ScaleOp, StepOp, LogOp, ExpOp,
     BatchNormTrainOp, BatchNormBackwardOp,
     ReluBackwardOp, SigmoidBackwardOp, HardSwishBackwardOp, LeakyReluBackwardOp, ClipBackwardOp,
+    TanhBackwardOp, SiluBackwardOp, GeluBackwardOp,
     HardSigmoidBackwardOp,
     MaxPool2dBackwardOp, AvgPool2dBackwardOp, GlobalAvgPoolBackwardOp, GlobalMaxPoolBackwardOp,
     SoftmaxCrossEntropyOp, SoftmaxCrossEntropyBackwardOp, MseLossOp, MseLossBackwardOp,

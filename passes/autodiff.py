@@ -54,11 +54,15 @@ UNARY_BACKWARD: dict[type, type] = {
     nn.ReluOp: nn.ReluBackwardOp,
     nn.SigmoidOp: nn.SigmoidBackwardOp,
     nn.HardSwishOp: nn.HardSwishBackwardOp,
+    nn.TanhOp: nn.TanhBackwardOp,
+    nn.SiluOp: nn.SiluBackwardOp,
+    nn.GeluOp: nn.GeluBackwardOp,
 }
 
 DIFFERENTIABLE = (
     nn.Conv2dOp, nn.GemmOp, nn.MatMulOp, nn.BatchNormOp,
     nn.ReluOp, nn.SigmoidOp, nn.HardSwishOp, nn.LeakyReluOp, nn.ClipOp, nn.HardSigmoidOp,
+    nn.TanhOp, nn.SiluOp, nn.GeluOp,
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp,
     nn.MaxPool2dOp, nn.AvgPool2dOp, nn.GlobalAvgPoolOp, nn.GlobalMaxPoolOp,
     nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp,

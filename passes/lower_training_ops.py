@@ -299,6 +299,24 @@ def sigmoid_backward(b: Builder, op) -> list[SSAValue]:
     return [b.mul(op.grad, b.mul(s, b.sub(b.scalar(1.0), s)))]
 
 
+def tanh_backward(b: Builder, op) -> list[SSAValue]:
+    t = b.op(nn.TanhOp(op.input))
+    return [b.mul(op.grad, b.sub(b.scalar(1.0), b.mul(t, t)))]
+
+
+def silu_backward(b: Builder, op) -> list[SSAValue]:
+    s = b.op(nn.SigmoidOp(op.input))
+    inner = b.add(b.scalar(1.0), b.mul(op.input, b.sub(b.scalar(1.0), s)))
+    return [b.mul(op.grad, b.mul(s, inner))]
+
+
+def gelu_backward(b: Builder, op) -> list[SSAValue]:
+    x = op.input
+    cdf = b.scale(b.add(b.op(nn.ErfOp(b.scale(x, 1 / np.sqrt(2.0)))), b.scalar(1.0)), 0.5)
+    pdf = b.scale(b.op(nn.ExpOp(b.scale(b.mul(x, x), -0.5))), 1 / np.sqrt(2 * np.pi))
+    return [b.mul(op.grad, b.add(cdf, b.mul(x, pdf)))]
+
+
 # --------------------------------------------------------------------------- pooling
 
 
@@ -426,6 +444,9 @@ RULES = {
     nn.HardSigmoidBackwardOp: hard_sigmoid_backward,
     nn.HardSwishBackwardOp: hard_swish_backward,
     nn.SigmoidBackwardOp: sigmoid_backward,
+    nn.TanhBackwardOp: tanh_backward,
+    nn.SiluBackwardOp: silu_backward,
+    nn.GeluBackwardOp: gelu_backward,
     nn.AvgPool2dBackwardOp: avg_pool_backward,
     nn.MaxPool2dBackwardOp: max_pool_backward,
     nn.GlobalAvgPoolBackwardOp: global_avg_pool_backward,

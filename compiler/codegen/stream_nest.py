@@ -257,6 +257,7 @@ UNARY = {
     "nn.silu": lambda op: ("silu", ()),
     "nn.step": lambda op: ("step", ()),  # training (lower-training-ops): activation gradients' masks
     "nn.log": lambda op: ("log", ()),
+    "nn.exp": lambda op: ("exp", ()),
     "nn.scale": lambda op: ("affine", (float(op.factor.value.data), 0.0)),
     "nn.clip": lambda op: ("clip", (clamp(float(op.min.value.data) if getattr(op, "min", None) is not None else -math.inf),
                                     clamp(float(op.max.value.data) if getattr(op, "max", None) is not None else math.inf))),

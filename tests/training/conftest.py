@@ -22,11 +22,11 @@ class Graph:
         self.nodes.append(helper.make_node(op, inputs, [f"{name}_y"], name=name, **attrs))
         return f"{name}_y"
 
-    def save(self, path, input_shape, output, output_rank=2):
+    def save(self, path, input_shape, output, output_rank=2, opset=17):
         graph = helper.make_graph(
             self.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None] * output_rank)], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         onnx.save(model, str(path))
         return path
 
@@ -140,7 +140,22 @@ def split_model(tmp_path):
     return g.save(tmp_path / "split.onnx", [2, 3, 6, 6], h)
 
 
-MODELS = {"split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def smooth_model(tmp_path):
+    """Tanh, SiLU (Sigmoid * x, recognised by canonicalize-nn) and GELU (opset 20) activations."""
+    g = Graph(8)
+    h = g.node("Conv", ["x", g.init("c", (6, 3, 3, 3))], "conv", pads=[1, 1, 1, 1])
+    h = g.node("Tanh", [h], "tanh")
+    h = g.node("Conv", [h, g.init("c2", (6, 6, 1, 1))], "conv2")
+    h = g.node("Mul", [h, g.node("Sigmoid", [h], "sig")], "silu")
+    h = g.node("Conv", [h, g.init("c3", (6, 6, 1, 1))], "conv3")
+    h = g.node("Gelu", [h], "gelu")
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (5, 6))], "fc", transB=1)
+    return g.save(tmp_path / "smooth.onnx", [2, 3, 6, 6], h, opset=20)
+
+
+MODELS = {"smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

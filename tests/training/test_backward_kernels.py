@@ -162,6 +162,9 @@ ACTIVATIONS = [
     ("relu6_shifted", lambda t: torch.clamp(t, -1.0, 1.5), k.clip_backward, (-1.0, 1.5)),
     ("hard_sigmoid", lambda t: torch.clamp(t * 0.2 + 0.5, 0, 1), k.hard_sigmoid_backward, (0.2, 0.5)),
     ("hard_sigmoid_onnx_pytorch", F.hardsigmoid, k.hard_sigmoid_backward, (1 / 6, 0.5)),
+    ("tanh", torch.tanh, k.tanh_backward, ()),
+    ("silu", F.silu, k.silu_backward, ()),
+    ("gelu", F.gelu, k.gelu_backward, ()),
 ]
 
 

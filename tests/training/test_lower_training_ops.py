@@ -14,7 +14,7 @@ from nncc.compiler.training import make_target
 from nncc.passes.lower_training_ops import RULES
 
 CASES = [("tiny", "cross-entropy"), ("se", "cross-entropy"), ("cat", "cross-entropy"), ("gemm", "mse"),
-         ("matmul", "cross-entropy"), ("feature_map", "mse"), ("split", "cross-entropy")]
+         ("matmul", "cross-entropy"), ("feature_map", "mse"), ("split", "cross-entropy"), ("smooth", "cross-entropy")]
 
 
 @pytest.mark.parametrize("name, loss", CASES, ids=[c[0] for c in CASES])

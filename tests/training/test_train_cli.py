@@ -66,6 +66,10 @@ def test_split_halves_get_their_gradients_back(capsys, tmp_path, model_file):
     assert "grad.c" in data["check"]["tensors"]
 
 
+def test_tanh_silu_gelu(capsys, tmp_path, model_file):
+    train_and_check(capsys, tmp_path, model_file("smooth"))
+
+
 def test_mse_on_a_feature_map(capsys, tmp_path, model_file):
     model = model_file("feature_map")
     train_and_check(capsys, tmp_path, model, "--loss", "mse")

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 SMALL = [("se", "vector", ()), ("cat", "vector", ("--steps", "2", "--momentum", "0.9")), ("tiny", "vector", ()),
          ("gemm", "vector", ("--loss", "mse")), ("matmul", "vector", ()), ("feature_map", "vector", ("--loss", "mse")),
-         ("split", "vector", ()), ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ())]
+         ("split", "vector", ()), ("smooth", "vector", ()), ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ())]
 
 
 def train(tmp_path, capsys, model, target, *flags):

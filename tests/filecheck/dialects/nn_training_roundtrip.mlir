@@ -27,6 +27,18 @@ builtin.module {
     %a5 = nn.clip_backward %x, %x min 0.0 max 6.0 : tensor<2x8x8x8xf32>
     // CHECK: nn.hard_sigmoid_backward %x, %x alpha 2.000000e-01 beta 5.000000e-01 : tensor<2x8x8x8xf32>
     %a6 = nn.hard_sigmoid_backward %x, %x alpha 0.2 beta 0.5 : tensor<2x8x8x8xf32>
+    // CHECK: nn.tanh_backward %x, %x : tensor<2x8x8x8xf32>
+    %a7 = nn.tanh_backward %x, %x : tensor<2x8x8x8xf32>
+    // CHECK: nn.silu_backward %x, %x : tensor<2x8x8x8xf32>
+    %a8 = nn.silu_backward %x, %x : tensor<2x8x8x8xf32>
+    // CHECK: nn.gelu_backward %x, %x : tensor<2x8x8x8xf32>
+    %a9 = nn.gelu_backward %x, %x : tensor<2x8x8x8xf32>
+    // CHECK: nn.step %x : tensor<2x8x8x8xf32>
+    %s1 = nn.step %x : tensor<2x8x8x8xf32>
+    // CHECK: nn.log %x : tensor<2x8x8x8xf32>
+    %s2 = nn.log %x : tensor<2x8x8x8xf32>
+    // CHECK: nn.exp %x : tensor<2x8x8x8xf32>
+    %s3 = nn.exp %x : tensor<2x8x8x8xf32>
     // CHECK: nn.max_pool_backward %p, %x kernel [2, 2] strides [2, 2] pads [0, 0, 0, 0] dilations [1, 1] ceil_mode false : (tensor<2x8x4x4xf32>, tensor<2x8x8x8xf32>) -> tensor<2x8x8x8xf32>
     %m1 = nn.max_pool_backward %p, %x kernel [2, 2] strides [2, 2] pads [0, 0, 0, 0] dilations [1, 1] ceil_mode false : (tensor<2x8x4x4xf32>, tensor<2x8x8x8xf32>) -> tensor<2x8x8x8xf32>
     // CHECK: nn.avg_pool_backward %p kernel [3, 3] strides [2, 2] pads [1, 1, 0, 0] dilations [1, 1] ceil_mode true count_include_pad false : (tensor<2x8x4x4xf32>) -> tensor<2x8x8x8xf32>
