@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo)):
             if part in parts:
-                PLOTS["part"] = part
+                if PLOTS:
+                    PLOTS["part"] = part
                 results[part] = function(args, workdir)
                 print()
     if args.json:

@@ -981,7 +981,8 @@ class DepthwiseOp(ComputeOp):
     """out[oh][ow][c] = bias[c] + sum over kernel taps (i, j) of in[oh*s + i*d][ow*s + j*d][c] *
     w[i*kw + j][c], on HWC tiles (channels on the lanes); `sizes` are [rows, columns, channels]
     of the output tile, then optionally the input tile's row pitch and column pitch in
-    elements (default: dense by the input window); then `act`.
+    elements (default: dense by the input window) and the output tile's row pitch (default:
+    dense; a fused group writes into the next depthwise's zero-bordered input); then `act`.
 
         tile.depthwise %m1[0], %wd[0] -> %m2[0] sizes [%toh, 56, %tcb] kernel [3, 3] strides [1, 1]
           dilations [1, 1] bias %wd[9 * 48] act clip [0.0, 6.0]
@@ -1003,8 +1004,11 @@ class DepthwiseOp(ComputeOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (3, 5):
-            raise VerifyException("tile.depthwise: in, w, out (and bias) views and 3 sizes (and 2 pitches) expected")
+        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (3, 5, 6):
+            raise VerifyException("tile.depthwise: in, w, out (and bias) views and 3 sizes (and 2 input pitches, "
+                                  "and an output row pitch) expected")
+        if len(self.sizes.data.results) == 6 and self.mapping is not None:
+            raise VerifyException("tile.depthwise: an output row pitch needs the channels mapping")
 
     def print(self, printer: Printer) -> None:
         print_window_op(printer, self, mapping_text(self))

@@ -166,9 +166,10 @@ def depthwise_instructions(nest: NestLowering, op: tile.DepthwiseOp) -> list[Com
     bias = nest.view(op, 3, offsets) if op.has_bias else None
     unit = nest.lowering.vector_unit
     if op.mapping is None:  # channels on the lanes
-        row_pitch, col_pitch = pitch if pitch else (cols * channels, channels)
+        row_pitch, col_pitch, out_pitch = (*pitch, tow * channels)[:3] if pitch else (cols * channels, channels,
+                                                                                   tow * channels)
         shape, x_stride = (toh, tow, channels), (sh * row_pitch, sw * col_pitch, 1)
-        w_stride, z_stride = (0, 0, 1), (tow * channels, channels, 1)
+        w_stride, z_stride = (0, 0, 1), (out_pitch, channels, 1)
     else:  # output columns on the lanes
         row_pitch, col_pitch = cols, 1
         shape, x_stride = (channels, toh, tow), (rows * cols, sh * cols, sw)
@@ -189,7 +190,7 @@ def depthwise_instructions(nest: NestLowering, op: tile.DepthwiseOp) -> list[Com
     if onto and bias is not None:
         compute.append(Compute("vadd", {"unit": unit, "shape": shape, "x": out, "x_stride": z_stride, "y": bias,
                                         "y_stride": w_stride, "z": out, "z_stride": z_stride}))
-    return compute + epilogue_of(op).instructions(nest.lowering, out, shape)
+    return compute + epilogue_of(op).instructions(nest.lowering, out, shape, row_pitch=z_stride[0])
 
 
 def pool_instructions(nest: NestLowering, op: tile.PoolOp) -> list[Compute]:

@@ -1,14 +1,16 @@
-"""The loop nest of a fused group: [1x1 expand ->] depthwise -> 1x1 project [+ residual], the
-intermediates in on-chip buffers (MobileNetV2's inverted residual block, MobileNetV1's
-depthwise-separable pair). What `fuse-groups` writes in place of the three (or two) layers.
+"""The loop nest of a fused group: [1x1 expand ->] depthwise [-> depthwise ...] -> 1x1 project
+[+ residual], the intermediates in on-chip buffers (MobileNetV2's inverted residual block,
+MobileNetV1's depthwise-separable pair, a CP-decomposed conv's 1x1 -> Kx1 -> 1xK -> 1x1 chain).
+What `fuse-groups` writes in place of the layers.
 
 Output rows are walked in strips of `toh` rows, dealt to the cores. Each strip loads the input
-rows its depthwise window needs (the halo rows are recomputed by the 1x1 expand of the strips on
-both sides: recompute, not cache, so strips stay independent and can go to any core), then walks
-the expanded channels in blocks of `tcb`: the block's expand (into `%m1`, a zero-bordered image
-of the depthwise's padded input), its depthwise (into `%m2`) and the project conv, which
-accumulates the blocks onto the output strip (its reduction loop; a residual is loaded into the
-output strip first). Only the group's input, its weights and its output see DRAM.
+rows its depthwise windows need (the halo rows are recomputed by the strips on both sides:
+recompute, not cache, so strips stay independent and can go to any core), then walks the
+expanded channels in blocks of `tcb`: the block's expand (into `%m1`, a zero-bordered image of
+the first depthwise's padded input), each depthwise (into the next one's zero-bordered input, the
+last into `%mN`) and the project conv, which accumulates the blocks onto the output strip (its
+reduction loop; a residual is loaded into the output strip first). Only the group's input, its
+weights and its output see DRAM.
 
     tile.for %n[%tn] = 0 to 1 step 1, %oh[%toh] = 0 to 56 step 2 cores 4 order naive {
       %top = tile.max [%oh - 1, 0]
@@ -17,10 +19,10 @@ output strip first). Only the group's input, its weights and its output see DRAM
       tile.load %R[%n, 0, %oh, 0] [1, 24, %toh, 56] -> %out[0] dims [2, 3, 1]
       tile.for %cb[%tcb] = 0 to 144 step 48 order serpentine {
         (weight and bias loads of the block)
-        tile.fill %m1[0] sizes [%top - (%oh - 1), 58, 48] value 0.0          (border rows, columns)
-        tile.conv %in[0], %w1[0] -> %m1[((%top - %oh + 1) * 58 + 1) * 48] sizes [%bottom - %top, 56, 24, 48] pitch [2784] ...
-        tile.depthwise %m1[0], %wd[0] -> %m2[0] sizes [%toh, 56, 48] pitch [2784, 48] ...
-        tile.conv %m2[0], %w2[0] -> %out[0] sizes [%toh, 56, 48, 24] ... reduce %cb onto_output bias %w2[1152]
+        tile.conv %in[0], %w1b[0] -> %m1[((%top - %oh + 1) * 58 + 1) * 48] sizes [%bottom - %top, 56, 24, 48] pitch [2784] ...
+        tile.fill %m1[0] sizes [%top - %oh + 1, 58, 48] value 0.0          (border rows, columns)
+        tile.depthwise %m1[0], %wdb[0] -> %m2[0] sizes [%toh, 56, 48] pitch [2784, 48] ...
+        tile.conv %m2[0], %w2b[0] -> %out[0] sizes [%toh, 56, 48, 24] ... reduce %cb onto_output bias %w2b[1152]
       }
       tile.store %out[0] -> %Y[%n, 0, %oh, 0] [1, 24, %toh, 56] dims [2, 3, 1]
     }
@@ -29,9 +31,9 @@ output strip first). Only the group's input, its weights and its output see DRAM
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from xdsl.dialects.builtin import ArrayAttr, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, FloatAttr, StringAttr, f64
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineExpr
 
@@ -47,16 +49,16 @@ CONV_OPS = ("nn.conv2d", "fused.conv2d")
 
 @dataclass(frozen=True)
 class Chain:
-    """The layers of a group, in order: the expand 1x1 (None: the depthwise reads the group's
-    input), the depthwise conv and the project 1x1 (which may carry a residual)."""
+    """The layers of a group, in order: the expand 1x1 (None: the first depthwise reads the
+    group's input), the depthwise convs and the project 1x1 (which may carry a residual)."""
 
     expand: Operation | None
-    depthwise: Operation
+    depthwise: tuple[Operation, ...]
     project: Operation
 
     @property
     def ops(self) -> list[Operation]:
-        return [op for op in (self.expand, self.depthwise, self.project) if op is not None]
+        return [op for op in (self.expand, *self.depthwise, self.project) if op is not None]
 
     @property
     def input(self) -> SSAValue:
@@ -68,16 +70,12 @@ class Chain:
 
 
 @dataclass(frozen=True)
-class GroupShape:
-    """Sizes of a group: input [n, c, h, w], expanded channels e, output [n, o, oh, ow], and the
-    depthwise window (kernel, strides, pads top/left/bottom/right, dilations)."""
+class Window:
+    """One depthwise conv's window: input [h, w], output [oh, ow], kernel, strides, pads
+    (top, left, bottom, right), dilations."""
 
-    n: int
-    c: int
     h: int
     w: int
-    e: int
-    o: int
     oh: int
     ow: int
     kernel: tuple[int, int]
@@ -89,13 +87,53 @@ class GroupShape:
         """Input rows (0) or columns (1) one output row (column) reads: the kernel's span."""
         return (self.kernel[axis] - 1) * self.dilations[axis] + 1
 
-    def rows(self, toh: int) -> int:
-        """Rows of the depthwise's (padded) input that `toh` output rows read."""
-        return (toh - 1) * self.strides[0] + self.extent(0)
+    def rows(self, out_rows: int) -> int:
+        """Rows of the (padded) input that `out_rows` output rows read."""
+        return (out_rows - 1) * self.strides[0] + self.extent(0)
 
     @property
     def padded_width(self) -> int:
         return self.w + self.pads[1] + self.pads[3]
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+
+@dataclass(frozen=True)
+class GroupShape:
+    """Sizes of a group: input [n, c, h, w], expanded channels e, output channels o, the windows
+    of its depthwise convs (the output [oh, ow] is the last one's)."""
+
+    n: int
+    c: int
+    e: int
+    o: int
+    windows: tuple[Window, ...]
+
+    @property
+    def h(self) -> int:
+        return self.windows[0].h
+
+    @property
+    def w(self) -> int:
+        return self.windows[0].w
+
+    @property
+    def oh(self) -> int:
+        return self.windows[-1].oh
+
+    @property
+    def ow(self) -> int:
+        return self.windows[-1].ow
+
+    def input_rows(self, toh: int) -> list[int]:
+        """The most rows of each depthwise's (padded) input a strip of `toh` output rows reads."""
+        rows, out = [], toh
+        for window in reversed(self.windows):
+            rows.append(window.rows(out))
+            out = min(rows[-1], window.h)
+        return rows[::-1]
 
 
 @dataclass(frozen=True)
@@ -113,7 +151,7 @@ def is_pointwise(op: Operation) -> bool:
 
 
 def is_depthwise_conv(op: Operation) -> bool:
-    if op.name not in CONV_OPS:
+    if not isinstance(op, Operation) or op.name not in CONV_OPS:
         return False
     o, cg = nn.shape_of(op.weight)[:2]
     c = nn.shape_of(op.input)[1]
@@ -126,23 +164,29 @@ def single_use(value: SSAValue) -> Operation | None:
 
 
 def chain_from(depthwise: Operation) -> Chain | None:
-    """The group around a depthwise conv: its sole consumer a 1x1 reading it as input, its
-    producer a 1x1 (no residual) it alone reads, if any."""
+    """The group around a run of depthwise convs starting at `depthwise` (each the only reader
+    of the one before): the 1x1 that alone reads the last as its input, and the 1x1 (no
+    residual) that it alone reads, if any."""
     if not is_depthwise_conv(depthwise):
         return None
-    project = single_use(depthwise.result)
-    if project is None or not is_pointwise(project) or project.input is not depthwise.result:
+    run = [depthwise]
+    while is_depthwise_conv(follower := single_use(run[-1].result)) and follower.input is run[-1].result:
+        run.append(follower)
+    project = single_use(run[-1].result)
+    if project is None or not is_pointwise(project) or project.input is not run[-1].result:
         return None
     producer = depthwise.input.owner
     expand = producer if isinstance(producer, Operation) and is_pointwise(producer) \
         and getattr(producer, "residual", None) is None and single_use(producer.result) is depthwise else None
-    return Chain(expand, depthwise, project)
+    return Chain(expand, tuple(run), project)
 
 
 def find_chains(block: Block) -> list[Chain]:
     """Every group in @main's body, in program order (a layer is in one group at most)."""
     chains, taken = [], set()
     for op in block.ops:
+        if id(op) in taken:
+            continue
         chain = chain_from(op)
         if chain is not None and not any(id(member) in taken for member in chain.ops):
             chains.append(chain)
@@ -150,38 +194,53 @@ def find_chains(block: Block) -> list[Chain]:
     return chains
 
 
+def window_of(op: Operation) -> Window:
+    _, _, h, w = nn.shape_of(op.input)
+    _, _, oh, ow = nn.shape_of(op.result)
+    kh, kw = nn.shape_of(op.weight)[2:]
+    return Window(h, w, oh, ow, (kh, kw), tuple(nn.ints(op.strides)), tuple(nn.ints(op.pads)),
+                  tuple(nn.ints(op.dilations)))
+
+
 def group_shape(chain: Chain) -> GroupShape:
-    n, c, h, w = nn.shape_of(chain.input)
-    _, e, _, _ = nn.shape_of(chain.depthwise.input)
-    _, o, oh, ow = nn.shape_of(chain.project.result)
-    dw = chain.depthwise
-    kh, kw = nn.shape_of(dw.weight)[2:]
-    top, left, bottom, right = nn.ints(dw.pads)
-    return GroupShape(n, c, h, w, e, o, oh, ow, (kh, kw), tuple(nn.ints(dw.strides)), (top, left, bottom, right),
-                      tuple(nn.ints(dw.dilations)))
+    n, c, _, _ = nn.shape_of(chain.input)
+    e = nn.shape_of(chain.depthwise[0].input)[1]
+    o = nn.shape_of(chain.project.result)[1]
+    return GroupShape(n, c, e, o, tuple(window_of(op) for op in chain.depthwise))
 
 
 # --------------------------------------------------------------------------- buffers
 
 
+def intermediate_names(s: GroupShape) -> list[str]:
+    """%m1 .. %mK: each depthwise's input; %m(K+1): the last one's output, the projection's input."""
+    return [f"m{i + 1}" for i in range(len(s.windows) + 1)]
+
+
+def weight_names(s: GroupShape) -> list[str]:
+    return ["wdb"] if len(s.windows) == 1 else [f"wd{i + 1}b" for i in range(len(s.windows))]
+
+
 def buffer_specs(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles) -> list[tuple]:
-    """(name, role, shape, memory, shared) of every buffer of the group's nest. The first
-    intermediate (written by a conv's output path) lives where outputs do, the second (read as
-    a conv's input) where inputs do."""
+    """(name, role, shape, memory, shared) of every buffer of the group's nest. The depthwise
+    inputs (written by a conv's or a depthwise's output path) live where outputs do, the
+    projection's input where inputs do."""
     target = lowering.target
     memory = {role: target.memory_for(role).name for role in ("input", "weight", "output")}
-    taps = s.kernel[0] * s.kernel[1]
-    m1 = [s.rows(t.toh), s.padded_width, t.tcb]
+    rows = s.input_rows(t.toh)
+    names = intermediate_names(s)
     specs = []
     if chain.expand is not None:
-        specs += [("in", "input", [s.rows(t.toh), s.w, s.c], memory["input"], False),
-                  ("w1b", "weight", [s.c * t.tcb + t.tcb], memory["weight"], True),
-                  ("m1", "intermediate", m1, memory["output"], False)]
-    else:
-        specs += [("m1", "input", m1, memory["input"], False)]
-    specs += [("wdb", "weight", [(taps + 1) * t.tcb], memory["weight"], True),
-              ("w2b", "weight", [t.tcb * s.o + s.o], memory["weight"], True),
-              ("m2", "intermediate", [t.toh, s.ow, t.tcb], memory["input"], False),
+        specs += [("in", "input", [min(rows[0], s.h), s.w, s.c], memory["input"], False),
+                  ("w1b", "weight", [s.c * t.tcb + t.tcb], memory["weight"], True)]
+    for i, window in enumerate(s.windows):
+        loaded = i == 0 and chain.expand is None
+        specs.append((names[i], "input" if loaded else "intermediate", [rows[i], window.padded_width, t.tcb],
+                      memory["input" if loaded else "output"], False))
+    specs += [(name, "weight", [(window.taps + 1) * t.tcb], memory["weight"], True)
+              for name, window in zip(weight_names(s), s.windows)]
+    specs += [("w2b", "weight", [t.tcb * s.o + s.o], memory["weight"], True),
+              (names[-1], "intermediate", [t.toh, s.ow, t.tcb], memory["input"], False),
               ("out", "output", [t.toh, s.ow, s.o], memory["output"], False)]
     return specs
 
@@ -207,32 +266,126 @@ def tile_candidates(lowering: Lowering, chain: Chain, s: GroupShape) -> list[Gro
 # --------------------------------------------------------------------------- the nest
 
 
-def bound(cls, e: IndexExprs, exprs: list[AffineExpr], name: str) -> tile.BoundOp:
-    op = cls.build(operands=[list(e.values)], result_types=[tile.INDEX], properties={"exprs": e.map(exprs)})
+@dataclass
+class Linear:
+    """An affine index expression over SSA index values, built in Python before it is given to
+    an `IndexExprs` (each op has its own): `const + sum(coefficient * value)`."""
+
+    const: int = 0
+    terms: list[tuple[SSAValue, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, value: SSAValue | int) -> Linear:
+        return cls(value) if isinstance(value, int) else cls(0, [(value, 1)])
+
+    def __add__(self, other: Linear | int) -> Linear:
+        other = other if isinstance(other, Linear) else Linear(other)
+        return Linear(self.const + other.const, self.terms + other.terms)
+
+    def __sub__(self, other: Linear | int) -> Linear:
+        return self + (other if isinstance(other, Linear) else Linear(other)) * -1
+
+    def __mul__(self, factor: int) -> Linear:
+        return Linear(self.const * factor, [(value, c * factor) for value, c in self.terms])
+
+    def expr(self, e: IndexExprs) -> AffineExpr:
+        """The terms in order (equal values merged), then the constant."""
+        merged: dict[SSAValue, int] = {}
+        for value, coefficient in self.terms:
+            merged[value] = merged.get(value, 0) + coefficient
+        result = None
+        for value, coefficient in merged.items():
+            if coefficient:
+                term = e(value) * coefficient
+                result = term if result is None else result + term
+        if result is None:
+            return AffineExpr.constant(self.const)
+        return result + self.const if self.const else result
+
+
+@dataclass
+class Rows:
+    """The rows of one depthwise's input a strip uses: from `first` (in the unpadded image; row 0
+    of its buffer), `count` of them, of which `top` .. `bottom` are inside the image (SSA values:
+    tile.max / tile.min; None for a loaded first input, which the DMA pads)."""
+
+    first: Linear
+    count: Linear
+    top: SSAValue | None = None
+    bottom: SSAValue | None = None
+
+
+def bound(cls, exprs: list[Linear | int], name: str) -> tile.BoundOp:
+    e = IndexExprs()
+    values = [(x if isinstance(x, Linear) else Linear(x)).expr(e) for x in exprs]
+    op = cls.build(operands=[list(e.values)], result_types=[tile.INDEX], properties={"exprs": e.map(values)})
     op.result.name_hint = name
     return op
 
 
-def fill(buffer: SSAValue, at: AffineExpr | int, sizes: list, pitch: int | None, e: IndexExprs) -> tile.FillOp:
-    """Zero a [rows][columns][channels] part of `buffer` (sizes: expressions or ints)."""
-    from xdsl.dialects.builtin import FloatAttr, f64
+def strip_rows(body: Block, s: GroupShape, oh: SSAValue, toh: SSAValue, loaded_first: bool) -> list[Rows]:
+    """Each depthwise's input rows for the strip `oh`, `toh`, from the last depthwise back (its
+    output rows are the strip's; each earlier one's are the rows inside the image the next reads)."""
+    out_first, out_count = Linear.of(oh), Linear.of(toh)
+    rows: list[Rows] = []
+    for i in reversed(range(len(s.windows))):
+        window = s.windows[i]
+        sh, pt = window.strides[0], window.pads[0]
+        first = out_first * sh - pt
+        count = out_count * sh + (window.extent(0) - sh)
+        if i == 0 and loaded_first:
+            rows.append(Rows(first, count))
+            break
+        suffix = "" if len(s.windows) == 1 else str(i + 1)
+        top = bound(tile.MaxOp, [first, 0], f"top{suffix}")
+        bottom = bound(tile.MinOp, [first + count, window.h], f"bottom{suffix}")
+        body.add_op(top)
+        body.add_op(bottom)
+        rows.append(Rows(first, count, top.result, bottom.result))
+        out_first, out_count = Linear.of(top.result), Linear.of(bottom.result) - Linear.of(top.result)
+    return rows[::-1]
 
-    exprs = [x if isinstance(x, AffineExpr) else AffineExpr.constant(x) for x in sizes]
+
+def fill(buffer: SSAValue, at: Linear | int, sizes: list[Linear | int], pitch: int | None) -> tile.FillOp:
+    """Zero a [rows][columns][channels] part of `buffer`."""
+    e = IndexExprs()
+    exprs = [(x if isinstance(x, Linear) else Linear(x)).expr(e) for x in sizes]
     if pitch is not None:
         exprs.append(AffineExpr.constant(pitch))
-    view = at if isinstance(at, AffineExpr) else AffineExpr.constant(at)
+    view = (at if isinstance(at, Linear) else Linear(at)).expr(e)
     return tile.FillOp.build(operands=[[buffer], list(e.values)],
                              properties={"views": e.map([view]), "sizes": e.map(exprs), "value": FloatAttr(0.0, f64)})
 
 
+def add_border(body: Block, buffer: SSAValue, window: Window, rows: Rows, tcb: int) -> None:
+    """Zero what a depthwise's input buffer holds outside the image: the rows above and below it
+    and the padding columns (the producer writes the rows inside; the two are disjoint)."""
+    wp, row = window.padded_width, window.padded_width * tcb
+    pl, pr = window.pads[1], window.pads[3]
+    top, bottom = Linear.of(rows.top), Linear.of(rows.bottom)
+    body.add_op(fill(buffer, 0, [top - rows.first, wp, tcb], None))
+    body.add_op(fill(buffer, (bottom - rows.first) * row, [rows.first + rows.count - bottom, wp, tcb], None))
+    if pl:
+        body.add_op(fill(buffer, 0, [rows.count, pl, tcb], row))
+    if pr:
+        body.add_op(fill(buffer, (pl + window.w) * tcb, [rows.count, pr, tcb], row))
+
+
+def inside(window: Window, rows: Rows, tcb: int) -> Linear:
+    """Where the rows inside the image start in a depthwise's input buffer (element offset)."""
+    return ((Linear.of(rows.top) - rows.first) * window.padded_width + window.pads[1]) * tcb
+
+
 def group_nest(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, scan: bool, slots: int = 1) -> tile.NestOp:
     """The nest of `chain` with tiles `t` (not yet in @main; see `replace_with_group`)."""
-    expand, dw, project = chain.expand, chain.depthwise, chain.project
-    named = [("X", chain.input), ("W1", expand.weight if expand else None),
-             ("B1", expand.bias if expand else None), ("WD", dw.weight), ("BD", dw.bias),
-             ("W2", project.weight), ("B2", project.bias), ("R", getattr(project, "residual", None))]
+    expand, project = chain.expand, chain.project
+    dws = chain.depthwise
+    named = [("X", chain.input), ("W1", expand.weight if expand else None), ("B1", expand.bias if expand else None)]
+    for i, op in enumerate(dws):
+        suffix = "" if len(dws) == 1 else str(i + 1)
+        named += [(f"WD{suffix}", op.weight), (f"BD{suffix}", op.bias)]
+    named += [("W2", project.weight), ("B2", project.bias), ("R", getattr(project, "residual", None))]
     block, args, inputs = nest_block(named, project.result)
-    taps = s.kernel[0] * s.kernel[1]
 
     def relayout(name: str, shape, permutation) -> SSAValue:
         op = tile.RelayoutOp(args[name], shape, permutation)
@@ -241,7 +394,8 @@ def group_nest(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, s
         return op.result
 
     w1 = relayout("W1", [1, s.e, s.c, 1, 1], [0, 3, 4, 2, 1]) if expand else None
-    wd = relayout("WD", [s.e, taps], [1, 0])
+    wds = [relayout(name, [s.e, window.taps], [1, 0])
+           for name, window in zip([n for n, _ in named if n.startswith("WD")], s.windows)]
     w2 = relayout("W2", [1, s.o, s.e, 1, 1], [0, 3, 4, 2, 1])
     buffers = {}
     for name, role, shape, memory, shared in buffer_specs(lowering, chain, s, t):
@@ -252,44 +406,43 @@ def group_nest(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, s
     strips = tile.ForOp.build([(0, s.n, 1), (0, s.oh, t.toh)], "naive", lowering.cores, names=["n", "oh"])
     block.add_op(strips)
     n, _, oh, toh = strips.block.args
-    sh = s.strides[0]
-    pt, pl = s.pads[0], s.pads[1]
-    wp = s.padded_width
     body = strips.block
-    out_slice = ([n, 0, oh, 0], [1, s.o, toh, s.ow])
-    e = IndexExprs()
-    first_row = e(oh) * sh - pt  # the strip's first row of the depthwise input (may be above the image)
+    rows = strip_rows(body, s, oh, toh, expand is None)
     if expand is not None:
-        top = bound(tile.MaxOp, e, [first_row, AffineExpr.constant(0)], "top")
-        e = IndexExprs()
-        bottom = bound(tile.MinOp, e, [e(oh) * sh + e(toh) * sh + (s.extent(0) - sh - pt), AffineExpr.constant(s.h)],
-                       "bottom")
-        body.add_op(top)
-        body.add_op(bottom)
-        body.add_op(slice_op(tile.LoadOp, args["X"], buffers["in"], [n, 0, top.result, 0],
-                             [1, s.c, ((bottom.result, 1), (top.result, -1)), s.w], [2, 3, 1]))
+        first = rows[0]
+        body.add_op(slice_op(tile.LoadOp, args["X"], buffers["in"], [n, 0, first.top, 0],
+                             [1, s.c, ((first.bottom, 1), (first.top, -1)), s.w], [2, 3, 1]))
+    out_slice = ([n, 0, oh, 0], [1, s.o, toh, s.ow])
     if "R" in args:
         body.add_op(slice_op(tile.LoadOp, args["R"], buffers["out"], *out_slice, [2, 3, 1]))
     blocks = tile.ForOp.build([(0, s.e, t.tcb)], "serpentine" if scan else "naive", names=["cb"])
     body.add_op(blocks)
     cb, tcb = blocks.block.args
     inner = blocks.block
+    names = intermediate_names(s)
     if expand is not None:
         inner.add_op(slice_op(tile.LoadOp, w1, buffers["w1b"], [0, 0, 0, 0, cb], [1, 1, 1, s.c, tcb], [3, 4]))
         if expand.bias is not None:
             inner.add_op(slice_op(tile.LoadOp, args["B1"], buffers["w1b"], [cb], [tcb], [0], at=s.c * t.tcb))
     else:
-        inner.add_op(slice_op(tile.LoadOp, args["X"], buffers["m1"], [n, cb, ((oh, sh), -pt), -pl],
-                              [1, tcb, ((toh, sh), s.extent(0) - sh), wp], [2, 3, 1]))
-    inner.add_op(slice_op(tile.LoadOp, wd, buffers["wdb"], [0, cb], [taps, tcb], [0, 1]))
-    if dw.bias is not None:
-        inner.add_op(slice_op(tile.LoadOp, args["BD"], buffers["wdb"], [cb], [tcb], [0], at=taps * t.tcb))
+        first, window = rows[0], s.windows[0]
+        inner.add_op(slice_op(tile.LoadOp, args["X"], buffers[names[0]],
+                              [n, cb, tuple(first.first.terms) + (first.first.const,), -window.pads[1]],
+                              [1, tcb, tuple(first.count.terms) + (first.count.const,), window.padded_width],
+                              [2, 3, 1]))
+    for name, wd, op, window in zip(weight_names(s), wds, dws, s.windows):
+        inner.add_op(slice_op(tile.LoadOp, wd, buffers[name], [0, cb], [window.taps, tcb], [0, 1]))
+        if op.bias is not None:
+            bias_name = "BD" + name[2:-1]
+            inner.add_op(slice_op(tile.LoadOp, args[bias_name], buffers[name], [cb], [tcb], [0],
+                                  at=window.taps * t.tcb))
     inner.add_op(slice_op(tile.LoadOp, w2, buffers["w2b"], [0, 0, 0, cb, 0], [1, 1, 1, tcb, s.o], [3, 4]))
     if project.bias is not None:
         inner.add_op(slice_op(tile.LoadOp, args["B2"], buffers["w2b"], [0], [s.o], [0], at=t.tcb * s.o))
     if expand is not None:
-        add_expand(inner, buffers, s, t, oh, toh, top.result, bottom.result, expand)
-    add_depthwise(inner, buffers, s, t, toh, dw)
+        add_expand(inner, buffers, s, t, rows[0], expand)
+    for i, (op, window) in enumerate(zip(dws, s.windows)):
+        add_depthwise(inner, buffers, s, t, i, rows, toh, op)
     add_project(inner, buffers, s, t, toh, cb, project, "R" in args)
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, [2, 3, 1]))
     nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
@@ -299,48 +452,49 @@ def group_nest(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, s
     return nest
 
 
-def add_expand(body: Block, buffers, s: GroupShape, t: GroupTiles, oh, toh, top, bottom, op: Operation) -> None:
-    """Zero the parts of %m1 outside the image (rows above and below it, the padding columns),
-    then the expand conv writes the strip's rows inside the image."""
-    sh, (pt, pl, _, pr) = s.strides[0], s.pads
-    wp, row = s.padded_width, s.padded_width * t.tcb
+def add_expand(body: Block, buffers, s: GroupShape, t: GroupTiles, rows: Rows, op: Operation) -> None:
+    """The expand conv writes the strip's rows inside the image into %m1, then the rest of %m1
+    is zeroed (the fills on a post-processing unit then need not wait for the next block's
+    expand on the matrix unit)."""
+    window = s.windows[0]
     e = IndexExprs()
-    body.add_op(fill(buffers["m1"], 0, [e(top) - e(oh) * sh + pt, wp, t.tcb], None, e))  # rows above the image
-    e = IndexExprs()
-    start = e(bottom) - e(oh) * sh + pt  # first row below the image
-    below = e(oh) * sh + e(toh) * sh + (s.extent(0) - sh - pt) - e(bottom)
-    body.add_op(fill(buffers["m1"], start * row, [below, wp, t.tcb], None, e))
-    e = IndexExprs()
-    rows = e(toh) * sh + (s.extent(0) - sh)
-    if pl:
-        body.add_op(fill(buffers["m1"], 0, [rows, pl, t.tcb], row, e))
-    if pr:
-        e = IndexExprs()
-        body.add_op(fill(buffers["m1"], (pl + s.w) * t.tcb, [e(toh) * sh + (s.extent(0) - sh), pr, t.tcb], row, e))
-    e = IndexExprs()
-    at = ((e(top) - e(oh) * sh + pt) * wp + pl) * t.tcb
-    views = [e(0), e(0), at] + ([e(s.c * t.tcb)] if op.bias is not None else [])
+    views = [e(0), e(0), inside(window, rows, t.tcb).expr(e)] + ([e(s.c * t.tcb)] if op.bias is not None else [])
     conv(body, [buffers["in"], buffers["w1b"], buffers["m1"]], op, e, views,
-         [e(bottom) - e(top), e(s.w), e(s.c), e(t.tcb), e(row)], reduce=-1, onto=False)
+         [e(rows.bottom) - e(rows.top), e(s.w), e(s.c), e(t.tcb), e(window.padded_width * t.tcb)], reduce=-1,
+         onto=False)
+    add_border(body, buffers["m1"], window, rows, t.tcb)
 
 
-def add_depthwise(body: Block, buffers, s: GroupShape, t: GroupTiles, toh, op: Operation) -> None:
+def add_depthwise(body: Block, buffers, s: GroupShape, t: GroupTiles, i: int, rows: list[Rows], toh,
+                  op: Operation) -> None:
+    """Depthwise `i` from its input buffer into the next one's (the rows inside the image, at
+    their place in its zero border, which is then filled), or the last into the projection's input."""
+    window, names = s.windows[i], intermediate_names(s)
+    weights = buffers[weight_names(s)[i]]
     e = IndexExprs()
-    taps = s.kernel[0] * s.kernel[1]
-    weights = buffers["wdb"]
-    views = [e(0), e(0), e(0)] + ([e(taps * t.tcb)] if op.bias is not None else [])
+    if i + 1 < len(s.windows):
+        following, after = s.windows[i + 1], rows[i + 1]
+        at = inside(following, after, t.tcb).expr(e)
+        sizes = [e(after.bottom) - e(after.top), e(window.ow), e(t.tcb), e(window.padded_width * t.tcb), e(t.tcb),
+                 e(following.padded_width * t.tcb)]
+    else:
+        at = e(0)
+        sizes = [e(toh), e(window.ow), e(t.tcb), e(window.padded_width * t.tcb), e(t.tcb)]
+    views = [e(0), e(0), at] + ([e(window.taps * t.tcb)] if op.bias is not None else [])
     epilogue = fused_epilogue(op)
     body.add_op(tile.window_op(
-        tile.DepthwiseOp, [buffers["m1"], weights, buffers["m2"]] + ([weights] if op.bias is not None else []), views, e,
-        [e(toh), e(s.ow), e(t.tcb), e(s.padded_width * t.tcb), e(t.tcb)], list(s.kernel), list(s.strides),
-        list(s.dilations), epilogue.act, epilogue_parameters(epilogue)))
+        tile.DepthwiseOp, [buffers[names[i]], weights, buffers[names[i + 1]]] + ([weights] if op.bias is not None else []),
+        views, e, sizes, list(window.kernel), list(window.strides), list(window.dilations), epilogue.act,
+        epilogue_parameters(epilogue)))
+    if i + 1 < len(s.windows):
+        add_border(body, buffers[names[i + 1]], s.windows[i + 1], rows[i + 1], t.tcb)
 
 
 def add_project(body: Block, buffers, s: GroupShape, t: GroupTiles, toh, cb, op: Operation, residual: bool) -> None:
     e = IndexExprs()
     views = [e(0), e(0), e(0)] + ([e(t.tcb * s.o)] if op.bias is not None else [])
-    conv(body, [buffers["m2"], buffers["w2b"], buffers["out"]], op, e, views, [e(toh), e(s.ow), e(t.tcb), e(s.o)],
-         reduce=e(cb).position, onto=residual)
+    conv(body, [buffers[intermediate_names(s)[-1]], buffers["w2b"], buffers["out"]], op, e, views,
+         [e(toh), e(s.ow), e(t.tcb), e(s.o)], reduce=e(cb).position, onto=residual)
 
 
 def conv(body: Block, buffers: list[SSAValue], op: Operation, e: IndexExprs, views, sizes, reduce: int,
@@ -388,14 +542,21 @@ class Estimate:
     dram_write_bytes: int = 0
 
 
-def strips(s: GroupShape, t: GroupTiles) -> list[tuple[int, int]]:
-    """(first, last + 1) input rows inside the image that each output strip reads (one image)."""
-    out = []
-    for oh in range(0, s.oh, t.toh):
-        toh = min(t.toh, s.oh - oh)
-        first = oh * s.strides[0] - s.pads[0]
-        out.append((max(first, 0), min(first + s.rows(toh), s.h)))
-    return out
+def strip_extents(s: GroupShape, oh: int, toh: int) -> list[tuple[int, int]]:
+    """`strip_rows` in numbers: (top, bottom) of each depthwise's input rows inside the image."""
+    out, first, count = [], oh, toh
+    for window in reversed(s.windows):
+        sh = window.strides[0]
+        start = first * sh - window.pads[0]
+        top, bottom = max(start, 0), min(start + count * sh + window.extent(0) - sh, window.h)
+        out.append((top, bottom))
+        first, count = top, bottom - top
+    return out[::-1]
+
+
+def strips(s: GroupShape, t: GroupTiles) -> list[tuple[int, list[tuple[int, int]]]]:
+    """(output rows, each depthwise's input rows inside the image) of every strip of one image."""
+    return [(min(t.toh, s.oh - oh), strip_extents(s, oh, min(t.toh, s.oh - oh))) for oh in range(0, s.oh, t.toh)]
 
 
 def estimate(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles) -> Estimate:
@@ -404,23 +565,24 @@ def estimate(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles) -> 
     and a residual) and cycles (each instruction's issue or on-chip traffic time, whichever is
     longer, summed per job as the units run in order, over the cores; or the DRAM time, if longer)."""
     target = lowering.target
-    rows = strips(s, t)
+    walk = strips(s, t)
     blocks = s.e // t.tcb
-    taps = s.kernel[0] * s.kernel[1]
-    in_rows = sum(b - a for a, b in rows)
-    weights = (s.c * s.e + s.e) * (chain.expand is not None) + (taps + 1) * s.e + s.e * s.o + s.o * blocks
-    waves = s.n * math.ceil(len(rows) / lowering.cores)
+    in_rows = sum(extents[0][1] - extents[0][0] for _, extents in walk)
+    weights = (s.c * s.e + s.e) * (chain.expand is not None) + sum((w.taps + 1) * s.e for w in s.windows) \
+        + s.e * s.o + s.o * blocks
+    waves = s.n * math.ceil(len(walk) / lowering.cores)
     reloaded = 0 if blocks <= 2 else (waves - 1) * (blocks - 2) / blocks  # serpentine keeps two blocks
     outputs = s.n * s.o * s.oh * s.ow
     residual = outputs if getattr(chain.project, "residual", None) is not None else 0
     read = F32 * (s.n * in_rows * s.w * (s.c if chain.expand is not None else s.e) + (1 + reloaded) * weights
                   + residual)
-    work = sum(job_cycles(lowering, chain, s, t, b - a, min(t.toh, s.oh - i * t.toh)) for i, (a, b) in enumerate(rows))
+    work = sum(job_cycles(lowering, chain, s, t, toh, extents) for toh, extents in walk)
     cycles = max(s.n * blocks * work / lowering.cores, (read + F32 * outputs) / target.dram_bytes_per_cycle)
     return Estimate(cycles, int(read), F32 * outputs)
 
 
-def job_cycles(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, in_rows: int, toh: int) -> float:
+def job_cycles(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, toh: int,
+               extents: list[tuple[int, int]]) -> float:
     """The busy cycles of one block of one strip: expand (and its epilogue on a post unit),
     the depthwise taps, the project conv."""
     from nncc.runtime.timing import matmul_issue_cycles, vector_issue_cycles
@@ -432,14 +594,18 @@ def job_cycles(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, i
     def busy(unit, issue: float, elements: int) -> float:
         return max(issue, F32 * elements / bandwidth) + unit.pipeline_depth
 
-    pixels, out_pixels = in_rows * s.w, toh * s.ow
     cycles = 0.0
     if chain.expand is not None:
+        in_rows = extents[0][1] - extents[0][0]
+        pixels = in_rows * s.w
         cycles += busy(main, matmul_issue_cycles(main, 1, pixels, t.tcb, s.c), pixels * (s.c + t.tcb) + s.c * t.tcb)
         if lowering.vector_unit != "main":  # bias and activation on the post unit
             cycles += 2 * busy(vector, vector_issue_cycles(vector, (in_rows, s.w, t.tcb), 1), 2 * pixels * t.tcb)
-    taps = s.kernel[0] * s.kernel[1]
-    cycles += taps * busy(vector, vector_issue_cycles(vector, (toh, s.ow, t.tcb), 1), 4 * out_pixels * t.tcb)
+    out_rows = [bottom - top for top, bottom in extents[1:]] + [toh]
+    for window, rows in zip(s.windows, out_rows):
+        cycles += window.taps * busy(vector, vector_issue_cycles(vector, (rows, window.ow, t.tcb), 1),
+                                     4 * rows * window.ow * t.tcb)
+    out_pixels = toh * s.ow
     cycles += busy(main, matmul_issue_cycles(main, 1, out_pixels, s.o, t.tcb),
                    out_pixels * (t.tcb + 2 * s.o) + t.tcb * s.o)
     return cycles
@@ -463,7 +629,7 @@ def best_group(lowering: Lowering, chain: Chain) -> tuple[GroupTiles, object] | 
 
 
 def check_group(chain: Chain) -> None:
-    if chain.project.input is not chain.depthwise.result:
+    if chain.project.input is not chain.depthwise[-1].result:
         raise NnccError(f"fuse-groups: {chain.name} is not a chain")
 
 

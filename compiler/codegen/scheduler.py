@@ -324,6 +324,25 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
     return slot_of, occupancies
 
 
+def stages(computes: Sequence[Compute]) -> tuple[Sequence[Compute], Sequence[Compute]]:
+    """A job's compute instructions as two software-pipeline stages when it starts on the main
+    unit and comes back to it after another unit (a fused group on a matrix unit with a
+    post-processing unit: the expand, the depthwise on the post unit, the projection on the
+    matrix unit again): the stage from that return on is emitted after the first stage of the
+    core's next job, so the matrix unit expands the next block while the post unit is still on
+    this one (units run their instructions in program order). Else (every layer's job) one
+    stage: `(computes, [])`."""
+    if not computes:
+        return computes, []
+    units = [compute.operands.get("unit", "main") for compute in computes]
+    if units[0] != "main":
+        return computes, []
+    for i in range(len(units) - 1, 0, -1):
+        if units[i] == "main" and units[i - 1] != "main":
+            return computes[:i], computes[i:]
+    return computes, []
+
+
 def take_pending(pending: dict[int, list[tuple[Occupancy, int]]], occupancy: Occupancy | None):
     """Remove and return the pending stores of `occupancy` (the previous data of a slot about to
     be refilled)."""
@@ -405,8 +424,33 @@ class Schedule:
         # the load waits on it
         pending: dict[int, list[tuple[Occupancy, int]]] = {}
         waiting: set[int] = set()  # id() of the occupancies with pending stores
+        # per core, the second stage of its last job when it is software-pipelined (`stages`):
+        # (job index, its compute ops, the op the stage waits for, the first-use waits its
+        # buffers still owe, the last op using each buffer kind); emitted after the first stage
+        # of the core's next job
+        deferred: dict[int, tuple] = {}
+
+        def finish(index: int, last_op: int, last_use: dict[str, int] | None = None) -> None:
+            job = self.jobs[index]
+            slots = self.slot_of[index]
+            self._finish(index, job, slots, last_op, done, free, last_use)
+            for occupancy in slots.values():
+                if occupancy.stores and occupancy.last == index and occupancy.store_core == job.core:
+                    pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
+                    waiting.add(id(occupancy))
+
+        def flush(core: int) -> None:
+            if core in deferred:
+                index, ops, after, owed, last_use = deferred.pop(core)
+                finish(index, self._compute_ops(index, self.jobs[index], ops, (after,), owed, last_use), last_use)
+
         for index, job in enumerate(self.jobs):
             slots = self.slot_of[index]
+            for occupancy in slots.values():  # a slot refilled after a deferred stage used it: that stage first
+                previous = occupancy.previous if occupancy.first_job == index else None
+                for core in (previous.users if previous is not None else ()):
+                    if core in deferred and deferred[core][0] in previous.users[core]:
+                        flush(core)
             for occupancy in slots.values():
                 if occupancy.first_job == index and occupancy.loads:
                     if id(occupancy.previous) in waiting:
@@ -417,11 +461,21 @@ class Schedule:
             for occupancy, core in pending.pop(job.core, ()):
                 waiting.discard(id(occupancy))
                 self._stores(occupancy, core, done, free)
-            self._compute(index, job, slots, full, done, free)
-            for occupancy in slots.values():
-                if occupancy.stores and occupancy.last == index and occupancy.store_core == job.core:
-                    pending.setdefault(occupancy.store_core, []).append((occupancy, occupancy.store_core))
-                    waiting.add(id(occupancy))
+            head, tail = stages(job.compute) if self.slots >= 2 else (job.compute, [])
+            if not tail:
+                last_op = self._compute_ops(index, job, head, self._first_deps(index, job, slots, full, free))
+                flush(job.core)
+                finish(index, last_op)
+                continue
+            # a pipelined job: each instruction waits for the buffers it is the first to use, and
+            # a buffer's slot is free after the last instruction that uses it
+            owed = self._first_deps_by_kind(index, job, slots, full, free)
+            last_use: dict[str, int] = {}
+            last_op = self._compute_ops(index, job, head, (), owed, last_use)
+            flush(job.core)
+            deferred[job.core] = (index, tail, last_op, owed, last_use)
+        for core in sorted(deferred):
+            flush(core)
         for core in sorted(pending):
             for occupancy, store_core in pending[core]:
                 self._stores(occupancy, store_core, done, free)
@@ -460,10 +514,8 @@ class Schedule:
             op = self._add(engine, deps if i == 0 else (), None, -1, transfer, occupancy, (core,), True)
         free[id(occupancy), core] = op
 
-    def _compute(self, index: int, job: Job, slots: dict[str, Occupancy], full: dict, done: dict,
-                 free: dict) -> None:
-        """A job's compute instructions: the first waits for its data (loaded, or its slot free),
-        the last is what its stores and the slot's next fill wait for."""
+    def _first_deps(self, index: int, job: Job, slots: dict[str, Occupancy], full: dict, free: dict) -> tuple:
+        """What a job's first compute instruction waits for: its data loaded, or its slot free."""
         core = job.core
         first = []
         for occupancy in slots.values():
@@ -472,24 +524,58 @@ class Schedule:
                     first.append(full[id(occupancy)])
                 elif occupancy.previous is not None and core in occupancy.previous.users:
                     first.append(free[id(occupancy.previous), core])
-        op, previous_unit, cores = -1, None, (core,)
-        for compute in job.compute:
+        return tuple(first)
+
+    def _first_deps_by_kind(self, index: int, job: Job, slots: dict[str, Occupancy], full: dict,
+                            free: dict) -> dict[str, int]:
+        """`_first_deps` per buffer kind: kind -> what its first user in the job waits for."""
+        core = job.core
+        owed = {}
+        for name, occupancy in slots.items():
+            if occupancy.users[core][0] == index:
+                if occupancy.loads:
+                    owed[name] = full[id(occupancy)]
+                elif occupancy.previous is not None and core in occupancy.previous.users:
+                    owed[name] = free[id(occupancy.previous), core]
+        return owed
+
+    def _compute_ops(self, index: int, job: Job, computes: Sequence[Compute], first: tuple,
+                     owed: dict[str, int] | None = None, last_use: dict[str, int] | None = None) -> int:
+        """Compute instructions of a job, in order: the first waits for `first`, each that changes
+        unit for the one before (unit -> unit inside the job); the last one's index. With `owed`
+        (a pipelined job) an instruction also waits for what the buffers it uses first are owed,
+        and `last_use` records the last instruction using each buffer kind."""
+        op, previous_unit, cores = -1, None, (job.core,)
+        for compute in computes:
             unit = compute.operands.get("unit", "main")
             if previous_unit is None:
-                deps = tuple(first)
+                deps = first
             elif previous_unit != unit:  # unit -> unit inside the job
                 deps = (op,)
             else:
                 deps = ()
-            op = self._add((core, unit), deps, compute, index, None, None, cores)
+            kinds = () if owed is None else {ref.kind for ref in compute.operands.values() if isinstance(ref, BufRef)}
+            if owed:
+                deps = deps + tuple(owed.pop(kind) for kind in sorted(kinds) if kind in owed)
+            op = self._add((job.core, unit), deps, compute, index, None, None, cores)
+            if last_use is not None:
+                for kind in kinds:
+                    last_use[kind] = op
             previous_unit = unit
-        for occupancy in slots.values():
+        return op
+
+    def _finish(self, index: int, job: Job, slots: dict[str, Occupancy], op: int, done: dict, free: dict,
+                last_use: dict[str, int] | None = None) -> None:
+        """After the job's last compute instruction `op`: what its stores and the slots' next fills
+        wait for (a pipelined job's slot: the last instruction that used it, `last_use`)."""
+        core = job.core
+        for name, occupancy in slots.items():
             if occupancy.users[core][-1] == index:
                 if occupancy.stores:
                     if occupancy.store_core == core:
                         done[id(occupancy)] = op
                 else:
-                    free[id(occupancy), core] = op
+                    free[id(occupancy), core] = last_use.get(name, op) if last_use else op
 
     # -- semaphores and instructions
 

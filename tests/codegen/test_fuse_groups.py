@@ -34,8 +34,9 @@ def relu6(name, x, y):
 
 
 def block_model(n=2, c=8, h=12, w=12, e=48, o=8, *, expand=True, stride=1, pads=(1, 1, 1, 1), dilation=1,
-                residual=True, seed=0) -> onnx.ModelProto:
-    """[1x1 c->e, ReLU6 ->] depthwise 3x3, ReLU6 -> 1x1 e->o [+ x]."""
+                residual=True, depthwise=None, seed=0) -> onnx.ModelProto:
+    """[1x1 c->e, ReLU6 ->] depthwise 3x3, ReLU6 -> 1x1 e->o [+ x]; or with `depthwise` a run of
+    depthwise convs ((kh, kw), (sh, sw), pads) without activations (a CP-decomposed conv)."""
     rng = np.random.default_rng(seed)
     nodes, inits = [], [numpy_helper.from_array(np.array(0, np.float32), "zero"),
                         numpy_helper.from_array(np.array(6, np.float32), "six")]
@@ -47,19 +48,26 @@ def block_model(n=2, c=8, h=12, w=12, e=48, o=8, *, expand=True, stride=1, pads=
         source = "e1"
     else:
         e = c
-    node, weights = conv("dw", source, (e, 1, 3, 3), None, "d0", rng, group=e, strides=(stride, stride), pads=pads,
-                         dilations=(dilation, dilation), scale=0.5)
-    nodes += [node, relu6("dw_relu", "d0", "d1")]
-    inits += weights
-    node, weights = conv("project", "d1", (o, e, 1, 1), None, "p0" if residual else "y", rng, scale=0.2)
+    runs = depthwise or [((3, 3), (stride, stride), pads)]
+    size = [h, w]
+    for i, (kernel, strides, dw_pads) in enumerate(runs):
+        node, weights = conv(f"dw{i}", source, (e, 1, *kernel), None, f"d{i}", rng, group=e, strides=strides,
+                             pads=dw_pads, dilations=(dilation, dilation), scale=0.5)
+        nodes.append(node)
+        inits += weights
+        source = f"d{i}"
+        if depthwise is None:
+            nodes.append(relu6("dw_relu", source, "d1"))
+            source = "d1"
+        size = [(size[a] + dw_pads[a] + dw_pads[a + 2] - dilation * (kernel[a] - 1) - 1) // strides[a] + 1
+                for a in (0, 1)]
+    node, weights = conv("project", source, (o, e, 1, 1), None, "p0" if residual else "y", rng, scale=0.2)
     nodes.append(node)
     inits += weights
     if residual:
         nodes.append(helper.make_node("Add", ["p0", "x"], ["y"], name="add"))
-    span = 2 * dilation + 1
-    out = [n, o, (h + pads[0] + pads[2] - span) // stride + 1, (w + pads[1] + pads[3] - span) // stride + 1]
     graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, o, *size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9)
 
 
@@ -67,6 +75,9 @@ BLOCKS = {
     "inverted_residual": {},
     "stride2_odd_size": {"h": 15, "w": 13, "stride": 2, "residual": False, "o": 16},
     "separable_dilated": {"expand": False, "c": 32, "pads": (2, 1, 2, 3), "dilation": 2, "residual": False, "n": 1},
+    "cp_chain": {"depthwise": [((3, 1), (1, 1), (1, 0, 1, 0)), ((1, 3), (1, 1), (0, 1, 0, 1))], "e": 32},
+    "cp_chain_strided": {"depthwise": [((3, 1), (2, 1), (1, 0, 1, 0)), ((1, 3), (1, 2), (0, 1, 0, 1))],
+                         "h": 13, "w": 11, "residual": False},
 }
 
 

@@ -22,9 +22,12 @@ TORCHVISION_PARAMS = {
     "mobilenet_v2": 3_504_872,
     "vgg16": 138_357_544,
     "squeezenet1_1": 1_235_496,
+    "densenet121": 7_978_856,
 }
-TORCHVISION_GMACS = {"resnet18": 1.82, "resnet50": 4.09, "mobilenet_v2": 0.30, "vgg16": 15.47, "squeezenet1_1": 0.35}
-CONV_COUNTS = {"resnet18": 20, "resnet50": 53, "mobilenet_v2": 52, "vgg16": 13, "squeezenet1_1": 26}
+TORCHVISION_GMACS = {"resnet18": 1.82, "resnet50": 4.09, "mobilenet_v2": 0.30, "vgg16": 15.47, "squeezenet1_1": 0.35,
+                     "densenet121": 2.83}
+CONV_COUNTS = {"resnet18": 20, "resnet50": 53, "mobilenet_v2": 52, "vgg16": 13, "squeezenet1_1": 26,
+               "densenet121": 120}
 STRIDED_CONVS = {
     "resnet18": {"conv1", "layer2.0.conv1", "layer2.0.downsample.0", "layer3.0.conv1",
                  "layer3.0.downsample.0", "layer4.0.conv1", "layer4.0.downsample.0"},
@@ -34,6 +37,7 @@ STRIDED_CONVS = {
                      "features.7.conv.1.0", "features.14.conv.1.0"},
     "vgg16": set(),
     "squeezenet1_1": {"features.0"},
+    "densenet121": {"features.conv0"},
 }  # fmt: skip
 
 
