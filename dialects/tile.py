@@ -81,7 +81,7 @@ from xdsl.utils.exceptions import VerifyException
 from nncc.runtime.isa import ACTIVATIONS
 
 INDEX = IndexType()
-ORDERS = ("naive", "serpentine")
+ORDERS = ("naive", "serpentine", "path")
 ROLES = ("input", "weight", "output", "intermediate")
 
 
@@ -574,9 +574,16 @@ class ForOp(IRDLOperation):
     `cores N` deals the iterations out to N cores in waves of N consecutive iterations, the
     waves' inner loops interleaved step by step; `order serpentine` reverses the walk (of the
     waves, for `cores`) every other time the loop starts, so that the blocks on chip at the end
-    of one walk are the first ones the next walk needs (the Scan order).
+    of one walk are the first ones the next walk needs (the Scan order); `order path [...]`
+    walks the points in the order listed (each point by its row-major index; a permutation of
+    all of them), the same every time the loop starts (a travelling-salesman path over the tile
+    grid: `compiler/codegen/tile_order.py`); with `cores`, the waves are consecutive points of
+    the path.
 
         tile.for %oh[%toh] = 0 to 112 step 8, %ow[%tow] = 0 to 112 step 112 cores 4 order serpentine {
+          ...
+        }
+        tile.for %oc[%toc] = 0 to 64 step 32, %oh[%toh] = 0 to 16 step 8 order path [0, 1, 3, 2] {
           ...
         }
     """
@@ -588,16 +595,19 @@ class ForOp(IRDLOperation):
     step = prop_def(DenseArrayBase)
     cores = opt_prop_def(IntegerAttr)
     order = prop_def(StringAttr)
+    path = opt_prop_def(DenseArrayBase)  # with order path: the points' row-major indices, in walking order
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
 
     def __init__(self, bounds: Sequence[tuple[int, int, int]], body: Region, order: str = "naive",
-                 cores: int | None = None):
+                 cores: int | None = None, path: Sequence[int] | None = None):
         properties: dict[str, Attribute] = {
             "lower": ints_attr([b[0] for b in bounds]), "upper": ints_attr([b[1] for b in bounds]),
             "step": ints_attr([b[2] for b in bounds]), "order": StringAttr(order)}
         if cores is not None:
             properties["cores"] = IntegerAttr(cores, i64)
+        if path is not None:
+            properties["path"] = ints_attr(path)
         super().__init__(regions=[body], properties=properties)
 
     @staticmethod
@@ -618,6 +628,16 @@ class ForOp(IRDLOperation):
     def block(self) -> Block:
         return self.body.block
 
+    @property
+    def points(self) -> int:
+        """How many iterations the loop has (the product of its dimensions' tile counts)."""
+        return math.prod(-(-(high - low) // step) for low, high, step in self.bounds)
+
+    def set_path(self, path: Sequence[int]) -> None:
+        """Walk the points in `path`'s order from now on (`order path`)."""
+        self.order = StringAttr("path")
+        self.path = ints_attr(path)
+
     def verify_(self) -> None:
         bounds = self.bounds
         if not bounds or len(self.block.args) != 2 * len(bounds):
@@ -627,6 +647,11 @@ class ForOp(IRDLOperation):
                 raise VerifyException(f"tile.for: empty or ill-formed range {low} to {high} step {step}")
         if self.order.data not in ORDERS:
             raise VerifyException(f"tile.for: order must be one of {', '.join(ORDERS)}, not {self.order.data!r}")
+        if (self.order.data == "path") != (self.path is not None):
+            raise VerifyException("tile.for: a list of points goes with order path, and only with it")
+        if self.path is not None and sorted(ints(self.path)) != list(range(self.points)):
+            raise VerifyException(f"tile.for: order path must list each of the loop's {self.points} points "
+                                  f"(row-major indices 0 to {self.points - 1}) once")
         if self.cores is not None and self.cores.value.data < 1:
             raise VerifyException("tile.for: cores must be at least 1")
 
@@ -641,6 +666,8 @@ class ForOp(IRDLOperation):
         if self.cores is not None:
             printer.print_string(f" cores {self.cores.value.data}")
         printer.print_string(f" order {self.order.data}")
+        if self.path is not None:
+            printer.print_string(f" [{', '.join(map(str, ints(self.path)))}]")
         printer.print_op_attributes(self.attributes, print_keyword=True)
         printer.print_string(" ")
         printer.print_region(self.body, print_entry_block_args=False, print_empty_block=True)
@@ -667,9 +694,10 @@ class ForOp(IRDLOperation):
         cores = parser.parse_integer() if parser.parse_optional_keyword("cores") else None
         parser.parse_keyword("order")
         order = parser.parse_identifier()
+        path = parse_ints(parser) if order == "path" else None
         attributes = parser.parse_optional_attr_dict_with_keyword()
         body = parser.parse_region(arguments)
-        op = cls(bounds, body, order, cores)
+        op = cls(bounds, body, order, cores, path)
         op.attributes |= attributes.data if attributes else {}
         return op
 
