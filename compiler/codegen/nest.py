@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.ir.affine import AffineMap
 
@@ -475,6 +474,8 @@ def loop_plan(loop: tile.ForOp) -> tuple[list, bool, int]:
     dimension, row-major), whether it is serpentine, and the cores its iterations are dealt to
     (0: none)."""
     points = product([[(v, min(step, high - v)) for v in range(low, high, step)] for low, high, step in loop.bounds])
+    if loop.path is not None:  # order path: the points in the order listed
+        points = [points[i] for i in tile.ints(loop.path)]
     return points, loop.order.data == "serpentine", loop.cores.value.data if loop.cores is not None else 0
 
 
@@ -623,15 +624,15 @@ def lower_nest(lowering: Lowering, nest: tile.NestOp):
 
 
 def compare_orders(lowering: Lowering, nest: tile.NestOp, kinds, slots: int) -> None:
-    """With `compare_orders`, the DRAM bytes of a Scan nest walked in naive order, recorded."""
+    """With `compare_orders`, the DRAM bytes of a Scan nest walked in naive order (and of a nest
+    walked in a path, in serpentine order too: `tile_order.other_orders`), recorded."""
     from nncc.compiler.codegen.cost_model import predict_jobs
+    from nncc.compiler.codegen.tile_order import other_orders
 
-    if lowering.compare_orders and any(loop.order.data == "serpentine" for loop in loops_of(nest)):
-        naive = nest.clone()
-        for loop in loops_of(naive):
-            loop.order = StringAttr("naive")
-        walked = NestLowering(lowering, naive, original=nest)
-        lowering.record_naive_order(predict_jobs(lowering.target, kinds, walked.jobs(), slots=slots))
+    if lowering.compare_orders:
+        for record, variant in other_orders(lowering, nest):
+            walked = NestLowering(lowering, variant, original=nest)
+            record(predict_jobs(lowering.target, kinds, walked.jobs(), slots=slots))
 
 
 def positions(nest: tile.NestOp) -> list[SSAValue]:
