@@ -57,8 +57,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--trace", type=Path, help="with --run on a target: Chrome trace of the engines")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="with a target: per-layer roofline and cycles/DRAM bars (.png, .svg or .pdf)")
-    parser.add_argument("--tile-order", choices=("naive", "scan"),
-                        help="order of the tiles of a layer (scan reuses the block already on chip; default)")
+    parser.add_argument("--tile-order", choices=("naive", "scan", "tsp"),
+                        help="order of the tiles of a layer (scan reuses the block already on chip; default; "
+                             "tsp: a conv/gemm's output tiles as a travelling-salesman path)")
     parser.add_argument("--tile-objective", choices=("cycles", "dram"),
                         help="what tile sizes minimise first: cycles (then DRAM bytes; default), or DRAM bytes "
                              "(then cycles: less DRAM energy, usually more cycles)")

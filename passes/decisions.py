@@ -41,8 +41,14 @@ BUFFERS_ATTR = "tile.buffers"
 SIZED_FOR_ATTR = "tile.sized_for"  # 1 when tile-layers{buffers=1} sized the tiles to fill whole memories
 
 DEFAULT_TARGET = "vector"
-ORDERS = ("naive", "scan")
+ORDERS = ("naive", "scan", "tsp")
 OBJECTIVES = ("cycles", "dram")
+
+
+def walk_order(order: str) -> str:
+    """The order tile search and nest building assume: tsp is Scan's tiles and nests, whose
+    conv/gemm loops tile-layers then walks as a path (`compiler/codegen/tile_order.py`)."""
+    return "scan" if order == "tsp" else order
 
 
 def module_target(module: ModuleOp, pass_name: str, target: str = "", target_set: tuple[str, ...] = ()) -> Target:

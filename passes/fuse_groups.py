@@ -30,7 +30,9 @@ from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.group_nest import Chain, best_group, find_chains, predict, rank, replace_with_group, scratch
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
-from nncc.passes.decisions import CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, decide, module_target
+from nncc.passes.decisions import (
+    CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, decide, module_target, walk_order,
+)
 from nncc.runtime.program import Program
 from nncc.support import progress
 from nncc.support.errors import NnccError
@@ -56,7 +58,7 @@ class FuseGroupsPass(ModulePass):
         order = decide(op, self.name, ORDER_ATTR, "tile-order", self.tile_order, "scan", ORDERS)
         objective = decide(op, self.name, OBJECTIVE_ATTR, "tile-objective", self.tile_objective, "cycles", OBJECTIVES)
         cores = op.attributes.get(CORES_ATTR)
-        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=order,
+        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=walk_order(order),
                             layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
                             buffers=self.buffers, objective=objective)
         chains = find_chains(main_function(op).body.block)

@@ -34,7 +34,7 @@ from nncc.compiler.codegen.isa_module import defer_program
 from nncc.compiler.codegen.lower import lower_module, pipeline_decisions
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
-    OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, TARGET_ATTR, decide, module_target,
+    OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, TARGET_ATTR, decide, module_target, walk_order,
 )
 
 
@@ -57,7 +57,7 @@ class LowerToIsaPass(ModulePass):
         objective = decide(op, self.name, OBJECTIVE_ATTR, "tile-objective", self.tile_objective, "cycles",
                            OBJECTIVES)
         store = store_of(op, self.name)
-        program = lower_module(op, store, target, tile_order, skip_unsupported=self.skip_unsupported,
+        program = lower_module(op, store, target, walk_order(tile_order), skip_unsupported=self.skip_unsupported,
                                compare_orders=self.compare_orders, objective=objective, **pipeline_decisions(op))
         del op.attributes[TARGET_ATTR]  # isa.target holds it from now on
         defer_program(op, program, store)

@@ -21,11 +21,15 @@ The module records what the tiles were chosen for (`passes/decisions.py`): `tile
 `tile.objective` from the options (default scan and cycles), and `tile.target` unless
 partition-cores recorded it already; `lower-to-isa` reads them, and a pass given another value
 as an option refuses. Options `target`/`target-set` are needed only when no target is recorded.
+`tile-order=tsp` walks each conv/gemm nest's output tiles as a travelling-salesman path
+(`order path [...]`, `compiler/codegen/tile_order.py`): Scan's tiles, its outer loops merged
+into one, the path networkx finds kept when the cost model's walk moves fewer DRAM bytes than
+Scan's (otherwise Scan's path, written as a path).
 Without tile-layers, lowering makes the same nests (a conv or pooling op's hand-written `tile`
 attribute, `layers.tiles_for`, fixes its tiles there).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
@@ -33,6 +37,9 @@ from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.context import Lowering, layer_name
+from nncc.compiler.codegen.cost_model import predict_jobs
+from nncc.compiler.codegen.nest import NestLowering
+from nncc.compiler.codegen.tile_order import tsp_order
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_nest import replace_with_nest
 from nncc.compiler.codegen.conv_width import choose_mapping
@@ -44,8 +51,9 @@ from nncc.compiler.codegen.nest_builder import replace_op
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
-    CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, SIZED_FOR_ATTR, decide, module_target,
+    CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, SIZED_FOR_ATTR, decide, module_target, walk_order,
 )
+from nncc.dialects import tile
 from nncc.runtime.program import Program
 from nncc.support import progress
 from nncc.support.errors import NnccError
@@ -59,7 +67,7 @@ class TileLayersPass(ModulePass):
 
     target: str = ""  # default: the module's tile.target, else vector
     target_set: tuple[str, ...] = ()
-    tile_order: str = ""  # naive or scan; default: the module's tile.order, else scan
+    tile_order: str = ""  # naive, scan or tsp; default: the module's tile.order, else scan
     buffers: int = 2  # slots per buffer kind the tiles are sized for
     tile_objective: str = ""  # what the tiles minimise first: cycles (the default), or dram (bytes moved)
 
@@ -70,7 +78,7 @@ class TileLayersPass(ModulePass):
         tile_order = decide(op, self.name, ORDER_ATTR, "tile-order", self.tile_order, "scan", ORDERS)
         objective = decide(op, self.name, OBJECTIVE_ATTR, "tile-objective", self.tile_objective, "cycles", OBJECTIVES)
         cores = op.attributes.get(CORES_ATTR)
-        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=tile_order,
+        lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=walk_order(tile_order),
                             layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
                             buffers=self.buffers, objective=objective)
         if self.buffers == 1:
@@ -79,28 +87,43 @@ class TileLayersPass(ModulePass):
         with progress.stage("tiling", total=len(layers), unit="layers") as task:
             for layer in layers:
                 task.update(detail=layer_name(layer))
-                tile_layer(lowering, layer)
+                nest = tile_layer(lowering, layer)
+                if tile_order == "tsp" and nest is not None:
+                    choose_path(lowering, nest)
                 task.advance()
 
 
-def tile_layer(lowering: Lowering, layer: Operation) -> None:
-    """Write `layer` as its loop nest (a conv, gemm or matmul with the tiles the cost model chose)."""
+def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
+    """Write `layer` as its loop nest (a conv, gemm or matmul with the tiles the cost model
+    chose); the nest of a conv, gemm or matmul, else None."""
     stream = STREAM_NESTS.get(layer.name)
     if stream is not None:  # elementwise, batch norm, copies, global pooling, softmax, LRN
         replace_op(layer, stream(lowering, layer))
-        return
+        return None
     window = window_problem(lowering, layer)
     if window is not None and layer.name.endswith("conv2d"):  # a depthwise conv: written as its nest
         replace_with_depthwise_nest(lowering, layer, conv2d_shape(layer), window.tiles())
-        return
+        return None
     if window is not None:  # pooling: written as its nest
         replace_with_pool_nest(lowering, layer)
-        return
+        return None
     problem = conv_problem(layer)
     if problem is None:
-        return
+        return None
     if layer.name.endswith("conv2d"):  # convs also choose between the two lane mappings
         mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
     else:
         mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
-    replace_with_nest(lowering, layer, problem, tiles, mapping)
+    return replace_with_nest(lowering, layer, problem, tiles, mapping)
+
+
+def choose_path(lowering: Lowering, nest: tile.NestOp) -> None:
+    """Walk `nest`'s output tiles as the path `tile_order.tsp_order` finds, if the cost model's
+    walk of the nest (on a program of its own) says it moves fewer DRAM bytes than Scan's."""
+    probe = replace(lowering, program=Program(lowering.target, []), addresses={}, weight_cache={})
+
+    def bytes_moved() -> int:
+        walked = NestLowering(probe, nest)
+        prediction = predict_jobs(probe.target, walked.kinds(), walked.jobs(), slots=probe.buffers, barriers=False)
+        return prediction.dram_read_bytes + prediction.dram_write_bytes
+    tsp_order(nest, lowering.buffers, bytes_moved)
