@@ -106,6 +106,7 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
     """Per operation: a compute's busy cycles (int), or a DMA's (src memory, dst memory, bytes read,
     bytes written per copy); the MACs and DRAM bytes are added to `prediction`."""
     target = schedule.target
+    memory_of = {name: kind.memory for name, kind in schedule.kinds.items()}
     costs: dict = {}  # compute instructions repeat: each kind timed once
     by_id: dict = {}  # the same Compute object (jobs share them: nest.NestLowering.instructions), by id
     boxes: dict = {}  # (shape, pad) -> transfer_bytes
@@ -140,7 +141,9 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
         nbytes = boxes.get(box)
         if nbytes is None:
             nbytes = boxes[box] = timing.transfer_bytes(*box)
-        src, dst = memory(transfer.src), memory(transfer.dst)
+        src, dst = transfer.src, transfer.dst  # `memory`, inline
+        src = memory_of[src.kind] if src.__class__ is BufRef else src[0]
+        dst = memory_of[dst.kind] if dst.__class__ is BufRef else dst[0]
         if src == "DRAM":
             read += nbytes[0]
         if dst == "DRAM":

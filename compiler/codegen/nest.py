@@ -236,19 +236,23 @@ class NestLowering:
         return info
 
     def run_block(self, block, core: int, out: list[Job]) -> None:
-        plan = self.block_plans.get(id(block))
-        if plan is None:
-            plan = self.block_plans[id(block)] = [(self.step_of(op), op) for op in block.ops]
-        for step, op in plan:
+        for step, op in self.plan_of(block):
             step(op, core, out)
         self.state(core).open_job = None
 
+    def plan_of(self, block) -> list[tuple[Callable, Operation]]:
+        """What running `block` does: (step, op) per op (`step_of`)."""
+        plan = self.block_plans.get(id(block))
+        if plan is None:
+            plan = self.block_plans[id(block)] = [(self.step_of(op), op) for op in block.ops]
+        return plan
+
     def step_of(self, op: Operation) -> Callable:
         """What executing `op` does (a function taking the op, the core and the job list)."""
-        for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.load_step), (tile.StoreOp, self.run_store),
+        for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.load_step), (tile.StoreOp, self.store_step),
                            (tile.ComputeOp, self.compute_step), (tile.BoundOp, self.run_bound)):
             if isinstance(op, kind):
-                return step(op) if step in (self.load_step, self.compute_step) else step
+                return step if kind in (tile.ForOp, tile.BoundOp) else step(op)
         return lambda op, core, out: None  # buffers and relayouts: declarations
 
     def load_step(self, op: tile.LoadOp) -> Callable:
@@ -270,9 +274,31 @@ class NestLowering:
                 loads.extend(found)
         return step
 
+    def store_step(self, op: tile.StoreOp) -> Callable:
+        """`run_store` with what does not change between iterations looked up once."""
+        tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
+        function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
+        env, cache, key_op, key_buffer, states = self.env, self.transfer_cache, id(op), id(buffer), self.states
+
+        def step(op: tile.StoreOp, core: int, out: list[Job]) -> None:
+            job = (states.get(core) or self.state(core)).last_job.get(key_buffer)
+            if job is None:
+                raise NnccError(f"layer {self.nest.layer.data}: a store of a buffer no compute op used")
+            values = function(*[env[i] for i in indices])
+            found = cache.get((key_op, values))
+            if found is None:
+                found = cache[key_op, values] = self.slice_transfers(op, values, False)
+            stores = job.stores.get(kind)
+            if stores is None:
+                job.stores[kind] = list(found)
+            else:
+                stores.extend(found)
+        return step
+
     def compute_step(self, op: tile.ComputeOp) -> Callable:
         """`run_compute` with what does not change between iterations looked up once."""
-        kinds = self.buffer_kinds(op)
+        kinds = [(buffer, kind, buffer in self.written, buffer in self.loaded)
+                 for buffer, kind in self.buffer_kinds(op)]
         indices, ivs = compute_scope(op)
         env, first_last, cache, key_op, states = self.env, self.first_last, self.compute_cache, id(op), self.states
 
@@ -283,9 +309,17 @@ class NestLowering:
                 job = state.open_job = Job(core, {}, [], {}, {})
                 out.append(job)
             pending, last_job, buffers = state.pending, state.last_job, job.buffers
-            for buffer, kind in kinds:  # buffer ids
-                if kind not in buffers:
-                    buffers[kind] = self.key(buffer, state, op)
+            for buffer, kind, written, loads_into in kinds:  # buffer ids
+                if kind not in buffers:  # `key`, its common cases inline
+                    loaded = pending.get(buffer)
+                    if loaded:
+                        self.load_events += 1
+                        key = state.keys[buffer] = (tuple(loaded), self.load_events) if written else tuple(loaded)
+                    elif loads_into and buffer in state.keys:
+                        key = state.keys[buffer]
+                    else:
+                        key = self.key(buffer, state, op)
+                    buffers[kind] = key
                 loaded = pending.pop(buffer, None)
                 if loaded:
                     if kind in job.loads:
@@ -322,13 +356,15 @@ class NestLowering:
     def run_points(self, loop: tile.ForOp, core: int, points, out: list[Job]) -> None:
         ids = self.static(loop, loop_ids)
         env, first_last, last = self.env, self.first_last, len(points) - 1
-        block = loop.block
+        plan, state = self.plan_of(loop.block), self.state(core)
         for index, point in enumerate(points):
             for (iv, extent_id), (value, extent) in zip(ids, point):
                 env[iv] = value
                 env[extent_id] = extent
                 first_last[iv] = (index == 0, index == last)
-            self.run_block(block, core, out)
+            for step, op in plan:  # run_block
+                step(op, core, out)
+            state.open_job = None
 
     def run_wave(self, loop: tile.ForOp, wave, out: list[Job]) -> None:
         """One iteration per core; the cores' jobs interleaved step by step (their inner loops

@@ -57,9 +57,9 @@ class BufRef:
     offset: int = 0
 
 
-@dataclass(frozen=True)
-class Transfer:
-    """A DMA between DRAM (a `("DRAM", addr)` ref) and a buffer (`BufRef`)."""
+class Transfer(NamedTuple):
+    """A DMA between DRAM (a `("DRAM", addr)` ref) and a buffer (`BufRef`). A named tuple: made,
+    hashed and compared by the hundred thousand in a compile (a slot's key is its loads)."""
 
     src: Any
     src_stride: tuple[int, int, int]
