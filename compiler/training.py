@@ -1,14 +1,15 @@
-"""`nncc MODEL.onnx --train ...`: training steps on the reference target, checked against PyTorch.
+"""`nncc MODEL.onnx --train ...`: training steps, run and checked against PyTorch.
 
-    nncc m.onnx --train --target=reference --batch 2 --run --check --report r.json
+    nncc m.onnx --train --batch 2 --check --report r.json                  # reference (numpy)
+    nncc m.onnx --train --target=vector --steps 3 --check --report r.json  # one program, on the interpreter
 
 The pipeline's nn stage ends with the `autodiff` pass (passes/autodiff.py), so the module's
-@main is the training step(s); the reference target runs it with numpy (`nn_interpreter`). The
+@main is the training step(s); the reference target runs it with numpy (`nn_interpreter`), an
+accelerator target lowers it (`lower-training-ops`, then the back end) into one program. The
 batch is a seeded random input (or `--inputs`) and seeded random class labels (or `--labels`);
 with `--check` the loss of every step, every weight gradient (of the last step) and every
 updated weight and running statistic are compared with PyTorch autograd and torch.optim.SGD on
-the same model and data (`training_torch`). Tolerances: `TOLERANCES` below, docs/training.md.
-"""
+the same model and data (`training_torch`). Tolerances: `TOLERANCES` below, docs/training.md."""
 
 from __future__ import annotations
 
