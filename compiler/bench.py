@@ -289,28 +289,42 @@ def bench_scan(args, workdir: Path) -> dict:
     for name in ("mobilenet_v2", "resnet50"):
         model = build_model(name, batch=1, resolution=args.scan_resolution)
         compilation = compile_fused(model, workdir, name)
-        runs = {order: lower_and_run(compilation, target.name, order) for order in ("naive", "scan")}
+        runs = {order: lower_and_run(compilation, target.name, order, compare_orders=order == "tsp")
+                for order in ("naive", "scan", "tsp")}
         layers = []
-        for naive, scan in zip(runs["naive"][1].layers, runs["scan"][1].layers):
+        tsp_program = runs["tsp"][0]
+        for index, (naive, scan, tsp) in enumerate(zip(*(runs[order][1].layers for order in ("naive", "scan", "tsp")))):
+            compared = tsp_program.predictions.get(index, {})  # Scan's tiles in naive and serpentine order, the search time
             layers.append({"name": naive.name, "node": naive.onnx_nodes[0] if naive.onnx_nodes else "",
                            "naive": naive.dram_read_bytes + naive.dram_write_bytes,
                            "scan": scan.dram_read_bytes + scan.dram_write_bytes,
-                           "naive_cycles": naive.cycles, "scan_cycles": scan.cycles})
+                           "tsp": tsp.dram_read_bytes + tsp.dram_write_bytes,
+                           "scan_tiles_naive": compared.get("predicted_dram_bytes_naive_order"),
+                           "scan_tiles_serpentine": compared.get("predicted_dram_bytes_serpentine_order"),
+                           "tsp_search_ms": compared.get("tsp_search_ms"),
+                           "naive_cycles": naive.cycles, "scan_cycles": scan.cycles, "tsp_cycles": tsp.cycles})
         entry = order_totals({order: r for order, (_, r) in runs.items()})
         totals, energy, cycles = entry["total_bytes"], entry["dram_energy_pj"], entry["cycles"]
         entry.update({"layers": layers, "saving_bytes": 100 * (1 - totals["scan"] / totals["naive"]),
-                      "saving_energy": 100 * (1 - energy["scan"] / energy["naive"])})
+                      "saving_energy": 100 * (1 - energy["scan"] / energy["naive"]),
+                      "tsp_saving_bytes": 100 * (1 - totals["tsp"] / totals["naive"]),
+                      "tsp_search_ms": sum(x["tsp_search_ms"] or 0 for x in layers)})
         out["models"][name] = entry
-        changed = [[x["name"], x["node"], x["naive"], x["scan"], 100 * (1 - x["scan"] / x["naive"])]
-                   for x in layers if x["naive"] != x["scan"]]
-        print(table(["layer", "ONNX node", "naive bytes", "scan bytes", "saving %"], changed,
+        changed = [[x["name"], x["node"], x["naive"], x["scan"], x["tsp"], 100 * (1 - x["scan"] / x["naive"]),
+                    100 * (1 - x["tsp"] / x["naive"]), x["tsp_search_ms"] if x["tsp_search_ms"] is not None else ""]
+                   for x in layers if len({x["naive"], x["scan"], x["tsp"]}) > 1]
+        print(table(["layer", "ONNX node", "naive bytes", "scan bytes", "tsp bytes", "scan saving %", "tsp saving %",
+                     "tsp search ms"], changed,
                     f"(b) {name} on edge, {args.scan_resolution}x{args.scan_resolution}: DRAM bytes (read + write) "
                     f"per layer, layers where the order matters ({len(changed)} of {len(layers)})"))
-        print(table(["total", "naive", "scan", "saving %"], [
-            ["DRAM bytes", totals["naive"], totals["scan"], entry["saving_bytes"]],
-            ["DRAM energy (uJ)", energy["naive"] / 1e6, energy["scan"] / 1e6, entry["saving_energy"]],
-            ["cycles", cycles["naive"], cycles["scan"], 100 * (1 - cycles["scan"] / cycles["naive"])],
+        print(table(["total", "naive", "scan", "tsp", "scan saving %", "tsp saving %"], [
+            ["DRAM bytes", totals["naive"], totals["scan"], totals["tsp"], entry["saving_bytes"], entry["tsp_saving_bytes"]],
+            ["DRAM energy (uJ)", energy["naive"] / 1e6, energy["scan"] / 1e6, energy["tsp"] / 1e6, entry["saving_energy"],
+             100 * (1 - energy["tsp"] / energy["naive"])],
+            ["cycles", cycles["naive"], cycles["scan"], cycles["tsp"], 100 * (1 - cycles["scan"] / cycles["naive"]),
+             100 * (1 - cycles["tsp"] / cycles["naive"])],
         ]))
+        print(f"tsp path search: {entry['tsp_search_ms'] / 1000:.2f} s CPU over the model's conv/gemm layers")
         entry["dram_objective"] = dram_objective_totals(compilation, target.name)
         d = entry["dram_objective"]
         print(table(["--tile-objective=dram", "naive", "scan", "vs cycles objective, scan"], [
