@@ -103,7 +103,8 @@ def recorded_value(attr_name: str, attr, kind: type) -> str | int:
 
 def check_allowed(pass_name: str, name: str, value, allowed: tuple) -> None:
     if allowed and value not in allowed:
-        raise NnccError(f"{pass_name}: {name} must be {' or '.join(allowed)}, not {value!r}")
+        choices = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise NnccError(f"{pass_name}: {name} must be {choices}, not {value!r}")
 
 
 def refusal(pass_name: str, options: list[str], recorded: str) -> NnccError:

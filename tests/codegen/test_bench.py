@@ -46,6 +46,10 @@ def test_scan_and_resnet_parts(tmp_path, capsys):
         # below naive on every model, but never far above it
         assert totals["scan"] <= 1.05 * totals["naive"]
         assert sum(layer["scan"] for layer in model["layers"]) == totals["scan"]
+        # the TSP path (Scan's tiles) is kept only where it moves fewer bytes than Scan's walk
+        assert totals["tsp"] <= totals["scan"]
+        assert sum(layer["tsp"] for layer in model["layers"]) == totals["tsp"]
+        assert all(layer["tsp"] <= layer["scan"] for layer in model["layers"])
     edge = figures["resnet"]["targets"]["edge"]
     assert edge["instructions"] > 0 and edge["compile_s"] > 0 and edge["sim_s"] > 0
 

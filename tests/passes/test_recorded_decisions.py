@@ -93,7 +93,7 @@ def test_bad_hand_edits_are_one_line(capsys, edge_tile_ir):
     text = edge_tile_ir.read_text()
     edge_tile_ir.write_text(text.replace('tile.order = "scan"', 'tile.order = "zigzag"'))
     code, _, err = run(capsys, opt.main, edge_tile_ir, "-p", "lower-to-isa")
-    assert code == 2 and "lower-to-isa: tile.order must be naive or scan, not 'zigzag'" in err
+    assert code == 2 and "lower-to-isa: tile.order must be naive, scan or tsp, not 'zigzag'" in err
     edge_tile_ir.write_text(text.replace('tile.order = "scan"', "tile.order = 3 : i64"))
     code, _, err = run(capsys, opt.main, edge_tile_ir, "-p", "lower-to-isa")
     assert code == 2 and "module attribute tile.order must be a string" in err

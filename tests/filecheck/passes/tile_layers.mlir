@@ -14,7 +14,7 @@
 
 // ORDER:      nncc-opt: error: tile-layers: option tile-order=scan differs from tile.order = "naive" recorded in the module; leave the option out to use it
 // TARGET:     nncc-opt: error: tile-layers: option target=vector differs from tile.target recorded in the module (target edge); leave the option out to use it
-// BAD:        nncc-opt: error: tile-layers: tile-order must be naive or scan, not 'zigzag'
+// BAD:        nncc-opt: error: tile-layers: tile-order must be naive, scan or tsp, not 'zigzag'
 
 builtin.module attributes {nn.weights = "in.weights.npz"} {
   func.func @main(%x: tensor<2x8xf32>) -> tensor<2x4xf32> {
