@@ -45,7 +45,8 @@ def torch_training(module, store, inputs: dict[str, np.ndarray], target: np.ndar
     (PyTorch's or nncc's) does on an ill-conditioned model."""
     torch = import_torch()
     array = Arrays(store, np.dtype(dtype))
-    from nncc.compiler.nn_interpreter import input_signature, main_function
+    from nncc.compiler.modules import main_function
+    from nncc.compiler.nn_interpreter import input_signature
 
     torch.manual_seed(0)
     main = main_function(module)
