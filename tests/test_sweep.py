@@ -255,3 +255,31 @@ def test_a_cluster_without_workers(models, tmp_path, capsys):
                            "--scheduler", cluster.scheduler_address, "--scheduler-timeout", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "no worker took the model" in err and err.count("\n") == 1, err
+
+
+def test_sigterm_stops_the_sweep_and_it_resumes(models, tmp_path, capsys):
+    """A batch system's SIGTERM: exit 130, results.csv of what finished, no worker left running;
+    the same command then runs only the rest."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "sweep"
+    args = [str(models[1]), "--target=edge", "--vary", "memory.BUF.size_bytes=" + ",".join(
+        f"{k}KiB" for k in range(4, 68, 4)), "-o", str(out), "--workers", "1", "--no-plots", "-q"]
+    process = subprocess.Popen([sys.executable, "-m", "nncc.compiler.sweep", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "points").is_dir() or not list((out / "points").glob("*.json")):  # not .tmp files
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "run the same command again to resume" in stderr
+    rows = read_rows(out)
+    done = sum(row["status"] == "ok" for row in rows)
+    assert len(rows) == 16 and 1 <= done < 16
+    assert all(row["status"] == "not run" for row in rows if row["status"] != "ok")
+    assert sweep.main(args) == 0
+    assert f"({16} ok, 0 failed, 0 lost; {done} from an earlier run)" in capsys.readouterr().out
