@@ -707,7 +707,7 @@ class Unrolled:
                 return None
             end = tensor.addr + F32 * (1 + sum((n - 1) * step for n, step in zip(tensor.shape, tensor.strides)))
             moves.append((tensor.addr, end, mine.addr - tensor.addr))
-        if any(a < end and b < stop and shift != other for a, end, shift in moves for b, stop, other in moves):
+        if any(a < stop and b < end and shift != other for a, end, shift in moves for b, stop, other in moves):
             return None
         moved: dict[tuple, tuple] = {}
 

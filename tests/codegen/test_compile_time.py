@@ -1,0 +1,96 @@
+"""What keeps a compile short changes nothing in the program (docs/pipeline.md, "Compile time"):
+a layer whose nest has the signature of one lowered before reuses its schedule, moved to its own
+DRAM tensors, and gives the program a full unroll gives; the garbage collector is paused while a
+model compiles and left as it was."""
+
+from __future__ import annotations
+
+import gc
+
+import onnx
+import pytest
+
+from nncc.compiler.codegen import nest as nest_module
+from nncc.compiler.codegen.isa_module import module_to_program
+from nncc.compiler.pipeline import Options, compile_model
+from nncc.compiler.registry import Registry
+from nncc.compiler.zoo import build_model
+
+
+@pytest.fixture(scope="module")
+def resnet18_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compile_time") / "resnet18.onnx"
+    onnx.save(build_model("resnet18", batch=1, resolution=32), str(path))
+    return path
+
+
+def program_of(path, target: str):
+    options = Options(target_options={"target": target})
+    compilation = compile_model(path, Registry.default(), options, until="isa")
+    return module_to_program(compilation.module, compilation.store)
+
+
+@pytest.mark.parametrize("target", ["vector", "edge"])
+def test_repeated_layers_reuse_their_schedule_and_give_the_same_program(resnet18_path, target, monkeypatch):
+    relocation = nest_module.Unrolled.relocation
+    moved = []
+
+    def counting(self, other):
+        found = relocation(self, other)
+        moved.append(found is not None)
+        return found
+
+    monkeypatch.setattr(nest_module.Unrolled, "relocation", counting)
+    reused = program_of(resnet18_path, target)
+    assert sum(moved) >= 4  # ResNet-18's repeated blocks (layerN.1 after layerN.0's convs)
+    monkeypatch.setattr(nest_module.Unrolled, "relocation", lambda self, other: None)  # every nest unrolled
+    unrolled = program_of(resnet18_path, target)
+    assert reused.instructions == unrolled.instructions
+    assert reused.predictions == unrolled.predictions
+    assert reused.dram_bytes == unrolled.dram_bytes
+    assert [(s.name, s.addr) for s in reused.symbols] == [(s.name, s.addr) for s in unrolled.symbols]
+
+
+def test_a_tensor_in_another_layout_is_not_relocated():
+    """Two nests of one signature whose weight is a constant in one (a packed copy) and a run-time
+    tensor in the other (strided): the second is unrolled, not moved."""
+    from nncc.compiler.codegen.nest import DramTensor, Unrolled
+
+    class Tensors(dict):
+        def __missing__(self, value):
+            self[value] = DramTensor(4096, (2, 3), (1, 2))  # the same shape, other strides
+            return self[value]
+
+    class Other:
+        tensors = Tensors()
+        nest = None
+
+    before = Unrolled.__new__(Unrolled)
+    before.tensors = [(0, DramTensor(0, (2, 3), (3, 1)))]
+    monkey_positions = nest_module.positions
+    try:
+        nest_module.positions = lambda nest: ["w"]
+        assert before.relocation(Other()) is None
+    finally:
+        nest_module.positions = monkey_positions
+
+
+def test_the_collector_is_paused_while_compiling_and_restored(resnet18_path, monkeypatch):
+    seen = []
+    original = nest_module.NestLowering.jobs
+
+    def recording(self):
+        seen.append(gc.isenabled())
+        return original(self)
+
+    monkeypatch.setattr(nest_module.NestLowering, "jobs", recording)
+    assert gc.isenabled()
+    program_of(resnet18_path, "edge")
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        program_of(resnet18_path, "edge")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
