@@ -44,7 +44,7 @@ from nncc.support.user_files import UserFiles, write_atomically
 
 COMPILER_KEYS = ("target", "tile-order", "tile-objective", "disable-pass")
 """`--vary` keys that are compiler options; every other key is a target parameter (`--target-set`)."""
-CHOICES = {"tile-order": ("naive", "scan"), "tile-objective": ("cycles", "dram")}
+CHOICES = {"tile-order": ("naive", "scan", "tsp"), "tile-objective": ("cycles", "dram")}  # passes/decisions.py ORDERS, OBJECTIVES (not imported: xDSL stays out of start-up)
 NO_PASS = "none"  # `--vary disable-pass=none,fuse-epilogues`: the first point disables nothing
 PARETO_METRICS = ("cycles", "energy_pj.total", "onchip_capacity_bytes")
 """Minimised together: a point is Pareto-optimal when no other point of its model is at least as

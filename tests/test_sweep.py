@@ -213,7 +213,7 @@ def test_values_and_keys():
     (["--vary", "memory.BUF.sise_bytes=1,2"], "--vary memory.BUF.sise_bytes=1: --target-set on edge.toml: "
                                               "memory.BUF.sise_bytes: unknown key"),
     (["--vary", "cores=1,0"], "--vary cores=0: --target-set on edge.toml: cores: 0 is impossible"),
-    (["--vary", "tile-order=naive,zigzag"], "--vary tile-order=zigzag: choose from naive, scan"),
+    (["--vary", "tile-order=naive,zigzag"], "--vary tile-order=zigzag: choose from naive, scan, tsp"),
     (["--vary", "cores=1,2", "--vary", "cores=4"], "--vary cores is given twice"),
     (["--vary", "cores"], "--vary 'cores': expected KEY=V1,V2,..."),
     (["--vary", "cores=1,,2"], "an empty value"),
