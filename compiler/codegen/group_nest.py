@@ -255,11 +255,13 @@ def fits(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles) -> bool
 
 def tile_candidates(lowering: Lowering, chain: Chain, s: GroupShape) -> list[GroupTiles]:
     """Strips of 1, 2, 4, ... output rows (and the whole height), blocks of channels that divide
-    the expanded channels, that fit on chip."""
+    the expanded channels and fill the lanes (or any divisor, when only the whole does), that
+    fit on chip."""
     rows = sorted({r for r in (1, 2, 4, 7, 8, 14, 16, 28, 32, 56, s.oh) if r <= s.oh})
-    blocks = sorted(b for b in range(1, s.e + 1) if s.e % b == 0 and (b % lowering.lanes == 0 or b == s.e))
-    if not blocks:
-        blocks = [b for b in range(1, s.e + 1) if s.e % b == 0]
+    divisors = [b for b in range(1, s.e + 1) if s.e % b == 0]
+    blocks = [b for b in divisors if b % lowering.lanes == 0 or b == s.e]
+    if len(blocks) == 1:  # no smaller block fills the lanes (a CP rank of 69): every divisor
+        blocks = divisors
     return [GroupTiles(r, b) for r in rows for b in blocks if fits(lowering, chain, s, GroupTiles(r, b))]
 
 

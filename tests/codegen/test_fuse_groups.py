@@ -155,3 +155,14 @@ def test_shared_intermediate_is_not_fused():
     model.graph.output.append(helper.make_tensor_value_info("d1", TensorProto.FLOAT, [2, 48, 12, 12]))
     module, _ = compile_fused(model)
     assert find_chains(main_function(module).body.block) == []
+
+
+def test_a_rank_that_does_not_fill_the_lanes_still_fuses():
+    """A CP rank with no block that is a multiple of the lanes (69): every divisor is a block size
+    then, so the chain still fits `edge`'s buffer and fuses where DRAM bytes decide."""
+    model = block_model(n=1, c=64, h=56, w=56, e=69, o=64, residual=False,
+                        depthwise=[((3, 1), (1, 1), (1, 0, 1, 0)), ((1, 3), (1, 1), (0, 1, 0, 1))])
+    module, _ = tiled(model, "edge", "fuse-groups{tile-objective=dram}")
+    (group,) = [nest for nest in nests(module) if nest.attributes["op"].data == "fused.group"]
+    fused, separate = (a.value.data for a in group.attributes["fusion"].data["dram_bytes"])
+    assert fused < separate
