@@ -51,6 +51,7 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 TRAINING_PASSES = {"nn": ("canonicalize-nn", "autodiff"), "fused": ("canonicalize-nn",)}
 """`--train` (docs/training.md): the nn stage ends with the training step (`autodiff`, its options
 from `Options.training`); BatchNorm is not folded (batch statistics) nor activations fused."""
+FUSE_BATCH_NORM_TRAINING = "fuse-batch-norm-training"  # --train on an accelerator target, before lowering
 CP_DECOMPOSE = "cp-decompose"  # a graph pass run only when asked for (`Options.cp_rank`, `nncc --cp-rank`)
 IMPORT_PASS = "import-onnx"
 
@@ -100,6 +101,8 @@ def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
     if options.training is not None:
         passes = [dataclasses.replace(p, **options.training) if p.name == "autodiff" else p for p in passes]
         if stage.name == "fused" and options.target_options.get("target") not in ("reference", None):
+            if FUSE_BATCH_NORM_TRAINING not in options.disabled:  # BN/ReLU into the convs (pre/post units)
+                passes += registry.pipeline(FUSE_BATCH_NORM_TRAINING)
             passes += registry.pipeline("lower-training-ops")  # forward ops the back end lowers
     if stage.name == "fused" and options.extra_passes:
         passes += registry.pipeline(options.extra_passes)

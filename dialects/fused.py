@@ -78,6 +78,7 @@ from xdsl.irdl import (
     prop_def,
     result_def,
     traits_def,
+    var_result_def,
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
@@ -371,6 +372,139 @@ class GemmOp(FusedOperation):
         return math.prod(nn.shape_of(self.result)) * k
 
 
-FUSED = Dialect("fused", [Conv2dOp, GemmOp], [ActivationAttr])
+# --------------------------------------------------------------------------- BatchNorm in training
+
+
+class ConvShapeMixin:
+    """The shape rule and checks of a conv (NCHW input, OIHW weight) for the training forms."""
+
+    def verify_conv(self, input: SSAValue) -> None:
+        nn.check_static_f32(self)
+        nn.check_rank(self, input, 4, "input")
+        nn.check_rank(self, self.weight, 4, "weight")
+        nn.check_lengths(self, strides=(self.strides, 2), pads=(self.pads, 4), dilations=(self.dilations, 2))
+        out_channels = nn.shape_of(self.weight)[0]
+        if self.bias is not None and nn.shape_of(self.bias) != (out_channels,):
+            raise VerifyException(f"{self.name}: bias must have shape [{out_channels}]")
+        expected = nn.rule(self, lambda: nn.conv2d_output_shape(
+            nn.shape_of(input), nn.shape_of(self.weight), nn.ints(self.strides), nn.ints(self.pads),
+            nn.ints(self.dilations), self.group.value.data))
+        if nn.shape_of(self.result) != tuple(expected):
+            raise VerifyException(f"{self.name}: result shape {list(nn.shape_of(self.result))}, "
+                                  f"expected {list(expected)}")
+
+    @property
+    def macs(self) -> int:
+        o, cg, kh, kw = nn.shape_of(self.weight)
+        return math.prod(nn.shape_of(self.result)) * cg * kh * kw
+
+
+def conv_properties(strides, pads, dilations, group) -> dict[str, Attribute]:
+    return {"strides": nn.i64_array(strides), "pads": nn.i64_array(pads), "dilations": nn.i64_array(dilations),
+            "group": nn.i64_attr(group)}
+
+
+@irdl_op_definition
+class Conv2dStatsOp(ConvShapeMixin, IRDLOperation):
+    """`nn.conv2d` that also gives, per output channel, the sum and the sum of squares of its
+    result over the batch and the pixels: BatchNorm's training statistics, accumulated by the
+    post-processing unit from the output tiles while they are on chip (`fuse-batch-norm-training`).
+
+        %y, %sum, %squares = fused.conv2d_stats %x, %w strides [1, 1] pads [1, 1, 1, 1]
+               dilations [1, 1] group 1
+               : (tensor<8x64x8x8xf32>, tensor<64x64x3x3xf32>) -> (tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>)
+    """
+
+    name = "fused.conv2d_stats"
+    input = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    result = result_def(TensorType)
+    sums = result_def(TensorType)
+    squares = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $weight (`,` $bias^)? `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, weight: SSAValue, bias: SSAValue | None, strides: Sequence[int],
+                 pads: Sequence[int], dilations: Sequence[int], group: int):
+        shape = nn.conv2d_output_shape(nn.shape_of(input), nn.shape_of(weight), strides, pads, dilations, group)
+        channels = nn.tensor_type((shape[1],))
+        super().__init__(operands=[input, weight, [bias] if bias is not None else []],
+                         properties=conv_properties(strides, pads, dilations, group),
+                         result_types=[nn.tensor_type(shape), channels, channels])
+
+    def verify_(self) -> None:
+        self.verify_conv(self.input)
+        channels = (nn.shape_of(self.result)[1],)
+        if nn.shape_of(self.sums) != channels or nn.shape_of(self.squares) != channels:
+            raise VerifyException(f"{self.name}: sums and squares must have shape [{channels[0]}]")
+
+
+@irdl_op_definition
+class Conv2dPreOp(ConvShapeMixin, IRDLOperation):
+    """`nn.conv2d` of `pre(scale * x + shift)` (per input channel; `pre` is relu or none):
+    BatchNorm's apply and the ReLU after it run on the pre-processing unit over the input tiles
+    as they arrive, so the normalised activations never go to DRAM (`fuse-batch-norm-training`).
+    The zero padding is the padding of the normalised activations. With two more results it also
+    gives the statistics of its own result, as `fused.conv2d_stats` (a BatchNorm after it).
+
+        %z = fused.conv2d_pre %y, %scale, %shift, %w strides [1, 1] pads [0, 0, 0, 0]
+               dilations [1, 1] group 1 pre relu
+               : (tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>, tensor<256x64x1x1xf32>) -> tensor<8x256x8x8xf32>
+    """
+
+    name = "fused.conv2d_pre"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    bias = opt_operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    pre = prop_def(ActivationAttr)
+    result = result_def(TensorType)
+    stats = var_result_def(TensorType)  # none, or the sums and the sums of squares of result
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $shift `,` $weight (`,` $bias^)? `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group `pre` $pre attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, scale: SSAValue, shift: SSAValue, weight: SSAValue, bias: SSAValue | None,
+                 strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
+                 pre: str = "relu", stats: bool = False):
+        shape = nn.conv2d_output_shape(nn.shape_of(input), nn.shape_of(weight), strides, pads, dilations, group)
+        channels = nn.tensor_type((shape[1],))
+        super().__init__(operands=[input, scale, shift, weight, [bias] if bias is not None else []],
+                         properties=conv_properties(strides, pads, dilations, group)
+                         | {"pre": ActivationAttr(Activation(pre))},
+                         result_types=[nn.tensor_type(shape), [channels, channels] if stats else []])
+
+    def with_stats(self) -> Conv2dPreOp:
+        """The same op with the statistics of its result."""
+        return Conv2dPreOp(self.input, self.scale, self.shift, self.weight, self.bias, nn.ints(self.strides),
+                           nn.ints(self.pads), nn.ints(self.dilations), self.group.value.data, self.pre.data, True)
+
+    def verify_(self) -> None:
+        self.verify_conv(self.input)
+        if len(self.stats) not in (0, 2) or any(nn.shape_of(v) != (nn.shape_of(self.result)[1],) for v in self.stats):
+            raise VerifyException(f"{self.name}: no statistics, or sums and squares of the result's channels")
+        channels = (nn.shape_of(self.input)[1],)
+        if nn.shape_of(self.scale) != channels or nn.shape_of(self.shift) != channels:
+            raise VerifyException(f"{self.name}: scale and shift must have shape [{channels[0]}]")
+        if self.pre.data not in (Activation.RELU, Activation.NONE):
+            raise VerifyException(f"{self.name}: pre must be relu or none, not {self.pre.data}")
+
+
+FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp], [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

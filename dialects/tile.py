@@ -915,10 +915,14 @@ class ConvOp(ComputeOp):
     [rows, columns, input channels, output channels] of this tile. It starts from zero (or from
     what a residual load put in `out`) on the first executed iteration of its `reduce` loop and
     accumulates on the others; on the last, the bias (`bias` view, [oc]) is added and `act`
-    applied (the epilogue, while the tile is on chip).
+    applied (the epilogue, while the tile is on chip). `last %iv`: only on the last iteration of
+    that loop. Compute ops carry an optional attribute `unit` ("pre", "post": the core's unit
+    that runs them when the target has it; else the vector unit, or main for tile.conv).
 
         tile.conv %in[0], %wt[0] -> %out[0] sizes [%toh, 112, %tic, %toc] kernel [7, 7]
           strides [2, 2] dilations [1, 1] reduce %ic bias %wt[%tic * %toc * 49] act relu
+        tile.conv %ones[0], %out[0] -> %sums[%oc] sizes [1, 1, %toh * %tow, %toc] kernel [1, 1]
+          strides [1, 1] dilations [1, 1] reduce %n last %ic {unit = "post"}   (per-channel sums)
     """
 
     name = "tile.conv"
@@ -931,6 +935,7 @@ class ConvOp(ComputeOp):
     act = opt_prop_def(StringAttr)
     act_params = opt_prop_def(DenseArrayBase, prop_name="act_params")
     mapping = opt_prop_def(StringAttr)  # "width": [rows][channels][columns] tiles, weights [kh][kw][oc][ic]
+    last = opt_prop_def(IntegerAttr)  # run only on the last iteration of that index operand's loop
 
     @property
     def has_bias(self) -> bool:
@@ -944,11 +949,12 @@ class ConvOp(ComputeOp):
             raise VerifyException(f"tile.conv: mapping must be channels or width, not {self.mapping.data!r}")
         if len(ints(self.kernel)) != 2 or len(ints(self.conv_strides)) != 2 or len(ints(self.dilations)) != 2:
             raise VerifyException("tile.conv: kernel, strides and dilations have 2 entries each")
+        verify_condition(self, "last")
 
     def print(self, printer: Printer) -> None:
         reduce = self.reduce.value.data
         extra = f" reduce {printer_name(printer, self.indices[reduce])}" if reduce >= 0 else ""
-        print_window_op(printer, self, extra + mapping_text(self))
+        print_window_op(printer, self, extra + mapping_text(self) + condition_text(printer, self, "last"))
 
     @classmethod
     def parse(cls, parser: Parser) -> ConvOp:
@@ -956,7 +962,7 @@ class ConvOp(ComputeOp):
             properties: dict[str, Attribute] = {"reduce": IntegerAttr(-1, i64)}
             if parser.parse_optional_keyword("reduce"):
                 properties["reduce"] = IntegerAttr(exprs.dim(parser.parse_operand(INDEX)).position, i64)
-            return properties | parse_mapping(parser)
+            return properties | parse_mapping(parser) | parse_condition(parser, exprs, "last")
 
         return parse_window_op(parser, cls, extra)
 

@@ -75,11 +75,18 @@ def get_lower_training_ops() -> type[ModulePass]:
     return LowerTrainingOpsPass
 
 
+def get_fuse_batch_norm_training() -> type[ModulePass]:
+    from nncc.passes.fuse_batch_norm_training import FuseBatchNormTrainingPass
+
+    return FuseBatchNormTrainingPass
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """nncc's own passes, by name."""
     return {
         "canonicalize-nn": get_canonicalize_nn,
         "autodiff": get_autodiff,
+        "fuse-batch-norm-training": get_fuse_batch_norm_training,
         "lower-training-ops": get_lower_training_ops,
         "fold-batch-norm": get_fold_batch_norm,
         "cp-decompose": get_cp_decompose,

@@ -63,7 +63,15 @@ def window_static(op) -> WindowStatic:
                         getattr(op, "has_bias", False), epilogue_of(op) if hasattr(op, "act") else Epilogue())
 
 
+def unit_of(nest: NestLowering, op: tile.ComputeOp, default: str) -> str:
+    """The unit op's `unit` attribute names ("pre", "post") when the target has it, else `default`."""
+    attr = op.attributes.get("unit")
+    return attr.data if attr is not None and attr.data in nest.lowering.target.units else default
+
+
 def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
+    if op.last is not None and not nest.first_last[id(op.indices[op.last.value.data])][1]:
+        return []
     info = nest.static(op, window_static)
     offsets_and_sizes = nest.values(op, "views", "sizes")
     count = info.has_bias + 3
@@ -77,6 +85,9 @@ def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
     row_pitch = pitch[0] if pitch else tow * toc
     matmuls = (width_matmuls if info.width else channel_matmuls)(info, inputs, weights, out, (toh, tow, tic, toc),
                                                                  accumulate, row_pitch)
+    unit = unit_of(nest, op, "main")
+    if unit != "main":
+        matmuls = [Compute(c.mnemonic, c.operands | {"unit": unit}) for c in matmuls]
     return with_epilogue(nest, info, matmuls, out, bias, (toh, tow, toc), first, last, row_pitch)
 
 
@@ -270,7 +281,7 @@ def map_instructions(nest: NestLowering, op: tile.MapOp) -> list[Compute]:
             info.last is not None and not nest.first_last[id(info.last)][1]:
         return []
     refs, sizes, strides = stream_views(nest, op, info)
-    func, unit = op.func.data, nest.lowering.vector_unit
+    func, unit = op.func.data, unit_of(nest, op, nest.lowering.vector_unit)
     shape = tuple(sizes[:3])
     operands: dict = {"unit": unit}
     if func in tile.MAP_BINARY or func == "fma":

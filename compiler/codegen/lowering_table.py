@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import data, layers, reduce_nest, stream_nest, window_nest
+from nncc.compiler.codegen import bn_nest, data, layers, reduce_nest, stream_nest, window_nest
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.stream_nest import lower_stream
 
@@ -36,6 +36,8 @@ whose nest needs no tile search (tile-layers writes them as they are)."""
 GENERATORS: dict[str, LayerLowering] = {
     "nn.conv2d": layers.lower_conv,
     "fused.conv2d": layers.lower_conv,
+    "fused.conv2d_stats": bn_nest.lower_bn_conv,  # training BatchNorm fused (fuse-batch-norm-training)
+    "fused.conv2d_pre": bn_nest.lower_bn_conv,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
     **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},

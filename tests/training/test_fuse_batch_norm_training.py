@@ -1,0 +1,67 @@
+"""`fuse-batch-norm-training` (BatchNorm statistics as post-processing of the producing conv, the
+apply and ReLU as pre-processing of the consuming convs): the training step still agrees with
+PyTorch autograd, fused or not (`--disable-pass`), on `fusion` (pre/post units) and `vector`."""
+
+import json
+
+import pytest
+
+from nncc.compiler.cli import main
+
+pytest.importorskip("torch")
+
+
+def block_model(g, path):
+    """conv(pad 1) -> BN -> ReLU -> conv 3x3 stride 2 (pad 1) -> BN -> ReLU -> conv 1x1 -> BN, plus
+    a downsampling conv -> BN shortcut, add, ReLU, global pooling, FC: every case of the pass
+    (statistics from a conv and from a pre-processing conv, the apply as pre-processing with and
+    without padding, BatchNorms without a ReLU, a ReLU read by pooling)."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Conv", ["x", g.init("w1", (8, 3, 3, 3))], "conv1", pads=[1, 1, 1, 1])
+    h = g.node("Relu", [bn(h, "bn1", 8)], "relu1")
+    a = g.node("Conv", [h, g.init("w2", (8, 8, 3, 3), 0.3)], "conv2", pads=[1, 1, 1, 1], strides=[2, 2])
+    a = g.node("Relu", [bn(a, "bn2", 8)], "relu2")
+    a = bn(g.node("Conv", [a, g.init("w3", (16, 8, 1, 1), 0.3)], "conv3"), "bn3", 16)
+    d = bn(g.node("Conv", [h, g.init("wd", (16, 8, 1, 1), 0.3)], "down", strides=[2, 2]), "bnd", 16)
+    h = g.node("Relu", [g.node("Add", [a, d], "add")], "relu3")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
+    return g.save(path, [4, 3, 8, 8], h)
+
+
+@pytest.fixture
+def model(tmp_path):
+    from tests.training.conftest import Graph
+
+    return block_model(Graph(3), tmp_path / "block.onnx")
+
+
+def train(model, tmp_path, capsys, target, *flags):
+    report = tmp_path / f"r{len(flags)}.json"
+    code = main([str(model), "--train", f"--target={target}", "--check", "--report", str(report), *flags])
+    out, err = capsys.readouterr()
+    data = json.loads(report.read_text())
+    failures = {k: v for k, v in data["check"]["tensors"].items() if not v["passed"]}
+    assert code == 0 and not failures, (out, err, failures)
+    return data
+
+
+@pytest.mark.parametrize("target", ["fusion", "vector"])
+def test_fused_and_unfused_steps_agree_with_pytorch(target, model, tmp_path, capsys):
+    fused = train(model, tmp_path, capsys, target)
+    unfused = train(model, tmp_path, capsys, target, "--disable-pass=fuse-batch-norm-training")
+    ops = {row["op"] for row in fused["layers"]}
+    assert {"fused.conv2d_stats", "fused.conv2d_pre"} <= ops
+    assert not ops & {"fused.conv2d_stats", "fused.conv2d_pre"} & {row["op"] for row in unfused["layers"]}
+    assert fused["losses"] == pytest.approx(unfused["losses"], rel=1e-5)
+
+
+def test_the_fused_ops_in_the_ir(model, capsys):
+    assert main([str(model), "--train", "--target=fusion", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    assert ir.count("fused.conv2d_stats") == 1  # conv1 (the others' inputs are pre-processed)
+    assert ir.count("_squares = fused.conv2d_pre") == 3  # conv2 (padded, strided), down, conv3: with statistics
+    assert "nn.batch_norm_train" not in ir and "batch_norm_backward" not in ir
