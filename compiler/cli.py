@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nncc.compiler.pipeline import STAGE_NAMES
 from nncc.support import progress
-from nncc.support.command_line import ArgumentParser, add_common_options, nncc_version, output_file, seed
+from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus, nncc_version, output_file, seed
 from nncc.support.errors import NnccError, report_errors
 from nncc.support.user_files import UserFiles
 
@@ -67,6 +67,9 @@ def build_parser() -> ArgumentParser:
                         help="write the program to PREFIX.nnbin (default: MODEL.TARGET.nnbin beside the model)")
     parser.add_argument("-S", "--emit-asm", action="store_true",
                         help="also write the textual assembly PREFIX.s (large: 190 MB for ResNet-50)")
+    parser.add_argument("-j", "--jobs", type=jobs, metavar="N",
+                        help="processes the tile search may use (default: the CPUs available; the program is "
+                             "the same for any N)")
     parser.add_argument("--cp-rank", type=cp_rank, metavar="R",
                         help="CP-decompose every KxK conv (cp-decompose): an integer rank, or a fraction in (0, 1] "
                              "of each conv's weights; the output error it costs is reported")
@@ -74,6 +77,13 @@ def build_parser() -> ArgumentParser:
     add_pass_options(parser)
     add_common_options(parser)
     return parser
+
+
+def jobs(text: str) -> int:
+    """`--jobs`: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of processes >= 1")
+    return int(text)
 
 
 def cp_rank(text: str) -> int | float:
@@ -219,7 +229,8 @@ def options_from(args: argparse.Namespace):
     return Options(emit=args.emit, disabled=set(args.disable_pass), extra_passes=args.add_passes,
                    printing=printing_from(args),
                    target_options={"target": args.target or "", "target_set": tuple(args.target_set),
-                                   "tile_order": args.tile_order, "tile_objective": args.tile_objective},
+                                   "tile_order": args.tile_order, "tile_objective": args.tile_objective,
+                                   "search_workers": args.jobs or available_cpus()},
                    input_shapes=parse_input_shapes(args.input_shape), cp_rank=args.cp_rank)
 
 

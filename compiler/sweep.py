@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nncc.support.command_line import ArgumentParser, add_common_options, nncc_version
+from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus, nncc_version
 from nncc.support.errors import NnccError, one_line, report_errors
 from nncc.support.user_files import UserFiles, write_atomically
 
@@ -575,13 +575,6 @@ def run_sweep(args: argparse.Namespace, sweep: Sweep, folder: Folder, points: li
 
 def interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def draw_plots(folder: Folder, rows: list[dict], varied_keys: list[str], plot_point: str | None) -> list[Path]:

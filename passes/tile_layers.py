@@ -48,6 +48,7 @@ from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, repla
 from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
+from nncc.compiler.codegen.search_pool import Search, search_ahead
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -70,6 +71,7 @@ class TileLayersPass(ModulePass):
     tile_order: str = ""  # naive, scan or tsp; default: the module's tile.order, else scan
     buffers: int = 2  # slots per buffer kind the tiles are sized for
     tile_objective: str = ""  # what the tiles minimise first: cycles (the default), or dram (bytes moved)
+    search_workers: int = 1  # processes searching the conv/gemm shapes' tiles (`search_pool`); nncc: the CPUs
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.buffers not in (1, 2):
@@ -84,6 +86,9 @@ class TileLayersPass(ModulePass):
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         layers = layers_of(main_function(op))
+        if self.search_workers < 1:
+            raise NnccError(f"tile-layers: search-workers must be at least 1, not {self.search_workers}")
+        search_ahead(lowering, [s for layer in layers if (s := conv_search(layer)) is not None], self.search_workers)
         with progress.stage("tiling", total=len(layers), unit="layers") as task:
             for layer in layers:
                 task.update(detail=layer_name(layer))
@@ -115,6 +120,18 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
     else:
         mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
     return replace_with_nest(lowering, layer, problem, tiles, mapping)
+
+
+def conv_search(layer: Operation) -> Search | None:
+    """The tile search `tile_layer` runs for `layer` (a conv, gemm or matmul), else None."""
+    if layer.name in STREAM_NESTS:
+        return None
+    problem = conv_problem(layer)
+    if problem is None:
+        return None
+    if layer.name.endswith("conv2d"):
+        return Search(problem, layer_name(layer), layer.bias is not None, conv=True)
+    return Search(problem, layer_name(layer), True, conv=False)
 
 
 def choose_path(lowering: Lowering, nest: tile.NestOp) -> None:

@@ -1,7 +1,8 @@
 """What keeps a compile short changes nothing in the program (docs/pipeline.md, "Compile time"):
 a layer whose nest has the signature of one lowered before reuses its schedule, moved to its own
-DRAM tensors, and gives the program a full unroll gives; the garbage collector is paused while a
-model compiles and left as it was."""
+DRAM tensors, and gives the program a full unroll gives; the tile searches run on worker
+processes give the program one process gives; the garbage collector is paused while a model
+compiles and left as it was."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import gc
 import onnx
 import pytest
 
+from nncc.compiler.codegen import conv as conv_module
 from nncc.compiler.codegen import nest as nest_module
 from nncc.compiler.codegen.isa_module import module_to_program
 from nncc.compiler.pipeline import Options, compile_model
@@ -24,8 +26,8 @@ def resnet18_path(tmp_path_factory):
     return path
 
 
-def program_of(path, target: str):
-    options = Options(target_options={"target": target})
+def program_of(path, target: str, **target_options):
+    options = Options(target_options={"target": target, **target_options})
     compilation = compile_model(path, Registry.default(), options, until="isa")
     return module_to_program(compilation.module, compilation.store)
 
@@ -94,3 +96,23 @@ def test_the_collector_is_paused_while_compiling_and_restored(resnet18_path, mon
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("target", ["vector", "edge"])
+def test_searching_on_two_processes_gives_the_same_program(resnet18_path, target, monkeypatch):
+    shortlist_and_time = conv_module.shortlist_and_time
+    here = []  # searches run in this process (a forked worker's calls stay in the worker)
+
+    def counting(lowering, s, name, bias):
+        here.append(s)
+        return shortlist_and_time(lowering, s, name, bias)
+
+    monkeypatch.setattr(conv_module, "shortlist_and_time", counting)
+    alone = program_of(resnet18_path, target, search_workers=1)
+    assert len(set(here)) >= 8  # ResNet-18's distinct conv and gemm shapes
+    here.clear()
+    pooled = program_of(resnet18_path, target, search_workers=2)
+    assert here == []  # every shape was searched by the workers
+    assert pooled.instructions == alone.instructions
+    assert pooled.predictions == alone.predictions
+    assert [(s.name, s.addr) for s in pooled.symbols] == [(s.name, s.addr) for s in alone.symbols]

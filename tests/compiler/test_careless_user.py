@@ -176,6 +176,8 @@ CASES = [
     # flags that would be ignored, or make no sense
     ("nncc", ["relu.onnx", "--program", "."], 2, "--program '.': give a file prefix"),
     ("nncc", ["relu.onnx", "--seed", "3"], 2, "--seed 3 chooses the random inputs of a run, and nothing runs"),
+    ("nncc", ["relu.onnx", "-j", "0"], 2, "argument -j/--jobs: '0': give a number of processes >= 1"),
+    ("nncc", ["relu.onnx", "--jobs", "two"], 2, "argument -j/--jobs: 'two': give a number of processes >= 1"),
     ("nncc", ["relu.onnx", "--run", "--seed", "3", "--inputs", "in.npz"], 2, "use one or the other"),
     ("nncc", ["relu.onnx", "--emit=nn", "--inputs", "in.npz"], 2, "--emit=nn stops after that stage: --inputs"),
     ("nncc", ["relu.onnx", "--emit=fused", "--tile-order=naive"], 2, "--tile-order need a full compile"),
