@@ -78,6 +78,7 @@ from xdsl.irdl import (
     prop_def,
     result_def,
     traits_def,
+    var_operand_def,
     var_result_def,
 )
 from xdsl.traits import Pure
@@ -489,11 +490,6 @@ class Conv2dPreOp(ConvShapeMixin, IRDLOperation):
                          | {"pre": ActivationAttr(Activation(pre))},
                          result_types=[nn.tensor_type(shape), [channels, channels] if stats else []])
 
-    def with_stats(self) -> Conv2dPreOp:
-        """The same op with the statistics of its result."""
-        return Conv2dPreOp(self.input, self.scale, self.shift, self.weight, self.bias, nn.ints(self.strides),
-                           nn.ints(self.pads), nn.ints(self.dilations), self.group.value.data, self.pre.data, True)
-
     def verify_(self) -> None:
         self.verify_conv(self.input)
         if len(self.stats) not in (0, 2) or any(nn.shape_of(v) != (nn.shape_of(self.result)[1],) for v in self.stats):
@@ -505,6 +501,100 @@ class Conv2dPreOp(ConvShapeMixin, IRDLOperation):
             raise VerifyException(f"{self.name}: pre must be relu or none, not {self.pre.data}")
 
 
-FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp], [ActivationAttr])
+@irdl_op_definition
+class BatchNormFactorsOp(IRDLOperation):
+    """A training BatchNorm's per-channel numbers from the sums and sums of squares of its input
+    over `count` values per channel: the mean, 1/sqrt(var + eps) (var = E[x^2] - mean^2, biased),
+    the apply's scale (gamma / std) and shift (beta - mean scale), and the new running mean and
+    running variance (`momentum` m: m running + (1 - m) batch, the variance unbiased). One small
+    nest on the vector unit (`fuse-batch-norm-training`).
+
+        %mean, %invstd, %scale, %shift, %rm2, %rv2 = fused.batch_norm_factors %sum, %squares, %gamma,
+               %beta, %rm, %rv count 512 epsilon 1.0e-05 momentum 9.0e-01
+               : (tensor<64xf32>, ..., tensor<64xf32>) -> (tensor<64xf32>, ..., tensor<64xf32>)
+    """
+
+    name = "fused.batch_norm_factors"
+    sums = operand_def(TensorType)
+    squares = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    bias = operand_def(TensorType)
+    running_mean = operand_def(TensorType)
+    running_var = operand_def(TensorType)
+    count = prop_def(IntegerAttr[I64])
+    epsilon = prop_def(FloatAttr[Float64Type])
+    momentum = prop_def(FloatAttr[Float64Type])
+    mean = result_def(TensorType)
+    invstd = result_def(TensorType)
+    apply_scale = result_def(TensorType)
+    apply_shift = result_def(TensorType)
+    new_running_mean = result_def(TensorType)
+    new_running_var = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$sums `,` $squares `,` $scale `,` $bias `,` $running_mean `,` $running_var `count` $count "
+        "`epsilon` custom<F64>($epsilon) `momentum` custom<F64>($momentum) attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+    custom_directives = (nn.F64,)
+    ROWS: ClassVar = ("mean", "invstd", "scale", "shift", "running_mean", "running_var")
+
+    def __init__(self, sums: SSAValue, squares: SSAValue, scale: SSAValue, bias: SSAValue, running_mean: SSAValue,
+                 running_var: SSAValue, count: int, epsilon: float, momentum: float):
+        channels = nn.shape_of(sums)[0]
+        super().__init__(operands=[sums, squares, scale, bias, running_mean, running_var],
+                         properties={"count": nn.i64_attr(count), "epsilon": nn.f64_attr(epsilon),
+                                     "momentum": nn.f64_attr(momentum)},
+                         result_types=[nn.tensor_type((channels,))] * len(self.ROWS))
+
+    def verify_(self) -> None:
+        channels = nn.shape_of(self.sums)
+        if any(nn.shape_of(v) != channels or len(channels) != 1 for v in self.operands):
+            raise VerifyException(f"{self.name}: every operand must have shape [C]")
+        if any(nn.shape_of(v) != channels for v in self.results) or self.count.value.data < 2:
+            raise VerifyException(f"{self.name}: results of shape [C] and count >= 2 expected")
+
+
+@irdl_op_definition
+class BatchNormApplyOp(IRDLOperation):
+    """y = act(x * scale + shift [+ residual | + x2 * scale2 + shift2]), scale and shift per
+    channel (dimension 1): a training BatchNorm applied with run-time factors, the residual add and
+    the ReLU after it, in one pass (`fuse-batch-norm-training`; a residual block's end: its last
+    BatchNorm, the shortcut's BatchNorm or the shortcut, the add and the ReLU).
+
+        %z = fused.batch_norm_apply %y3, %s3, %h3 plus %yd, %sd, %hd act relu
+               : (tensor<8x256x8x8xf32>, ...) -> tensor<8x256x8x8xf32>
+    """
+
+    name = "fused.batch_norm_apply"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    others = var_operand_def(TensorType)  # none, a residual, or x2, scale2, shift2
+    act = prop_def(ActivationAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $shift (`plus` $others^)? `act` $act attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, scale: SSAValue, shift: SSAValue, others: Sequence[SSAValue] = (),
+                 act: str = "none"):
+        super().__init__(operands=[input, scale, shift, list(others)],
+                         properties={"act": ActivationAttr(Activation(act))}, result_types=[input.type])
+
+    def verify_(self) -> None:
+        shape, channels = nn.shape_of(self.input), (nn.shape_of(self.input)[1],)
+        if nn.shape_of(self.scale) != channels or nn.shape_of(self.shift) != channels:
+            raise VerifyException(f"{self.name}: scale and shift must have shape [{channels[0]}]")
+        others = [nn.shape_of(v) for v in self.others]
+        if others not in ([], [shape], [shape, channels, channels]):
+            raise VerifyException(f"{self.name}: plus a residual of the input's shape, or an input, scale and shift")
+        if self.act.data not in (Activation.RELU, Activation.NONE):
+            raise VerifyException(f"{self.name}: act must be relu or none, not {self.act.data}")
+
+
+FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp],
+                [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

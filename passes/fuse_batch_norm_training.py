@@ -3,28 +3,30 @@
 Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memory bound. For every
 `nn.batch_norm_train` (explicit training ops, before `lower-training-ops`):
 
-- **statistics as post-processing**: when its input is a conv's result (not depthwise), the conv
-  becomes `fused.conv2d_stats`, whose nest sums each output channel and its squares from the
-  output tiles while they are on chip (the post-processing unit); the mean, the variance
-  (E[x^2] - mean^2), 1/sqrt(var + eps), the apply's per-channel `scale` = gamma / std and
-  `shift` = beta - mean scale and the running statistics are small per-channel ops;
-  otherwise (DenseNet's BatchNorm after a concat) the sums are a reduction of their own;
+- **statistics as post-processing**: when its input is a conv's result (not grouped), the conv
+  becomes `fused.conv2d_stats` (or `fused.conv2d_pre` with two more results), whose nest sums
+  each output channel and its squares from the output tiles while they are on chip (the
+  post-processing unit); otherwise (DenseNet's BatchNorm after a concat) the sums are a
+  reduction of their own. `fused.batch_norm_factors` makes the mean, 1/std, the apply's
+  per-channel `scale` = gamma / std and `shift` = beta - mean scale and the running statistics
+  in one small nest;
 - **apply + ReLU as pre-processing**: every forward conv that reads `relu(batch_norm(y))` becomes
   `fused.conv2d_pre` of `y` (scale, shift and the ReLU on the pre-processing unit over its input
-  tiles as they arrive: the normalised tensor never goes to DRAM); a BatchNorm without a ReLU
-  after it, or whose ReLU another forward op reads (max pooling, a residual add), is applied by
-  `nn.batch_norm` with the run-time statistics (one pass) for those readers;
+  tiles as they arrive: the normalised tensor never goes to DRAM). Other readers get it from one
+  `fused.batch_norm_apply` (scale, shift, ReLU in one pass); a residual block's end (BatchNorm,
+  the shortcut's BatchNorm or the shortcut, add, ReLU) is one `fused.batch_norm_apply` too;
 - **what backward needs**: the normalised activations `z` (the conv backward-filter's input, and
-  ReLU's mask: z > 0 exactly where the BatchNorm output is) are recomputed from `y` in the
-  backward phase, just before their first backward reader (`fused.saved = "recompute"` on the
-  stats op). Storing them from the forward would cost the same DRAM traffic as the recompute
-  (one write of z in forward and one read in backward, against one read of y and one write of
-  z), so recomputing never loses; the attribute says which was chosen per layer.
+  ReLU's mask: z > 0 exactly where the BatchNorm output is) are recomputed from `y` by a
+  `fused.batch_norm_apply` in the backward phase, just before their first backward reader
+  (`fused.bn = {saved = "recompute"}` on the stats op; "forward" when a forward op other than a
+  conv needed them anyway). Storing them from the forward would cost the same DRAM traffic as the
+  recompute (one write of z in forward and one read in backward, against one read of y and one
+  write of z), so recomputing never loses.
 
     %y = nn.conv2d %x, %w1 ...                      %y, %sum, %sq = fused.conv2d_stats %x, %w1 ...
-    %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   (per-channel: mean, var, scale, shift, running)
+    %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   %m, %r, %scale, %shift, %rm, %rv = fused.batch_norm_factors %sum, %sq, ...
     %z = nn.relu %b                         ->      %o = fused.conv2d_pre %y, %scale, %shift, %w2 ... pre relu
-    %o = nn.conv2d %z, %w2 ...                      (backward: %z recomputed where it is first read)
+    %o = nn.conv2d %z, %w2 ...                      (backward: %z = fused.batch_norm_apply %y, %scale, %shift act relu)
 
 `--disable-pass=fuse-batch-norm-training` gives the unfused step (each BatchNorm and ReLU its own
 layers, each a DRAM round trip): the same results up to float32 summation order.
@@ -57,42 +59,101 @@ class FuseBatchNormTrainingPass(ModulePass):
         store = store_of(op, self.name)
         for function in op.ops:
             if isinstance(function, func.FuncOp):
-                for bn in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormTrainOp)]:
-                    fuse(store, bn)
+                bns = [o for o in function.body.block.ops if isinstance(o, nn.BatchNormTrainOp)]
+                applied = {bn.result: factors(store, bn) for bn in bns}
+                for bn in bns:
+                    if bn.result.uses:
+                        apply_batch_norm(store, bn, applied)
+                for bn in bns:
+                    bn.detach()
+                    bn.erase()
 
 
-def fuse(store, bn: nn.BatchNormTrainOp) -> None:
-    """Rewrite one BatchNorm (and the ReLU after it) as described in the module docstring."""
+@dataclass
+class Applied:
+    """A BatchNorm's output as y * scale + shift, and the op that gives its statistics (if fused)."""
+
+    y: SSAValue
+    scale: SSAValue
+    shift: SSAValue
+    stats: Operation | None
+    epsilon: float
+
+
+def factors(store, bn: nn.BatchNormTrainOp) -> Applied:
+    """The statistics (from the producing conv when it is one) and `fused.batch_norm_factors`; the
+    BatchNorm's saved mean, 1/std and running statistics replaced by its rows."""
     b = Builder(store, bn)
     y, sums, squares, stats = statistics(b, bn)
     shape = nn.shape_of(y)
     count = int(np.prod(shape)) // shape[1]
-    eps, momentum = bn.epsilon.value.data, bn.momentum.value.data
-    mean = b.scale(sums, 1.0 / count)
-    var = b.sub(b.scale(squares, 1.0 / count), b.mul(mean, mean))
-    invstd = b.div(b.scalar(1.0), b.op(nn.SqrtOp(b.add(var, b.scalar(eps)))))
-    scale = b.mul(bn.scale, invstd)
-    shift = b.sub(bn.bias, b.mul(mean, scale))
-    new_mean = b.add(b.scale(bn.running_mean, momentum), b.scale(mean, 1 - momentum))
-    new_var = b.add(b.scale(bn.running_var, momentum), b.scale(var, (1 - momentum) * count / (count - 1)))
-    for old, new in zip(bn.results[1:], (mean, invstd, new_mean, new_var)):
-        old.replace_all_uses_with(new)
+    numbers = b.op(fused.BatchNormFactorsOp(sums, squares, bn.scale, bn.bias, bn.running_mean, bn.running_var, count,
+                                            bn.epsilon.value.data, bn.momentum.value.data))
+    rows = dict(zip(fused.BatchNormFactorsOp.ROWS, numbers.owner.results))
+    for old, name in zip(bn.results[1:], ("mean", "invstd", "running_mean", "running_var")):
+        old.replace_all_uses_with(rows[name])
+    return Applied(y, rows["scale"], rows["shift"], stats, bn.epsilon.value.data)
+
+
+def apply_batch_norm(store, bn: nn.BatchNormTrainOp, applied: dict[SSAValue, Applied]) -> None:
+    """The BatchNorm's output for its readers: ReLU's consuming convs pre-process y, a residual
+    block's end is one `fused.batch_norm_apply` (with the shortcut, the add and the ReLU), other
+    readers get it (and the ReLU) from `fused.batch_norm_apply` in the forward, or recomputed
+    before the first backward reader."""
+    a = applied[bn.result]
     relu = single_forward_relu(bn.result)
-    apply = "layer"
+    end = residual_end(bn.result, applied) if relu is None else None
     if relu is not None:
         consumers = [use.operation for use in list(relu.result.uses) if is_fusable_consumer(use.operation, relu.result)]
         for conv in consumers:
-            replace_consumer(conv, y, scale, shift)
-        apply = "pre" if consumers else "layer"
-        saved = materialize_relu(store, relu, bn, y, mean, var, scale, shift, eps)
+            replace_consumer(conv, a.y, a.scale, a.shift, applied)
+        for use in list(bn.result.uses):
+            if isinstance(use.operation, nn.ReluBackwardOp):  # z > 0 exactly where the BatchNorm's output is
+                use.operation.operands[use.index] = relu.result
+        saved = materialize(store, relu, [a.y, a.scale, a.shift])
+        record(a, "pre" if consumers else "layer", saved)
+    elif end is not None:
+        add, relu, other = end
+        others = [other] if other not in applied else [applied[other].y, applied[other].scale, applied[other].shift]
+        for use in list(add.result.uses):
+            if isinstance(use.operation, nn.ReluBackwardOp):
+                use.operation.operands[use.index] = relu.result
+        z = Builder(store, add).op(fused.BatchNormApplyOp(a.y, a.scale, a.shift, others, "relu"))
+        relu.result.replace_all_uses_with(z)
+        for op in (relu, add):
+            op.detach()
+            op.erase()
+        record(a, "layer (with the residual add and ReLU)", "none")
+        if other in applied:
+            record(applied[other], "layer (with the residual add and ReLU)", "none")
     else:
-        saved = "none"
-        applied = Builder(store, bn).op(nn.BatchNormOp(y, bn.scale, bn.bias, mean, var, eps))
-        bn.result.replace_all_uses_with(applied)
-    if stats is not None:
-        stats.attributes["fused.bn"] = DictionaryAttr({"apply": StringAttr(apply), "saved": StringAttr(saved)})
-    bn.detach()
-    bn.erase()
+        y = Builder(store, bn).op(fused.BatchNormApplyOp(a.y, a.scale, a.shift))
+        bn.result.replace_all_uses_with(y)
+        record(a, "layer", "none")
+
+
+def record(a: Applied, apply: str, saved: str) -> None:
+    if a.stats is not None:
+        a.stats.attributes["fused.bn"] = DictionaryAttr({"apply": StringAttr(apply), "saved": StringAttr(saved)})
+
+
+def residual_end(value: SSAValue, applied: dict[SSAValue, Applied]):
+    """(add, relu, the add's other operand) when `value` is read only by a forward add whose only
+    forward reader is a ReLU (a residual block's end); the other operand, when it is a BatchNorm's
+    output too, must be read only by that add."""
+    users = [use.operation for use in value.uses]
+    if len(users) != 1 or not isinstance(users[0], nn.AddOp) or nn.phase_of(users[0]) != "forward":
+        return None
+    add = users[0]
+    if nn.shape_of(add.lhs) != nn.shape_of(add.rhs):
+        return None
+    relu = single_forward_relu(add.result)
+    if relu is None:
+        return None
+    other = add.rhs if add.lhs is value else add.lhs
+    if other is value or (other in applied and len(list(other.uses)) != 1):
+        return None
+    return add, relu, other
 
 
 def statistics(b: Builder, bn: nn.BatchNormTrainOp) -> tuple[SSAValue, SSAValue, SSAValue, Operation | None]:
@@ -103,8 +164,6 @@ def statistics(b: Builder, bn: nn.BatchNormTrainOp) -> tuple[SSAValue, SSAValue,
     if isinstance(conv, nn.Conv2dOp) and conv.group.value.data == 1:
         stats = fused.Conv2dStatsOp(conv.input, conv.weight, conv.bias, nn.ints(conv.strides), nn.ints(conv.pads),
                                     nn.ints(conv.dilations), conv.group.value.data)
-    elif isinstance(conv, fused.Conv2dPreOp) and not conv.stats:  # its input normalised, its output too
-        stats = conv.with_stats()
     else:
         return y, b.channel(y), b.channel(b.mul(y, y)), None
     stats.attributes.update(conv.attributes)
@@ -127,45 +186,45 @@ def single_forward_relu(value: SSAValue) -> nn.ReluOp | None:
 
 
 def is_fusable_consumer(op: Operation, z: SSAValue) -> bool:
-    """A forward conv (not depthwise, not grouped) that reads `z` as its input."""
-    return isinstance(op, nn.Conv2dOp) and op.input is z and op.group.value.data == 1 and nn.phase_of(op) == "forward"
+    """A forward conv (not grouped; statistics fused or not) that reads `z` as its input."""
+    return isinstance(op, (nn.Conv2dOp, fused.Conv2dStatsOp)) and op.input is z and op.group.value.data == 1 \
+        and nn.phase_of(op) == "forward"
 
 
-def replace_consumer(conv: nn.Conv2dOp, y: SSAValue, scale: SSAValue, shift: SSAValue) -> None:
+def replace_consumer(conv: Operation, y: SSAValue, scale: SSAValue, shift: SSAValue,
+                     applied: dict[SSAValue, Applied]) -> None:
+    """`conv` as `fused.conv2d_pre` of y (with the statistics when it gave them)."""
+    stats = isinstance(conv, fused.Conv2dStatsOp)
     fused_conv = fused.Conv2dPreOp(y, scale, shift, conv.weight, conv.bias, nn.ints(conv.strides), nn.ints(conv.pads),
-                                   nn.ints(conv.dilations), conv.group.value.data, "relu")
+                                   nn.ints(conv.dilations), conv.group.value.data, "relu", stats)
     fused_conv.attributes.update(conv.attributes)
-    fused_conv.result.name_hint = conv.result.name_hint
+    for old, new in zip(conv.results, fused_conv.results):
+        new.name_hint = old.name_hint
+        old.replace_all_uses_with(new)
+    for a in applied.values():
+        if a.stats is conv:
+            a.stats, a.y = fused_conv, fused_conv.result
     conv.parent.insert_op_before(fused_conv, conv)
-    conv.result.replace_all_uses_with(fused_conv.result)
     conv.detach()
     conv.erase()
 
 
-def materialize_relu(store, relu: nn.ReluOp, bn: nn.BatchNormTrainOp, y, mean, var, scale, shift,
-                     eps: float) -> str:
-    """Make relu(batch_norm(y)) again for its remaining readers: in the forward when a forward op
-    other than a fused conv reads it, else just before its first backward reader (recompute);
-    ReLU's backward reads it for its mask. Returns what was chosen: "forward", "recompute", "none"."""
-    for use in list(bn.result.uses):
-        if isinstance(use.operation, nn.ReluBackwardOp):
-            use.operation.operands[use.index] = relu.result
+def materialize(store, relu: nn.ReluOp, applied: list[SSAValue]) -> str:
+    """Make relu(batch_norm(y)) again, as one `fused.batch_norm_apply`, for the ReLU's remaining
+    readers: in the forward when a forward op other than a fused conv reads it, else just before
+    its first backward reader (recompute). Returns what was chosen: "forward", "recompute", "none"."""
     readers = [use.operation for use in relu.result.uses]
     if not readers:
         relu.detach()
         relu.erase()
         return "none"
-    forward = [r for r in readers if nn.phase_of(r) == "forward"]
-    if forward:
+    if any(nn.phase_of(r) == "forward" for r in readers):
         anchor, chosen = relu, "forward"
     else:
-        block = relu.parent
-        anchor = min(readers, key=block.get_operation_index)
-        chosen = "recompute"
+        anchor, chosen = min(readers, key=relu.parent.get_operation_index), "recompute"
     b = Builder(store, anchor)
     b.hint = f"{relu.result.name_hint or 'relu'}_{chosen}"
-    normalised = b.op(nn.BatchNormOp(y, bn.scale, bn.bias, mean, var, eps))
-    z = b.op(nn.ReluOp(normalised))
+    z = b.op(fused.BatchNormApplyOp(*applied, act="relu"))
     relu.result.replace_all_uses_with(z)
     relu.detach()
     relu.erase()

@@ -62,28 +62,69 @@ def lower_bn_conv(lowering: Lowering, op: Operation):
     """The lowering-table entry of fused.conv2d_stats and fused.conv2d_pre: its nest, unrolled."""
     from nncc.compiler.codegen.layers import conv2d_shape
 
-    nest = bn_conv_nest(lowering, op, conv2d_shape(op))
+    return lower_results(lowering, op, bn_conv_nest(lowering, op, conv2d_shape(op)))
+
+
+def lower_factors(lowering: Lowering, op: Operation):
+    """The lowering-table entry of fused.batch_norm_factors."""
+    return lower_results(lowering, op, factors_nest(lowering, op, lowering.buffers))
+
+
+def lower_results(lowering: Lowering, op: Operation, nest: tile.NestOp):
+    """`nest` (made at lowering time for `op`, with a result per result of `op`) unrolled."""
     for outer, inner in zip(op.results, nest.results):
         lowering.addresses[inner] = lowering.address(outer)
     return lower_nest(lowering, nest)
 
 
 def bn_conv_nest(lowering: Lowering, op: Operation, s) -> tile.NestOp:
-    """The nest of `op` with the cost model's conv tiles, output tiles made to divide the output
-    and shrunk until the extra buffers fit."""
+    """The nest of `op` with the tiles the cost model times fastest among the conv's own tiles
+    (output tiles made to divide the output) with more output channels per tile (each input tile
+    is pre-processed once per output-channel tile), each shrunk until the extra buffers fit."""
+    from nncc.compiler.codegen.group_nest import predict, scratch
+
     if s.group != 1:
         raise NnccError(f"layer {layer_name(op)}: {op.name} of a grouped conv is not supported")
-    t = choose_tiles(lowering, s, layer_name(op), op.bias is not None)
-    t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
-    while True:
-        nest = build(lowering, op, s, t)
-        if fits(lowering, nest):
-            return nest
-        smaller = shrink(s, t)
-        if smaller is None:
+    constants = constant_inputs(lowering, op, s)
+    key = ("bn tiles", op.name, s, len(op.results), op.bias is not None)
+    if key not in lowering.cost_cache:
+        t = choose_tiles(lowering, s, layer_name(op), op.bias is not None)
+        t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
+        options = {fitting(lowering, op, s, dataclasses.replace(t, toc=toc), constants)
+                   for toc in {t.toc, min(s.og, 2 * t.toc), min(s.og, 4 * t.toc), s.og}}
+        options.discard(None)
+        if not options:
             raise NnccError(f"layer {layer_name(op)}: the fused BatchNorm buffers do not fit the target's memories")
-        nest.erase()
-        t = smaller
+        probe = scratch(lowering)
+        timed = [(predict(probe, build(probe, op, s, option, constants)).cycles, option.toc, option) for option in options]
+        lowering.cost_cache[key] = min(timed, key=lambda item: item[:2])[2]
+    return build(lowering, op, s, lowering.cost_cache[key], constants)
+
+
+def fitting(lowering: Lowering, op: Operation, s, t: ConvTiles, constants) -> ConvTiles | None:
+    """`t`, shrunk until the nest fits (None: not even one row of one column does)."""
+    while True:
+        nest = build(lowering, op, s, t, constants)
+        fit = fits(lowering, nest)
+        nest.erase(safe_erase=False)
+        if fit:
+            return t
+        t = shrink(s, t)
+        if t is None:
+            return None
+
+
+def constant_inputs(lowering: Lowering, op: Operation, s) -> dict[str, SSAValue]:
+    """The constants a fused nest reads: the ones row and the zeros of the statistics, the border
+    mask of a padded pre-processed input."""
+    constants = {}
+    if len(op.results) == 3:
+        constants["ones"] = constant_weight(lowering, op, f"bn_stats.ones{s.oh * s.ow}", np.ones(s.oh * s.ow, np.float32))
+        constants["zeros"] = constant_weight(lowering, op, f"bn_stats.zeros{2 * s.og}", np.zeros(2 * s.og, np.float32))
+    if isinstance(op, fused.Conv2dPreOp) and any(nn.ints(op.pads)):
+        h, w = nn.shape_of(op.input)[2:]
+        constants["mask"] = constant_weight(lowering, op, f"bn_pre.mask{h}x{w}", np.ones((1, 1, h, w), np.float32))
+    return constants
 
 
 def divisor_at_most(extent: int, limit: int) -> int:
@@ -130,7 +171,7 @@ def parts_of(block) -> Parts:
     return Parts(block, conv, ic_loop, spatial, channel, buffers)
 
 
-def build(lowering: Lowering, op: Operation, s, t: ConvTiles) -> tile.NestOp:
+def build(lowering: Lowering, op: Operation, s, t: ConvTiles, constants: dict[str, SSAValue]) -> tile.NestOp:
     pre = isinstance(op, fused.Conv2dPreOp)
     stats = len(op.results) == 3
     probe = conv_nest(lowering, None, s, t, conv_tensors(op, s, "channels"), Epilogue(),
@@ -142,11 +183,7 @@ def build(lowering: Lowering, op: Operation, s, t: ConvTiles) -> tile.NestOp:
     parts = parts_of(block)
     outputs = [op.result.type]
     if pre:
-        pads = any(nn.ints(op.pads))
-        extra = [op.scale, op.shift]
-        if pads:
-            h, w = nn.shape_of(op.input)[2:]
-            extra.append(constant_weight(lowering, op, f"{layer_name(op)}.mask", np.ones((1, 1, h, w), np.float32)))
+        extra = [op.scale, op.shift] + ([constants["mask"]] if "mask" in constants else [])
         args = []
         for value in extra:
             args.append(block.insert_arg(value.type, len(inputs)))
@@ -154,14 +191,13 @@ def build(lowering: Lowering, op: Operation, s, t: ConvTiles) -> tile.NestOp:
         add_pre_processing(lowering, parts, s, t, args, op.pre.data)
     if stats:
         outputs += [op.results[1].type, op.results[2].type]
-        constants = []
-        for name, array in (("ones", np.ones(t.toh * t.tow, np.float32)), ("zeros", np.zeros(2 * s.og, np.float32))):
-            value = constant_weight(lowering, op, f"bn_stats.{name}{array.size}", array)
-            constants.append(block.insert_arg(value.type, len(inputs)))
-            inputs.append(value)
+        starts = []
+        for name in ("ones", "zeros"):
+            starts.append(block.insert_arg(constants[name].type, len(inputs)))
+            inputs.append(constants[name])
         sums = block.insert_arg(op.results[1].type, len(block.args))
         squares = block.insert_arg(op.results[2].type, len(block.args))
-        add_statistics(lowering, parts, s, t, sums, squares, constants)
+        add_statistics(lowering, parts, s, t, sums, squares, starts)
     nest = tile.NestOp(layer_name(op), inputs, outputs, Region(block),
                        {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES)}
                        if nn.ONNX_NODES in op.attributes else {"op": StringAttr(op.name)})
@@ -230,8 +266,7 @@ def add_statistics(lowering: Lowering, parts: Parts, s, t: ConvTiles, sums: SSAV
     st = buffer(lowering, parts, "st", "output", [2 * channels])
     sq = buffer(lowering, parts, "sq", "output", [t.toh, t.tow, t.toc])
     first_loop = next(o for o in parts.block.ops if isinstance(o, tile.ForOp))
-    for target, arg in zip((ones, st), constants):
-        size = nn.shape_of(arg)[0]
+    for target, arg, size in zip((ones, st), constants, (pixels, 2 * channels)):
         parts.block.insert_op_before(slice_op(tile.LoadOp, arg, target, [0], [size], [0]), first_loop)
     for loop in parts.block.walk():
         if isinstance(loop, tile.ForOp) and "cores" in loop.properties:
@@ -260,3 +295,95 @@ def add_statistics(lowering: Lowering, parts: Parts, s, t: ConvTiles, sums: SSAV
     for target, at in ((sums, 0), (squares, channels)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [channels], [0], at=at))
 
+
+
+# --------------------------------------------------------------------------- the per-channel numbers, the apply
+
+
+def factors_nest(lowering: Lowering, op: fused.BatchNormFactorsOp, slots: int = 1) -> tile.NestOp:
+    """fused.batch_norm_factors as one tile of every channel: the six [C] operands loaded into one
+    buffer, the maps, the six [C] results stored:
+
+        mean = sums / n; var = squares / n - mean^2; invstd = rsqrt(var + eps); scale = gamma invstd;
+        shift = beta - mean scale; running_mean = m rm + (1 - m) mean; running_var = m rv + (1 - m) n / (n - 1) var
+    """
+    from xdsl.ir import Block
+
+    c = nn.shape_of(op.sums)[0]
+    n, eps, m = op.count.value.data, float(op.epsilon.value.data), float(op.momentum.value.data)
+    block = Block(arg_types=[v.type for v in op.operands] + [v.type for v in op.results])
+    for arg, name in zip(block.args, ("SUM", "SQ", "G", "B", "RM", "RV", "MEAN", "INV", "SCALE", "SHIFT", "NRM", "NRV")):
+        arg.name_hint = name
+    st = tile.BufferOp("output", [10 * c], lowering.target.memory_for("output").name, slots)
+    st.result.name_hint = "st"
+    block.add_op(st)
+    buf = st.result
+    loop = tile.ForOp.build([(0, c, c)], "naive", names=["c"])
+    block.add_op(loop)
+    iv, extent = loop.block.args
+    for k, arg in enumerate(block.args[:6]):
+        loop.block.add_op(slice_op(tile.LoadOp, arg, buf, [iv], [extent], [0], at=k * c))
+    SUM, SQ, G, B, RM, RV, MEAN, INV, SCALE, SHIFT, NRM, NRV, VAR, T = (k * c for k in (0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 7))
+    steps = [  # (func, inputs (offsets), output offset, params): in place, in an order that reads before it overwrites
+        ("affine", [SUM], 8 * c, [1.0 / n, 0.0]),               # mean (kept at 8c until the end)
+        ("affine", [SQ], VAR, [1.0 / n, 0.0]),                  # E[x^2]
+        ("mul", [8 * c, 8 * c], T, []),
+        ("sub", [VAR, T], VAR, []),                             # var
+        ("rsqrt", [VAR], 9 * c, [eps]),                         # invstd (at 9c)
+        ("mul", [G, 9 * c], SCALE, []),                         # scale = gamma invstd (gamma overwritten)
+        ("mul", [8 * c, SCALE], T, []),
+        ("sub", [B, T], SHIFT, []),                             # shift = beta - mean scale
+        ("affine", [RM], NRM, [m, 0.0]),
+        ("affine", [8 * c], T, [1.0 - m, 0.0]),
+        ("add", [NRM, T], NRM, []),
+        ("affine", [RV], NRV, [m, 0.0]),
+        ("affine", [VAR], T, [(1.0 - m) * n / (n - 1), 0.0]),
+        ("add", [NRV, T], NRV, []),
+        ("copy", [8 * c], MEAN, []),
+        ("copy", [9 * c], INV, []),
+    ]
+    for func, ins, out, params in steps:
+        e = IndexExprs()
+        loop.block.add_op(map_op(e, func, [(buf, at, 0) for at in ins] + [(buf, out, 0)], [e(1), e(1), e(extent)],
+                                 params))
+    for k, arg in enumerate(block.args[6:]):
+        loop.block.add_op(slice_op(tile.StoreOp, arg, buf, [iv], [extent], [0], at=k * c))
+    return tile.NestOp(layer_name(op), list(op.operands), [v.type for v in op.results], Region(block),
+                       nest_attributes(op))
+
+
+def nest_attributes(op: Operation) -> dict:
+    attributes = {"op": StringAttr(op.name)}
+    for key in (nn.ONNX_NODES, nn.PHASE):
+        if key in op.attributes:
+            attributes[key] = op.attributes[key]
+    return attributes
+
+
+def apply_nest(lowering: Lowering, op: fused.BatchNormApplyOp, slots: int = 1) -> tile.NestOp:
+    """fused.batch_norm_apply as a streaming nest: `fma` with the per-channel scale and shift, then
+    the residual added (or a second `fma` and its shift), then the ReLU, on each tile."""
+    from nncc.compiler.codegen.stream_nest import Piece, broadcast_operand, row_major_operand, stream_nest
+
+    shape = nn.shape_of(op.result)
+    per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    others = list(op.others)
+    names = ["X", "S", "H"] + (["R"] if len(others) == 1 else ["X2", "S2", "H2"] if others else [])
+    values = [op.input, op.scale, op.shift, *others]
+    operands = [broadcast_operand(name, shape if name in ("X", "R", "X2") else per_channel, shape) for name in names]
+    act = op.act.data
+
+    def compute(e, ins, out, masks, tile_shape):
+        views = [(b, 0, mask) for b, mask in zip(ins, masks)]
+        result = (out, 0, 0)
+        ops = [map_op(e, "fma", [*views[:3], result], tile_shape)]
+        if len(views) == 4:
+            ops.append(map_op(e, "add", [result, views[3], result], tile_shape))
+        elif len(views) == 6:
+            ops += [map_op(e, "fma", [views[3], views[4], result, result], tile_shape),
+                    map_op(e, "add", [result, views[5], result], tile_shape)]
+        if act == "relu":
+            ops.append(map_op(e, "relu", [result, result], tile_shape))
+        return ops
+    piece = Piece(shape, operands, row_major_operand("Y", shape))
+    return stream_nest(lowering, op, list(zip(names, values)), [piece], compute, slots)

@@ -29,6 +29,7 @@ STREAM_NESTS = {
     "nn.global_max_pool": reduce_nest.global_pool_nest,
     "nn.lrn": reduce_nest.lrn_nest,
     "nn.softmax": reduce_nest.softmax_nest,
+    "fused.batch_norm_apply": bn_nest.apply_nest,  # training BatchNorm fused (fuse-batch-norm-training)
 }
 """Op name -> the builder of its nest `(lowering, op, slots) -> tile.nest`, for the layers
 whose nest needs no tile search (tile-layers writes them as they are)."""
@@ -38,6 +39,7 @@ GENERATORS: dict[str, LayerLowering] = {
     "fused.conv2d": layers.lower_conv,
     "fused.conv2d_stats": bn_nest.lower_bn_conv,  # training BatchNorm fused (fuse-batch-norm-training)
     "fused.conv2d_pre": bn_nest.lower_bn_conv,
+    "fused.batch_norm_factors": bn_nest.lower_factors,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
     **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},

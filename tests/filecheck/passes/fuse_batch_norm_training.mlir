@@ -36,22 +36,14 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
 
 // CHECK-NOT:  nn.batch_norm_train
 // CHECK:      %[[Y1:.*]], %[[SUM1:.*]], %[[SQ1:.*]] = fused.conv2d_stats %x, %w1 strides [1, 1] pads [1, 1, 1, 1] dilations [1, 1] group 1 {onnx_nodes = ["conv1"], nn.phase = "forward", fused.bn = {apply = "pre", saved = "recompute"}}
-// CHECK-NEXT: %[[MEAN1:.*]] = nn.scale %[[SUM1]] factor 3.125000e-02
-// CHECK-NEXT: %[[EX2:.*]] = nn.scale %[[SQ1]] factor 3.125000e-02
-// CHECK-NEXT: %[[M2:.*]] = nn.mul %[[MEAN1]], %[[MEAN1]]
-// CHECK-NEXT: %[[VAR1:.*]] = nn.sub %[[EX2]], %[[M2]]
-// CHECK:      %[[INV1:.*]] = nn.div
-// CHECK-NEXT: %[[SCALE1:.*]] = nn.mul %s1, %[[INV1]]
-// CHECK-NEXT: %[[MS:.*]] = nn.mul %[[MEAN1]], %[[SCALE1]]
-// CHECK-NEXT: %[[SHIFT1:.*]] = nn.sub %b1, %[[MS]]
+// CHECK-NEXT: %[[MEAN1:.*]], %[[INV1:.*]], %[[SCALE1:.*]], %[[SHIFT1:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors %[[SUM1]], %[[SQ1]], %s1, %b1, %m1, %v1 count 32 epsilon 1.000000e-05 momentum 9.000000e-01 {nn.phase = "forward", onnx_nodes = ["bn1"]}
 // CHECK:      %[[Y2:.*]], %[[SUM2:.*]], %[[SQ2:.*]] = fused.conv2d_pre %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %w2 strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu {onnx_nodes = ["conv2"], nn.phase = "forward", fused.bn = {apply = "layer", saved = "forward"}}
-// CHECK:      %[[N2:.*]] = nn.batch_norm %[[Y2]], %s2, %b2, {{.*}} {nn.phase = "forward", onnx_nodes = ["relu2"]}
-// CHECK-NEXT: %[[Z2:.*]] = nn.relu %[[N2]] {nn.phase = "forward"
+// CHECK-NEXT: %{{.*}}, %{{.*}}, %[[SCALE2:.*]], %[[SHIFT2:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors %[[SUM2]], %[[SQ2]], %s2, %b2, %m2, %v2
+// CHECK-NEXT: %[[Z2:.*]] = fused.batch_norm_apply %[[Y2]], %[[SCALE2]], %[[SHIFT2]] act relu {nn.phase = "forward", onnx_nodes = ["relu2"]}
 // CHECK-NEXT: nn.global_avg_pool %[[Z2]]
 // CHECK:      nn.relu_backward %{{.*}}, %[[Z2]]
 // CHECK:      nn.batch_norm_backward %{{.*}}, %[[Y2]], %s2, {{.*}}
-// CHECK:      %[[N1:.*]] = nn.batch_norm %[[Y1]], %s1, %b1, %[[MEAN1]], %[[VAR1]] epsilon 1.000000e-05 {nn.phase = "backward"
-// CHECK-NEXT: %[[Z1:.*]] = nn.relu %[[N1]] {nn.phase = "backward"
+// CHECK:      %[[Z1:.*]] = fused.batch_norm_apply %[[Y1]], %[[SCALE1]], %[[SHIFT1]] act relu {nn.phase = "backward"
 // CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %{{.*}}
 // CHECK-NEXT: nn.relu_backward %{{.*}}, %[[Z1]]
 // CHECK-NEXT: nn.batch_norm_backward %{{.*}}, %[[Y1]], %s1, %[[MEAN1]], %[[INV1]]
