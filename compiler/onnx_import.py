@@ -798,10 +798,15 @@ def reduce_axes(node: ImportNode) -> list[int] | None:
 
 def reduction_constant(node: ImportNode, what: str, value: float) -> SSAValue:
     """A one-element float32 constant of this node (a scale factor) as an `nn.weight`."""
+    return node_constant(node, what, np.array([value], dtype=np.float32))
+
+
+def node_constant(node: ImportNode, what: str, array: np.ndarray) -> SSAValue:
+    """A float32 constant of this node (a scale factor, a mask) as the `nn.weight` `NODE.what`."""
     name = f"{node.label}.{what}"
     while name in node.importer.constants:
         name += "_"
-    node.importer.constants[name] = np.array([value], dtype=np.float32)
+    node.importer.constants[name] = np.ascontiguousarray(array, dtype=np.float32)
     return node.importer.weight(name, f"node '{node.label}' ({node.node.op_type}) {what}")
 
 
@@ -1231,6 +1236,155 @@ def convert_slice(node: ImportNode) -> None:
             count = max(0, -(-(start - end) // -step))
         box_starts[axis], box_steps[axis], box_shape[axis] = (start if count else 0), step, count
     define_box(node, 0, box_starts, box_steps, box_shape)
+
+
+def emit_chain(node: ImportNode, chain: list[Operation], result: SSAValue) -> None:
+    """Append the ops of `chain` (each reading earlier ones) and bind the node's output to `result`,
+    the result of the last one, or an earlier value (an alias) when the chain is empty."""
+    for op in chain[:-1]:
+        node.emit(op)
+    if chain:
+        return node.define(chain[-1])
+    node.alias(result)
+
+
+def index_runs(indices: list[int]) -> list[tuple[int, int, int]]:
+    """`indices` in order as (start, step, count) runs of a positive step, longest first:
+
+        [0, 1, 2, 3, 3, 5, 7, 0] -> [(0, 1, 4), (3, 2, 3), (0, 1, 1)]
+    """
+    runs: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(indices):
+        step = indices[i + 1] - indices[i] if i + 1 < len(indices) else 0
+        count = 1
+        if step > 0:
+            while i + count < len(indices) and indices[i + count] - indices[i + count - 1] == step:
+                count += 1
+        runs.append((indices[i], step if count > 1 else 1, count))
+        i += count
+    return runs
+
+
+def gather_chain(value: SSAValue, axis: int, indices: np.ndarray) -> tuple[list[Operation], SSAValue]:
+    """Ops taking the elements of `value` at the constant `indices` (normalised) along `axis`, as
+    ONNX Gather: one `nn.slice` per run of `index_runs` (a run that is the whole axis is `value`
+    itself; equal runs share one slice), an `nn.concat` of the runs along `axis`, and an
+    `nn.reshape` to shape[:axis] + indices.shape + shape[axis + 1:]. Returns the ops and the result.
+
+        Gather(x: 1x768, [[0, 1, 2, 3], [3, 3, 3, 3]], axis=1) ->
+          %a = nn.slice %x starts [0, 0] steps [1, 1] -> 1x4;  %b = nn.slice %x starts [0, 3] ... -> 1x1
+          %c = nn.concat %a, %b, %b, %b, %b axis 1 -> 1x8;     nn.reshape %c -> 1x2x4
+    """
+    shape = nn.shape_of(value)
+    chain: list[Operation] = []
+    pieces: dict[tuple[int, int, int], SSAValue] = {}
+    parts: list[SSAValue] = []
+    for run in index_runs([int(i) for i in indices.reshape(-1)]):
+        if run not in pieces:
+            start, step, count = run
+            if count == shape[axis]:
+                pieces[run] = value
+            else:
+                chain.append(nn.SliceOp(value, [start if a == axis else 0 for a in range(len(shape))],
+                                        [step if a == axis else 1 for a in range(len(shape))],
+                                        [count if a == axis else d for a, d in enumerate(shape)]))
+                pieces[run] = chain[-1].results[0]
+        parts.append(pieces[run])
+    if len(parts) > 1:
+        chain.append(nn.ConcatOp(parts, axis))
+    gathered = chain[-1].results[0] if chain else value
+    out_shape = tuple(shape[:axis]) + tuple(indices.shape) + tuple(shape[axis + 1:])
+    if nn.shape_of(gathered) != out_shape:
+        chain.append(nn.ReshapeOp(gathered, out_shape))
+    return chain, chain[-1].results[0] if chain else value
+
+
+def constant_indices(node: ImportNode, dims: list[int], tuples: bool = False, what: str = "indices") -> np.ndarray:
+    """Input 1 as integer indices into an axis of size dims[0], or with `tuples` into the axes of
+    sizes `dims` (the array's last axis indexing them in order), negative ones counted from the
+    end; out of range is an error."""
+    if not node.is_const(1):
+        raise node.fail(f"{what} '{node.node.input[1]}' are computed at run time; nncc gathers with constant "
+                        "indices only (a static data movement)")
+    indices = node.int_const(1, what).astype(np.int64)
+    bounds = np.array(dims, dtype=np.int64) if tuples else np.int64(dims[0] if dims else 0)
+    normalised = np.where(indices < 0, indices + bounds, indices)
+    if normalised.size and (normalised.min() < 0 or (normalised >= bounds).any()):
+        raise node.fail(f"{what} out of range for axes of size {list(dims)}")
+    return normalised
+
+
+@converts("Gather")
+def convert_gather(node: ImportNode) -> None:
+    """Gather with constant indices (PyTorch's `x[..., i]`, `select`, `as_strided`): slices of the
+    input and their concat (`gather_chain`), all copies the accelerators do by DMA."""
+    shape = node.shape(0)
+    axis = nn.normalize_axis(node.attr("axis", 0), len(shape))
+    indices = constant_indices(node, [shape[axis]])
+    emit_chain(node, *gather_chain(node.value(0), axis, indices))
+
+
+@converts("GatherND")
+def convert_gather_nd(node: ImportNode) -> None:
+    """GatherND with constant indices (the dynamo exporter's adaptive pooling): the indexed
+    leading axes of the data (after `batch_dims`, which are indexed too) are viewed as one axis
+    (`nn.reshape`) and gathered along it (`gather_chain`) at the flat positions."""
+    shape = node.shape(0)
+    batch = node.attr("batch_dims", 0)
+    if not node.is_const(1):
+        constant_indices(node, [], tuples=True)  # the one-line refusal
+    depth = node.shape(1)[-1] if node.shape(1) else 0
+    if not 0 <= batch < len(shape) or not 1 <= depth <= len(shape) - batch or len(node.shape(1)) <= batch:
+        raise node.fail(f"indices of shape {list(node.shape(1))} with batch_dims={batch} do not index data "
+                        f"of shape {list(shape)}")
+    indices = constant_indices(node, shape[batch:batch + depth], tuples=True)
+    if tuple(indices.shape[:batch]) != tuple(shape[:batch]):
+        raise node.fail(f"indices {list(indices.shape)} and data {list(shape)} differ on the batch_dims={batch} axes")
+    # every (batch position, index tuple) as one position of the flattened leading batch+depth axes
+    batch_index = np.indices(indices.shape[:-1])[:batch]
+    coordinates = [*batch_index, *np.moveaxis(indices, -1, 0)]
+    flat = np.ravel_multi_index(tuple(coordinates), shape[:batch + depth]) if coordinates else np.zeros((), np.int64)
+    value, chain = node.value(0), []
+    leading = (math.prod(shape[:batch + depth]),) + tuple(shape[batch + depth:])
+    if leading != tuple(shape):
+        chain.append(nn.ReshapeOp(value, leading))
+        value = chain[-1].results[0]
+    more, result = gather_chain(value, 0, np.asarray(flat))
+    emit_chain(node, chain + more, result)
+
+
+@converts("Where")
+def convert_where(node: ImportNode) -> None:
+    """Where with a constant condition (the dynamo exporter's `masked_fill` with a constant mask):
+    X * m + Y * (1 - m) with the mask m = condition as float32, products with a constant folded at
+    import, a zero term left out. Unlike Where, an inf or NaN in the unselected operand gives NaN."""
+    if not node.is_const(0):
+        raise node.fail(f"condition '{node.node.input[0]}' is computed at run time; nncc compiles Where "
+                        "with a constant condition (it computes float32 tensors, not bool)")
+    mask = np.asarray(node.const(0)).astype(np.float32)
+    out_shape = nn.broadcast_shapes(nn.broadcast_shapes(mask.shape, node.shape(1)), node.shape(2))
+    chain: list[Operation] = []
+    terms: list[SSAValue] = []
+    for i, factor in ((1, mask), (2, 1.0 - mask)):
+        if not factor.any():
+            continue
+        if node.is_const(i):
+            product = np.asarray(node.const(i), dtype=np.float32) * factor
+            if product.any():
+                terms.append(node_constant(node, f"where{i}", product))
+        elif factor.all():
+            terms.append(node.value(i))
+        else:
+            chain.append(nn.MulOp(node.value(i), node_constant(node, f"mask{i}", factor)))
+            terms.append(chain[-1].results[0])
+    if len(terms) == 2:
+        chain.append(nn.AddOp(*terms))
+    result = chain[-1].results[0] if chain else (terms[0] if terms else None)
+    if result is None or nn.shape_of(result) != out_shape:
+        raise node.fail(f"the selected values do not cover the output of shape {list(out_shape)} "
+                        "(a constant broadcast to it); nncc does not expand constants at run time")
+    emit_chain(node, chain, result)
 
 
 @converts("Softmax")

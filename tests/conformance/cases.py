@@ -35,6 +35,7 @@ SUPPORTED_OPS = frozenset({
     "Split", "Slice",
     "LayerNormalization", "Sqrt",
     "Erf", "Tanh", "Gelu",
+    "Gather", "GatherND", "Where",
 })
 
 CONSTANT_OPERANDS = {
@@ -46,6 +47,9 @@ CONSTANT_OPERANDS = {
     "Dropout": (2,),           # training_mode
     "Split": (1,),             # split
     "Slice": (1, 2, 3, 4),     # starts, ends, axes, steps
+    "Gather": (1,),            # indices
+    "GatherND": (1,),          # indices
+    "Where": (0,),             # condition
     **{op: (1,) for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceSumSquare")},  # axes
 }
 """Node input slots nncc needs as compile-time constants (graph inputs there get frozen)."""
