@@ -42,6 +42,7 @@ into instructions is `compiler/codegen/nest.py`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -320,9 +321,23 @@ def slot_bytes(buffer: BufferOp) -> int:
     return -(-4 * buffer.elements // SLOT_ALIGNMENT) * SLOT_ALIGNMENT
 
 
-def target_memories(op: IRDLOperation) -> dict[str, int] | None:
-    """Bytes of each named memory of the target the enclosing module records (`tile.target`),
-    or None when it records none."""
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The bytes of each named memory of a module's target, which of them have one instance for
+    all cores, and how many cores the module uses (`tile.cores`, else 1)."""
+
+    sizes: dict[str, int]
+    one_instance: frozenset[str]
+    cores: int
+
+    def copies(self, buffer: BufferOp) -> int:
+        """Copies of `buffer`: one per core when each core has its own but the memory one instance."""
+        return self.cores if buffer.shared is None and buffer.memory in self.one_instance else 1
+
+
+def target_memories(op: IRDLOperation) -> MemoryBudget | None:
+    """The memories of the target the enclosing module records (`tile.target`), or None when it
+    records none."""
     from xdsl.dialects.builtin import DictionaryAttr, ModuleOp
 
     module = op.parent_op()
@@ -331,28 +346,37 @@ def target_memories(op: IRDLOperation) -> dict[str, int] | None:
     target = module.attributes.get("tile.target") if module is not None else None
     if not isinstance(target, DictionaryAttr) or not isinstance(target.data.get("memory"), ArrayAttr):
         return None
-    sizes = {}
+    sizes, one_instance = {}, set()
     for memory in target.data["memory"].data:
         if isinstance(memory, DictionaryAttr) and isinstance(memory.data.get("size_bytes"), IntegerAttr):
-            sizes[memory.data["name"].data] = memory.data["size_bytes"].value.data  # type: ignore[attr-defined]
-    return sizes
+            name = memory.data["name"].data  # type: ignore[attr-defined]
+            sizes[name] = memory.data["size_bytes"].value.data  # type: ignore[attr-defined]
+            shared = memory.data.get("shared")
+            if isinstance(shared, IntegerAttr) and shared.value.data:
+                one_instance.add(name)
+    cores = module.attributes.get("tile.cores")
+    return MemoryBudget(sizes, frozenset(one_instance), cores.value.data if isinstance(cores, IntegerAttr) else 1)
 
 
-def verify_fit(nest: NestOp, memories: dict[str, int]) -> None:
-    """Every buffer's slots fit, with the other buffers of the nest, in its memory."""
+def verify_fit(nest: NestOp, memories: MemoryBudget) -> None:
+    """Every buffer's slots (one copy per core when each core has its own in a memory of one
+    instance) fit, with the other buffers of the nest, in its memory."""
     used: dict[str, int] = {}
+    sizes = memories.sizes
     for op in nest.block.walk():
         if isinstance(op, BufferOp):
             name = op.result.name_hint or "a buffer"
-            if op.memory not in memories:
+            if op.memory not in sizes:
                 raise VerifyException(f"tile.nest {nest.layer.data}: buffer %{name} is in memory {op.memory}, "
-                                      f"which the target does not have ({', '.join(memories)})")
-            used[op.memory] = used.get(op.memory, 0) + op.slots.value.data * slot_bytes(op)
-            if used[op.memory] > memories[op.memory]:
+                                      f"which the target does not have ({', '.join(sizes)})")
+            copies = memories.copies(op)
+            used[op.memory] = used.get(op.memory, 0) + copies * op.slots.value.data * slot_bytes(op)
+            if used[op.memory] > sizes[op.memory]:
+                each = f"{copies} cores x " if copies > 1 else ""
                 raise VerifyException(
-                    f"tile.nest {nest.layer.data}: buffer %{name} ({op.slots.value.data} x {slot_bytes(op)} bytes) "
-                    f"does not fit in memory {op.memory}: the nest's buffers there need {used[op.memory]} bytes, "
-                    f"it has {memories[op.memory]}")
+                    f"tile.nest {nest.layer.data}: buffer %{name} ({each}{op.slots.value.data} x {slot_bytes(op)} "
+                    f"bytes) does not fit in memory {op.memory}: the nest's buffers there need "
+                    f"{used[op.memory]} bytes, it has {sizes[op.memory]}")
 
 
 @irdl_op_definition

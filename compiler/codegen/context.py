@@ -115,8 +115,14 @@ class Lowering:
         used: dict = {}
         for role, nbytes in sizes.items():
             memory = self.target.memory_for(role).name
-            used[memory] = used.get(memory, 0) + self.buffers * (-(-nbytes // 64) * 64)
+            used[memory] = used.get(memory, 0) + self.copies(memory) * self.buffers * (-(-nbytes // 64) * 64)
         return np.logical_and.reduce([nbytes <= self.target.memory(m).size_bytes for m, nbytes in used.items()])
+
+    def copies(self, memory: str) -> int:
+        """How many copies of a tile the memory holds: one per core when the memory has one
+        instance for all cores (`edge`'s BUF with cores > 1). The tile search counts every role
+        so, though a block the cores share (multicast elsewhere) is stored once."""
+        return self.cores if self.target.memory(memory).shared else 1
 
     def capacity(self, role: str) -> int:
         """Bytes of the memory that holds `role` tiles."""

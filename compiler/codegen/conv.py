@@ -150,13 +150,14 @@ def shortfall(lowering: Lowering, s: ConvShape) -> str:
     need: dict[str, list] = {}
     for role, nbytes in sizes.items():
         memory = lowering.target.memory_for(role).name
-        need.setdefault(memory, []).append((role, lowering.buffers * (-(-nbytes // 64) * 64)))
+        need.setdefault(memory, []).append((role, -(-nbytes // 64) * 64))
     parts = []
     for memory, uses in need.items():
-        total, size = sum(n for _, n in uses), lowering.target.memory(memory).size_bytes
+        copies = lowering.copies(memory) * lowering.buffers
+        total, size = copies * sum(n for _, n in uses), lowering.target.memory(memory).size_bytes
         if total > size:
-            slot = " + ".join(f"{role} {n // lowering.buffers}" for role, n in uses)
-            parts.append(f"{memory} needs {total} bytes ({lowering.buffers} x {slot}) but has {size} "
+            slot = " + ".join(f"{role} {n}" for role, n in uses)
+            parts.append(f"{memory} needs {total} bytes ({copies} x {slot}) but has {size} "
                          f"(memory.{memory}.size_bytes): {total - size} bytes short")
     return "; ".join(parts)
 

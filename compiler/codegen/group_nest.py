@@ -248,8 +248,9 @@ def buffer_specs(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles)
 def fits(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles) -> bool:
     """Every buffer's `lowering.buffers` 64-byte aligned slots fit in its memory."""
     used: dict[str, int] = {}
-    for _, _, shape, memory, _ in buffer_specs(lowering, chain, s, t):
-        used[memory] = used.get(memory, 0) + lowering.buffers * (-(-F32 * math.prod(shape) // 64) * 64)
+    for _, _, shape, memory, shared in buffer_specs(lowering, chain, s, t):
+        copies = 1 if shared else lowering.copies(memory)
+        used[memory] = used.get(memory, 0) + copies * lowering.buffers * (-(-F32 * math.prod(shape) // 64) * 64)
     return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
 
 

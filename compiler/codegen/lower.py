@@ -140,6 +140,6 @@ def emit_layer(lowering: Lowering, name: str, op_name: str, nodes: list[str], ge
     for phase, (kinds, jobs, *rest) in enumerate(generate()):  # rest: slots, then a relocation (lower_nest)
         if phase:  # phases reuse slot addresses and semaphores: the previous one must be done
             program.instructions.append(isa.make("barrier"))
-        scheduler = Scheduler(lowering.target, kinds, rest[0] if rest else lowering.buffers)
+        scheduler = Scheduler(lowering.target, kinds, rest[0] if rest else lowering.buffers, lowering.cores)
         program.instructions += scheduler.schedule(jobs, *rest[1:])
     program.instructions.append(isa.make("barrier"))

@@ -236,25 +236,44 @@ class SemaphoreAllocator:
 
 @dataclass
 class Layout:
-    """Where each buffer kind's slots live: memory and base addresses."""
+    """Where each buffer kind's slots live: memory and base addresses. A kind each core has its
+    own of (not `shared`) in a memory with one instance for all cores (`edge`'s BUF) gets one
+    copy per core, `core_strides[kind]` bytes apart; elsewhere every core sees its slot at the
+    same address of its own instance."""
 
     bases: dict[tuple[str, int], tuple[str, int]]
+    core_strides: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def allocate(cls, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS) -> Layout:
+    def allocate(cls, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS,
+                 cores: int = 1) -> Layout:
         used: dict[str, int] = {}
-        bases = {}
+        bases, core_strides = {}, {}
         for kind in kinds:
             slot_bytes = -(-kind.slot_bytes // 64) * 64
+            copies = per_core_copies(target, kind, cores)
+            if copies > 1:
+                core_strides[kind.name] = slot_bytes
             for slot in range(slots):
                 start = used.get(kind.memory, 0)
                 bases[kind.name, slot] = (kind.memory, start)
-                used[kind.memory] = start + slot_bytes
+                used[kind.memory] = start + slot_bytes * copies
         for memory, nbytes in used.items():
             if nbytes > target.memory(memory).size_bytes:
                 raise NnccError(f"target {target.name}: a layer's buffers need {nbytes} bytes of {memory}, "
                                 f"which has {target.memory(memory).size_bytes} (memory.{memory}.size_bytes)")
-        return cls(bases)
+        return cls(bases, core_strides)
+
+    def address(self, ref: BufRef, slot: int, core: int) -> tuple[str, int]:
+        """The (memory, address) of `ref` in `slot`, as `core` sees it."""
+        memory, base = self.bases[ref.kind, slot]
+        return memory, base + ref.offset + self.core_strides.get(ref.kind, 0) * core
+
+
+def per_core_copies(target: Target, kind: BufferKind, cores: int) -> int:
+    """Copies of a buffer kind in its memory: one per core when each core has its own slots but
+    the memory has one instance for all cores, else one."""
+    return cores if not kind.shared and target.memory(kind.memory).shared else 1
 
 
 @contextmanager
@@ -599,7 +618,9 @@ class Schedule:
         the addresses of their slots, and a barrier before the operations `allocation` says need one.
         `relocate` maps the DRAM ends of the DMAs (`("DRAM", addr)`) elsewhere: the same schedule
         emitted for another layer of the same shape (`nest.lower_nest`)."""
-        bases = (layout or Layout.allocate(self.target, self.kind_list, self.slots)).bases
+        layout = layout or Layout.allocate(self.target, self.kind_list, self.slots, self.core_count)
+        bases, strides = layout.bases, layout.core_strides
+        one_instance = {m.name for m in self.target.memories if m.shared}
         allocation = self.allocation
         barriers = set(allocation.barriers)
         make = isa.make
@@ -610,40 +631,40 @@ class Schedule:
                     out.append(make("barrier"))
                 wait, signal = allocation.waits[index], allocation.signals[index]
                 compute = op.compute
+                core = op.cores[0]
                 if compute is not None:
                     slots = self.slot_of[op.job]
                     operands = {}
                     for name, value in compute.operands.items():
                         if value.__class__ is BufRef:
                             memory, base = bases[value.kind, slots[value.kind].slot]
-                            value = (memory, base + value.offset)
+                            value = (memory, base + value.offset + (strides.get(value.kind, 0) * core if strides else 0))
                         operands[name] = value
-                    out.append(make(compute.mnemonic, wait=wait, signal=signal, core=op.cores[0], **operands))
+                    out.append(make(compute.mnemonic, wait=wait, signal=signal, core=core, **operands))
                     continue
                 transfer, occupancy = op.transfer, op.occupancy
-                slot = {occupancy.kind: occupancy}
                 src, dst = transfer.src, transfer.dst
                 if relocate is not None:
                     src, dst = (v if v.__class__ is BufRef else relocate(v) for v in (src, dst))
                 if op.store:  # buffer -> DRAM
                     out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1],
-                                    src=resolve(src, slot, bases), src_core=op.cores[0],
+                                    src=layout.address(src, occupancy.slot, core), src_core=core,
                                     src_stride=transfer.src_stride, dst=dst, cores=(0,),
                                     dst_stride=transfer.dst_stride, shape=transfer.shape))
                 else:
+                    dst = layout.address(dst, occupancy.slot, core)
+                    # a memory with one instance for all cores is written once, not multicast
+                    cores = op.cores[:1] if dst[0] in one_instance else op.cores
                     out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=src,
-                                    src_stride=transfer.src_stride, dst=resolve(dst, slot, bases),
-                                    cores=op.cores, dst_stride=transfer.dst_stride, shape=transfer.shape,
+                                    src_stride=transfer.src_stride, dst=dst,
+                                    cores=cores, dst_stride=transfer.dst_stride, shape=transfer.shape,
                                     pad=transfer.pad, pad_value=transfer.pad_value))
         return out
 
-
-def resolve(value: Any, slots: dict[str, Occupancy], bases: dict) -> Any:
-    """A `BufRef` as the (memory, address) of its kind's slot; anything else as it is."""
-    if value.__class__ is BufRef:
-        memory, base = bases[value.kind, slots[value.kind].slot]
-        return (memory, base + value.offset)
-    return value
+    @property
+    def core_count(self) -> int:
+        """Cores the schedule's operations run on (1 + the highest core number)."""
+        return 1 + max((max(op.cores) for op in self.ops), default=0)
 
 
 _LAST: list[Schedule | None] = [None]  # the schedule built last (`Schedule.of`)
@@ -687,11 +708,11 @@ def allocate(target: Target, ops: Sequence[Operation]) -> Allocation:
 class Scheduler:
     """Emits the instructions of one layer's jobs (`Schedule.instructions`)."""
 
-    def __init__(self, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS):
+    def __init__(self, target: Target, kinds: Sequence[BufferKind], slots: int = SLOTS, cores: int = 1):
         self.target = target
         self.kinds = list(kinds)
         self.slots = slots
-        self.layout = Layout.allocate(target, kinds, slots)  # buffers that do not fit fail here
+        self.layout = Layout.allocate(target, kinds, slots, cores)  # buffers that do not fit fail here
 
     def schedule(self, jobs: Sequence[Job] | Schedule, relocate: Callable | None = None) -> list[NamedTuple]:
         """The instructions of `jobs`, or of a `Schedule` made of them already (`relocate`: see

@@ -1,9 +1,12 @@
 // RUN: nncc-opt %s | nncc-opt | filecheck %s
 // RUN: xdsl-opt %s --print-op-generic | nncc-opt | filecheck %s
 // RUN: sed 's/memref<4x58x48xf32, "BUF">/memref<40x58x48xf32, "BUF">/' %s | not nncc-opt 2>&1 | filecheck %s --check-prefix=FIT
+// RUN: sed 's/size_bytes = 262144 : i64}\]}}/size_bytes = 262144 : i64, shared = true}]}, tile.cores = 2 : i64}/' %s | not nncc-opt 2>&1 | filecheck %s --check-prefix=CORES
 // A fused group as one nest prints in the tile dialect's custom form and parses back to the same
 // IR, also from the generic form. A buffer that does not fit its memory is a verifier error
-// naming the buffer and the memory (the module records the target).
+// naming the buffer and the memory (the module records the target). In a memory with one
+// instance for all cores (`shared = true`), every core has its own copy of the buffers the cores
+// do not share: with two cores the same nest no longer fits.
 
 builtin.module attributes {tile.target = {name = "edge", memory = [{name = "BUF", size_bytes = 262144 : i64}]}} {
   func.func @main(%x: tensor<1x24x56x56xf32>) -> tensor<1x24x56x56xf32> {
@@ -64,3 +67,4 @@ builtin.module attributes {tile.target = {name = "edge", memory = [{name = "BUF"
 // CHECK-NEXT: } : (tensor<1x24x56x56xf32>, tensor<144x24x1x1xf32>, tensor<144xf32>, tensor<144x1x3x3xf32>) -> tensor<1x24x56x56xf32>
 
 // FIT: nncc-opt: error: IR verification failed after parsing: tile.nest block: buffer %m1 (2 x 445440 bytes) does not fit in memory BUF: the nest's buffers there need 945408 bytes, it has 262144
+// CORES: nncc-opt: error: IR verification failed after parsing: tile.nest block: buffer %m1 (2 cores x 2 x 44544 bytes) does not fit in memory BUF: the nest's buffers there need 275712 bytes, it has 262144
