@@ -62,6 +62,7 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     IntegerAttr,
     TensorType,
+    UnitAttr,
 )
 from xdsl.dialects.utils import EnumAttribute
 from xdsl.ir import Attribute, Dialect, SpacedOpaqueSyntaxAttribute, SSAValue
@@ -594,7 +595,88 @@ class BatchNormApplyOp(IRDLOperation):
             raise VerifyException(f"{self.name}: act must be relu or none, not {self.act.data}")
 
 
-FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp],
+@irdl_op_definition
+class BatchNormBackwardSumsOp(IRDLOperation):
+    """BatchNorm's backward reductions in one pass over the output gradient `grad` and the
+    BatchNorm's input `input`: with g = grad (masked by ReLU's step(input * scale + shift) when
+    `relu`), dbias = sum g and dscale = sum g xhat per channel (xhat = (input - mean) invstd), and
+    the factors of the input gradient's elementwise part, dx = scale g + c2 input + c3:
+    c2 = -scale invstd dscale / n, c3 = -scale dbias / n - c2 mean (`fuse-batch-norm-training`).
+
+        %dscale, %dbias, %c2, %c3 = fused.batch_norm_backward_sums %dz, %y, %scale, %shift, %mean, %invstd relu
+               : (tensor<8x64x8x8xf32>, tensor<8x64x8x8xf32>, tensor<64xf32>, ...) -> (tensor<64xf32>, ...)
+    """
+
+    name = "fused.batch_norm_backward_sums"
+    grad = operand_def(TensorType)
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    mean = operand_def(TensorType)
+    invstd = operand_def(TensorType)
+    relu = opt_prop_def(UnitAttr)
+    grad_scale = result_def(TensorType)
+    grad_bias = result_def(TensorType)
+    c2 = result_def(TensorType)
+    c3 = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$grad `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd (`relu` $relu^)? attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue, mean: SSAValue,
+                 invstd: SSAValue, relu: bool):
+        super().__init__(operands=[grad, input, scale, shift, mean, invstd],
+                         properties={"relu": UnitAttr()} if relu else {}, result_types=[scale.type] * 4)
+
+    def verify_(self) -> None:
+        shape = nn.shape_of(self.input)
+        if nn.shape_of(self.grad) != shape or len(shape) != 4:
+            raise VerifyException(f"{self.name}: grad and input must have one NCHW shape")
+        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[2:], *self.results]):
+            raise VerifyException(f"{self.name}: per-channel operands and results of shape [{shape[1]}] expected")
+
+
+@irdl_op_definition
+class BatchNormBackwardApplyOp(IRDLOperation):
+    """BatchNorm's input gradient, elementwise: dx = scale g + c2 input + c3 per channel, g = grad
+    masked by ReLU's step(input * scale + shift) when `relu` (`fused.batch_norm_backward_sums`
+    gives c2 and c3).
+
+        %dx = fused.batch_norm_backward_apply %dz, %y, %scale, %shift, %c2, %c3 relu : (...) -> tensor<8x64x8x8xf32>
+    """
+
+    name = "fused.batch_norm_backward_apply"
+    grad = operand_def(TensorType)
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    c2 = operand_def(TensorType)
+    c3 = operand_def(TensorType)
+    relu = opt_prop_def(UnitAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$grad `,` $input `,` $scale `,` $shift `,` $c2 `,` $c3 (`relu` $relu^)? attr-dict "
+        "`:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue, c2: SSAValue,
+                 c3: SSAValue, relu: bool):
+        super().__init__(operands=[grad, input, scale, shift, c2, c3],
+                         properties={"relu": UnitAttr()} if relu else {}, result_types=[input.type])
+
+    def verify_(self) -> None:
+        shape = nn.shape_of(self.input)
+        if nn.shape_of(self.grad) != shape or len(shape) != 4:
+            raise VerifyException(f"{self.name}: grad and input must have one NCHW shape")
+        if any(nn.shape_of(v) != (shape[1],) for v in self.operands[2:]):
+            raise VerifyException(f"{self.name}: per-channel operands of shape [{shape[1]}] expected")
+
+
+FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp,
+                          BatchNormBackwardSumsOp, BatchNormBackwardApplyOp],
                 [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

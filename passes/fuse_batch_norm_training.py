@@ -21,7 +21,10 @@ Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memor
   (`fused.bn = {saved = "recompute"}` on the stats op; "forward" when a forward op other than a
   conv needed them anyway). Storing them from the forward would cost the same DRAM traffic as the
   recompute (one write of z in forward and one read in backward, against one read of y and one
-  write of z), so recomputing never loses.
+  write of z), so recomputing never loses;
+- **backward**: each `nn.batch_norm_backward` (with the ReLU backward before it when that only
+  feeds it) becomes two passes, `fused.batch_norm_backward_sums` (mask, dbias and dscale, the
+  input gradient's factors) and `fused.batch_norm_backward_apply` (the input gradient).
 
     %y = nn.conv2d %x, %w1 ...                      %y, %sum, %sq = fused.conv2d_stats %x, %w1 ...
     %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   %m, %r, %scale, %shift, %rm, %rv = fused.batch_norm_factors %sum, %sq, ...
@@ -67,6 +70,10 @@ class FuseBatchNormTrainingPass(ModulePass):
                 for bn in bns:
                     bn.detach()
                     bn.erase()
+                by_input = {a.y: a for a in applied.values()}
+                for backward in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormBackwardOp)]:
+                    if backward.input in by_input:
+                        fuse_backward(store, backward, by_input[backward.input])
 
 
 @dataclass
@@ -76,8 +83,9 @@ class Applied:
     y: SSAValue
     scale: SSAValue
     shift: SSAValue
+    mean: SSAValue
+    invstd: SSAValue
     stats: Operation | None
-    epsilon: float
 
 
 def factors(store, bn: nn.BatchNormTrainOp) -> Applied:
@@ -92,7 +100,7 @@ def factors(store, bn: nn.BatchNormTrainOp) -> Applied:
     rows = dict(zip(fused.BatchNormFactorsOp.ROWS, numbers.owner.results))
     for old, name in zip(bn.results[1:], ("mean", "invstd", "running_mean", "running_var")):
         old.replace_all_uses_with(rows[name])
-    return Applied(y, rows["scale"], rows["shift"], stats, bn.epsilon.value.data)
+    return Applied(y, rows["scale"], rows["shift"], rows["mean"], rows["invstd"], stats)
 
 
 def apply_batch_norm(store, bn: nn.BatchNormTrainOp, applied: dict[SSAValue, Applied]) -> None:
@@ -229,3 +237,27 @@ def materialize(store, relu: nn.ReluOp, applied: list[SSAValue]) -> str:
     relu.detach()
     relu.erase()
     return chosen
+
+
+def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied) -> None:
+    """BatchNorm's backward (and the backward of the ReLU after it, when its gradient goes only
+    there) as two passes: `fused.batch_norm_backward_sums` (dscale, dbias and the input gradient's
+    factors) and `fused.batch_norm_backward_apply` (the input gradient)."""
+    grad, relu, mask = backward.grad, False, None
+    owner = grad.owner
+    if isinstance(owner, nn.ReluBackwardOp) and len(list(grad.uses)) == 1:
+        z = owner.input.owner
+        if isinstance(z, fused.BatchNormApplyOp) and not z.others and z.act.data == "relu" and \
+                (z.input, z.scale, z.shift) == (a.y, a.scale, a.shift):
+            grad, relu, mask = owner.grad, True, owner
+    b = Builder(store, backward)
+    sums = b.op(fused.BatchNormBackwardSumsOp(grad, a.y, a.scale, a.shift, a.mean, a.invstd, relu)).owner
+    dscale, dbias, c2, c3 = sums.results
+    dx = b.op(fused.BatchNormBackwardApplyOp(grad, a.y, a.scale, a.shift, c2, c3, relu))
+    for old, new in zip(backward.results, (dx, dscale, dbias)):
+        old.replace_all_uses_with(new)
+    backward.detach()
+    backward.erase()
+    if mask is not None:
+        mask.detach()
+        mask.erase()

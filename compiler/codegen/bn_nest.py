@@ -387,3 +387,119 @@ def apply_nest(lowering: Lowering, op: fused.BatchNormApplyOp, slots: int = 1) -
         return ops
     piece = Piece(shape, operands, row_major_operand("Y", shape))
     return stream_nest(lowering, op, list(zip(names, values)), [piece], compute, slots)
+
+
+# --------------------------------------------------------------------------- backward
+
+
+def backward_tiles(lowering: Lowering, channels: int, pixels: int, buffers: int) -> tuple[int, int]:
+    """(channels, pixels) per tile of a backward pass: whole rows of pixels when they fit."""
+    budget = lowering.capacity("input") // (F32_BYTES * lowering.buffers * buffers)
+    tp = min(pixels, max(budget, 1))
+    return min(channels, max(budget // tp, 1)), tp
+
+
+F32_BYTES = 4
+PER_CHANNEL = 0b101  # a [C] vector seen by a [1, channels, pixels] tile
+
+
+def backward_sums_nest(lowering: Lowering, op: fused.BatchNormBackwardSumsOp, slots: int = 1) -> tile.NestOp:
+    """fused.batch_norm_backward_sums: per channel tile, the gradient and input tiles of every
+    image and pixel tile (g masked by ReLU's step), the sums of g and of g xhat accumulated
+    (`tile.reduce sum ... reduce %n`), then c2 and c3 from them, stored."""
+    from xdsl.ir import Block
+
+    from nncc.compiler.codegen.reduce_nest import reduce_op
+
+    n, c, h, w = nn.shape_of(op.input)
+    p, count = h * w, n * h * w
+    tc, tp = backward_tiles(lowering, c, p, 2)
+    block = Block(arg_types=[v.type for v in op.operands] + [v.type for v in op.results])
+    names = ("DZ", "Y", "A", "B", "M", "INV", "DSC", "DB", "C2", "C3")
+    for arg, name in zip(block.args, names):
+        arg.name_hint = name
+    args = dict(zip(names, block.args))
+    views = {}
+    for name in ("DZ", "Y"):
+        view = tile.ViewOp(args[name], 0, [n, c, p], [c * p, p, 1])
+        view.result.name_hint = f"{name}v"
+        block.add_op(view)
+        views[name] = view.result
+    bufs = {}
+    for name, role, shape in (("dz", "input", [1, tc, tp]), ("y", "input", [1, tc, tp]), ("t", "output", [1, tc, tp]),
+                              ("pc", "weight", [4 * tc]), ("acc", "output", [8 * tc])):
+        buffer_op = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots)
+        buffer_op.result.name_hint = name
+        block.add_op(buffer_op)
+        bufs[name] = buffer_op.result
+    outer = tile.ForOp.build([(0, c, tc)], "naive", names=["c"])
+    block.add_op(outer)
+    ci, tci = outer.block.args
+    for k, name in enumerate(("A", "B", "M", "INV")):
+        outer.block.add_op(slice_op(tile.LoadOp, args[name], bufs["pc"], [ci], [tci], [0], at=k * tc))
+    inner = tile.ForOp.build([(0, n, 1), (0, p, tp)], "naive", names=["n", "p"])
+    outer.block.add_op(inner)
+    ni, _, pi, tpi = inner.block.args
+    for name in ("DZ", "Y"):
+        inner.block.add_op(slice_op(tile.LoadOp, views[name], bufs[name.lower()], [ni, ci, pi], [1, tci, tpi], [0, 1, 2]))
+    dz, y, t, pc, acc = (bufs[k] for k in ("dz", "y", "t", "pc", "acc"))
+    a, b, mean, inv = ((pc, k * tc, PER_CHANNEL) for k in range(4))
+
+    def tile_map(func, views, params=()):
+        e = IndexExprs()
+        inner.block.add_op(map_op(e, func, views, [e(1), e(tci), e(tpi)], params))
+    if op.relu is not None:
+        tile_map("fma", [(y, 0, 0), a, b, (t, 0, 0)])
+        tile_map("step", [(t, 0, 0), (t, 0, 0)])
+        tile_map("mul", [(dz, 0, 0), (t, 0, 0), (dz, 0, 0)])
+    tile_map("sub", [(y, 0, 0), mean, (t, 0, 0)])
+    tile_map("mul", [(t, 0, 0), inv, (t, 0, 0)])
+    tile_map("mul", [(t, 0, 0), (dz, 0, 0), (t, 0, 0)])
+    for source, at in ((dz, 0), (t, tc)):
+        e = IndexExprs()
+        inner.block.add_op(reduce_op(e, "sum", (source, 0, 0), (acc, at, 0b110), [e(tci), e(1), e(tpi)], reduce=ni))
+    # per channel: dbias (acc 0), dscale (acc tc); c2 (acc 2tc), c3 (acc 3tc); scratch at 4tc, 5tc
+    dbias, dscale, c2, c3, s1, s2 = ((acc, k * tc, 0) for k in range(6))
+    a0, mean0, inv0 = (pc, 0, 0), (pc, 2 * tc, 0), (pc, 3 * tc, 0)
+    for func, views, params in (("mul", [a0, inv0, s1], ()), ("mul", [s1, dscale, s1], ()),
+                                ("affine", [s1, c2], (-1.0 / count, 0.0)),
+                                ("mul", [a0, dbias, s2], ()), ("affine", [s2, s2], (-1.0 / count, 0.0)),
+                                ("mul", [c2, mean0, s1], ()), ("sub", [s2, s1, c3], ())):
+        e = IndexExprs()
+        outer.block.add_op(map_op(e, func, list(views), [e(1), e(1), e(tci)], params))
+    for name, at in (("DSC", tc), ("DB", 0), ("C2", 2 * tc), ("C3", 3 * tc)):
+        outer.block.add_op(slice_op(tile.StoreOp, args[name], acc, [ci], [tci], [0], at=at))
+    return tile.NestOp(layer_name(op), list(op.operands), [v.type for v in op.results], Region(block),
+                       nest_attributes(op))
+
+
+def lower_backward_sums(lowering: Lowering, op: Operation):
+    """The lowering-table entry of fused.batch_norm_backward_sums."""
+    return lower_results(lowering, op, backward_sums_nest(lowering, op, lowering.buffers))
+
+
+def backward_apply_nest(lowering: Lowering, op: fused.BatchNormBackwardApplyOp, slots: int = 1) -> tile.NestOp:
+    """fused.batch_norm_backward_apply as a streaming nest: g = grad (times step(y a + b)), then
+    dx = a g + (c2 y + c3), per tile."""
+    from nncc.compiler.codegen.stream_nest import Piece, broadcast_operand, row_major_operand, stream_nest
+
+    shape = nn.shape_of(op.result)
+    per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    names = ["DZ", "X", "A", "B", "C2", "C3"]
+    operands = [broadcast_operand(name, shape if name in ("DZ", "X") else per_channel, shape) for name in names]
+    relu = op.relu is not None
+
+    def compute(e, ins, out, masks, tile_shape):
+        dz, y, a, b, c2, c3 = ((buf, 0, mask) for buf, mask in zip(ins, masks))
+        result = (out, 0, 0)
+        ops = []
+        if relu:
+            ops += [map_op(e, "fma", [y, a, b, result], tile_shape), map_op(e, "step", [result, result], tile_shape),
+                    map_op(e, "mul", [result, dz, result], tile_shape)]
+        else:
+            ops.append(map_op(e, "copy", [dz, result], tile_shape))
+        ops += [map_op(e, "mul", [result, a, result], tile_shape), map_op(e, "fma", [y, c2, result, result], tile_shape),
+                map_op(e, "add", [result, c3, result], tile_shape)]
+        return ops
+    piece = Piece(shape, operands, row_major_operand("Y", shape))
+    return stream_nest(lowering, op, list(zip(names, op.operands)), [piece], compute, slots)

@@ -30,6 +30,7 @@ STREAM_NESTS = {
     "nn.lrn": reduce_nest.lrn_nest,
     "nn.softmax": reduce_nest.softmax_nest,
     "fused.batch_norm_apply": bn_nest.apply_nest,  # training BatchNorm fused (fuse-batch-norm-training)
+    "fused.batch_norm_backward_apply": bn_nest.backward_apply_nest,
 }
 """Op name -> the builder of its nest `(lowering, op, slots) -> tile.nest`, for the layers
 whose nest needs no tile search (tile-layers writes them as they are)."""
@@ -40,6 +41,7 @@ GENERATORS: dict[str, LayerLowering] = {
     "fused.conv2d_stats": bn_nest.lower_bn_conv,  # training BatchNorm fused (fuse-batch-norm-training)
     "fused.conv2d_pre": bn_nest.lower_bn_conv,
     "fused.batch_norm_factors": bn_nest.lower_factors,
+    "fused.batch_norm_backward_sums": bn_nest.lower_backward_sums,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
     **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},

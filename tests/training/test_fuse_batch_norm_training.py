@@ -64,4 +64,12 @@ def test_the_fused_ops_in_the_ir(model, capsys):
     ir = capsys.readouterr().out
     assert ir.count("fused.conv2d_stats") == 1  # conv1 (the others' inputs are pre-processed)
     assert ir.count("_squares = fused.conv2d_pre") == 3  # conv2 (padded, strided), down, conv3: with statistics
-    assert "nn.batch_norm_train" not in ir and "batch_norm_backward" not in ir
+    assert "nn.batch_norm_train" not in ir and "nn.batch_norm_backward" not in ir
+    assert ir.count("= fused.batch_norm_backward_sums") == ir.count("= fused.batch_norm_backward_apply") == 4
+    assert ir.count("= fused.batch_norm_factors") == 4
+    # the block's end (bn3, the shortcut's BatchNorm, the add, the ReLU) in one pass; relu1's and
+    # relu2's outputs recomputed in the backward for the backward-filters; ReLU backwards fused
+    assert ir.count("= fused.batch_norm_apply %conv3_y, %bn3_y_1_1, %bn3_y_1_2 plus %down_y") == 1
+    assert ir.count("_recompute = fused.batch_norm_apply") == 2 and ir.count("= fused.batch_norm_apply") == 3
+    assert ir.count("= nn.step") == 1  # relu3's mask (its gradient goes to both BatchNorms), lowered
+

@@ -41,10 +41,13 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
 // CHECK-NEXT: %{{.*}}, %{{.*}}, %[[SCALE2:.*]], %[[SHIFT2:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors %[[SUM2]], %[[SQ2]], %s2, %b2, %m2, %v2
 // CHECK-NEXT: %[[Z2:.*]] = fused.batch_norm_apply %[[Y2]], %[[SCALE2]], %[[SHIFT2]] act relu {nn.phase = "forward", onnx_nodes = ["relu2"]}
 // CHECK-NEXT: nn.global_avg_pool %[[Z2]]
-// CHECK:      nn.relu_backward %{{.*}}, %[[Z2]]
-// CHECK:      nn.batch_norm_backward %{{.*}}, %[[Y2]], %s2, {{.*}}
-// CHECK:      %[[Z1:.*]] = fused.batch_norm_apply %[[Y1]], %[[SCALE1]], %[[SHIFT1]] act relu {nn.phase = "backward"
-// CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %{{.*}}
-// CHECK-NEXT: nn.relu_backward %{{.*}}, %[[Z1]]
-// CHECK-NEXT: nn.batch_norm_backward %{{.*}}, %[[Y1]], %s1, %[[MEAN1]], %[[INV1]]
+// CHECK-NOT:  nn.relu_backward
+// CHECK:      %{{.*}}, %{{.*}}, %[[C2B:.*]], %[[C3B:.*]] = fused.batch_norm_backward_sums %[[G2:.*]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %{{.*}}, %{{.*}} relu {nn.phase = "backward", onnx_nodes = ["bn2"]}
+// CHECK-NEXT: %[[DX2:.*]] = fused.batch_norm_backward_apply %[[G2]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %[[C2B]], %[[C3B]] relu
+// CHECK-NEXT: %[[DZ1:.*]] = nn.conv2d_backward_data %[[DX2]], %w2
+// CHECK-NEXT: %[[Z1:.*]] = fused.batch_norm_apply %[[Y1]], %[[SCALE1]], %[[SHIFT1]] act relu {nn.phase = "backward"
+// CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %[[DX2]]
+// CHECK-NEXT: %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]] = fused.batch_norm_backward_sums %[[DZ1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[MEAN1]], %[[INV1]] relu
+// CHECK-NEXT: fused.batch_norm_backward_apply %[[DZ1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[C2A]], %[[C3A]] relu
 // CHECK-NOT:  nn.batch_norm_train
+// CHECK-NOT:  nn.batch_norm_backward
