@@ -63,7 +63,8 @@ class FuseBatchNormTrainingPass(ModulePass):
         for function in op.ops:
             if isinstance(function, func.FuncOp):
                 bns = [o for o in function.body.block.ops if isinstance(o, nn.BatchNormTrainOp)]
-                applied = {bn.result: factors(store, bn) for bn in bns}
+                cache: dict = {}
+                applied = {bn.result: factors(store, bn, cache) for bn in bns}
                 for bn in bns:
                     if bn.result.uses:
                         apply_batch_norm(store, bn, applied)
@@ -88,11 +89,11 @@ class Applied:
     stats: Operation | None
 
 
-def factors(store, bn: nn.BatchNormTrainOp) -> Applied:
+def factors(store, bn: nn.BatchNormTrainOp, cache: dict) -> Applied:
     """The statistics (from the producing conv when it is one) and `fused.batch_norm_factors`; the
     BatchNorm's saved mean, 1/std and running statistics replaced by its rows."""
     b = Builder(store, bn)
-    y, sums, squares, stats = statistics(b, bn)
+    y, sums, squares, stats = statistics(b, bn, cache)
     shape = nn.shape_of(y)
     count = int(np.prod(shape)) // shape[1]
     numbers = b.op(fused.BatchNormFactorsOp(sums, squares, bn.scale, bn.bias, bn.running_mean, bn.running_var, count,
@@ -164,25 +165,42 @@ def residual_end(value: SSAValue, applied: dict[SSAValue, Applied]):
     return add, relu, other
 
 
-def statistics(b: Builder, bn: nn.BatchNormTrainOp) -> tuple[SSAValue, SSAValue, SSAValue, Operation | None]:
+def statistics(b: Builder, bn: nn.BatchNormTrainOp, cache: dict) -> tuple[SSAValue, SSAValue, SSAValue, Operation | None]:
     """(y, per-channel sums, sums of squares, the fused.conv2d_stats op or None): from the
-    producing conv's post-processing when it is a conv, else a reduction of its own."""
-    y = bn.input
+    producing conv's post-processing when it is a conv; for a channel concat (DenseNet), the
+    concat of its inputs' statistics (each from its own conv: computed once, shared by every
+    BatchNorm that reads it; BN fission, Jung et al. 2019); else a reduction of its own."""
+    sums, squares = value_statistics(b, bn.input, cache)
+    y = bn.input  # the conv's result is now its fused.conv2d_stats's
+    return y, sums, squares, y.owner if isinstance(y.owner, fused.Conv2dStatsOp) else None
+
+
+def value_statistics(b: Builder, y: SSAValue, cache: dict) -> tuple[SSAValue, SSAValue]:
+    if y in cache:
+        return cache[y]
     conv = y.owner
     if isinstance(conv, nn.Conv2dOp) and conv.group.value.data == 1:
         stats = fused.Conv2dStatsOp(conv.input, conv.weight, conv.bias, nn.ints(conv.strides), nn.ints(conv.pads),
                                     nn.ints(conv.dilations), conv.group.value.data)
+        stats.attributes.update(conv.attributes)
+        stats.results[0].name_hint = conv.result.name_hint
+        stats.sums.name_hint, stats.squares.name_hint = (f"{conv.result.name_hint}_sum",
+                                                         f"{conv.result.name_hint}_squares")
+        conv.parent.insert_op_before(stats, conv)
+        conv.result.replace_all_uses_with(stats.result)
+        conv.detach()
+        conv.erase()
+        y = stats.result
+        result = (stats.sums, stats.squares)
+    elif isinstance(conv, fused.Conv2dStatsOp) and y is conv.result:
+        result = (conv.sums, conv.squares)
+    elif isinstance(conv, nn.ConcatOp) and conv.axis.value.data == 1 and len(nn.shape_of(y)) == 4:
+        pieces = [value_statistics(b, piece, cache) for piece in conv.inputs]
+        result = tuple(b.op(nn.ConcatOp([p[k] for p in pieces], 0)) for k in range(2))
     else:
-        return y, b.channel(y), b.channel(b.mul(y, y)), None
-    stats.attributes.update(conv.attributes)
-    stats.results[0].name_hint = conv.result.name_hint
-    sums, squares = stats.results[1:]
-    sums.name_hint, squares.name_hint = f"{conv.result.name_hint}_sum", f"{conv.result.name_hint}_squares"
-    conv.parent.insert_op_before(stats, conv)
-    conv.result.replace_all_uses_with(stats.results[0])
-    conv.detach()
-    conv.erase()
-    return stats.results[0], sums, squares, stats
+        result = (b.channel(y), b.channel(b.mul(y, y)))
+    cache[y] = result
+    return result
 
 
 def single_forward_relu(value: SSAValue) -> nn.ReluOp | None:

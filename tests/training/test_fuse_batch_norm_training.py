@@ -73,3 +73,40 @@ def test_the_fused_ops_in_the_ir(model, capsys):
     assert ir.count("_recompute = fused.batch_norm_apply") == 2 and ir.count("= fused.batch_norm_apply") == 3
     assert ir.count("= nn.step") == 1  # relu3's mask (its gradient goes to both BatchNorms), lowered
 
+
+
+def dense_model(g, path):
+    """DenseNet's pattern: BatchNorm -> ReLU -> conv 1x1 -> BatchNorm -> ReLU -> conv 3x3, each
+    layer's input the concat of the block's input (max pooling) and every earlier layer's output:
+    the statistics of a concat are the concat of its pieces' (each piece's from its conv)."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Conv", ["x", g.init("w0", (8, 3, 3, 3))], "conv0", pads=[1, 1, 1, 1])
+    h = g.node("MaxPool", [g.node("Relu", [bn(h, "bn0", 8)], "relu0")], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    channels = 8
+    for i in range(2):
+        a = g.node("Relu", [bn(h, f"l{i}.bn1", channels)], f"l{i}.relu1")
+        a = g.node("Conv", [a, g.init(f"l{i}.w1", (8, channels, 1, 1), 0.3)], f"l{i}.conv1")
+        a = g.node("Relu", [bn(a, f"l{i}.bn2", 8)], f"l{i}.relu2")
+        a = g.node("Conv", [a, g.init(f"l{i}.w2", (4, 8, 3, 3), 0.3)], f"l{i}.conv2", pads=[1, 1, 1, 1])
+        h = g.node("Concat", [h, a], f"l{i}.cat", axis=1)
+        channels += 4
+    h = g.node("Relu", [bn(h, "bn5", channels)], "relu5")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, channels), 0.3)], "fc", transB=1)
+    return g.save(path, [4, 3, 8, 8], h)
+
+
+def test_dense_block_statistics_from_the_pieces(tmp_path, capsys):
+    from tests.training.conftest import Graph
+
+    model = dense_model(Graph(5), tmp_path / "dense.onnx")
+    fused = train(model, tmp_path, capsys, "fusion")
+    assert main([str(model), "--train", "--target=fusion", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    assert ir.count("= fused.batch_norm_factors") == 6
+    # conv0 and both conv1s give statistics; the conv2s too (their outputs are concat pieces)
+    assert ir.count("= fused.conv2d_stats") == 1 and ir.count("_squares = fused.conv2d_pre") == 4
+    assert "nn.batch_norm_train" not in ir and fused["cycles"] > 0
