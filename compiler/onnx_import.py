@@ -55,16 +55,31 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise OnnxImportError(f"{path}: is a directory, not an ONNX file")
     if path.stat().st_size == 0:
         raise OnnxImportError(f"{path}: the file is empty")
+    checker = CheckerProcess(path) if CheckerProcess.pays(path) else None
+    try:
+        model = read_model(path)
+        external = load_external_data(model, path)
+    except BaseException:
+        if checker is not None:
+            checker.discard()
+        raise
+    if external and checker is not None:  # the file is not all of the model: it is checked here
+        checker.discard()
+        checker = None
+    # the checker reads a file itself; handed the model, it serialises the whole of it first
+    # (0.25 s for ResNet-50's 100 MB)
+    return prepare_model(model, str(path), checked_file=None if external else path, checker=checker)
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """The model in `path` (its external data not loaded), or a one-line error."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf raises several unrelated types
         raise OnnxImportError(f"{path}: not a readable ONNX model ({type(error).__name__}: {error})") from None
     if not model.graph.node and not model.graph.output:
         raise OnnxImportError(f"{path}: not an ONNX model (no graph: corrupt, truncated or another format)")
-    external = load_external_data(model, path)
-    # the checker reads a file itself; handed the model, it serialises the whole of it first
-    # (0.25 s for ResNet-50's 100 MB)
-    return prepare_model(model, str(path), checked_file=None if external else path)
+    return model
 
 
 def load_external_data(model: onnx.ModelProto, path: Path) -> bool:
@@ -89,14 +104,70 @@ def load_external_data(model: onnx.ModelProto, path: Path) -> bool:
     return True
 
 
-def prepare_model(model: onnx.ModelProto, source: str, checked_file: Path | None = None) -> onnx.ModelProto:
-    """Check a model (`checked_file`: the file it was read from, when it is all of it) and upgrade
-    it to opset >= 13; every failure is a one-line error."""
-    try:
-        onnx.checker.check_model(str(checked_file) if checked_file is not None else model)
-    except Exception as error:
-        raise OnnxImportError(f"{source}: invalid ONNX model: {error}") from None
+def prepare_model(model: onnx.ModelProto, source: str, checked_file: Path | None = None,
+                  checker: CheckerProcess | None = None) -> onnx.ModelProto:
+    """Check a model (`checked_file`: the file it was read from, when it is all of it; `checker`:
+    the process checking that file) and upgrade it to opset >= 13; every failure is a one-line error."""
+    found = checker.verdict() if checker is not None else None
+    if found is None:
+        try:
+            onnx.checker.check_model(str(checked_file) if checked_file is not None else model)
+        except Exception as error:
+            found = (str(error),)
+        else:
+            found = (None,)
+    if found[0] is not None:
+        raise OnnxImportError(f"{source}: invalid ONNX model: {found[0]}")
     return upgrade_opset(model, source)
+
+
+class CheckerProcess:
+    """`onnx.checker.check_model(path)` on a forked process while this one parses the file: each
+    takes about 0.25 s for ResNet-50's 100 MB, and neither lets go of the GIL. Used for files
+    of at least `MIN_BYTES` (below, the fork costs more than it saves), when this process may
+    have children (not a daemonic worker)."""
+
+    MIN_BYTES = 16 * 2**20
+
+    @classmethod
+    def pays(cls, path: Path) -> bool:
+        import multiprocessing
+
+        return path.stat().st_size >= cls.MIN_BYTES and not multiprocessing.current_process().daemon
+
+    def __init__(self, path: Path):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self.receiving, sending = context.Pipe(duplex=False)
+        self.process = context.Process(target=check_file, args=(str(path), sending), daemon=True)
+        self.process.start()
+        sending.close()
+
+    def verdict(self) -> tuple[str | None] | None:
+        """(the checker's message, or None for a valid model); None when the process died first."""
+        try:
+            found = self.receiving.recv()
+        except EOFError:
+            found = None
+        self.process.join()
+        self.receiving.close()
+        return found
+
+    def discard(self) -> None:
+        self.process.terminate()
+        self.process.join()
+        self.receiving.close()
+
+
+def check_file(path: str, sending) -> None:
+    """In the checker's process: (message or None) sent back."""
+    try:
+        onnx.checker.check_model(path)
+    except Exception as error:
+        sending.send((str(error),))
+    else:
+        sending.send((None,))
 
 
 def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:

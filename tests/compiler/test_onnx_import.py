@@ -1,12 +1,16 @@
 """Importer behaviour beyond single ops: old opsets, PyTorch-style exports, constant folding."""
 
+import multiprocessing
+
 import numpy as np
 import onnx
 import onnxruntime
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nncc.compiler.nn_interpreter import run_reference
-from nncc.compiler.onnx_import import import_model
+from nncc.compiler import onnx_import
+from nncc.compiler.onnx_import import CheckerProcess, OnnxImportError, import_model, load_onnx
 from nncc.dialects import nn
 
 
@@ -109,3 +113,47 @@ def test_value_names_ending_in_a_number_stay_distinct(make_model):
     names = [op.results[0].name_hint for op in module.walk() if op.name == "nn.relu"]
     assert names == ["features.0", "features.2"]
     assert "%features.0 = " in str(module) and "%features.2 = " in str(module)
+
+
+def checked_models(tmp_path):
+    """A valid model, and one the ONNX checker refuses (a node reads a value nothing defines)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")
+    good = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    bad = helper.make_graph([helper.make_node("MatMul", ["x", "nowhere"], ["y"])], "g", [x], [y], [w])
+    paths = []
+    for name, graph in (("good", good), ("bad", bad)):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+        paths.append(path)
+    return paths
+
+
+def test_a_large_file_is_checked_on_another_process_with_the_same_verdict(tmp_path, monkeypatch):
+    good, bad = checked_models(tmp_path)
+    (tmp_path / "garbage.onnx").write_bytes(b"\xff" * 64)
+    verdicts = {}
+    for min_bytes in (1 << 40, 0):  # checked here, then every file checked on a forked process
+        monkeypatch.setattr(CheckerProcess, "MIN_BYTES", min_bytes)
+        started = []
+        monkeypatch.setattr(onnx_import.CheckerProcess, "__init__", recording(CheckerProcess.__init__, started))
+        loaded = load_onnx(good)
+        messages = []
+        for path in (bad, tmp_path / "garbage.onnx"):
+            with pytest.raises(OnnxImportError) as error:
+                load_onnx(path)
+            messages.append(str(error.value))
+        verdicts[min_bytes] = (loaded.SerializeToString(), messages)
+        assert len(started) == (3 if min_bytes == 0 else 0)
+        assert multiprocessing.active_children() == []  # each checker joined or ended
+    assert verdicts[0] == verdicts[1 << 40]
+    assert "invalid ONNX model" in verdicts[0][1][0] and "nowhere" in verdicts[0][1][0]
+    assert "not a readable ONNX model" in verdicts[0][1][1]
+
+
+def recording(init, started):
+    def wrapped(self, path):
+        started.append(path)
+        init(self, path)
+    return wrapped
