@@ -314,7 +314,7 @@ def rewrite_old_forms(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         node.name = label(node, index)  # the converter inserts nodes: keep the labels of the user's graph
         inputs = [name for name in node.input if name]
         is_constant = all(name in folded for name in inputs)
-        if is_constant or node.op_type == "Shape":
+        if is_constant or node.op_type in ("Shape", "Size"):
             folded.update(name for name in node.output if name)
         if node.domain not in ("", "ai.onnx"):
             nodes.append(node)
@@ -454,7 +454,7 @@ class Importer:
             inputs = [name for name in node.input if name]
             if node.domain not in ("", "ai.onnx"):
                 unsupported.append((index, node))
-            elif (node.op_type == "Shape" and inputs) or (
+            elif (node.op_type in SHAPE_OPS and inputs) or (
                     node.op_type not in NEVER_FOLD and all(name in constant for name in inputs)):
                 constant.update(name for name in node.output if name)
             elif node.op_type not in CONVERTERS:
@@ -659,7 +659,7 @@ class ImportNode:
         op_type, domain = self.node.op_type, self.node.domain
         if domain not in ("", "ai.onnx"):
             raise self.fail(f"op {op_name(self.node)} is not supported by nncc; supported ops: {SUPPORTED_OPS_DOC}")
-        if op_type == "Shape" and self.has_input(0):
+        if op_type in SHAPE_OPS and self.has_input(0):
             return self.fold_shape()
         inputs = [i for i in range(len(self.node.input)) if self.has_input(i)]
         if op_type not in NEVER_FOLD and all(self.is_const(i) for i in inputs):
@@ -689,11 +689,17 @@ class ImportNode:
                 self.importer.constants[name] = result
 
     def fold_shape(self) -> None:
+        """Shape and Size of any tensor are constants: nncc compiles static shapes."""
         shape = self.shape(0)
+        if self.node.op_type == "Size":
+            self.importer.constants[self.node.output[0]] = np.array(math.prod(shape), dtype=np.int64)
+            return
         start, end = self.attr("start", 0), self.attr("end", None)
         self.importer.constants[self.node.output[0]] = np.array(shape[slice(start, end)], dtype=np.int64)
 
 
+SHAPE_OPS = ("Shape", "Size")
+"""Evaluated at import on run-time tensors too (their shapes are static)."""
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 SUPPORTED_OPS_DOC = "docs/conformance.md"
 
@@ -1097,24 +1103,104 @@ def convert_binary(node: ImportNode) -> None:
     node.define(BINARY_OPS[node.node.op_type](node.value(0), node.value(1)))
 
 
-POW_EXPONENTS = {1.0: "x", 2.0: "x * x (nn.mul)", 0.5: "nn.sqrt"}
+MAX_POWER_PRODUCTS = 8
+"""Integer (and half-integer) constant exponents up to this size are products of x (and a
+square root); larger or other exponents use exp(y * log(x))."""
 
 
 @converts("Pow")
 def convert_pow(node: ImportNode) -> None:
-    """x ** y for a constant y whose elements are all 1, 2 (`nn.mul x, x`: PyTorch's
-    `(x - u).pow(2)`) or 0.5 (`nn.sqrt`); other exponents are refused."""
-    exponent = np.asarray(node.const(1, "exponent"))
-    values = set(exponent.reshape(-1).tolist())
-    if len(values) != 1 or float(next(iter(values))) not in POW_EXPONENTS:
-        raise node.fail(f"only constant exponents 1, 2 and 0.5 are supported, got {sorted(values)[:4]}")
-    shape = node.shape(0)
-    if nn.broadcast_shapes(shape, exponent.shape) != shape:
-        raise node.fail(f"exponent of shape {list(exponent.shape)} broadcasts the input {list(shape)}")
-    power, x = float(next(iter(values))), node.value(0)
-    if power == 1.0:
-        return node.alias(x)
-    node.define(nn.MulOp(x, x) if power == 2.0 else nn.SqrtOp(x))
+    """x ** y. A constant y with one value (broadcasting nothing) is exact: 0 gives a constant of
+    ones, 1 is x, an integer n a chain of `nn.mul` (square and multiply: x ** 3 is
+    `nn.mul x, (nn.mul x, x)`, PyTorch's `x.pow(2)` one `nn.mul`), n + 0.5 adds an `nn.sqrt`,
+    a negative one divides 1 by the result (`nn.div`). Any other y (other values, or computed
+    at run time) is exp(y * log(x)) (`nn.log`, `nn.mul` or `nn.scale`, `nn.exp`): equal for
+    x > 0 and x = 0 < y; where x < 0 it gives NaN (as ONNX does for a non-integer y, unlike it
+    for an integer one), and 0 ** 0 is NaN instead of 1."""
+    shape, x, power = node.shape(0), node.value(0), None
+    out_shape = nn.broadcast_shapes(shape, node.shape(1))
+    if node.is_const(1):
+        exponent = np.asarray(node.const(1, "exponent"), dtype=np.float64)
+        values = set(exponent.reshape(-1).tolist())
+        power = float(next(iter(values))) if len(values) == 1 else None
+        if power == 0.0:
+            node.importer.constants[node.node.output[0]] = np.ones(out_shape, np.float32)
+            return
+        if power is not None and out_shape == shape and (2 * power).is_integer() \
+                and abs(power) <= MAX_POWER_PRODUCTS:
+            return emit_chain(node, *power_chain(node, x, power))
+    log = nn.LogOp(x)
+    if power is not None and out_shape == shape:
+        product = nn.ScaleOp(log.result, power)
+    else:
+        product = nn.MulOp(log.result, node.value(1))
+    exp = nn.ExpOp(product.result)
+    emit_chain(node, [log, product, exp], exp.result)
+
+
+def power_chain(node: ImportNode, x: SSAValue, power: float) -> tuple[list[Operation], SSAValue]:
+    """x ** power for a (half-)integer power != 0 as products, a square root and a reciprocal."""
+    chain: list[Operation] = []
+    whole, half = int(abs(power)), not abs(power).is_integer()
+    result = None
+    if half:
+        chain.append(nn.SqrtOp(x))
+        result = chain[-1].results[0]
+    square, n = x, whole
+    while n:  # square and multiply
+        if n & 1:
+            if result is None:
+                result = square
+            else:
+                chain.append(nn.MulOp(result, square))
+                result = chain[-1].results[0]
+        n >>= 1
+        if n:
+            chain.append(nn.MulOp(square, square))
+            square = chain[-1].results[0]
+    if power < 0:
+        chain.append(nn.DivOp(reduction_constant(node, "one", 1.0), result))
+        result = chain[-1].results[0]
+    return chain, result
+
+
+@converts("Exp")
+def convert_exp(node: ImportNode) -> None:
+    node.define(nn.ExpOp(node.value(0)))
+
+
+@converts("Log")
+def convert_log(node: ImportNode) -> None:
+    node.define(nn.LogOp(node.value(0)))
+
+
+@converts("Neg")
+def convert_neg(node: ImportNode) -> None:
+    node.define(nn.ScaleOp(node.value(0), -1.0))
+
+
+@converts("Reciprocal")
+def convert_reciprocal(node: ImportNode) -> None:
+    node.define(nn.DivOp(reduction_constant(node, "one", 1.0), node.value(0)))
+
+
+@converts("Cast", "CastLike")
+def convert_cast(node: ImportNode) -> None:
+    """A cast of a run-time (float32) tensor to float32 is the tensor itself (the `*_expanded`
+    function bodies' CastLike of constants to the input's type); to another type it is refused."""
+    if node.node.op_type == "Cast":
+        to = node.attr("to")
+    elif node.is_const(1):
+        to = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(node.const(1)).dtype)
+    else:
+        to = onnx.TensorProto.FLOAT  # every run-time tensor is float32
+    if to != onnx.TensorProto.FLOAT:
+        name = onnx.TensorProto.DataType.Name(to).lower()
+        raise node.fail(f"output '{node.node.output[0]}' is of type {name}; nncc computes float32 tensors")
+    if node.is_const(0):  # CastLike(constant, x): a constant still (a Pow's exponent stays exact)
+        node.importer.constants[node.node.output[0]] = np.asarray(node.const(0), dtype=np.float32)
+        return
+    node.alias(node.value(0))
 
 
 @converts("Sum")

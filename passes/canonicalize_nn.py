@@ -6,7 +6,8 @@
 - ops (and weights) whose results nobody uses are erased;
 - GELU as PyTorch exports it, x * 0.5 * (1 + erf(x / sqrt(2))) (nn.div or nn.mul by 1/sqrt(2),
   nn.erf, nn.add of 1, two nn.mul in any association and operand order), becomes one
-  `nn.gelu`, and SiLU, x * sigmoid(x), one `nn.silu`, so that fuse-epilogues can make them a
+  `nn.gelu`, its tanh form 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))) (products
+  in any association) one `nn.gelu_tanh`, and SiLU, x * sigmoid(x), one `nn.silu`, so that fuse-epilogues can make them a
   conv/gemm's activation. The constants are read from the weight store (opened only when the
   module has an nn.erf; without a store, GELU stays as it is).
 
@@ -175,6 +176,95 @@ class FuseGelu(RewritePattern):
                 return
 
 
+def product_factors(value: SSAValue, root: bool = True) -> tuple[list[SSAValue], list[Operation]]:
+    """The factors of a tree of `nn.mul` ops rooted at `value` (every inner product used once,
+    by the tree) and the ops of the tree: x * (x * x) -> [x, x, x]."""
+    op = value.owner
+    if isinstance(op, nn.MulOp) and (root or value.has_one_use()):
+        lhs, lhs_ops = product_factors(op.lhs, False)
+        rhs, rhs_ops = product_factors(op.rhs, False)
+        return lhs + rhs, [op, *lhs_ops, *rhs_ops]
+    return [value], []
+
+
+class FuseGeluTanh(RewritePattern):
+    """0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))) -> gelu_tanh(x): GELU with
+    approximate='tanh' as the legacy exporter spells it (x * x * x, Mul, Add, Mul, Tanh, Add, Mul,
+    Mul), as the ONNX function body of Gelu does (Pow 3, imported as products) and as
+    hand-written code does (HF's NewGELU). Each product may be associated and ordered any way;
+    every intermediate result must have no other user (x may have any)."""
+
+    def __init__(self, scalar: Callable[[SSAValue], float | None]):
+        self.scalar = scalar
+
+    def split(self, factors: list[SSAValue], constant: float) -> list[SSAValue] | None:
+        """`factors` without the one scalar constant equal to `constant`, else None."""
+        found = [i for i, f in enumerate(factors) if (c := self.scalar(f)) is not None
+                 and math.isclose(c, constant, rel_tol=1e-6)]
+        return None if len(found) != 1 else factors[:found[0]] + factors[found[0] + 1:]
+
+    def sum_with(self, value: SSAValue, term: Callable[[SSAValue], list[Operation] | None],
+                 other: Callable[[SSAValue], bool]) -> list[Operation] | None:
+        """The ops of `value` = a + b (single use, either order), `term(a)` matching and `other(b)`."""
+        add = single_use_owner(value, nn.AddOp)
+        if add is None:
+            return None
+        for a, b in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+            if other(b) and (ops := term(a)) is not None:
+                return [add, *ops]
+        return None
+
+    def match(self, root: nn.MulOp) -> tuple[SSAValue, list[Operation]] | None:
+        factors, ops = product_factors(root.result)
+        rest = self.split(factors, 0.5)
+        if rest is None or len(rest) != 2:
+            return None
+        for x, phi in ((rest[0], rest[1]), (rest[1], rest[0])):
+            if nn.shape_of(x) != nn.shape_of(root.result):
+                continue
+
+            def cubic(value: SSAValue) -> list[Operation] | None:  # 0.044715 * x^3, single use
+                if not value.has_one_use():
+                    return None
+                inner, inner_ops = product_factors(value, False)
+                rest = self.split(inner, 0.044715)
+                return inner_ops if inner_ops and rest == [x, x, x] else None
+
+            def argument(value: SSAValue) -> list[Operation] | None:  # sqrt(2/pi) * (x + cubic)
+                if not value.has_one_use():
+                    return None
+                inner, inner_ops = product_factors(value, False)
+                rest = self.split(inner, math.sqrt(2 / math.pi))
+                if not inner_ops or rest is None or len(rest) != 1:
+                    return None
+                more = self.sum_with(rest[0], cubic, lambda b: b == x)
+                return None if more is None else inner_ops + more
+
+            def tanh(value: SSAValue) -> list[Operation] | None:
+                op = single_use_owner(value, nn.TanhOp)
+                more = argument(op.input) if op is not None else None
+                return None if more is None else [op, *more]
+
+            more = self.sum_with(phi, tanh, lambda b: (c := self.scalar(b)) is not None and math.isclose(c, 1.0))
+            if more is not None:
+                return x, ops + more
+        return None
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: nn.MulOp, rewriter: PatternRewriter):
+        match = self.match(op)
+        if match is None:
+            return
+        x, chain = match
+        gelu = nn.GeluTanhOp(x)
+        inherit_onnx_nodes(gelu, *chain)
+        gelu.result.name_hint = op.result.name_hint
+        rewriter.replace(op, gelu)
+        for dead in chain[1:]:
+            if not dead.results[0].uses:
+                rewriter.erase(dead)
+
+
 class StoreScalars:
     """Single-element `nn.weight` values, read from the module's weight store on first use."""
 
@@ -206,6 +296,7 @@ class CanonicalizeNNPass(ModulePass):
         PatternRewriteWalker(
             GreedyRewritePatternApplier([
                 RemoveIdentityReshape(), MergeReshapes(), RemoveIdentityTranspose(),
-                MergeTransposes(), RemoveUnboundedClip(), FuseSilu(), FuseGelu(StoreScalars(op)),
+                MergeTransposes(), RemoveUnboundedClip(), FuseSilu(), FuseGelu(scalars := StoreScalars(op)),
+                FuseGeluTanh(scalars),
             ]),
         ).rewrite_module(op)

@@ -36,6 +36,7 @@ SUPPORTED_OPS = frozenset({
     "LayerNormalization", "Sqrt",
     "Erf", "Tanh", "Gelu",
     "Gather", "GatherND", "Where",
+    "Pow", "Exp", "Log", "Neg", "Reciprocal", "Cast", "CastLike", "Size",
 })
 
 CONSTANT_OPERANDS = {
