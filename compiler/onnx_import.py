@@ -124,16 +124,16 @@ def prepare_model(model: onnx.ModelProto, source: str, checked_file: Path | None
 class CheckerProcess:
     """`onnx.checker.check_model(path)` on a forked process while this one parses the file: each
     takes about 0.25 s for ResNet-50's 100 MB, and neither lets go of the GIL. Used for files
-    of at least `MIN_BYTES` (below, the fork costs more than it saves), when this process may
-    have children (not a daemonic worker)."""
+    of at least `MIN_BYTES` (below, the fork costs more than it saves), when this process can
+    fork (`support.processes.may_fork`)."""
 
     MIN_BYTES = 16 * 2**20
 
     @classmethod
     def pays(cls, path: Path) -> bool:
-        import multiprocessing
+        from nncc.support.processes import may_fork
 
-        return path.stat().st_size >= cls.MIN_BYTES and not multiprocessing.current_process().daemon
+        return path.stat().st_size >= cls.MIN_BYTES and may_fork()
 
     def __init__(self, path: Path):
         import multiprocessing

@@ -11,8 +11,9 @@ finds every choice already made. The choices are those one process makes, by con
     tile-layers{search-workers=2}     # ResNet-50: its 24 conv shapes, about half each
 
 A search that fails (a layer whose tiles cannot fit) returns nothing: the walk searches that
-shape again itself and reports the layer as without workers. With one worker, or fewer than
-two shapes, nothing is forked.
+shape again itself and reports the layer as without workers. With one worker, fewer than two
+shapes, or where this process cannot fork (a daemonic worker; a platform without fork), nothing
+is forked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.conv import ConvShape, choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
 from nncc.support import progress
+from nncc.support.processes import may_fork
 
 
 class Search(NamedTuple):
@@ -51,7 +53,7 @@ def search_ahead(lowering: Lowering, problems: Sequence[Search], workers: int) -
         distinct.setdefault((problem.shape, problem.bias, problem.conv), problem)
     problems = list(distinct.values())
     workers = min(workers, len(problems))
-    if workers < 2:
+    if workers < 2 or not may_fork():
         return
     import multiprocessing
 
