@@ -15,6 +15,10 @@
     simulation time (goals: under 15 s and 30 s).
 (d) `zoo`: every zoo model (batch 1, `--zoo-resolution`) on every preset target, its outputs
     held to onnxruntime's as `nncc --check` does; compile and simulation times, cycles.
+(e) `bn`: one training step of ResNet-50 and DenseNet-121 on `fusion` (batch `--bn-batch`), with
+    and without `fuse-batch-norm-training` (Yang et al. 2023; Jung et al. 2019): cycles per phase
+    and the speed-ups beside the papers', the BatchNorm/ReLU layers' own cycles and DRAM bytes,
+    total DRAM bytes and energy; `--bn-plot FILE.png` draws the cycles per phase.
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -451,12 +455,137 @@ def bench_zoo(args, workdir: Path) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- (e) BatchNorm/ReLU fused in training
+
+
+PAPER_BN = {"resnet50": (67.7, 77.6), "densenet121": 25.7}  # Yang et al. 2023 fwd/bwd %, Jung et al. 2019 step %
+GOALS_BN = {"resnet50": (70.0, 80.0), "densenet121": 30.0}
+BN_PASS = "fuse-batch-norm-training"
+
+
+def training_report(model: Path, workdir: Path, fused: bool, batch: int) -> tuple[dict, float]:
+    """One training step on `fusion` as `nncc MODEL --train --target=fusion` runs it (fused, or with
+    `--disable-pass=fuse-batch-norm-training`): its report and the CPU seconds it took."""
+    from nncc.compiler.cli import main as nncc_main
+
+    report = workdir / f"{model.stem}.{'fused' if fused else 'unfused'}.json"
+    flags = [] if fused else [f"--disable-pass={BN_PASS}"]
+    start = cpu_seconds()
+    code = nncc_main([str(model), "--train", "--target=fusion", "--batch", str(batch), "--quiet",
+                      "--program", str(workdir / f"{model.stem}.{fused}"), "--report", str(report), *flags])
+    if code != 0:
+        raise NnccError(f"nncc-bench: training step of {model.name} failed (exit {code})")
+    return json.loads(report.read_text()), cpu_seconds() - start
+
+
+def bn_relu_nodes(model: onnx.ModelProto) -> set[str]:
+    return {node.name for node in model.graph.node if node.op_type in ("BatchNormalization", "Relu")}
+
+
+def is_bn_relu_layer(row: dict, nodes: set[str]) -> bool:
+    """A layer that is BatchNorm/ReLU work of its own (its ONNX nodes all BatchNorm or ReLU, or one
+    of the fused BatchNorm ops); convs with pre/post-processing are not."""
+    if row["op"].startswith("fused.batch_norm"):
+        return True
+    return bool(row["onnx_nodes"]) and set(row["onnx_nodes"]) <= nodes and not row["op"].startswith("fused.conv2d")
+
+
+def bn_summary(report: dict, nodes: set[str]) -> dict:
+    rows = [r for r in report["layers"] if is_bn_relu_layer(r, nodes)]
+    by_phase = {phase: sum(r["dram_read_bytes"] + r["dram_write_bytes"] for r in rows if r["phase"] == phase)
+                for phase in ("forward", "backward")}
+    return {"cycles": {p: v["cycles"] for p, v in report["phases"].items()}, "total_cycles": report["cycles"],
+            "bn_relu_layers": len(rows), "bn_relu_dram_bytes": by_phase,
+            "bn_relu_cycles": sum(r["cycles"] for r in rows),
+            "dram_bytes": report["dram"]["read_bytes"] + report["dram"]["write_bytes"],
+            "energy_uj": report["energy_pj"]["total"] / 1e6, "dram_energy_uj": report["energy_pj"]["dram"] / 1e6,
+            "rows": [{k: r[k] for k in ("name", "op", "phase", "cycles", "dram_read_bytes", "dram_write_bytes")}
+                     for r in rows]}
+
+
+def speedup(before: float, after: float) -> float:
+    return 100.0 * (before / after - 1.0)
+
+
+def bench_bn(args, workdir: Path) -> dict:
+    """ResNet-50 and DenseNet-121, one training step on `fusion` at `--bn-batch`, with and without
+    `fuse-batch-norm-training`: cycles per phase and the speed-ups beside the papers', DRAM bytes
+    and cycles of the BatchNorm/ReLU layers of their own, total DRAM bytes and energy."""
+    from nncc.compiler.zoo import build_model
+
+    out: dict = {"batch": args.bn_batch, "models": {}}
+    rows, bn_rows = [], []
+    sizes = {"resnet50": args.bn_resolution, "densenet121": args.bn_dense_resolution}
+    for name in args.bn_models:
+        resolution = sizes.get(name, args.bn_resolution)
+        model = build_model(name, batch=args.bn_batch, resolution=resolution)
+        path = workdir / f"{name}.onnx"
+        onnx.save(model, str(path))
+        nodes = bn_relu_nodes(model)
+        runs = {}
+        for fused in (False, True):
+            report, cpu = training_report(path, workdir, fused, args.bn_batch)
+            runs["fused" if fused else "unfused"] = {**bn_summary(report, nodes), "cpu_s": cpu}
+        u, f = runs["unfused"], runs["fused"]
+        gains = {phase: speedup(u["cycles"][phase], f["cycles"][phase]) for phase in ("forward", "backward")}
+        gains["step"] = speedup(u["total_cycles"], f["total_cycles"])
+        out["models"][name] = {"resolution": resolution, **runs, "speedup_percent": gains}
+        for label, run in runs.items():
+            rows.append([name, resolution, label, run["cycles"]["forward"], run["cycles"]["backward"],
+                         run["cycles"]["update"], run["total_cycles"], run["dram_bytes"] / 1e6, run["energy_uj"],
+                         run["cpu_s"]])
+            bn_rows.append([name, label, run["bn_relu_layers"], run["bn_relu_cycles"],
+                            run["bn_relu_dram_bytes"]["forward"] / 1e6, run["bn_relu_dram_bytes"]["backward"] / 1e6])
+        if name not in PAPER_BN:
+            continue
+        paper = PAPER_BN[name]
+        goal = GOALS_BN[name]
+        rows.append([name, "", "speed-up %", gains["forward"], gains["backward"], "", gains["step"], "", "", ""])
+        rows.append([name, "", "paper %", *(paper if isinstance(paper, tuple) else ("", "")), "",
+                     "" if isinstance(paper, tuple) else paper, "", "", ""])
+        rows.append([name, "", "goal %", *(goal if isinstance(goal, tuple) else ("", "")), "",
+                     "" if isinstance(goal, tuple) else goal, "", "", ""])
+    print(table(["model", "size", "run", "forward", "backward", "update", "step cycles", "DRAM MB", "energy uJ",
+                 "CPU s"], rows,
+                f"(e) one training step on fusion, batch {args.bn_batch}, BatchNorm/ReLU fused "
+                f"({BN_PASS}) vs unfused (--disable-pass); cycles per phase"))
+    print(table(["model", "run", "BN/ReLU layers", "their cycles", "their DRAM MB fwd", "bwd"], bn_rows,
+                "(e) BatchNorm/ReLU work in layers of its own (the fused convs' pre/post-processing is inside "
+                "the convs' rows)"))
+    if args.bn_plot:
+        phase_figure(out, args.bn_plot)
+        print(f"nncc-bench: {args.bn_plot}")
+    return out
+
+
+def phase_figure(out: dict, path: Path) -> None:
+    """Bars of cycles per phase, unfused vs fused, one panel per model."""
+    from nncc.compiler.plots import new_figure, save
+
+    models = list(out["models"])
+    figure = new_figure(5.0 * len(models), 3.6)
+    for index, name in enumerate(models):
+        axes = figure.add_subplot(1, len(models), index + 1)
+        runs = out["models"][name]
+        phases = ["forward", "backward", "update"]
+        for offset, label, color in ((-0.2, "unfused", "#b0b0b0"), (0.2, "fused", "#3b75af")):
+            values = [runs[label]["cycles"][p] / 1e6 for p in phases]
+            axes.bar([i + offset for i in range(len(phases))], values, width=0.4, label=label, color=color)
+        axes.set_xticks(range(len(phases)), phases)
+        axes.set_ylabel("Mcycles")
+        gains = runs["speedup_percent"]
+        axes.set_title(f"{name} {runs['resolution']}x{runs['resolution']}, batch {out['batch']}: "
+                       f"fwd +{gains['forward']:.0f} %, bwd +{gains['backward']:.0f} %", fontsize=9)
+        axes.legend(fontsize=8)
+    save(figure, path)
+
+
 # --------------------------------------------------------------------------- driver
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
-    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo"), action="append",
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn"), action="append",
                         help="run only this part (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
     parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
@@ -466,6 +595,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--resnet-targets", nargs="+", default=["vector", "edge"], help="targets for (c)")
     parser.add_argument("--zoo-resolution", type=int, default=224, help="size of every zoo model in (d)")
     parser.add_argument("--zoo-models", nargs="+", metavar="NAME", help="models for (d) (default: the whole zoo)")
+    parser.add_argument("--bn-batch", type=int, default=8, help="training batch for (e) (default 8)")
+    parser.add_argument("--bn-resolution", type=int, default=64, help="ResNet-50 size for (e) (default 64)")
+    parser.add_argument("--bn-dense-resolution", type=int, default=32, help="DenseNet-121 size for (e) (default 32)")
+    parser.add_argument("--bn-models", nargs="+", default=["resnet50", "densenet121"], metavar="NAME",
+                        help="zoo models for (e) (default resnet50 densenet121)")
+    parser.add_argument("--bn-plot", type=Path, metavar="FILE.png", help="(e): cycles per phase, fused vs unfused")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
@@ -485,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             raise NnccError(f"resolution {size} must be a positive multiple of 32")
     if min(args.batch, args.fc_batch) < 1:
         raise NnccError(f"--batch and --fc-batch must be at least 1, got {args.batch} and {args.fc_batch}")
-    for name in args.zoo_models or ():
+    for name in [*(args.zoo_models or ()), *args.bn_models]:
         check_name(name)
     files = UserFiles()
     PLOTS.clear()
@@ -498,11 +633,18 @@ def main(argv: list[str] | None = None) -> int:
         PLOTS.update(folder=args.plot.parent, stem=args.plot.stem, suffix=args.plot.suffix, written=[])
     if args.json:  # checked now, not after an hour of benchmarks
         files.writes("--json", args.json)
-    parts = args.only or ["vgg", "scan", "resnet", "zoo"]
+    if args.bn_plot:
+        from nncc.compiler.plots import plot_format
+        from nncc.support.user_files import check_writable
+
+        plot_format(args.bn_plot, "--bn-plot")
+        check_writable("--bn-plot", args.bn_plot)
+    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
         workdir = Path(tmp)
-        for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo)):
+        for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo),
+                               ("bn", bench_bn)):
             if part in parts:
                 if PLOTS:
                     PLOTS["part"] = part
