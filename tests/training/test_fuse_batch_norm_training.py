@@ -110,3 +110,30 @@ def test_dense_block_statistics_from_the_pieces(tmp_path, capsys):
     # conv0 and both conv1s give statistics; the conv2s too (their outputs are concat pieces)
     assert ir.count("= fused.conv2d_stats") == 1 and ir.count("_squares = fused.conv2d_pre") == 4
     assert "nn.batch_norm_train" not in ir and fused["cycles"] > 0
+
+
+def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(model):
+    """The pre/post units run beside the matrix unit in the interpreter's timeline; the cost model
+    times the same schedule: every fused layer's predicted cycles and DRAM bytes are the simulated ones."""
+    from nncc.compiler.bench import target_options
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+    from nncc.compiler.training import program_of
+    from nncc.runtime.interpreter import run
+    from nncc.support import check
+
+    compilation = compile_model(model, Registry.default(), Options(target_options=target_options("fusion"), training={}),
+                                until="isa")
+    program = program_of(compilation)
+    inputs = check.random_inputs({s.name: s.shape for s in program.symbols_of("input")}, seed=0)
+    result = run(program, inputs)
+    fused_layers = [(layer, program.predictions[i]) for i, layer in enumerate(result.layers)
+                    if layer.op.startswith("fused.") and i in program.predictions]
+    assert {layer.op for layer, _ in fused_layers} >= {"fused.conv2d_stats", "fused.conv2d_pre",
+                                                       "fused.batch_norm_factors", "fused.batch_norm_apply",
+                                                       "fused.batch_norm_backward_sums"}
+    for layer, prediction in fused_layers:
+        assert prediction["name"] == layer.name
+        assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],
+                prediction["predicted_dram_write_bytes"]) == \
+            (layer.cycles, layer.dram_read_bytes, layer.dram_write_bytes), layer.name
