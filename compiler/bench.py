@@ -15,7 +15,7 @@
     simulation time (goals: under 15 s and 30 s).
 (d) `zoo`: every zoo model (batch 1, `--zoo-resolution`) on every preset target, its outputs
     held to onnxruntime's as `nncc --check` does; compile and simulation times, cycles.
-(e) `bn`: one training step of ResNet-50 and DenseNet-121 on `fusion` (batch `--bn-batch`), with
+(j) `bn`: one training step of ResNet-50 and DenseNet-121 on `fusion` (batch `--bn-batch`), with
     and without `fuse-batch-norm-training` (Yang et al. 2023; Jung et al. 2019): cycles per phase
     and the speed-ups beside the papers', the BatchNorm/ReLU layers' own cycles and DRAM bytes,
     total DRAM bytes and energy; `--bn-plot FILE.png` draws the cycles per phase.
@@ -455,7 +455,7 @@ def bench_zoo(args, workdir: Path) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- (e) BatchNorm/ReLU fused in training
+# --------------------------------------------------------------------------- (j) BatchNorm/ReLU fused in training
 
 
 PAPER_BN = {"resnet50": (67.7, 77.6), "densenet121": 25.7}  # Yang et al. 2023 fwd/bwd %, Jung et al. 2019 step %
@@ -547,10 +547,10 @@ def bench_bn(args, workdir: Path) -> dict:
                      "" if isinstance(goal, tuple) else goal, "", "", ""])
     print(table(["model", "size", "run", "forward", "backward", "update", "step cycles", "DRAM MB", "energy uJ",
                  "CPU s"], rows,
-                f"(e) one training step on fusion, batch {args.bn_batch}, BatchNorm/ReLU fused "
+                f"(j) one training step on fusion, batch {args.bn_batch}, BatchNorm/ReLU fused "
                 f"({BN_PASS}) vs unfused (--disable-pass); cycles per phase"))
     print(table(["model", "run", "BN/ReLU layers", "their cycles", "their DRAM MB fwd", "bwd"], bn_rows,
-                "(e) BatchNorm/ReLU work in layers of its own (the fused convs' pre/post-processing is inside "
+                "(j) BatchNorm/ReLU work in layers of its own (the fused convs' pre/post-processing is inside "
                 "the convs' rows)"))
     if args.bn_plot:
         phase_figure(out, args.bn_plot)
@@ -595,12 +595,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--resnet-targets", nargs="+", default=["vector", "edge"], help="targets for (c)")
     parser.add_argument("--zoo-resolution", type=int, default=224, help="size of every zoo model in (d)")
     parser.add_argument("--zoo-models", nargs="+", metavar="NAME", help="models for (d) (default: the whole zoo)")
-    parser.add_argument("--bn-batch", type=int, default=8, help="training batch for (e) (default 8)")
-    parser.add_argument("--bn-resolution", type=int, default=64, help="ResNet-50 size for (e) (default 64)")
-    parser.add_argument("--bn-dense-resolution", type=int, default=32, help="DenseNet-121 size for (e) (default 32)")
+    parser.add_argument("--bn-batch", type=int, default=8, help="training batch for (j) (default 8)")
+    parser.add_argument("--bn-resolution", type=int, default=64, help="ResNet-50 size for (j) (default 64)")
+    parser.add_argument("--bn-dense-resolution", type=int, default=32, help="DenseNet-121 size for (j) (default 32)")
     parser.add_argument("--bn-models", nargs="+", default=["resnet50", "densenet121"], metavar="NAME",
-                        help="zoo models for (e) (default resnet50 densenet121)")
-    parser.add_argument("--bn-plot", type=Path, metavar="FILE.png", help="(e): cycles per phase, fused vs unfused")
+                        help="zoo models for (j) (default resnet50 densenet121)")
+    parser.add_argument("--bn-plot", type=Path, metavar="FILE.png", help="(j): cycles per phase, fused vs unfused")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",

@@ -102,7 +102,7 @@ def pipeline_passes(stage: Stage, registry: Registry, options: Options) -> list:
         passes = [dataclasses.replace(p, **options.training) if p.name == "autodiff" else p for p in passes]
         if stage.name == "fused" and options.target_options.get("target") not in ("reference", None):
             if FUSE_BATCH_NORM_TRAINING not in options.disabled:  # BN/ReLU into the convs (pre/post units)
-                passes += registry.pipeline(FUSE_BATCH_NORM_TRAINING)
+                passes += [with_target_options(p, options) for p in registry.pipeline(FUSE_BATCH_NORM_TRAINING)]
             passes += registry.pipeline("lower-training-ops")  # forward ops the back end lowers
     if stage.name == "fused" and options.extra_passes:
         passes += registry.pipeline(options.extra_passes)

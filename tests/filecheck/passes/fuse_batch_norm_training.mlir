@@ -1,6 +1,6 @@
 // RUN: rm -rf %t && mkdir -p %t && cp %s %t/in.mlir
 // RUN: python -c "import numpy as np; r = np.random.default_rng(0); f = lambda *s: r.uniform(0.5, 1.5, s).astype(np.float32); np.savez('%t/in.weights.npz', w1=f(4, 3, 3, 3), s1=f(4), b1=f(4), m1=f(4), v1=f(4), w2=f(4, 4, 1, 1), s2=f(4), b2=f(4), m2=f(4), v2=f(4), fc=f(3, 4))"
-// RUN: nncc-opt %t/in.mlir -p 'autodiff,fuse-batch-norm-training' -o %t/out.mlir
+// RUN: nncc-opt %t/in.mlir -p 'autodiff,fuse-batch-norm-training{target=fusion}' -o %t/out.mlir
 // RUN: filecheck %s --input-file %t/out.mlir
 // fuse-batch-norm-training: conv1's BatchNorm statistics come from conv1's output tiles
 // (fused.conv2d_stats), its apply and ReLU become conv2's pre-processing (fused.conv2d_pre, which
