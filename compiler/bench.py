@@ -575,7 +575,8 @@ def phase_figure(out: dict, path: Path) -> None:
         axes.set_ylabel("Mcycles")
         gains = runs["speedup_percent"]
         axes.set_title(f"{name} {runs['resolution']}x{runs['resolution']}, batch {out['batch']}: "
-                       f"fwd +{gains['forward']:.0f} %, bwd +{gains['backward']:.0f} %", fontsize=9)
+                       f"fwd {gains['forward']:+.0f} %, bwd {gains['backward']:+.0f} %, step {gains['step']:+.0f} %",
+                       fontsize=9)
         axes.legend(fontsize=8)
     save(figure, path)
 
