@@ -36,7 +36,7 @@ SUPPORTED_OPS = frozenset({
     "LayerNormalization", "Sqrt",
     "Erf", "Tanh", "Gelu",
     "Gather", "GatherND", "Where",
-    "Pow", "Exp", "Log", "Neg", "Reciprocal", "Cast", "CastLike", "Size",
+    "Pow", "Exp", "Log", "Neg", "Reciprocal", "Cast", "CastLike", "Size", "Shape",
 })
 
 CONSTANT_OPERANDS = {
