@@ -527,9 +527,12 @@ class BufferOp(IRDLOperation):
     """An on-chip buffer: a `memref` in one of the target's named memories (its memory space),
     with `slots` copies (2: double buffering) and, when `shared`, one slot state for all cores
     (its loads are multicast to the cores that use it). Its `role` decides which memory the
-    target gives it (input, weight, output; intermediate: a tensor of a fused group).
+    target gives it (input, weight, output; intermediate: a tensor of a fused group). A
+    `resident` buffer has one slot whatever `double-buffer` says: every job reads the same data
+    (a fused chain's whole weights, loaded once).
 
         %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
+        %w1 = tile.buffer "weight" slots 1 shared resident : memref<1792xf32, "BUF">
     """
 
     name = "tile.buffer"
@@ -538,14 +541,17 @@ class BufferOp(IRDLOperation):
     role = prop_def(StringAttr)
     slots = prop_def(IntegerAttr)
     shared = opt_prop_def(UnitAttr)
+    resident = opt_prop_def(UnitAttr)
 
     def __init__(self, role: str, shape: Sequence[int], memory: str, slots: int, shared: bool = False,
-                 element=None):
+                 element=None, resident: bool = False):
         from xdsl.dialects.builtin import f32
 
-        properties: dict[str, Attribute] = {"role": StringAttr(role), "slots": IntegerAttr(slots, i64)}
+        properties: dict[str, Attribute] = {"role": StringAttr(role), "slots": IntegerAttr(1 if resident else slots, i64)}
         if shared:
             properties["shared"] = UnitAttr()
+        if resident:
+            properties["resident"] = UnitAttr()
         super().__init__(result_types=[MemRefType(element or f32, list(shape), memory_space=StringAttr(memory))],
                          properties=properties)
 
@@ -564,6 +570,8 @@ class BufferOp(IRDLOperation):
             raise VerifyException("tile.buffer: the memref needs a memory name as its memory space")
         if not 1 <= self.slots.value.data <= 8:
             raise VerifyException(f"tile.buffer: slots must be 1 to 8, not {self.slots.value.data}")
+        if self.resident is not None and self.slots.value.data != 1:
+            raise VerifyException("tile.buffer: a resident buffer has 1 slot")
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
@@ -571,6 +579,8 @@ class BufferOp(IRDLOperation):
         printer.print_string(f" slots {self.slots.value.data}")
         if self.shared is not None:
             printer.print_string(" shared")
+        if self.resident is not None:
+            printer.print_string(" resident")
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_attribute(self.result.type)
@@ -581,12 +591,15 @@ class BufferOp(IRDLOperation):
         parser.parse_keyword("slots")
         slots = parser.parse_integer()
         shared = parser.parse_optional_keyword("shared") is not None
+        resident = parser.parse_optional_keyword("resident") is not None
         attributes = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         memref = parser.parse_type()
         if not isinstance(memref, MemRefType) or not isinstance(memref.memory_space, StringAttr):
             parser.raise_error("tile.buffer: expected a memref type with a memory name as memory space")
         op = cls(role, memref.get_shape(), memref.memory_space.data, slots, shared, memref.element_type)
+        if resident:
+            op.resident = UnitAttr()
         op.attributes |= attributes
         return op
 
@@ -1015,7 +1028,7 @@ class FillOp(ComputeOp):
                              f" sizes [{', '.join(expr_text(e, names) for e in sizes[:3])}]")
         if len(sizes) == 4:
             printer.print_string(f" pitch {expr_text(sizes[3], names)}")
-        printer.print_string(f" value {self.value.value.data!r}")
+        printer.print_string(f" value {self.value.value.data!r}")  # inf and -inf as words
         printer.print_op_attributes(self.attributes)
 
     @classmethod
@@ -1027,7 +1040,7 @@ class FillOp(ComputeOp):
         if parser.parse_optional_keyword("pitch"):
             sizes.append(exprs.expr())
         parser.parse_keyword("value")
-        value = parser.parse_float()
+        value = parse_pad(parser)
         op = cls.build(operands=[[buffer], list(exprs.values)],
                        properties={"views": exprs.map([offset]), "sizes": exprs.map(sizes), "value": FloatAttr(value, f64)})
         op.attributes |= parser.parse_optional_attr_dict()

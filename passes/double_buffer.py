@@ -34,5 +34,5 @@ class DoubleBufferPass(ModulePass):
                             "(tile-layers{buffers=1}); run tile-layers with buffers=2 first")
         op.attributes[BUFFERS_ATTR] = IntegerAttr(2, i64)
         for buffer in op.walk():
-            if isinstance(buffer, tile.BufferOp):  # the loop nests' buffers get a second slot
+            if isinstance(buffer, tile.BufferOp) and buffer.resident is None:  # a second slot (resident: one)
                 buffer.slots = IntegerAttr(2, i64)

@@ -39,7 +39,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
-from nncc.compiler.codegen.context import Lowering, layer_name
+from nncc.compiler.codegen.context import Lowering, layer_name, module_cost_cache
 from nncc.compiler.codegen.cost_model import predict_jobs
 from nncc.compiler.codegen.nest import NestLowering
 from nncc.compiler.codegen.tile_order import tsp_order
@@ -83,9 +83,11 @@ class TileLayersPass(ModulePass):
         tile_order = decide(op, self.name, ORDER_ATTR, "tile-order", self.tile_order, "scan", ORDERS)
         objective = decide(op, self.name, OBJECTIVE_ATTR, "tile-objective", self.tile_objective, "cycles", OBJECTIVES)
         cores = op.attributes.get(CORES_ATTR)
+        layer_cores = cores.value.data if isinstance(cores, IntegerAttr) else 1
         lowering = Lowering(target, Program(target, []), store_of(op, self.name), tile_order=walk_order(tile_order),
-                            layer_cores=cores.value.data if isinstance(cores, IntegerAttr) else 1,
-                            buffers=self.buffers, objective=objective)
+                            layer_cores=layer_cores, buffers=self.buffers, objective=objective,
+                            cost_cache=module_cost_cache(op, target, walk_order(tile_order), objective, layer_cores,
+                                                         self.buffers))
         if self.buffers == 1:
             op.attributes[SIZED_FOR_ATTR] = IntegerAttr(1, i64)
         layers = layers_of(main_function(op))

@@ -8,6 +8,7 @@ conv weights as [kh, kw, C, O]) when they are placed in the DRAM image.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,17 @@ TILE_ATTR = "tile"
 """Discardable attribute of a layer: its tile sizes, set by tile-layers (or by hand). Conv/gemm:
 `tile = {oc = 64 : i64, ic = 64 : i64, oh = 4 : i64, ow = 56 : i64, split = "spatial", mapping = "channels"}`;
 pooling and depthwise conv: `tile = {c = 32 : i64, oh = 8 : i64, ow = 8 : i64, layout = "hwc"}`."""
+
+
+_COST_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def module_cost_cache(module: Operation, *parameters) -> dict:
+    """The `Lowering.cost_cache` the passes over `module` share for the same lowering `parameters`
+    (target, order, objective, cores, slots): fuse-groups times the layers of every chain as
+    tile-layers then tiles them, and the tile searches are made once."""
+    caches = _COST_CACHES.setdefault(module, {})
+    return caches.setdefault(repr(parameters), {})
 
 
 @dataclass

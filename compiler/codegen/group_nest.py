@@ -450,7 +450,8 @@ def group_nest(lowering: Lowering, chain: Chain, s: GroupShape, t: GroupTiles, s
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, [2, 3, 1]))
     nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
     nest = tile.NestOp(chain.name, inputs, [project.result.type], Region(block),
-                       {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes])})
+                       {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
+                        "halo": StringAttr("recompute")})
     nest.results[0].name_hint = project.result.name_hint
     return nest
 

@@ -183,8 +183,10 @@ class NestLowering:
         for op in nest.block.walk():
             if isinstance(op, tile.BufferOp):
                 name = op.result.name_hint or f"buffer{len(self.buffers)}"
-                self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None)
-                self.slots[op.result] = op.slots.value.data
+                self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None,
+                                                     resident=op.resident is not None)
+                if op.resident is None:
+                    self.slots[op.result] = op.slots.value.data
         # the walk's dictionaries are keyed by id (an xDSL value's own hash is a Python call: too slow here)
         self.scope: dict[tuple[int, int], tuple[int, ...]] = {}  # (buffer, op) -> ids of the ivs (scope_loops)
         self.written = {id(written_buffer(op)) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}

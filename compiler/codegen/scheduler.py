@@ -97,6 +97,10 @@ class BufferKind:
     memory: str
     slot_bytes: int
     shared: bool = False  # one slot state for all cores; loads multicast to the cores using them
+    resident: bool = False  # one slot whatever the layer's slot count (data every job reuses)
+
+    def slot_count(self, slots: int) -> int:
+        return 1 if self.resident else slots
 
 
 @dataclass
@@ -254,7 +258,7 @@ class Layout:
             copies = per_core_copies(target, kind, cores)
             if copies > 1:
                 core_strides[kind.name] = slot_bytes
-            for slot in range(slots):
+            for slot in range(kind.slot_count(slots)):
                 start = used.get(kind.memory, 0)
                 bases[kind.name, slot] = (kind.memory, start)
                 used[kind.memory] = start + slot_bytes * copies
@@ -314,8 +318,9 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
             scope = (name, None if shared[name] else core)
             slot_state = resident.get(scope)
             if slot_state is None:
-                slot_state = resident[scope] = [None] * slots
-                last_use[scope] = [-1] * slots
+                count = kinds[name].slot_count(slots)
+                slot_state = resident[scope] = [None] * count
+                last_use[scope] = [-1] * count
             used = last_use[scope]
             for occupancy in slot_state:
                 if occupancy is not None and occupancy.key == key:
@@ -323,7 +328,7 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
             else:
                 # the least recently used slot: after a reused block (Scan) the refill never
                 # lands in the slot the running job reads (round robin would, and stall)
-                slot = min(range(slots), key=used.__getitem__)
+                slot = min(range(len(used)), key=used.__getitem__)
                 occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, ())),
                                       previous=slot_state[slot])
                 slot_state[slot] = occupancy

@@ -2,12 +2,14 @@
 // RUN: sed 's/size_bytes = 65536/size_bytes = 3072/' %s | not nncc-opt -p double-buffer 2>&1 | filecheck %s --check-prefix=FIT
 // double-buffer gives every buffer of the loop nests a second slot (DMA of the next tile then
 // overlaps the compute of this one) and records tile.buffers = 2 for the layers that are not
-// nests yet. Buffers that fit once but not twice are refused by the verifier after the pass.
+// nests yet; a resident buffer (data every job reads, loaded once) keeps its one slot. Buffers
+// that fit once but not twice are refused by the verifier after the pass.
 
 // CHECK:      builtin.module attributes {tile.target = {{.*}}, tile.buffers = 2 : i64} {
 // CHECK:        %in = tile.buffer "input" slots 2 : memref<3x8x8xf32, "BUF">
 // CHECK-NEXT:   %wt = tile.buffer "weight" slots 2 shared : memref<8x8xf32, "BUF">
 // CHECK-NEXT:   %out = tile.buffer "output" slots 2 : memref<3x8x8xf32, "BUF">
+// CHECK-NEXT:   %res = tile.buffer "weight" slots 1 shared resident : memref<8xf32, "BUF">
 
 // FIT: nncc-opt: error: IR verification failed after pass double-buffer: tile.nest pw: buffer %out (2 x 768 bytes) does not fit in memory BUF: the nest's buffers there need 3584 bytes, it has 3072
 
@@ -19,6 +21,7 @@ builtin.module attributes {tile.target = {name = "edge", memory = [{name = "BUF"
       %in = tile.buffer "input" slots 1 : memref<3x8x8xf32, "BUF">
       %wt = tile.buffer "weight" slots 1 shared : memref<8x8xf32, "BUF">
       %out = tile.buffer "output" slots 1 : memref<3x8x8xf32, "BUF">
+      %res = tile.buffer "weight" slots 1 shared resident : memref<8xf32, "BUF">
       tile.for %oh[%toh] = 0 to 6 step 3 cores 1 order naive {
         tile.load %X[0, 0, %oh, 0] [1, 8, %toh, 8] -> %in[0] dims [2, 3, 1]
         tile.load %Wv[0, 0, 0, 0, 0] [1, 1, 1, 8, 8] -> %wt[0] dims [3, 4]

@@ -34,7 +34,7 @@ builtin.module attributes {nn.weights = "in.weights.npz"} {
   }
 }
 
-// CHECK:      %y = tile.nest "e+d+y" (%x, %w1, %b1, %wd, %bd, %w2, %b2, %x) -> tensor<1x8x8x8xf32> attributes {op = "fused.group", onnx_nodes = ["expand", "dw", "project", "add"], fusion = {cycles = [{{[0-9]+}} : i64, {{[0-9]+}} : i64], dram_bytes = [{{[0-9]+}} : i64, {{[0-9]+}} : i64]}} {
+// CHECK:      %y = tile.nest "e+d+y" (%x, %w1, %b1, %wd, %bd, %w2, %b2, %x) -> tensor<1x8x8x8xf32> attributes {op = "fused.group", onnx_nodes = ["expand", "dw", "project", "add"], halo = "recompute", fusion = {cycles = [{{[0-9]+}} : i64, {{[0-9]+}} : i64], dram_bytes = [{{[0-9]+}} : i64, {{[0-9]+}} : i64]}} {
 // CHECK:        %in = tile.buffer "input" slots 1 : memref<{{[0-9]+}}x8x8xf32, "BUF">
 // CHECK:        %m1 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x10x[[TCB:[0-9]+]]xf32, "BUF">
 // CHECK:        %m2 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x8x[[TCB]]xf32, "BUF">

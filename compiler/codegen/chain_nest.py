@@ -1,0 +1,414 @@
+"""The loop nest of a fused chain of full convs and pooling layers (the fused-layer schedule of
+Alwani et al., MICRO 2016: VGG's conv1_1, conv1_2, pool1, conv2_1, ...), the intermediates in
+on-chip buffers. What `fuse-groups` writes in place of the layers.
+
+The last layer's output is walked in 2-D tiles of `toh` x `tow` (dealt to the cores). Each tile
+loads the first layer's input window (the halos of every layer of the chain, in both
+dimensions, with the first layer's zero padding as slice bounds), then runs the layers one
+after the other, each on the whole window the next one reads: the halo rows and columns are
+**recomputed** by every tile that needs them, never cached, so tiles stay independent (any core,
+any order) and no buffer survives from one tile to the next; the cost model sees the extra MACs
+and picks the tile size. Each intermediate window is kept in the padded coordinates of its
+consumer: the producer computes all of it, then the rows and columns outside the image are
+overwritten with the consumer's padding (`tile.fill`: 0 for a conv, -inf for a max pool). Every
+conv's weights are one buffer loaded with the same slice by every tile, so they stay on chip
+(the scheduler skips a load whose slot already holds it): they are read from DRAM once.
+
+    tile.for %n[%tn] = 0 to 1 step 1, %oh[%toh] = 0 to 112 step 4, %ow[%tow] = 0 to 112 step 8 cores 1 order naive {
+      %top = tile.max [%oh * 2 - 1, 0]   ...                              (each window's part inside the image)
+      tile.load %X[%n, 0, %oh * 2 - 2, %ow * 2 - 2] [1, 3, %toh * 2 + 4, 20] -> %in[0] dims [2, 3, 1]
+      tile.load %W1p[0, 0, 0, 0, 0] [1, 3, 3, 3, 64] -> %w1[0] dims [1, 2, 3, 4]   (whole weights: resident)
+      tile.conv %in[0], %w1[0] -> %m1[0] sizes [%toh * 2 + 2, 18, 3, 64] kernel [3, 3] ... act relu
+      tile.fill %m1[0] sizes [%top - %oh * 2 + 1, 18, 64] value 0.0      (conv1_2's padding rows, columns)
+      tile.conv %m1[0], %w2[0] -> %m2[0] sizes [%toh * 2, 16, 64, 64] kernel [3, 3] ... act relu
+      tile.pool max %m2[0] -> %out[0] sizes [%toh, 8, 64] kernel [2, 2] strides [2, 2] dilations [1, 1]
+      tile.store %out[0] -> %Y[%n, 0, %oh, %ow] [1, 64, %toh, 8] dims [2, 3, 1]
+    }
+
+`tow` divides the output width, so every window has the same number of columns (the buffers'
+row pitch is static); rows may end in a shorter tile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import ArrayAttr, FloatAttr, StringAttr, f64
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from nncc.compiler.codegen.context import F32, Lowering, layer_name
+from nncc.compiler.codegen.epilogue import fused_epilogue
+from nncc.compiler.codegen.group_nest import (
+    CONV_OPS, Estimate, Linear, Window, bound, fill, predict, rank, scratch, single_use, window_of,
+)
+from nncc.compiler.codegen.nest_builder import IndexExprs, epilogue_parameters, nest_block, slice_op
+from nncc.dialects import nn, tile
+
+POOL_OPS = ("nn.max_pool", "nn.avg_pool")
+
+
+def is_chain_conv(op: Operation) -> bool:
+    """A full (ungrouped) conv without a residual."""
+    return op.name in CONV_OPS and op.group.value.data == 1 and getattr(op, "residual", None) is None
+
+
+def is_chain_pool(op: Operation) -> bool:
+    """Max pooling (any padding), or average pooling without padding (one divisor everywhere);
+    no ceil mode."""
+    if op.name not in POOL_OPS or op.ceil_mode.value:
+        return False
+    return op.name == "nn.max_pool" or not any(nn.ints(op.pads))
+
+
+def is_chain_layer(op) -> bool:
+    return isinstance(op, Operation) and (is_chain_conv(op) or is_chain_pool(op))
+
+
+@dataclass(frozen=True)
+class ConvChain:
+    """Consecutive convs and pooling layers, each the only reader of the one before."""
+
+    ops: tuple[Operation, ...]
+
+    @property
+    def input(self) -> SSAValue:
+        return self.ops[0].input
+
+    @property
+    def name(self) -> str:
+        return "+".join(layer_name(op) for op in self.ops)
+
+
+def find_runs(block: Block, taken: set[int]) -> list[list[Operation]]:
+    """The maximal runs of chain layers in @main's body (two or more, none of them in `taken`)."""
+    runs, seen = [], set(taken)
+    for op in block.ops:
+        if id(op) in seen or not is_chain_layer(op):
+            continue
+        run = [op]
+        while (follower := single_use(run[-1].result)) is not None and is_chain_layer(follower) \
+                and follower.input is run[-1].result and id(follower) not in seen:
+            run.append(follower)
+        seen.update(id(member) for member in run)
+        if len(run) >= 2:
+            runs.append(run)
+    return runs
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One layer of a chain: "conv", "max" or "avg"; input channels c, output channels o; its window."""
+
+    kind: str
+    c: int
+    o: int
+    window: Window
+
+    @property
+    def pad_value(self) -> float:
+        """What lies outside its input image: -inf for max pooling, else zero."""
+        return -math.inf if self.kind == "max" else 0.0
+
+
+def stage_of(op: Operation) -> Stage:
+    c = nn.shape_of(op.input)[1]
+    o = nn.shape_of(op.result)[1]
+    if op.name in CONV_OPS:
+        return Stage("conv", c, o, window_of(op))
+    _, _, h, w = nn.shape_of(op.input)
+    _, _, oh, ow = nn.shape_of(op.result)
+    window = Window(h, w, oh, ow, tuple(nn.ints(op.kernel)), tuple(nn.ints(op.strides)), tuple(nn.ints(op.pads)),
+                    tuple(nn.ints(op.dilations)))
+    return Stage("max" if op.name == "nn.max_pool" else "avg", c, o, window)
+
+
+@dataclass(frozen=True)
+class ChainTiles:
+    toh: int  # output rows of the last layer per tile
+    tow: int  # output columns per tile (divides the output width)
+
+
+def extents(stages: list[Stage], toh: int, tow: int) -> list[tuple[int, int]]:
+    """(rows, columns) of each layer's input window for a full `toh` x `tow` output tile, in padded
+    coordinates (halo included), first layer first."""
+    rows, cols, out = [], [], (toh, tow)
+    for stage in reversed(stages):
+        w = stage.window
+        out = ((out[0] - 1) * w.strides[0] + w.extent(0), (out[1] - 1) * w.strides[1] + w.extent(1))
+        rows.append(out[0])
+        cols.append(out[1])
+    return list(zip(rows[::-1], cols[::-1]))
+
+
+def buffer_specs(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> list[tuple]:
+    """(name, role, shape, memory, shared, resident) of every buffer: the first input window, each
+    conv's whole weights and bias (resident: one slot, loaded once), each intermediate window (read by a conv: where inputs live; by a
+    pool: where outputs live), the output tile."""
+    target = lowering.target
+    memory = {role: target.memory_for(role).name for role in ("input", "weight", "output")}
+    windows = extents(stages, t.toh, t.tow)
+    specs = []
+    for k, (stage, (rows, cols)) in enumerate(zip(stages, windows)):
+        if k == 0:
+            specs.append(("in", "input", [rows, cols, stage.c], memory["input"], False, False))
+        else:
+            specs.append((f"m{k}", "intermediate", [rows, cols, stage.c],
+                          memory["input" if stage.kind == "conv" else "output"], False, False))
+        if stage.kind == "conv":
+            w = stage.window
+            specs.append((weight_name(stages, k), "weight", [w.taps * stage.c * stage.o + stage.o], memory["weight"],
+                          True, True))
+    specs.append(("out", "output", [t.toh, t.tow, stages[-1].o], memory["output"], False, False))
+    return specs
+
+
+def weight_name(stages: list[Stage], k: int) -> str:
+    """The weight buffer of layer `k` (a conv): wt1, wt2, ... in the order of the convs."""
+    return f"wt{sum(s.kind == 'conv' for s in stages[:k + 1])}"
+
+
+def fits(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> bool:
+    """Every buffer's 64-byte aligned slots (`lowering.buffers`, one if resident) fit in its memory."""
+    used: dict[str, int] = {}
+    for _, _, shape, memory, _, resident in buffer_specs(lowering, stages, t):
+        slots = 1 if resident else lowering.buffers
+        used[memory] = used.get(memory, 0) + slots * (-(-F32 * math.prod(shape) // 64) * 64)
+    return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def tile_candidates(lowering: Lowering, stages: list[Stage]) -> list[ChainTiles]:
+    """Output tiles of rows x columns, each a divisor of the output's height and width, that fit."""
+    last = stages[-1].window
+    return [ChainTiles(r, c) for r in divisors(last.oh) for c in divisors(last.ow)
+            if fits(lowering, stages, ChainTiles(r, c))]
+
+
+# --------------------------------------------------------------------------- the nest
+
+
+@dataclass
+class Span:
+    """The rows (or columns) of one layer's input window a tile uses, in the image's coordinates:
+    from `first`, `count` of them (padding included), of which `low` .. `high` (SSA values:
+    tile.max / tile.min) are inside the image."""
+
+    first: Linear
+    count: Linear
+    low: SSAValue | None = None
+    high: SSAValue | None = None
+
+
+def spans(body: Block, stages: list[Stage], oh: SSAValue, toh: SSAValue, ow: SSAValue, tow: int):
+    """Each layer's input rows and columns for the tile at (`oh`, `ow`), last layer first back
+    to the first; the parts inside the image (for the fills) of every intermediate window."""
+    rows, cols = [], []
+    r_first, r_count, c_first, c_count = Linear.of(oh), Linear.of(toh), Linear.of(ow), Linear(tow)
+    for k in reversed(range(len(stages))):
+        w = stages[k].window
+        r_first, r_count = r_first * w.strides[0] - w.pads[0], (r_count - 1) * w.strides[0] + w.extent(0)
+        c_first, c_count = c_first * w.strides[1] - w.pads[1], (c_count - 1) * w.strides[1] + w.extent(1)
+        row, col = Span(r_first, r_count), Span(c_first, c_count)
+        if k > 0 and any(w.pads):
+            for span, limit, axis in ((row, w.h, "row"), (col, w.w, "col")):
+                span.low = add_bound(body, tile.MaxOp, [span.first, 0], f"{axis}_low{k}")
+                span.high = add_bound(body, tile.MinOp, [span.first + span.count, limit], f"{axis}_high{k}")
+        rows.append(row)
+        cols.append(col)
+    return rows[::-1], cols[::-1]
+
+
+def add_bound(body: Block, cls, exprs, name: str) -> SSAValue:
+    op = bound(cls, exprs, name)
+    body.add_op(op)
+    return op.result
+
+
+def add_padding(body: Block, buffer: SSAValue, stage: Stage, row: Span, col: Span, ccount: int) -> None:
+    """Overwrite the rows and columns of an intermediate window outside the image with the
+    consumer's padding value (fills of no rows or columns emit nothing)."""
+    pitch, c, value = ccount * stage.c, stage.c, stage.pad_value
+    low, high = Linear.of(row.low), Linear.of(row.high)
+    body.add_op(padded(fill(buffer, 0, [low - row.first, ccount, c], None), value))
+    body.add_op(padded(fill(buffer, (high - row.first) * pitch, [row.first + row.count - high, ccount, c], None),
+                       value))
+    left, right = Linear.of(col.low), Linear.of(col.high)
+    body.add_op(padded(fill(buffer, 0, [row.count, left - col.first, c], pitch), value))
+    body.add_op(padded(fill(buffer, (right - col.first) * c, [row.count, col.first + col.count - right, c], pitch),
+                       value))
+
+
+def padded(op: tile.FillOp, value: float) -> tile.FillOp:
+    op.value = FloatAttr(value, f64)
+    return op
+
+
+def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int = 1) -> tile.NestOp:
+    """The nest of `chain` with tiles `t` (not yet in @main; see `replace_with_chain`)."""
+    stages = [stage_of(op) for op in chain.ops]
+    named = [("X", chain.input)]
+    for k, op in enumerate(chain.ops):
+        if stages[k].kind == "conv":
+            j = weight_name(stages, k)[2:]
+            named += [(f"W{j}", op.weight), (f"B{j}", op.bias)]
+    block, args, inputs = nest_block(named, chain.ops[-1].result)
+    weights = {}
+    for k, stage in enumerate(stages):
+        if stage.kind == "conv":
+            kh, kw = stage.window.kernel
+            j = weight_name(stages, k)[2:]
+            relayout = tile.RelayoutOp(args[f"W{j}"], [1, stage.o, stage.c, kh, kw], [0, 3, 4, 2, 1])
+            relayout.result.name_hint = f"W{j}p"
+            block.add_op(relayout)
+            weights[k] = relayout.result
+    buffers = {}
+    for name, role, shape, memory, shared, resident in buffer_specs(lowering, stages, t):
+        op = tile.BufferOp(role, shape, memory, slots, shared, resident=resident)
+        op.result.name_hint = name
+        block.add_op(op)
+        buffers[name] = op.result
+    last = stages[-1].window
+    loop = tile.ForOp.build([(0, nn.shape_of(chain.input)[0], 1), (0, last.oh, t.toh), (0, last.ow, t.tow)], "naive",
+                            lowering.cores, names=["n", "oh", "ow"])
+    block.add_op(loop)
+    n, _, oh, toh, ow, _ = loop.block.args
+    body = loop.block
+    rows, cols = spans(body, stages, oh, toh, ow, t.tow)
+    windows = extents(stages, t.toh, t.tow)
+    load = slice_op(tile.LoadOp, args["X"], buffers["in"],
+                    [n, 0, terms(rows[0].first), terms(cols[0].first)],
+                    [1, stages[0].c, terms(rows[0].count), windows[0][1]], [2, 3, 1])
+    if stages[0].kind == "max":
+        load.pad = FloatAttr(-math.inf, f64)
+    body.add_op(load)
+    for k, stage in enumerate(stages):
+        if stage.kind == "conv":
+            kh, kw = stage.window.kernel
+            name = weight_name(stages, k)
+            body.add_op(slice_op(tile.LoadOp, weights[k], buffers[name], [0, 0, 0, 0, 0],
+                                 [1, kh, kw, stage.c, stage.o], [1, 2, 3, 4]))
+            if chain.ops[k].bias is not None:
+                body.add_op(slice_op(tile.LoadOp, args[f"B{name[2:]}"], buffers[name], [0], [stage.o], [0],
+                                     at=kh * kw * stage.c * stage.o))
+    for k, (op, stage) in enumerate(zip(chain.ops, stages)):
+        source = buffers["in" if k == 0 else f"m{k}"]
+        final = k + 1 == len(stages)
+        target = buffers["out" if final else f"m{k + 1}"]
+        out_rows = toh if final else rows[k + 1].count
+        out_cols = t.tow if final else windows[k + 1][1]
+        weight = buffers[weight_name(stages, k)] if stage.kind == "conv" else None
+        add_layer(body, op, stage, source, weight, target, out_rows, out_cols)
+        if not final and rows[k + 1].low is not None:
+            add_padding(body, target, stages[k + 1], rows[k + 1], cols[k + 1], windows[k + 1][1])
+    body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, 0, oh, ow], [1, stages[-1].o, toh, t.tow],
+                         [2, 3, 1]))
+    nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
+    nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(block),
+                       {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
+                        "halo": StringAttr("recompute")})
+    nest.results[0].name_hint = chain.ops[-1].result.name_hint
+    return nest
+
+
+def terms(x: Linear | SSAValue | int):
+    """`x` as slice_op's ((value, coefficient), ..., constant) terms."""
+    if not isinstance(x, Linear):
+        return x
+    return tuple(x.terms) + (x.const,)
+
+
+def add_layer(body: Block, op: Operation, stage: Stage, source: SSAValue, weights: SSAValue | None,
+              target: SSAValue, rows, cols: int) -> None:
+    """One layer on the whole window its consumer reads: a tile.conv (its bias and activation as
+    the epilogue) or a tile.pool, dense [rows][columns][channels] in and out."""
+    e = IndexExprs()
+    size = lambda x: (x if isinstance(x, Linear) else Linear.of(x)).expr(e)  # noqa: E731
+    w = stage.window
+    if stage.kind == "conv":
+        epilogue = fused_epilogue(op)
+        views = [e(0), e(0), e(0)] + ([e(w.taps * stage.c * stage.o)] if op.bias is not None else [])
+        operands = [source, weights, target] + ([weights] if op.bias is not None else [])
+        body.add_op(tile.conv_op(operands, views, e, [size(rows), e(cols), e(stage.c), e(stage.o)],
+                                 list(w.kernel), list(w.strides), list(w.dilations), -1, False, epilogue.act,
+                                 epilogue_parameters(epilogue)))
+        return
+    sizes = [size(rows), e(cols), e(stage.c)]
+    body.add_op(tile.PoolOp.build(
+        operands=[[source, target], list(e.values)],
+        properties={"func": StringAttr(stage.kind), "kernel": tile.ints_attr(list(w.kernel)),
+                    "conv_strides": tile.ints_attr(list(w.strides)), "dilations": tile.ints_attr(list(w.dilations)),
+                    "views": e.map([e(0), e(0)]), "sizes": e.map(sizes)}))
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> Estimate:
+    """DRAM bytes (the first input window of every tile, clipped to the image; the weights once;
+    the output once) and cycles (each layer's instructions over its whole window, issue or
+    on-chip traffic time, summed per tile, over the cores; or the DRAM time, if longer)."""
+    from nncc.runtime.timing import matmul_issue_cycles, vector_issue_cycles
+
+    target, last = lowering.target, stages[-1].window
+    main, vector = target.units["main"], target.units[lowering.vector_unit]
+    bandwidth = target.memory_for("input").bandwidth_bytes_per_cycle
+    windows = extents(stages, t.toh, t.tow)
+    first = stages[0].window
+    tiles = math.ceil(last.oh / t.toh) * (last.ow // t.tow)
+    in_rows, in_cols = min(windows[0][0], first.h), min(windows[0][1], first.w)
+    weights = sum(s.window.taps * s.c * s.o + s.o for s in stages if s.kind == "conv")
+    outputs = n * stages[-1].o * last.oh * last.ow
+    read = F32 * (n * tiles * in_rows * in_cols * stages[0].c + weights)
+
+    def busy(unit, issue: float, elements: int) -> float:
+        return max(issue, F32 * elements / bandwidth) + unit.pipeline_depth
+
+    work = 0.0
+    outs = [(r, c) for r, c in windows[1:]] + [(t.toh, t.tow)]
+    for stage, (rows, cols), (orows, ocols) in zip(stages, windows, outs):
+        if stage.kind == "conv":
+            kh, kw = stage.window.kernel
+            work += kh * busy(main, matmul_issue_cycles(main, orows, ocols, stage.o, kw * stage.c),
+                              orows * (cols * stage.c + ocols * stage.o) + kw * stage.c * stage.o)
+            if lowering.vector_unit != "main":
+                work += 2 * busy(vector, vector_issue_cycles(vector, (orows, ocols, stage.o), 1),
+                                 2 * orows * ocols * stage.o)
+        else:
+            work += busy(vector, vector_issue_cycles(vector, (orows, ocols, stage.o), stage.window.taps),
+                         rows * cols * stage.c + orows * ocols * stage.o)
+    cycles = max(n * tiles * work / lowering.cores, (read + F32 * outputs) / target.dram_bytes_per_cycle)
+    return Estimate(cycles, int(read), F32 * outputs)
+
+
+SHORTLIST = 2  # tilings per chain timed by the cost model, best estimates first
+
+
+def best_chain(lowering: Lowering, chain: ConvChain) -> tuple[ChainTiles, object] | None:
+    """The chain's tiles the cost model ranks first (by `lowering.objective`) among the
+    `SHORTLIST` best estimated ones, and their prediction; None when no tiling fits."""
+    stages = [stage_of(op) for op in chain.ops]
+    n = nn.shape_of(chain.input)[0]
+    candidates = tile_candidates(lowering, stages)
+    candidates.sort(key=lambda t: rank(estimate(lowering, stages, t, n), lowering.objective))
+    best, probe = None, scratch(lowering)
+    for t in candidates[:SHORTLIST]:
+        prediction = predict(probe, chain_nest(probe, chain, t, lowering.buffers))
+        if best is None or rank(prediction, lowering.objective) < rank(best[1], lowering.objective):
+            best = (t, prediction)
+    return best
+
+
+def replace_with_chain(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int = 1) -> tile.NestOp:
+    """Put the chain's nest in place of its layers in @main."""
+    nest = chain_nest(lowering, chain, t, slots)
+    last = chain.ops[-1]
+    last.parent.insert_op_before(nest, last)
+    last.result.replace_all_uses_with(nest.results[0])
+    for op in reversed(chain.ops):
+        op.detach()
+        op.erase()
+    return nest

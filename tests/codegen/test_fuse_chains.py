@@ -1,0 +1,188 @@
+"""fuse-groups on chains of full convs and pooling layers (the fused-layer schedule of Alwani et
+al.): one nest of 2-D tiles whose halos are recomputed, on every target, against onnxruntime;
+DRAM traffic is each tile's input window (clipped to the image), the weights once and the
+output once, counted by hand; the cost model's prediction is the simulation's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from codegen_helpers import TARGETS, compile_fused, ort_outputs, target, within_scale
+from nncc.compiler.codegen.chain_nest import find_runs
+from nncc.compiler.codegen.context import layer_name
+from nncc.compiler.codegen.lower import lower_module
+from nncc.compiler.nn_interpreter import main_function
+from nncc.compiler.pass_manager import run_passes
+from nncc.compiler.pipeline import no_printing
+from nncc.compiler.registry import Registry
+from nncc.dialects import tile
+from nncc.runtime.interpreter import run
+
+
+def tiled(model, target_name: str, passes: str):
+    module, store = compile_fused(model)
+    registry = Registry.default()
+    run_passes(module, registry.pipeline(f"partition-cores{{target={target_name}}},{passes}"), registry.context(),
+               no_printing())
+    return module, store
+
+
+def nests(module) -> list[tile.NestOp]:
+    return [op for op in main_function(module).body.block.ops if isinstance(op, tile.NestOp)]
+
+
+def conv(name, x, y, c, o, rng, kernel=3, stride=1, pad=1, dilation=1):
+    weight = (rng.standard_normal((o, c, kernel, kernel)) * math.sqrt(2 / (c * kernel * kernel))).astype(np.float32)
+    bias = (rng.standard_normal(o) * 0.1).astype(np.float32)
+    node = helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{y}.pre"], name=name, strides=[stride] * 2,
+                            pads=[pad] * 4, dilations=[dilation] * 2, kernel_shape=[kernel, kernel])
+    relu = helper.make_node("Relu", [f"{y}.pre"], [y], name=f"{name}.relu")
+    return [node, relu], [numpy_helper.from_array(weight, f"{name}.w"), numpy_helper.from_array(bias, f"{name}.b")]
+
+
+def pool(name, x, y, kind="MaxPool", kernel=2, stride=2, pad=0):
+    return [helper.make_node(kind, [x], [y], name=name, kernel_shape=[kernel] * 2, strides=[stride] * 2,
+                             pads=[pad] * 4)], []
+
+
+CHAINS = {
+    # VGG's conv1_1, conv1_2, pool1, conv2_1 in small
+    "vgg_head": ((2, 3, 12, 12), [("conv", 8, {}), ("conv", 8, {}), ("MaxPool", 0, {}), ("conv", 16, {})]),
+    # ResNet's stem: a strided conv, then a padded max pool (its border is -inf), odd sizes
+    "stem": ((1, 3, 13, 11), [("conv", 16, {"stride": 2}), ("MaxPool", 0, {"kernel": 3, "stride": 2, "pad": 1})]),
+    # a dilated conv, average pooling, a 1x1
+    "dilated_avg": ((1, 4, 12, 12), [("conv", 8, {"pad": 2, "dilation": 2}), ("AveragePool", 0, {}),
+                                     ("conv", 8, {"kernel": 1, "pad": 0})]),
+}
+
+
+def chain_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    shape, layers = CHAINS[name]
+    rng = np.random.default_rng(seed)
+    nodes, inits, source, c = [], [], "x", shape[1]
+    for i, (kind, channels, options) in enumerate(layers):
+        out = "y" if i + 1 == len(layers) else f"t{i}"
+        if kind == "conv":
+            made, weights = conv(f"conv{i}", source, out, c, channels, rng, **options)
+            c = channels
+        else:
+            made, weights = pool(f"pool{i}", source, out, kind, **options)
+        nodes += made
+        inits += weights
+        source = out
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return with_output_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9))
+
+
+def with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every output's shape as shape inference gives it."""
+    del model.graph.value_info[:]
+    for output in model.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: v.type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for output in model.graph.output:
+        output.type.CopyFrom(shapes[output.name])
+    return model
+
+
+def windows(model: onnx.ModelProto):
+    """(kernel, stride, pad, dilation) of every layer, and the input's height and width."""
+    out = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "MaxPool", "AveragePool"):
+            a = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+            out.append((a["kernel_shape"][0], a["strides"][0], a["pads"][0], a.get("dilations", [1])[0]))
+    return out
+
+
+def input_window(layers, first: int, count: int, size: int) -> int:
+    """Rows (or columns) of the image the first layer reads for `count` outputs of the last from `first`."""
+    for kernel, stride, pad, dilation in reversed(layers):
+        first, count = first * stride - pad, (count - 1) * stride + (kernel - 1) * dilation + 1
+    return max(0, min(first + count, size) - max(first, 0))
+
+
+def hand_count_read_bytes(model, loop: tile.ForOp) -> int:
+    """Each tile's input window clipped to the image, then every weight and bias once."""
+    n, c, h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    (_, _, nn_), (_, oh, toh), (_, ow, tow) = zip(*(tile.ints(loop.lower), tile.ints(loop.upper), tile.ints(loop.step)))
+    layers = windows(model)
+    elements = sum(n * c * input_window(layers, r, min(toh, oh - r), h) * input_window(layers, q, tow, w)
+                   for r in range(0, oh, toh) for q in range(0, ow, tow))
+    return 4 * (elements + sum(math.prod(i.dims) for i in model.graph.initializer))
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_chain_runs_as_one_nest(name, target_name):
+    model = chain_model(name)
+    module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(module)
+    assert group.attributes["op"].data == "fused.group" and group.attributes["halo"].data == "recompute"
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    program = lower_module(module, store, target(target_name))
+    result = run(program, {"x": x})
+    (expected,) = ort_outputs(model, {"x": x})
+    ok, error, scale = within_scale(result.outputs["y"], expected)
+    assert ok, f"max error {error} against scale {scale}"
+    # the intermediates never leave the chip; the weights are read once, each tile's window once
+    assert result.write_bytes["DRAM"] == 4 * expected.size
+    (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
+    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop)
+    prediction = program.predictions[0]
+    assert prediction["predicted_cycles"] == result.layers[0].cycles
+    assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
+
+
+@pytest.mark.parametrize("target_name", ["edge", "vector"])
+def test_recorded_figures_are_the_simulation(target_name):
+    """The `fusion` attribute: the group's simulated figures, and those of its layers compiled
+    without the pass."""
+    model = chain_model("vgg_head")
+    x = np.random.default_rng(2).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    fused, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(fused)
+    (cycles, separate_cycles), (nbytes, separate_bytes) = (
+        [a.value.data for a in group.attributes["fusion"].data[key]] for key in ("cycles", "dram_bytes"))
+    result = run(lower_module(fused, store, target(target_name)), {"x": x})
+    assert (cycles, nbytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
+    layers, store = tiled(model, target_name, "tile-layers,double-buffer")
+    assert len(nests(layers)) == 4
+    result = run(lower_module(layers, store, target(target_name)), {"x": x})
+    assert (separate_cycles, separate_bytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
+
+
+def test_the_objective_decides():
+    """A group is kept only where its figures rank first by the module's objective; under the
+    DRAM objective the 24x24 VGG head fuses (its intermediates are most of its traffic)."""
+    model = chain_model("vgg_head")
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 24
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_value = 24
+    model = with_output_shapes(model)
+    fused = 0
+    for objective in ("cycles", "dram"):
+        module, _ = tiled(model, "edge", f"fuse-groups{{tile-objective={objective}}}")
+        for nest in nests(module):
+            figures = nest.attributes["fusion"].data
+            cycles, nbytes = ([a.value.data for a in figures[key]] for key in ("cycles", "dram_bytes"))
+            ranked = list(zip(nbytes, cycles)) if objective == "dram" else list(zip(cycles, nbytes))
+            assert ranked[0] < ranked[1]
+            fused += objective == "dram"
+    assert fused >= 1
+
+
+def test_shared_output_ends_a_run():
+    """A layer whose output a second op reads ends the run: that tensor must reach DRAM."""
+    model = chain_model("vgg_head")
+    model.graph.output.append(helper.make_tensor_value_info("t1", TensorProto.FLOAT, None))
+    module, _ = compile_fused(with_output_shapes(model))
+    runs = find_runs(main_function(module).body.block, set())
+    assert [[layer_name(op) for op in r] for r in runs] == [["t0_pre", "t1_pre"], ["t2", "y_pre"]]
