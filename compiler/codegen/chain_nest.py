@@ -127,6 +127,26 @@ def stage_of(op: Operation) -> Stage:
 class ChainTiles:
     toh: int  # output rows of the last layer per tile
     tow: int  # output columns per tile (divides the output width)
+    tcb: int = 0  # the tail's channel block (divides the last conv's output channels; 0: all of them)
+    outer: bool = False  # the blocks outermost (each block's weights once, the layers before the tail
+    #                      recomputed per block), else innermost (per tile: its weights reloaded)
+
+
+def tail(stages: list[Stage]) -> int:
+    """The index of the chain's last conv (the tail: it and the pooling after it work on channel
+    blocks); 0 without a conv."""
+    convs = [k for k, s in enumerate(stages) if s.kind == "conv"]
+    return convs[-1] if convs else 0
+
+
+def block(stages: list[Stage], t: ChainTiles) -> int:
+    """Output channels of the tail per block."""
+    return t.tcb or stages[tail(stages)].o
+
+
+def channels(stages: list[Stage], t: ChainTiles, k: int) -> int:
+    """Channels of layer `k`'s input window (after the tail conv: a block's)."""
+    return block(stages, t) if k > tail(stages) else stages[k].c
 
 
 def extents(stages: list[Stage], toh: int, tow: int) -> list[tuple[int, int]]:
@@ -143,23 +163,25 @@ def extents(stages: list[Stage], toh: int, tow: int) -> list[tuple[int, int]]:
 
 def buffer_specs(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> list[tuple]:
     """(name, role, shape, memory, shared, resident) of every buffer: the first input window, each
-    conv's whole weights and bias (resident: one slot, loaded once), each intermediate window (read by a conv: where inputs live; by a
-    pool: where outputs live), the output tile."""
+    conv's whole weights and bias (resident: one slot, loaded once; the tail conv's: a block's,
+    when it has blocks), each intermediate window (read by a conv: where inputs live; by a pool:
+    where outputs live), the output tile."""
     target = lowering.target
     memory = {role: target.memory_for(role).name for role in ("input", "weight", "output")}
     windows = extents(stages, t.toh, t.tow)
     specs = []
     for k, (stage, (rows, cols)) in enumerate(zip(stages, windows)):
+        c = channels(stages, t, k)
         if k == 0:
-            specs.append(("in", "input", [rows, cols, stage.c], memory["input"], False, False))
+            specs.append(("in", "input", [rows, cols, c], memory["input"], False, False))
         else:
-            specs.append((f"m{k}", "intermediate", [rows, cols, stage.c],
+            specs.append((f"m{k}", "intermediate", [rows, cols, c],
                           memory["input" if stage.kind == "conv" else "output"], False, False))
         if stage.kind == "conv":
-            w = stage.window
-            specs.append((weight_name(stages, k), "weight", [w.taps * stage.c * stage.o + stage.o], memory["weight"],
-                          True, True))
-    specs.append(("out", "output", [t.toh, t.tow, stages[-1].o], memory["output"], False, False))
+            o = block(stages, t) if k == tail(stages) else stage.o
+            specs.append((weight_name(stages, k), "weight", [stage.window.taps * stage.c * o + o], memory["weight"],
+                          True, o == stage.o))
+    specs.append(("out", "output", [t.toh, t.tow, block(stages, t)], memory["output"], False, False))
     return specs
 
 
@@ -182,10 +204,14 @@ def divisors(n: int) -> list[int]:
 
 
 def tile_candidates(lowering: Lowering, stages: list[Stage]) -> list[ChainTiles]:
-    """Output tiles of rows x columns, each a divisor of the output's height and width, that fit."""
-    last = stages[-1].window
-    return [ChainTiles(r, c) for r in divisors(last.oh) for c in divisors(last.ow)
-            if fits(lowering, stages, ChainTiles(r, c))]
+    """Output tiles of rows x columns, each a divisor of the output's height and width, with the
+    tail's channels whole or in blocks that fill the lanes (innermost or outermost), that fit."""
+    last, o = stages[-1].window, stages[tail(stages)].o
+    blocks = [0] + [b for b in divisors(o)[:-1] if b % lowering.lanes == 0] if stages[tail(stages)].kind == "conv" \
+        else [0]
+    choices = [(0, False)] + [(b, outer) for b in blocks if b for outer in (False, True)]
+    return [ChainTiles(r, c, b, outer) for r in divisors(last.oh) for c in divisors(last.ow) for b, outer in choices
+            if fits(lowering, stages, ChainTiles(r, c, b, outer))]
 
 
 # --------------------------------------------------------------------------- the nest
@@ -228,10 +254,10 @@ def add_bound(body: Block, cls, exprs, name: str) -> SSAValue:
     return op.result
 
 
-def add_padding(body: Block, buffer: SSAValue, stage: Stage, row: Span, col: Span, ccount: int) -> None:
-    """Overwrite the rows and columns of an intermediate window outside the image with the
-    consumer's padding value (fills of no rows or columns emit nothing)."""
-    pitch, c, value = ccount * stage.c, stage.c, stage.pad_value
+def add_padding(body: Block, buffer: SSAValue, stage: Stage, row: Span, col: Span, ccount: int, c: int) -> None:
+    """Overwrite the rows and columns of an intermediate window (`c` channels) outside the image
+    with the consumer's padding value (fills of no rows or columns emit nothing)."""
+    pitch, value = ccount * c, stage.pad_value
     low, high = Linear.of(row.low), Linear.of(row.high)
     body.add_op(padded(fill(buffer, 0, [low - row.first, ccount, c], None), value))
     body.add_op(padded(fill(buffer, (high - row.first) * pitch, [row.first + row.count - high, ccount, c], None),
@@ -255,7 +281,7 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
         if stages[k].kind == "conv":
             j = weight_name(stages, k)[2:]
             named += [(f"W{j}", op.weight), (f"B{j}", op.bias)]
-    block, args, inputs = nest_block(named, chain.ops[-1].result)
+    nest_body, args, inputs = nest_block(named, chain.ops[-1].result)
     weights = {}
     for k, stage in enumerate(stages):
         if stage.kind == "conv":
@@ -263,18 +289,25 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
             j = weight_name(stages, k)[2:]
             relayout = tile.RelayoutOp(args[f"W{j}"], [1, stage.o, stage.c, kh, kw], [0, 3, 4, 2, 1])
             relayout.result.name_hint = f"W{j}p"
-            block.add_op(relayout)
+            nest_body.add_op(relayout)
             weights[k] = relayout.result
     buffers = {}
     for name, role, shape, memory, shared, resident in buffer_specs(lowering, stages, t):
         op = tile.BufferOp(role, shape, memory, slots, shared, resident=resident)
         op.result.name_hint = name
-        block.add_op(op)
+        nest_body.add_op(op)
         buffers[name] = op.result
+    first_tail, tb, o = tail(stages), block(stages, t), stages[-1].o
+    blocked = tb < o
+    parent, cb = nest_body, 0
+    if blocked and t.outer:
+        blocks = tile.ForOp.build([(0, o, tb)], "naive", names=["cb"])
+        nest_body.add_op(blocks)
+        parent, cb = blocks.block, blocks.block.args[0]
     last = stages[-1].window
     loop = tile.ForOp.build([(0, nn.shape_of(chain.input)[0], 1), (0, last.oh, t.toh), (0, last.ow, t.tow)], "naive",
                             lowering.cores, names=["n", "oh", "ow"])
-    block.add_op(loop)
+    parent.add_op(loop)
     n, _, oh, toh, ow, _ = loop.block.args
     body = loop.block
     rows, cols = spans(body, stages, oh, toh, ow, t.tow)
@@ -285,33 +318,55 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
     if stages[0].kind == "max":
         load.pad = FloatAttr(-math.inf, f64)
     body.add_op(load)
-    for k, stage in enumerate(stages):
-        if stage.kind == "conv":
-            kh, kw = stage.window.kernel
-            name = weight_name(stages, k)
-            body.add_op(slice_op(tile.LoadOp, weights[k], buffers[name], [0, 0, 0, 0, 0],
-                                 [1, kh, kw, stage.c, stage.o], [1, 2, 3, 4]))
-            if chain.ops[k].bias is not None:
-                body.add_op(slice_op(tile.LoadOp, args[f"B{name[2:]}"], buffers[name], [0], [stage.o], [0],
-                                     at=kh * kw * stage.c * stage.o))
+    for k in range(first_tail):
+        if stages[k].kind == "conv":
+            add_weights(body, chain.ops[k], stages[k], weights[k], buffers[weight_name(stages, k)], args, 0,
+                        stages[k].o, weight_name(stages, k)[2:])
+    inner = body
+    if blocked and not t.outer:
+        blocks = tile.ForOp.build([(0, o, tb)], "serpentine" if lowering.tile_order == "scan" else "naive",
+                                  names=["cb"])
+        cb = blocks.block.args[0]
+    if stages[first_tail].kind == "conv":
+        weight_loads = Block()
+        add_weights(weight_loads, chain.ops[first_tail], stages[first_tail], weights[first_tail],
+                    buffers[weight_name(stages, first_tail)], args, cb, tb, weight_name(stages, first_tail)[2:])
     for k, (op, stage) in enumerate(zip(chain.ops, stages)):
+        if k == first_tail:
+            if blocked and not t.outer:
+                body.add_op(blocks)
+                inner = blocks.block
+            if stage.kind == "conv":
+                for load_op in list(weight_loads.ops):
+                    load_op.detach()
+                    inner.add_op(load_op)
         source = buffers["in" if k == 0 else f"m{k}"]
         final = k + 1 == len(stages)
         target = buffers["out" if final else f"m{k + 1}"]
         out_rows = toh if final else rows[k + 1].count
         out_cols = t.tow if final else windows[k + 1][1]
         weight = buffers[weight_name(stages, k)] if stage.kind == "conv" else None
-        add_layer(body, op, stage, source, weight, target, out_rows, out_cols)
+        add_layer(inner, op, stage, source, weight, target, out_rows, out_cols, channels(stages, t, k),
+                  tb if k >= first_tail else stage.o)
         if not final and rows[k + 1].low is not None:
-            add_padding(body, target, stages[k + 1], rows[k + 1], cols[k + 1], windows[k + 1][1])
-    body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, 0, oh, ow], [1, stages[-1].o, toh, t.tow],
-                         [2, 3, 1]))
+            add_padding(inner, target, stages[k + 1], rows[k + 1], cols[k + 1], windows[k + 1][1],
+                        channels(stages, t, k + 1))
+    inner.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, cb, oh, ow], [1, tb, toh, t.tow], [2, 3, 1]))
     nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
-    nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(block),
+    nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(nest_body),
                        {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
                         "halo": StringAttr("recompute")})
     nest.results[0].name_hint = chain.ops[-1].result.name_hint
     return nest
+
+
+def add_weights(body: Block, op: Operation, stage: Stage, relayout: SSAValue, buffer: SSAValue, args, cb, tb: int,
+                j: str) -> None:
+    """The loads of a conv's weights (output channels `cb` .. `cb + tb`) and bias."""
+    kh, kw = stage.window.kernel
+    body.add_op(slice_op(tile.LoadOp, relayout, buffer, [0, 0, 0, 0, cb], [1, kh, kw, stage.c, tb], [1, 2, 3, 4]))
+    if op.bias is not None:
+        body.add_op(slice_op(tile.LoadOp, args[f"B{j}"], buffer, [cb], [tb], [0], at=kh * kw * stage.c * tb))
 
 
 def terms(x: Linear | SSAValue | int):
@@ -322,21 +377,22 @@ def terms(x: Linear | SSAValue | int):
 
 
 def add_layer(body: Block, op: Operation, stage: Stage, source: SSAValue, weights: SSAValue | None,
-              target: SSAValue, rows, cols: int) -> None:
-    """One layer on the whole window its consumer reads: a tile.conv (its bias and activation as
-    the epilogue) or a tile.pool, dense [rows][columns][channels] in and out."""
+              target: SSAValue, rows, cols: int, c: int, o: int) -> None:
+    """One layer on the whole window its consumer reads: a tile.conv (`c` -> `o` channels; its
+    bias and activation as the epilogue) or a tile.pool (`c` channels), dense
+    [rows][columns][channels] in and out."""
     e = IndexExprs()
     size = lambda x: (x if isinstance(x, Linear) else Linear.of(x)).expr(e)  # noqa: E731
     w = stage.window
     if stage.kind == "conv":
         epilogue = fused_epilogue(op)
-        views = [e(0), e(0), e(0)] + ([e(w.taps * stage.c * stage.o)] if op.bias is not None else [])
+        views = [e(0), e(0), e(0)] + ([e(w.taps * c * o)] if op.bias is not None else [])
         operands = [source, weights, target] + ([weights] if op.bias is not None else [])
-        body.add_op(tile.conv_op(operands, views, e, [size(rows), e(cols), e(stage.c), e(stage.o)],
+        body.add_op(tile.conv_op(operands, views, e, [size(rows), e(cols), e(c), e(o)],
                                  list(w.kernel), list(w.strides), list(w.dilations), -1, False, epilogue.act,
                                  epilogue_parameters(epilogue)))
         return
-    sizes = [size(rows), e(cols), e(stage.c)]
+    sizes = [size(rows), e(cols), e(c)]
     body.add_op(tile.PoolOp.build(
         operands=[[source, target], list(e.values)],
         properties={"func": StringAttr(stage.kind), "kernel": tile.ints_attr(list(w.kernel)),
@@ -348,39 +404,51 @@ def add_layer(body: Block, op: Operation, stage: Stage, source: SSAValue, weight
 
 
 def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> Estimate:
-    """DRAM bytes (the first input window of every tile, clipped to the image; the weights once;
-    the output once) and cycles (each layer's instructions over its whole window, issue or
-    on-chip traffic time, summed per tile, over the cores; or the DRAM time, if longer)."""
+    """DRAM bytes (the first input window of every tile, clipped to the image, once per block when
+    the blocks are outermost; the weights once, the tail's once per tile when its blocks are
+    innermost; the output once) and cycles (each layer's instructions over its whole window,
+    issue or on-chip traffic time, summed per tile, the layers before the tail once per block
+    when the blocks are outermost, over the cores; or the DRAM time, if longer)."""
     from nncc.runtime.timing import matmul_issue_cycles, vector_issue_cycles
 
     target, last = lowering.target, stages[-1].window
     main, vector = target.units["main"], target.units[lowering.vector_unit]
     bandwidth = target.memory_for("input").bandwidth_bytes_per_cycle
     windows = extents(stages, t.toh, t.tow)
-    first = stages[0].window
-    tiles = math.ceil(last.oh / t.toh) * (last.ow // t.tow)
+    first, first_tail, tb = stages[0].window, tail(stages), block(stages, t)
+    blocks = stages[-1].o // tb
+    tiles = n * math.ceil(last.oh / t.toh) * (last.ow // t.tow)
     in_rows, in_cols = min(windows[0][0], first.h), min(windows[0][1], first.w)
-    weights = sum(s.window.taps * s.c * s.o + s.o for s in stages if s.kind == "conv")
+    weights = [s.window.taps * s.c * s.o + s.o if s.kind == "conv" else 0 for s in stages]
+    reloads = tiles if blocks > 1 and not t.outer else 1
     outputs = n * stages[-1].o * last.oh * last.ow
-    read = F32 * (n * tiles * in_rows * in_cols * stages[0].c + weights)
+    read = F32 * (tiles * in_rows * in_cols * stages[0].c * (blocks if t.outer else 1)
+                  + sum(weights) + (reloads - 1) * weights[first_tail])
 
     def busy(unit, issue: float, elements: int) -> float:
         return max(issue, F32 * elements / bandwidth) + unit.pipeline_depth
 
-    work = 0.0
-    outs = [(r, c) for r, c in windows[1:]] + [(t.toh, t.tow)]
-    for stage, (rows, cols), (orows, ocols) in zip(stages, windows, outs):
+    def layer(stage: Stage, rows: int, cols: int, orows: int, ocols: int, c: int, o: int) -> float:
         if stage.kind == "conv":
             kh, kw = stage.window.kernel
-            work += kh * busy(main, matmul_issue_cycles(main, orows, ocols, stage.o, kw * stage.c),
-                              orows * (cols * stage.c + ocols * stage.o) + kw * stage.c * stage.o)
+            cycles = kh * busy(main, matmul_issue_cycles(main, orows, ocols, o, kw * c),
+                               orows * (cols * c + ocols * o) + kw * c * o)
             if lowering.vector_unit != "main":
-                work += 2 * busy(vector, vector_issue_cycles(vector, (orows, ocols, stage.o), 1),
-                                 2 * orows * ocols * stage.o)
+                cycles += 2 * busy(vector, vector_issue_cycles(vector, (orows, ocols, o), 1), 2 * orows * ocols * o)
+            return cycles
+        return busy(vector, vector_issue_cycles(vector, (orows, ocols, c), stage.window.taps),
+                    rows * cols * c + orows * ocols * c)
+
+    prefix = tail_work = 0.0
+    outs = [(r, c) for r, c in windows[1:]] + [(t.toh, t.tow)]
+    for k, (stage, (rows, cols), (orows, ocols)) in enumerate(zip(stages, windows, outs)):
+        if k < first_tail:
+            prefix += layer(stage, rows, cols, orows, ocols, stage.c, stage.o)
         else:
-            work += busy(vector, vector_issue_cycles(vector, (orows, ocols, stage.o), stage.window.taps),
-                         rows * cols * stage.c + orows * ocols * stage.o)
-    cycles = max(n * tiles * work / lowering.cores, (read + F32 * outputs) / target.dram_bytes_per_cycle)
+            tail_work += blocks * layer(stage, rows, cols, orows, ocols, channels(stages, t, k),
+                                        tb if stage.kind == "conv" else channels(stages, t, k))
+    work = prefix * (blocks if t.outer else 1) + tail_work
+    cycles = max(tiles * work / lowering.cores, (read + F32 * outputs) / target.dram_bytes_per_cycle)
     return Estimate(cycles, int(read), F32 * outputs)
 
 

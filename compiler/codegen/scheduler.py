@@ -414,6 +414,7 @@ class Schedule:
         self.jobs = jobs
         self.slot_of, self.occupancies = plan_occupancies(jobs, self.kinds, slots)
         self.ops: list[Operation] = []
+        self._writers: dict[int, tuple[int, int, str]] = {}  # occupancy id -> (op, job, unit) last writing it
         self._allocation: Allocation | None = None
         self._fingerprint: list | None = None  # set when `of` keeps it for the emission
         with gc_paused():
@@ -570,6 +571,7 @@ class Schedule:
         (a pipelined job) an instruction also waits for what the buffers it uses first are owed,
         and `last_use` records the last instruction using each buffer kind."""
         op, previous_unit, cores = -1, None, (job.core,)
+        slots, writers = self.slot_of[index], self._writers
         for compute in computes:
             unit = compute.operands.get("unit", "main")
             if previous_unit is None:
@@ -581,12 +583,30 @@ class Schedule:
             kinds = () if owed is None else {ref.kind for ref in compute.operands.values() if isinstance(ref, BufRef)}
             if owed:
                 deps = deps + tuple(owed.pop(kind) for kind in sorted(kinds) if kind in owed)
+            if writers:
+                deps = deps + self._written_by(index, unit, compute, slots)
             op = self._add((job.core, unit), deps, compute, index, None, None, cores)
+            for name in ("c", "z"):
+                ref = compute.operands.get(name)
+                if isinstance(ref, BufRef) and ref.kind in slots and not self.kinds[ref.kind].resident:
+                    writers[id(slots[ref.kind])] = (op, index, unit)
             if last_use is not None:
                 for kind in kinds:
                     last_use[kind] = op
             previous_unit = unit
         return op
+
+    def _written_by(self, index: int, unit: str, compute: Compute, slots: dict[str, Occupancy]) -> tuple:
+        """The instructions of earlier jobs, on another unit, that last wrote the data `compute`
+        uses (a fused chain's intermediate, computed once per tile and read by the tile's channel
+        blocks, each its own job): it waits for them."""
+        deps = []
+        for value in compute.operands.values():
+            if isinstance(value, BufRef) and value.kind in slots:
+                writer = self._writers.get(id(slots[value.kind]))
+                if writer is not None and writer[1] != index and writer[2] != unit and writer[0] not in deps:
+                    deps.append(writer[0])
+        return tuple(deps)
 
     def _finish(self, index: int, job: Job, slots: dict[str, Occupancy], op: int, done: dict, free: dict,
                 last_use: dict[str, int] | None = None) -> None:

@@ -186,3 +186,39 @@ def test_shared_output_ends_a_run():
     module, _ = compile_fused(with_output_shapes(model))
     runs = find_runs(main_function(module).body.block, set())
     assert [[layer_name(op) for op in r] for r in runs] == [["t0_pre", "t1_pre"], ["t2", "y_pre"]]
+
+
+@pytest.mark.parametrize("target_name", ["edge", "vector"])
+@pytest.mark.parametrize("outer", [False, True])
+def test_tail_in_channel_blocks(outer, target_name, monkeypatch):
+    """The last conv (and the pooling after it) in blocks of output channels: innermost, its
+    weights reloaded by every tile but the two blocks still on chip (serpentine); outermost, the
+    layers before it recomputed per block and the input windows read once per block. Outputs as
+    onnxruntime's, DRAM bytes counted by hand (edge: one core), predictions the simulation's."""
+    from nncc.compiler.codegen import chain_nest
+
+    monkeypatch.setattr(chain_nest, "tile_candidates",
+                        lambda lowering, stages: [chain_nest.ChainTiles(2, 3, 4, outer)])
+    model = chain_model("vgg_head")
+    module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(module)
+    loops = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
+    assert [tile.ints(loop.step) for loop in loops] == ([(4,), (1, 2, 3)] if outer else [(1, 2, 3), (4,)])
+    x = np.random.default_rng(3).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    program = lower_module(module, store, target(target_name))
+    result = run(program, {"x": x})
+    (expected,) = ort_outputs(model, {"x": x})
+    ok, error, scale = within_scale(result.outputs["y"], expected)
+    assert ok, f"max error {error} against scale {scale}"
+    assert result.write_bytes["DRAM"] == 4 * expected.size
+    prediction = program.predictions[0]
+    assert prediction["predicted_cycles"] == result.layers[0].cycles
+    assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
+    if target_name == "edge":
+        (spatial,) = [loop for loop in loops if len(tile.ints(loop.step)) == 3]
+        tiles = 2 * 3 * 2  # images x row tiles x column tiles
+        weights = 4 * sum(math.prod(i.dims) for i in model.graph.initializer)
+        windows = hand_count_read_bytes(model, spatial) - weights
+        block = 4 * (8 * 9 * 4 + 4)  # a block of the tail conv's weights and bias
+        reloaded = 0 if outer else (tiles - 1) * 2 * block
+        assert result.read_bytes["DRAM"] == windows * (4 if outer else 1) + weights + reloaded
