@@ -193,9 +193,10 @@ def weight_name(stages: list[Stage], k: int) -> str:
 def fits(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> bool:
     """Every buffer's 64-byte aligned slots (`lowering.buffers`, one if resident) fit in its memory."""
     used: dict[str, int] = {}
-    for _, _, shape, memory, _, resident in buffer_specs(lowering, stages, t):
+    for _, _, shape, memory, shared, resident in buffer_specs(lowering, stages, t):
         slots = 1 if resident else lowering.buffers
-        used[memory] = used.get(memory, 0) + slots * (-(-F32 * math.prod(shape) // 64) * 64)
+        copies = 1 if shared else lowering.copies(memory)
+        used[memory] = used.get(memory, 0) + copies * slots * (-(-F32 * math.prod(shape) // 64) * 64)
     return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
 
 
