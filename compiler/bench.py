@@ -19,6 +19,13 @@
     and without `fuse-batch-norm-training` (Yang et al. 2023; Jung et al. 2019): cycles per phase
     and the speed-ups beside the papers', the BatchNorm/ReLU layers' own cycles and DRAM bytes,
     total DRAM bytes and energy; `--bn-plot FILE.png` draws the cycles per phase.
+(l) `bound`: every 1x1 conv of MobileNetV2 on `edge` (64K entries), layer by layer: its DRAM
+    bytes (Scan, `--tile-objective=dram`; and naive order) against the I/O lower bound of its
+    matrix product, max(compulsory, 2 m n k / sqrt(S)) (Smith et al. 2019), S the buffer's entries.
+(k) `fused`: VGG-16's first five convs and two pools (Alwani et al., MICRO 2016) on `edge` with
+    the buffer set to each of `--fused-buffers` (362 KiB: the paper's on-chip storage): DRAM
+    bytes by role, layer by layer in naive order against fuse-groups under
+    `--tile-objective=dram`, beside the chain's compulsory traffic (input, output, weights once).
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -87,25 +94,29 @@ def compile_fused(model: onnx.ModelProto, workdir: Path, name: str):
     return compile_model(path, Registry.default(), Options(), until="fused")
 
 
-def lower_and_run(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering):
+def lower_and_run(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", disabled=(),
+                  **lowering):
     """A copy of the fused `compilation` through the back end's passes as `nncc --target` runs them
     (`lowering`: lower-to-isa's other options, e.g. compare_orders=True), then simulated."""
     from nncc.runtime.interpreter import run
 
-    program = back_end(compilation, target_name, tile_order, objective, **lowering)
+    program = back_end(compilation, target_name, tile_order, objective, disabled, **lowering)
     result = run(program)
     plot_run(f"{compilation.model_path.stem}-{target_name}-{tile_order}" + ("-dram" if objective == "dram" else ""),
              result)
     return program, result
 
 
-def back_end(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", **lowering):
-    """The program of a fused-stage compilation, compiled on through the pass manager."""
+def back_end(compilation, target_name: str, tile_order: str = "scan", objective: str = "cycles", disabled=(),
+             **lowering):
+    """The program of a fused-stage compilation, compiled on through the pass manager (without
+    the `disabled` passes)."""
     from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.compiler.pipeline import Options, compile_further
     from nncc.compiler.registry import Registry
 
-    options = Options(target_options=target_options(target_name, tile_order, objective, **lowering))
+    options = Options(target_options=target_options(target_name, tile_order, objective, **lowering),
+                      disabled=set(disabled))
     lowered = compile_further(compilation, Registry.default(), options, after="fused", until="isa")
     return module_to_program(lowered.module, lowered.store)
 
@@ -114,6 +125,11 @@ def target_options(target_name: str, tile_order: str = "scan", objective: str = 
     """The back-end passes' options, as nncc's command line gives them (`pipeline.with_target_options`)."""
     return {"target": target_name, "target_set": (), "tile_order": tile_order, "tile_objective": objective,
             "search_workers": available_cpus(), **lowering}
+
+
+def roles(result) -> dict[str, int]:
+    """DRAM bytes (read + written) by role: input, weight, output, intermediate."""
+    return {role: read + written for role, (read, written) in result.dram.role_bytes.items()}
 
 
 def cpu_seconds() -> float:
@@ -579,6 +595,104 @@ def phase_figure(out: dict, path: Path) -> None:
                        fontsize=9)
         axes.legend(fontsize=8)
     save(figure, path)
+# --------------------------------------------------------------------------- (k) fused conv chains
+
+
+FEATURE_MAPS = ("input", "output", "intermediate")
+
+
+def bench_fused(args, workdir: Path) -> dict:
+    """VGG-16's first five convs on `edge` at each buffer size: layer by layer (naive order) against
+    fuse-groups (`--tile-objective=dram`), DRAM bytes by role beside the compulsory traffic."""
+    from nncc.compiler.zoo import build_vgg16_head
+    from nncc.runtime.interpreter import run
+
+    model = build_vgg16_head(args.fused_resolution)
+    compilation = compile_fused(model, workdir, "vgg16_head")
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    outputs = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+    weights = sum(math.prod(t.dims) for t in model.graph.initializer)
+    feature_maps = 4 * (sum(math.prod(s) for s in shapes.values()) + sum(math.prod(s) for s in outputs))
+    compulsory = feature_maps + 4 * weights
+    out: dict = {"resolution": args.fused_resolution, "compulsory_bytes": compulsory,
+                 "compulsory_feature_map_bytes": feature_maps, "buffers": {}}
+    rows = []
+    for size in args.fused_buffers:
+        entry = {}
+        for label, order, objective, disabled in (("layers", "naive", "cycles", ("fuse-groups",)),
+                                                  ("fused", "scan", "dram", ())):
+            start = cpu_seconds()
+            program = back_end(compilation, "edge", order, objective, disabled,
+                               target_set=(f"memory.BUF.size_bytes={size}",))
+            compile_s = cpu_seconds() - start
+            result = run(program)
+            by_role = roles(result)
+            groups = [layer.name for layer in result.layers if layer.op == "fused.group"]
+            entry[label] = {"dram_bytes": sum(by_role.values()), "by_role": by_role,
+                            "feature_map_bytes": sum(by_role.get(r, 0) for r in FEATURE_MAPS),
+                            "dram_energy_pj": result.energy_pj["dram"],
+                            "cycles": result.cycles, "groups": groups, "compile_cpu_s": compile_s}
+            fm = entry[label]["feature_map_bytes"]
+            rows.append([f"{size // 1024} KiB", label, entry[label]["dram_bytes"] / 1e6, fm / 1e6,
+                         by_role.get("weight", 0) / 1e6, entry[label]["dram_bytes"] / compulsory, fm / feature_maps,
+                         result.cycles, " ".join(groups) or "-"])
+        out["buffers"][size] = entry
+    print(table(["buffer", "program", "DRAM MB", "feature maps MB", "weights MB", "x compulsory",
+                 "feature maps x compulsory", "cycles", "groups"], rows,
+                f"(k) VGG-16 conv1_1 .. conv3_1 on edge, {args.fused_resolution}x{args.fused_resolution}: "
+                f"compulsory {compulsory / 1e6:.2f} MB ({feature_maps / 1e6:.2f} MB of feature maps); "
+                f"Alwani et al.: 77 MB -> 3.6 MB of feature maps with 362 KB on chip (16-bit)"))
+    return out
+
+
+# --------------------------------------------------------------------------- (l) 1x1 layers against the I/O bound
+
+
+def pointwise_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
+    """ONNX node name of every 1x1 ungrouped conv -> (m pixels, k input channels, n output channels)."""
+    from nncc.compiler.zoo import tensor_shapes
+
+    shapes = tensor_shapes(model)
+    out = {}
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and list(attrs.get("kernel_shape", [])) == [1, 1] and attrs.get("group", 1) == 1:
+            n, k, h, w = shapes[node.input[0]]
+            out[node.name] = (n * h * w, k, shapes[node.output[0]][1])
+    return out
+
+
+def bench_bound(args, workdir: Path) -> dict:
+    """MobileNetV2's 1x1 layers on edge against the I/O lower bound of their matrix products."""
+    from nncc.compiler.zoo import build_model
+    from nncc.runtime.target import load_target
+
+    target = load_target("edge")
+    entries = target.memory("BUF").size_bytes // 4
+    model = build_model("mobilenet_v2", batch=1, resolution=args.scan_resolution)
+    compilation = compile_fused(model, workdir, "mobilenet_v2")
+    shapes = pointwise_shapes(model)
+    runs = {label: lower_and_run(compilation, "edge", order, objective, disabled=("fuse-groups",))[1]
+            for label, order, objective in (("naive", "naive", "cycles"), ("dram", "scan", "dram"))}
+    rows, out = [], []
+    for optimised, naive in zip(runs["dram"].layers, runs["naive"].layers):
+        node = next((n for n in optimised.onnx_nodes if n in shapes), None)
+        if node is None:
+            continue
+        m, k, n = shapes[node]
+        bound = 4 * max(m * k + k * n + m * n, 2 * m * n * k / math.sqrt(entries))
+        moved = optimised.dram_read_bytes + optimised.dram_write_bytes
+        layer_by_layer = naive.dram_read_bytes + naive.dram_write_bytes
+        out.append({"node": node, "m": m, "k": k, "n": n, "bound_bytes": bound, "dram_bytes": moved,
+                    "naive_bytes": layer_by_layer})
+        rows.append([node, m, k, n, bound / 1e3, moved / 1e3, moved / bound, layer_by_layer / 1e3])
+    print(table(["node", "m", "k", "n", "bound kB", "dram kB", "x bound", "naive kB"], rows,
+                f"(l) MobileNetV2 1x1 convs on edge ({entries} entries), {args.scan_resolution}x"
+                f"{args.scan_resolution}: DRAM bytes against max(compulsory, 2mnk/sqrt(S))"))
+    worst = max(x["dram_bytes"] / x["bound_bytes"] for x in out)
+    above = sum(x["dram_bytes"] > x["naive_bytes"] for x in out)
+    print(f"worst {worst:.3f}x the bound (goal <= 1.25x); {above} of {len(out)} above their naive layer-by-layer bytes")
+    return {"layers": out, "worst": worst, "above_naive": above}
 
 
 # --------------------------------------------------------------------------- driver
@@ -586,7 +700,7 @@ def phase_figure(out: dict, path: Path) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
-    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn"), action="append",
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn", "fused", "bound"), action="append",
                         help="run only this part (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
     parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
@@ -602,6 +716,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--bn-models", nargs="+", default=["resnet50", "densenet121"], metavar="NAME",
                         help="zoo models for (j) (default resnet50 densenet121)")
     parser.add_argument("--bn-plot", type=Path, metavar="FILE.png", help="(j): cycles per phase, fused vs unfused")
+    parser.add_argument("--fused-resolution", type=int, default=224, help="VGG-16 head size for (k)")
+    parser.add_argument("--fused-buffers", type=int, nargs="+", default=[370688, 1048576, 2097152], metavar="BYTES",
+                        help="edge buffer sizes for (k) (default 362 KiB, 1 MiB, 2 MiB)")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
@@ -615,8 +732,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.resolution = args.scan_resolution = args.resnet_resolution = args.zoo_resolution = 64
+        args.fused_resolution = 64
         args.fc_batch = min(args.fc_batch, 16)
-    for size in (args.resolution, args.scan_resolution, args.resnet_resolution, args.zoo_resolution):
+    for size in (args.resolution, args.scan_resolution, args.resnet_resolution, args.zoo_resolution,
+                 args.fused_resolution):
         if size % 32 or size < 32:
             raise NnccError(f"resolution {size} must be a positive multiple of 32")
     if min(args.batch, args.fc_batch) < 1:
@@ -640,12 +759,12 @@ def main(argv: list[str] | None = None) -> int:
 
         plot_format(args.bn_plot, "--bn-plot")
         check_writable("--bn-plot", args.bn_plot)
-    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn"]
+    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
         workdir = Path(tmp)
         for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo),
-                               ("bn", bench_bn)):
+                               ("bn", bench_bn), ("fused", bench_fused), ("bound", bench_bound)):
             if part in parts:
                 if PLOTS:
                     PLOTS["part"] = part

@@ -485,6 +485,30 @@ def vgg16(b: GraphBuilder) -> str:
     return b.gemm("classifier.6", x, NUM_CLASSES, gain=1.0)
 
 
+VGG16_HEAD = (64, 64, "M", 128, 128, "M", 256)
+"""conv1_1 .. conv3_1 with their two pools: the layers Alwani et al. (MICRO 2016) fuse."""
+
+
+def vgg16_head(b: GraphBuilder) -> str:
+    """VGG-16's first five convs and two pools (features.0 .. features.11), as `vgg16` builds them."""
+    x, index = INPUT_NAME, 0
+    for item in VGG16_HEAD:
+        if item == "M":
+            x = b.max_pool(f"features.{index}", x, 2, 2)
+            index += 1
+        else:
+            x = b.relu(f"features.{index + 1}", b.conv(f"features.{index}", x, item, 3, 1, pad=1, bias=True))
+            index += 2
+    return x
+
+
+def build_vgg16_head(resolution: int = 224, seed: int = 0) -> onnx.ModelProto:
+    """VGG-16's first five convs (batch 1; not in the zoo's list of whole models)."""
+    check_sizes(1, resolution)
+    builder = GraphBuilder(np.random.default_rng(seed), 1, resolution)
+    return builder.model("vgg16_head", vgg16_head(builder))
+
+
 # --------------------------------------------------------------------------------------
 # SqueezeNet 1.1 (torchvision squeezenet.py)
 # --------------------------------------------------------------------------------------
