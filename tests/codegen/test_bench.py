@@ -70,3 +70,20 @@ def test_bad_resolution_is_one_line(capsys):
     assert "multiple of 32" in capsys.readouterr().err
     assert bench.main(["--only", "zoo", "--zoo-models", "alexnet"]) == 2
     assert "unknown model 'alexnet'" in capsys.readouterr().err
+
+
+def test_fused_and_bound_parts(tmp_path, capsys):
+    """(k): the fused VGG head moves fewer DRAM bytes than its layers, never fewer than the
+    compulsory traffic; (l): no 1x1 layer below the I/O lower bound of its matrix product."""
+    out = tmp_path / "fused.json"
+    assert bench.main(["--only", "fused", "--only", "bound", "--fused-resolution", "32", "--fused-buffers", "370688",
+                       "--scan-resolution", "32", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (entry,) = data["fused"]["buffers"].values()
+    compulsory = data["fused"]["compulsory_bytes"]
+    assert compulsory <= entry["fused"]["dram_bytes"] < entry["layers"]["dram_bytes"]
+    assert entry["fused"]["groups"]
+    layers = data["bound"]["layers"]
+    assert layers and all(x["bound_bytes"] <= x["dram_bytes"] for x in layers)
+    assert data["bound"]["worst"] == max(x["dram_bytes"] / x["bound_bytes"] for x in layers)
+    assert "(k) VGG-16" in capsys.readouterr().out
