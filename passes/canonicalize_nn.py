@@ -214,7 +214,32 @@ class FuseGeluTanh(RewritePattern):
                 return [add, *ops]
         return None
 
+    def cubic(self, value: SSAValue, x: SSAValue) -> list[Operation] | None:
+        """The ops of `value` = 0.044715 * x * x * x (single use)."""
+        if not value.has_one_use():
+            return None
+        factors, ops = product_factors(value, False)
+        return ops if ops and self.split(factors, 0.044715) == [x, x, x] else None
+
+    def tanh_argument(self, value: SSAValue, x: SSAValue) -> list[Operation] | None:
+        """The ops of `value` = sqrt(2 / pi) * (x + 0.044715 * x^3) (single use)."""
+        if not value.has_one_use():
+            return None
+        factors, ops = product_factors(value, False)
+        rest = self.split(factors, math.sqrt(2 / math.pi))
+        if not ops or rest is None or len(rest) != 1:
+            return None
+        more = self.sum_with(rest[0], lambda a: self.cubic(a, x), lambda b: b == x)
+        return None if more is None else ops + more
+
+    def tanh(self, value: SSAValue, x: SSAValue) -> list[Operation] | None:
+        """The ops of `value` = tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)) (single use)."""
+        op = single_use_owner(value, nn.TanhOp)
+        more = self.tanh_argument(op.input, x) if op is not None else None
+        return None if more is None else [op, *more]
+
     def match(self, root: nn.MulOp) -> tuple[SSAValue, list[Operation]] | None:
+        """(x, the ops to replace, root first and every op before the ops it reads) or None."""
         factors, ops = product_factors(root.result)
         rest = self.split(factors, 0.5)
         if rest is None or len(rest) != 2:
@@ -222,30 +247,8 @@ class FuseGeluTanh(RewritePattern):
         for x, phi in ((rest[0], rest[1]), (rest[1], rest[0])):
             if nn.shape_of(x) != nn.shape_of(root.result):
                 continue
-
-            def cubic(value: SSAValue) -> list[Operation] | None:  # 0.044715 * x^3, single use
-                if not value.has_one_use():
-                    return None
-                inner, inner_ops = product_factors(value, False)
-                rest = self.split(inner, 0.044715)
-                return inner_ops if inner_ops and rest == [x, x, x] else None
-
-            def argument(value: SSAValue) -> list[Operation] | None:  # sqrt(2/pi) * (x + cubic)
-                if not value.has_one_use():
-                    return None
-                inner, inner_ops = product_factors(value, False)
-                rest = self.split(inner, math.sqrt(2 / math.pi))
-                if not inner_ops or rest is None or len(rest) != 1:
-                    return None
-                more = self.sum_with(rest[0], cubic, lambda b: b == x)
-                return None if more is None else inner_ops + more
-
-            def tanh(value: SSAValue) -> list[Operation] | None:
-                op = single_use_owner(value, nn.TanhOp)
-                more = argument(op.input) if op is not None else None
-                return None if more is None else [op, *more]
-
-            more = self.sum_with(phi, tanh, lambda b: (c := self.scalar(b)) is not None and math.isclose(c, 1.0))
+            more = self.sum_with(phi, lambda a, x=x: self.tanh(a, x),
+                                 lambda b: (c := self.scalar(b)) is not None and math.isclose(c, 1.0))
             if more is not None:
                 return x, ops + more
         return None
