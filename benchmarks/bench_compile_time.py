@@ -1,6 +1,6 @@
 """Compile time of `nncc` command lines, as a user runs them (a benchmark, not a test).
 
-    python benchmarks/bench_compile_time.py MODEL.onnx [--target vector] [--repeat 5] [--stages]
+    python benchmarks/bench_compile_time.py MODEL.onnx [--target vector] [--repeat 5] [--stages] [--nncc '-j 1']
 
 Runs, `--repeat` times each and alternately (fresh processes, start-up included):
 
@@ -12,7 +12,7 @@ and of the children it waited for: the tile search's workers, the ONNX checker) 
 seconds, with the load average before each run (a busy machine inflates wall time most, CPU time
 too). `--stages` also runs each command line once in this process and prints the CPU seconds of
 every progress stage (`support/progress.py`: import-onnx, each pass, searching tiles, lowering,
-writing program), imports and the rest. Extra arguments after `--` go to every nncc run (`-j 1`).
+writing program), imports and the rest. `--nncc '-j 1'` adds arguments to every nncc run.
 Issue 9's goals (ResNet-50 at 224, batch 1, `vector`, a 2-core machine): program written in
 <= 5 s, `--emit=tile` in <= 3 s.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -95,14 +96,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--stages", action="store_true", help="also the CPU seconds per stage of one run")
     parser.add_argument("--stages-of", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # one run, here
-    parser.add_argument("extra", nargs="*", help="arguments for every nncc run (after --)")
+    parser.add_argument("--nncc", default="", metavar="ARGS", help="more arguments for every nncc run, e.g. '-j 1'")
     args = parser.parse_args()
     if args.stages_of is not None:
         for stage, seconds in stage_seconds(args.model, args.stages_of):
             print(f"  {stage:58s} {seconds:6.2f}")
         return
     with tempfile.TemporaryDirectory() as scratch:
-        lines = command_lines(args.model, args.target, Path(scratch), args.extra)
+        lines = command_lines(args.model, args.target, Path(scratch), shlex.split(args.nncc))
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in lines}
         for _ in range(args.repeat):
             for name, line in lines.items():
