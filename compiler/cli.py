@@ -420,8 +420,14 @@ def recorded_target_name(ir_path: Path) -> str:
     module's attributes, on its first line), else vector (the passes then record it)."""
     import re
 
-    with open(ir_path, encoding="utf-8", errors="replace") as text:
-        found = re.search(r'tile\.target = \{name = "([^"]+)"', text.readline())
+    try:
+        with open(ir_path, encoding="utf-8", errors="replace") as text:
+            first_line = text.readline()
+    except FileNotFoundError:
+        raise NnccError(f"{ir_path}: no such file") from None
+    except OSError as error:
+        raise NnccError(f"{ir_path}: cannot read IR ({error.strerror or error})") from None
+    found = re.search(r'tile\.target = \{name = "([^"]+)"', first_line)
     return found.group(1) if found else "vector"
 
 

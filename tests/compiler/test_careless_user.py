@@ -101,6 +101,7 @@ def workspace(tmp_path_factory) -> Path:
     (folder / "half.onnx").write_bytes((folder / "relu.onnx").read_bytes()[:40])
     (folder / "latin1.toml").write_bytes(b'name = "caf\xe9"\n')
     (folder / "adir.onnx").mkdir()
+    (folder / "adir.mlir").mkdir()
     x = np.ones((4, 64), np.float32)
     np.savez(folder / "in.npz", x=x)
     np.savez(folder / "empty.npz")
@@ -125,6 +126,8 @@ def workspace(tmp_path_factory) -> Path:
 CASES = [
     # model files
     ("nncc", ["missing.onnx"], 2, "missing.onnx: no such file"),
+    ("nncc", ["missing.mlir", "--report", "r.json"], 2, "missing.mlir: no such file"),
+    ("nncc", ["adir.mlir", "--run"], 2, "adir.mlir: cannot read IR (Is a directory)"),
     ("nncc", ["empty.onnx", "--emit=nn"], 2, "empty.onnx: the file is empty"),
     ("nncc", ["garbage.onnx", "--emit=nn"], 2, "garbage.onnx: not a readable ONNX model"),
     ("nncc", ["half.onnx", "--emit=nn"], 2, "half.onnx: not a readable ONNX model"),
