@@ -241,7 +241,8 @@ class Interpreter:
         return result
 
     def synchronise_all(self) -> None:
-        latest = max(self.free.values(), default=0)
+        """A barrier: every engine waits for the last one, plus the target's `barrier_cycles`."""
+        latest = max(self.free.values(), default=0) + self.target.barrier_cycles
         for engine in self.free:
             self.free[engine] = latest
         self.flush(latest)

@@ -17,7 +17,8 @@ import numpy as np
 from nncc.runtime import isa
 from nncc.runtime.memory import Fault, Memories, footprint
 from nncc.runtime.target import ComputeUnit
-from nncc.runtime.timing import compute_cycles, instruction_macs, matmul_epilogue_passes, transfer_bytes
+from nncc.runtime.timing import (compute_cycles, dma_payload, instruction_macs, kernel_accesses,
+                                 matmul_epilogue_passes, transfer_bytes)
 
 
 @dataclass(slots=True)
@@ -28,7 +29,7 @@ class Effect:
     macs: int = 0
     ops: int = 0
     cycles: int = 0  # compute instructions: busy cycles of the unit
-    transfer: tuple[str, str, int, int] | None = None  # DMA: src, dst, read bytes, bytes per copy
+    transfer: tuple | None = None  # DMA: timing.dma_payload (src, dst, read bytes, bytes per copy, copies, runs)
 
 
 def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
@@ -69,7 +70,7 @@ def dma(mem: Memories, ins: Any) -> Effect:
     read, written = transfer_bytes(shape, pad)  # the timing model's byte counts
     effect.read_bytes[src_space] = read
     effect.write_bytes[dst_space] = written * len(cores)
-    effect.transfer = (src_space, dst_space, read, written)
+    effect.transfer = dma_payload(src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
     return effect  # its DRAM bursts and rows: runtime/dram.py, walked by the interpreter
 
 
@@ -141,7 +142,27 @@ def matmul(mem: Memories, ins: Any) -> Effect:
     effect.writes.append((c_out, result))
     effect.macs = instruction_macs("matmul", ins_operand(ins))
     effect.ops = batch * m * n * epilogue
+    if unit.micro_kernel:
+        _kernel_accesses(unit, ins, effect)
     return _finish(mem, ins, effect)
+
+
+def _kernel_accesses(unit: ComputeUnit, ins: Any, effect: Effect) -> None:
+    """The accesses of a micro-kernel matmul beyond one pass over each operand
+    (`timing.kernel_accesses`): b re-read by every row block, the broadcast operand written into
+    its memory (staged) and read from there by every call."""
+    m, n, k = ins.mnk
+    a_space, b_space = ins.a[0], ins.b[0]
+    staged = a_space != unit.broadcast_memory
+    b_bytes = 4 * footprint((ins.batch, k, n), ins.b_stride)
+    a_bytes = 4 * footprint((ins.batch, m, k), ins.a_stride)
+    b_passes, broadcast_reads = kernel_accesses(unit, ins.batch, m, n, k)
+    _add(effect.read_bytes, b_space, (b_passes - 1) * b_bytes)
+    if staged:
+        _add(effect.write_bytes, unit.broadcast_memory, a_bytes)
+        _add(effect.read_bytes, unit.broadcast_memory, broadcast_reads)
+    else:
+        _add(effect.read_bytes, a_space, broadcast_reads - a_bytes)
 
 
 def matmul_epilogue_cost(ins: Any) -> int:

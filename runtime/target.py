@@ -56,6 +56,7 @@ The row model's address mapping and energy rule are in `runtime/dram.py`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 import tomllib
@@ -99,6 +100,18 @@ class ComputeUnit:
     pipeline_depth: int
     mac_energy_pj: float
     op_energy_pj: float
+    # the micro-kernel rules of a vector unit's matmul (timing.matmul_kernel_cycles); kernel_rows 0: off
+    kernel_rows: int = 0  # rows of the broadcast operand one micro-kernel call covers at most
+    fma_latency: int = 1  # cycles before an FMA's result can feed the next FMA on that accumulator
+    vector_registers: int = 0  # per lane: accumulators + the double-buffered row of b
+    kernel_fill_drain: int = 0  # cycles of a call's prologue and epilogue (software pipeline)
+    load_store_units: int = 0  # vector loads/stores per cycle (a call's b rows and c stores)
+    broadcast_memory: str = ""  # where the broadcast operand must be; staged there per panel
+    broadcast_stage_cycles: int = 0  # core cycles to launch and wait for one panel's DMA
+
+    @property
+    def micro_kernel(self) -> bool:
+        return self.kind == "vector" and self.kernel_rows > 0
 
     @property
     def macs_per_cycle(self) -> int:
@@ -133,6 +146,7 @@ class Dma:
     channels: int
     bandwidth_bytes_per_cycle: float
     latency_cycles: int
+    broadcast: bool = True  # a multicast writes all destinations at once; false: one copy after another
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,9 @@ class Dram:
     burst_bytes: int = 64
     read_burst_energy_pj: float = 0.0
     write_burst_energy_pj: float = 0.0
+    burst_timing: bool = False  # bus time by whole bursts per contiguous run (timing.dram_bus_cycles)
+    sustained_fraction: float = 1.0  # of bandwidth_gbps the bus sustains (burst_timing only)
+    run_cycles: int = 0  # bus cycles every contiguous run costs at least (burst_timing only)
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,7 @@ class Target:
     dma: Dma
     dram: Dram
     raw: dict[str, Any]
+    barrier_cycles: int = 0  # a barrier's cost: all engines wait this long after the last one ends
 
     def __hash__(self) -> int:
         return hash((self.name, repr(self.raw)))
@@ -302,9 +320,12 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
 # Validation
 
 
-_TOP_KEYS = {"name", "description", "clock_ghz", "cores", "core", "memory", "dma", "dram"}
+_TOP_KEYS = {"name", "description", "clock_ghz", "cores", "core", "memory", "dma", "dram", "barrier_cycles"}
+_KERNEL_KEYS = {"kernel_rows", "fma_latency", "vector_registers", "kernel_fill_drain", "load_store_units",
+                "broadcast_memory", "broadcast_stage_cycles"}
+"""Optional keys of a vector unit: the micro-kernel rules of its matmul (all or none)."""
 _UNIT_KEYS = {
-    "vector": {"kind", "lanes", "macs_per_lane", "pipeline_depth", "mac_energy_pj", "op_energy_pj"},
+    "vector": {"kind", "lanes", "macs_per_lane", "pipeline_depth", "mac_energy_pj", "op_energy_pj"} | _KERNEL_KEYS,
     "matrix": {"kind", "rows", "cols", "pipeline_depth", "mac_energy_pj", "op_energy_pj"},
 }
 
@@ -312,7 +333,7 @@ _UNIT_KEYS = {
 def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
     """Validate a TOML-shaped dict and build the frozen `Target`."""
     reader = _Reader(source)
-    reader.keys(raw, _TOP_KEYS, "", required=_TOP_KEYS - {"description"})
+    reader.keys(raw, _TOP_KEYS, "", required=_TOP_KEYS - {"description", "barrier_cycles"})
     name = reader.string(raw, "name", "")
     if not NAME_PATTERN.fullmatch(name):
         raise reader.fail("name", f"{name!r} names program files: use letters, digits and _ . + - only")
@@ -327,7 +348,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
     if "DRAM" in names:
         raise NnccError(f"{source}: memory.DRAM: the name DRAM is reserved for [dram]")
     check_on_chip_total(memories, cores, source)
-    return Target(
+    target = Target(
         name=name,
         description=description,
         clock_ghz=clock,
@@ -337,7 +358,12 @@ def target_from_dict(raw: dict[str, Any], source: str = "target") -> Target:
         dma=_read_dma(reader, raw["dma"]),
         dram=_read_dram(reader, raw["dram"]),
         raw=copy.deepcopy(raw),
+        barrier_cycles=reader.integer(raw, "barrier_cycles", "", minimum=0, default=0, maximum=MAX_CYCLES),
     )
+    for unit in units.values():
+        if unit.broadcast_memory and unit.broadcast_memory not in names:
+            raise reader.fail(f"core.{unit.role}.broadcast_memory", f"{unit.broadcast_memory!r} is not a memory")
+    return target
 
 
 def check_on_chip_total(memories: tuple[Memory, ...], cores: int, source: str) -> None:
@@ -372,9 +398,14 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
     kind = reader.string(table, "kind", where)
     if kind not in UNIT_KINDS:
         raise NnccError(f"{reader.source}: {where}kind: {kind!r} is not one of {', '.join(UNIT_KINDS)}")
-    reader.keys(table, _UNIT_KEYS[kind], where)
+    required = _UNIT_KEYS[kind] - _KERNEL_KEYS
+    reader.keys(table, _UNIT_KEYS[kind], where, required=required)
+    kernel = [key for key in sorted(_KERNEL_KEYS) if key in table]
+    if kernel and len(kernel) != len(_KERNEL_KEYS):
+        missing = sorted(_KERNEL_KEYS - set(kernel))[0]
+        raise reader.fail(f"{where}{missing}", "missing (the micro-kernel keys come all together)")
     is_vector = kind == "vector"
-    return ComputeUnit(
+    unit = ComputeUnit(
         role=role,
         kind=kind,
         lanes=reader.integer(table, "lanes", where, minimum=1, maximum=MAX_UNIT_SIZE) if is_vector else 0,
@@ -384,6 +415,20 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
         pipeline_depth=reader.integer(table, "pipeline_depth", where, minimum=0, maximum=MAX_CYCLES),
         mac_energy_pj=reader.number(table, "mac_energy_pj", where, maximum=MAX_ENERGY_PJ),
         op_energy_pj=reader.number(table, "op_energy_pj", where, maximum=MAX_ENERGY_PJ),
+    )
+    if not kernel:
+        return unit
+    registers = reader.integer(table, "vector_registers", where, minimum=3, maximum=MAX_UNIT_SIZE)
+    rows = reader.integer(table, "kernel_rows", where, minimum=1, maximum=registers - 2)
+    memory = table["broadcast_memory"]
+    if not isinstance(memory, str):
+        raise reader.fail(f"{where}broadcast_memory", f"expected a memory name, got {memory!r}")
+    return dataclasses.replace(
+        unit, kernel_rows=rows, vector_registers=registers, broadcast_memory=memory,
+        fma_latency=reader.integer(table, "fma_latency", where, minimum=1, maximum=MAX_CYCLES),
+        kernel_fill_drain=reader.integer(table, "kernel_fill_drain", where, minimum=0, maximum=MAX_CYCLES),
+        load_store_units=reader.integer(table, "load_store_units", where, minimum=1, maximum=MAX_UNIT_SIZE),
+        broadcast_stage_cycles=reader.integer(table, "broadcast_stage_cycles", where, minimum=0, maximum=MAX_CYCLES),
     )
 
 
@@ -431,8 +476,9 @@ def _read_holds(reader: _Reader, table: dict[str, Any], where: str) -> tuple[str
 def _read_dma(reader: _Reader, table: Any) -> Dma:
     reader.table(table, "dma")
     keys = {"channels", "bandwidth_bytes_per_cycle", "latency_cycles"}
-    reader.keys(table, keys, "dma.")
+    reader.keys(table, keys | {"broadcast"}, "dma.", required=keys)
     return Dma(
+        broadcast=reader.boolean(table, "broadcast", "dma.") if "broadcast" in table else True,
         channels=reader.integer(table, "channels", "dma.", minimum=1, maximum=MAX_CORES),
         bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True,
                                                 maximum=MAX_BANDWIDTH),
@@ -444,7 +490,7 @@ def _read_dram(reader: _Reader, table: Any) -> Dram:
     reader.table(table, "dram")
     required = {"size_bytes", "bandwidth_gbps", "latency_ns", "energy_pj_per_byte"}
     optional = {"row_buffer_bytes", "activation_energy_pj", "banks", "burst_bytes", "read_burst_energy_pj",
-                "write_burst_energy_pj"}
+                "write_burst_energy_pj", "burst_timing", "sustained_fraction", "run_cycles"}
     reader.keys(table, required | optional, "dram.", required=required)
     dram = Dram(
         size_bytes=reader.integer(table, "size_bytes", "dram.", minimum=4, maximum=MAX_DRAM_BYTES),
@@ -461,6 +507,10 @@ def _read_dram(reader: _Reader, table: Any) -> Dram:
                                            maximum=MAX_ENERGY_PJ),
         write_burst_energy_pj=reader.number(table, "write_burst_energy_pj", "dram.", default=0.0,
                                             maximum=MAX_ENERGY_PJ),
+        burst_timing=reader.boolean(table, "burst_timing", "dram.") if "burst_timing" in table else False,
+        sustained_fraction=reader.number(table, "sustained_fraction", "dram.", positive=True, default=1.0,
+                                         maximum=1.0),
+        run_cycles=reader.integer(table, "run_cycles", "dram.", minimum=0, default=0, maximum=MAX_CYCLES),
     )
     if dram.burst_bytes % 4:
         raise reader.fail("dram.burst_bytes", f"{dram.burst_bytes} is not a multiple of 4 (fp32)")

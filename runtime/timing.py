@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nncc.runtime import isa
+from nncc.runtime.dram import dram_order
 from nncc.runtime.memory import footprint
 from nncc.runtime.target import ComputeUnit, Target
 
@@ -42,10 +43,66 @@ def ceil_div(a: float, b: float) -> int:
     return math.ceil(a / b)
 
 
-def matmul_issue_cycles(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> int:
+def matmul_issue_cycles(unit: ComputeUnit, batch: int, m: int, n: int, k: int, acc: int = 0,
+                        staged: bool = False, broadcast_bytes: int = 0) -> int:
+    """Issue cycles of a matmul: MACs over the unit's MAC units, or, on a vector unit with the
+    micro-kernel rules, its kernel calls (`matmul_kernel_cycles`)."""
     if unit.kind == "matrix":
         return batch * m * ceil_div(k, unit.rows) * ceil_div(n, unit.cols)
+    if unit.micro_kernel:
+        return batch * matmul_kernel_cycles(unit, m, ceil_div(n, unit.lanes), k, acc, staged, broadcast_bytes)
     return ceil_div(batch * m * k * ceil_div(n, unit.lanes), unit.macs_per_lane)
+
+
+def kernel_calls(unit: ComputeUnit, m: int, vectors: int) -> list[tuple[int, int, int]]:
+    """(calls, rows, vectors) of the micro-kernel calls covering an m x `vectors` block of c: row
+    blocks of `kernel_rows` (and one of the rest), each split into as few calls as the registers
+    allow (rows x v accumulators + 2 v double-buffered rows of b), of balanced widths."""
+    blocks = [(m // unit.kernel_rows, unit.kernel_rows), (1, m % unit.kernel_rows)]
+    calls = []
+    for count, rows in blocks:
+        if count and rows:
+            widest = unit.vector_registers // (rows + 2)
+            chunks = ceil_div(vectors, widest)
+            base, extra = divmod(vectors, chunks)
+            calls += [(count * extra, rows, base + 1), (count * (chunks - extra), rows, base)]
+    return [call for call in calls if call[0]]
+
+
+def kernel_accesses(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> tuple[int, int]:
+    """(passes over b, bytes of broadcast-operand reads) of a micro-kernel matmul: every row block
+    reads all of b; every call reads its rows x k of the broadcast operand."""
+    calls = kernel_calls(unit, m, ceil_div(n, unit.lanes))
+    return ceil_div(m, unit.kernel_rows), batch * sum(F32 * count * rows * k for count, rows, _ in calls)
+
+
+def kernel_step_cycles(unit: ComputeUnit, rows: int, vectors: int) -> int:
+    """Cycles of one step of k in a call: its vector FMAs on the FMAC units, but no sooner than the
+    FMA latency (each accumulator waits for its previous FMA), nor than its loads of b."""
+    return max(ceil_div(rows * vectors, unit.macs_per_lane), unit.fma_latency,
+               ceil_div(vectors, unit.load_store_units))
+
+
+def matmul_kernel_cycles(unit: ComputeUnit, m: int, vectors: int, k: int, acc: int, staged: bool,
+                         broadcast_bytes: int) -> int:
+    """One matmul as micro-kernel calls: per call k steps + fill/drain + its c loads (acc) and
+    stores through the load/store units. With `staged`, the broadcast operand is copied into the
+    broadcast memory first, a panel of (rows x k) per row block, each at most `broadcast_bytes`
+    (half the memory: double-buffered); a k longer than a panel splits every call in as many
+    (the later ones reload c), and each panel costs the core `broadcast_stage_cycles`."""
+    total = 0
+    for calls, rows, width in kernel_calls(unit, m, vectors):
+        panels = ceil_div(F32 * rows * k, broadcast_bytes) if staged else 1
+        c_words = rows * width
+        per_call = (k * kernel_step_cycles(unit, rows, width) + panels * unit.kernel_fill_drain
+                    + ceil_div(c_words * (1 + acc), unit.load_store_units)
+                    + (panels - 1) * ceil_div(2 * c_words, unit.load_store_units))
+        total += calls * per_call
+    if staged:
+        for count, rows in ((m // unit.kernel_rows, unit.kernel_rows), (1, m % unit.kernel_rows)):
+            if count and rows:
+                total += count * ceil_div(F32 * rows * k, broadcast_bytes) * unit.broadcast_stage_cycles
+    return total
 
 
 def vector_issue_cycles(unit: ComputeUnit, shape: tuple[int, int, int], cost: int) -> int:
@@ -98,12 +155,13 @@ def compute_traffic(mnemonic: str, operand: Operand) -> list[tuple[Any, int]]:
             for name in ("x", "y", "w", "z") if (ref := operand(name, None)) is not None]
 
 
-def compute_issue_cycles(unit: ComputeUnit, mnemonic: str, operand: Operand) -> int:
+def compute_issue_cycles(unit: ComputeUnit, mnemonic: str, operand: Operand, staged: bool = False,
+                         broadcast_bytes: int = 0) -> int:
     """Issue cycles of a compute instruction on `unit`, memories aside."""
     if mnemonic == "matmul":
         batch = operand("batch", 1)
         m, n, k = operand("mnk", None)
-        issue = matmul_issue_cycles(unit, batch, m, n, k)
+        issue = matmul_issue_cycles(unit, batch, m, n, k, operand("acc", 0), staged, broadcast_bytes)
         epilogue = matmul_epilogue_passes(operand)
         if epilogue:  # on the ALU slot, beside the MACs
             issue = max(issue, vector_issue_cycles(unit, (batch, m, n), epilogue))
@@ -122,8 +180,13 @@ def compute_issue_cycles(unit: ComputeUnit, mnemonic: str, operand: Operand) -> 
 
 
 def compute_cycles(target: Target, mnemonic: str, operand: Operand, memory: Callable[[Any], str]) -> int:
-    """Busy cycles of a compute instruction: max(issue, on-chip bytes / bandwidth) + pipeline depth."""
+    """Busy cycles of a compute instruction: max(issue, on-chip bytes / bandwidth) + pipeline depth;
+    a micro-kernel matmul: its calls (which count their own loads, stores and fill/drain)."""
     unit = target.units[operand("unit", "main")]
+    if mnemonic == "matmul" and unit.micro_kernel:
+        staged = memory(operand("a", None)) != unit.broadcast_memory
+        half = target.memory(unit.broadcast_memory).size_bytes // 2
+        return compute_issue_cycles(unit, mnemonic, operand, staged, half)
     traffic: dict[str, int] = {}
     for ref, nbytes in compute_traffic(mnemonic, operand):
         name = memory(ref)
@@ -150,36 +213,70 @@ def transfer_bytes(shape: tuple[int, int, int], pad: tuple[int, ...]) -> tuple[i
     return F32 * inner, F32 * shape[0] * shape[1] * shape[2]
 
 
+def dram_runs(shape: tuple[int, int, int], strides: tuple[int, int, int]) -> tuple[int, int]:
+    """(runs, bytes per run) of the DRAM side of a DMA: its box walked in DRAM order (the smallest
+    stride innermost, `dram.dram_order`), dimensions merged while they are contiguous."""
+    shape, strides = dram_order(shape, strides)
+    elements, runs, contiguous = 1, 1, True
+    for n, stride in zip(reversed(shape), reversed(strides)):
+        if n == 1:
+            continue
+        if contiguous and stride == elements:
+            elements *= n
+        else:
+            contiguous = False
+            runs *= n
+    return runs, F32 * elements
+
+
+def dram_bus_cycles(target: Target, nbytes: int, runs: tuple[int, int] | None) -> int:
+    """Cycles the DRAM bus spends on one DMA side of `nbytes` in `runs` (count, bytes per run).
+    With `dram.burst_timing`: every run moves whole bursts at the sustained bandwidth, and costs
+    at least `run_cycles` (one request per run at the far end); else bytes / peak bandwidth."""
+    dram = target.dram
+    if not dram.burst_timing or runs is None:
+        return ceil_div(nbytes, target.dram_bytes_per_cycle)
+    count, run_bytes = runs
+    bursts = count * ceil_div(run_bytes, dram.burst_bytes)
+    return max(ceil_div(bursts * dram.burst_bytes, target.dram_bytes_per_cycle * dram.sustained_fraction),
+               count * dram.run_cycles)
+
+
 class DmaModel:
     """DMA timing with a DRAM bus shared by all channels (first come, first served)."""
 
     def __init__(self, target: Target):
         self.target = target
         self.dram_free = 0
-        self.dram_bytes_per_cycle = target.dram_bytes_per_cycle
         self.dram_latency = target.dram_latency_cycles
         self.channel_bandwidth = target.dma.bandwidth_bytes_per_cycle
         self.latency = target.dma.latency_cycles
+        self.broadcast = target.dma.broadcast
         self.bandwidth = {memory.name: memory.bandwidth_bytes_per_cycle for memory in target.memories}
         self.durations: dict[tuple, tuple[int, int, int | None]] = {}  # transfers repeat: timed once
 
-    def duration(self, src: str, dst: str, read_bytes: int, write_bytes: int) -> tuple[int, int, int | None]:
-        """(latency, transfer cycles, DRAM bus cycles or None) of a transfer, whenever it starts."""
-        transfer = ceil_div(max(read_bytes, write_bytes), self.channel_bandwidth)
+    def duration(self, src: str, dst: str, read_bytes: int, write_bytes: int, copies: int = 1,
+                 runs: tuple[int, int] | None = None) -> tuple[int, int, int | None]:
+        """(latency, transfer cycles, DRAM bus cycles or None) of a transfer, whenever it starts.
+        A multicast to `copies` cores writes them one after another unless `dma.broadcast`."""
+        written = write_bytes * (1 if self.broadcast else copies)
+        transfer = ceil_div(max(read_bytes, written), self.channel_bandwidth)
         for name, nbytes in ((src, read_bytes), (dst, write_bytes)):  # the on-chip side(s)
             if name != "DRAM" and nbytes:
                 transfer = max(transfer, ceil_div(nbytes, self.bandwidth[name]))
         if src != "DRAM" and dst != "DRAM":
             return self.latency, transfer, None
         dram_bytes = read_bytes if src == "DRAM" else write_bytes
-        return self.latency + self.dram_latency, transfer, ceil_div(dram_bytes, self.dram_bytes_per_cycle)
+        return self.latency + self.dram_latency, transfer, dram_bus_cycles(self.target, dram_bytes, runs)
 
-    def finish_time(self, start: int, src: str, dst: str, read_bytes: int, write_bytes: int) -> int:
-        """End cycle of a transfer starting at `start` (write_bytes: one destination copy)."""
-        key = (src, dst, read_bytes, write_bytes)
+    def finish_time(self, start: int, src: str, dst: str, read_bytes: int, write_bytes: int, copies: int = 1,
+                    runs: tuple[int, int] | None = None) -> int:
+        """End cycle of a transfer starting at `start` (write_bytes: one destination copy; runs: its
+        DRAM side's `dram_runs`)."""
+        key = (src, dst, read_bytes, write_bytes, copies, runs)
         found = self.durations.get(key)
         if found is None:
-            found = self.durations[key] = self.duration(src, dst, read_bytes, write_bytes)
+            found = self.durations[key] = self.duration(src, dst, read_bytes, write_bytes, copies, runs)
         latency, transfer, bus = found
         if bus is None:
             return start + latency + transfer
@@ -189,3 +286,15 @@ class DmaModel:
         self.dram_free = slot + bus
         end = start + latency + transfer
         return end if end > self.dram_free else self.dram_free
+
+
+def dma_payload(src: str, dst: str, shape, pad, src_stride, dst_stride, copies: int) -> tuple:
+    """The arguments of `DmaModel.finish_time` after the start: what a DMA's timing depends on."""
+    read, written = transfer_bytes(shape, pad)
+    runs = None
+    if src == "DRAM":
+        inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape))
+        runs = dram_runs(inner, src_stride)
+    elif dst == "DRAM":
+        runs = dram_runs(shape, dst_stride)
+    return src, dst, read, written, copies, runs

@@ -109,7 +109,7 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
     memory_of = {name: kind.memory for name, kind in schedule.kinds.items()}
     costs: dict = {}  # compute instructions repeat: each kind timed once
     by_id: dict = {}  # the same Compute object (jobs share them: nest.NestLowering.instructions), by id
-    boxes: dict = {}  # (shape, pad) -> transfer_bytes
+    boxes: dict = {}  # a DMA's geometry -> timing.dma_payload
     payloads: list = []
     macs = read = written = 0
     for op in schedule.ops:
@@ -137,18 +137,19 @@ def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
             macs += found[1]
             continue
         transfer = op.transfer
-        box = (transfer.shape, transfer.pad)
-        nbytes = boxes.get(box)
-        if nbytes is None:
-            nbytes = boxes[box] = timing.transfer_bytes(*box)
         src, dst = transfer.src, transfer.dst  # `memory`, inline
         src = memory_of[src.kind] if src.__class__ is BufRef else src[0]
         dst = memory_of[dst.kind] if dst.__class__ is BufRef else dst[0]
+        copies = 1 if op.store else len(op.cores)
+        box = (src, dst, transfer.shape, transfer.pad, transfer.src_stride, transfer.dst_stride, copies)
+        payload = boxes.get(box)
+        if payload is None:
+            payload = boxes[box] = timing.dma_payload(*box)
         if src == "DRAM":
-            read += nbytes[0]
+            read += payload[2]
         if dst == "DRAM":
-            written += nbytes[1] if op.store else nbytes[1] * len(op.cores)
-        payloads.append((src, dst, *nbytes))
+            written += payload[3] * copies
+        payloads.append(payload)
     prediction.macs += macs
     prediction.dram_read_bytes += read
     prediction.dram_write_bytes += written
@@ -162,6 +163,8 @@ def dispatch(ops, payloads, dma: timing.DmaModel, start: int, barriers: Sequence
     last = start
     bounds = [0, *barriers, len(ops)]
     for low, high in zip(bounds, bounds[1:]):
+        if low:  # a barrier before `low`: all engines meet, then wait the barrier's cost
+            last += dma.target.barrier_cycles
         if high > low:
             last = dispatch_segment(ops, payloads, dma, last, end, busy, low, high)
     return last, busy
@@ -301,6 +304,17 @@ def per_value(values: np.ndarray, function) -> np.ndarray:
     return np.array([function(int(v)) for v in unique], dtype=np.int64)[inverse]
 
 
+def kernel_issue(target: Target, rows, lane, k, staged: bool) -> np.ndarray:
+    """`timing.matmul_issue_cycles` of accumulating matmuls (rows x lane x k), over arrays."""
+    unit = target.main
+    half = target.memory(unit.broadcast_memory).size_bytes // 2
+    shapes = np.stack(np.broadcast_arrays(rows, lane, k), axis=-1).astype(np.int64)
+    unique, inverse = np.unique(shapes.reshape(-1, 3), axis=0, return_inverse=True)
+    cycles = np.array([timing.matmul_issue_cycles(unit, 1, int(m), int(n), int(kk), 1, staged, half)
+                       for m, n, kk in unique], dtype=np.int64)
+    return cycles[inverse.reshape(-1)].reshape(shapes.shape[:-1])
+
+
 def conv_estimate(target: Target, s, t, cores: int, mode: str, scan: bool, bias: bool = True,
                   epilogue_ops: int = 1, mapping: str = "channels") -> tuple[float, int]:
     """(cycles, DRAM bytes) of conv shape `s` with tiles `t` (closed form, for ranking tiles)."""
@@ -365,13 +379,18 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
         a, b = (in_mem, F32 * rows * k), (w_mem, F32 * k * toc)
     if unit.kind == "matrix":
         issue = rows * (-(-k // unit.rows)) * (-(-lane // unit.cols))
+    elif unit.micro_kernel:  # the kernel calls of runtime/timing.py, per distinct shape (accumulating)
+        issue = kernel_issue(target, rows, lane, k, a[0] != unit.broadcast_memory)
     else:
         issue = -(-(rows * k * (-(-lane // unit.lanes))) // unit.macs_per_lane)
-    traffic: dict[str, Any] = {}
-    for name, nbytes in (a, b, (out_mem, 2 * F32 * rows * lane)):
-        traffic[name] = traffic.get(name, 0) + nbytes
-    memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
-    job = matmuls * (np.maximum(issue, memory) + unit.pipeline_depth)
+    if unit.micro_kernel:  # the calls count their loads, stores and fill/drain
+        job = matmuls * issue
+    else:
+        traffic: dict[str, Any] = {}
+        for name, nbytes in (a, b, (out_mem, 2 * F32 * rows * lane)):
+            traffic[name] = traffic.get(name, 0) + nbytes
+        memory = np.max([np.ceil(b / bw[m]) for m, b in traffic.items()], axis=0)
+        job = matmuls * (np.maximum(issue, memory) + unit.pipeline_depth)
     epi = np.zeros(len(toc))
     if vec_role == "main":  # bias on the first matmul, act on the last, beside the MACs: only an excess costs
         passes = np.ceil(rows * (-(-lane // unit.lanes)) / unit.macs_per_lane)

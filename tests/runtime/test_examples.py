@@ -1,10 +1,14 @@
 """The hand-written programs in examples/programs: outputs against numpy, cycles against hand sums.
 
 Constants of the `vector` target used below: 1 GHz; DMA latency 64 + DRAM latency 100 ns = 164
-cycles; DMA channel 64 B/cycle; DRAM 42.6 B/cycle, one transfer at a time in start order; AM 192
-B/cycle, SM 8 B/cycle; vector unit 16 lanes x 3 FMAC, pipeline depth 8.
-A DMA touching DRAM ends at max(start + 164 + transfer, dram_slot + ceil(bytes / 42.6)) with
-dram_slot = max(start + 164, DRAM free) and transfer = max(bytes / 64, on-chip bytes / its bandwidth).
+cycles; DMA channel 64 B/cycle, a multicast writing each destination in turn; AM 128 B/cycle, SM
+8 B/cycle; vector unit 16 lanes x 3 FMAC, pipeline depth 8 (elementwise instructions).
+DRAM bus: whole 64-B bursts per contiguous run at 0.8 x 42.6 = 34.08 B/cycle (at least a cycle per
+run), one transfer at a time in start order. A DMA touching DRAM ends at max(start + 164 + transfer,
+dram_slot + bus) with dram_slot = max(start + 164, DRAM free) and transfer = max(bytes written by
+the channel / 64, on-chip bytes / its bandwidth).
+A matmul: micro-kernel calls of <= 6 rows x v vectors (registers: 6 v + 2 v <= 64), each
+k x max(ceil(6 v / 3), FMA latency 6, ceil(v / 2)) + 26 fill/drain + ceil(c vectors / 2) stores.
 """
 
 from pathlib import Path
@@ -29,27 +33,33 @@ def test_gemm_two_cores_multicast_double_buffered():
     # B: one 4096-byte DRAM read, written into both AMs
     assert result.read_bytes["DRAM"] == 4096 + 4 * 2048
     assert result.write_bytes["AM"] == 2 * 4096 + 4 * 2048
-    # Each matmul: m*k*ceil(n/16)/3 = 16*32*2/3 -> 342 issue cycles; SM reads 2048 B / 8 = 256;
-    # AM 4096 + 2048 B / 192 = 32  =>  342 + 8 (pipeline) = 350 cycles.
-    # A-tile DMA (2048 B into SM): transfer = max(2048/64, 2048/8) = 256; DRAM busy ceil(2048/42.6) = 49.
-    # B DMA (4096 B): transfer 64, DRAM busy ceil(4096/42.6) = 97.
-    #   ch0 B        start 0    slot 164           DRAM free 261   end max(228, 261)       = 261
-    #   ch1 A1t0     start 0    slot max(164,261)  DRAM free 310   end max(0+164+256, 310) = 420
-    #   ch0 A0t0     start 261  slot 425           DRAM free 474   end 261+164+256         = 681
-    #   ch1 A1t1     start 420  slot 584           DRAM free 633   end 420+420             = 840
-    #   core1 mm t0  start 420 (B 261, A 420)                      end 420+350             = 770
-    #   ch0 A0t1     start 681  slot 845           DRAM free 894   end 681+420             = 1101
-    #   core0 mm t0  start 681                                     end 1031
-    #   ch3 C1t0     start 770  slot 934 (2048 B, transfer 32)  DRAM free 983 end max(966, 983) = 983
-    #   core1 mm t1  start 840                                     end 1190
-    #   ch2 C0t0     start 1031 slot 1195          DRAM free 1244  end 1244
-    #   core0 mm t1  start 1101                                    end 1451
-    #   ch3 C1t1     start 1190 slot 1354          DRAM free 1403  end 1403
-    #   ch2 C0t1     start 1451 slot 1615          DRAM free 1664  end 1664
-    assert result.cycles == 1664
-    assert result.busy["core0.main"] == result.busy["core1.main"] == 2 * 350
+    # Each matmul (16 x 32 x 32, a already in SM: not staged): n = 2 vectors; rows 6 + 6 + 4.
+    #   6-row call, v = 2: 32 x max(ceil(12/3), 6, 1) = 192 + 26 + ceil(12/2) = 224 (twice)
+    #   4-row call, v = 2: 32 x max(ceil(8/3), 6, 1) = 192 + 26 + ceil(8/2) = 222   => 670 cycles.
+    # A-tile DMA (one 2048-byte run into SM): transfer = max(2048/64, 2048/8) = 256;
+    #   bus 32 bursts x 64 / 34.08 -> 61.
+    # B DMA (4096 B multicast to two AMs, written one after the other): transfer 8192/64 = 128;
+    #   bus 64 bursts -> ceil(4096/34.08) = 121. C stores (2048 B from AM): transfer 32, bus 61.
+    #   ch0 B        start 0    slot 164           DRAM free 285   end max(0+164+128, 285) = 292
+    #   ch1 A1t0     start 0    slot max(164,285)  DRAM free 346   end max(0+164+256, 346) = 420
+    #   ch0 A0t0     start 292  slot 456           DRAM free 517   end 292+420             = 712
+    #   ch1 A1t1     start 420  slot 584           DRAM free 645   end 420+420             = 840
+    #   core1 mm t0  start 420 (B 292, A 420)                      end 420+670             = 1090
+    #   ch0 A0t1     start 712  slot 876           DRAM free 937   end 712+420             = 1132
+    #   core0 mm t0  start 712                                     end 1382
+    #   core1 mm t1  start 1090 (A 840)                            end 1760
+    #   ch3 C1t0     start 1090 slot 1254          DRAM free 1315  end max(1286, 1315)     = 1315
+    #   core0 mm t1  start 1382 (A 1132)                           end 2052
+    #   ch2 C0t0     start 1382 slot 1546          DRAM free 1607  end max(1578, 1607)     = 1607
+    #   ch3 C1t1     start 1760 slot 1924          DRAM free 1985  end 1985
+    #   ch2 C0t1     start 2052 slot 2216          DRAM free 2277  end 2277
+    assert result.cycles == 2277
+    assert result.busy["core0.main"] == result.busy["core1.main"] == 2 * 670
     assert result.macs == 64 * 32 * 32
-    assert result.mac_utilization == 64 * 32 * 32 / (1664 * 4 * 48)
+    assert result.mac_utilization == 64 * 32 * 32 / (2277 * 4 * 48)
+    # b is read by each of a matmul's three row blocks: 2 x 4096 B more than one pass, per matmul
+    assert result.read_bytes["AM"] == 4 * 3 * 4096 + 4 * 2048  # + the C stores'
+    assert result.read_bytes["SM"] == 4 * 2048  # every call reads its rows of A once
 
 
 def test_maxpool_with_minus_inf_padding():
@@ -61,13 +71,15 @@ def test_maxpool_with_minus_inf_padding():
         [[padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(0, 1)) for j in range(4)] for i in range(4)]
     )
     np.testing.assert_array_equal(result.outputs["y"], want)
-    # load: 4096 B read, 6400 B written (10x10x16): transfer max(6400/64, 6400/192) = 100;
-    #   slot 164, DRAM busy ceil(4096/42.6) = 97 -> 261; end max(164+100, 261) = 264
-    # vpool: issue ceil(4*4*ceil(16/16)*9 / 3) = 48; AM (2304 + 256) * 4 B / 192 = 53.3 -> 54;
-    #   54 + 8 = 62 -> end 326
-    # store 1024 B: slot 326+164 = 490, DRAM busy ceil(1024/42.6) = 25 -> 515; end max(490+16, 515) = 515
-    assert result.cycles == 515
-    assert result.busy == {"dma0": 264 + (515 - 326), "core0.main": 62}
+    # load: 4096 B read (8 rows of 8 x 16 floats, contiguous in DRAM: one run), 6400 B written
+    #   (10x10x16): transfer max(6400/64, 6400/128) = 100; slot 164, bus 64 bursts -> ceil(4096/34.08)
+    #   = 121 -> 285; end max(164+100, 285) = 285
+    # vpool: issue ceil(4*4*ceil(16/16)*9 / 3) = 48; AM (2304 + 256) * 4 B / 128 = 80; 80 + 8 = 88
+    #   -> end 373
+    # store 1024 B: slot 373+164 = 537, bus 16 bursts -> ceil(1024/34.08) = 31 -> 568;
+    #   end max(537+16, 568) = 568
+    assert result.cycles == 568
+    assert result.busy == {"dma0": 285 + (568 - 373), "core0.main": 88}
 
 
 def test_batch_norm_add_relu():
@@ -77,16 +89,16 @@ def test_batch_norm_add_relu():
     scale, shift = rng.standard_normal((2, 64), dtype=np.float32)
     result = run(program, {"x": x, "r": r, "scale": scale, "shift": shift})
     np.testing.assert_allclose(result.outputs["y"], np.maximum(x * scale + shift + r, 0), rtol=1e-6, atol=1e-6)
-    # ch0 x (4096 B):          slot 164, DRAM free 261, end 261
-    # ch1 scale|shift (512 B): slot max(164, 261) = 261, DRAM free 261+13 = 274, end 274
-    # ch1 r (4096 B):          start 274, slot 438, DRAM free 535, end 535
-    # vfma  start 274: issue ceil(16*4/3) = 22; AM (4096+256+256+4096)/192 = 45.3 -> 46; +8 -> end 328
-    # vadd  start 535 (waits r): AM 3*4096/192 = 64; +8 -> end 607
-    # vact  start 607: AM 2*4096/192 = 42.7 -> 43; +8 -> end 658
-    # store start 658: slot 822, DRAM free 822+97 = 919, end 919
-    assert result.cycles == 919
+    # ch0 x (4096 B):          slot 164, bus 121, DRAM free 285, end max(164+64, 285) = 285
+    # ch1 scale|shift (512 B): slot max(164, 285) = 285, bus ceil(512/34.08) = 16, DRAM free 301, end 301
+    # ch1 r (4096 B):          start 301, slot 465, DRAM free 586, end max(301+164+64, 586) = 586
+    # vfma  start 301: issue ceil(16*4/3) = 22; AM (4096+256+256+4096)/128 = 68; +8 -> end 377
+    # vadd  start 586 (waits r): AM 3*4096/128 = 96; +8 -> end 690
+    # vact  start 690: AM 2*4096/128 = 64; +8 -> end 762
+    # store start 762: slot 926, DRAM free 926+121 = 1047, end max(762+164+64, 1047) = 1047
+    assert result.cycles == 1047
     assert result.layers[0].onnx_nodes == ["BatchNormalization_0", "Add_1", "Relu_2"]
-    assert result.layers[0].cycles == 919
+    assert result.layers[0].cycles == 1047
 
 
 def test_examples_round_trip_text_binary_text():

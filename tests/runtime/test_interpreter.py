@@ -39,10 +39,11 @@ def test_vector_lanes_wasted_by_narrow_n(build):
         return isa.make("matmul", mnk=(4, n, 8), a=("SM", 0), a_stride=(0, 8, 1), b=("AM", 0),
                         b_stride=(0, n, 1), c=("AM", 4096), c_stride=(0, n, 1))  # fmt: skip
 
-    # n=16: 4*8*1 passes / 3 FMAC -> 11; SM 128 B / 8 B/cycle = 16 -> 16 + 8 = 24
-    # n=17: 4*8*2 passes / 3 -> 22 (SM 16, AM (544+272)/192 -> 5)       -> 22 + 8 = 30
-    assert run(build("vector", [matmul(16)])).cycles == 24
-    assert run(build("vector", [matmul(17)])).cycles == 30
+    # one micro-kernel call of 4 rows (a in SM: not staged); a k step waits for the FMA latency (6)
+    # n=16, 1 vector: 8 x max(ceil(4/3), 6, ceil(1/2)) = 48 + fill/drain 26 + ceil(4/2) stores = 76
+    # n=17, 2 vectors (the second uses 1 lane of 16): 48 + 26 + ceil(8/2) = 78
+    assert run(build("vector", [matmul(16)])).cycles == 76
+    assert run(build("vector", [matmul(17)])).cycles == 78
 
 
 def test_matmul_epilogue_overlaps_the_macs(build):
@@ -54,14 +55,16 @@ def test_matmul_epilogue_overlaps_the_macs(build):
         return run(build("vector", [matmul(k, **epilogue)])).cycles
 
     bias_relu = {"bias": ("AM", 131072), "bias_stride": (0, 0, 1), "act": "relu"}
-    # k=3: MACs 4*8*3*ceil(32/16) / 3 = 64 cycles; epilogue (bias 1 + relu 1 passes) 4*8*2*2 / 3 -> 43,
-    # on the ALU slot beside the MACs: hidden. AM (a batch-broadcast): a 24*4 + b 96*4 + c 1024*4
-    # + bias 32*4 = 4704 B -> 25 cycles. 64 + 8.
-    assert cycles(3) == cycles(3, **bias_relu) == 72
-    # k=1: MACs 4*8*2 / 3 -> 22, AM 32 + 128 + 4096 = 4256 B -> 23: 23 + 8.
-    # bias + hardswish = 1 + 3 passes: 4*8*2*4 / 3 -> 86 cycles, longer than the MACs: 86 + 8.
-    assert cycles(1) == 31
-    assert cycles(1, bias=("AM", 131072), bias_stride=(0, 0, 1), act="hardswish") == 94
+    # per batch element, m = 8 rows in two calls (6 and 2 rows) of 2 vectors; a is in AM, so each
+    # row block's panel is staged into SM (16 cycles each). k=3:
+    #   6 rows: 3 x max(ceil(12/3), 6, 1) + 26 + ceil(12/2) = 50; 2 rows: 18 + 26 + ceil(4/2) = 46
+    #   (50 + 46 + 2 x 16) x 4 = 512. The epilogue (bias 1 + relu 1 passes) 4*8*2*2 / 3 -> 43 rides
+    #   on the ALU slot beside the calls: hidden.
+    assert cycles(3) == cycles(3, **bias_relu) == 512
+    # k=1: (6 + 26 + 6) + (6 + 26 + 2) + 32 = 104 per element, 416; bias + hardswish = 1 + 3 passes:
+    # 4*8*2*4 / 3 -> 86 cycles, still hidden behind the calls' fill/drain.
+    assert cycles(1) == 416
+    assert cycles(1, bias=("AM", 131072), bias_stride=(0, 0, 1), act="hardswish") == 416
 
 
 def test_matmul_epilogue_is_refused_on_a_matrix_unit(build):
@@ -72,35 +75,51 @@ def test_matmul_epilogue_is_refused_on_a_matrix_unit(build):
 
 
 def test_concurrent_transfers_share_dram_bandwidth(build):
-    # one 4096-byte load: slot at 164, DRAM busy ceil(4096/42.6) = 97 -> 261
+    # one 4096-byte load (one run, 64 bursts): slot at 164, DRAM busy ceil(4096 / (0.8 x 42.6)) = 121
     one = build("vector", [load(0, ("AM", 0), 1024)])
-    assert run(one).cycles == 261
-    # two loads on two channels, both started at 0: the second waits for the DRAM bus: 261 + 97 = 358
+    assert run(one).cycles == 285
+    # two loads on two channels, both started at 0: the second waits for the DRAM bus: 285 + 121 = 406
     two = build("vector", [load(0, ("AM", 0), 1024), load(4096, ("AM", 4096), 1024, ch=1)])
     result = run(two)
-    assert result.cycles == 358 and result.busy == {"dma0": 261, "dma1": 358}
-    # twice the bandwidth: DRAM busy ceil(4096/85.2) = 49. The first is now channel-bound:
-    # max(164 + 4096/64, 164 + 49) = 228; the second's DRAM slot is 213 -> max(228, 213 + 49) = 262
+    assert result.cycles == 406 and result.busy == {"dma0": 285, "dma1": 406}
+    # twice the bandwidth: DRAM busy ceil(4096/68.16) = 61. The first is now channel-bound:
+    # max(164 + 4096/64, 164 + 61) = 228; the second's DRAM slot is 225 -> max(228, 225 + 61) = 286
     faster = build("vector", two.instructions, overrides=["dram.bandwidth_gbps=85.2"])
-    assert run(faster).busy == {"dma0": 228, "dma1": 262}
+    assert run(faster).busy == {"dma0": 228, "dma1": 286}
+
+
+def test_scattered_elements_cost_whole_bursts(build):
+    # 64 floats 64 B apart in DRAM: 64 runs of 4 B, each a whole burst: bus 64 x 64 / 34.08 -> 121,
+    # as for 4096 contiguous bytes, for 256 bytes; at least one cycle per run (64) is less.
+    column = isa.make("dma", src=("DRAM", 0), src_stride=(0, 16, 16), dst=("AM", 0), dst_stride=(0, 1, 1),
+                      shape=(1, 64, 1))  # fmt: skip
+    assert run(build("vector", [column])).cycles == 164 + 121
+    # with 1-byte bursts (4 per element), the far end's cycle per run dominates: 64 runs -> 64 cycles
+    # (bus 256 / 34.08 -> 8)
+    tiny = build("vector", [column], overrides=["dram.burst_bytes=4", "dram.row_buffer_bytes=8192"])
+    assert run(tiny).cycles == 164 + 64
 
 
 def test_onchip_transfer_has_no_dram_latency(build):
-    # GSM -> AM, 4096 B: latency 64 + max(4096/64 channel, 4096/64 GSM, 4096/192 AM) = 64 + 64 = 128
+    # GSM -> AM of 4 cores, 4096 B: the channel writes each core's copy in turn: latency 64 +
+    # max(4 x 4096/64 channel, 4096/64 GSM, 4096/128 AM) = 64 + 256 = 320
     code = [isa.make("dma", src=("GSM", 0), src_stride=(0, 0, 1), dst=("AM", 0), cores=(0, 1, 2, 3),
                      dst_stride=(0, 0, 1), shape=(1, 1, 1024))]  # fmt: skip
     result = run(build("vector", code))
-    assert result.cycles == 128
+    assert result.cycles == 320
+    # a target whose DMA broadcasts writes all four at once: 64 + 64
+    assert run(build("vector", code, overrides=["dma.broadcast=true"])).cycles == 128
     assert result.read_bytes == {"GSM": 4096} and result.write_bytes == {"AM": 4 * 4096}
 
 
 def test_barrier_orders_all_engines(build):
-    # the load ends at 261; after the barrier core 1's vfill (1024 elements: 64 passes / 3 -> 22,
-    # AM 4096 B / 192 -> 22; + 8 = 30) starts at 261 although core 1 was idle.
+    # the load ends at 285; the barrier costs 64 cycles after it; then core 1's vfill (1024
+    # elements: 64 passes / 3 -> 22, AM 4096 B / 128 -> 32; + 8 = 40) starts at 349 although core 1
+    # was idle.
     fill = isa.make("vfill", core=1, shape=(1, 1, 1024), z=("AM", 0), z_stride=(0, 0, 1))
     result = run(build("vector", [load(0, ("AM", 0), 1024), isa.make("barrier"), fill]), trace=True)
-    assert result.cycles == 261 + 30
-    assert [(e.engine, e.start, e.end) for e in result.trace] == [("dma0", 0, 261), ("core1.main", 261, 291)]
+    assert result.cycles == 285 + 64 + 40
+    assert [(e.engine, e.start, e.end) for e in result.trace] == [("dma0", 0, 285), ("core1.main", 349, 389)]
 
 
 def test_pre_and_post_units_run_concurrently_with_the_matrix_unit(build):
@@ -193,10 +212,11 @@ def test_layers_attribute_cycles_macs_and_dram_bytes(build):
     ]  # fmt: skip
     result = run(build("vector", code))
     first, second = result.layers
-    assert (first.name, first.onnx_nodes, first.phase, first.cycles) == ("load", ["A", "B"], "forward", 261)
+    assert (first.name, first.onnx_nodes, first.phase, first.cycles) == ("load", ["A", "B"], "forward", 285)
     assert first.dram_read_bytes == 4096 and first.macs == 0
-    assert (second.phase, second.cycles, second.macs) == ("backward", 24, 4 * 16 * 8)
-    assert result.cycles == 261 + 24
+    # one 4-row call of 1 vector, a in SM: 8 x 6 + 26 + ceil(4/2) = 76 (test_vector_lanes_wasted_by_narrow_n)
+    assert (second.phase, second.cycles, second.macs) == ("backward", 76, 4 * 16 * 8)
+    assert result.cycles == 285 + 76
 
 
 def test_energy_by_component(build):

@@ -1,14 +1,34 @@
 """Cycle formulas of the compute units and the DMA/DRAM model."""
 
+import dataclasses
+
 from nncc.runtime.target import load_target
-from nncc.runtime.timing import DmaModel, matmul_issue_cycles, memory_cycles, vector_issue_cycles
+from nncc.runtime.timing import (DmaModel, dram_bus_cycles, dram_runs, kernel_calls, matmul_issue_cycles,
+                                 memory_cycles, vector_issue_cycles)
 
 
 def test_vector_unit_lanes_and_fmacs():
-    unit = load_target("vector").main  # 16 lanes x 3
+    unit = dataclasses.replace(load_target("vector").main, kernel_rows=0)  # 16 lanes x 3, no micro-kernel
     assert matmul_issue_cycles(unit, 2, 8, 64, 64) == 1366  # 2*8*64 rows of k x ceil(64/16) passes / 3 = 1365.3
     assert matmul_issue_cycles(unit, 1, 1, 17, 3) == 2  # 1*3*2 passes / 3
     assert vector_issue_cycles(unit, (2, 3, 20), cost=4) == 16  # 2*3*2*4 / 3 = 16
+
+
+def test_micro_kernel_calls_fill_drain_and_latency():
+    unit = load_target("vector").main  # calls of <= 6 rows, 6 v + 2 v <= 64 registers, FMA latency 6
+    # the published 6 x 3-vector kernel: 6k + 26 fill/drain + 18 c stores / 2
+    assert [matmul_issue_cycles(unit, 1, 6, 48, k) for k in (64, 512, 1024)] == [419, 3107, 6179]
+    # m = 8, n = 4 vectors: a 6-row call of 4 vectors (k x ceil(24/3) = 8) and a 2-row call, whose
+    # 8 accumulators cannot hide the FMA latency (k x 6): (64*8 + 26 + 12) + (64*6 + 26 + 4), twice
+    assert kernel_calls(unit, 8, 4) == [(1, 6, 4), (1, 2, 4)]
+    assert matmul_issue_cycles(unit, 2, 8, 64, 64) == 2 * (550 + 414)
+    # 20 vectors in 6-row calls: at most 8 each, balanced: 7 + 7 + 6
+    assert kernel_calls(unit, 6, 20) == [(2, 6, 7), (1, 6, 6)]
+    # accumulating (c loaded first) and staged (a copied into SM: 16 cycles per row-block panel);
+    # k = 2000 makes a 6-row panel 48000 B > 32 KiB (half of SM): two panels, so two calls, the
+    # second reloading c: 2000 x 6 + 2 x 26 + ceil(36/2) + ceil(36/2) + 2 x 16
+    assert matmul_issue_cycles(unit, 1, 6, 48, 2000, acc=1, staged=True, broadcast_bytes=32768) == \
+        12000 + 52 + 18 + 18 + 32
 
 
 def test_matrix_unit_tiles_k_on_rows_and_n_on_columns():
@@ -18,11 +38,21 @@ def test_matrix_unit_tiles_k_on_rows_and_n_on_columns():
 
 def test_memory_bound_uses_each_memorys_bandwidth():
     target = load_target("vector")
-    assert memory_cycles(target, {"AM": 1920, "SM": 80, "DRAM": 10**9}) == 10  # AM 192 B/c, SM 8 B/c
+    assert memory_cycles(target, {"AM": 1920, "SM": 80, "DRAM": 10**9}) == 15  # AM 128 B/c, SM 8 B/c
 
 
 def test_dram_bus_is_shared_first_come_first_served():
     model = DmaModel(load_target("vector"))
-    assert model.finish_time(0, "DRAM", "AM", 4096, 4096) == 261  # slot 164 + ceil(4096/42.6)
+    assert model.finish_time(0, "DRAM", "AM", 4096, 4096) == 261  # no runs given: slot 164 + ceil(4096/42.6)
     assert model.finish_time(0, "DRAM", "AM", 4096, 4096) == 358  # waits for the bus until 261
     assert model.finish_time(0, "GSM", "AM", 4096, 4096) == 128  # on chip: 64 + 4096/64, no bus
+
+
+def test_dram_runs_and_bursts():
+    target = load_target("vector")  # 64-B bursts at 0.8 x 42.6 B/cycle, >= 1 cycle per run
+    assert dram_runs((8, 8, 16), (128, 16, 1)) == (1, 4096)  # contiguous rows merge into one run
+    assert dram_runs((3, 14, 16), (3136, 224, 1)) == (42, 64)  # NHWC-like rows of a wider tensor
+    assert dram_runs((16, 4, 4), (1, 896, 224)) == (16, 64)  # walked in DRAM order: smallest stride inside
+    assert dram_bus_cycles(target, 4096, (1, 4096)) == 121  # ceil(64 x 64 / 34.08)
+    assert dram_bus_cycles(target, 2688, (42, 64)) == 79  # 42 bursts
+    assert dram_bus_cycles(target, 560, (10, 56)) == 19  # each 56-B run a whole burst: 640 B
