@@ -26,6 +26,9 @@
     the buffer set to each of `--fused-buffers` (362 KiB: the paper's on-chip storage): DRAM
     bytes by role, layer by layer in naive order against fuse-groups under
     `--tile-objective=dram`, beside the chain's compulsory traffic (input, output, weights once).
+(m) `kernel`: the `vector` timing model against the FT-M7032's published GEMM figures (Yu et al.,
+    IPDPS 2024): one 6 x 48 x k `matmul` on one core (micro-kernel efficiency at k = 64, 512, 1024),
+    compiled single-core GEMMs (published 92-96 %), and a small-k GEMM on 1, 2 and 4 cores.
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -51,6 +54,10 @@ from nncc.support.errors import NnccError, report_errors
 from nncc.support.user_files import UserFiles
 
 PAPER_VGG = {"conv": 86.62, "fc": 93.17}  # Chen, Li, Liu 2024, inference MAC efficiency (%)
+PAPER_KERNEL = {64: 92.0, 512: 98.9, 1024: 99.5}  # Yu et al. 2024, 6x3-vector micro-kernel efficiency (%)
+PAPER_GEMM_SINGLE_CORE = (92.0, 96.0)  # Yu et al. 2024, single-core GEMM efficiency range (%)
+KERNEL_GEMMS = ((512, 512, 512), (1024, 1024, 1024), (2048, 2048, 256))  # single-core sweep: M, N, K
+SCALING_GEMM = (1536, 1536, 32)  # M, N, small K: multi-core scaling
 PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
 GOALS = {"conv": 90.0, "fc": 95.0, "roofline": 90.0, "compile_s": 15.0, "sim_s": 30.0}
 TARGETS = ("vector", "fusion", "edge")
@@ -253,22 +260,24 @@ def bench_vgg(args, workdir: Path) -> dict:
     from nncc.compiler.zoo import build_model
     from nncc.runtime.target import load_target
 
-    target = load_target("vector")
-    out: dict = {"target": "vector", "batch": args.batch, "fc_batch": args.fc_batch, "resolution": args.resolution}
+    target = load_target("vector", args.target_set)
+    out: dict = {"target": "vector", "target_set": args.target_set, "batch": args.batch, "fc_batch": args.fc_batch,
+                 "resolution": args.resolution}
     t0 = time.time()
     model = build_model("vgg16", batch=args.batch, resolution=args.resolution)
     compilation = compile_fused(model, workdir, "vgg16")
-    program, result = lower_and_run(compilation, target.name)
+    program, result = lower_and_run(compilation, target.name, target_set=tuple(args.target_set))
     rows = [r for r in compute_rows(program, result, model) if r["kind"] == "conv"]
     del compilation, program, result
     in_features = 512 * (args.resolution // 32) ** 2
     fc_model = classifier_model(args.fc_batch, in_features)
     fc_compilation = compile_fused(fc_model, workdir, "vgg16_classifier")
-    fc_program, fc_result = lower_and_run(fc_compilation, target.name)
+    fc_program, fc_result = lower_and_run(fc_compilation, target.name, target_set=tuple(args.target_set))
     fc_rows = compute_rows(fc_program, fc_result, fc_model)
     del fc_model, fc_compilation, fc_program, fc_result
     fc1_model = classifier_model(1, in_features)  # batch 1: DRAM-bound, for the roofline column
-    fc1_program, fc1_result = lower_and_run(compile_fused(fc1_model, workdir, "vgg16_classifier_b1"), target.name)
+    fc1_program, fc1_result = lower_and_run(compile_fused(fc1_model, workdir, "vgg16_classifier_b1"), target.name,
+                                            target_set=tuple(args.target_set))
     fc1_rows = compute_rows(fc1_program, fc1_result, fc1_model)
     out["seconds"] = time.time() - t0
     out["conv"], out["fc"], out["fc_batch1"] = rows, fc_rows, fc1_rows
@@ -301,6 +310,39 @@ def bench_vgg(args, workdir: Path) -> dict:
         ["lowest % of roofline bound (any layer above)", out["min_of_bound"], None, GOALS["roofline"]],
     ]
     print(table(["MAC efficiency (%)", "nncc", "paper", "goal"], summary))
+    if args.width:
+        out["width"] = width_mapping_rows(target, args, rows)
+        print()
+        print(table(["layer", "channels mapping %", "width mapping forced %", "width tiles (toc, tic, toh, tow)"],
+                    [[r["name"], r["channels"], r["width"], r["tiles"]] for r in out["width"]],
+                    "    the width mapping (weights broadcast, output columns on the lanes) forced on every conv: "
+                    "its best tiling's timed schedule (the cost model, equal to the simulation)"))
+    return out
+
+
+VGG16_CONVS = ((3, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 2), (128, 256, 4), (256, 256, 4), (256, 256, 4),
+               (256, 512, 8), (512, 512, 8), (512, 512, 8), (512, 512, 16), (512, 512, 16), (512, 512, 16))
+"""VGG-16's 3x3 convs: input channels, output channels, downscaling of the input size."""
+
+
+def width_mapping_rows(target, args, rows: list[dict]) -> list[dict]:
+    """Per VGG-16 conv: the efficiency of the width mapping's best tiling (`conv_width.choose_width_tiles`,
+    its schedule timed by the cost model) beside the simulated channels mapping."""
+    from nncc.compiler.codegen.context import Lowering
+    from nncc.compiler.codegen.conv import ConvShape
+    from nncc.compiler.codegen.conv_width import choose_width_tiles
+    from nncc.runtime.program import Program
+
+    lowering = Lowering(target, Program(target, []), None)
+    lowering.layer_cores = target.cores
+    out = []
+    for row, (c, o, down) in zip(rows, VGG16_CONVS):
+        size = args.resolution // down
+        shape = ConvShape(args.batch, c, size, size, o, 3, 3, size, size, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        found = choose_width_tiles(lowering, shape, bias=True)
+        width = None if found is None else 100 * row["macs"] / (found[1].cycles * target.mac_units)
+        tiles = "" if found is None else f"{found[0].toc}, {found[0].tic}, {found[0].toh}, {found[0].tow}"
+        out.append({"name": row["name"], "channels": row["efficiency"], "width": width, "tiles": tiles})
     return out
 
 
@@ -698,13 +740,109 @@ def bench_bound(args, workdir: Path) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
+# --------------------------------------------------------------------------- (m) kernel validation
+
+
+def micro_kernel_program(k: int, target):
+    """One 6 x 48 x k matmul on core 0 of `target`: a (6 x k) DMA'd into SM (the broadcast memory,
+    where the published kernel finds its panel), b (k x 48) into AM, c stored back."""
+    from nncc.runtime import isa
+    from nncc.runtime.program import Program, Symbol
+
+    a_addr, b_addr, c_addr = 0, 4 * 6 * k, 4 * 6 * k + 4 * 48 * k
+    code = [
+        isa.make("dma", src=("DRAM", a_addr), src_stride=(0, k, 1), dst=("SM", 0), dst_stride=(0, k, 1),
+                 shape=(1, 6, k), signal=(0,)),
+        isa.make("dma", ch=1, src=("DRAM", b_addr), src_stride=(0, 48, 1), dst=("AM", 0), dst_stride=(0, 48, 1),
+                 shape=(1, k, 48), signal=(1,)),
+        isa.make("matmul", mnk=(6, 48, k), a=("SM", 0), a_stride=(0, k, 1), b=("AM", 0), b_stride=(0, 48, 1),
+                 c=("AM", 4 * 48 * k), c_stride=(0, 48, 1), wait=(0, 1), signal=(2,)),
+        isa.make("dma", src=("AM", 4 * 48 * k), src_stride=(0, 48, 1), dst=("DRAM", c_addr), dst_stride=(0, 48, 1),
+                 shape=(1, 6, 48), wait=(2,)),
+    ]
+    symbols = [Symbol("a", "input", a_addr, (6, k)), Symbol("b", "input", b_addr, (k, 48)),
+               Symbol("c", "output", c_addr, (6, 48))]
+    return Program(target, code, symbols, dram_bytes=c_addr + 4 * 6 * 48)
+
+
+def gemm_model(m: int, n: int, k: int, seed: int = 0) -> onnx.ModelProto:
+    """y = x . w (x: [m, k] input, w: [k, n] weight)."""
+    w = np.random.default_rng(seed).standard_normal((k, n), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.tobytes(), raw=True)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def gemm_efficiency(workdir: Path, m: int, n: int, k: int, cores: int, target_set=()) -> dict:
+    """A compiled GEMM on `cores` cores of `vector`: its layer's cycles and efficiency on those cores,
+    outputs checked against numpy."""
+    from nncc.runtime.interpreter import random_inputs, run
+
+    model = gemm_model(m, n, k)
+    program = back_end(compile_fused(model, workdir, f"gemm_{m}_{n}_{k}"), "vector",
+                       target_set=(*target_set, f"cores={cores}"))
+    inputs = random_inputs(program)
+    result = run(program, inputs)
+    w = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    np.testing.assert_allclose(result.outputs["y"], inputs["x"] @ w, rtol=1e-3, atol=1e-3)
+    layer = max(result.layers, key=lambda layer: layer.macs)
+    predicted = getattr(program, "predictions", {}).get(result.layers.index(layer), {}).get("predicted_cycles")
+    return {"m": m, "n": n, "k": k, "cores": cores, "cycles": layer.cycles, "predicted_cycles": predicted,
+            "efficiency": 100 * layer.macs / (layer.cycles * cores * program.target.main.macs_per_cycle)}
+
+
+def bench_kernel(args, workdir: Path) -> dict:
+    from nncc.runtime.interpreter import random_inputs, run
+    from nncc.runtime.target import load_target
+
+    target = load_target("vector", args.target_set)
+    out: dict = {"target": "vector", "target_set": args.target_set, "micro_kernel": [], "single_core": [],
+                 "scaling": []}
+    for k in sorted(PAPER_KERNEL):
+        program = micro_kernel_program(k, target)
+        inputs = random_inputs(program)
+        result = run(program, inputs)
+        np.testing.assert_allclose(result.outputs["c"], inputs["a"] @ inputs["b"], rtol=1e-3, atol=1e-3)
+        busy = result.busy["core0.main"]
+        out["micro_kernel"].append({"k": k, "cycles": busy, "efficiency": 100 * 6 * 48 * k / (busy * 48),
+                                    "paper": PAPER_KERNEL[k], "formula": 100 * 3 * k / (3 * k + 13)})
+    print(table(["k", "matmul cycles", "nncc %", "paper %", "3k/(3k+13) %"],
+                [[r["k"], r["cycles"], r["efficiency"], r["paper"], r["formula"]] for r in out["micro_kernel"]],
+                "(m) vector timing model vs the FT-M7032 (Yu et al. 2024): one 6 x 48 x k matmul on one core"))
+    print()
+    gemms = KERNEL_GEMMS if not args.quick else ((256, 256, 256),)
+    out["single_core"] = [gemm_efficiency(workdir, m, n, k, 1, args.target_set) for m, n, k in gemms]
+    print(table(["M", "N", "K", "cycles", "predicted", "efficiency %"],
+                [[r["m"], r["n"], r["k"], r["cycles"], r["predicted_cycles"], r["efficiency"]]
+                 for r in out["single_core"]],
+                f"    single-core GEMM (compiled, cores=1; paper {PAPER_GEMM_SINGLE_CORE[0]:.0f}-"
+                f"{PAPER_GEMM_SINGLE_CORE[1]:.0f} %)"))
+    print()
+    m, n, k = SCALING_GEMM if not args.quick else (384, 384, 32)
+    out["scaling"] = [gemm_efficiency(workdir, m, n, k, cores, args.target_set) for cores in (1, 2, 4)]
+    print(table(["cores", "cycles", "predicted", "efficiency % (of those cores)"],
+                [[r["cores"], r["cycles"], r["predicted_cycles"], r["efficiency"]] for r in out["scaling"]],
+                f"    multi-core scaling at small k: {m} x {n} x {k}"))
+    return out
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
-    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn", "fused", "bound"), action="append",
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"),
+                        action="append",
                         help="run only this part (repeatable)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
     parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
     parser.add_argument("--fc-batch", type=int, default=64, help="VGG-16 FC batch (default 64: compute-bound)")
+    parser.add_argument("--width", action="store_true",
+                        help="(a): also the width mapping forced on every VGG-16 conv, beside the chosen one")
+    parser.add_argument("--target-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="(a), (m): override a field of the vector target (a what-if; repeatable)")
     parser.add_argument("--scan-resolution", type=int, default=224, help="MobileNetV2/ResNet-50 size for (b)")
     parser.add_argument("--resnet-resolution", type=int, default=224, help="ResNet-50 size for (c)")
     parser.add_argument("--resnet-targets", nargs="+", default=["vector", "edge"], help="targets for (c)")
@@ -759,12 +897,13 @@ def main(argv: list[str] | None = None) -> int:
 
         plot_format(args.bn_plot, "--bn-plot")
         check_writable("--bn-plot", args.bn_plot)
-    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound"]
+    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
         workdir = Path(tmp)
         for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo),
-                               ("bn", bench_bn), ("fused", bench_fused), ("bound", bench_bound)):
+                               ("bn", bench_bn), ("fused", bench_fused), ("bound", bench_bound),
+                               ("kernel", bench_kernel)):
             if part in parts:
                 if PLOTS:
                     PLOTS["part"] = part

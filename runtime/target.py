@@ -11,6 +11,7 @@ A TOML file looks like this (every key shown is required unless marked optional)
     description = "..."          # optional
     clock_ghz = 1.0
     cores = 4
+    barrier_cycles = 64          # optional (default 0): the cost of a barrier
 
     [core.main]                  # the compute unit of every core; also [core.pre], [core.post] (optional)
     kind = "vector"              # "vector": lanes x macs_per_lane MACs/cycle; "matrix": rows x cols
@@ -21,6 +22,13 @@ A TOML file looks like this (every key shown is required unless marked optional)
     pipeline_depth = 8           # cycles added to every instruction on this unit
     mac_energy_pj = 4.6          # one multiply-accumulate
     op_energy_pj = 1.0           # one elementwise operation
+    kernel_rows = 6              # optional, vector only, all seven or none (0: off): the micro-kernel
+    fma_latency = 6              #   rules of a matmul (runtime/timing.py, docs/targets.md)
+    vector_registers = 64
+    kernel_fill_drain = 26
+    load_store_units = 2
+    broadcast_memory = "SM"
+    broadcast_stage_cycles = 16
 
     [[memory]]                   # one table per on-chip memory
     name = "AM"
@@ -37,6 +45,7 @@ A TOML file looks like this (every key shown is required unless marked optional)
     channels = 4
     bandwidth_bytes_per_cycle = 64
     latency_cycles = 64
+    broadcast = false            # optional (default true): a multicast writes every destination at once
 
     [dram]
     size_bytes = 4294967296
@@ -49,6 +58,9 @@ A TOML file looks like this (every key shown is required unless marked optional)
     activation_energy_pj = 3737  # optional: one activate + precharge (a row-buffer miss)
     read_burst_energy_pj = 2880  # optional: one read burst
     write_burst_energy_pj = 2477 # optional: one write burst
+    burst_timing = true          # optional (default false): bus time by whole bursts per contiguous run
+    sustained_fraction = 0.8     # optional (default 1): of bandwidth_gbps, with burst_timing
+    run_cycles = 1               # optional (default 0): bus cycles per run at least, with burst_timing
 
 The row model's address mapping and energy rule are in `runtime/dram.py`.
 """
@@ -419,7 +431,9 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
     if not kernel:
         return unit
     registers = reader.integer(table, "vector_registers", where, minimum=3, maximum=MAX_UNIT_SIZE)
-    rows = reader.integer(table, "kernel_rows", where, minimum=1, maximum=registers - 2)
+    rows = reader.integer(table, "kernel_rows", where, minimum=0, maximum=registers - 2)
+    if not rows:  # kernel_rows = 0 turns the rule off (a what-if: --target-set core.main.kernel_rows=0)
+        return unit
     memory = table["broadcast_memory"]
     if not isinstance(memory, str):
         raise reader.fail(f"{where}broadcast_memory", f"expected a memory name, got {memory!r}")

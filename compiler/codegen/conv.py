@@ -222,7 +222,7 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) 
         return shortlist[0]
     timed, seen = [], {}
     for candidate in shortlist:
-        same = equivalence(s, candidate)
+        same = equivalence(s, candidate, target.dram.burst_timing or target.main.micro_kernel)
         if same not in seen:
             seen[same] = probe_prediction(lowering, "channels", s, candidate, bias)
         prediction, candidate_jobs = seen[same]
@@ -232,11 +232,15 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) 
     return timed[best][3]
 
 
-def equivalence(s: ConvShape, t: ConvTiles) -> Hashable:
+def equivalence(s: ConvShape, t: ConvTiles, shape_matters: bool = False) -> Hashable:
     """Tilings with the same key have the same schedule up to the shape of their DMA boxes, so the
     same cycles and DRAM bytes: those of a pointwise (1x1, stride 1, unpadded) conv whose output
     tiles have the same area and divide the output evenly (no halo, no fragment: every job moves
-    and computes as many elements, in as many tiles)."""
+    and computes as many elements, in as many tiles). Not where the shape matters
+    (`shape_matters`): a DRAM timed by bursts per contiguous run (`dram.burst_timing`) or a
+    micro-kernel unit, whose matmuls of toh x tow rows split into calls by their rows."""
+    if shape_matters:
+        return t
     if s.kh == s.kw == 1 and s.strides == (1, 1) and not any(s.pads) and s.oh % t.toh == 0 and s.ow % t.tow == 0:
         return (t.toc, t.tic, t.toh * t.tow, (s.oh // t.toh) * (s.ow // t.tow), t.split)
     return t

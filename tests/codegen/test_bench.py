@@ -21,7 +21,7 @@ def test_table_aligns_numbers_right_and_text_left():
 @pytest.mark.big_memory
 def test_vgg_part(tmp_path, capsys):
     out = tmp_path / "b.json"
-    assert bench.main(["--only", "vgg", "--resolution", "32", "--fc-batch", "4", "--json", str(out)]) == 0
+    assert bench.main(["--only", "vgg", "--resolution", "32", "--fc-batch", "4", "--width", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "(a) VGG-16 inference on vector" in text and "86.6" in text and "93.2" in text
     figures = json.loads(out.read_text())["vgg"]
@@ -30,6 +30,24 @@ def test_vgg_part(tmp_path, capsys):
         assert row["predicted_cycles"] == row["cycles"]
         assert 0 < row["efficiency"] <= 100 and 0 < row["of_bound"] <= 100
     assert figures["fc"][0]["macs"] == 4 * 512 * 4096
+    # the width mapping forced on every conv: never better than the chosen mapping by more than
+    # the chooser's 1 % tolerance (it would have been chosen)
+    assert [row["name"] for row in figures["width"]] == [row["name"] for row in figures["conv"]]
+    assert all(row["width"] is None or 0 < row["width"] <= row["channels"] * 1.01 + 1e-9 for row in figures["width"])
+
+
+def test_kernel_part_reproduces_the_published_micro_kernel(tmp_path, capsys):
+    out = tmp_path / "k.json"
+    assert bench.main(["--only", "kernel", "--quick", "--json", str(out)]) == 0
+    assert "(m) vector timing model vs the FT-M7032" in capsys.readouterr().out
+    figures = json.loads(out.read_text())["kernel"]
+    # one 6x3-vector call: 6k FMA cycles + 26 fill/drain + 18 c stores / 2 load/store units
+    assert [row["cycles"] for row in figures["micro_kernel"]] == [6 * k + 26 + 9 for k in (64, 512, 1024)]
+    assert all(abs(row["efficiency"] - row["paper"]) <= 1 for row in figures["micro_kernel"])
+    for row in figures["single_core"] + figures["scaling"]:
+        assert row["predicted_cycles"] == row["cycles"] and 0 < row["efficiency"] <= 100
+    scaling = [row["efficiency"] for row in figures["scaling"]]
+    assert scaling == sorted(scaling, reverse=True)  # more cores, lower efficiency at small k
 
 
 @pytest.mark.big_memory

@@ -65,9 +65,10 @@ def conv_fc_layers(program, result):
             if i in predictions and layer.op.endswith(("conv2d", "gemm"))]
 
 
-def single_layer(target_name: str, s: ConvShape, tiles: ConvTiles | None = None, order: str = "scan"):
+def single_layer(target_name: str, s: ConvShape, tiles: ConvTiles | None = None, order: str = "scan",
+                 overrides: tuple[str, ...] = ()):
     """One conv layer with placeholder DRAM operands: (tiles, prediction, simulated layer)."""
-    target = load_target(target_name)
+    target = load_target(target_name, overrides)
     program = Program(target, [])
     lowering = Lowering(target, program, None, tile_order=order)
     if hasattr(lowering, "layer_cores"):  # every core, as lower_module deals a layer's tiles
@@ -217,9 +218,15 @@ def test_equivalent_pointwise_tilings_are_timed_once():
     assert equivalence(s, a) == equivalence(s, b)
     assert equivalence(s, ConvTiles(32, 64, 3, 7, "spatial")) != equivalence(s, a)  # a fragment
     assert equivalence(conv3x3(1, 64, 28, 64), a) != equivalence(conv3x3(1, 64, 28, 64), b)  # halos
-    layers = [single_layer("vector", s, tiles)[2] for tiles in (a, b)]
+    plain = ("dram.burst_timing=false", "core.main.kernel_rows=0")
+    layers = [single_layer("vector", s, tiles, overrides=plain)[2] for tiles in (a, b)]
     assert [(x.cycles, x.dram_read_bytes, x.dram_write_bytes) for x in layers][0] == \
         (layers[1].cycles, layers[1].dram_read_bytes, layers[1].dram_write_bytes)
+    # where the shape matters they differ: 7-float rows (28 B, a 64-B burst each) and 7-row matmuls
+    # (a 6-row and a 1-row kernel call) are slower than 14-float ones
+    assert equivalence(s, a, shape_matters=True) != equivalence(s, b, shape_matters=True)
+    timed = [single_layer("vector", s, tiles)[2] for tiles in (a, b)]
+    assert timed[0].cycles > timed[1].cycles and timed[0].dram_read_bytes == timed[1].dram_read_bytes
 
 
 def test_width_bound_bounds_the_width_tilings():
@@ -297,9 +304,11 @@ def test_prediction_equals_simulation_per_layer(model, target_name, buffers, tmp
 
 @pytest.mark.big_memory
 def test_vgg_layers_near_their_roofline(tmp_root):
-    """VGG-16 (64x64) on vector: every conv layer past the first (whose 3 input channels leave
-    the bias and ReLU epilogue at 13 % of its work) and every FC layer within 90 % of its roofline
-    bound (compute, or DRAM streaming its input, weights and output once)."""
+    """VGG-16 (64x64) on vector: every conv layer past the first (whose 3 input channels give
+    its matmuls k = 9, so micro-kernel calls mostly fill and drain) and every FC layer within 85 %
+    of its roofline bound (compute, or DRAM streaming its input, weights and output once at the
+    sustained bandwidth, 0.8 of peak). The micro-kernel's fill/drain and c stores (about 3k/(3k+13) at best: 96-99 % at
+    these k), the SM panels and DRAM bursts at 0.8 of peak keep a layer below the bound."""
     import math
 
     compilation = fused("vgg16", 64, tmp_root)
@@ -312,5 +321,5 @@ def test_vgg_layers_near_their_roofline(tmp_root):
     for layer in layers[1:]:
         node = nodes[layer.onnx_nodes[0]]
         nbytes = 4 * sum(math.prod(shapes[t]) for t in (*node.input, *node.output))
-        bound = roofline_cycles(target, layer.macs, nbytes)
-        assert bound >= 0.9 * layer.cycles, (layer, bound)
+        bound = roofline_cycles(target, layer.macs, nbytes / target.dram.sustained_fraction)
+        assert bound >= 0.85 * layer.cycles, (layer, bound)

@@ -23,6 +23,17 @@ def test_vector_preset_matches_published_ft_m7002_family_figures():
     assert target.memory("GSM").shared
 
 
+def test_vector_preset_has_the_ft_m7032_kernel_rules():
+    target = load_target("vector")
+    unit = target.main
+    assert unit.micro_kernel and (unit.kernel_rows, unit.fma_latency, unit.vector_registers) == (6, 6, 64)
+    assert (unit.kernel_fill_drain, unit.load_store_units, unit.broadcast_memory) == (26, 2, "SM")
+    assert target.memory("AM").bandwidth_bytes_per_cycle == 2 * 16 * 4  # two vector loads/stores per cycle
+    assert target.dram.burst_timing and target.dram.sustained_fraction == 0.8 and not target.dma.broadcast
+    assert not load_target("vector", ["core.main.kernel_rows=0"]).main.micro_kernel  # the rule off: a what-if
+    assert not load_target("edge").main.micro_kernel and load_target("edge").dma.broadcast
+
+
 def test_edge_buffer_has_64k_entries_and_dram_row_model():
     target = load_target("edge")
     buffer = target.memory("BUF")
@@ -66,12 +77,37 @@ def test_user_file_by_path(tmp_path):
         (["memory.BUF.word_bytes=6"], "memory.BUF.word_bytes: 6 is not a multiple of 4"),
         (["dma.extra=1"], "edge.toml: dma.extra: unknown key"),
         (["nonsense"], "bad override 'nonsense'"),
+        (["core.main.kernel_rows=6"], "edge.toml: core.main.kernel_rows: unknown key"),  # a matrix unit
+        (["dram.sustained_fraction=1.5"], "dram.sustained_fraction: 1.5 is more than the simulator supports"),
     ],
 )
 def test_bad_values_raise_one_line_errors_naming_file_and_key(overrides, message):
     with pytest.raises(NnccError, match=re.escape(message)) as info:
         load_target("edge", overrides)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["core.main.broadcast_memory=\"XM\""], "core.main.broadcast_memory: 'XM' is not a memory"),
+        (["core.main.kernel_rows=63"], "core.main.kernel_rows: 63 is more than the simulator supports"),
+        (["dma.broadcast=2"], "dma.broadcast: expected true or false"),
+    ],
+)
+def test_bad_kernel_rules_are_named(overrides, message):
+    with pytest.raises(NnccError, match=re.escape(f"vector.toml: {message}")):
+        load_target("vector", overrides)
+
+
+def test_kernel_rules_come_all_together(tmp_path):
+    from importlib import resources
+
+    base = (resources.files("nncc.runtime.targets") / "vector.toml").read_text()
+    partial = tmp_path / "partial.toml"
+    partial.write_text(base.replace("fma_latency = 6", ""))
+    with pytest.raises(NnccError, match=r"partial.toml: core.main.fma_latency: missing \(the micro-kernel keys"):
+        load_target(str(partial))
 
 
 def test_missing_field_is_named(tmp_path):
