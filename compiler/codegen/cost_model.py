@@ -103,8 +103,9 @@ def time_schedule(schedule: Schedule, barriers: Sequence[int] = (), dma: timing.
 
 
 def operation_costs(schedule: Schedule, memory, prediction: Prediction) -> list:
-    """Per operation: a compute's busy cycles (int), or a DMA's (src memory, dst memory, bytes read,
-    bytes written per copy); the MACs and DRAM bytes are added to `prediction`."""
+    """Per operation: a compute's busy cycles (int), or a DMA's `timing.dma_payload` (src memory,
+    dst memory, bytes read, bytes written per copy, copies, DRAM runs); the MACs and DRAM bytes are
+    added to `prediction`."""
     target = schedule.target
     memory_of = {name: kind.memory for name, kind in schedule.kinds.items()}
     costs: dict = {}  # compute instructions repeat: each kind timed once
