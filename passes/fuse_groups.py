@@ -119,7 +119,7 @@ def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
                 choice = cached(lowering, "chain", chain.ops, lambda: best_chain(lowering, chain))
                 if choice is None:
                     continue
-                piece = (choice[0], choice[1], Total(singles[i:j]))
+                piece = (choice[0], choice[1], Total(singles[i:j], lowering.target.barrier_cycles))
             key = tuple(a + b for a, b in zip(best[i][0], (int(always), *rank(piece[1], lowering.objective))))
             if best[j] is None or key < best[j][0]:
                 best[j] = (key, best[i][1] + [(i, j, piece)])
@@ -145,11 +145,12 @@ def cached(lowering: Lowering, kind: str, ops, compute):
 
 
 class Total:
-    """The sum of the layers' predictions (what `rank` reads)."""
+    """The sum of the layers' predictions (what `rank` reads), with the barrier between each two
+    layers (the target's `barrier_cycles`)."""
 
-    def __init__(self, predictions):
+    def __init__(self, predictions, barrier_cycles: int = 0):
         predictions = list(predictions)
-        self.cycles = sum(p.cycles for p in predictions)
+        self.cycles = sum(p.cycles for p in predictions) + max(0, len(predictions) - 1) * barrier_cycles
         self.dram_read_bytes = sum(p.dram_read_bytes for p in predictions)
         self.dram_write_bytes = sum(p.dram_write_bytes for p in predictions)
 
@@ -157,7 +158,7 @@ class Total:
 def layer_by_layer(lowering: Lowering, chain: Chain) -> Total:
     """The cost model's figures for the chain's layers on their own, each the nest tile-layers
     would write (the same tiles, epilogue and residual), as the simulation runs it."""
-    return Total([layer_prediction(lowering, op) for op in chain.ops])
+    return Total([layer_prediction(lowering, op) for op in chain.ops], lowering.target.barrier_cycles)
 
 
 def layer_prediction(lowering: Lowering, op: Operation):
