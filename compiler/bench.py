@@ -320,14 +320,16 @@ def bench_vgg(args, workdir: Path) -> dict:
     return out
 
 
-VGG16_CONVS = ((3, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 2), (128, 256, 4), (256, 256, 4), (256, 256, 4),
-               (256, 512, 8), (512, 512, 8), (512, 512, 8), (512, 512, 16), (512, 512, 16), (512, 512, 16))
-"""VGG-16's 3x3 convs: input channels, output channels, downscaling of the input size."""
+VGG16_CONVS = ((0, 3, 64, 1), (2, 64, 64, 1), (5, 64, 128, 2), (7, 128, 128, 2), (10, 128, 256, 4),
+               (12, 256, 256, 4), (14, 256, 256, 4), (17, 256, 512, 8), (19, 512, 512, 8), (21, 512, 512, 8),
+               (24, 512, 512, 16), (26, 512, 512, 16), (28, 512, 512, 16))
+"""VGG-16's 3x3 convs: layer index in `features`, input and output channels, downscaling of the input."""
 
 
 def width_mapping_rows(target, args, rows: list[dict]) -> list[dict]:
     """Per VGG-16 conv: the efficiency of the width mapping's best tiling (`conv_width.choose_width_tiles`,
-    its schedule timed by the cost model) beside the simulated channels mapping."""
+    its schedule timed by the cost model) beside the simulated layer (a fused chain's row for a conv
+    in a chain)."""
     from nncc.compiler.codegen.context import Lowering
     from nncc.compiler.codegen.conv import ConvShape
     from nncc.compiler.codegen.conv_width import choose_width_tiles
@@ -336,13 +338,17 @@ def width_mapping_rows(target, args, rows: list[dict]) -> list[dict]:
     lowering = Lowering(target, Program(target, []), None)
     lowering.layer_cores = target.cores
     out = []
-    for row, (c, o, down) in zip(rows, VGG16_CONVS):
+    for index, c, o, down in VGG16_CONVS:
+        name = f"features.{index}"
+        row = next((r for r in rows if name in r["name"].split("+")), None)
         size = args.resolution // down
         shape = ConvShape(args.batch, c, size, size, o, 3, 3, size, size, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+        macs = args.batch * o * size * size * c * 9
         found = choose_width_tiles(lowering, shape, bias=True)
-        width = None if found is None else 100 * row["macs"] / (found[1].cycles * target.mac_units)
+        width = None if found is None else 100 * macs / (found[1].cycles * target.mac_units)
         tiles = "" if found is None else f"{found[0].toc}, {found[0].tic}, {found[0].toh}, {found[0].tow}"
-        out.append({"name": row["name"], "channels": row["efficiency"], "width": width, "tiles": tiles})
+        out.append({"name": name if row is None or row["name"] == name else f"{name} (in {row['name']})",
+                    "channels": None if row is None else row["efficiency"], "width": width, "tiles": tiles})
     return out
 
 
