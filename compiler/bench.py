@@ -29,6 +29,11 @@
 (m) `kernel`: the `vector` timing model against the FT-M7032's published GEMM figures (Yu et al.,
     IPDPS 2024): one 6 x 48 x k `matmul` on one core (micro-kernel efficiency at k = 64, 512, 1024),
     compiled single-core GEMMs (published 92-96 %), and a small-k GEMM on 1, 2 and 4 cores.
+(n) `train` (only with `--only train`): one VGG-16 training step on `vector` (`nncc --train`,
+    batch `--train-batch`): per conv layer and phase (forward, backward-data, backward-filter)
+    the MAC efficiency and the roofline bound, and the same for the classifier trained alone at
+    `--train-fc-batch`, beside the paper's (conv 69.63 %, FC 81.98 %); with `--train-resnet`, the
+    compile and simulation time of one ResNet-50 step (batch `--train-resnet-batch`).
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -743,6 +748,128 @@ def bench_bound(args, workdir: Path) -> dict:
     return {"layers": out, "worst": worst, "above_naive": above}
 
 
+# --------------------------------------------------------------------------- (n) training on vector
+
+PAPER_TRAIN = {"conv": 69.63, "fc": 81.98}  # Chen, Li, Liu 2024, VGG training MAC efficiency (%)
+GOALS_TRAIN = {"conv": 80.0, "fc": 90.0, "resnet_sim_s": 60.0}
+TRAIN_PHASES = {"nn.conv2d_backward_data": "backward-data", "nn.conv2d_backward_filter": "backward-filter"}
+
+
+def train_step(model: onnx.ModelProto, workdir: Path, name: str, batch: int) -> dict:
+    """`nncc NAME.onnx --train --target=vector --batch N --report R` (one SGD step, seeded data): its report."""
+    from nncc.compiler.cli import main as nncc_main
+
+    path, report = workdir / f"{name}.onnx", workdir / f"{name}.report.json"
+    onnx.save(model, str(path))
+    code = nncc_main([str(path), "--train", "--target=vector", "--batch", str(batch), "--report", str(report),
+                      "--program", str(workdir / name)])
+    if code:
+        raise NnccError(f"nncc --train on {name} exited with {code}")
+    return json.loads(report.read_text())
+
+
+def training_phase(row: dict) -> str | None:
+    """forward / backward-data / backward-filter of a conv or FC layer's row, else None."""
+    if row["phase"] == "forward" and row["op"] in ("nn.conv2d", "fused.conv2d", "nn.gemm", "fused.gemm"):
+        return "forward"
+    if row["op"] in TRAIN_PHASES:
+        return TRAIN_PHASES[row["op"]]
+    if row["phase"] == "backward" and row["op"] == "nn.gemm":
+        return {"a": "backward-data", "b": "backward-filter"}.get(row["name"].rpartition("_grad_")[2])
+    return None
+
+
+def training_rows(report: dict, model: onnx.ModelProto) -> list[dict]:
+    """Per conv/FC layer and phase: cycles, MACs, MAC efficiency and the roofline bound (all MAC
+    units busy, or DRAM moving the layer's input, weights and output once: each phase touches
+    tensors of those three sizes, x, W, y -> dy, W, dx -> x, dy, dW)."""
+    from nncc.runtime.target import load_target
+
+    target = load_target("vector")
+    info = node_info(model)
+    rows = []
+    for row in report["layers"]:
+        phase = training_phase(row)
+        node = next((n for n in row["onnx_nodes"] if info.get(n, ("",))[0] in ("Conv", "Gemm")), None)
+        if phase is None or node is None or not row["cycles"]:
+            continue
+        macs = row["macs"]
+        bound = max(macs / target.mac_units, info[node][1] / target.dram_bytes_per_cycle)
+        rows.append({"node": node, "kind": "conv" if info[node][0] == "Conv" else "fc", "phase": phase,
+                     "macs": macs, "cycles": row["cycles"], "efficiency": 100 * macs / (row["cycles"] * target.mac_units),
+                     "bound_cycles": int(bound),
+                     "bound": "compute" if macs / target.mac_units >= info[node][1] / target.dram_bytes_per_cycle
+                     else "DRAM", "of_bound": 100 * bound / row["cycles"]})
+    return rows
+
+
+def efficiency(rows: list[dict]) -> float | None:
+    cycles = sum(r["cycles"] for r in rows)
+    return 100 * sum(r["macs"] for r in rows) / (cycles * 192) if cycles else None
+
+
+def bench_train(args, workdir: Path) -> dict:
+    from nncc.compiler.zoo import build_model
+
+    out: dict = {"target": "vector", "batch": args.train_batch, "resolution": args.train_resolution,
+                 "fc_batch": args.train_fc_batch}
+    model = build_model("vgg16", batch=args.train_batch, resolution=args.train_resolution)
+    report = train_step(model, workdir, "vgg16_train", args.train_batch)
+    conv = [r for r in training_rows(report, model) if r["kind"] == "conv"]
+    out["step"] = {"cycles": report["cycles"], "mac_utilization": 100 * report["mac_utilization"],
+                   "phases": report["phases"], "cpu_seconds": report.get("cpu_seconds")}
+    in_features = 512 * (args.train_resolution // 32) ** 2
+    fc_model = classifier_model(args.train_fc_batch, in_features)
+    fc_report = train_step(fc_model, workdir, "vgg16_classifier_train", args.train_fc_batch)
+    fc = training_rows(fc_report, fc_model)
+    out["conv"], out["fc"] = conv, fc
+    phases = ("forward", "backward-data", "backward-filter")
+    out["conv_by_phase"] = {p: efficiency([r for r in conv if r["phase"] == p]) for p in phases}
+    out["fc_by_phase"] = {p: efficiency([r for r in fc if r["phase"] == p]) for p in phases}
+    out["conv_overall"], out["fc_overall"] = efficiency(conv), efficiency(fc)
+    out["conv_average"] = average(r["efficiency"] for r in conv)
+    out["fc_average"] = average(r["efficiency"] for r in fc)
+    headers = ["layer (ONNX node)", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
+    render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
+                          r["of_bound"]] for r in rs]
+    print(table(headers, render(conv), f"(n) VGG-16 training on vector, one SGD step, batch {args.train_batch}, "
+                                       f"{args.train_resolution}x{args.train_resolution}: conv layers"))
+    print()
+    print(table(headers, render(fc), f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
+    print()
+    summary = [[f"conv, {p}", out["conv_by_phase"][p], None, None] for p in phases] + [
+        ["conv, forward + backward-data + backward-filter (all MACs / all cycles)", out["conv_overall"],
+         PAPER_TRAIN["conv"], GOALS_TRAIN["conv"]],
+        ["conv, average over layer-phase rows", out["conv_average"], None, None]] + [
+        [f"FC, {p}", out["fc_by_phase"][p], None, None] for p in phases] + [
+        ["FC, all three phases (all MACs / all cycles)", out["fc_overall"], PAPER_TRAIN["fc"], GOALS_TRAIN["fc"]],
+        [f"whole VGG-16 step at batch {args.train_batch} (every layer, update included)",
+         out["step"]["mac_utilization"], None, None]]
+    print(table(["MAC efficiency (%)", "nncc", "paper", "goal"], summary))
+    if args.train_resnet:
+        print()
+        out["resnet50"] = bench_resnet_step(args, workdir)
+    return out
+
+
+def bench_resnet_step(args, workdir: Path) -> dict:
+    """One ResNet-50 training step on vector: compile and simulation time (CPU and wall)."""
+    from nncc.compiler.zoo import build_model
+
+    batch, size = args.train_resnet_batch, args.train_resnet_resolution
+    report = train_step(build_model("resnet50", batch=batch, resolution=size), workdir, "resnet50_train", batch)
+    entry = {"batch": batch, "resolution": size, "cycles": report["cycles"],
+             "mac_utilization": 100 * report["mac_utilization"], "instructions": report.get("instructions"),
+             "cpu_seconds": report.get("cpu_seconds"), "wall_seconds": report.get("wall_seconds")}
+    cpu, wall = entry["cpu_seconds"] or {}, entry["wall_seconds"] or {}
+    print(table(["compile CPU s", "compile wall s", "simulate CPU s", "simulate wall s", "cycles", "MAC util %"],
+                [[cpu.get("compile"), wall.get("compile"), cpu.get("simulate"), wall.get("simulate"),
+                  entry["cycles"], entry["mac_utilization"]]],
+                f"    ResNet-50, one training step on vector, batch {batch}, {size}x{size} (goal: simulated in "
+                f"<= {GOALS_TRAIN['resnet_sim_s']:.0f} s)"))
+    return entry
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -839,9 +966,8 @@ def bench_kernel(args, workdir: Path) -> dict:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="nncc-bench", description="The seed papers' tables on nncc's simulator.")
-    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"),
-                        action="append",
-                        help="run only this part (repeatable)")
+    parser.add_argument("--only", choices=("vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel", "train"),
+                        action="append", help="run only this part (repeatable; train runs only when named)")
     parser.add_argument("--batch", type=int, default=1, help="VGG-16 conv batch (default 1)")
     parser.add_argument("--resolution", type=int, default=224, help="VGG-16 input size (default 224)")
     parser.add_argument("--fc-batch", type=int, default=64, help="VGG-16 FC batch (default 64: compute-bound)")
@@ -863,6 +989,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--fused-resolution", type=int, default=224, help="VGG-16 head size for (k)")
     parser.add_argument("--fused-buffers", type=int, nargs="+", default=[370688, 1048576, 2097152], metavar="BYTES",
                         help="edge buffer sizes for (k) (default 362 KiB, 1 MiB, 2 MiB)")
+    parser.add_argument("--train-batch", type=int, default=2, help="VGG-16 training batch for (n) (default 2)")
+    parser.add_argument("--train-resolution", type=int, default=224, help="VGG-16 training input size for (n)")
+    parser.add_argument("--train-fc-batch", type=int, default=64,
+                        help="batch of the classifier trained alone in (n) (default 64)")
+    parser.add_argument("--train-resnet", action="store_true", help="(n) also times one ResNet-50 training step")
+    parser.add_argument("--train-resnet-batch", type=int, default=8, help="its batch (default 8)")
+    parser.add_argument("--train-resnet-resolution", type=int, default=224, help="its input size (default 224)")
     parser.add_argument("--quick", action="store_true", help="64x64 everywhere, FC batch 16")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
@@ -876,14 +1009,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.resolution = args.scan_resolution = args.resnet_resolution = args.zoo_resolution = 64
-        args.fused_resolution = 64
+        args.fused_resolution = args.train_resolution = args.train_resnet_resolution = 64
         args.fc_batch = min(args.fc_batch, 16)
+        args.train_fc_batch = min(args.train_fc_batch, 16)
     for size in (args.resolution, args.scan_resolution, args.resnet_resolution, args.zoo_resolution,
-                 args.fused_resolution):
+                 args.fused_resolution, args.train_resolution, args.train_resnet_resolution):
         if size % 32 or size < 32:
             raise NnccError(f"resolution {size} must be a positive multiple of 32")
     if min(args.batch, args.fc_batch) < 1:
         raise NnccError(f"--batch and --fc-batch must be at least 1, got {args.batch} and {args.fc_batch}")
+    if min(args.train_batch, args.train_fc_batch, args.train_resnet_batch) < 2:
+        raise NnccError("--train-batch, --train-fc-batch and --train-resnet-batch must be at least 2 (BatchNorm "
+                        "and the check need a batch)")
     for name in [*(args.zoo_models or ()), *args.bn_models]:
         check_name(name)
     files = UserFiles()
@@ -903,13 +1040,13 @@ def main(argv: list[str] | None = None) -> int:
 
         plot_format(args.bn_plot, "--bn-plot")
         check_writable("--bn-plot", args.bn_plot)
-    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"]
+    parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"]  # (n) train when named
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:
         workdir = Path(tmp)
         for part, function in (("vgg", bench_vgg), ("scan", bench_scan), ("resnet", bench_resnet), ("zoo", bench_zoo),
                                ("bn", bench_bn), ("fused", bench_fused), ("bound", bench_bound),
-                               ("kernel", bench_kernel)):
+                               ("kernel", bench_kernel), ("train", bench_train)):
             if part in parts:
                 if PLOTS:
                     PLOTS["part"] = part

@@ -4,25 +4,36 @@
 pass (in the fused stage) rewrites each into forward ops, so that they go through the same
 tiling, vectorisation and double-buffered DMA as the forward layers:
 
-- `nn.conv2d_backward_data`: a stride-1 conv of the output gradient, spread (zero-inserted
+- `nn.conv2d_backward_data` of a stride-1 conv (group 1, or several channels per group on both
+  sides) and `nn.conv2d_backward_filter` of a group-1 conv are left to the back end, which
+  writes them as conv nests reading their tensors through views (`compiler/codegen/
+  training_nest.py`: no transposed, flipped or spread copies);
+- a strided `nn.conv2d_backward_data` (group 1, or several channels per group on both sides): per phase of the input (rows r, r + s, ...; columns
+  likewise), a stride-1 backward-data of the output gradient with the kernel taps that reach
+  it (a strided slice of the weights: no zero-insertion, no wasted MACs), the phases then put
+  in place by one transpose;
+- any other `nn.conv2d_backward_data` (depthwise, pooling's scatter, a phase whose gradient would
+  need cropping): a stride-1 conv of the output gradient, spread (zero-inserted
   between rows and columns for stride > 1, and padded or cropped) by two 0/1 matmuls, with the
-  weights transposed per group and flipped (`nn.slice` with steps -1); for stride 1 the spread
-  is the conv's own padding;
-- `nn.conv2d_backward_filter`: a conv whose "batch" is the input channels of a group and whose
+  weights transposed per group and flipped (`nn.slice` with steps -1);
+- any other `nn.conv2d_backward_filter`: a conv whose "batch" is the input channels of a group and whose
   "channels" are the images: x (C, N, H, W) with the output gradient (O, N, OH, OW) as its
   weights, the forward strides as dilations and the dilations as strides; its reduction runs
   over the batch and the output pixels. Cropped to the kernel and transposed to (O, C/g, KH, KW);
-- `nn.reduce_sum`: a transpose and a matmul with a ones vector (also every per-channel sum);
-- `nn.batch_norm_train`, `nn.batch_norm_backward`: per-channel means as matmuls, the
+- `nn.reduce_sum`: a transpose and a row reduction (a global average pool times the row
+  length: `vred` on the back end; also every per-channel sum);
+- `nn.batch_norm_train`, `nn.batch_norm_backward`: per-channel means as row reductions, the
   elementwise rest as broadcasting nn ops, the normalisation itself an `nn.batch_norm` with
   run-time statistics;
 - activation backward: masks from `nn.step` (1 where x > 0), times the gradient;
 - `nn.avg_pool_backward`: the gradient times 1/count, then a depthwise conv backward-data with
   ones; `nn.max_pool_backward`: per window tap, the mask of the first maximum (from
-  `nn.step` of the tap minus the recomputed max), the masked gradients stacked as channels and
-  scattered by one depthwise conv backward-data with one-hot kernels;
+  `nn.step` of the tap minus the recomputed max), the masked gradients stacked and put in
+  place by one transpose when the windows tile the input (stride = kernel, no pads: VGG's,
+  ResNet's 2x2 pools), else scattered by one depthwise conv backward-data with one-hot kernels;
 - the losses and their gradients (the cross-entropy as -sum(target * logits) + max(logits) -
-  log(max(softmax)), so no logarithm of a tiny probability), `nn.sgd`, `nn.scale`.
+  log(max(softmax)), so no logarithm of a tiny probability), `nn.scale`. `nn.sgd` is left to
+  the back end (one pass over each weight, `training_nest.sgd_nest`).
 
 Ties (two equal maxima of a window) are broken as the reference does (the first), except in
 global max pooling, where every maximum gets the gradient. The rewrite is exact in float32 up to
@@ -41,6 +52,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from nncc.compiler.codegen.training_nest import kept_for_back_end
 from nncc.compiler.weights import WeightStore, sanitize, store_of
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
@@ -99,6 +111,15 @@ class Builder:
         """1 where a <= 0."""
         return self.sub(self.scalar(1.0), self.step(a))
 
+    def slice_taps(self, w: SSAValue, first, step, count) -> SSAValue:
+        """Kernel taps first + i step (i < count) of (O, C, KH, KW) weights: sliced at compile time
+        for a constant (pooling's one-hot kernels), else an `nn.slice`."""
+        shape = nn.shape_of(w)[:2] + tuple(count)
+        if isinstance(w.owner, nn.WeightOp):
+            array = self.store[w.owner.ref.data]
+            return self.const("taps", array[:, :, first[0]::step[0], first[1]::step[1]][:, :, :count[0], :count[1]])
+        return self.op(nn.SliceOp(w, [0, 0, *first], [1, 1, *step], shape))
+
     def reshape(self, a, shape):
         return a if nn.shape_of(a) == tuple(shape) else self.op(nn.ReshapeOp(a, shape))
 
@@ -109,10 +130,12 @@ class Builder:
         return self.op(nn.MatMulOp(a, b))
 
     def row_sums(self, rows: SSAValue, factor: float = 1.0) -> SSAValue:
-        """(K, R) -> (K,): each row's sum (times `factor`) as a matmul with a column of `factor`."""
+        """(K, R) -> (K,): each row's sum (times `factor`) as the row's mean (a global average
+        pool of K channels of R x 1: the back end's row reduction, `vred`, R on the lanes)
+        times R x `factor`."""
         k, r = nn.shape_of(rows)
-        column = self.const(f"ones{r}", np.full((r, 1), factor))
-        return self.reshape(self.matmul(rows, column), (k,))
+        means = self.op(nn.GlobalAvgPoolOp(self.reshape(rows, (1, k, r, 1))))
+        return self.reshape(self.scale(means, r * factor), (k,))
 
     def reduce(self, x: SSAValue, axes, factor: float = 1.0) -> SSAValue:
         """Sum over `axes` (they disappear), times `factor`."""
@@ -141,7 +164,7 @@ def lower_op(b: Builder, op: Operation) -> list[SSAValue] | None:
     """The replacement values of a training op's results (its ops inserted before it), or None
     for an op this pass leaves alone."""
     rule = RULES.get(type(op))
-    if rule is None:
+    if rule is None or kept_for_back_end(op):
         return None
     inner = Builder(b.store, op)
     inner.count = b.count * 100  # distinct names for nested rewrites
@@ -194,6 +217,9 @@ def conv_backward_data(b: Builder, op: nn.Conv2dBackwardDataOp) -> list[SSAValue
     _, _, oh, ow = nn.shape_of(dy)
     off_h, off_w = (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[1]
     zh, zw = h + (kh - 1) * dh, w + (kw - 1) * dw  # the spread gradient: a stride-1 "valid" conv gives h x w
+    if (sh, sw) != (1, 1) and (group == 1 or min(nn.shape_of(op.weight)[1], nn.shape_of(op.weight)[0] // group) > 1) \
+            and (phases := output_phases(op)) is not None:  # phases that are the back end's conv nests
+        return [interleave_phases(b, op, phases)]
     weights = transposed_weight(b, op.weight, group)
     tail_h, tail_w = zh - off_h - (oh - 1) * sh - 1, zw - off_w - (ow - 1) * sw - 1
     if (sh, sw) == (1, 1) and min(off_h, off_w, tail_h, tail_w) >= 0:
@@ -202,6 +228,85 @@ def conv_backward_data(b: Builder, op: nn.Conv2dBackwardDataOp) -> list[SSAValue
         spread_dy = spread(b, spread(b, dy, 3, zw, off_w, sw), 2, zh, off_h, sh)
         conv = nn.Conv2dOp(spread_dy, weights, None, (1, 1), (0, 0, 0, 0), (dh, dw), group)
     return [b.op(conv)]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Along one axis, the input positions r, r + s, r + 2s, ... of a stride-s conv's input: the
+    kernel taps that reach them (`first`, every `step`-th, `count` of them) and the stride-1
+    conv relation of those positions with the output gradient (`dilation`, pads)."""
+
+    length: int  # positions of this phase
+    first: int
+    step: int
+    count: int
+    dilation: int
+    pads: tuple[int, int]
+
+
+def axis_phases(size: int, kernel: int, stride: int, pad: int, dilation: int, out: int) -> list[Phase | None]:
+    """Every phase r < stride of an input axis of `size` (None: no tap reaches it, its gradient is 0)."""
+    phases: list[Phase | None] = []
+    for r in range(stride):
+        taps = [k for k in range(kernel) if (k * dilation - r - pad) % stride == 0]
+        length = len(range(r, size, stride))
+        if not taps or not length:
+            phases.append(None)
+            continue
+        step = taps[1] - taps[0] if len(taps) > 1 else 1
+        dil = step * dilation // stride if len(taps) > 1 else 1  # one tap: any dilation
+        top = (pad + r - taps[0] * dilation) // stride
+        bottom = (out - 1) + (len(taps) - 1) * dil - (length - 1) - top
+        phases.append(Phase(length, taps[0], step, len(taps), dil, (top, bottom)))
+    return phases
+
+
+def output_phases(op) -> tuple[list, list] | None:
+    """The phases of a strided backward-data's rows and columns, or None when one would need the
+    output gradient cropped (a negative pad: the spread path then)."""
+    strides, pads, dilations, _ = op.conv_properties()
+    _, _, h, w = nn.shape_of(op.result)
+    _, _, kh, kw = nn.shape_of(op.weight)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    rows = axis_phases(h, kh, strides[0], pads[0], dilations[0], oh)
+    cols = axis_phases(w, kw, strides[1], pads[1], dilations[1], ow)
+    if any(min(p.pads) < 0 for p in rows + cols if p is not None):
+        return None
+    return rows, cols
+
+
+def interleave_phases(b: Builder, op, phases: tuple[list, list]) -> SSAValue:
+    """dx of a strided conv without zero-insertion: per phase (r, q) of the rows and columns, the
+    stride-1 backward-data of dy with the taps that reach those positions (a strided slice of the
+    kernel, no wasted MACs), then the phases put in place by one transpose, as pooling's taps."""
+    rows, cols = phases
+    (sh, sw), _, _, group = op.conv_properties()
+    n, c, h, w = nn.shape_of(op.result)
+    o, cg, _, _ = nn.shape_of(op.weight)
+    hm, wm = -(-h // sh), -(-w // sw)
+    pieces = []
+    for r in rows:
+        for q in cols:
+            if r is None or q is None:
+                piece = b.const("zero_phase", np.zeros((n, c, hm, wm)))
+            else:
+                taps = op.weight
+                if (r.first, q.first, r.step, q.step, r.count, q.count) != (0, 0, 1, 1, *nn.shape_of(op.weight)[2:]):
+                    taps = b.slice_taps(op.weight, (r.first, q.first), (r.step, q.step), (r.count, q.count))
+                piece = b.op(nn.Conv2dBackwardDataOp(op.grad, taps, (n, c, r.length, q.length), (1, 1),
+                                                     (r.pads[0], q.pads[0], r.pads[1], q.pads[1]),
+                                                     (r.dilation, q.dilation), group))
+                for axis, length, full in ((2, r.length, hm), (3, q.length, wm)):
+                    if length < full:  # a shorter last phase: zeros where the next row would be
+                        zeros = list(nn.shape_of(piece))
+                        zeros[axis] = full - length
+                        piece = b.op(nn.ConcatOp([piece, b.const(f"short{axis}", np.zeros(zeros))], axis))
+            pieces.append(b.reshape(piece, (1, n, c, hm, wm)))
+    stacked = b.reshape(b.op(nn.ConcatOp(pieces, 0)), (sh, sw, n, c, hm, wm))
+    dx = b.reshape(b.transpose(stacked, [2, 3, 4, 0, 5, 1]), (n, c, hm * sh, wm * sw))
+    if (hm * sh, wm * sw) != (h, w):
+        dx = b.op(nn.SliceOp(dx, [0, 0, 0, 0], [1, 1, 1, 1], (n, c, h, w)))
+    return dx
 
 
 def conv_backward_filter(b: Builder, op: nn.Conv2dBackwardFilterOp) -> list[SSAValue]:
@@ -369,12 +474,39 @@ def max_pool_backward(b: Builder, op: nn.MaxPool2dBackwardOp) -> list[SSAValue]:
             first = wins if remaining is None else b.mul(wins, remaining)
             remaining = b.sub(b.scalar(1.0), first) if remaining is None else b.sub(remaining, first)
             pieces.append(b.reshape(b.mul(first, dy), (n, c, 1, oh * ow)))
+    if tiling_windows(op, (n, c, h, w)):
+        return [interleave(b, b.op(nn.ConcatOp(pieces, 2)), kernel, (oh, ow), (n, c, h, w))]
     stacked = b.reshape(b.op(nn.ConcatOp(pieces, 2)), (n, c * taps, oh, ow))
     onehot = np.zeros((c * taps, 1) + tuple(kernel), dtype=np.float32)
     for t in range(taps):
         onehot[t::taps, 0, t // kernel[1], t % kernel[1]] = 1.0
     scatter = nn.Conv2dBackwardDataOp(stacked, b.const("onehot", onehot), (n, c, h, w), strides, full, dilations, c)
     return [b.op(scatter)]
+
+
+def tiling_windows(op, input_shape) -> bool:
+    """Windows that tile the input without overlap or gaps (stride = kernel, no pads, dilation 1,
+    no ceil-mode overhang): every input element is in at most one window."""
+    kernel, strides, pads, dilations, _ = op.pool_properties()
+    _, _, oh, ow = nn.shape_of(op.grad)
+    return (tuple(strides) == tuple(kernel) and not any(pads) and tuple(dilations) == (1, 1)
+            and oh * kernel[0] <= input_shape[2] and ow * kernel[1] <= input_shape[3])
+
+
+def interleave(b: Builder, stacked: SSAValue, kernel, windows, shape) -> SSAValue:
+    """(N, C, taps, OH OW), the gradient each window tap gets, as (N, C, H, W): tap (i, j) of
+    window (r, s) is element (r kh + i, s kw + j), one transpose; rows and columns no window
+    covers (floor mode) get zero."""
+    n, c, h, w = shape
+    (kh, kw), (oh, ow) = kernel, windows
+    taps = b.reshape(stacked, (n, c, kh, kw, oh, ow))
+    dx = b.reshape(b.transpose(taps, [0, 1, 4, 2, 5, 3]), (n, c, oh * kh, ow * kw))
+    for axis, covered, size in ((2, oh * kh, h), (3, ow * kw, w)):
+        if covered < size:
+            zeros = list(nn.shape_of(dx))
+            zeros[axis] = size - covered
+            dx = b.op(nn.ConcatOp([dx, b.const(f"uncovered{axis}", np.zeros(zeros))], axis))
+    return dx
 
 
 def global_avg_pool_backward(b: Builder, op) -> list[SSAValue]:
@@ -455,7 +587,6 @@ RULES = {
     nn.SoftmaxCrossEntropyBackwardOp: softmax_cross_entropy_backward,
     nn.MseLossOp: mse_loss,
     nn.MseLossBackwardOp: mse_loss_backward,
-    nn.SgdOp: sgd,
 }
 """Training op -> its rewrite (the replacement values of its results)."""
 
@@ -471,8 +602,8 @@ class LowerTrainingOpsPass(ModulePass):
         for function in op.ops:
             if not isinstance(function, func.FuncOp):
                 continue
-            for inner in [o for o in function.body.block.ops if type(o) in RULES]:
+            for inner in [o for o in function.body.block.ops if type(o) in RULES and not kept_for_back_end(o)]:
                 lower_op(Builder(store, inner), inner)
-        missing = {o.name for o in op.walk() if type(o) in RULES}
+        missing = {o.name for o in op.walk() if type(o) in RULES and not kept_for_back_end(o)}
         if missing:
             raise NnccError(f"lower-training-ops: {', '.join(sorted(missing))} left")

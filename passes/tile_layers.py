@@ -52,6 +52,7 @@ from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
 from nncc.compiler.codegen.search_pool import Search, search_ahead
+from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nest, backward_tiles
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -93,7 +94,8 @@ class TileLayersPass(ModulePass):
         layers = layers_of(main_function(op))
         if self.search_workers < 1:
             raise NnccError(f"tile-layers: search-workers must be at least 1, not {self.search_workers}")
-        search_ahead(lowering, [s for layer in layers if (s := conv_search(layer)) is not None], self.search_workers)
+        search_ahead(lowering, [s for layer in layers if (s := conv_search(layer, lowering)) is not None],
+                     self.search_workers)
         with progress.stage("tiling", total=len(layers), unit="layers") as task:
             for layer in layers:
                 task.update(detail=layer_name(layer))
@@ -117,6 +119,10 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
     if window is not None:  # pooling: written as its nest
         replace_with_pool_nest(lowering, layer)
         return None
+    if layer.name in BACKWARD_CONVS:  # conv backward-data and backward-filter kept by lower-training-ops
+        problem = BACKWARD_CONVS[layer.name](layer, lowering)
+        nest = backward_nest(lowering, layer, problem, backward_tiles(lowering, layer, problem), lowering.buffers)
+        return replace_op(layer, nest)
     problem = conv_problem(layer)
     if problem is None:
         return None
@@ -127,10 +133,13 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
     return replace_with_nest(lowering, layer, problem, tiles, mapping)
 
 
-def conv_search(layer: Operation) -> Search | None:
-    """The tile search `tile_layer` runs for `layer` (a conv, gemm or matmul), else None."""
+def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
+    """The tile search `tile_layer` runs for `layer` (a conv, gemm or matmul, a backward conv),
+    else None."""
     if layer.name in STREAM_NESTS:
         return None
+    if layer.name in BACKWARD_CONVS:
+        return Search(BACKWARD_CONVS[layer.name](layer, lowering), layer_name(layer), False, conv=False)
     problem = conv_problem(layer)
     if problem is None:
         return None

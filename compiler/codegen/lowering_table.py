@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import bn_nest, data, layers, reduce_nest, stream_nest, window_nest
+from nncc.compiler.codegen import bn_nest, data, layers, reduce_nest, stream_nest, training_nest, window_nest
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.stream_nest import lower_stream
 
@@ -31,6 +31,7 @@ STREAM_NESTS = {
     "nn.softmax": reduce_nest.softmax_nest,
     "fused.batch_norm_apply": bn_nest.apply_nest,  # training BatchNorm fused (fuse-batch-norm-training)
     "fused.batch_norm_backward_apply": bn_nest.backward_apply_nest,
+    "nn.sgd": training_nest.sgd_nest,
 }
 """Op name -> the builder of its nest `(lowering, op, slots) -> tile.nest`, for the layers
 whose nest needs no tile search (tile-layers writes them as they are)."""
@@ -45,6 +46,9 @@ GENERATORS: dict[str, LayerLowering] = {
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
     **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},
+    "nn.sgd": training_nest.lower_sgd,
+    "nn.conv2d_backward_data": training_nest.lower_backward_conv,
+    "nn.conv2d_backward_filter": training_nest.lower_backward_conv,
     "nn.matmul": layers.lower_gemm,
     "nn.max_pool": window_nest.lower_pool,
     "nn.avg_pool": window_nest.lower_pool,

@@ -94,7 +94,8 @@ def replace_op(op: Operation, nest: tile.NestOp) -> tile.NestOp:
     if nn.PHASE in op.attributes:
         nest.attributes[nn.PHASE] = op.attributes[nn.PHASE]
     op.parent.insert_op_before(nest, op)
-    op.result.replace_all_uses_with(nest.results[0])
+    for old, new in zip(op.results, nest.results):
+        old.replace_all_uses_with(new)
     op.detach()
     op.erase()
     return nest

@@ -42,7 +42,7 @@ def search(lowering: Lowering, problem: Search) -> None:
     if problem.conv:
         choose_mapping(lowering, problem.shape, problem.name, problem.bias)
     else:
-        choose_tiles(lowering, problem.shape, problem.name)
+        choose_tiles(lowering, problem.shape, problem.name, problem.bias)
 
 
 def search_ahead(lowering: Lowering, problems: Sequence[Search], workers: int) -> None:

@@ -87,6 +87,26 @@ def test_zoo_part_checks_every_target_against_onnxruntime(tmp_path, capsys):
     assert all(run["passed"] and run["max_rel_err"] <= 1e-4 and run["cycles"] > 0 for run in runs.values())
 
 
+@pytest.mark.big_memory
+def test_train_part(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert bench.main(["--only", "train", "--train-resolution", "32", "--train-fc-batch", "2",
+                       "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(n) VGG-16 training on vector" in text and "69.6" in text and "82.0" in text
+    figures = json.loads(out.read_text())["train"]
+    phases = [row["phase"] for row in figures["conv"]]
+    # every conv forward and backward-filter; backward-data of all but the first (its input is the image)
+    assert phases.count("forward") == phases.count("backward-filter") == 13 and phases.count("backward-data") == 12
+    assert sorted(row["phase"] for row in figures["fc"]) == sorted(
+        ["forward"] * 3 + ["backward-filter"] * 3 + ["backward-data"] * 2)
+    for row in figures["conv"] + figures["fc"]:
+        assert row["efficiency"] == pytest.approx(100 * row["macs"] / (row["cycles"] * 192))
+        assert 0 < row["efficiency"] <= 100 and 0 < row["of_bound"] <= 100
+    fc1 = [row for row in figures["fc"] if row["node"] == "classifier.fc1"]
+    assert all(row["macs"] == 2 * 4096 * 4096 for row in fc1)  # each phase: batch x 4096 x 4096
+
+
 def test_bad_resolution_is_one_line(capsys):
     assert bench.main(["--only", "vgg", "--resolution", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err

@@ -155,7 +155,26 @@ def smooth_model(tmp_path):
     return g.save(tmp_path / "smooth.onnx", [2, 3, 6, 6], h, opset=20)
 
 
-MODELS = {"smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def pools_model(tmp_path):
+    """What the back end's backward nests take: stride-1 convs (group 1, grouped with 2 channels
+    per group, dilated with asymmetric pads, 1x1) and 2x2 max pooling that tiles its input (odd
+    size: the last row and column in no window)."""
+    g = Graph(9)
+    h = g.node("Conv", ["x", g.init("c1", (8, 3, 3, 3)), g.init("b1", (8,))], "conv1", pads=[1, 1, 1, 1])
+    h = g.node("Relu", [h], "relu1")
+    h = g.node("MaxPool", [h], "pool1", kernel_shape=[2, 2], strides=[2, 2])  # 9x9 -> 4x4
+    h = g.node("Conv", [h, g.init("c2", (8, 2, 3, 3))], "conv2", pads=[1, 1, 1, 1], group=4)
+    h = g.node("Conv", [h, g.init("c3", (6, 8, 3, 3))], "conv3", pads=[2, 1, 1, 2], dilations=[2, 2])  # 4x4 -> 3x3
+    h = g.node("Relu", [h], "relu3")
+    h = g.node("Conv", [h, g.init("c4", (16, 6, 1, 1)), g.init("b4", (16,))], "conv4")
+    h = g.node("MaxPool", [h], "pool2", kernel_shape=[2, 2], strides=[2, 2])  # 3x3 -> 1x1
+    h = g.node("Conv", [g.node("Relu", [h], "relu4"), g.init("c5", (5, 16, 1, 1))], "conv5")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (4, 5))], "fc", transB=1)
+    return g.save(tmp_path / "pools.onnx", [2, 3, 9, 9], h)
+
+
+MODELS = {"pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 SMALL = [("se", "vector", ()), ("cat", "vector", ("--steps", "2", "--momentum", "0.9")), ("tiny", "vector", ()),
          ("gemm", "vector", ("--loss", "mse")), ("matmul", "vector", ()), ("feature_map", "vector", ("--loss", "mse")),
-         ("split", "vector", ()), ("smooth", "vector", ()), ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ())]
+         ("split", "vector", ()), ("smooth", "vector", ()), ("pools", "fusion", ()), ("pools", "edge", ()), ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ())]
 
 
 def train(tmp_path, capsys, model, target, *flags):
@@ -38,6 +38,29 @@ def test_small_graphs_train_on_the_targets(name, target, flags, tmp_path, capsys
     assert model.with_name(f"{model.stem}.train.{target}.nnbin").exists()
     phases = data["phases"]
     assert sum(p["cycles"] for p in phases.values()) <= data["cycles"] and phases["backward"]["macs"] > 0
+
+
+def test_backward_nests_and_one_pass_update(tmp_path, capsys, model_file):
+    """The pools model on vector with momentum and weight decay: the stride-1 backward convs
+    run as their own nests, per-channel sums as row reductions, and each weight's update reads weight, gradient and velocity once
+    and writes weight and velocity once (4 bytes each), plus its three factors per tile."""
+    import math
+
+    import onnx
+
+    model = model_file("pools")
+    data = train(tmp_path, capsys, model, "vector", "--momentum", "0.9", "--weight-decay", "1e-3")
+    ops = [row["op"] for row in data["layers"]]
+    # backward-filter of every conv but the grouped one; backward-data of every conv but the first
+    assert ops.count("nn.conv2d_backward_filter") == 4 and ops.count("nn.conv2d_backward_data") == 4
+    assert "nn.matmul" not in ops  # no ones-column sums, no 0/1 spreads
+    sizes = {init.name: math.prod(init.dims) for init in onnx.load(str(model)).graph.initializer}
+    updates = [row for row in data["layers"] if row["op"] == "nn.sgd"]
+    assert len(updates) == len(sizes)
+    for row in updates:
+        count = sizes[row["name"].removesuffix("_updated").replace("_", ".")]
+        assert row["dram_write_bytes"] == 8 * count
+        assert row["dram_read_bytes"] == 12 * count + 12  # one tile: the factors once
 
 
 def test_steps_and_saved_weights_on_a_target(tmp_path, capsys, model_file):

@@ -1,0 +1,226 @@
+"""The loop nests of training ops the back end lowers itself (not rewritten into forward ops by
+`lower-training-ops`): conv backward-data and backward-filter as conv nests reading their
+tensors through views, and the SGD update in one pass over each weight.
+
+**Backward-data** (stride 1, group 1 or more than one channel per group on both sides): the conv
+nest of a stride-1 conv of the output gradient (pads: the dilated kernel's extent minus the
+forward pads) whose weights are the forward weights seen as [g][kh][kw][o][c] (a relayout: the
+transpose is the DMA's gather) and flipped: one weight load per kernel tap, tap (i, j) of the
+tile from tap (kh - 1 - i, kw - 1 - j). No transposed or flipped copy of the weights exists.
+
+**Backward-filter** (group 1): the conv whose images are the input channels, whose channels are
+the batch and whose kernel is the output gradient (x seen as (C, N, H, W), dy as
+[1][oh][ow][n][o], the forward strides as dilations and dilations as strides), its output (C, O,
+KH, KW) written through a view of the (O, C, KH, KW) result: no transposes. The kernel is a whole
+output-gradient plane, so its rows are a reduction loop too (`full_kernel_rows`): the weight tile is
+a block of `kr` rows, and the matmuls accumulate over (row block, batch block) pairs; output
+channels stay on the lanes.
+
+`nn.sgd` reads the weight, its gradient and (with momentum) its velocity once and writes the new
+weight (and velocity) once: one `tile.map fma` per result, the factors (momentum, -lr, weight
+decay) a three-element constant loaded beside the tiles and read with stride 0:
+
+    %Cv = tile.view %C offset 0 sizes [1, 1, 3] strides [0, 0, 1] : ...
+    tile.for %d0[%td0] = 0 to 1 step 1, %d1[%td1] = 0 to 1 step 1, %d2[%td2] = 0 to 1152 step 1152 cores 4 order naive {
+      tile.load %Wv[%d0, %d1, %d2] [%td0, %td1, %td2] -> %in0[0] dims [0, 1, 2]
+      tile.load %Gv[%d0, %d1, %d2] [%td0, %td1, %td2] -> %in1[0] dims [0, 1, 2]
+      tile.load %Vv[%d0, %d1, %d2] [%td0, %td1, %td2] -> %in2[0] dims [0, 1, 2]
+      tile.load %Cv[0, 0, 0] [1, 1, 3] -> %k[0] dims [0, 1, 2]
+      tile.map fma %in2[0], %k[0] broadcast [0, 1, 2], %in1[0] -> %vel[0] shape [%td0, %td1, %td2]    # v' = m v + g
+      tile.map fma %vel[0], %k[1] broadcast [0, 1, 2], %in0[0] -> %out[0] shape [%td0, %td1, %td2]   # w' = -lr v' + w
+      tile.store %out[0] -> %Yv[%d0, %d1, %d2] [%td0, %td1, %td2] dims [0, 1, 2]
+      tile.store %vel[0] -> %Y1v[%d0, %d1, %d2] [%td0, %td1, %td2] dims [0, 1, 2]
+    }
+
+With weight decay the step d = g + wd w is one more fma (into the velocity tile); without
+momentum w' = -lr d + w directly. DRAM traffic: 3 (5 with momentum) x 4 bytes per weight, the
+least an update that keeps weight, gradient and velocity in DRAM can move.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from xdsl.dialects.builtin import ArrayAttr, StringAttr
+from xdsl.ir import Block, Operation, Region
+
+from nncc.compiler.codegen.context import F32, Lowering, layer_name
+from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
+from nncc.compiler.codegen.conv_nest import ConvTensors, Strided, conv_nest
+from nncc.compiler.codegen.epilogue import Epilogue
+from nncc.compiler.codegen.nest import lower_nest, lower_detached
+from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, slice_op
+from nncc.compiler.codegen.stream_nest import constant_weight, map_op
+from nncc.dialects import nn, tile
+
+K_MOMENTUM, K_LR, K_DECAY = 0, 1, 2
+
+
+def sgd_nest(lowering: Lowering, op: nn.SgdOp, slots: int = 1) -> tile.NestOp:
+    """The one-pass update of `op` (results: the new weight, and the new velocity with momentum)."""
+    lr, momentum, decay = (float(a.value.data) for a in (op.lr, op.momentum, op.weight_decay))
+    count = math.prod(nn.shape_of(op.weight))
+    factors = constant_weight(lowering, op, f"{layer_name(op)}.sgd", np.array([momentum, -lr, decay], np.float32))
+    velocity = op.velocity is not None
+    tensors = [("W", op.weight), ("G", op.grad)] + ([("V", op.velocity)] if velocity else []) + [("C", factors)]
+    outputs = [("Y", op.result)] + ([("Y1", op.new_velocity)] if velocity else [])
+    block = Block(arg_types=[v.type for _, v in tensors + outputs])
+    args = {}
+    for (name, _), arg in zip(tensors + outputs, block.args):
+        arg.name_hint = name
+        args[name] = arg
+    streams = len(tensors) - 1 + len(outputs)  # tiles of `count` elements on chip at once
+    budget = lowering.capacity("input") // (4 * F32 * streams)
+    step = max(1, min(count, budget))
+    views = {}
+    for name in [n for n, _ in tensors + outputs]:
+        size = 3 if name == "C" else count
+        view = tile.ViewOp(args[name], 0, [1, 1, size], [0, 0, 1])
+        view.result.name_hint = f"{name}v"
+        block.add_op(view)
+        views[name] = view.result
+    specs = [(f"in{i}", "input", [1, 1, step], False) for i in range(len(tensors) - 1)] + \
+        [("k", "input", [1, 1, 3], False), ("out", "output", [1, 1, step], False)] + \
+        ([("vel", "output", [1, 1, step], False)] if velocity or decay else [])
+    buffers = add_buffers(lowering, block, specs, slots)
+    loop = tile.ForOp.build([(0, 1, 1), (0, 1, 1), (0, count, step)], "naive", lowering.cores,
+                            names=["d0", "d1", "d2"])
+    block.add_op(loop)
+    body = loop.block
+    ivs, extents = body.args[0::2], body.args[1::2]
+    for index, (name, _) in enumerate(tensors[:-1]):
+        body.add_op(slice_op(tile.LoadOp, views[name], buffers[f"in{index}"], ivs, extents, [0, 1, 2]))
+    body.add_op(slice_op(tile.LoadOp, views["C"], buffers["k"], [0, 0, 0], [1, 1, 3], [0, 1, 2]))
+    e = IndexExprs()
+    shape = [e(x) for x in extents]
+    w, g = (buffers["in0"], 0, 0), (buffers["in1"], 0, 0)
+    k = lambda index: (buffers["k"], index, 7)  # noqa: E731  a factor, broadcast over the tile
+    out = (buffers["out"], 0, 0)
+    step_view = g
+    if decay:  # d = wd w + g
+        step_view = (buffers["vel"], 0, 0)
+        body.add_op(map_op(e, "fma", [w, k(K_DECAY), g, step_view], shape))
+    if velocity:  # v' = m v + d
+        new_v = (buffers["vel"], 0, 0)
+        body.add_op(map_op(e, "fma", [(buffers["in2"], 0, 0), k(K_MOMENTUM), step_view, new_v], shape))
+        step_view = new_v
+    body.add_op(map_op(e, "fma", [step_view, k(K_LR), w, out], shape))  # w' = -lr d + w
+    body.add_op(slice_op(tile.StoreOp, views["Y"], buffers["out"], ivs, extents, [0, 1, 2]))
+    if velocity:
+        body.add_op(slice_op(tile.StoreOp, views["Y1"], buffers["vel"], ivs, extents, [0, 1, 2]))
+    attributes = {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))}
+    nest = tile.NestOp(layer_name(op), [v for _, v in tensors], [v.type for _, v in outputs], Region(block),
+                       attributes)
+    for result, (_, value) in zip(nest.results, outputs):
+        result.name_hint = value.name_hint
+    return nest
+
+
+def lower_sgd(lowering: Lowering, op: Operation):
+    """A lowering-table entry: the update's nest, made and unrolled now (results at `op`'s addresses)."""
+    nest = sgd_nest(lowering, op, lowering.buffers)
+    for result, value in zip(nest.results, op.results):
+        lowering.addresses[result] = lowering.address(value)
+    return lower_nest(lowering, nest)
+
+
+# --------------------------------------------------------------------------- conv backward
+
+
+def backward_data_pads(op) -> tuple[int, int, int, int]:
+    """The pads of the stride-1 conv of dy that gives dx (negative: dy would need cropping)."""
+    (dh, dw), pads = nn.ints(op.dilations), nn.ints(op.pads)
+    _, _, h, w = nn.shape_of(op.result)
+    _, _, kh, kw = nn.shape_of(op.weight)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    top, left = (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[1]
+    return top, left, h + (kh - 1) * dh - top - oh, w + (kw - 1) * dw - left - ow
+
+
+def backward_data_shape(op) -> ConvShape | None:
+    """The conv a backward-data op is as a nest of this module, or None (strided, cropping, or
+    depthwise-like: lower-training-ops rewrites those)."""
+    strides, group = nn.ints(op.strides), op.group.value.data
+    o, cg, kh, kw = nn.shape_of(op.weight)
+    pads = backward_data_pads(op)
+    if tuple(strides) != (1, 1) or min(pads) < 0 or (group > 1 and min(cg, o // group) < 2):
+        return None
+    n, _, oh, ow = nn.shape_of(op.grad)
+    _, c, h, w = nn.shape_of(op.result)
+    return ConvShape(n, o, oh, ow, c, kh, kw, h, w, (1, 1), pads, tuple(nn.ints(op.dilations)), group)
+
+
+def backward_filter_shape(op, lowering: Lowering | None = None) -> ConvShape | None:
+    """The conv a backward-filter op is (group 1; else None), its kernel a block of output-gradient
+    rows that divides them (`kernel_block`; the whole plane without a lowering)."""
+    if op.group.value.data != 1:
+        return None
+    n, c, h, w = nn.shape_of(op.input)
+    o, _, kh, kw = nn.shape_of(op.result)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    rows = kernel_block(lowering, n, o, oh, ow) if lowering is not None else oh
+    return ConvShape(c, n, h, w, o, rows, ow, kh, kw, tuple(nn.ints(op.dilations)), tuple(nn.ints(op.pads)),
+                     tuple(nn.ints(op.strides)), 1)
+
+
+def kernel_block(lowering: Lowering, n: int, o: int, oh: int, ow: int) -> int:
+    """Output-gradient rows per weight tile of a backward-filter nest: the most rows (a divisor
+    of `oh`) whose tile of the whole batch and up to 64 output channels takes at most an eighth of
+    the weight memory (room for the tile search's choice of channels and double buffering)."""
+    budget = lowering.capacity("weight") // 8
+    per_row = F32 * ow * n * min(o, 64)
+    fitting = [d for d in range(1, oh + 1) if oh % d == 0 and d * per_row <= budget]
+    return max(fitting, default=1)
+
+
+def backward_tensors(op, s: ConvShape) -> ConvTensors:
+    """The DRAM tensors of a backward conv's nest, seen in the layouts the conv nest reads."""
+    if op.name == "nn.conv2d_backward_data":
+        o, cg, kh, kw = nn.shape_of(op.weight)
+        g = s.group
+        return ConvTensors(op.grad, op.weight, None, None, op.result,
+                           ([g, o // g, cg, kh, kw], [0, 3, 4, 1, 2]), flip=True)
+    n, c, h, w = nn.shape_of(op.input)
+    o, _, kh, kw = nn.shape_of(op.result)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    plane = oh * ow
+    return ConvTensors(op.input, op.grad, None, None, op.result,
+                       Strided(0, (1, oh, ow, n, o), (0, ow, 1, o * plane, plane)),
+                       input_view=Strided(0, (c, n, h, w), (h * w, c * h * w, w, 1)),
+                       output_view=Strided(0, (c, o, kh, kw), (kh * kw, c * kh * kw, kw, 1)),
+                       full_kernel_rows=oh)
+
+
+def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
+    """The cost model's tiles; for backward-data, with the input channels cut to a divisor when
+    neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
+    t = choose_tiles(lowering, s, layer_name(op), bias=False)
+    if op.name == "nn.conv2d_backward_data" and s.og % t.toc and s.cg % t.tic:
+        t = ConvTiles(t.toc, max(d for d in range(1, t.tic + 1) if s.cg % d == 0), t.toh, t.tow, t.split)
+    return t
+
+
+def backward_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots: int) -> tile.NestOp:
+    return conv_nest(lowering, op, s, t, backward_tensors(op, s), Epilogue(), lowering.tile_order == "scan",
+                     "channels", slots)
+
+
+def lower_backward_conv(lowering: Lowering, op: Operation):
+    """A lowering-table entry: the backward conv's nest (tile-layers did not write it), unrolled."""
+    s = BACKWARD_CONVS[op.name](op, lowering)
+    return lower_detached(lowering, op, backward_nest(lowering, op, s, backward_tiles(lowering, op, s),
+                                                      lowering.buffers))
+
+
+BACKWARD_CONVS = {
+    "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op),
+    "nn.conv2d_backward_filter": backward_filter_shape,
+}
+"""Backward conv op name -> its conv shape (None: lower-training-ops rewrites it instead)."""
+
+
+def kept_for_back_end(op: Operation) -> bool:
+    """Whether lower-training-ops leaves `op` to this module's nests."""
+    shape = BACKWARD_CONVS.get(op.name)
+    return shape is not None and shape(op, None) is not None
