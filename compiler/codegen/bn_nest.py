@@ -393,8 +393,10 @@ def apply_nest(lowering: Lowering, op: fused.BatchNormApplyOp, slots: int = 1) -
 
 
 def backward_tiles(lowering: Lowering, channels: int, pixels: int, buffers: int) -> tuple[int, int]:
-    """(channels, pixels) per tile of a backward pass: whole rows of pixels when they fit."""
-    budget = lowering.capacity("input") // (F32_BYTES * lowering.buffers * buffers)
+    """(channels, pixels) per tile of a backward pass: whole rows of pixels when they fit. The
+    budget assumes every tile-sized buffer (and room for the per-channel ones) in one memory, as
+    on `vector`, where inputs and outputs share AM."""
+    budget = lowering.capacity("input") // (F32_BYTES * lowering.buffers * (buffers + 1))
     tp = min(pixels, max(budget, 1))
     return min(channels, max(budget // tp, 1)), tp
 
@@ -413,7 +415,7 @@ def backward_sums_nest(lowering: Lowering, op: fused.BatchNormBackwardSumsOp, sl
 
     n, c, h, w = nn.shape_of(op.input)
     p, count = h * w, n * h * w
-    tc, tp = backward_tiles(lowering, c, p, 2)
+    tc, tp = backward_tiles(lowering, c, p, 3)
     block = Block(arg_types=[v.type for v in op.operands] + [v.type for v in op.results])
     names = ("DZ", "Y", "A", "B", "M", "INV", "DSC", "DB", "C2", "C3")
     for arg, name in zip(block.args, names):
