@@ -468,18 +468,22 @@ def mobilenet_v2(b: GraphBuilder) -> str:
 VGG16_FEATURES = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-def vgg16(b: GraphBuilder) -> str:
-    """Features as torchvision numbers them; no AdaptiveAvgPool(7): FC1 takes 512 x (R/32)^2."""
+def vgg_features(b: GraphBuilder, items) -> str:
+    """VGG's convs (3x3, ReLU) and max pools ("M"), numbered as torchvision's `features`."""
     x, index = INPUT_NAME, 0
-    for item in VGG16_FEATURES:
+    for item in items:
         if item == "M":
             x = b.max_pool(f"features.{index}", x, 2, 2)
             index += 1
         else:
-            x = b.conv(f"features.{index}", x, item, 3, 1, pad=1, bias=True)
-            x = b.relu(f"features.{index + 1}", x)
+            x = b.relu(f"features.{index + 1}", b.conv(f"features.{index}", x, item, 3, 1, pad=1, bias=True))
             index += 2
-    x = b.flatten("flatten", x)
+    return x
+
+
+def vgg16(b: GraphBuilder) -> str:
+    """Features as torchvision numbers them; no AdaptiveAvgPool(7): FC1 takes 512 x (R/32)^2."""
+    x = b.flatten("flatten", vgg_features(b, VGG16_FEATURES))
     x = b.dropout("classifier.2", b.relu("classifier.1", b.gemm("classifier.0", x, 4096)))
     x = b.dropout("classifier.5", b.relu("classifier.4", b.gemm("classifier.3", x, 4096)))
     return b.gemm("classifier.6", x, NUM_CLASSES, gain=1.0)
@@ -491,15 +495,7 @@ VGG16_HEAD = (64, 64, "M", 128, 128, "M", 256)
 
 def vgg16_head(b: GraphBuilder) -> str:
     """VGG-16's first five convs and two pools (features.0 .. features.11), as `vgg16` builds them."""
-    x, index = INPUT_NAME, 0
-    for item in VGG16_HEAD:
-        if item == "M":
-            x = b.max_pool(f"features.{index}", x, 2, 2)
-            index += 1
-        else:
-            x = b.relu(f"features.{index + 1}", b.conv(f"features.{index}", x, item, 3, 1, pad=1, bias=True))
-            index += 2
-    return x
+    return vgg_features(b, VGG16_HEAD)
 
 
 def build_vgg16_head(resolution: int = 224, seed: int = 0) -> onnx.ModelProto:
