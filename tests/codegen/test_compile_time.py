@@ -112,7 +112,10 @@ def test_searching_on_two_processes_gives_the_same_program(resnet18_path, target
     assert len(set(here)) >= 8  # ResNet-18's distinct conv and gemm shapes
     here.clear()
     pooled = program_of(resnet18_path, target, search_workers=2)
-    assert here == []  # every shape was searched by the workers
+    # every shape was searched by the workers, but the stem conv (7x7, stride 2) that fuse-groups
+    # times in this process to decide whether to fuse it with the max pool after it (the chains'
+    # layer-by-layer figures; the workers start with tile-layers, after fuse-groups)
+    assert here and all((s.kh, s.strides) == (7, (2, 2)) for s in here)
     assert pooled.instructions == alone.instructions
     assert pooled.predictions == alone.predictions
     assert [(s.name, s.addr) for s in pooled.symbols] == [(s.name, s.addr) for s in alone.symbols]
