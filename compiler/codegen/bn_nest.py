@@ -145,7 +145,8 @@ def fits(lowering: Lowering, nest: tile.NestOp) -> bool:
     used: dict[str, int] = {}
     for op in nest.block.walk():
         if isinstance(op, tile.BufferOp):
-            used[op.memory] = used.get(op.memory, 0) + tile.slot_bytes(op) * op.slots.value.data
+            copies = 1 if op.shared is not None else lowering.copies(op.memory)
+            used[op.memory] = used.get(op.memory, 0) + copies * tile.slot_bytes(op) * op.slots.value.data
     return all(nbytes <= lowering.target.memory(name).size_bytes for name, nbytes in used.items())
 
 

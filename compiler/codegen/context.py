@@ -137,8 +137,10 @@ class Lowering:
         return self.cores if self.target.memory(memory).shared else 1
 
     def capacity(self, role: str) -> int:
-        """Bytes of the memory that holds `role` tiles."""
-        return self.target.memory_for(role).size_bytes
+        """Bytes of the memory that holds `role` tiles: one core's share when the memory has one
+        instance for all cores (`copies`)."""
+        memory = self.target.memory_for(role)
+        return memory.size_bytes // self.copies(memory.name)
 
 
 def dram(addr: int) -> tuple[str, int]:

@@ -99,3 +99,18 @@ def test_small_buffer_counts_one_copy_per_core():
     """With a BUF that fits one core's tiles but is split between two, the tiles shrink and the
     outputs still match."""
     h.check_on_target(block_model(), "edge", ("cores=2", "memory.BUF.size_bytes=16384"))
+
+
+def test_training_step_on_two_cores_matches_pytorch(tmp_path, capsys):
+    """A training step (elementwise gradients, BatchNorm-free backward convs, SGD) on edge with two
+    cores: every streaming nest sizes its tiles for one core's share of BUF."""
+    import onnx
+
+    from nncc.compiler.cli import main
+
+    model = tmp_path / "block.onnx"
+    onnx.save(block_model(), str(model))
+    code = main([str(model), "--train", "--batch", "2", "--target=edge", "--target-set", "cores=2",
+                 "--target-set", "memory.BUF.size_bytes=65536", "--check", "--program", str(tmp_path / "p")])
+    assert code == 0, capsys.readouterr().err
+    assert "check passed against PyTorch" in capsys.readouterr().out
