@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nncc.compiler.onnx_import import import_model, index_runs
 from nncc.support.errors import NnccError
+from tests.compiler.imported_ops import op_names
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 RNG = np.random.default_rng(11)
@@ -175,11 +176,6 @@ def model_paths(saved_models):
 @pytest.mark.parametrize("name", MODELS)
 def test_checks_on_every_target(passes_check, model_paths, name, target):
     passes_check(model_paths[name], target)
-
-
-def op_names(model: onnx.ModelProto) -> list[str]:
-    module, _ = import_model(model)
-    return [op.name for op in module.walk() if op.name.startswith("nn.") and op.name != "nn.weight"]
 
 
 def test_index_runs():

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nncc.compiler.onnx_import import import_model
+from tests.compiler.imported_ops import op_names
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 RNG = np.random.default_rng(7)
@@ -116,11 +117,6 @@ def model_paths(saved_models):
 @pytest.mark.parametrize("name", MODELS)
 def test_layer_norm_checks_on_every_target(passes_check, model_paths, name, target):
     passes_check(model_paths[name], target)
-
-
-def op_names(model: onnx.ModelProto) -> list[str]:
-    module, _ = import_model(model)
-    return [op.name for op in module.walk() if op.name.startswith("nn.") and op.name != "nn.weight"]
 
 
 def test_layer_norm_is_a_composition_of_lowered_ops():

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nncc.compiler.cli import main as nncc_main
 from nncc.compiler.onnx_import import import_model
 from nncc.support.errors import NnccError
+from tests.compiler.imported_ops import op_names
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 RNG = np.random.default_rng(5)
@@ -143,11 +144,6 @@ def test_gelu_tanh_lowered_onto_vact(capsys, model_paths):
     assert nncc_main([str(model_paths["gelu_tanh_legacy"]), "--target=edge", "--emit=isa"]) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.strip().startswith("isa.vact") and '"gelu_tanh"' in line], out
-
-
-def op_names(model: onnx.ModelProto) -> list[str]:
-    module, _ = import_model(model)
-    return [op.name for op in module.walk() if op.name.startswith("nn.") and op.name != "nn.weight"]
 
 
 @pytest.mark.parametrize("name, ops", [

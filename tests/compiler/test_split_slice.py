@@ -19,6 +19,7 @@ from nncc.compiler.codegen.lower import lower_module
 from nncc.compiler.onnx_import import import_model
 from nncc.runtime.target import load_target
 from nncc.support.errors import NnccError
+from tests.compiler.imported_ops import op_names
 
 TARGETS = ("reference", "vector", "fusion", "edge")
 RNG = np.random.default_rng(7)
@@ -123,11 +124,6 @@ def model_paths(saved_models):
 @pytest.mark.parametrize("name", MODELS)
 def test_checks_on_every_target(passes_check, model_paths, name, target):
     passes_check(model_paths[name], target)
-
-
-def op_names(model: onnx.ModelProto) -> list[str]:
-    module, _ = import_model(model)
-    return [op.name for op in module.walk() if op.name.startswith("nn.") and op.name != "nn.weight"]
 
 
 def slice_layers(model: onnx.ModelProto, target: str = "vector") -> list[str]:
