@@ -36,6 +36,17 @@ def nests(module) -> list[tile.NestOp]:
     return [op for op in main_function(module).body.block.ops if isinstance(op, tile.NestOp)]
 
 
+def run_against_onnxruntime(model, module, store, target_name: str, x: np.ndarray):
+    """The program of `module` on the target, its run on `x`, and onnxruntime's output, which the
+    run's output `y` matches."""
+    program = lower_module(module, store, target(target_name))
+    result = run(program, {"x": x})
+    (expected,) = ort_outputs(model, {"x": x})
+    ok, error, scale = within_scale(result.outputs["y"], expected)
+    assert ok, f"max error {error} against scale {scale}"
+    return program, result, expected
+
+
 def conv(name, x, y, c, o, rng, kernel=3, stride=1, pad=1, dilation=1):
     weight = (rng.standard_normal((o, c, kernel, kernel)) * math.sqrt(2 / (c * kernel * kernel))).astype(np.float32)
     bias = (rng.standard_normal(o) * 0.1).astype(np.float32)
@@ -128,11 +139,7 @@ def test_chain_runs_as_one_nest(name, target_name):
     assert group.attributes["op"].data == "fused.group" and group.attributes["halo"].data == "recompute"
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    program = lower_module(module, store, target(target_name))
-    result = run(program, {"x": x})
-    (expected,) = ort_outputs(model, {"x": x})
-    ok, error, scale = within_scale(result.outputs["y"], expected)
-    assert ok, f"max error {error} against scale {scale}"
+    program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
     # the intermediates never leave the chip; the weights are read once, each tile's window once
     assert result.write_bytes["DRAM"] == 4 * expected.size
     (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
@@ -205,11 +212,7 @@ def test_tail_in_channel_blocks(outer, target_name, monkeypatch):
     loops = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
     assert [tile.ints(loop.step) for loop in loops] == ([(4,), (1, 2, 3)] if outer else [(1, 2, 3), (4,)])
     x = np.random.default_rng(3).standard_normal((2, 3, 12, 12)).astype(np.float32)
-    program = lower_module(module, store, target(target_name))
-    result = run(program, {"x": x})
-    (expected,) = ort_outputs(model, {"x": x})
-    ok, error, scale = within_scale(result.outputs["y"], expected)
-    assert ok, f"max error {error} against scale {scale}"
+    program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
     assert result.write_bytes["DRAM"] == 4 * expected.size
     prediction = program.predictions[0]
     assert prediction["predicted_cycles"] == result.layers[0].cycles
