@@ -1036,10 +1036,9 @@ def main(argv: list[str] | None = None) -> int:
         files.writes("--json", args.json)
     if args.bn_plot:
         from nncc.compiler.plots import plot_format
-        from nncc.support.user_files import check_writable
 
         plot_format(args.bn_plot, "--bn-plot")
-        check_writable("--bn-plot", args.bn_plot)
+        files.writes("--bn-plot", args.bn_plot)
     parts = args.only or ["vgg", "scan", "resnet", "zoo", "bn", "fused", "bound", "kernel"]  # (n) train when named
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="nncc-bench-") as tmp:

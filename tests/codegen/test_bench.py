@@ -114,6 +114,14 @@ def test_bad_resolution_is_one_line(capsys):
     assert "unknown model 'alexnet'" in capsys.readouterr().err
 
 
+def test_two_outputs_on_one_file_are_refused_before_any_work(tmp_path, capsys):
+    same = tmp_path / "out.png"
+    assert bench.main(["--only", "bn", "--bn-plot", str(same), "--json", str(same)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--bn-plot" in err and "give each output its own file" in err
+    assert not same.exists()
+
+
 def test_fused_and_bound_parts(tmp_path, capsys):
     """(k): the fused VGG head moves fewer DRAM bytes than its layers, never fewer than the
     compulsory traffic; (l): no 1x1 layer below the I/O lower bound of its matrix product."""
