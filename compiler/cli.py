@@ -122,24 +122,27 @@ TRAINING_DEFAULTS = {"loss": "cross-entropy", "lr": 0.01, "momentum": 0.0, "weig
 TRAINING_FLAGS = ("batch", "labels", "loss", "lr", "momentum", "weight_decay", "steps", "save_weights")
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """--train and its options (docs/training.md)."""
+def add_training_options(parser: argparse.ArgumentParser, one_run: bool = True) -> None:
+    """--train and its options (docs/training.md); `one_run`: also those of a single run's data
+    (--labels, --save-weights), which a sweep has not."""
     group = parser.add_argument_group("training (docs/training.md)")
     group.add_argument("--train", action="store_true",
-                       help="compile training steps (forward, loss, backward, SGD update) instead of inference "
-                            "(default target with --train: reference)")
+                       help="compile training steps (forward, loss, backward, SGD update) instead of inference"
+                            + (" (default target with --train: reference)" if one_run else ""))
     group.add_argument("--batch", type=int, metavar="N", help="batch size of the training inputs (default: the model's)")
-    group.add_argument("--labels", type=Path, metavar="NPZ",
-                       help="class labels: an .npz with an integer array 'labels' [N] (mse: a float array "
-                            "'target' of the output's shape); default: seeded random")
+    if one_run:
+        group.add_argument("--labels", type=Path, metavar="NPZ",
+                           help="class labels: an .npz with an integer array 'labels' [N] (mse: a float array "
+                                "'target' of the output's shape); default: seeded random")
     group.add_argument("--loss", choices=("cross-entropy", "mse"),
                        help="the loss (default cross-entropy; a trailing Softmax is folded into it)")
     group.add_argument("--lr", type=float, help="SGD learning rate (default 0.01)")
     group.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     group.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0)")
     group.add_argument("--steps", type=int, metavar="K", help="training steps on the batch (default 1)")
-    group.add_argument("--save-weights", type=output_file, metavar="ONNX",
-                       help="write the model with its updated weights (and running statistics) here")
+    if one_run:
+        group.add_argument("--save-weights", type=output_file, metavar="ONNX",
+                           help="write the model with its updated weights (and running statistics) here")
 
 
 def check_training_flags(args: argparse.Namespace) -> None:

@@ -4,6 +4,8 @@
         --vary memory.BUF.size_bytes=64KiB,128KiB,256KiB --vary cores=1,2,4 \\
         --vary tile-order=naive,scan -o sweep/
     nncc-sweep ... -o sweep/ --scheduler tcp://10.0.0.5:8786      # on a Dask distributed cluster
+    nncc-sweep resnet18.onnx --target=fusion --train --vary batch=4,8 \
+        --vary disable-pass=none,fuse-batch-norm-training -o train-sweep/   # training steps
 
 Every point of the product of the `--vary` values is compiled and simulated (as `nncc MODEL
 --target=T --run --report` would) and gives one row of `DIR/results.csv`: the model, the
@@ -38,12 +40,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nncc.compiler.cli import add_training_options
 from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus, nncc_version
 from nncc.support.errors import NnccError, one_line, report_errors
 from nncc.support.user_files import UserFiles, write_atomically
 
-COMPILER_KEYS = ("target", "tile-order", "tile-objective", "disable-pass")
-"""`--vary` keys that are compiler options; every other key is a target parameter (`--target-set`)."""
+COMPILER_KEYS = ("target", "tile-order", "tile-objective", "disable-pass", "batch")
+"""`--vary` keys that are compiler options (`batch` with --train); every other key is a target
+parameter (`--target-set`)."""
 CHOICES = {"tile-order": ("naive", "scan", "tsp"), "tile-objective": ("cycles", "dram")}  # passes/decisions.py ORDERS, OBJECTIVES (not imported: xDSL stays out of start-up)
 NO_PASS = "none"  # `--vary disable-pass=none,fuse-epilogues`: the first point disables nothing
 PARETO_METRICS = ("cycles", "energy_pj.total", "onchip_capacity_bytes")
@@ -54,7 +58,8 @@ POINT_FORMAT = 1  # the point files' layout; a file of another format is run aga
 EXIT_LOST = 1
 SIZE_SUFFIXES = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 FIRST_COLUMNS = ["point", "model", "status", "reason", "pareto"]
-CONFIG_COLUMNS = ["target", "target_set", "tile_order", "tile_objective", "disabled_passes", "input_shapes"]
+CONFIG_COLUMNS = ["target", "target_set", "tile_order", "tile_objective", "disabled_passes", "input_shapes",
+                  "mode", "batch"]
 RUN_COLUMNS = ["wall_compile_s", "wall_simulate_s", "cpu_s", "worker", "model_file", "model_sha256",
                "nncc_version"]
 
@@ -76,6 +81,8 @@ class Point:
     disabled: tuple[str, ...] = ()
     input_shapes: tuple[str, ...] = ()  # --input-shape, as given
     varied: tuple[tuple[str, str], ...] = ()  # (--vary key, value as given), in --vary order
+    training: tuple[tuple[str, object], ...] = ()  # --train: the autodiff settings (loss, lr, ...); () = inference
+    batch: int | None = None  # --train --batch (None: the model's own)
 
     @property
     def id(self) -> str:
@@ -84,6 +91,8 @@ class Point:
         identity = {"model": self.model_sha256, "target": self.target, "target_set": sorted(self.target_set),
                     "tile_order": self.tile_order, "tile_objective": self.tile_objective,
                     "disabled": sorted(self.disabled), "input_shapes": list(self.input_shapes)}
+        if self.training:
+            identity.update(training=dict(self.training), batch=self.batch)
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -111,6 +120,8 @@ class Sweep:
     disabled: tuple[str, ...]
     input_shapes: tuple[str, ...]
     vary: list[tuple[str, list[str]]] = field(default_factory=list)
+    training: tuple[tuple[str, object], ...] = ()  # --train's settings; () = inference
+    batch: int | None = None
 
     def points(self) -> list[Point]:
         """Model-major, then the product of the --vary values in their order."""
@@ -122,18 +133,21 @@ class Sweep:
         return points
 
     def point(self, model: Model, varied: list[tuple[str, str]]) -> Point:
-        config = {"target": self.target, "tile-order": self.tile_order, "tile-objective": self.tile_objective}
+        config = {"target": self.target, "tile-order": self.tile_order, "tile-objective": self.tile_objective,
+                  "batch": self.batch}
         target_set, disabled = list(self.target_set), list(self.disabled)
         for key, value in varied:
             if key == "disable-pass":
                 disabled += [] if value == NO_PASS else value.split("+")
+            elif key == "batch":
+                config[key] = int(value)
             elif key in COMPILER_KEYS:
                 config[key] = value
             else:
                 target_set.append(f"{key}={target_value(value)}")
         return Point(model.name, str(model.path), model.sha256, config["target"], tuple(target_set),
                      config["tile-order"], config["tile-objective"], tuple(dict.fromkeys(disabled)),
-                     self.input_shapes, tuple(varied))
+                     self.input_shapes, tuple(varied), self.training, config["batch"])
 
 
 def target_value(text: str) -> str:
@@ -168,6 +182,8 @@ def parse_vary(texts: list[str]) -> list[tuple[str, list[str]]]:
             for value in values:
                 if value not in CHOICES[key]:
                     raise NnccError(f"--vary {key}={value}: choose from {', '.join(CHOICES[key])}")
+        if key == "batch" and not all(value.isdigit() and int(value) >= 1 for value in values):
+            raise NnccError(f"--vary batch={values_text}: batch sizes are positive integers")
         vary.append((key, values))
     return vary
 
@@ -184,6 +200,9 @@ def check_sweep(sweep: Sweep) -> None:
             raise NnccError("--target reference has no machine to sweep: choose vector, fusion, edge or a TOML file")
         load_target(target, sweep.target_set)
     passes = Registry.default().passes
+    if "batch" in dict(sweep.vary) and not sweep.training:
+        raise NnccError("--vary batch sizes the training steps: add --train (an inference model's batch is its own, "
+                        "or --input-shape's)")
     for key, values in sweep.vary:
         for value in values:
             if key == "disable-pass":
@@ -220,10 +239,10 @@ def run_point(point: Point, model_bytes: bytes | None = None) -> dict:
     seconds = {"compile": 0.0, "simulate": 0.0}
     try:
         started = time.perf_counter()
-        program = compile_point(point, model_path(point, model_bytes))
+        program, fused = compile_point(point, model_path(point, model_bytes))
         seconds["compile"] = time.perf_counter() - started
         started = time.perf_counter()
-        outcome["report"] = simulate(program)
+        outcome["report"] = simulate(program, point, fused)
         seconds["simulate"] = time.perf_counter() - started
         outcome["status"] = "ok"
     except NnccError as error:
@@ -262,13 +281,17 @@ def model_path(point: Point, model_bytes: bytes | None) -> Path:
 
 
 def compile_point(point: Point, path: Path):
-    """The program of `point`, as `nncc MODEL --target=T ...` compiles it; the fused stage is
-    shared by the points of one model (and the same graph passes) on one worker."""
+    """The program of `point`, as `nncc MODEL --target=T ...` (with --train: `nncc MODEL --train
+    --batch N ...`) compiles it, and the fused stage it was lowered from; the fused stage is
+    shared by the points of one model (and the same graph passes and training step) on one worker."""
+    import tempfile
+
     from nncc.compiler.cli import check_dram_size
     from nncc.compiler.codegen.isa_module import module_to_program
     from nncc.compiler.onnx_import import parse_input_shapes
     from nncc.compiler.pipeline import Options, compile_further, compile_model
     from nncc.compiler.registry import Registry
+    from nncc.compiler.training import program_of, rebatched
     from nncc.runtime.target import load_target
 
     load_target(point.target, point.target_set)  # an impossible combination fails before compiling
@@ -276,28 +299,52 @@ def compile_point(point: Point, path: Path):
     options = Options(disabled=set(point.disabled), input_shapes=parse_input_shapes(list(point.input_shapes)),
                       target_options={"target": point.target, "target_set": point.target_set,
                                       "tile_order": point.tile_order, "tile_objective": point.tile_objective})
-    key = (point.model_sha256, str(path), tuple(sorted(point.disabled)), point.input_shapes)
+    options.training = dict(point.training) or None
+    key = (point.model_sha256, str(path), tuple(sorted(point.disabled)), point.input_shapes, point.training,
+           point.batch)
     if getattr(_FUSED, "key", None) != key:
         _FUSED.key, _FUSED.compilation = None, None  # the previous model freed before the next is read
-        _FUSED.compilation = compile_model(path, registry, options, until="fused")
+        with tempfile.TemporaryDirectory(prefix="nncc-sweep-") as folder:
+            _FUSED.compilation = compile_model(rebatched(path, point.batch, Path(folder)), registry, options,
+                                               until="fused")
         _FUSED.key = key
     fused = _FUSED.compilation
     lowered = compile_further(fused, registry, options, after="fused", until="isa")
+    if point.training:
+        return program_of(lowered), fused
     program = module_to_program(lowered.module, lowered.store)
     check_dram_size(program, program.target)
-    return program
+    return program, fused
 
 
-def simulate(program) -> dict:
-    """The report `nncc --run --report` writes, less what names this host's run."""
+def simulate(program, point: Point, fused) -> dict:
+    """The report `nncc --run --report` (with --train: `nncc --train --run --report`) writes, less
+    what names this host's run."""
     from nncc.compiler.cli import merge_predictions
     from nncc.runtime.interpreter import run
     from nncc.runtime.report import build_report
     from nncc.runtime.target import target_to_dict
 
-    report = build_report(run(program))
+    if point.training:
+        report = simulate_training(program, point, fused)
+    else:
+        report = build_report(run(program))
     merge_predictions(report, getattr(program, "predictions", {}))
     report["target_description"] = target_to_dict(program.target)
+    return report
+
+
+def simulate_training(program, point: Point, fused) -> dict:
+    """One run of the training program on seeded random inputs and labels (seed 0, as nncc's)."""
+    from nncc.compiler.nn_interpreter import input_signature
+    from nncc.compiler.training import add_training_figures, phases_of, run_program, split_outputs, training_feeds
+
+    settings = dict(point.training)
+    inputs, feeds, _, label_info = training_feeds(input_signature(fused.module), 0, settings["loss"])
+    outputs, report = run_program(program, feeds)
+    batch = int(next(iter(inputs.values())).shape[0]) if inputs else None
+    add_training_figures(report, phases_of(fused.module), {**settings, "batch": batch, **label_info},
+                         split_outputs(outputs)[0], program.target.mac_units)
     return report
 
 
@@ -333,7 +380,8 @@ def make_row(point: Point, outcome: dict) -> dict:
     row.update({key: value for key, value in point.varied})
     row.update({"target": point.target, "target_set": " ".join(point.target_set), "tile_order": point.tile_order,
                 "tile_objective": point.tile_objective, "disabled_passes": "+".join(point.disabled),
-                "input_shapes": " ".join(point.input_shapes)})
+                "input_shapes": " ".join(point.input_shapes), "mode": "training" if point.training else "inference",
+                "batch": point.batch})
     if outcome.get("report"):
         row.update(flatten_report(outcome["report"]))
     seconds = outcome.get("wall_seconds", {})
@@ -443,8 +491,26 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--plot-point", metavar="ID",
                         help="the point whose per-layer roofline is drawn (default: each model's fastest)")
     parser.add_argument("--no-plots", action="store_true", help="write results.csv only")
+    add_training_options(parser, one_run=False)
     add_common_options(parser)
     return parser
+
+
+def training_of(args: argparse.Namespace) -> tuple[tuple[tuple[str, object], ...], int | None]:
+    """--train's settings as a point holds them, and --batch; training flags without --train are refused."""
+    from nncc.compiler.cli import TRAINING_DEFAULTS
+
+    given = [f"--{flag.replace('_', '-')}" for flag in ("batch", *TRAINING_DEFAULTS) if getattr(args, flag) is not None]
+    if not args.train:
+        if given:
+            raise NnccError(f"{given[0]} is a training option: add --train")
+        return (), None
+    for flag, default in TRAINING_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+    from nncc.compiler.training import settings_from
+
+    return tuple(settings_from(args).items()), args.batch
 
 
 def positive(text: str) -> int:
@@ -485,8 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         raise NnccError(f"--scheduler {args.scheduler!r}: expected an address such as tcp://HOST:8786")
     files = UserFiles()
     models = read_models(args.models, files)
+    training, batch = training_of(args)
     sweep = Sweep(models, args.target, tuple(args.target_set), args.tile_order, args.tile_objective,
-                  tuple(args.disable_pass), tuple(args.input_shape), parse_vary(args.vary))
+                  tuple(args.disable_pass), tuple(args.input_shape), parse_vary(args.vary), training, batch)
     if Path(sweep.target).is_file():
         files.reads("--target", sweep.target)
         sweep.target = str(Path(sweep.target).resolve())  # workers may run elsewhere in the file system

@@ -264,14 +264,9 @@ def run_training(args, files, clock, options, registry, program_paths=()) -> Tra
             if on_target:
                 program = program_of(compile_further(compilation, registry, options, after="fused", until="isa"))
                 write_program(program, program_paths)
-        target_name = list(signature)[-1]
-        target_shape = signature.pop(target_name)
-        inputs = (check.load_inputs(args.inputs, signature) if args.inputs
-                  else check.random_inputs(signature, args.seed))
-        target, label_info = make_target(args.labels, args.loss, target_shape, args.seed)
+        inputs, feeds, target, label_info = training_feeds(signature, args.seed, args.loss, args.labels, args.inputs)
         if not (args.run or args.check or args.report or args.outputs or args.save_weights):
             return None
-        feeds = {**inputs, target_name: target}
         with clock("simulate"):
             outputs, report = (run_program(program, feeds) if on_target
                                else run_numpy(compilation, feeds))
@@ -287,20 +282,8 @@ def run_training(args, files, clock, options, registry, program_paths=()) -> Tra
     if args.save_weights is not None:
         save_weights(files, args.save_weights, args.model, updated)
     batch = int(next(iter(inputs.values())).shape[0]) if inputs else None
-    copied = {"loss": "forward", "grad": "backward", "updated": "update", "velocity": "update"}
-    for row in report["layers"]:
-        output = row["name"].removeprefix("copy_").partition(".")[0] if row["name"].startswith("copy_") else None
-        row["phase"] = copied.get(output) or phases.get(row["name"], row.get("phase", "forward"))
-        row["mode"] = "training"
-    report.update({
-        "mode": "training",
-        "training": {**settings, "batch": batch, **label_info},
-        "losses": losses,
-        "macs_by_phase": {phase: sum(r["macs"] for r in report["layers"] if r["phase"] == phase)
-                          for phase in ("forward", "backward", "update")},
-    })
-    if on_target:
-        report["phases"] = phase_totals(report["layers"], program.target.mac_units)
+    add_training_figures(report, phases, {**settings, "batch": batch, **label_info}, losses,
+                         program.target.mac_units if on_target else None)
     if checks is not None:
         report["check"] = check_report(checks)
     line = (f"nncc: {args.model.name} on {report['target']}: training, {settings['steps']} step(s), batch {batch}, "
@@ -311,6 +294,40 @@ def run_training(args, files, clock, options, registry, program_paths=()) -> Tra
         verdict = "check passed" if report["check"]["passed"] else "CHECK FAILED"
         line += f"; {verdict} against PyTorch ({len(checks)} tensors, worst {report['check']['worst']})"
     return TrainingResult(report, inputs, [c for c in checks or [] if not c.passed], line)
+
+
+def training_feeds(signature: dict[str, tuple[int, ...]], seed: int, loss: str, labels_path: Path | None = None,
+                   inputs_path: Path | None = None) -> tuple[dict, dict, np.ndarray, dict]:
+    """The step's inputs (from `inputs_path` or seeded random), every feed of the program (the
+    inputs and the autodiff `target`, the last input), the target, and what the report says of it."""
+    from nncc.support import check
+
+    signature = dict(signature)
+    target_name = list(signature)[-1]
+    target_shape = signature.pop(target_name)
+    inputs = check.load_inputs(inputs_path, signature) if inputs_path else check.random_inputs(signature, seed)
+    target, label_info = make_target(labels_path, loss, target_shape, seed)
+    return inputs, {**inputs, target_name: target}, target, label_info
+
+
+def add_training_figures(report: dict, phases: dict[str, str], training: dict, losses: list[float],
+                         mac_units: int | None) -> None:
+    """Each layer row's `phase` and `mode`, and the step's figures (its settings, losses, MACs
+    and, on an accelerator, cycles per phase), added to a run's report."""
+    copied = {"loss": "forward", "grad": "backward", "updated": "update", "velocity": "update"}
+    for row in report["layers"]:
+        output = row["name"].removeprefix("copy_").partition(".")[0] if row["name"].startswith("copy_") else None
+        row["phase"] = copied.get(output) or phases.get(row["name"], row.get("phase", "forward"))
+        row["mode"] = "training"
+    report.update({
+        "mode": "training",
+        "training": training,
+        "losses": losses,
+        "macs_by_phase": {phase: sum(r["macs"] for r in report["layers"] if r["phase"] == phase)
+                          for phase in ("forward", "backward", "update")},
+    })
+    if mac_units is not None:
+        report["phases"] = phase_totals(report["layers"], mac_units)
 
 
 def phase_totals(rows: list[dict], mac_units: int) -> dict[str, dict]:

@@ -220,6 +220,10 @@ def test_values_and_keys():
     (["--vary", "disable-pass=none,fuse-epilogue"], "unknown pass 'fuse-epilogue'"),
     (["--vary", "target=edge,reference"], "--target reference has no machine to sweep"),
     (["--scheduler", "localhost:8786"], "expected an address such as tcp://HOST:8786"),
+    (["--lr", "0.1"], "--lr is a training option: add --train"),
+    (["--vary", "batch=2,4"], "--vary batch sizes the training steps: add --train"),
+    (["--train", "--vary", "batch=2,x"], "--vary batch=2,x: batch sizes are positive integers"),
+    (["--train", "--momentum", "-1"], "--momentum -1.0: must be a finite number >= 0"),
     (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes the local pool"),
 ])
 def test_bad_input_is_one_line(models, tmp_path, capsys, extra, message):
@@ -227,6 +231,29 @@ def test_bad_input_is_one_line(models, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("nncc-sweep: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_points_are_the_reports_of_nncc_train(models, tmp_path):
+    out = tmp_path / "train"
+    assert sweep.main([str(models[1]), "--target=edge", "--train", "--momentum", "0.9", "--vary", "batch=2,3",
+                       "-o", str(out), "--no-plots", "--workers", "1"]) == 0
+    rows = read_rows(out)
+    assert [(r["batch"], r["mode"], r["status"]) for r in rows] == [("2", "training", "ok"), ("3", "training", "ok")]
+    from nncc.compiler import cli
+
+    report_path = tmp_path / "r.json"
+    assert cli.main([str(models[1]), "--target=edge", "--train", "--momentum", "0.9", "--batch", "3", "--run",
+                     "--report", str(report_path), "--program", str(tmp_path / "p"), "-q"]) == 0
+    report = json.loads(report_path.read_text())
+    row = rows[1]
+    assert int(row["cycles"]) == report["cycles"] and float(row["training.momentum"]) == 0.9
+    assert int(row["training.batch"]) == 3
+    for phase in ("forward", "backward", "update"):
+        assert int(row[f"phases.{phase}.cycles"]) == report["phases"][phase]["cycles"] > 0
+    forward = [int(r["macs_by_phase.forward"]) for r in rows]
+    assert forward[0] * 3 == forward[1] * 2 > 0  # the forward MACs scale with the batch
+    inference = Point("small", "small.onnx", "1" * 64, "edge")
+    assert len({inference.id, rows[0]["point"], rows[1]["point"]}) == 3
 
 
 def test_missing_model_and_unreachable_scheduler(models, tmp_path, capsys):
