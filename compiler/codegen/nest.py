@@ -653,8 +653,9 @@ def lower_nest(lowering: Lowering, nest: tile.NestOp):
     jobs, kinds, slots = unrolled.jobs(), unrolled.kinds(), unrolled.slot_count()
     with gc_paused():
         schedule = Schedule(lowering.target, kinds, jobs, slots)  # the one emitted and the one timed
-        if key not in lowering.cost_cache:
-            lowering.cost_cache[key] = time_schedule(schedule, schedule.allocation.barriers)
+        # timed even when a nest of this shape was (its relocation failed: other DRAM addresses,
+        # whose bursts and DRAM rows may differ)
+        lowering.cost_cache[key] = time_schedule(schedule, schedule.allocation.barriers)
     lowering.cost_cache["unrolled", shape] = Unrolled(unrolled, kinds, schedule, slots)
     lowering.record_prediction(lowering.cost_cache[key])
     compare_orders(lowering, nest, kinds, slots)
