@@ -268,9 +268,22 @@ class NestOp(IRDLOperation):
 
     def verify_(self) -> None:
         self.verify_signature()
+        self.verify_halo()
         memories = target_memories(self)
         if memories is not None:
             verify_fit(self, memories)
+
+    def verify_halo(self) -> None:
+        """`halo = "cache"` (halo rows kept on chip between strips) exactly when the nest has a
+        `ring` buffer; `halo = "recompute"` (or none) otherwise."""
+        halo = self.attributes.get("halo")
+        rings = any(isinstance(op, BufferOp) and op.ring is not None for op in self.block.walk())
+        value = halo.data if isinstance(halo, StringAttr) else None
+        if halo is not None and value not in ("cache", "recompute"):
+            raise VerifyException(f"tile.nest {self.layer.data}: halo must be \"cache\" or \"recompute\"")
+        if rings != (value == "cache"):
+            raise VerifyException(f"tile.nest {self.layer.data}: halo = \"cache\" goes with a ring buffer "
+                                  f"(the cached halo rows), and only with one")
 
     def verify_signature(self) -> None:
         args = self.block.args
@@ -529,10 +542,14 @@ class BufferOp(IRDLOperation):
     (its loads are multicast to the cores that use it). Its `role` decides which memory the
     target gives it (input, weight, output; intermediate: a tensor of a fused group). A
     `resident` buffer has one slot whatever `double-buffer` says: every job reads the same data
-    (a fused chain's whole weights, loaded once).
+    (a fused chain's whole weights, loaded once). A `ring` buffer (an input window of row strips
+    whose halo rows are cached: a line buffer) has one slot too, which survives from one load to
+    the next: a load into it keeps the rows its window shares with the window loaded before
+    (copied on chip to where this window wants them) and reads only the other rows from DRAM.
 
         %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
         %w1 = tile.buffer "weight" slots 1 shared resident : memref<1792xf32, "BUF">
+        %in = tile.buffer "input" slots 1 ring : memref<4x58x64xf32, "BUF">
     """
 
     name = "tile.buffer"
@@ -542,16 +559,20 @@ class BufferOp(IRDLOperation):
     slots = prop_def(IntegerAttr)
     shared = opt_prop_def(UnitAttr)
     resident = opt_prop_def(UnitAttr)
+    ring = opt_prop_def(UnitAttr)
 
     def __init__(self, role: str, shape: Sequence[int], memory: str, slots: int, shared: bool = False,
-                 element=None, resident: bool = False):
+                 element=None, resident: bool = False, ring: bool = False):
         from xdsl.dialects.builtin import f32
 
-        properties: dict[str, Attribute] = {"role": StringAttr(role), "slots": IntegerAttr(1 if resident else slots, i64)}
+        properties: dict[str, Attribute] = {"role": StringAttr(role),
+                                            "slots": IntegerAttr(1 if resident or ring else slots, i64)}
         if shared:
             properties["shared"] = UnitAttr()
         if resident:
             properties["resident"] = UnitAttr()
+        if ring:
+            properties["ring"] = UnitAttr()
         super().__init__(result_types=[MemRefType(element or f32, list(shape), memory_space=StringAttr(memory))],
                          properties=properties)
 
@@ -572,6 +593,9 @@ class BufferOp(IRDLOperation):
             raise VerifyException(f"tile.buffer: slots must be 1 to 8, not {self.slots.value.data}")
         if self.resident is not None and self.slots.value.data != 1:
             raise VerifyException("tile.buffer: a resident buffer has 1 slot")
+        if self.ring is not None and (self.slots.value.data != 1 or self.resident is not None
+                                      or self.role.data != "input"):
+            raise VerifyException("tile.buffer: a ring buffer is an input buffer of 1 slot, not resident")
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
@@ -581,6 +605,8 @@ class BufferOp(IRDLOperation):
             printer.print_string(" shared")
         if self.resident is not None:
             printer.print_string(" resident")
+        if self.ring is not None:
+            printer.print_string(" ring")
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_attribute(self.result.type)
@@ -592,6 +618,7 @@ class BufferOp(IRDLOperation):
         slots = parser.parse_integer()
         shared = parser.parse_optional_keyword("shared") is not None
         resident = parser.parse_optional_keyword("resident") is not None
+        ring = parser.parse_optional_keyword("ring") is not None
         attributes = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         memref = parser.parse_type()
@@ -600,6 +627,8 @@ class BufferOp(IRDLOperation):
         op = cls(role, memref.get_shape(), memref.memory_space.data, slots, shared, memref.element_type)
         if resident:
             op.resident = UnitAttr()
+        if ring:
+            op.ring = UnitAttr()
         op.attributes |= attributes
         return op
 

@@ -34,5 +34,6 @@ class DoubleBufferPass(ModulePass):
                             "(tile-layers{buffers=1}); run tile-layers with buffers=2 first")
         op.attributes[BUFFERS_ATTR] = IntegerAttr(2, i64)
         for buffer in op.walk():
-            if isinstance(buffer, tile.BufferOp) and buffer.resident is None:  # a second slot (resident: one)
+            if isinstance(buffer, tile.BufferOp) and buffer.resident is None and buffer.ring is None:
+                # a second slot (resident and ring buffers: one)
                 buffer.slots = IntegerAttr(2, i64)

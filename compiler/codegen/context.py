@@ -120,14 +120,16 @@ class Lowering:
     def lanes(self) -> int:
         return self.target.units[self.vector_unit].lanes
 
-    def fits(self, sizes: dict):
+    def fits(self, sizes: dict, single=()):
         """`buffers` 64-byte aligned slots of every buffer (role -> bytes) fit in their memories:
-        tiles get half the capacity when double buffered, all of it otherwise. Byte counts may be
-        numpy arrays (one candidate tiling per element): the answer is then an array too."""
+        tiles get half the capacity when double buffered, all of it otherwise; the roles in
+        `single` have one slot (a ring). Byte counts may be numpy arrays (one candidate tiling per
+        element): the answer is then an array too."""
         used: dict = {}
         for role, nbytes in sizes.items():
             memory = self.target.memory_for(role).name
-            used[memory] = used.get(memory, 0) + self.copies(memory) * self.buffers * (-(-nbytes // 64) * 64)
+            slots = 1 if role in single else self.buffers
+            used[memory] = used.get(memory, 0) + self.copies(memory) * slots * (-(-nbytes // 64) * 64)
         return np.logical_and.reduce([nbytes <= self.target.memory(m).size_bytes for m, nbytes in used.items()])
 
     def copies(self, memory: str) -> int:

@@ -69,6 +69,10 @@ class ConvTiles:
     # "spatial": the cores take different output tiles and share the weight block (multicast);
     # "channel": they take different output-channel tiles of one output tile and share the input block
     split: str = "spatial"
+    # "recompute": every tile loads its input window whole (halo rows included); "cache": strips
+    # of whole rows walked down the image, the input a `ring` buffer (one slot) that keeps the
+    # halo rows the next strip shares, so each input row comes from DRAM once (`cache_tiles`)
+    halo: str = "recompute"
 
     def slot_bytes(self, s: ConvShape) -> dict[str, int]:
         return {
@@ -85,9 +89,46 @@ SHORTLIST_FAST, CHEAP_JOBS = 3, 600  # the closed form's fastest, if they have f
 SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model then times
 
 
-def fits(lowering: Lowering, slot_bytes: dict[str, int]) -> bool:
-    """The slots of every kind (in, w, out -> bytes) fit in the memories that hold them."""
-    return lowering.fits({ROLE[kind]: nbytes for kind, nbytes in slot_bytes.items()})
+def fits(lowering: Lowering, slot_bytes: dict[str, int], halo: str = "recompute") -> bool:
+    """The slots of every kind (in, w, out -> bytes) fit in the memories that hold them (a cached
+    halo's input: one slot, the ring)."""
+    return lowering.fits({ROLE[kind]: nbytes for kind, nbytes in slot_bytes.items()},
+                         single=("input",) if halo == "cache" else ())
+
+
+def halo_rows(s: ConvShape) -> int:
+    """Input rows that consecutive strips of output rows share (0: a cached halo saves nothing)."""
+    return max(0, (s.kh - 1) * s.dilations[0] + 1 - s.strides[0])
+
+
+def cache_tiles(lowering: Lowering, s: ConvShape) -> list[ConvTiles]:
+    """The tilings with a cached halo worth timing, best first by the objective's closed form:
+    strips of whole output rows (every input channel in one block, so consecutive loads are
+    consecutive strips), the output-channel tiles inside the strip loop (`split` channel: the
+    cores share the strip), the input a one-slot ring. DRAM bytes: the input once, the output
+    once, the weights once when all their blocks stay on chip (two slots: at most two blocks,
+    Scan walking them serpentine), else every strip reloads the blocks it does not find."""
+    if not halo_rows(s) or s.group != 1:
+        return []
+    main = lowering.target.main
+    width = main.lanes if main.kind == "vector" else main.cols
+    ocs = candidates(s.og, [width * m for m in (1, 2, 3, 4, 6, 8, 16, 32, 64)]
+                     + [v for v in even_splits(s.og, [2, 3, 4, 8]) if v % width == 0])
+    ohs = candidates(s.oh, [1, 2, 3, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
+    found = [ConvTiles(toc, s.cg, toh, s.ow, "channel", "cache") for toc in ocs for toh in ohs if toh < s.oh]
+    found = [t for t in found if fits(lowering, t.slot_bytes(s), t.halo)]
+    if not found:
+        return []
+    toc, toh = (np.array([getattr(t, name) for t in found]) for name in ("toc", "toh"))
+    cycles, _ = conv_estimates(lowering.target, s, toc, np.full(len(found), s.cg), toh, np.full(len(found), s.ow),
+                               np.ones(len(found), dtype=bool), lowering.cores, lowering.tile_order == "scan")
+    strips, blocks = -(-s.oh // toh) * s.n, -(-s.og // toc)
+    walked = blocks + (strips - 1) * (blocks - 2) if lowering.tile_order == "scan" else strips * blocks
+    weight_loads = np.where(blocks <= 2, blocks, walked)
+    nbytes = F32 * (s.n * s.c * s.h * s.w + s.n * s.o * s.oh * s.ow) \
+        + weight_loads * F32 * (s.kh * s.kw * s.cg * toc + toc)
+    order = preference(cycles, nbytes.astype(np.float64), strips * blocks, lowering.objective)
+    return [found[i] for i in order]
 
 
 def candidates(limit: int, preferred: list[int]) -> list[int]:
@@ -171,25 +212,26 @@ def grid_fits(lowering: Lowering, s: ConvShape, toc, tic, toh, tow) -> np.ndarra
                           "output": F32 * toh * tow * toc})
 
 
-def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True) -> ConvTiles:
+def choose_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool = True, halo: bool = False) -> ConvTiles:
     """The tile sizes (and core split) with the fewest predicted cycles under the capacity.
 
     Every candidate that fits (two slots per buffer kind) is ranked by the closed-form
     estimate (`conv_estimates`, vectorised); the best few are then timed by the job-level
     model (`predict_jobs`) on their real job lists, and the fastest (then the one with less
-    DRAM traffic) wins."""
-    key = ("tiles", s, bias)
+    DRAM traffic) wins. With `halo`, the best `SHORTLIST` tilings with a cached halo
+    (`cache_tiles`) are timed beside them (a forward conv's nest: `conv_nest` writes the ring)."""
+    key = ("tiles", s, bias, halo)
     if key not in lowering.cost_cache:  # layers of one shape (ResNet blocks) share the choice
-        lowering.cost_cache[key] = search_tiles(lowering, s, name, bias)
+        lowering.cost_cache[key] = search_tiles(lowering, s, name, bias, halo)
     return lowering.cost_cache[key]
 
 
-def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> ConvTiles:
+def search_tiles(lowering: Lowering, s: ConvShape, name: str, bias: bool, halo: bool = False) -> ConvTiles:
     with gc_paused():
-        return shortlist_and_time(lowering, s, name, bias)
+        return shortlist_and_time(lowering, s, name, bias, halo)
 
 
-def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) -> ConvTiles:
+def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool, halo: bool = False) -> ConvTiles:
     target, scan = lowering.target, lowering.tile_order == "scan"
     toc, tic, toh, tow, channel = tile_candidates(lowering, s)
     if not len(toc):
@@ -218,6 +260,8 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool) 
         best_naive = tiles(preference(other_cycles, other_bytes, jobs, lowering.objective)[0])
         if best_naive not in shortlist:
             shortlist.append(best_naive)
+    if halo:
+        shortlist += cache_tiles(lowering, s)[:SHORTLIST]
     if len(shortlist) == 1:
         return shortlist[0]
     timed, seen = [], {}

@@ -10,7 +10,10 @@
 
 With the channel split the spatial loop is outside and the output-channel tiles are dealt to
 the cores (they share the input block). Scan makes the inner two loops serpentine, so the
-blocks on chip at the end of one walk are the first the next one needs.
+blocks on chip at the end of one walk are the first the next one needs. A cached halo
+(`halo = "cache"` on the nest, tiles `halo` "cache": strips of whole rows, the channel split,
+one input-channel tile) makes the input buffer a `ring`: each strip's load keeps the rows the
+strip before loaded that it needs again and reads only the new ones from DRAM.
 
     %y = tile.nest "conv1" (%x, %w, %b) -> tensor<1x8x8x8xf32> attributes {op = "fused.conv2d"} {
     ^bb0(%X : ..., %W : ..., %B : ..., %Y : ...):
@@ -112,7 +115,8 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     weights = s.kh * s.kw * t.tic * t.toc
     channels_last = mapping == "channels"
     buffers = add_buffers(lowering, block, [
-        ("in", "input", [rows, cols, t.tic] if channels_last else [rows, t.tic, cols], t.split == "channel"),
+        ("in", "input", [rows, cols, t.tic] if channels_last else [rows, t.tic, cols], t.split == "channel",
+         t.halo == "cache"),
         ("wt", "weight", [weights + t.toc], t.split != "channel"),
         ("out", "output", [t.toh, t.tow, t.toc] if channels_last else [t.toh, t.toc, t.tow], False)], slots)
     order = "serpentine" if scan else "naive"
@@ -194,9 +198,11 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
         if epilogue.act is not None:
             body.add_op(scale_op(buffers["out"], toh, tow, toc, epilogue.act, epilogue_parameters(epilogue), last=ic))
     inner.block.add_op(slice_op(tile.StoreOp, Y, buffers["out"], *out_slice))
-    if op is None:  # a probe of the tile search
-        return tile.NestOp("probe", inputs, [tensors.output.type], Region(block))
-    return finish_nest(op, block, inputs)
+    nest = tile.NestOp("probe", inputs, [tensors.output.type], Region(block)) if op is None \
+        else finish_nest(op, block, inputs)  # (a probe: what the tile search times)
+    if t.halo == "cache":
+        nest.attributes["halo"] = StringAttr("cache")
+    return nest
 
 
 def scale_op(out: SSAValue, toh, tow, toc, func: str, params, first=None, last=None) -> tile.MapOp:

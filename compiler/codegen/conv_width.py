@@ -107,7 +107,7 @@ def choose_mapping(lowering: Lowering, s: ConvShape, name: str, bias: bool = Tru
     vector main unit (matrix units keep the channels mapping), and only when its bound
     (`width_bound`) leaves it a chance to be clearly better."""
     if channels is None:
-        channels = choose_tiles(lowering, s, name, bias)
+        channels = choose_tiles(lowering, s, name, bias, halo=True)
     if lowering.target.main.kind != "vector":
         return "channels", channels
     key = ("mapping", s, bias, channels)

@@ -35,7 +35,7 @@ class DepthwiseTiling:
 
     def tiles(self) -> WindowTiles:
         return given_or_chosen(self.lowering, self.given, self.g, self.name, self.sizes,
-                               roles=("input", "weight", "output"), accesses=3 * self.taps + 1)
+                               roles=("input", "weight", "output"), accesses=3 * self.taps + 1, halo=True)
 
     @property
     def taps(self) -> int:

@@ -66,16 +66,19 @@ def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
     if attr is None:
         return choose_tiles(lowering, s, layer_name(op))
     try:
-        sizes = {key: value.value.data for key, value in attr.data.items() if key not in ("split", "mapping")}
+        sizes = {key: value.value.data for key, value in attr.data.items() if key not in ("split", "mapping", "halo")}
         tiles = ConvTiles(sizes["oc"], sizes["ic"], sizes["oh"], sizes["ow"],
-                          attr.data["split"].data if "split" in attr.data else "spatial")
+                          attr.data["split"].data if "split" in attr.data else "spatial",
+                          attr.data["halo"].data if "halo" in attr.data else "recompute")
     except (AttributeError, KeyError) as error:
         raise NnccError(f"layer {layer_name(op)}: bad tile attribute {attr} (missing {error})") from None
     limits = {"oc": s.og, "ic": s.cg, "oh": s.oh, "ow": s.ow}
     if any(not 1 <= sizes[key] <= limit for key, limit in limits.items()) or \
             tiles.split not in ("spatial", "channel"):
         raise NnccError(f"layer {layer_name(op)}: tile sizes {sizes} must lie within {limits}")
-    if not fits(lowering, tiles.slot_bytes(s)):
+    if tiles.halo not in ("recompute", "cache"):
+        raise NnccError(f"layer {layer_name(op)}: tile halo must be recompute or cache, not {tiles.halo!r}")
+    if not fits(lowering, tiles.slot_bytes(s), tiles.halo):
         raise NnccError(f"layer {layer_name(op)}: tile sizes {sizes} do not fit the target's memories")
     return tiles
 
@@ -83,7 +86,8 @@ def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
 def tile_attribute(tiles: ConvTiles, mapping: str = "channels") -> DictionaryAttr:
     return DictionaryAttr({"oc": IntegerAttr(tiles.toc, i64), "ic": IntegerAttr(tiles.tic, i64),
                            "oh": IntegerAttr(tiles.toh, i64), "ow": IntegerAttr(tiles.tow, i64),
-                           "split": StringAttr(tiles.split), "mapping": StringAttr(mapping)})
+                           "split": StringAttr(tiles.split), "mapping": StringAttr(mapping),
+                           "halo": StringAttr(tiles.halo)})
 
 
 def conv_mapping(lowering: Lowering, op: Operation, s: ConvShape) -> tuple[str, ConvTiles]:

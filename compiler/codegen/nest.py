@@ -162,6 +162,7 @@ class CoreState:
     keys: dict[int, tuple] = field(default_factory=dict)
     last_job: dict[int, Job] = field(default_factory=dict)
     open_job: Job | None = None
+    windows: dict[int, tuple] = field(default_factory=dict)  # a ring buffer's last load: (values, transfers)
 
 
 class NestLowering:
@@ -184,8 +185,8 @@ class NestLowering:
             if isinstance(op, tile.BufferOp):
                 name = op.result.name_hint or f"buffer{len(self.buffers)}"
                 self.buffers[op.result] = BufferKind(name, op.memory, F32 * op.elements, shared=op.shared is not None,
-                                                     resident=op.resident is not None)
-                if op.resident is None:
+                                                     resident=op.resident is not None, ring=op.ring is not None)
+                if op.resident is None and op.ring is None:
                     self.slots[op.result] = op.slots.value.data
         # the walk's dictionaries are keyed by id (an xDSL value's own hash is a Python call: too slow here)
         self.scope: dict[tuple[int, int], tuple[int, ...]] = {}  # (buffer, op) -> ids of the ivs (scope_loops)
@@ -260,6 +261,8 @@ class NestLowering:
     def load_step(self, op: tile.LoadOp) -> Callable:
         """`run_load` with what does not change between iterations looked up once."""
         tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
+        if self.buffers[buffer].ring:
+            return self.ring_load_step(op)
         function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
         env, cache, key_op, key_buffer, states = self.env, self.transfer_cache, id(op), id(buffer), self.states
 
@@ -275,6 +278,62 @@ class NestLowering:
             else:
                 loads.extend(found)
         return step
+
+    def ring_load_step(self, op: tile.LoadOp) -> Callable:
+        """A load into a `ring` buffer: the rows its window shares with the window loaded last (on
+        this core) stay on chip, copied to where this window wants them; the others come from
+        DRAM (`ring_transfers`). The same window again is the same load (its data still there)."""
+        buffer = id(self.static(op, self.slice_static)[1])
+        names = self.static(op, self.slice_static)[5]
+        function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
+        env = self.env
+
+        def step(op: tile.LoadOp, core: int, out: list[Job]) -> None:
+            values = function(*[env[i] for i in indices])
+            state = self.state(core)
+            before = state.windows.get(buffer)
+            if before is not None and before[0] == values:
+                found = before[1]
+            else:
+                found = self.ring_transfers(op, values, before[0] if before is not None else None)
+            state.windows[buffer] = (values, found)
+            state.pending.setdefault(buffer, []).extend(found)
+        return step
+
+    def ring_transfers(self, op: tile.LoadOp, values: tuple[int, ...], before: tuple[int, ...] | None):
+        """The transfers of a ring load at `values` after the window at `before`: when the two
+        windows differ only in the rows (the buffer's outermost dimension) and overlap at one end,
+        an on-chip copy of the shared rows (from the slot the scheduler kept them in) and a DMA of
+        the rest; else the whole window from DRAM.
+
+            window rows [4, 8) after [2, 6): copy rows 2..3 of the slot to rows 0..1, load rows 6..7"""
+        tensor, buffer, dims, kind, pad, _ = self.static(op, self.slice_static)
+        rank = len(self.tensors[tensor].shape)
+        offsets, sizes, at = values[:rank], values[rank:2 * rank], values[2 * rank]
+        row = dims[0]
+        if before is None or len(values) > 2 * rank + 1 or before[2 * rank] != at or any(
+                before[d] != offsets[d] or before[rank + d] != sizes[d] for d in range(rank) if d != row):
+            return self.slice_transfers(op, values, True)
+        c0, c1 = offsets[row], offsets[row] + sizes[row]
+        p0, p1 = before[row], before[row] + before[rank + row]
+        if p0 < c0 < p1 < c1:  # walking down: the window's first rows are the last window's last
+            kept, src_row, dst_row, new_lo, new_hi, new_at = p1 - c0, c0 - p0, 0, p1, c1, p1 - c0
+        elif c0 < p0 < c1 < p1:  # walking up: its last rows are the last window's first
+            kept, src_row, dst_row, new_lo, new_hi, new_at = c1 - p0, 0, p0 - c0, c0, p0, 0
+        else:
+            return self.slice_transfers(op, values, True)
+        pitch = 1
+        for d in dims[1:]:
+            pitch *= sizes[d]
+        copy = Transfer(BufRef(kind, F32 * (at + src_row * pitch)), (0, 0, 1), BufRef(kind, F32 * (at + dst_row * pitch)),
+                        (0, 0, 1), (1, 1, kept * pitch))
+        new_offsets, new_sizes = list(offsets), list(sizes)
+        new_offsets[row], new_sizes[row] = new_lo, new_hi - new_lo
+        fresh = slice_transfer(self.tensors[tensor], new_offsets, new_sizes, dims,
+                               BufRef(kind, F32 * (at + new_at * pitch)), None, True, pad)
+        transfers = [copy, *fresh]
+        self.check_inside(buffer, transfers, True)
+        return transfers
 
     def store_step(self, op: tile.StoreOp) -> Callable:
         """`run_store` with what does not change between iterations looked up once."""

@@ -71,10 +71,10 @@ def nest_block(named: list[tuple[str, SSAValue | None]], result: SSAValue):
 
 
 def add_buffers(lowering: Lowering, block: Block, specs, slots: int) -> dict[str, SSAValue]:
-    """A `tile.buffer` per (name, role, shape, shared) spec, in the memory the target gives the role."""
+    """A `tile.buffer` per (name, role, shape, shared[, ring]) spec, in the memory the target gives the role."""
     buffers = {}
-    for name, role, shape, shared in specs:
-        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots, shared)
+    for name, role, shape, shared, *ring in specs:
+        buffer = tile.BufferOp(role, shape, lowering.target.memory_for(role).name, slots, shared, ring=any(ring))
         buffer.result.name_hint = name
         block.add_op(buffer)
         buffers[name] = buffer.result

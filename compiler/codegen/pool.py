@@ -64,6 +64,9 @@ class WindowTiles:
     toh: int
     tow: int
     layout: str  # "hwc" or "chw"
+    # "recompute": every tile loads its whole input window; "cache": strips of whole rows (hwc)
+    # walked down the image on one core, the input a `ring` that keeps the halo rows
+    halo: str = "recompute"
 
     def in_elems(self, g: Window) -> int:
         return g.extent(self.toh, 0) * g.extent(self.tow, 1) * self.tc
@@ -87,14 +90,16 @@ def values(limit: int, preferred) -> list[int]:
 
 
 def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout: str | None = None,
-                        roles=("input", "output"), accesses: int | None = None) -> WindowTiles:
+                        roles=("input", "output"), accesses: int | None = None, halo: bool = False) -> WindowTiles:
     """The cheapest (channels, rows, columns) tile whose buffers fit, two slots each.
 
     `sizes(tiles)` gives the bytes of every buffer kind (by role) for a candidate; `accesses`
     is the on-chip reads and writes per output element (default: a pooling window and a write).
     The estimate is a software pipeline: the DRAM traffic of every job (shared by the cores) or
     the compute of each core's jobs, whichever is longer, plus one job's load, compute and store
-    that cannot overlap, plus a fixed cost per job.
+    that cannot overlap, plus a fixed cost per job. With `halo` (a depthwise conv on one core,
+    hwc), the cheapest tiling with a cached halo (`cache_window_tiles`) competes with that one
+    by the module's objective (`conv.preference`: cycles, or DRAM bytes).
     """
     target = lowering.target
     lanes = lowering.lanes
@@ -122,11 +127,48 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
                 steady = max(jobs * (load + store), math.ceil(jobs / lowering.cores) * compute)
                 cost = steady + load + compute + store + jobs * JOB_OVERHEAD
                 if cost < best_cost:
-                    best, best_cost = tiles, cost
+                    best, best_cost, best_bytes = tiles, cost, F32 * (jobs * tiles.in_elems(g) + g.n * g.c * g.oh * g.ow)
     if best is None:
         raise NnccError(f"layer {name}: even a 1x1x1 tile does not fit in "
                         f"{lowering.target.memory_for(roles[0]).name}")
-    return best
+    cached = cache_window_tiles(lowering, g, sizes, accesses) if halo and layout == "hwc" else None
+    if cached is None:
+        return best
+    from nncc.compiler.codegen.conv import preference
+
+    cost, nbytes, tiles = cached
+    jobs = [math.ceil(g.c / t.tc) * math.ceil(g.oh / t.toh) * math.ceil(g.ow / t.tow) for t in (best, tiles)]
+    order = preference(np.array([best_cost, cost]), np.array([best_bytes, nbytes]), np.array(jobs), lowering.objective)
+    return (best, tiles)[order[0]]
+
+
+def cache_window_tiles(lowering: Lowering, g: Window, sizes, accesses: int):
+    """(cost, DRAM bytes, tiles) of the cheapest tiling with a cached halo, or None: strips of
+    whole rows, channels on the lanes, on one core (consecutive strips on one core), the input
+    a one-slot ring that loads only each strip's new rows; the input and output once. The ring
+    has one slot, so a strip's load waits for the strip before: load + compute per job."""
+    if lowering.cores != 1 or g.extent(1, 0) <= g.strides[0]:
+        return None
+    target, lanes = lowering.target, lowering.lanes
+    unit = target.units[lowering.vector_unit]
+    bandwidth, dram = target.memory_for("input").bandwidth_bytes_per_cycle, target.dram_bytes_per_cycle
+    found = None
+    for tc in values(g.c, [lanes * m for m in (1, 2, 4, 8, 16, 32, 64)]):
+        for toh in values(g.oh - 1, [1, 2, 3, 4, 7, 8, 14, 16, 28, 32, 56, 64, 112]):  # two strips or more
+            tiles = WindowTiles(tc, toh, g.ow, "hwc", "cache")
+            if not lowering.fits(sizes(tiles), single=("input",)):
+                continue
+            jobs = g.n * math.ceil(g.c / tc) * math.ceil(g.oh / toh)
+            out = tiles.out_elems()
+            issue = out / tc * math.ceil(tc / lanes) * g.kh * g.kw / unit.macs_per_lane
+            compute = max(issue, F32 * out * accesses / bandwidth) + unit.pipeline_depth
+            new_rows = F32 * toh * g.strides[0] * g.extent(g.ow, 1) * tc / dram
+            store = F32 * out / dram
+            cost = jobs * (new_rows + compute + JOB_OVERHEAD) + F32 * tiles.in_elems(g) / dram + store
+            nbytes = F32 * g.n * g.c * (g.h * g.w + g.oh * g.ow)
+            if found is None or cost < found[0]:
+                found = (cost, nbytes, tiles)
+    return found
 
 
 WINDOW_TILE_KEYS = ("c", "oh", "ow")
@@ -135,7 +177,8 @@ WINDOW_TILE_KEYS = ("c", "oh", "ow")
 def window_tile_attribute(t: WindowTiles) -> DictionaryAttr:
     """`tile = {c = 32, oh = 8, ow = 8, layout = "hwc"}` (channels, output rows and columns per tile)."""
     return DictionaryAttr({"c": IntegerAttr(t.tc, i64), "oh": IntegerAttr(t.toh, i64),
-                           "ow": IntegerAttr(t.tow, i64), "layout": StringAttr(t.layout)})
+                           "ow": IntegerAttr(t.tow, i64), "layout": StringAttr(t.layout),
+                           "halo": StringAttr(t.halo)})
 
 
 def given_window_tiles(op: Operation, g: Window, name: str) -> WindowTiles | None:
@@ -146,12 +189,15 @@ def given_window_tiles(op: Operation, g: Window, name: str) -> WindowTiles | Non
     try:
         sizes = {key: attr.data[key].value.data for key in WINDOW_TILE_KEYS}
         layout = attr.data["layout"].data if "layout" in attr.data else "hwc"
+        halo = attr.data["halo"].data if "halo" in attr.data else "recompute"
     except (AttributeError, KeyError) as error:
         raise NnccError(f"layer {name}: bad tile attribute {attr} (missing {error})") from None
     limits = {"c": g.c, "oh": g.oh, "ow": g.ow}
-    if any(not 1 <= sizes[key] <= limit for key, limit in limits.items()) or layout not in ("hwc", "chw"):
-        raise NnccError(f"layer {name}: tile sizes {sizes} must lie within {limits}, layout hwc or chw")
-    return WindowTiles(sizes["c"], sizes["oh"], sizes["ow"], layout)
+    if any(not 1 <= sizes[key] <= limit for key, limit in limits.items()) or layout not in ("hwc", "chw") \
+            or halo not in ("recompute", "cache"):
+        raise NnccError(f"layer {name}: tile sizes {sizes} must lie within {limits}, layout hwc or chw, "
+                        f"halo recompute or cache")
+    return WindowTiles(sizes["c"], sizes["oh"], sizes["ow"], layout, halo)
 
 
 def given_or_chosen(lowering: Lowering, given: WindowTiles | None, g: Window, name: str, sizes,
@@ -160,7 +206,7 @@ def given_or_chosen(lowering: Lowering, given: WindowTiles | None, g: Window, na
     (`choose_window_tiles` with the `choice` options)."""
     if given is None:
         return choose_window_tiles(lowering, g, name, sizes, **choice)
-    if not lowering.fits(sizes(given)):
+    if not lowering.fits(sizes(given), single=("input",) if given.halo == "cache" else ()):
         raise NnccError(f"layer {name}: tile sizes {given} do not fit the target's memories")
     return given
 

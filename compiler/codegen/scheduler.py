@@ -98,9 +98,10 @@ class BufferKind:
     slot_bytes: int
     shared: bool = False  # one slot state for all cores; loads multicast to the cores using them
     resident: bool = False  # one slot whatever the layer's slot count (data every job reuses)
+    ring: bool = False  # one slot that keeps a window's halo rows for the next window (a line buffer)
 
     def slot_count(self, slots: int) -> int:
-        return 1 if self.resident else slots
+        return 1 if self.resident or self.ring else slots
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Occupancy:
     stores: list[Transfer] = field(default_factory=list)
     store_core: int = 0
     previous: Occupancy | None = None  # the slot's data before (no link forward: no reference cycles)
+    source: Occupancy | None = None  # the kind's data used last before: what an on-chip copy reads
     last: int = -1  # the last job (of any core) that uses it
 
     def last_job(self, core: int) -> int:
@@ -307,6 +309,7 @@ def gc_paused() -> Iterator[None]:
 def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: int = SLOTS):
     """First pass: the slot of every (job, kind), and the occupancies."""
     resident: dict[tuple[str, int | None], list[Occupancy | None]] = {}
+    latest: dict[tuple[str, int | None], Occupancy] = {}  # per scope: the occupancy used last
     last_use: dict[tuple[str, int | None], list[int]] = {}  # per slot: the last job that used it
     shared = {name: kind.shared for name, kind in kinds.items()}
     slot_of: list[dict[str, Occupancy]] = []
@@ -330,7 +333,7 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
                 # lands in the slot the running job reads (round robin would, and stall)
                 slot = min(range(len(used)), key=used.__getitem__)
                 occupancy = Occupancy(name, slot, key, index, list(job.loads.get(name, ())),
-                                      previous=slot_state[slot])
+                                      previous=slot_state[slot], source=latest.get(scope))
                 slot_state[slot] = occupancy
                 occupancies.append(occupancy)
             users = occupancy.users.get(core)
@@ -339,6 +342,7 @@ def plan_occupancies(jobs: Sequence[Job], kinds: dict[str, BufferKind], slots: i
             else:
                 users.append(index)
             occupancy.last = index
+            latest[scope] = occupancy
             used[occupancy.slot] = index
             stores = job.stores.get(name)
             if stores:
@@ -524,6 +528,10 @@ class Schedule:
         cores = tuple(sorted(occupancy.users))
         previous = occupancy.previous
         deps = () if previous is None else tuple(free[id(previous), core] for core in sorted(previous.users))
+        source = occupancy.source
+        if source is not None and source is not previous and id(source) in full and \
+                occupancy.loads[0].src.__class__ is BufRef:
+            deps += (full[id(source)],)  # an on-chip copy of the rows a ring kept: after they are in
         engine = ("dma", self.load_channel(occupancy, cores))
         op = -1
         for i, transfer in enumerate(occupancy.loads):
@@ -678,9 +686,12 @@ class Schedule:
                                     dst_stride=transfer.dst_stride, shape=transfer.shape))
                 else:
                     dst = layout.address(dst, occupancy.slot, core)
+                    src_core = 0
+                    if src.__class__ is BufRef:  # a ring's kept rows, copied on chip from the data before
+                        src, src_core = layout.address(src, occupancy.source.slot, core), core
                     # a memory with one instance for all cores is written once, not multicast
                     cores = op.cores[:1] if dst[0] in one_instance else op.cores
-                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=src,
+                    out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=src, src_core=src_core,
                                     src_stride=transfer.src_stride, dst=dst,
                                     cores=cores, dst_stride=transfer.dst_stride, shape=transfer.shape,
                                     pad=transfer.pad, pad_value=transfer.pad_value))

@@ -66,7 +66,10 @@ def depthwise_nest(lowering: Lowering, op: Operation, s, t, epilogue: Epilogue, 
         compute.mapping = StringAttr("width")
     body.add_op(compute)
     body.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], *out_slice, dims))
-    return finish_nest(op, block, inputs)
+    nest = finish_nest(op, block, inputs)
+    if t.halo == "cache":
+        nest.attributes["halo"] = StringAttr("cache")
+    return nest
 
 
 def window_buffers(lowering: Lowering, block: Block, g, t, slots: int, before=(), after=()) -> dict[str, SSAValue]:
@@ -75,7 +78,7 @@ def window_buffers(lowering: Lowering, block: Block, g, t, slots: int, before=()
     rows, cols = g.extent(t.toh, 0), g.extent(t.tow, 1)
     hwc = t.layout == "hwc"
     return add_buffers(lowering, block, [
-        ("in", "input", [rows, cols, t.tc] if hwc else [t.tc, rows, cols], False), *before,
+        ("in", "input", [rows, cols, t.tc] if hwc else [t.tc, rows, cols], False, t.halo == "cache"), *before,
         ("out", "output", [t.toh, t.tow, t.tc] if hwc else [t.tc, t.toh, t.tow], False), *after], slots)
 
 
