@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from nncc.compiler.zoo import check_name
 from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus
@@ -745,7 +745,64 @@ def bench_bound(args, workdir: Path) -> dict:
     worst = max(x["dram_bytes"] / x["bound_bytes"] for x in out)
     above = sum(x["dram_bytes"] > x["naive_bytes"] for x in out)
     print(f"worst {worst:.3f}x the bound (goal <= 1.25x); {above} of {len(out)} above their naive layer-by-layer bytes")
-    return {"layers": out, "worst": worst, "above_naive": above}
+    return {"layers": out, "worst": worst, "above_naive": above,
+            "single": bench_single_layers(workdir, args.scan_resolution / 224)}
+
+
+SINGLE_LAYERS = (  # issue 11's single layers: (name, kind, C, K, size, kernel, ZigZag 3.9.1's best x compulsory)
+    ("1x1 56x56 24->144", "conv", 24, 144, 56, 1, 1.000),
+    ("FC 4096x4096", "fc", 4096, 4096, 1, 1, 1.000),
+    ("3x3 56x56 64->64", "conv", 64, 64, 56, 3, 1.258),
+    ("depthwise 3x3 112x112x32", "depthwise", 32, 32, 112, 3, 1.036),
+)
+
+
+def single_layer_model(kind: str, c: int, o: int, size: int, kernel: int, seed: int = 0) -> onnx.ModelProto:
+    """One layer alone (no bias), fp32, batch 1: a Conv (pad kernel // 2; grouped per channel for
+    a depthwise one) or a Gemm."""
+    rng = np.random.default_rng(seed)
+    if kind == "fc":
+        weight = rng.standard_normal((o, c)).astype(np.float32)
+        node = helper.make_node("Gemm", ["x", "w"], ["y"], name="layer", transB=1)
+        x_shape, y_shape = [1, c], [1, o]
+    else:
+        group = c if kind == "depthwise" else 1
+        weight = rng.standard_normal((o, c // group, kernel, kernel)).astype(np.float32)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="layer", kernel_shape=[kernel] * 2,
+                                pads=[kernel // 2] * 4, group=group)
+        x_shape, y_shape = [1, c, size, size], [1, o, size, size]
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(weight, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def bench_single_layers(workdir: Path, scale: float = 1.0) -> list[dict]:
+    """Issue 11's single layers on `edge` against their compulsory traffic (input, weights, output
+    once), tiled for cycles and for DRAM bytes (Scan), beside ZigZag 3.9.1's best mapping (at
+    224: the issue's sizes; smaller `--scan-resolution` scales the images and the FC layer)."""
+    rows, out = [], []
+    for name, kind, c, o, size, kernel, zigzag in SINGLE_LAYERS:
+        if scale != 1.0:
+            size, c, o = (max(4, round(size * scale)), c, o) if kind != "fc" else (1, round(c * scale), round(o * scale))
+            name = f"{name} (at {size}x{size})" if kind != "fc" else f"FC {c}x{o}"
+        model = single_layer_model(kind, c, o, size, kernel)
+        pixels = size * size
+        compulsory = 4 * (c * pixels + o * pixels + sum(math.prod(i.dims) for i in model.graph.initializer))
+        compilation = compile_fused(model, workdir, f"single_{kind}_{c}_{o}_{size}")
+        entry = {"layer": name, "compulsory_bytes": compulsory, "zigzag_x": zigzag}
+        for objective in ("cycles", "dram"):
+            _, result = lower_and_run(compilation, "edge", "scan", objective)
+            moved = result.read_bytes.get("DRAM", 0) + result.write_bytes.get("DRAM", 0)
+            entry[objective] = {"dram_bytes": int(moved), "cycles": result.cycles, "x": moved / compulsory}
+        out.append(entry)
+        rows.append([name, compulsory, entry["cycles"]["dram_bytes"], f"{entry['cycles']['x']:.3f}",
+                     entry["cycles"]["cycles"], entry["dram"]["dram_bytes"], f"{entry['dram']['x']:.3f}",
+                     entry["dram"]["cycles"], f"{zigzag:.3f}"])
+    print(table(["layer", "compulsory B", "DRAM B (cycles)", "x", "cycles", "DRAM B (dram objective)", "x",
+                 "cycles", "ZigZag x"], rows,
+                "(l) single layers on edge (64K entries) against their compulsory traffic"))
+    return out
 
 
 # --------------------------------------------------------------------------- (n) training on vector

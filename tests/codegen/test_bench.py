@@ -136,4 +136,7 @@ def test_fused_and_bound_parts(tmp_path, capsys):
     layers = data["bound"]["layers"]
     assert layers and all(x["bound_bytes"] <= x["dram_bytes"] for x in layers)
     assert data["bound"]["worst"] == max(x["dram_bytes"] / x["bound_bytes"] for x in layers)
+    single = data["bound"]["single"]  # issue 11's single layers (scaled down): never below their compulsory bytes
+    assert len(single) == 4 and all(x[objective]["dram_bytes"] >= x["compulsory_bytes"]
+                                    for x in single for objective in ("cycles", "dram"))
     assert "(k) VGG-16" in capsys.readouterr().out
