@@ -98,8 +98,8 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
     The estimate is a software pipeline: the DRAM traffic of every job (shared by the cores) or
     the compute of each core's jobs, whichever is longer, plus one job's load, compute and store
     that cannot overlap, plus a fixed cost per job. With `halo` (a depthwise conv on one core,
-    hwc), the cheapest tiling with a cached halo (`cache_window_tiles`) competes with that one
-    by the module's objective (`conv.preference`: cycles, or DRAM bytes).
+    hwc) and `--tile-objective=dram`, the cheapest tiling with a cached halo
+    (`cache_window_tiles`) competes with that one when it reads fewer bytes (`conv.preference`).
     """
     target = lowering.target
     lanes = lowering.lanes
@@ -127,12 +127,17 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
                 steady = max(jobs * (load + store), math.ceil(jobs / lowering.cores) * compute)
                 cost = steady + load + compute + store + jobs * JOB_OVERHEAD
                 if cost < best_cost:
-                    best, best_cost, best_bytes = tiles, cost, F32 * (jobs * tiles.in_elems(g) + g.n * g.c * g.oh * g.ow)
+                    best, best_cost = tiles, cost
+    if best is not None:  # its DRAM bytes: every tile's input window inside the image, the output once
+        best_bytes = F32 * g.n * g.c * (window_span(g, best.toh, 0) * window_span(g, best.tow, 1) + g.oh * g.ow)
     if best is None:
         raise NnccError(f"layer {name}: even a 1x1x1 tile does not fit in "
                         f"{lowering.target.memory_for(roles[0]).name}")
-    cached = cache_window_tiles(lowering, g, sizes, accesses) if halo and layout == "hwc" else None
-    if cached is None:
+    # offered for DRAM bytes only: the closed form does not time a one-slot ring's serialised
+    # strips well enough to choose it for cycles (a conv's cached halos are timed exactly)
+    cached = cache_window_tiles(lowering, g, sizes, accesses) \
+        if halo and layout == "hwc" and lowering.objective == "dram" else None
+    if cached is None or cached[1] >= best_bytes:  # nothing to save: the input is read once already
         return best
     from nncc.compiler.codegen.conv import preference
 
@@ -142,11 +147,19 @@ def choose_window_tiles(lowering: Lowering, g: Window, name: str, sizes, layout:
     return (best, tiles)[order[0]]
 
 
+def window_span(g: Window, tile: int, axis: int) -> int:
+    """Input rows (axis 0) or columns (1) inside the image that the tiles of `tile` outputs read, summed."""
+    size, out, pad = (g.h, g.oh, g.pads[0]) if axis == 0 else (g.w, g.ow, g.pads[1])
+    return sum(max(0, min(start * g.strides[axis] - pad + g.extent(min(tile, out - start), axis), size)
+                   - max(start * g.strides[axis] - pad, 0)) for start in range(0, out, tile))
+
+
 def cache_window_tiles(lowering: Lowering, g: Window, sizes, accesses: int):
     """(cost, DRAM bytes, tiles) of the cheapest tiling with a cached halo, or None: strips of
     whole rows, channels on the lanes, on one core (consecutive strips on one core), the input
     a one-slot ring that loads only each strip's new rows; the input and output once. The ring
-    has one slot, so a strip's load waits for the strip before: load + compute per job."""
+    has one slot, so a strip's loads (the on-chip copy of the kept rows, then the new rows, each
+    with its DMA latency) wait for the strip before: they add to its compute."""
     if lowering.cores != 1 or g.extent(1, 0) <= g.strides[0]:
         return None
     target, lanes = lowering.target, lowering.lanes
@@ -164,7 +177,8 @@ def cache_window_tiles(lowering: Lowering, g: Window, sizes, accesses: int):
             compute = max(issue, F32 * out * accesses / bandwidth) + unit.pipeline_depth
             new_rows = F32 * toh * g.strides[0] * g.extent(g.ow, 1) * tc / dram
             store = F32 * out / dram
-            cost = jobs * (new_rows + compute + JOB_OVERHEAD) + F32 * tiles.in_elems(g) / dram + store
+            latency = 2 * (target.dma.latency_cycles + target.dram_latency_cycles)
+            cost = jobs * (latency + new_rows + compute + JOB_OVERHEAD) + F32 * tiles.in_elems(g) / dram + store
             nbytes = F32 * g.n * g.c * (g.h * g.w + g.oh * g.ow)
             if found is None or cost < found[0]:
                 found = (cost, nbytes, tiles)
