@@ -313,6 +313,58 @@ UseRamulatorTrace = False
 """
 
 
+@contextlib.contextmanager
+def amortised_read_traces():
+    """SCALE-Sim with its read buffers' prefetch traces appended in amortised time, the same values.
+
+    `read_buffer.new_prefetch` appends each prefetch's rows to the whole trace so far with
+    `np.concatenate`: quadratic in the prefetches, hours for the FC layer, whose 1.28 M filter
+    words stream through the SRAM. Here each prefetch's rows are kept as a piece and the pieces
+    joined once, when the trace is read; a piece is what `np.concatenate((trace, piece))` adds
+    (the concatenation starts from an empty array of the trace's dtype and columns), so the
+    trace, and every figure SCALE-Sim computes from it, is unchanged (`--scalesim-exact` runs
+    the original).
+    """
+    import numpy as np
+    from scalesim.memory.read_buffer import read_buffer
+
+    original_prefetch = read_buffer.new_prefetch
+    had_attribute = "trace_matrix" in read_buffer.__dict__
+
+    def pieces(buffer) -> list:
+        return buffer.__dict__.setdefault("_trace_pieces", [np.ones((1, 1))])
+
+    def get(buffer):
+        parts = pieces(buffer)
+        if buffer.__dict__.get("_appending"):
+            return parts[0][:0]  # an empty trace of the same dtype and columns: concatenate adds one piece
+        if len(parts) > 1:
+            parts[:] = [np.concatenate(parts, axis=0)]
+        return parts[0]
+
+    def put(buffer, value) -> None:
+        if buffer.__dict__.get("_appending"):
+            pieces(buffer).append(value)  # concatenate(empty, piece): the piece
+        else:
+            buffer.__dict__["_trace_pieces"] = [value]
+
+    def new_prefetch(buffer):
+        buffer.__dict__["_appending"] = True
+        try:
+            return original_prefetch(buffer)
+        finally:
+            buffer.__dict__["_appending"] = False
+
+    read_buffer.trace_matrix = property(get, put)
+    read_buffer.new_prefetch = new_prefetch
+    try:
+        yield
+    finally:
+        read_buffer.new_prefetch = original_prefetch
+        if not had_attribute:
+            del read_buffer.trace_matrix
+
+
 def run_scalesim(layer: Layer, folder: Path) -> dict:
     from scalesim.scale_sim import scalesim
 
@@ -334,7 +386,8 @@ def run_scalesim(layer: Layer, folder: Path) -> dict:
     topology.write_text(header + row)
     layout = folder / "layout.csv"  # read even when no custom layout is used: a header alone
     layout.write_text("Layer name,\n")
-    with contextlib.redirect_stdout(io.StringIO()):
+    exact = os.environ.get("NNCC_SCALESIM_EXACT") == "1"  # --scalesim-exact, also seen by a --worker process
+    with contextlib.redirect_stdout(io.StringIO()), (contextlib.nullcontext() if exact else amortised_read_traces()):
         sim = scalesim(save_disk_space=True, verbose=False, config=str(config), topology=str(topology),
                        layout=str(layout))
         sim.run_scale(top_path=str(folder / "scalesim-out"))
@@ -386,8 +439,12 @@ def main() -> int:
     parser.add_argument("--tools", nargs="+", choices=list(TOOLS), default=list(TOOLS))
     parser.add_argument("--zigzag-python", metavar="PYTHON", help="run ZigZag with this interpreter")
     parser.add_argument("--scalesim-python", metavar="PYTHON", help="run SCALE-Sim with this interpreter")
+    parser.add_argument("--scalesim-exact", action="store_true",
+                        help="run SCALE-Sim unpatched (its read traces grow quadratically: hours for the FC layer)")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "LAYER", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scalesim_exact:
+        os.environ["NNCC_SCALESIM_EXACT"] = "1"
     if args.worker:
         tool, index, folder = args.worker
         print(json.dumps(TOOLS[tool](LAYERS[int(index)], Path(folder))))
