@@ -542,10 +542,10 @@ class BufferOp(IRDLOperation):
     (its loads are multicast to the cores that use it). Its `role` decides which memory the
     target gives it (input, weight, output; intermediate: a tensor of a fused group). A
     `resident` buffer has one slot whatever `double-buffer` says: every job reads the same data
-    (a fused chain's whole weights, loaded once). A `ring` buffer (an input window of row strips
-    whose halo rows are cached: a line buffer) has one slot too, which survives from one load to
-    the next: a load into it keeps the rows its window shares with the window loaded before
-    (copied on chip to where this window wants them) and reads only the other rows from DRAM.
+    (a fused chain's whole weights, loaded once). A `ring` buffer (an input window whose halo is
+    cached: a line buffer) has one slot too, which survives from one load to the next: a load into
+    it keeps the rows (or columns) its window shares with the window loaded before (copied on chip
+    to where this window wants them) and reads only the others from DRAM.
 
         %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
         %w1 = tile.buffer "weight" slots 1 shared resident : memref<1792xf32, "BUF">

@@ -6,9 +6,12 @@ The last layer's output is walked in 2-D tiles of `toh` x `tow` (dealt to the co
 loads the first layer's input window (the halos of every layer of the chain, in both
 dimensions, with the first layer's zero padding as slice bounds), then runs the layers one
 after the other, each on the whole window the next one reads: the halo rows and columns are
-**recomputed** by every tile that needs them, never cached, so tiles stay independent (any core,
-any order) and no buffer survives from one tile to the next; the cost model sees the extra MACs
-and picks the tile size. Each intermediate window is kept in the padded coordinates of its
+**recomputed** by every tile that needs them, so tiles stay independent (any core, any order)
+and no intermediate survives from one tile to the next; the cost model sees the extra MACs and
+picks the tile size. On one core the first input window may be a `ring` (`halo = "cache"`):
+each tile keeps the columns it shares with the tile before it in its band of rows (whole-width
+strips: the rows of the strip before), so a band reads its rows of the image once; the
+intermediates' halos are still recomputed. Each intermediate window is kept in the padded coordinates of its
 consumer: the producer computes all of it, then the rows and columns outside the image are
 overwritten with the consumer's padding (`tile.fill`: 0 for a conv, -inf for a max pool). Every
 conv's weights are one buffer loaded with the same slice by every tile, so they stay on chip
@@ -130,6 +133,9 @@ class ChainTiles:
     tcb: int = 0  # the tail's channel block (divides the last conv's output channels; 0: all of them)
     outer: bool = False  # the blocks outermost (each block's weights once, the layers before the tail
     #                      recomputed per block), else innermost (per tile: its weights reloaded)
+    halo: str = "recompute"  # "cache": the first input window a one-slot ring (one core): the columns
+    #                          (rows, for whole-width strips) a tile shares with the one before are
+    #                          kept on chip, not read again; the intermediates' halos are recomputed
 
 
 def tail(stages: list[Stage]) -> int:
@@ -162,7 +168,8 @@ def extents(stages: list[Stage], toh: int, tow: int) -> list[tuple[int, int]]:
 
 
 def buffer_specs(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> list[tuple]:
-    """(name, role, shape, memory, shared, resident) of every buffer: the first input window, each
+    """(name, role, shape, memory, shared, resident, ring) of every buffer: the first input window (a
+    ring when the halo is cached), each
     conv's whole weights and bias (resident: one slot, loaded once; the tail conv's: a block's,
     when it has blocks), each intermediate window (read by a conv: where inputs live; by a pool:
     where outputs live), the output tile."""
@@ -173,15 +180,15 @@ def buffer_specs(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> list
     for k, (stage, (rows, cols)) in enumerate(zip(stages, windows)):
         c = channels(stages, t, k)
         if k == 0:
-            specs.append(("in", "input", [rows, cols, c], memory["input"], False, False))
+            specs.append(("in", "input", [rows, cols, c], memory["input"], False, False, t.halo == "cache"))
         else:
             specs.append((f"m{k}", "intermediate", [rows, cols, c],
-                          memory["input" if stage.kind == "conv" else "output"], False, False))
+                          memory["input" if stage.kind == "conv" else "output"], False, False, False))
         if stage.kind == "conv":
             o = block(stages, t) if k == tail(stages) else stage.o
             specs.append((weight_name(stages, k), "weight", [stage.window.taps * stage.c * o + o], memory["weight"],
-                          True, o == stage.o))
-    specs.append(("out", "output", [t.toh, t.tow, block(stages, t)], memory["output"], False, False))
+                          True, o == stage.o, False))
+    specs.append(("out", "output", [t.toh, t.tow, block(stages, t)], memory["output"], False, False, False))
     return specs
 
 
@@ -193,8 +200,8 @@ def weight_name(stages: list[Stage], k: int) -> str:
 def fits(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> bool:
     """Every buffer's 64-byte aligned slots (`lowering.buffers`, one if resident) fit in its memory."""
     used: dict[str, int] = {}
-    for _, _, shape, memory, shared, resident in buffer_specs(lowering, stages, t):
-        slots = 1 if resident else lowering.buffers
+    for _, _, shape, memory, shared, resident, ring in buffer_specs(lowering, stages, t):
+        slots = 1 if resident or ring else lowering.buffers
         copies = 1 if shared else lowering.copies(memory)
         used[memory] = used.get(memory, 0) + copies * slots * (-(-F32 * math.prod(shape) // 64) * 64)
     return all(nbytes <= lowering.target.memory(m).size_bytes for m, nbytes in used.items())
@@ -211,8 +218,10 @@ def tile_candidates(lowering: Lowering, stages: list[Stage]) -> list[ChainTiles]
     blocks = [0] + [b for b in divisors(o)[:-1] if b % lowering.lanes == 0] if stages[tail(stages)].kind == "conv" \
         else [0]
     choices = [(0, False)] + [(b, outer) for b in blocks if b for outer in (False, True)]
-    return [ChainTiles(r, c, b, outer) for r in divisors(last.oh) for c in divisors(last.ow) for b, outer in choices
-            if fits(lowering, stages, ChainTiles(r, c, b, outer))]
+    halos = ["recompute"] + (["cache"] if lowering.cores == 1 else [])
+    return [ChainTiles(r, c, b, outer, halo) for r in divisors(last.oh) for c in divisors(last.ow)
+            for b, outer in choices for halo in halos
+            if (halo == "recompute" or c < last.ow or r < last.oh) and fits(lowering, stages, ChainTiles(r, c, b, outer, halo))]
 
 
 # --------------------------------------------------------------------------- the nest
@@ -293,8 +302,8 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
             nest_body.add_op(relayout)
             weights[k] = relayout.result
     buffers = {}
-    for name, role, shape, memory, shared, resident in buffer_specs(lowering, stages, t):
-        op = tile.BufferOp(role, shape, memory, slots, shared, resident=resident)
+    for name, role, shape, memory, shared, resident, ring in buffer_specs(lowering, stages, t):
+        op = tile.BufferOp(role, shape, memory, slots, shared, resident=resident, ring=ring)
         op.result.name_hint = name
         nest_body.add_op(op)
         buffers[name] = op.result
@@ -356,7 +365,7 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
     nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
     nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(nest_body),
                        {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
-                        "halo": StringAttr("recompute")})
+                        "halo": StringAttr(t.halo)})
     nest.results[0].name_hint = chain.ops[-1].result.name_hint
     return nest
 
@@ -405,8 +414,9 @@ def add_layer(body: Block, op: Operation, stage: Stage, source: SSAValue, weight
 
 
 def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> Estimate:
-    """DRAM bytes (the first input window of every tile, clipped to the image, once per block when
-    the blocks are outermost; the weights once, the tail's once per tile when its blocks are
+    """DRAM bytes (the first input window of every tile, clipped to the image, or with a cached
+    halo each band's rows of the image once, once per block when the blocks are outermost; the
+    weights once, the tail's once per tile when its blocks are
     innermost; the output once) and cycles (each layer's instructions over its whole window,
     issue or on-chip traffic time, summed per tile, the layers before the tail once per block
     when the blocks are outermost, over the cores; or the DRAM time, if longer)."""
@@ -423,7 +433,14 @@ def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> 
     weights = [s.window.taps * s.c * s.o + s.o if s.kind == "conv" else 0 for s in stages]
     reloads = tiles if blocks > 1 and not t.outer else 1
     outputs = n * stages[-1].o * last.oh * last.ow
-    read = F32 * (tiles * in_rows * in_cols * stages[0].c * (blocks if t.outer else 1)
+    bands = n * math.ceil(last.oh / t.toh)
+    if t.halo == "cache" and t.tow < last.ow:  # a band of tiles reads its rows of the image once
+        window_reads = bands * in_rows * first.w
+    elif t.halo == "cache":  # whole-width strips: every row once
+        window_reads = n * first.h * in_cols
+    else:
+        window_reads = tiles * in_rows * in_cols
+    read = F32 * (window_reads * stages[0].c * (blocks if t.outer else 1)
                   + sum(weights) + (reloads - 1) * weights[first_tail])
 
     def busy(unit, issue: float, elements: int) -> float:

@@ -302,35 +302,43 @@ class NestLowering:
 
     def ring_transfers(self, op: tile.LoadOp, values: tuple[int, ...], before: tuple[int, ...] | None):
         """The transfers of a ring load at `values` after the window at `before`: when the two
-        windows differ only in the rows (the buffer's outermost dimension) and overlap at one end,
-        an on-chip copy of the shared rows (from the slot the scheduler kept them in) and a DMA of
-        the rest; else the whole window from DRAM.
+        windows differ in one dimension only and overlap at one end of it, an on-chip copy of the
+        shared part (from the slot the scheduler kept it in; a box of the buffer's layout) and a
+        DMA of the rest; else the whole window from DRAM.
 
-            window rows [4, 8) after [2, 6): copy rows 2..3 of the slot to rows 0..1, load rows 6..7"""
+            window rows [4, 8) after [2, 6): copy rows 2..3 of the slot to rows 0..1, load rows 6..7
+            window columns [4, 8) after [2, 6): copy columns 2..3 of every row to 0..1, load 6..7"""
         tensor, buffer, dims, kind, pad, _ = self.static(op, self.slice_static)
         rank = len(self.tensors[tensor].shape)
         offsets, sizes, at = values[:rank], values[rank:2 * rank], values[2 * rank]
-        row = dims[0]
-        if before is None or len(values) > 2 * rank + 1 or before[2 * rank] != at or any(
-                before[d] != offsets[d] or before[rank + d] != sizes[d] for d in range(rank) if d != row):
+        if before is None or len(values) > 2 * rank + 1 or len(dims) > 3 or before[2 * rank] != at:
             return self.slice_transfers(op, values, True)
-        c0, c1 = offsets[row], offsets[row] + sizes[row]
-        p0, p1 = before[row], before[row] + before[rank + row]
-        if p0 < c0 < p1 < c1:  # walking down: the window's first rows are the last window's last
-            kept, src_row, dst_row, new_lo, new_hi, new_at = p1 - c0, c0 - p0, 0, p1, c1, p1 - c0
-        elif c0 < p0 < c1 < p1:  # walking up: its last rows are the last window's first
-            kept, src_row, dst_row, new_lo, new_hi, new_at = c1 - p0, 0, p0 - c0, c0, p0, 0
+        moved = [d for d in range(rank) if before[d] != offsets[d] or before[rank + d] != sizes[d]]
+        if len(moved) != 1 or moved[0] not in dims:
+            return self.slice_transfers(op, values, True)
+        d = moved[0]
+        c0, c1 = offsets[d], offsets[d] + sizes[d]
+        p0, p1 = before[d], before[d] + before[rank + d]
+        if p0 < c0 < p1 < c1:  # moving forward: the window's first rows (columns) are the last window's last
+            kept, src_at, dst_at, new_lo, new_hi, new_at = p1 - c0, c0 - p0, 0, p1, c1, p1 - c0
+        elif c0 < p0 < c1 < p1:  # moving back: its last ones are the last window's first
+            kept, src_at, dst_at, new_lo, new_hi, new_at = c1 - p0, 0, p0 - c0, c0, p0, 0
         else:
             return self.slice_transfers(op, values, True)
-        pitch = 1
-        for d in dims[1:]:
-            pitch *= sizes[d]
-        copy = Transfer(BufRef(kind, F32 * (at + src_row * pitch)), (0, 0, 1), BufRef(kind, F32 * (at + dst_row * pitch)),
-                        (0, 0, 1), (1, 1, kept * pitch))
+        box = [sizes[x] for x in dims]
+        strides = list(row_major(box))
+        j = dims.index(d)
+        if j == 0:  # whole rows: one contiguous run
+            shape, chip = (1, 1, kept * strides[0]), (0, 0, 1)
+        else:
+            box[j] = kept
+            shape, chip = tuple([1] * (3 - len(box)) + box), tuple([0] * (3 - len(box)) + strides)
+        copy = Transfer(BufRef(kind, F32 * (at + src_at * strides[j])), chip,
+                        BufRef(kind, F32 * (at + dst_at * strides[j])), chip, shape)
         new_offsets, new_sizes = list(offsets), list(sizes)
-        new_offsets[row], new_sizes[row] = new_lo, new_hi - new_lo
+        new_offsets[d], new_sizes[d] = new_lo, new_hi - new_lo
         fresh = slice_transfer(self.tensors[tensor], new_offsets, new_sizes, dims,
-                               BufRef(kind, F32 * (at + new_at * pitch)), None, True, pad)
+                               BufRef(kind, F32 * (at + new_at * strides[j])), strides, True, pad)
         transfers = [copy, *fresh]
         self.check_inside(buffer, transfers, True)
         return transfers
@@ -373,7 +381,9 @@ class NestLowering:
             for buffer, kind, written, loads_into in kinds:  # buffer ids
                 if kind not in buffers:  # `key`, its common cases inline
                     loaded = pending.get(buffer)
-                    if loaded:
+                    if loaded and buffer in state.windows:  # a ring holds its last window
+                        key = state.keys[buffer] = ("ring", state.windows[buffer][0])
+                    elif loaded:
                         self.load_events += 1
                         key = state.keys[buffer] = (tuple(loaded), self.load_events) if written else tuple(loaded)
                     elif loads_into and buffer in state.keys:
@@ -510,6 +520,9 @@ class NestLowering:
         """What `buffer` (by id) holds in this job: what was loaded into it, else the iteration
         (of the loops around its uses, ids and values)."""
         loaded = state.pending.get(buffer)
+        if loaded and buffer in state.windows:  # a ring holds its last window (its transfers depend on the one before)
+            key = state.keys[buffer] = ("ring", state.windows[buffer][0])
+            return key
         if loaded:
             self.load_events += 1
             key = (tuple(loaded), self.load_events) if buffer in self.written else tuple(loaded)

@@ -120,13 +120,20 @@ def input_window(layers, first: int, count: int, size: int) -> int:
     return max(0, min(first + count, size) - max(first, 0))
 
 
-def hand_count_read_bytes(model, loop: tile.ForOp) -> int:
-    """Each tile's input window clipped to the image, then every weight and bias once."""
+def hand_count_read_bytes(model, loop: tile.ForOp, halo: str = "recompute") -> int:
+    """Each tile's input window clipped to the image (a cached halo: each band of tiles reads its
+    rows of the image once, whole-width strips every row once), then every weight and bias once."""
     n, c, h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
     (_, _, nn_), (_, oh, toh), (_, ow, tow) = zip(*(tile.ints(loop.lower), tile.ints(loop.upper), tile.ints(loop.step)))
     layers = windows(model)
-    elements = sum(n * c * input_window(layers, r, min(toh, oh - r), h) * input_window(layers, q, tow, w)
-                   for r in range(0, oh, toh) for q in range(0, ow, tow))
+    if halo == "cache" and tow < ow:
+        elements = sum(n * c * input_window(layers, r, min(toh, oh - r), h) * input_window(layers, 0, ow, w)
+                       for r in range(0, oh, toh))
+    elif halo == "cache":
+        elements = n * c * input_window(layers, 0, oh, h) * input_window(layers, 0, ow, w)
+    else:
+        elements = sum(n * c * input_window(layers, r, min(toh, oh - r), h) * input_window(layers, q, tow, w)
+                       for r in range(0, oh, toh) for q in range(0, ow, tow))
     return 4 * (elements + sum(math.prod(i.dims) for i in model.graph.initializer))
 
 
@@ -136,17 +143,50 @@ def test_chain_runs_as_one_nest(name, target_name):
     model = chain_model(name)
     module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
     (group,) = nests(module)
-    assert group.attributes["op"].data == "fused.group" and group.attributes["halo"].data == "recompute"
+    halo = group.attributes["halo"].data
+    assert group.attributes["op"].data == "fused.group" and halo in ("recompute", "cache")
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
     # the intermediates never leave the chip; the weights are read once, each tile's window once
     assert result.write_bytes["DRAM"] == 4 * expected.size
     (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
-    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop)
+    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop, halo)
     prediction = program.predictions[0]
     assert prediction["predicted_cycles"] == result.layers[0].cycles
     assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("tiles", [(2, 3), (1, 6)], ids=["2x3_tiles", "whole_width_strips"])
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_cached_input_halo(name, tiles, target_name, monkeypatch):
+    """The chain's input window a ring (`halo = "cache"`): each tile keeps the columns it shares
+    with the tile before in its band (whole-width strips: the rows of the strip before) and reads
+    only the new ones; the intermediates' halos are still recomputed. Outputs as onnxruntime's on
+    every target; on one core (edge, fusion) the DRAM bytes are every band's rows once (strips:
+    every row once), counted by hand, and the prediction is the simulation's."""
+    from nncc.compiler.codegen import chain_nest
+
+    model = chain_model(name)
+    last = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    toh, tow = tiles[0], min(tiles[1], last[3])
+    tow = max(d for d in range(1, tow + 1) if last[3] % d == 0)
+    monkeypatch.setattr(chain_nest, "tile_candidates",
+                        lambda lowering, stages: [chain_nest.ChainTiles(toh, tow, halo="cache")])
+    module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(module)
+    assert group.attributes["halo"].data == "cache"
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
+    assert result.write_bytes["DRAM"] == 4 * expected.size
+    prediction = program.predictions[0]
+    assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
+    if target(target_name).cores == 1:
+        (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
+        assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop, "cache")
+        assert result.read_bytes["DRAM"] < hand_count_read_bytes(model, loop)
 
 
 @pytest.mark.parametrize("target_name", ["edge", "vector"])
