@@ -107,9 +107,24 @@ def batch_norm(x, scale, bias, mean, var, epsilon: float) -> np.ndarray:
     return ((x - mean.reshape(shape)) * factor.reshape(shape) + bias.reshape(shape)).astype(np.float32)
 
 
+def lrn_channels(size: int) -> tuple[int, int]:
+    """How many channels before and after its own an LRN window of `size` sums (ONNX: floor and
+    ceil of (size - 1) / 2; PyTorch's local_response_norm puts the larger half before)."""
+    return (size - 1) // 2, size - 1 - (size - 1) // 2
+
+
+def lrn_window(channels: int, size: int) -> np.ndarray:
+    """B[c, i] = 1 when channel i is in channel c's LRN window (`lrn_channels`, clipped)."""
+    before, after = lrn_channels(size)
+    band = np.zeros((channels, channels), dtype=np.float32)
+    for c in range(channels):
+        band[c, max(0, c - before):min(channels, c + after + 1)] = 1.0
+    return band
+
+
 def lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
     c = x.shape[1]
-    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    before, after = lrn_channels(size)
     squares = np.pad(x * x, ((0, 0), (before, after), (0, 0), (0, 0)))
     window_sum = sum(squares[:, i : i + c] for i in range(size))
     return (x / (bias + alpha / size * window_sum) ** beta).astype(np.float32)

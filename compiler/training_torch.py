@@ -127,7 +127,8 @@ class Forward:
         simple = {nn.ReluOp: F.relu, nn.SigmoidOp: torch.sigmoid, nn.HardSwishOp: F.hardswish,
                   nn.TanhOp: torch.tanh, nn.ErfOp: torch.erf, nn.SqrtOp: torch.sqrt, nn.SiluOp: F.silu,
                   nn.GeluOp: F.gelu, nn.AddOp: torch.add, nn.SubOp: torch.sub, nn.MulOp: torch.mul,
-                  nn.DivOp: torch.div, nn.MatMulOp: torch.matmul}
+                  nn.DivOp: torch.div, nn.MatMulOp: torch.matmul, nn.ExpOp: torch.exp, nn.LogOp: torch.log,
+                  nn.GeluTanhOp: lambda x: F.gelu(x, approximate="tanh")}
         if type(op) in simple:
             return simple[type(op)](*args)
         method = getattr(self, f"op_{type(op).__name__}", None)
@@ -214,8 +215,13 @@ class Forward:
         return self.torch.softmax(x, dim=op.axis.value.data)
 
     def op_LRNOp(self, op, x):
-        return self.F.local_response_norm(x, op.size.value.data, op.alpha.value.data, op.beta.value.data,
-                                          op.bias.value.data)
+        """ONNX's window (PyTorch's local_response_norm centres an even window the other way)."""
+        from nncc.compiler.nn_kernels import lrn_window
+
+        size = op.size.value.data
+        band = self.torch.tensor(lrn_window(x.shape[1], size), dtype=x.dtype)
+        sums = self.torch.einsum("ci,nihw->nchw", band, x * x)
+        return x / (op.bias.value.data + op.alpha.value.data / size * sums) ** op.beta.value.data
 
     def op_SliceOp(self, op, x):
         index = [self.torch.arange(size) * step + start for start, step, size

@@ -35,6 +35,7 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
+from nncc.compiler.nn_kernels import lrn_window
 from nncc.compiler.weights import sanitize, store_of
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
@@ -59,13 +60,16 @@ UNARY_BACKWARD: dict[type, type] = {
     nn.GeluOp: nn.GeluBackwardOp,
 }
 
+GELU_TANH_C, GELU_TANH_K = float(np.sqrt(2.0 / np.pi)), 0.044715
+"""GELU's tanh form: 0.5 x (1 + tanh(C (x + K x^3)))."""
+
 DIFFERENTIABLE = (
     nn.Conv2dOp, nn.GemmOp, nn.MatMulOp, nn.BatchNormOp,
     nn.ReluOp, nn.SigmoidOp, nn.HardSwishOp, nn.LeakyReluOp, nn.ClipOp, nn.HardSigmoidOp,
-    nn.TanhOp, nn.SiluOp, nn.GeluOp,
+    nn.TanhOp, nn.SiluOp, nn.GeluOp, nn.GeluTanhOp, nn.ExpOp, nn.LogOp, nn.SqrtOp,
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp,
     nn.MaxPool2dOp, nn.AvgPool2dOp, nn.GlobalAvgPoolOp, nn.GlobalMaxPoolOp,
-    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp,
+    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp, nn.SoftmaxOp, nn.LRNOp,
 )
 """Forward ops with a gradient; any other op on the gradient path is refused."""
 
@@ -89,15 +93,12 @@ def describe(op: Operation) -> str:
     return f"ONNX node '{nodes[0]}' ({op.name})" if nodes else f"{op.name} ({op.results[0].name_hint or 'unnamed'})"
 
 
-def slice_axis(op: nn.SliceOp) -> int | None:
-    """The one axis a slice cuts (consecutive elements, step 1), or None for any other slice; -1
-    when it cuts none (a copy)."""
-    shape, out = nn.shape_of(op.input), nn.shape_of(op.result)
-    cut = [axis for axis, (a, b) in enumerate(zip(shape, out)) if a != b]
-    steps = nn.ints(op.steps)
-    if len(cut) > 1 or any(steps[axis] != 1 for axis in range(len(shape)) if out[axis] > 1):
-        return None
-    return cut[0] if cut else -1
+def cut_axes(op: nn.SliceOp) -> list[int]:
+    """The axes where a slice does more than copy: shorter, or starting later, or stepping (a
+    reversed axis of the same length too); none for a copy."""
+    starts, steps = nn.ints(op.starts), nn.ints(op.steps)
+    return [axis for axis, (a, b) in enumerate(zip(nn.shape_of(op.input), nn.shape_of(op.result)))
+            if a != b or starts[axis] != 0 or (steps[axis] != 1 and b > 1)]
 
 
 def weight_ref(value: SSAValue) -> str | None:
@@ -208,12 +209,10 @@ class Autodiff:
             if op is self.folded_softmax or not any(r in needs for r in op.results):
                 continue
             if not isinstance(op, DIFFERENTIABLE):
-                hint = (" (only a trailing Softmax over the classes, folded into --loss cross-entropy)"
-                        if isinstance(op, nn.SoftmaxOp) else "")
-                raise NnccError(f"autodiff: {describe(op)} has no gradient in training mode{hint}")
-            if isinstance(op, nn.SliceOp) and slice_axis(op) is None:
-                raise NnccError(f"autodiff: {describe(op)}: only a slice of consecutive elements along one axis "
-                                "(Split, Slice with step 1) has a gradient yet")
+                raise NnccError(f"autodiff: {describe(op)} has no gradient in training mode")
+            if isinstance(op, nn.SliceOp) and any(nn.ints(op.steps)[axis] < 0 for axis in cut_axes(op)):
+                raise NnccError(f"autodiff: {describe(op)}: a slice with a negative step (reversed elements) has no "
+                                "gradient yet")
             if isinstance(op, nn.MatMulOp) and min(len(nn.shape_of(op.a)), len(nn.shape_of(op.b))) < 2:
                 raise NnccError(f"autodiff: {describe(op)}: a matmul with a 1-D operand has no gradient yet")
         shape = nn.shape_of(logits)
@@ -507,25 +506,109 @@ class Backward:
             offset += shape[axis]
 
     def grad_SliceOp(self, op: nn.SliceOp, dy: SSAValue) -> None:
-        """The gradient back in its place, zeros before and after it (a concat)."""
-        axis = slice_axis(op)
-        if axis == -1:
-            self.give(op.input, dy)
-            return
-        shape = nn.shape_of(op.input)
-        start, size = nn.ints(op.starts)[axis], nn.shape_of(op.result)[axis]
+        """The gradient scattered back to its place, one cut axis at a time (the last first):
+        a strided axis interleaved with zeros (a concat on a new axis, then a reshape), zeros
+        before and after (a concat).
+
+            slice [1::2] of 6 rows:  dy (2 rows) -> [dy0, 0, dy1, 0] -> [0, dy0, 0, dy1, 0, 0]
+        """
+        shape, grad = nn.shape_of(op.input), dy
+        starts, steps = nn.ints(op.starts), nn.ints(op.steps)
+        for axis in reversed(cut_axes(op)):
+            grad = self.unslice(grad, axis, shape[axis], starts[axis], steps[axis], f"grad{axis}")
+        self.give(op.input, grad)
+
+    def unslice(self, grad: SSAValue, axis: int, length: int, start: int, step: int, suffix: str) -> SSAValue:
+        """`grad` (a slice's gradient along `axis`: `start`, `step`) placed in `length` positions."""
+        shape = nn.shape_of(grad)
+        count = shape[axis]
+        if step > 1 and count > 1:
+            column = shape[:axis + 1] + (1,) + shape[axis + 1:]
+            gaps = self.zeros(shape[:axis + 1] + (step - 1,) + shape[axis + 1:])
+            spread = self.emit(nn.ConcatOp([self.emit(nn.ReshapeOp(grad, column), f"{suffix}_column"), gaps], axis + 1),
+                               f"{suffix}_spread")
+            grad = self.emit(nn.ReshapeOp(spread, shape[:axis] + (count * step,) + shape[axis + 1:]), f"{suffix}_rows")
+            if start + count * step > length:  # the gaps after the last element run past the end
+                kept = shape[:axis] + (length - start,) + shape[axis + 1:]
+                grad = self.emit(nn.SliceOp(grad, [0] * len(shape), [1] * len(shape), kept), f"{suffix}_trim")
+        covered = nn.shape_of(grad)[axis]
         parts = []
-        for index, length in ((0, start), (None, size), (1, shape[axis] - start - size)):
-            if index is None:
-                parts.append(dy)
-            elif length:
-                zeros = self.store.add(f"{self.hint}.zeros", np.zeros(shape[:axis] + (length,) + shape[axis + 1:],
-                                                                      dtype=np.float32))
-                weight = nn.WeightOp(zeros, shape[:axis] + (length,) + shape[axis + 1:])
-                weight.result.name_hint = sanitize(zeros)
-                self.b.ops.append(weight)
-                parts.append(weight.result)
-        self.give(op.input, self.emit(nn.ConcatOp(parts, axis), "grad") if len(parts) > 1 else dy)
+        for size, part in ((start, None), (covered, grad), (length - start - covered, None)):
+            if size:
+                parts.append(part if part is not None else self.zeros(shape[:axis] + (size,) + shape[axis + 1:]))
+        return self.emit(nn.ConcatOp(parts, axis), f"{suffix}_place") if len(parts) > 1 else grad
+
+    def zeros(self, shape: tuple[int, ...]) -> SSAValue:
+        return self.constant("zeros", np.zeros(shape, dtype=np.float32))
+
+    def constant(self, name: str, array: np.ndarray) -> SSAValue:
+        """A constant tensor of the backward graph (a weight that is not trained)."""
+        ref = self.store.add(f"{self.hint}.{name}", np.asarray(array, dtype=np.float32))
+        weight = nn.WeightOp(ref, tuple(np.shape(array)))
+        weight.result.name_hint = sanitize(ref)
+        self.b.ops.append(weight)
+        return weight.result
+
+    def grad_SoftmaxOp(self, op: nn.SoftmaxOp, dy: SSAValue) -> None:
+        """dx = y (dy - sum(dy y)) along the axis (a Softmax inside the model, or the output's with
+        --loss mse)."""
+        y, axis = self.v(op.result), op.axis.value.data
+        shape = nn.shape_of(y)
+        sums = self.emit(nn.ReduceSumOp(self.emit(nn.MulOp(dy, y), "grad_dy_y"), [axis]), "grad_sum")
+        kept = self.emit(nn.ReshapeOp(sums, shape[:axis] + (1,) + shape[axis + 1:]), "grad_sum_kept")
+        self.give(op.input, self.emit(nn.MulOp(y, self.emit(nn.SubOp(dy, kept), "grad_centred")), "grad"))
+
+    def grad_LRNOp(self, op: nn.LRNOp, dy: SSAValue) -> None:
+        """y = x d^-beta, d = bias + alpha / size * B x^2 with B the channel window (a 1x1 conv):
+        dx = dy d^-beta - 2 alpha beta / size * x * B^T (dy y / d)."""
+        x, y = self.v(op.input), self.v(op.result)
+        size, alpha, beta, bias = (op.size.value.data, op.alpha.value.data, op.beta.value.data,
+                                   op.bias.value.data)
+        window = lrn_window(nn.shape_of(x)[1], size)
+
+        def channel_sums(value: SSAValue, band: np.ndarray, suffix: str) -> SSAValue:
+            weight = self.constant(f"{suffix}_band", band[:, :, None, None])
+            return self.emit(nn.Conv2dOp(value, weight, None, (1, 1), (0, 0, 0, 0), (1, 1), 1), suffix)
+
+        squares = channel_sums(self.emit(nn.MulOp(x, x), "grad_square"), window, "grad_window")
+        d = self.emit(nn.AddOp(self.emit(nn.ScaleOp(squares, alpha / size), "grad_scaled"),
+                               self.constant("bias", np.array([bias]))), "grad_d")
+        power = self.emit(nn.ExpOp(self.emit(nn.ScaleOp(self.emit(nn.LogOp(d), "grad_log"), -beta), "grad_exponent")),
+                          "grad_power")
+        direct = self.emit(nn.MulOp(dy, power), "grad_direct")
+        spread = channel_sums(self.emit(nn.DivOp(self.emit(nn.MulOp(dy, y), "grad_dy_y"), d), "grad_ratio"),
+                              window.T, "grad_spread")
+        through = self.emit(nn.ScaleOp(self.emit(nn.MulOp(x, spread), "grad_x_spread"), -2 * alpha * beta / size),
+                            "grad_through")
+        self.give(op.input, self.emit(nn.AddOp(direct, through), "grad"))
+
+    def grad_GeluTanhOp(self, op: nn.GeluTanhOp, dy: SSAValue) -> None:
+        """t = tanh(C x (1 + K x^2)): dx = dy (0.5 (1 + t) + 0.5 C x (1 - t^2) (1 + 3 K x^2))."""
+        x = self.v(op.input)
+        one = self.constant("one", np.array([1.0]))
+        square = self.emit(nn.MulOp(x, x), "grad_square")
+
+        def one_plus(factor: float, suffix: str) -> SSAValue:  # 1 + factor x^2
+            return self.emit(nn.AddOp(self.emit(nn.ScaleOp(square, factor), f"{suffix}_x2"), one), suffix)
+
+        inner = self.emit(nn.ScaleOp(self.emit(nn.MulOp(x, one_plus(GELU_TANH_K, "grad_cubic")), "grad_u0"),
+                                     GELU_TANH_C), "grad_u")
+        t = self.emit(nn.TanhOp(inner), "grad_tanh")
+        half = self.emit(nn.ScaleOp(self.emit(nn.AddOp(t, one), "grad_1t"), 0.5), "grad_half")
+        sech2 = self.emit(nn.SubOp(one, self.emit(nn.MulOp(t, t), "grad_t2")), "grad_sech2")
+        slope = self.emit(nn.ScaleOp(one_plus(3 * GELU_TANH_K, "grad_du"), 0.5 * GELU_TANH_C), "grad_slope")
+        rest = self.emit(nn.MulOp(self.emit(nn.MulOp(x, sech2), "grad_x_sech2"), slope), "grad_rest")
+        self.give(op.input, self.emit(nn.MulOp(dy, self.emit(nn.AddOp(half, rest), "grad_deriv")), "grad"))
+
+    def grad_ExpOp(self, op: nn.ExpOp, dy: SSAValue) -> None:
+        self.give(op.input, self.emit(nn.MulOp(dy, self.v(op.result)), "grad"))
+
+    def grad_LogOp(self, op: nn.LogOp, dy: SSAValue) -> None:
+        self.give(op.input, self.emit(nn.DivOp(dy, self.v(op.input)), "grad"))
+
+    def grad_SqrtOp(self, op: nn.SqrtOp, dy: SSAValue) -> None:
+        quotient = self.emit(nn.DivOp(dy, self.v(op.result)), "grad_div")
+        self.give(op.input, self.emit(nn.ScaleOp(quotient, 0.5), "grad"))
 
     def wanted(self) -> set[SSAValue]:
         """The operands of `op` that want a gradient (depend on a trainable weight)."""

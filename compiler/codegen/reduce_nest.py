@@ -28,6 +28,7 @@ import math
 from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, StringAttr, UnitAttr, i64
 from xdsl.ir import Block, Operation, Region, SSAValue
 
+from nncc.compiler.nn_kernels import lrn_channels
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, slice_op
 from nncc.compiler.codegen.stream_nest import map_op
@@ -287,7 +288,7 @@ def lrn_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.NestOp:
     n, c, h, w = nn.shape_of(op.input)
     size = op.size.value.data
     alpha, beta, bias = (float(getattr(op, p).value.data) for p in ("alpha", "beta", "bias"))
-    before = (size - 1) // 2
+    before, _ = lrn_channels(size)
     cp, hw = c + size - 1, h * w
 
     def sizes(ts):

@@ -174,7 +174,29 @@ def pools_model(tmp_path):
     return g.save(tmp_path / "pools.onnx", [2, 3, 9, 9], h)
 
 
-MODELS = {"pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def norms_model(tmp_path):
+    """LRN (even and odd windows), a Softmax over the channels inside the model, Sqrt, Log and Exp
+    of it, a Slice with steps 2 and 3 and a start (both axes' gaps run past the end), GELU's tanh
+    form (opset 20)."""
+    g = Graph(10)
+    h = g.node("Conv", ["x", g.init("c1", (8, 3, 3, 3))], "conv1", pads=[1, 1, 1, 1])
+    h = g.node("LRN", [h], "lrn4", size=4, alpha=0.5, beta=0.75, bias=2.0)
+    p = g.node("Softmax", [h], "softmax", axis=1)
+    h = g.node("Mul", [g.node("Add", [g.node("Sqrt", [p], "sqrt"), g.node("Log", [p], "log")], "sum"),
+                       g.node("Exp", [p], "exp")], "mix")
+    for name, values in (("starts", [0, 1]), ("ends", [9, 9]), ("axes", [2, 3]), ("steps", [2, 3])):
+        g.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+    h = g.node("Slice", [h, "starts", "ends", "axes", "steps"], "strided")  # 9x9 -> rows 0,2,..8, columns 1,4,7
+    h = g.node("Conv", [h, g.init("c2", (6, 8, 1, 1)), g.init("b2", (6,))], "conv2")
+    h = g.node("Gelu", [h], "gelu", approximate="tanh")
+    h = g.node("LRN", [h], "lrn3", size=3, alpha=1e-2, beta=0.5, bias=1.0)
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (5, 6))], "fc", transB=1)
+    return g.save(tmp_path / "norms.onnx", [2, 3, 9, 9], h, opset=20)
+
+
+MODELS = {"norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

@@ -123,16 +123,31 @@ def test_flag_errors_are_one_line(capsys, tmp_path, argv, message, model_file):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_lrn_softmax_inside_strided_slice_gelu_tanh_exp_log_sqrt(capsys, tmp_path, model_file):
+    data = train_and_check(capsys, tmp_path, model_file("norms"))
+    assert {"grad.c1", "grad.c2", "grad.b2", "grad.fc"} <= set(data["check"]["tensors"])
+
+
 def test_op_without_gradient_is_named(capsys, tmp_path, graph):
     g = graph(6)
     h = g.node("Conv", ["x", g.init("c", (4, 3, 3, 3))], "conv")
-    h = g.node("LRN", [h], "norm", size=3)
+    h = g.node("Erf", [h], "erf")
     h = g.node("Flatten", [h], "flat")
     h = g.node("Gemm", [h, g.init("fc", (16, 3))], "fc")
-    model = g.save(tmp_path / "lrn.onnx", [2, 3, 4, 4], h)
+    model = g.save(tmp_path / "erf.onnx", [2, 3, 4, 4], h)
     code, out, err = run_nncc(capsys, model, "--train", "--run")
-    assert code == 2 and "ONNX node 'norm' (nn.lrn) has no gradient in training mode" in err, err
+    assert code == 2 and "ONNX node 'erf' (nn.erf) has no gradient in training mode" in err, err
     assert len(err.strip().splitlines()) == 1
+    g = graph(6)
+    h = g.node("Conv", ["x", g.init("c", (4, 3, 3, 3))], "conv", pads=[1, 1, 1, 1])
+    for name, values in (("starts", [-1]), ("ends", [-5]), ("axes", [3]), ("steps", [-1])):  # all 4, reversed
+        g.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+    h = g.node("Slice", [h, "starts", "ends", "axes", "steps"], "reversed")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (64, 3))], "fc")
+    model = g.save(tmp_path / "reversed.onnx", [2, 3, 4, 4], h)
+    code, out, err = run_nncc(capsys, model, "--train", "--run")
+    assert code == 2 and "ONNX node 'reversed' (nn.slice): a slice with a negative step" in err, err
 
 
 def test_bad_labels_are_one_line(capsys, tmp_path, model_file):
