@@ -675,8 +675,70 @@ class BatchNormBackwardApplyOp(IRDLOperation):
             raise VerifyException(f"{self.name}: per-channel operands of shape [{shape[1]}] expected")
 
 
+@irdl_op_definition
+class Conv2dBackwardDataSumsOp(IRDLOperation):
+    """`nn.conv2d_backward_data` of `grad` (stride 1) whose output tiles, while on chip, are
+    post-processed for the BatchNorm whose backward receives them (`fuse-batch-norm-training`,
+    seed paper 1's backward): masked by ReLU's step(input * scale + shift) when `relu` (the
+    stored result is that masked gradient g), and the two reductions of BatchNorm's backward
+    accumulated per channel on the post unit: dbias = sum g, dscale = sum g xhat (xhat = (input -
+    mean) invstd). After the last tile, the input gradient's factors c2, c3 as in
+    `fused.batch_norm_backward_sums`; the input gradient is then scale g + c2 input + c3.
+
+        %g, %dscale, %dbias, %c2, %c3 = fused.conv2d_backward_data_sums %dz, %w, %y, %scale, %shift, %mean, %invstd
+               strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
+               : (tensor<8x256x8x8xf32>, tensor<256x64x1x1xf32>, tensor<8x64x8x8xf32>, tensor<64xf32>, ...)
+               -> (tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+    """
+
+    name = "fused.conv2d_backward_data_sums"
+    grad = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    mean = operand_def(TensorType)
+    invstd = operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    relu = opt_prop_def(UnitAttr)
+    result = result_def(TensorType)
+    grad_scale = result_def(TensorType)
+    grad_bias = result_def(TensorType)
+    c2 = result_def(TensorType)
+    c3 = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, weight: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue,
+                 mean: SSAValue, invstd: SSAValue, strides: Sequence[int], pads: Sequence[int],
+                 dilations: Sequence[int], group: int, relu: bool):
+        super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd],
+                         properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {}),
+                         result_types=[input.type] + [scale.type] * 4)
+
+    def verify_(self) -> None:
+        shape = nn.shape_of(self.input)
+        if nn.shape_of(self.result) != shape or len(shape) != 4 or len(nn.shape_of(self.grad)) != 4:
+            raise VerifyException(f"{self.name}: NCHW grad, and a result of the input's shape expected")
+        if nn.shape_of(self.weight)[1] * self.group.value.data != shape[1]:
+            raise VerifyException(f"{self.name}: the weight's input channels must be the input's")
+        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[3:], *self.results[1:]]):
+            raise VerifyException(f"{self.name}: per-channel operands and results of shape [{shape[1]}] expected")
+
+    @property
+    def macs(self) -> int:
+        o, cg, kh, kw = nn.shape_of(self.weight)
+        return math.prod(nn.shape_of(self.grad)) * cg * kh * kw
+
+
 FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp,
-                          BatchNormBackwardSumsOp, BatchNormBackwardApplyOp],
+                          BatchNormBackwardSumsOp, BatchNormBackwardApplyOp, Conv2dBackwardDataSumsOp],
                 [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

@@ -46,6 +46,7 @@ from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from nncc.compiler.codegen.training_nest import backward_data_shape
 from nncc.compiler.weights import store_of
 from nncc.dialects import fused, nn
 from nncc.passes.decisions import module_target
@@ -80,7 +81,7 @@ class FuseBatchNormTrainingPass(ModulePass):
                 by_input = {a.y: a for a in applied.values()}
                 for backward in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormBackwardOp)]:
                     if backward.input in by_input:
-                        fuse_backward(store, backward, by_input[backward.input])
+                        fuse_backward(store, backward, by_input[backward.input], convs)
 
 
 def into_convs(target) -> bool:
@@ -274,10 +275,13 @@ def materialize(store, relu: nn.ReluOp, applied: list[SSAValue]) -> str:
     return chosen
 
 
-def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied) -> None:
+def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bool) -> None:
     """BatchNorm's backward (and the backward of the ReLU after it, when its gradient goes only
-    there) as two passes: `fused.batch_norm_backward_sums` (dscale, dbias and the input gradient's
-    factors) and `fused.batch_norm_backward_apply` (the input gradient)."""
+    there): its reductions (and the ReLU's mask) as post-processing of the backward-data conv
+    that gives its gradient (`fused.conv2d_backward_data_sums`, on a target with pre/post units,
+    when that conv is a stride-1 nest whose result goes only here), else a pass of their own,
+    `fused.batch_norm_backward_sums`; then `fused.batch_norm_backward_apply` (the input
+    gradient)."""
     grad, relu, mask = backward.grad, False, None
     owner = grad.owner
     if isinstance(owner, nn.ReluBackwardOp) and len(list(grad.uses)) == 1:
@@ -286,8 +290,24 @@ def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied) -> None:
                 (z.input, z.scale, z.shift) == (a.y, a.scale, a.shift):
             grad, relu, mask = owner.grad, True, owner
     b = Builder(store, backward)
-    sums = b.op(fused.BatchNormBackwardSumsOp(grad, a.y, a.scale, a.shift, a.mean, a.invstd, relu)).owner
-    dscale, dbias, c2, c3 = sums.results
+    conv = grad.owner
+    if convs and isinstance(conv, nn.Conv2dBackwardDataOp) and len(list(grad.uses)) == 1 and \
+            backward_data_shape(conv) is not None:
+        sums = fused.Conv2dBackwardDataSumsOp(conv.grad, conv.weight, a.y, a.scale, a.shift, a.mean, a.invstd,
+                                              nn.ints(conv.strides), nn.ints(conv.pads), nn.ints(conv.dilations),
+                                              conv.group.value.data, relu)
+        sums.attributes.update(conv.attributes)
+        for result, hint in zip(sums.results, ("", "_dscale", "_dbias", "_c2", "_c3")):
+            result.name_hint = f"{conv.result.name_hint}{hint}"
+        conv.parent.insert_op_before(sums, conv)
+        conv.result.replace_all_uses_with(sums.result)
+        conv.detach()
+        conv.erase()
+        grad, relu = sums.result, False  # masked already
+        _, dscale, dbias, c2, c3 = sums.results
+    else:
+        dscale, dbias, c2, c3 = b.op(fused.BatchNormBackwardSumsOp(grad, a.y, a.scale, a.shift, a.mean, a.invstd,
+                                                                   relu)).owner.results
     dx = b.op(fused.BatchNormBackwardApplyOp(grad, a.y, a.scale, a.shift, c2, c3, relu))
     for old, new in zip(backward.results, (dx, dscale, dbias)):
         old.replace_all_uses_with(new)

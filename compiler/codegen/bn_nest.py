@@ -506,3 +506,171 @@ def backward_apply_nest(lowering: Lowering, op: fused.BatchNormBackwardApplyOp, 
         return ops
     piece = Piece(shape, operands, row_major_operand("Y", shape))
     return stream_nest(lowering, op, list(zip(names, op.operands)), [piece], compute, slots)
+
+
+# --------------------------------------------------------------------------- backward: post-processing of backward-data
+
+
+@dataclasses.dataclass
+class BackwardDataConv:
+    """The `nn.conv2d_backward_data` a fused backward-data op is: what training_nest's shape,
+    tile and tensor rules read."""
+
+    grad: SSAValue
+    weight: SSAValue
+    result: SSAValue
+    strides: object
+    pads: object
+    dilations: object
+    group: object
+    results: tuple
+    name: str = "nn.conv2d_backward_data"
+
+
+def backward_data_conv(op: fused.Conv2dBackwardDataSumsOp) -> BackwardDataConv:
+    return BackwardDataConv(op.grad, op.weight, op.result, op.strides, op.pads, op.dilations, op.group,
+                            tuple(op.results))
+
+
+def lower_backward_data_sums(lowering: Lowering, op: Operation):
+    """The lowering-table entry of fused.conv2d_backward_data_sums: its nest, unrolled."""
+    return lower_results(lowering, op, backward_data_sums_nest(lowering, op))
+
+
+def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp) -> tile.NestOp:
+    """The backward-data conv nest of `op` (training_nest's tiles, output tiles made to divide the
+    output, shrunk until the extra buffers fit) with its BatchNorm's backward reductions as
+    post-processing of every output tile (`add_backward_sums`)."""
+    from nncc.compiler.codegen.training_nest import backward_data_shape, backward_tiles
+
+    conv = backward_data_conv(op)
+    s = backward_data_shape(conv)
+    if s is None:
+        raise NnccError(f"layer {layer_name(op)}: {op.name} needs a stride-1 backward-data conv")
+    c = s.og
+    constants = {"ones": None, "zeros": constant_weight(lowering, op, f"bn_stats.zeros{2 * c}", np.zeros(2 * c, np.float32))}
+    key = ("bn backward tiles", s)
+    if key not in lowering.cost_cache:
+        t = backward_tiles(lowering, conv, s)
+        t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
+        while t is not None:
+            nest = build_backward_sums(lowering, op, conv, s, t, constants)
+            fit = fits(lowering, nest)
+            nest.erase(safe_erase=False)
+            if fit:
+                break
+            t = shrink(s, t)
+        if t is None:
+            raise NnccError(f"layer {layer_name(op)}: the fused BatchNorm buffers do not fit the target's memories")
+        lowering.cost_cache[key] = t
+    return build_backward_sums(lowering, op, conv, s, lowering.cost_cache[key], constants)
+
+
+def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, conv: BackwardDataConv, s,
+                        t: ConvTiles, constants: dict) -> tile.NestOp:
+    from nncc.compiler.codegen.training_nest import backward_tensors
+
+    pixels = t.toh * t.tow
+    ones = constant_weight(lowering, op, f"bn_stats.ones{pixels}", np.ones(pixels, np.float32))
+    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
+                      "channels", lowering.buffers)
+    inputs = list(probe.inputs)
+    block = probe.body.block
+    probe.body.detach_block(block)
+    probe.erase()
+    parts = parts_of(block)
+    args = []
+    for value in (op.input, op.scale, op.shift, op.mean, op.invstd, ones, constants["zeros"]):
+        args.append(block.insert_arg(value.type, len(inputs)))
+        inputs.append(value)
+    results = []
+    for value in op.results[1:]:
+        results.append(block.insert_arg(value.type, len(block.args)))
+    add_backward_sums(lowering, parts, s, t, args, results, op.relu is not None)
+    return tile.NestOp(layer_name(op), inputs, [v.type for v in op.results], Region(block), nest_attributes(op))
+
+
+def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, results, relu: bool) -> None:
+    """BatchNorm's backward reductions as post-processing of the output tiles of a backward-data
+    nest, on the post unit after each tile's last input-channel block: the BatchNorm's input tile
+    `y` (loaded beside the conv, before the reduction loop), g = out (times step(y scale + shift),
+    into the output tile, which is stored masked), t = g (y - mean) invstd, and the sums of g and
+    t accumulated as in `add_statistics`; after the last tile, c2 and c3 (`backward_sums_nest`'s
+    rule) from the sums, and the four per-channel results stored.
+
+        tile.load %Y[%n, %oc, %oh, %ow] [1, %toc, %toh, %tow] -> %y[0] dims [2, 3, 1]
+        tile.for %ic[%tic] = ... {
+          ... tile.conv %in[0], %wt[0] -> %out[0] ... reduce %ic
+          tile.map fma %y[0], %pc[%oc] broadcast [0, 1], %pc[%oc + 64] broadcast [0, 1] -> %t[0] ... last %ic {unit = "post"}
+          tile.map step %t[0] -> %t[0] ... last %ic {unit = "post"};  tile.map mul %out[0], %t[0] -> %out[0] ...
+          tile.map sub %y[0], %pc[%oc + 128] broadcast [0, 1] -> %t[0] ...;  tile.map mul %t[0], %pc[%oc + 192] ... -> %t[0]
+          tile.map mul %t[0], %out[0] -> %t[0] ...
+          tile.conv %ones[0], %out[0] -> %st[%oc] ... onto_output last %ic {unit = "post"}
+          tile.conv %ones[0], %t[0] -> %st[%oc + 64] ... onto_output last %ic {unit = "post"}
+        }
+    """
+    y_arg, scale, shift, mean, invstd, ones_arg, zeros = args
+    dscale, dbias, c2, c3 = results
+    c, pixels = s.og, t.toh * t.tow
+    pc = buffer(lowering, parts, "pc", "weight", [4 * c])
+    ones = buffer(lowering, parts, "ones", "weight", [pixels])
+    st = buffer(lowering, parts, "st", "output", [5 * c])
+    y = buffer(lowering, parts, "y", "output", [t.toh, t.tow, t.toc])
+    tb = buffer(lowering, parts, "t", "output", [t.toh, t.tow, t.toc])
+    first_loop = next(o for o in parts.block.ops if isinstance(o, tile.ForOp))
+    for k, arg in enumerate((scale, shift, mean, invstd)):
+        parts.block.insert_op_before(slice_op(tile.LoadOp, arg, pc, [0], [c], [0], at=k * c), first_loop)
+    parts.block.insert_op_before(slice_op(tile.LoadOp, ones_arg, ones, [0], [pixels], [0]), first_loop)
+    parts.block.insert_op_before(slice_op(tile.LoadOp, zeros, st, [0], [2 * c], [0]), first_loop)
+    for loop in parts.block.walk():
+        if isinstance(loop, tile.ForOp) and "cores" in loop.properties:
+            loop.properties["cores"] = IntegerAttr(1, i64)  # one statistics buffer
+    n, _, oh, toh, ow, tow = parts.spatial.block.args
+    oc, toc = parts.channel.block.args[-2:]
+    parts.ic_loop.parent_block().insert_op_before(
+        slice_op(tile.LoadOp, y_arg, y, [n, oc, oh, ow], [1, toc, toh, tow], [2, 3, 1]), parts.ic_loop)
+    body = parts.ic_loop.block
+    ic = body.args[-2]
+    out = parts.buffers["out"]
+    ops: list[Operation] = []
+
+    def post(func, views):
+        e = IndexExprs()
+        views = [(b, e(oc) + at if per_channel else at, BROADCAST_ROWS_COLUMNS if per_channel else 0)
+                 for b, at, per_channel in views]
+        ops.append(on_unit(map_op(e, func, views, [e(toh), e(tow), e(toc)], last=ic), "post"))
+    tile_view = lambda b: (b, 0, False)  # noqa: E731
+    factor = lambda k: (pc, k * c, True)  # noqa: E731
+    if relu:
+        post("fma", [tile_view(y), factor(0), factor(1), tile_view(tb)])
+        post("step", [tile_view(tb), tile_view(tb)])
+        post("mul", [tile_view(out), tile_view(tb), tile_view(out)])
+    post("sub", [tile_view(y), factor(2), tile_view(tb)])
+    post("mul", [tile_view(tb), factor(3), tile_view(tb)])
+    post("mul", [tile_view(tb), tile_view(out), tile_view(tb)])
+    for source, at in ((out, 0), (tb, c)):
+        e = IndexExprs()
+        e(ic)
+        sums = tile.conv_op([ones, source, st], [e(0), e(0), e(oc) + at], e, [e(1), e(1), e(pixels), e(toc)],
+                            [1, 1], [1, 1], [1, 1], -1, True, None, ())
+        sums.properties["last"] = IntegerAttr(e(ic).position, i64)
+        ops.append(on_unit(sums, "post"))
+    anchor = parts.conv.next_op
+    for op in ops:
+        if anchor is None:
+            body.add_op(op)
+        else:
+            body.insert_op_before(op, anchor)
+    count = s.n * s.oh * s.ow
+    # dbias (st 0), dscale (st c); c2 = -scale invstd dscale / n (st 2c); c3 = -scale dbias / n - c2 mean (st 3c)
+    for func, views, params in (("mul", [(pc, 0), (pc, 3 * c), (st, 2 * c)], ()),
+                                ("mul", [(st, 2 * c), (st, c), (st, 2 * c)], ()),
+                                ("affine", [(st, 2 * c), (st, 2 * c)], (-1.0 / count, 0.0)),
+                                ("mul", [(pc, 0), (st, 0), (st, 3 * c)], ()),
+                                ("affine", [(st, 3 * c), (st, 3 * c)], (-1.0 / count, 0.0)),
+                                ("mul", [(st, 2 * c), (pc, 2 * c), (st, 4 * c)], ()),
+                                ("sub", [(st, 3 * c), (st, 4 * c), (st, 3 * c)], ())):
+        e = IndexExprs()
+        parts.block.add_op(map_op(e, func, [(b, at, 0) for b, at in views], [e(1), e(1), e(c)], params))
+    for target, at in ((dscale, c), (dbias, 0), (c2, 2 * c), (c3, 3 * c)):
+        parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [c], [0], at=at))

@@ -43,6 +43,7 @@ GENERATORS: dict[str, LayerLowering] = {
     "fused.conv2d_pre": bn_nest.lower_bn_conv,
     "fused.batch_norm_factors": bn_nest.lower_factors,
     "fused.batch_norm_backward_sums": bn_nest.lower_backward_sums,
+    "fused.conv2d_backward_data_sums": bn_nest.lower_backward_data_sums,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,
     **{name: lower_stream(builder) for name, builder in STREAM_NESTS.items()},

@@ -69,7 +69,10 @@ def test_the_fused_ops_in_the_ir(model, capsys):
     assert ir.count("fused.conv2d_stats") == 1  # conv1 (the others' inputs are pre-processed)
     assert ir.count("_squares = fused.conv2d_pre") == 3  # conv2 (padded, strided), down, conv3: with statistics
     assert "nn.batch_norm_train" not in ir and "nn.batch_norm_backward" not in ir
-    assert ir.count("= fused.batch_norm_backward_sums") == ir.count("= fused.batch_norm_backward_apply") == 4
+    # bn2's reductions and relu2's mask: post-processing of conv3's backward-data (1x1, stride 1);
+    # bn1's gradient is a sum (relu1 feeds conv2 and down), bn3's and bnd's relu3's masked sum
+    assert ir.count("= fused.conv2d_backward_data_sums %bn3_y_grad_1, %w3, %conv2_y") == 1
+    assert ir.count("= fused.batch_norm_backward_sums") == 3 and ir.count("= fused.batch_norm_backward_apply") == 4
     assert ir.count("= fused.batch_norm_factors") == 4
     # the block's end (bn3, the shortcut's BatchNorm, the add, the ReLU) in one pass; relu1's and
     # relu2's outputs recomputed in the backward for the backward-filters; ReLU backwards fused
@@ -135,7 +138,8 @@ def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(model):
                     if layer.op.startswith("fused.") and i in program.predictions]
     assert {layer.op for layer, _ in fused_layers} >= {"fused.conv2d_stats", "fused.conv2d_pre",
                                                        "fused.batch_norm_factors", "fused.batch_norm_apply",
-                                                       "fused.batch_norm_backward_sums"}
+                                                       "fused.batch_norm_backward_sums",
+                                                       "fused.conv2d_backward_data_sums"}
     for layer, prediction in fused_layers:
         assert prediction["name"] == layer.name
         assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],

@@ -5,8 +5,11 @@
 // fuse-batch-norm-training: conv1's BatchNorm statistics come from conv1's output tiles
 // (fused.conv2d_stats), its apply and ReLU become conv2's pre-processing (fused.conv2d_pre, which
 // also gives bn2's statistics); bn2's ReLU feeds global pooling, so it is applied as a layer in
-// the forward; relu1's output is recomputed in the backward, where conv2's backward-filter and
-// relu1's backward read it. No nn.batch_norm_train is left. (tests/training/ checks the numbers.)
+// the forward; relu1's output is recomputed in the backward for conv2's backward-filter. bn1's
+// backward reductions and relu1's mask are post-processing of
+// conv2's backward-data (fused.conv2d_backward_data_sums: the masked gradient, dscale, dbias
+// and the input gradient's factors), so only its elementwise apply is a pass of its own. No
+// nn.batch_norm_train is left. (tests/training/ checks the numbers.)
 
 builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"], nn.output_names = ["fc_y"]} {
   func.func @main(%x: tensor<2x3x4x4xf32>) -> tensor<2x3xf32> {
@@ -44,10 +47,9 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
 // CHECK-NOT:  nn.relu_backward
 // CHECK:      %{{.*}}, %{{.*}}, %[[C2B:.*]], %[[C3B:.*]] = fused.batch_norm_backward_sums %[[G2:.*]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %{{.*}}, %{{.*}} relu {nn.phase = "backward", onnx_nodes = ["bn2"]}
 // CHECK-NEXT: %[[DX2:.*]] = fused.batch_norm_backward_apply %[[G2]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %[[C2B]], %[[C3B]] relu
-// CHECK-NEXT: %[[DZ1:.*]] = nn.conv2d_backward_data %[[DX2]], %w2
+// CHECK-NEXT: %[[G1:.*]], %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]] = fused.conv2d_backward_data_sums %[[DX2]], %w2, %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[MEAN1]], %[[INV1]] strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
 // CHECK-NEXT: %[[Z1:.*]] = fused.batch_norm_apply %[[Y1]], %[[SCALE1]], %[[SHIFT1]] act relu {nn.phase = "backward"
 // CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %[[DX2]]
-// CHECK-NEXT: %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]] = fused.batch_norm_backward_sums %[[DZ1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[MEAN1]], %[[INV1]] relu
-// CHECK-NEXT: fused.batch_norm_backward_apply %[[DZ1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[C2A]], %[[C3A]] relu
+// CHECK-NEXT: fused.batch_norm_backward_apply %[[G1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[C2A]], %[[C3A]] {nn.phase
 // CHECK-NOT:  nn.batch_norm_train
 // CHECK-NOT:  nn.batch_norm_backward
