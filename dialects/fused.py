@@ -684,11 +684,14 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     accumulated per channel on the post unit: dbias = sum g, dscale = sum g xhat (xhat = (input -
     mean) invstd). After the last tile, the input gradient's factors c2, c3 as in
     `fused.batch_norm_backward_sums`; the input gradient is then scale g + c2 input + c3.
+    Residual fan-out (a residual block's end): `plus` a gradient added into each output tile
+    before the conv accumulates (the shortcut's), and `mask` a stored ReLU output z whose
+    step(z) masks the sum (z is the block's output, not this BatchNorm's).
 
         %g, %dscale, %dbias, %c2, %c3 = fused.conv2d_backward_data_sums %dz, %w, %y, %scale, %shift, %mean, %invstd
                strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
-               : (tensor<8x256x8x8xf32>, tensor<256x64x1x1xf32>, tensor<8x64x8x8xf32>, tensor<64xf32>, ...)
-               -> (tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>)
+               : tensor<8x256x8x8xf32>, tensor<256x64x1x1xf32>, tensor<8x64x8x8xf32>, tensor<64xf32>, ...
+               -> tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>
     """
 
     name = "fused.conv2d_backward_data_sums"
@@ -699,6 +702,8 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     shift = operand_def(TensorType)
     mean = operand_def(TensorType)
     invstd = operand_def(TensorType)
+    residual = opt_operand_def(TensorType)
+    mask = opt_operand_def(TensorType)
     strides = prop_def(DenseArrayBase[I64])
     pads = prop_def(DenseArrayBase[I64])
     dilations = prop_def(DenseArrayBase[I64])
@@ -711,14 +716,20 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     c3 = result_def(TensorType)
     traits = traits_def(Pure())
     assembly_format = (
-        "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd `strides` $strides `pads` $pads "
-        "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` functional-type(operands, results)"
+        "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd "
+        "(`plus` $residual^ `:` type($residual))? (`mask` $mask^ `:` type($mask))? `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` type($grad) `,` type($weight) `,` "
+        "type($input) `,` type($scale) `,` type($shift) `,` type($mean) `,` type($invstd) `->` "
+        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3)"
     )
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def __init__(self, grad: SSAValue, weight: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue,
                  mean: SSAValue, invstd: SSAValue, strides: Sequence[int], pads: Sequence[int],
-                 dilations: Sequence[int], group: int, relu: bool):
-        super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd],
+                 dilations: Sequence[int], group: int, relu: bool, residual: SSAValue | None = None,
+                 mask: SSAValue | None = None):
+        super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd,
+                                   [residual] if residual is not None else [], [mask] if mask is not None else []],
                          properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {}),
                          result_types=[input.type] + [scale.type] * 4)
 
@@ -728,8 +739,12 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
             raise VerifyException(f"{self.name}: NCHW grad, and a result of the input's shape expected")
         if nn.shape_of(self.weight)[1] * self.group.value.data != shape[1]:
             raise VerifyException(f"{self.name}: the weight's input channels must be the input's")
-        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[3:], *self.results[1:]]):
+        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[3:7], *self.results[1:]]):
             raise VerifyException(f"{self.name}: per-channel operands and results of shape [{shape[1]}] expected")
+        if any(v is not None and nn.shape_of(v) != shape for v in (self.residual, self.mask)):
+            raise VerifyException(f"{self.name}: the residual and the mask must have the input's shape")
+        if self.relu is not None and self.mask is not None:
+            raise VerifyException(f"{self.name}: relu (this BatchNorm's ReLU) and mask (a stored one) exclude each other")
 
     @property
     def macs(self) -> int:

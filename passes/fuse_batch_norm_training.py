@@ -278,10 +278,9 @@ def materialize(store, relu: nn.ReluOp, applied: list[SSAValue]) -> str:
 def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bool) -> None:
     """BatchNorm's backward (and the backward of the ReLU after it, when its gradient goes only
     there): its reductions (and the ReLU's mask) as post-processing of the backward-data conv
-    that gives its gradient (`fused.conv2d_backward_data_sums`, on a target with pre/post units,
-    when that conv is a stride-1 nest whose result goes only here), else a pass of their own,
-    `fused.batch_norm_backward_sums`; then `fused.batch_norm_backward_apply` (the input
-    gradient)."""
+    that gives its gradient (`fused.conv2d_backward_data_sums`, on a target with pre/post units:
+    `post_processed`), else a pass of their own, `fused.batch_norm_backward_sums`; then
+    `fused.batch_norm_backward_apply` (the input gradient)."""
     grad, relu, mask = backward.grad, False, None
     owner = grad.owner
     if isinstance(owner, nn.ReluBackwardOp) and len(list(grad.uses)) == 1:
@@ -290,19 +289,8 @@ def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bo
                 (z.input, z.scale, z.shift) == (a.y, a.scale, a.shift):
             grad, relu, mask = owner.grad, True, owner
     b = Builder(store, backward)
-    conv = grad.owner
-    if convs and isinstance(conv, nn.Conv2dBackwardDataOp) and len(list(grad.uses)) == 1 and \
-            backward_data_shape(conv) is not None:
-        sums = fused.Conv2dBackwardDataSumsOp(conv.grad, conv.weight, a.y, a.scale, a.shift, a.mean, a.invstd,
-                                              nn.ints(conv.strides), nn.ints(conv.pads), nn.ints(conv.dilations),
-                                              conv.group.value.data, relu)
-        sums.attributes.update(conv.attributes)
-        for result, hint in zip(sums.results, ("", "_dscale", "_dbias", "_c2", "_c3")):
-            result.name_hint = f"{conv.result.name_hint}{hint}"
-        conv.parent.insert_op_before(sums, conv)
-        conv.result.replace_all_uses_with(sums.result)
-        conv.detach()
-        conv.erase()
+    sums = post_processed(grad, relu, a) if convs else None
+    if sums is not None:
         grad, relu = sums.result, False  # masked already
         _, dscale, dbias, c2, c3 = sums.results
     else:
@@ -316,3 +304,51 @@ def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bo
     if mask is not None:
         mask.detach()
         mask.erase()
+
+
+def post_processed(grad: SSAValue, relu: bool, a: Applied) -> fused.Conv2dBackwardDataSumsOp | None:
+    """`grad` (masked by this BatchNorm's ReLU when `relu`) as a `fused.conv2d_backward_data_sums`
+    when it is a stride-1 backward-data conv's result, or the sum of one and another gradient
+    (residual fan-out: the other is added into the conv's output tiles), or such a sum masked
+    by a stored ReLU output's `nn.relu_backward` (a residual block's end, whose mask the block's
+    BatchNorms share: the first one's backward takes the conv, the others read the masked sum).
+    The conv (and the add, the ReLU backward) are replaced; None when the pattern is not there."""
+    mask_op = grad.owner if not relu and isinstance(grad.owner, nn.ReluBackwardOp) else None
+    total = mask_op.grad if mask_op is not None else grad
+    if len(list(total.uses)) != 1:
+        return None
+    conv, residual = split_sum(total)
+    if conv is None:
+        return None
+    anchor = total.owner
+    sums = fused.Conv2dBackwardDataSumsOp(conv.grad, conv.weight, a.y, a.scale, a.shift, a.mean, a.invstd,
+                                          nn.ints(conv.strides), nn.ints(conv.pads), nn.ints(conv.dilations),
+                                          conv.group.value.data, relu, residual,
+                                          mask_op.input if mask_op is not None else None)
+    sums.attributes.update(conv.attributes)
+    for result, hint in zip(sums.results, ("", "_dscale", "_dbias", "_c2", "_c3")):
+        result.name_hint = f"{conv.result.name_hint}{hint}"
+    anchor.parent.insert_op_before(sums, anchor)
+    (grad if mask_op is not None else total).replace_all_uses_with(sums.result)
+    for op in (mask_op, anchor if anchor is not conv else None, conv):
+        if op is not None:
+            op.detach()
+            op.erase()
+    return sums
+
+
+def split_sum(total: SSAValue) -> tuple[nn.Conv2dBackwardDataOp | None, SSAValue | None]:
+    """(the stride-1 backward-data conv whose result is `total` or one addend of it, the other
+    addend or None)."""
+    def nest_conv(value: SSAValue) -> bool:
+        op = value.owner
+        return isinstance(op, nn.Conv2dBackwardDataOp) and len(list(value.uses)) == 1 and \
+            backward_data_shape(op) is not None
+    if nest_conv(total):
+        return total.owner, None
+    add = total.owner
+    if isinstance(add, nn.AddOp) and nn.shape_of(add.lhs) == nn.shape_of(add.rhs) and add.lhs is not add.rhs:
+        for value, other in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+            if nest_conv(value):
+                return value.owner, other
+    return None, None

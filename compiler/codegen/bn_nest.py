@@ -572,15 +572,17 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
 
     pixels = t.toh * t.tow
     ones = constant_weight(lowering, op, f"bn_stats.ones{pixels}", np.ones(pixels, np.float32))
-    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
-                      "channels", lowering.buffers)
+    tensors = dataclasses.replace(backward_tensors(conv, s), residual=op.residual)
+    probe = conv_nest(lowering, None, s, t, tensors, Epilogue(), lowering.tile_order == "scan", "channels",
+                      lowering.buffers)
     inputs = list(probe.inputs)
     block = probe.body.block
     probe.body.detach_block(block)
     probe.erase()
     parts = parts_of(block)
     args = []
-    for value in (op.input, op.scale, op.shift, op.mean, op.invstd, ones, constants["zeros"]):
+    for value in (op.input, op.scale, op.shift, op.mean, op.invstd, ones, constants["zeros"]) + \
+            ((op.mask,) if op.mask is not None else ()):
         args.append(block.insert_arg(value.type, len(inputs)))
         inputs.append(value)
     results = []
@@ -594,7 +596,8 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     """BatchNorm's backward reductions as post-processing of the output tiles of a backward-data
     nest, on the post unit after each tile's last input-channel block: the BatchNorm's input tile
     `y` (loaded beside the conv, before the reduction loop), g = out (times step(y scale + shift),
-    into the output tile, which is stored masked), t = g (y - mean) invstd, and the sums of g and
+    or step(z) of a stored ReLU output z loaded likewise, into the output tile, which is stored
+    masked; a residual gradient is in the tile from the start: conv_nest's residual), t = g (y - mean) invstd, and the sums of g and
     t accumulated as in `add_statistics`; after the last tile, c2 and c3 (`backward_sums_nest`'s
     rule) from the sums, and the four per-channel results stored.
 
@@ -609,7 +612,7 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
           tile.conv %ones[0], %t[0] -> %st[%oc + 64] ... onto_output last %ic {unit = "post"}
         }
     """
-    y_arg, scale, shift, mean, invstd, ones_arg, zeros = args
+    y_arg, scale, shift, mean, invstd, ones_arg, zeros, *mask = args
     dscale, dbias, c2, c3 = results
     c, pixels = s.og, t.toh * t.tow
     pc = buffer(lowering, parts, "pc", "weight", [4 * c])
@@ -627,8 +630,11 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
             loop.properties["cores"] = IntegerAttr(1, i64)  # one statistics buffer
     n, _, oh, toh, ow, tow = parts.spatial.block.args
     oc, toc = parts.channel.block.args[-2:]
-    parts.ic_loop.parent_block().insert_op_before(
-        slice_op(tile.LoadOp, y_arg, y, [n, oc, oh, ow], [1, toc, toh, tow], [2, 3, 1]), parts.ic_loop)
+    tile_slice = ([n, oc, oh, ow], [1, toc, toh, tow], [2, 3, 1])
+    parts.ic_loop.parent_block().insert_op_before(slice_op(tile.LoadOp, y_arg, y, *tile_slice), parts.ic_loop)
+    if mask:  # a stored ReLU output (a residual block's end): its step masks the tile
+        z = buffer(lowering, parts, "z", "output", [t.toh, t.tow, t.toc])
+        parts.ic_loop.parent_block().insert_op_before(slice_op(tile.LoadOp, mask[0], z, *tile_slice), parts.ic_loop)
     body = parts.ic_loop.block
     ic = body.args[-2]
     out = parts.buffers["out"]
@@ -644,6 +650,9 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     if relu:
         post("fma", [tile_view(y), factor(0), factor(1), tile_view(tb)])
         post("step", [tile_view(tb), tile_view(tb)])
+        post("mul", [tile_view(out), tile_view(tb), tile_view(out)])
+    elif mask:
+        post("step", [tile_view(z), tile_view(tb)])
         post("mul", [tile_view(out), tile_view(tb), tile_view(out)])
     post("sub", [tile_view(y), factor(2), tile_view(tb)])
     post("mul", [tile_view(tb), factor(3), tile_view(tb)])

@@ -119,9 +119,15 @@ def test_dense_block_statistics_from_the_pieces(tmp_path, capsys):
     assert "nn.batch_norm_train" not in ir and fused["cycles"] > 0
 
 
-def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(model):
+@pytest.mark.parametrize("which", ["block", "residual"])
+def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(which, tmp_path):
     """The pre/post units run beside the matrix unit in the interpreter's timeline; the cost model
-    times the same schedule: every fused layer's predicted cycles and DRAM bytes are the simulated ones."""
+    times the same schedule: every fused layer's predicted cycles and DRAM bytes are the simulated
+    ones (the residual blocks: backward-data post-processing with a residual and a stored mask)."""
+    from tests.training.conftest import Graph
+
+    model = block_model(Graph(3), tmp_path / "m.onnx") if which == "block" else \
+        residual_model(Graph(7), tmp_path / "m.onnx")
     from nncc.compiler.bench import target_options
     from nncc.compiler.pipeline import Options, compile_model
     from nncc.compiler.registry import Registry
@@ -145,3 +151,60 @@ def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(model):
         assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],
                 prediction["predicted_dram_write_bytes"]) == \
             (layer.cycles, layer.dram_read_bytes, layer.dram_write_bytes), layer.name
+
+
+def residual_model(g, path):
+    """A stem and two bottleneck blocks with identity shortcuts (ResNet's): the first block's
+    output gradient is the second block's conv1 backward-data plus its shortcut's gradient,
+    masked by the first block's output ReLU and shared by its bn3 and the stem's shortcut."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Relu", [bn(g.node("Conv", ["x", g.init("w0", (16, 3, 3, 3))], "conv0", pads=[1, 1, 1, 1]), "bn0", 16)],
+               "relu0")
+    for i in range(2):
+        a = g.node("Relu", [bn(g.node("Conv", [h, g.init(f"b{i}.w1", (8, 16, 1, 1), 0.3)], f"b{i}.conv1"), f"b{i}.bn1", 8)],
+                   f"b{i}.relu1")
+        a = g.node("Relu", [bn(g.node("Conv", [a, g.init(f"b{i}.w2", (8, 8, 3, 3), 0.3)], f"b{i}.conv2",
+                                      pads=[1, 1, 1, 1]), f"b{i}.bn2", 8)], f"b{i}.relu2")
+        a = bn(g.node("Conv", [a, g.init(f"b{i}.w3", (16, 8, 1, 1), 0.3)], f"b{i}.conv3"), f"b{i}.bn3", 16)
+        h = g.node("Relu", [g.node("Add", [a, h], f"b{i}.add")], f"b{i}.relu3")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
+    return g.save(path, [4, 3, 8, 8], h)
+
+
+@pytest.mark.parametrize("target", ["fusion", "vector"])
+def test_backward_reductions_as_post_processing_of_backward_data(target, tmp_path, capsys):
+    """BatchNorm backward's reductions (and the ReLU masks) in the backward-data convs' output
+    tiles, with residual fan-out: the step agrees with PyTorch fused or not, and on `fusion` the
+    IR shows which convs post-process which BatchNorm's backward."""
+    from tests.training.conftest import Graph
+
+    model = residual_model(Graph(7), tmp_path / "residual.onnx")
+    fused = train(model, tmp_path, capsys, target)
+    unfused = train(model, tmp_path, capsys, target, "--disable-pass=fuse-batch-norm-training")
+    assert fused["losses"] == pytest.approx(unfused["losses"], rel=1e-5)
+    assert main([str(model), "--train", f"--target={target}", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    if target == "vector":
+        assert "fused.conv2d_backward_data_sums" not in ir
+        return
+    # bn2 after conv3's, bn1 after conv2's backward-data (their own ReLUs), per block
+    lines = [line for line in ir.splitlines() if "= fused.conv2d_backward_data_sums" in line]
+    for i in range(2):
+        for conv, y in (("w3", "conv2_y"), ("w2", "conv1_y")):
+            assert sum(f", %b{i}_{conv}, %b{i}_{y}, " in line and " relu " in line for line in lines) == 1
+    # block 0's end: block 1's conv1 backward-data plus block 1's shortcut gradient (its masked
+    # sum), masked by block 0's stored output: bn3 of block 0's reductions
+    (end,) = [line for line in ir.splitlines() if "fused.conv2d_backward_data_sums %b1_bn1_y_grad, %b1_w1" in line]
+    assert "%b0_conv3_y" in end and " plus %b1_relu3_y_grad_1 " in end and " mask %b0_add_y " in end
+    # the stem's output: block 0's conv1 backward-data plus block 0's shortcut gradient, relu0's
+    # mask from bn0's own input (relu), bn0's reductions
+    (stem,) = [line for line in ir.splitlines() if "fused.conv2d_backward_data_sums %b0_bn1_y_grad, %b0_w1" in line]
+    assert "%conv0_y" in stem and " plus %b1_conv1_y_grad_input " in stem and " relu " in stem
+    assert len(lines) == 6
+    # left as passes of their own: block 1's bn3 (its gradient is the loss's) and its output mask
+    assert ir.count("= fused.batch_norm_backward_sums") == 1 and ir.count("= nn.step") == 1
+    assert ir.count("= fused.batch_norm_backward_apply") == 7 and "nn.relu_backward" not in ir
