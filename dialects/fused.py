@@ -752,8 +752,62 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
         return math.prod(nn.shape_of(self.grad)) * cg * kh * kw
 
 
+@irdl_op_definition
+class Conv2dBackwardFilterPreOp(IRDLOperation):
+    """`nn.conv2d_backward_filter` of `pre(scale * x + shift)` (per channel of x; `pre` relu or
+    none) and `grad`: the normalised activations the weight gradient needs are made on the
+    pre-processing unit from x's tiles as they arrive (`fuse-batch-norm-training`), neither
+    stored in the forward nor recomputed by a pass of their own. No padding (the padding would
+    be the normalised tensor's).
+
+        %dw = fused.conv2d_backward_filter_pre %y, %scale, %shift, %dy strides [1, 1] pads [0, 0, 0, 0]
+               dilations [1, 1] group 1 pre relu
+               : (tensor<8x64x8x8xf32>, tensor<64xf32>, tensor<64xf32>, tensor<8x256x8x8xf32>) -> tensor<256x64x1x1xf32>
+    """
+
+    name = "fused.conv2d_backward_filter_pre"
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    grad = operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    pre = prop_def(ActivationAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$input `,` $scale `,` $shift `,` $grad `strides` $strides `pads` $pads `dilations` $dilations "
+        "`group` $group `pre` $pre attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, input: SSAValue, scale: SSAValue, shift: SSAValue, grad: SSAValue, weight_type,
+                 strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], group: int,
+                 pre: str = "relu"):
+        super().__init__(operands=[input, scale, shift, grad],
+                         properties=conv_properties(strides, pads, dilations, group)
+                         | {"pre": ActivationAttr(Activation(pre))}, result_types=[weight_type])
+
+    def verify_(self) -> None:
+        shape = nn.shape_of(self.input)
+        if len(shape) != 4 or len(nn.shape_of(self.grad)) != 4 or len(nn.shape_of(self.result)) != 4:
+            raise VerifyException(f"{self.name}: NCHW input and grad, OIHW result expected")
+        if nn.shape_of(self.scale) != (shape[1],) or nn.shape_of(self.shift) != (shape[1],):
+            raise VerifyException(f"{self.name}: scale and shift must have shape [{shape[1]}]")
+        if any(nn.ints(self.pads)) or self.group.value.data != 1:
+            raise VerifyException(f"{self.name}: no padding and group 1 expected")
+        if self.pre.data not in (Activation.RELU, Activation.NONE):
+            raise VerifyException(f"{self.name}: pre must be relu or none, not {self.pre.data}")
+
+    @property
+    def macs(self) -> int:
+        return math.prod(nn.shape_of(self.grad)) * math.prod(nn.shape_of(self.result)[1:])
+
+
 FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp,
-                          BatchNormBackwardSumsOp, BatchNormBackwardApplyOp, Conv2dBackwardDataSumsOp],
+                          BatchNormBackwardSumsOp, BatchNormBackwardApplyOp, Conv2dBackwardDataSumsOp,
+                          Conv2dBackwardFilterPreOp],
                 [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

@@ -82,6 +82,9 @@ class FuseBatchNormTrainingPass(ModulePass):
                 for backward in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormBackwardOp)]:
                     if backward.input in by_input:
                         fuse_backward(store, backward, by_input[backward.input], convs)
+                for z in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormApplyOp)]:
+                    if convs and nn.phase_of(z) == "backward" and z.input in by_input:
+                        pre_process_backward_filters(z, by_input[z.input])
 
 
 def into_convs(target) -> bool:
@@ -352,3 +355,28 @@ def split_sum(total: SSAValue) -> tuple[nn.Conv2dBackwardDataOp | None, SSAValue
             if nest_conv(value):
                 return value.owner, other
     return None, None
+
+
+def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied) -> None:
+    """A recomputed relu(batch_norm(y)) read only by unpadded backward-filters (as their input):
+    each becomes `fused.conv2d_backward_filter_pre` of y, normalising its input tiles on the
+    pre unit, and the recompute goes (`fused.bn = {saved = "backward-filter pre-processing"}`)."""
+    readers = [use.operation for use in z.result.uses]
+    if z.others or (z.input, z.scale, z.shift) != (a.y, a.scale, a.shift) or not readers or not all(
+            isinstance(r, nn.Conv2dBackwardFilterOp) and r.input is z.result and r.grad is not z.result
+            and r.group.value.data == 1 and not any(nn.ints(r.pads)) for r in readers):
+        return
+    for reader in readers:
+        pre = fused.Conv2dBackwardFilterPreOp(z.input, z.scale, z.shift, reader.grad, reader.result.type,
+                                              nn.ints(reader.strides), nn.ints(reader.pads), nn.ints(reader.dilations),
+                                              1, z.act.data)
+        pre.attributes.update(reader.attributes)
+        pre.result.name_hint = reader.result.name_hint
+        reader.parent.insert_op_before(pre, reader)
+        reader.result.replace_all_uses_with(pre.result)
+        reader.detach()
+        reader.erase()
+    z.detach()
+    z.erase()
+    if a.stats is not None and "fused.bn" in a.stats.attributes:
+        record(a, a.stats.attributes["fused.bn"].data["apply"].data, "backward-filter pre-processing")

@@ -55,7 +55,7 @@ from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import fused, nn, tile
 from nncc.support.errors import NnccError
 
-BROADCAST_ROWS_COLUMNS, BROADCAST_CHANNELS = 0b011, 0b100
+BROADCAST_ROWS_COLUMNS, BROADCAST_CHANNELS, BROADCAST_ALL = 0b011, 0b100, 0b111
 
 
 def lower_bn_conv(lowering: Lowering, op: Operation):
@@ -222,16 +222,26 @@ def on_unit(op: Operation, unit: str) -> Operation:
     return op
 
 
-def add_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, act: str) -> None:
+def add_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, act: str,
+                       per_image: bool = False) -> None:
     """Load the input channels' scale and shift (and the border mask) with each input tile, and
-    normalise the tile (ReLU, mask) on the pre unit before the conv reads it."""
+    normalise the tile (ReLU, mask) on the pre unit before the conv reads it. `per_image`: the
+    nest's images are the channels (a backward-filter nest: its tile is one channel of a block
+    of images), so one scale and shift, broadcast over the tile."""
     scale, shift, *mask = args
     body = parts.ic_loop.block
-    ic, tic = body.args
+    ic, tic = body.args[-2:]
     n, _, oh, toh, ow, tow = parts.spatial.block.args
-    factors = buffer(lowering, parts, "bn", "weight", [2 * t.tic])
-    ops: list[Operation] = [slice_op(tile.LoadOp, scale, factors, [ic], [tic], [0]),
-                            slice_op(tile.LoadOp, shift, factors, [ic], [tic], [0], at=t.tic)]
+    if per_image:
+        factors = buffer(lowering, parts, "bn", "weight", [2])
+        ops: list[Operation] = [slice_op(tile.LoadOp, scale, factors, [n], [1], [0]),
+                                slice_op(tile.LoadOp, shift, factors, [n], [1], [0], at=1)]
+        at, broadcast = 1, BROADCAST_ALL
+    else:
+        factors = buffer(lowering, parts, "bn", "weight", [2 * t.tic])
+        ops = [slice_op(tile.LoadOp, scale, factors, [ic], [tic], [0]),
+               slice_op(tile.LoadOp, shift, factors, [ic], [tic], [0], at=t.tic)]
+        at, broadcast = t.tic, BROADCAST_ROWS_COLUMNS
     sh, sw = s.strides
     rows_extent = (s.kh - 1) * s.dilations[0] + 1 - sh
     cols_extent = (s.kw - 1) * s.dilations[1] + 1 - sw
@@ -245,8 +255,8 @@ def add_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, 
     def shape(e: IndexExprs):
         return [e(toh) * sh + rows_extent, e(tow) * sw + cols_extent, e(tic)]
     e = IndexExprs()
-    ops.append(on_unit(map_op(e, "fma", [(x, 0, 0), (factors, 0, BROADCAST_ROWS_COLUMNS),
-                                         (factors, t.tic, BROADCAST_ROWS_COLUMNS), (x, 0, 0)], shape(e)), "pre"))
+    ops.append(on_unit(map_op(e, "fma", [(x, 0, 0), (factors, 0, broadcast), (factors, at, broadcast), (x, 0, 0)],
+                              shape(e)), "pre"))
     if act == "relu":
         e = IndexExprs()
         ops.append(on_unit(map_op(e, "relu", [(x, 0, 0), (x, 0, 0)], shape(e)), "pre"))
@@ -683,3 +693,75 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
         parts.block.add_op(map_op(e, func, [(b, at, 0) for b, at in views], [e(1), e(1), e(c)], params))
     for target, at in ((dscale, c), (dbias, 0), (c2, 2 * c), (c3, 3 * c)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [c], [0], at=at))
+
+
+# --------------------------------------------------------------------------- backward: pre-processing of backward-filter
+
+
+@dataclasses.dataclass
+class BackwardFilterConv:
+    """The `nn.conv2d_backward_filter` a fused backward-filter op is (for training_nest's rules)."""
+
+    input: SSAValue
+    grad: SSAValue
+    result: SSAValue
+    strides: object
+    pads: object
+    dilations: object
+    group: object
+    results: tuple
+    name: str = "nn.conv2d_backward_filter"
+
+
+def lower_backward_filter_pre(lowering: Lowering, op: Operation):
+    """The lowering-table entry of fused.conv2d_backward_filter_pre: its nest, unrolled."""
+    return lower_results(lowering, op, backward_filter_pre_nest(lowering, op))
+
+
+def backward_filter_pre_nest(lowering: Lowering, op: fused.Conv2dBackwardFilterPreOp) -> tile.NestOp:
+    """training_nest's backward-filter nest of `op` (its tiles, shrunk until the two factors fit)
+    whose input tiles (one channel of a block of images each) are normalised on the pre unit:
+
+        tile.load %S[%n] [1] -> %bn[0] dims [0];  tile.load %T[%n] [1] -> %bn[1] dims [0]
+        tile.map fma %in[0], %bn[0] broadcast [0, 1, 2], %bn[1] broadcast [0, 1, 2] -> %in[0] ... {unit = "pre"}
+        tile.map relu %in[0] -> %in[0] ... {unit = "pre"}
+        tile.conv %in[0], %wt[0] -> %out[0] ...
+    """
+    from nncc.compiler.codegen.training_nest import backward_filter_shape, backward_tiles
+
+    conv = BackwardFilterConv(op.input, op.grad, op.result, op.strides, op.pads, op.dilations, op.group,
+                              tuple(op.results))
+    s = backward_filter_shape(conv, lowering)
+    key = ("bn backward-filter tiles", s)
+    if key not in lowering.cost_cache:
+        t = backward_tiles(lowering, conv, s)
+        while t is not None:
+            nest = build_backward_filter_pre(lowering, op, conv, s, t)
+            fit = fits(lowering, nest)
+            nest.erase(safe_erase=False)
+            if fit:
+                break
+            t = shrink(s, t)
+        if t is None:
+            raise NnccError(f"layer {layer_name(op)}: the fused BatchNorm buffers do not fit the target's memories")
+        lowering.cost_cache[key] = t
+    return build_backward_filter_pre(lowering, op, conv, s, lowering.cost_cache[key])
+
+
+def build_backward_filter_pre(lowering: Lowering, op: fused.Conv2dBackwardFilterPreOp, conv: BackwardFilterConv,
+                              s, t: ConvTiles) -> tile.NestOp:
+    from nncc.compiler.codegen.training_nest import backward_tensors
+
+    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
+                      "channels", lowering.buffers)
+    inputs = list(probe.inputs)
+    block = probe.body.block
+    probe.body.detach_block(block)
+    probe.erase()
+    parts = parts_of(block)
+    args = []
+    for value in (op.scale, op.shift):
+        args.append(block.insert_arg(value.type, len(inputs)))
+        inputs.append(value)
+    add_pre_processing(lowering, parts, s, t, args, op.pre.data, per_image=True)
+    return tile.NestOp(layer_name(op), inputs, [op.result.type], Region(block), nest_attributes(op))

@@ -77,7 +77,10 @@ def test_the_fused_ops_in_the_ir(model, capsys):
     # the block's end (bn3, the shortcut's BatchNorm, the add, the ReLU) in one pass; relu1's and
     # relu2's outputs recomputed in the backward for the backward-filters; ReLU backwards fused
     assert ir.count("= fused.batch_norm_apply %conv3_y, %bn3_y_1_1, %bn3_y_1_2 plus %down_y") == 1
-    assert ir.count("_recompute = fused.batch_norm_apply") == 2 and ir.count("= fused.batch_norm_apply") == 3
+    # relu2's output is made again as pre-processing of conv3's backward-filter's input tiles;
+    # relu1's is recomputed once (conv2's backward-filter pads it, down's reads it too)
+    assert ir.count("= fused.conv2d_backward_filter_pre %conv2_y, %bn2_y_1_1, %bn2_y_1_2, %bn3_y_grad_1") == 1
+    assert ir.count("_recompute = fused.batch_norm_apply") == 1 and ir.count("= fused.batch_norm_apply") == 2
     assert ir.count("= nn.step") == 1  # relu3's mask (its gradient goes to both BatchNorms), lowered
 
 
@@ -116,6 +119,8 @@ def test_dense_block_statistics_from_the_pieces(tmp_path, capsys):
     assert ir.count("= fused.batch_norm_factors") == 6
     # conv0 and both conv1s give statistics; the conv2s too (their outputs are concat pieces)
     assert ir.count("= fused.conv2d_stats") == 1 and ir.count("_squares = fused.conv2d_pre") == 4
+    # each conv1's backward-filter normalises the concat's tiles itself: no recompute of the concat
+    assert ir.count("_conv1_y_grad_weight = fused.conv2d_backward_filter_pre %") == 2
     assert "nn.batch_norm_train" not in ir and fused["cycles"] > 0
 
 
@@ -145,7 +150,8 @@ def test_cost_model_times_the_fused_nests_as_the_simulation_runs_them(which, tmp
     assert {layer.op for layer, _ in fused_layers} >= {"fused.conv2d_stats", "fused.conv2d_pre",
                                                        "fused.batch_norm_factors", "fused.batch_norm_apply",
                                                        "fused.batch_norm_backward_sums",
-                                                       "fused.conv2d_backward_data_sums"}
+                                                       "fused.conv2d_backward_data_sums",
+                                                       "fused.conv2d_backward_filter_pre"}
     for layer, prediction in fused_layers:
         assert prediction["name"] == layer.name
         assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],
