@@ -492,8 +492,8 @@ def lower_backward_sums(lowering: Lowering, op: Operation):
 
 
 def backward_apply_nest(lowering: Lowering, op: fused.BatchNormBackwardApplyOp, slots: int = 1) -> tile.NestOp:
-    """fused.batch_norm_backward_apply as a streaming nest: g = grad (times step(y a + b)), then
-    dx = a g + (c2 y + c3), per tile."""
+    """fused.batch_norm_backward_apply as a streaming nest: g = grad (times step(y a + b), in the
+    gradient's tile), then dx = a g + (c2 y + c3): two `fma`s per tile."""
     from nncc.compiler.codegen.stream_nest import Piece, broadcast_operand, row_major_operand, stream_nest
 
     shape = nn.shape_of(op.result)
@@ -506,14 +506,10 @@ def backward_apply_nest(lowering: Lowering, op: fused.BatchNormBackwardApplyOp, 
         dz, y, a, b, c2, c3 = ((buf, 0, mask) for buf, mask in zip(ins, masks))
         result = (out, 0, 0)
         ops = []
-        if relu:
+        if relu:  # the gradient tile masked in place
             ops += [map_op(e, "fma", [y, a, b, result], tile_shape), map_op(e, "step", [result, result], tile_shape),
-                    map_op(e, "mul", [result, dz, result], tile_shape)]
-        else:
-            ops.append(map_op(e, "copy", [dz, result], tile_shape))
-        ops += [map_op(e, "mul", [result, a, result], tile_shape), map_op(e, "fma", [y, c2, result, result], tile_shape),
-                map_op(e, "add", [result, c3, result], tile_shape)]
-        return ops
+                    map_op(e, "mul", [result, dz, dz], tile_shape)]
+        return ops + [map_op(e, "fma", [y, c2, c3, result], tile_shape), map_op(e, "fma", [dz, a, result, result], tile_shape)]
     piece = Piece(shape, operands, row_major_operand("Y", shape))
     return stream_nest(lowering, op, list(zip(names, op.operands)), [piece], compute, slots)
 
