@@ -42,8 +42,8 @@ STAGES = (
     Stage("nn", (), "the ONNX model in the nn dialect, as imported"),
     Stage("fused", ("canonicalize-nn", "fold-batch-norm", "fuse-epilogues"),
           "graph passes on nn: BatchNorm folding, conv/gemm + residual add + activation fusion"),
-    Stage("tile", ("partition-cores", "fuse-groups", "tile-layers"),
-          "cores, fused groups (intermediates on chip) and the loop nest of every layer"),
+    Stage("tile", ("partition-cores", "fuse-groups", "tile-layers", "dram-layout"),
+          "cores, fused groups (intermediates on chip), the loop nest of every layer, NHWC feature maps"),
     Stage("vector", ("double-buffer",), "double-buffered DMA overlapping compute"),
     Stage("isa", ("lower-to-isa",), "one op per machine instruction, addresses allocated"),
 )

@@ -51,6 +51,12 @@ def get_tile_layers() -> type[ModulePass]:
     return TileLayersPass
 
 
+def get_dram_layout() -> type[ModulePass]:
+    from nncc.passes.dram_layout import DramLayoutPass
+
+    return DramLayoutPass
+
+
 def get_double_buffer() -> type[ModulePass]:
     from nncc.passes.double_buffer import DoubleBufferPass
 
@@ -94,6 +100,7 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "partition-cores": get_partition_cores,
         "fuse-groups": get_fuse_groups,
         "tile-layers": get_tile_layers,
+        "dram-layout": get_dram_layout,
         "double-buffer": get_double_buffer,
         "lower-to-isa": get_lower_to_isa,
     }

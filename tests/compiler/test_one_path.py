@@ -49,7 +49,7 @@ def test_nncc_target_runs_lower_to_isa_through_the_pass_manager(capsys, applied,
     assert nncc_main([str(small_model_path), f"--target={target}", "--program", str(tmp_path / "p")]) == 0
     capsys.readouterr()
     names = [p.name for p in applied["passes"]]
-    assert names[-5:] == ["partition-cores", "fuse-groups", "tile-layers", "double-buffer", "lower-to-isa"]
+    assert names[-6:] == ["partition-cores", "fuse-groups", "tile-layers", "dram-layout", "double-buffer", "lower-to-isa"]
     lowering = applied["passes"][-1]
     assert (lowering.target, lowering.tile_order, lowering.compare_orders) == (target, "scan", False)
     assert applied["isa_ops"] == 0  # nothing printed: the program is taken as the pass made it
@@ -87,8 +87,8 @@ def test_bench_lowers_through_the_same_passes(capsys, applied, small_model_path,
     fused = compile_model(small_model_path, Registry.default(), Options(), until="fused")
     program, result = bench.lower_and_run(fused, "edge", "naive", "dram", compare_orders=True)
     names = [p.name for p in applied["passes"]]
-    assert names[-5:] == ["partition-cores", "fuse-groups", "tile-layers", "double-buffer", "lower-to-isa"]
-    tiling, lowering = applied["passes"][-3], applied["passes"][-1]
+    assert names[-6:] == ["partition-cores", "fuse-groups", "tile-layers", "dram-layout", "double-buffer", "lower-to-isa"]
+    tiling, lowering = applied["passes"][-4], applied["passes"][-1]
     assert (tiling.target, tiling.tile_order, tiling.tile_objective) == ("edge", "naive", "dram")
     assert lowering.compare_orders and applied["isa_ops"] == 0
     assert "tile.target" not in fused.module.attributes  # the fused compilation is left as it was
