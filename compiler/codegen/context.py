@@ -1,7 +1,8 @@
 """What every op's code generator sees: the target, the program, DRAM addresses of values.
 
 Tensors live in DRAM row-major in their IR shape (activations NCHW, as ONNX has them),
-so reshapes are free. Weights are laid out for the kernels that read them (e.g.
+so reshapes are free; on a burst-timed DRAM `dram-layout` stores the feature maps between
+load/store nests channels-last, seen through a `tile.view` in those nests. Weights are laid out for the kernels that read them (e.g.
 conv weights as [kh, kw, C, O]) when they are placed in the DRAM image.
 """
 
@@ -155,6 +156,13 @@ def row_major_strides(shape) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
+
+
+def nhwc_strides(shape) -> tuple[int, ...]:
+    """Element strides of an [N, C, H, W] tensor stored channels-last, as [N][H][W][C]
+    (`dram-layout`, passes/dram_layout.py)."""
+    _, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
 
 
 def layer_name(op: Operation) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from nncc.compiler.codegen.context import F32, Lowering
 from nncc.compiler.codegen.cost_model import conv_estimate, conv_estimates, predict_jobs
@@ -45,6 +45,11 @@ class ConvShape:
     pads: tuple[int, int, int, int]
     dilations: tuple[int, int]
     group: int
+    # DRAM layouts the tile search assumes for the input and the output: True where the tensor is
+    # expected channels-last (`stored_channels_last`; a gemm's [M, K] rows always are), which a
+    # DRAM timed in bursts per run (`dram.burst_timing`) makes matter
+    x_nhwc: bool = False
+    y_nhwc: bool = False
 
     @property
     def cg(self) -> int:
@@ -333,4 +338,25 @@ def conv_shape(x: SSAValue, weight_shape, y: SSAValue, strides, pads, dilations,
     n, c, h, w = shape_of(x)
     o, _, kh, kw = weight_shape
     _, _, oh, ow = shape_of(y)
-    return ConvShape(n, c, h, w, o, kh, kw, oh, ow, tuple(strides), tuple(pads), tuple(dilations), group)
+    return ConvShape(n, c, h, w, o, kh, kw, oh, ow, tuple(strides), tuple(pads), tuple(dilations), group,
+                     stored_channels_last(x), stored_channels_last(y))
+
+
+LOAD_STORE_LAYERS = ("nn.conv2d", "fused.conv2d", "nn.max_pool", "nn.avg_pool", "tile.nest")
+"""Layers whose nests only load and store their feature maps (no `tile.view` of them), which
+`dram-layout` (passes/dram_layout.py) may store channels-last."""
+
+
+def stored_channels_last(value: SSAValue) -> bool:
+    """The tile search's guess of `dram-layout`'s decision for `value` before the nests exist (that
+    pass decides on the nests): a 4-D feature map of more than one channel and pixel, made by a
+    load/store layer and read only by such layers (not the program's input or output)."""
+    from nncc.dialects.nn import shape_of
+
+    shape = shape_of(value)
+    if len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1:
+        return False
+    if not isinstance(value.owner, Operation) or value.owner.name not in LOAD_STORE_LAYERS:
+        return False
+    users = [use.operation for use in value.uses]
+    return bool(users) and all(user.name in LOAD_STORE_LAYERS for user in users)

@@ -36,7 +36,7 @@ import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from nncc.compiler.codegen.context import Lowering, layer_name, row_major_strides
+from nncc.compiler.codegen.context import Lowering, layer_name, nhwc_strides, row_major_strides
 from nncc.compiler.codegen.epilogue import Epilogue, fused_epilogue
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.compiler.codegen.nest_builder import (
@@ -316,13 +316,18 @@ def matmul_tensors(op: Operation) -> tuple[tuple[int, int, int], ConvTensors]:
 def probe_nest(lowering: Lowering, s, t, mapping: str, bias: bool) -> tile.NestOp:
     """The nest a conv of shape `s` would get with tiles `t` and `mapping`, on placeholder
     tensors (a ReLU epilogue, no residual): what the tile search times. Its weights are read
-    through the relayout's strides, in as few DMA boxes as the packed copy a constant gets."""
+    through the relayout's strides, in as few DMA boxes as the packed copy a constant gets; its
+    input and output channels-last where the shape expects `dram-layout` to store them so."""
     from xdsl.dialects.builtin import TensorType, f32
 
     types = [TensorType(f32, [s.n, s.c, s.h, s.w]), TensorType(f32, [s.o, s.cg, s.kh, s.kw]),
              TensorType(f32, [s.o]), TensorType(f32, [s.n, s.o, s.oh, s.ow])]
     x, w, b, y = Block(arg_types=types).args
     perm = [0, 3, 4, 2, 1] if mapping == "channels" else [0, 3, 4, 1, 2]
-    tensors = ConvTensors(x, w, b if bias else None, None, y, ([s.group, s.og, s.cg, s.kh, s.kw], perm))
+    burst_timed = lowering.target.dram.burst_timing  # where dram-layout stores feature maps channels-last
+    x_view, y_view = (Strided(0, shape, nhwc_strides(shape)) if burst_timed and nhwc else None
+                      for shape, nhwc in (((s.n, s.c, s.h, s.w), s.x_nhwc), ((s.n, s.o, s.oh, s.ow), s.y_nhwc)))
+    tensors = ConvTensors(x, w, b if bias else None, None, y, ([s.group, s.og, s.cg, s.kh, s.kw], perm),
+                          input_view=x_view, output_view=y_view)
     return conv_nest(lowering, None, s, t, tensors, Epilogue("relu"), lowering.tile_order == "scan", mapping,
                      lowering.buffers)

@@ -416,8 +416,47 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     per_channel = (shared_dmas + own_dmas + stores) / active
     channel_bytes = (shared_bytes + own_bytes + (out_bytes if target.dma.channels <= cores else 0)) / active
     dma = per_channel * latency + channel_bytes / np.where(active > 1, ch_bw, min(ch_bw, dram_bw))
-    steady = np.maximum(np.maximum(compute, dram_bytes / dram_bw), dma)
+    # the DRAM bus: on a burst-timed DRAM every contiguous run moves whole bursts at the sustained
+    # bandwidth and costs at least `run_cycles` (timing.dram_bus_cycles), else bytes at peak
+    x_run, w_run, y_run = run_floats(s, toc, tic, toh, tow)
+    burst = burst_factor(target)
+    shared_run, own_run = np.where(channel, x_run, w_run), np.where(channel, w_run, x_run)
+    bus_bytes = shared_bytes * burst(shared_run) + own_bytes * burst(own_run) + out_bytes * burst(y_run)
+    bus_bw = dram_bw * (target.dram.sustained_fraction if target.dram.burst_timing else 1.0)
+    bus = bus_bytes / bus_bw
+    if target.dram.burst_timing and target.dram.run_cycles:
+        runs = (shared_bytes / shared_run + own_bytes / own_run + out_bytes / y_run) / F32
+        bus = np.maximum(bus, runs * target.dram.run_cycles)
+    steady = np.maximum(np.maximum(compute, bus), dma)
     in_block = per_value(toh, lambda v: s.input_extent(v, 0)) * per_value(tow, lambda v: s.input_extent(v, 1))
-    first = latency + F32 * (in_block * tic + s.kh * s.kw * tic * toc) * np.where(channel, cores, 1) / dram_bw
-    last = epi + latency + F32 * toh * tow * toc * cores / dram_bw
+    first = latency + F32 * (in_block * tic * burst(x_run) + s.kh * s.kw * tic * toc * burst(w_run)) * np.where(
+        channel, cores, 1) / bus_bw
+    last = epi + latency + F32 * toh * tow * toc * cores * burst(y_run) / bus_bw
     return steady + first + last, dram_bytes.astype(np.int64)
+
+
+def run_floats(s, toc, tic, toh, tow):
+    """Floats per contiguous DRAM run of a full-size job's input window, weight block and output
+    tile (`timing.dram_runs` of their boxes: dimensions merge while contiguous), in the layouts
+    the shape expects (`ConvShape.x_nhwc`, `y_nhwc`; weights packed [kh][kw][c][o])."""
+    rows = np.minimum(per_value(toh, lambda v: s.input_extent(v, 0)), s.h)
+    cols = np.minimum(per_value(tow, lambda v: s.input_extent(v, 1)), s.w)
+    if s.x_nhwc:  # a pixel's channels; whole rows of pixels when the tile has every channel
+        x_run = np.where(tic < s.c, tic, np.where(cols < s.w, tic * cols, rows * s.w * s.c))
+    else:  # a row of the tile; whole planes when it has every column and row
+        x_run = np.where(cols < s.w, cols, np.where(rows < s.h, rows * s.w, tic * s.h * s.w))
+    w_run = np.where(toc < s.og, toc, np.where(tic < s.cg, tic * toc, s.kh * s.kw * s.cg * s.og))
+    if s.y_nhwc:
+        y_run = np.where(toc < s.o, toc, np.where(tow < s.ow, toc * tow, toh * s.ow * s.o))
+    else:
+        y_run = np.where(tow < s.ow, tow, np.where(toh < s.oh, toh * s.ow, toc * s.oh * s.ow))
+    return (np.asarray(r, dtype=np.float64) for r in (x_run, w_run, y_run))
+
+
+def burst_factor(target: Target):
+    """Bytes the DRAM bus moves per byte of runs of r floats: whole bursts on a burst-timed DRAM
+    (a 56-byte row costs a 64-byte burst), else 1."""
+    if not target.dram.burst_timing:
+        return lambda runs: 1.0
+    burst = target.dram.burst_bytes
+    return lambda runs: np.ceil(F32 * runs / burst) * burst / (F32 * runs)

@@ -39,10 +39,10 @@ def conv_problem(op: Operation) -> ConvShape | None:
         return None if is_depthwise(s) else s
     if op.name in ("nn.gemm", "fused.gemm"):
         (m, k), (_, n) = gemm_mk(op), nn.shape_of(op.result)
-        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1, True, True)
     if op.name == "nn.matmul":
         m, k, n = matmul_tensors(op)[0]
-        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+        return ConvShape(1, k, 1, m, n, 1, 1, 1, m, (1, 1), (0, 0, 0, 0), (1, 1), 1, True, True)
     return None
 
 
