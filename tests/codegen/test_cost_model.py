@@ -323,3 +323,28 @@ def test_vgg_layers_near_their_roofline(tmp_root):
         nbytes = 4 * sum(math.prod(shapes[t]) for t in (*node.input, *node.output))
         bound = roofline_cycles(target, layer.macs, nbytes / target.dram.sustained_fraction)
         assert bound >= 0.85 * layer.cycles, (layer, bound)
+
+
+def test_closed_form_rounds_dram_runs_to_bursts():
+    """The tile search's closed form times the DRAM bus as the timing model does: whole 64-byte
+    bursts per contiguous run, at the sustained bandwidth (hand-computed runs of a 3x3 conv tile
+    of 2 x 7 outputs, all 64 channels, 14x14 map)."""
+    from dataclasses import replace
+
+    from nncc.compiler.codegen.cost_model import burst_factor, run_floats
+
+    s = conv3x3(1, 64, 14, 64)
+    tiles = [[64], [64], [2], [7]]
+    x, w, y = (float(r[0]) for r in run_floats(s, *map(np.array, tiles)))
+    assert (x, w, y) == (9, 3 * 3 * 64 * 64, 7)  # NCHW: a 9-column input row, a 7-column output row
+    nhwc = replace(s, x_nhwc=True, y_nhwc=True)
+    assert [float(r[0]) for r in run_floats(nhwc, *map(np.array, tiles))] == [9 * 64, 3 * 3 * 64 * 64, 7 * 64]
+    vector = load_target("vector")
+    burst = burst_factor(vector)
+    assert float(burst(np.array(7.0))) == 64 / 28 and float(burst(np.array(448.0))) == 1.0
+    assert burst_factor(load_target("edge"))(np.array(7.0)) == 1.0  # bytes / bandwidth there
+    # the same tiles cost more DRAM time NCHW than NHWC when the layer waits on DRAM
+    slow_dram = load_target("vector", ["dram.bandwidth_gbps=1.0"])
+    nchw_cycles, nchw_bytes = conv_estimate(slow_dram, s, ConvTiles(64, 64, 2, 7), 4, "spatial", True)
+    nhwc_cycles, nhwc_bytes = conv_estimate(slow_dram, nhwc, ConvTiles(64, 64, 2, 7), 4, "spatial", True)
+    assert nchw_bytes == nhwc_bytes and nchw_cycles > 1.3 * nhwc_cycles  # input and output rows of 36 and 28 B
