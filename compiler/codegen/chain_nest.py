@@ -221,7 +221,19 @@ def tile_candidates(lowering: Lowering, stages: list[Stage]) -> list[ChainTiles]
     halos = ["recompute"] + (["cache"] if lowering.cores == 1 else [])
     return [ChainTiles(r, c, b, outer, halo) for r in divisors(last.oh) for c in divisors(last.ow)
             for b, outer in choices for halo in halos
-            if (halo == "recompute" or c < last.ow or r < last.oh) and fits(lowering, stages, ChainTiles(r, c, b, outer, halo))]
+            if (halo == "recompute" or worth_caching(lowering, stages, r, c))
+            and fits(lowering, stages, ChainTiles(r, c, b, outer, halo))]
+
+
+def worth_caching(lowering: Lowering, stages: list[Stage], toh: int, tow: int) -> bool:
+    """Whether tiles of `toh` x `tow` outputs may cache the input's halo: whole-width strips (the
+    new rows are whole rows of the image), or column tiles whose new columns make runs of at least
+    a DRAM burst (narrower runs cost a burst each: fewer bytes, more DRAM energy and time)."""
+    last = stages[-1].window
+    if tow == last.ow:
+        return toh < last.oh
+    columns = tow * math.prod(stage.window.strides[1] for stage in stages)
+    return F32 * columns >= lowering.target.dram.burst_bytes
 
 
 # --------------------------------------------------------------------------- the nest
