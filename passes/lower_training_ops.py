@@ -6,8 +6,9 @@ tiling, vectorisation and double-buffered DMA as the forward layers:
 
 - `nn.conv2d_backward_data` of a stride-1 conv (group 1, or several channels per group on both
   sides) and `nn.conv2d_backward_filter` of a group-1 conv are left to the back end, which
-  writes them as conv nests reading their tensors through views (`compiler/codegen/
-  training_nest.py`: no transposed, flipped or spread copies);
+  writes the first as a conv nest reading its tensors through views and the second as a gemm
+  whose rows are (kernel tap, input channel) pairs (`compiler/codegen/training_nest.py`: no
+  transposed, flipped or spread copies);
 - a strided `nn.conv2d_backward_data` (group 1, or several channels per group on both sides): per phase of the input (rows r, r + s, ...; columns
   likewise), a stride-1 backward-data of the output gradient with the kernel taps that reach
   it (a strided slice of the weights: no zero-insertion, no wasted MACs), the phases then put

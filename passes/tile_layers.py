@@ -52,7 +52,7 @@ from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
 from nncc.compiler.codegen.search_pool import Search, search_ahead
-from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nest, backward_tiles
+from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nest
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -120,9 +120,7 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
         replace_with_pool_nest(lowering, layer)
         return None
     if layer.name in BACKWARD_CONVS:  # conv backward-data and backward-filter kept by lower-training-ops
-        problem = BACKWARD_CONVS[layer.name](layer, lowering)
-        nest = backward_nest(lowering, layer, problem, backward_tiles(lowering, layer, problem), lowering.buffers)
-        return replace_op(layer, nest)
+        return replace_op(layer, backward_nest(lowering, layer, lowering.buffers))
     problem = conv_problem(layer)
     if problem is None:
         return None
@@ -137,6 +135,8 @@ def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
     """The tile search `tile_layer` runs for `layer` (a conv, gemm or matmul, a backward conv),
     else None."""
     if layer.name in STREAM_NESTS:
+        return None
+    if layer.name == "nn.conv2d_backward_filter":  # a gemm of its own (`training_nest.filter_tiles`)
         return None
     if layer.name in BACKWARD_CONVS:
         return Search(BACKWARD_CONVS[layer.name](layer, lowering), layer_name(layer), False, conv=False)

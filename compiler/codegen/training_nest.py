@@ -1,6 +1,6 @@
 """The loop nests of training ops the back end lowers itself (not rewritten into forward ops by
-`lower-training-ops`): conv backward-data and backward-filter as conv nests reading their
-tensors through views, and the SGD update in one pass over each weight.
+`lower-training-ops`): conv backward-data as a conv nest reading its tensors through views,
+conv backward-filter as a gemm nest, and the SGD update in one pass over each weight.
 
 **Backward-data** (stride 1, group 1 or more than one channel per group on both sides): the conv
 nest of a stride-1 conv of the output gradient (pads: the dilated kernel's extent minus the
@@ -8,13 +8,12 @@ forward pads) whose weights are the forward weights seen as [g][kh][kw][o][c] (a
 transpose is the DMA's gather) and flipped: one weight load per kernel tap, tap (i, j) of the
 tile from tap (kh - 1 - i, kw - 1 - j). No transposed or flipped copy of the weights exists.
 
-**Backward-filter** (group 1): the conv whose images are the input channels, whose channels are
-the batch and whose kernel is the output gradient (x seen as (C, N, H, W), dy as
-[1][oh][ow][n][o], the forward strides as dilations and dilations as strides), its output (C, O,
-KH, KW) written through a view of the (O, C, KH, KW) result: no transposes. The kernel is a whole
-output-gradient plane, so its rows are a reduction loop too (`full_kernel_rows`): the weight tile is
-a block of `kr` rows, and the matmuls accumulate over (row block, batch block) pairs; output
-channels stay on the lanes.
+**Backward-filter** (group 1): a gemm, dW^T[(tap, c), o] = sum over (n, y, x) of
+x[n, c, y sh + i dh - pt, x sw + j dw - pl] dy[n, o, y, x] (`filter_nest`): the broadcast
+operand's rows are (kernel tap, input channel) pairs, x loaded once per tap, shifted, so that each
+row is one contiguous run of k = batch x output-gradient rows x OW; the output channels are the
+lanes; the cores take different input channels and share the dy block. Every micro-kernel call
+gets 6 rows and a long k, whatever the kernel (1x1 included) and the output size.
 
 `nn.sgd` reads the weight, its gradient and (with momentum) its velocity once and writes the new
 weight (and velocity) once: one `tile.map fma` per result, the factors (momentum, -lr, weight
@@ -40,6 +39,7 @@ least an update that keeps weight, gradient and velocity in DRAM can move.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import ArrayAttr, StringAttr
@@ -47,12 +47,14 @@ from xdsl.ir import Block, Operation, Region
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
-from nncc.compiler.codegen.conv_nest import ConvTensors, Strided, conv_nest
+from nncc.compiler.codegen.conv_nest import ConvTensors, conv_nest
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.nest import lower_nest, lower_detached
-from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, slice_op
+from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, finish_nest, nest_block, slice_op
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import nn, tile
+from nncc.runtime import timing
+from nncc.support.errors import NnccError
 
 K_MOMENTUM, K_LR, K_DECAY = 0, 1, 2
 
@@ -152,72 +154,203 @@ def backward_data_shape(op) -> ConvShape | None:
 
 
 def backward_filter_shape(op, lowering: Lowering | None = None) -> ConvShape | None:
-    """The conv a backward-filter op is (group 1; else None), its kernel a block of output-gradient
-    rows that divides them (`kernel_block`; the whole plane without a lowering)."""
+    """The forward conv of a group-1 backward-filter op (else None: lower-training-ops rewrites it)."""
     if op.group.value.data != 1:
         return None
     n, c, h, w = nn.shape_of(op.input)
     o, _, kh, kw = nn.shape_of(op.result)
     _, _, oh, ow = nn.shape_of(op.grad)
-    rows = kernel_block(lowering, n, o, oh, ow) if lowering is not None else oh
-    return ConvShape(c, n, h, w, o, rows, ow, kh, kw, tuple(nn.ints(op.dilations)), tuple(nn.ints(op.pads)),
-                     tuple(nn.ints(op.strides)), 1)
-
-
-def kernel_block(lowering: Lowering, n: int, o: int, oh: int, ow: int) -> int:
-    """Output-gradient rows per weight tile of a backward-filter nest: the most rows (a divisor
-    of `oh`) whose tile of the whole batch and up to 64 output channels takes at most an eighth of
-    the weight memory (room for the tile search's choice of channels and double buffering)."""
-    budget = lowering.capacity("weight") // 8
-    per_row = F32 * ow * n * min(o, 64)
-    fitting = [d for d in range(1, oh + 1) if oh % d == 0 and d * per_row <= budget]
-    return max(fitting, default=1)
+    return ConvShape(n, c, h, w, o, kh, kw, oh, ow, tuple(nn.ints(op.strides)), tuple(nn.ints(op.pads)),
+                     tuple(nn.ints(op.dilations)), 1)
 
 
 def backward_tensors(op, s: ConvShape) -> ConvTensors:
-    """The DRAM tensors of a backward conv's nest, seen in the layouts the conv nest reads."""
-    if op.name == "nn.conv2d_backward_data":
-        o, cg, kh, kw = nn.shape_of(op.weight)
-        g = s.group
-        return ConvTensors(op.grad, op.weight, None, None, op.result,
-                           ([g, o // g, cg, kh, kw], [0, 3, 4, 1, 2]), flip=True)
-    n, c, h, w = nn.shape_of(op.input)
-    o, _, kh, kw = nn.shape_of(op.result)
-    _, _, oh, ow = nn.shape_of(op.grad)
-    plane = oh * ow
-    return ConvTensors(op.input, op.grad, None, None, op.result,
-                       Strided(0, (1, oh, ow, n, o), (0, ow, 1, o * plane, plane)),
-                       input_view=Strided(0, (c, n, h, w), (h * w, c * h * w, w, 1)),
-                       output_view=Strided(0, (c, o, kh, kw), (kh * kw, c * kh * kw, kw, 1)),
-                       full_kernel_rows=oh)
+    """The DRAM tensors of a backward-data nest, the weights seen as [g][kh][kw][o][c], flipped."""
+    o, cg, kh, kw = nn.shape_of(op.weight)
+    return ConvTensors(op.grad, op.weight, None, None, op.result,
+                       ([s.group, o // s.group, cg, kh, kw], [0, 3, 4, 1, 2]), flip=True)
 
 
 def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
-    """The cost model's tiles; for backward-data, with the input channels cut to a divisor when
-    neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
+    """The cost model's tiles of a backward-data nest, with the input channels cut to a divisor
+    when neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
     t = choose_tiles(lowering, s, layer_name(op), bias=False)
-    if op.name == "nn.conv2d_backward_data" and s.og % t.toc and s.cg % t.tic:
+    if s.og % t.toc and s.cg % t.tic:
         t = ConvTiles(t.toc, max(d for d in range(1, t.tic + 1) if s.cg % d == 0), t.toh, t.tow, t.split)
     return t
 
 
-def backward_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots: int) -> tile.NestOp:
-    return conv_nest(lowering, op, s, t, backward_tensors(op, s), Epilogue(), lowering.tile_order == "scan",
-                     "channels", slots)
+def backward_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
+    """The nest of a backward conv op that lower-training-ops left to the back end."""
+    s = BACKWARD_CONVS[op.name](op, lowering)
+    if op.name == "nn.conv2d_backward_filter":
+        return filter_nest(lowering, op, s, filter_tiles(lowering, s), slots)
+    return conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
+                     lowering.tile_order == "scan", "channels", slots)
 
 
 def lower_backward_conv(lowering: Lowering, op: Operation):
     """A lowering-table entry: the backward conv's nest (tile-layers did not write it), unrolled."""
-    s = BACKWARD_CONVS[op.name](op, lowering)
-    return lower_detached(lowering, op, backward_nest(lowering, op, s, backward_tiles(lowering, op, s),
-                                                      lowering.buffers))
+    return lower_detached(lowering, op, backward_nest(lowering, op, lowering.buffers))
+
+
+# --------------------------------------------------------------------------- backward-filter as a gemm
+
+
+@dataclass(frozen=True)
+class FilterTiles:
+    """Tiles of a backward-filter gemm: input channels per tile (times the kernel taps: the
+    gemm's rows), output channels per tile (the lanes), output-gradient rows per reduction step
+    (a divisor of OH: k = batch x rows x OW)."""
+
+    channels: int
+    outputs: int
+    rows: int
+
+
+def filter_taps(s: ConvShape) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(s.kh) for j in range(s.kw)]
+
+
+def filter_tile_bytes(s: ConvShape, t: FilterTiles) -> dict[str, int]:
+    k = s.n * t.rows * s.ow
+    m = len(filter_taps(s)) * t.channels
+    return {"input": F32 * m * k, "weight": F32 * k * t.outputs, "output": F32 * m * t.outputs}
+
+
+def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> float:
+    """Closed-form cycles of a tiling: the busiest core's micro-kernel calls, the DRAM bus (x read
+    once per tap and output-channel tile, dy once per round of channel tiles), the DMA channels
+    (dy written into every core's memory) and the first loads."""
+    target = lowering.target
+    unit = target.units["main"]
+    taps = len(filter_taps(s))
+    k, m = s.n * t.rows * s.ow, taps * t.channels
+    half = target.memory(unit.broadcast_memory).size_bytes // 2 if unit.micro_kernel else 0
+    matmul = timing.matmul_issue_cycles(unit, 1, m, t.outputs, k, 1, unit.micro_kernel, half)
+    oc_tiles, c_tiles, steps = -(-s.o // t.outputs), -(-s.c // t.channels), s.oh // t.rows
+    rounds = -(-c_tiles // lowering.cores)
+    compute = oc_tiles * rounds * steps * matmul
+    x_bytes = F32 * s.n * s.c * s.oh * s.ow * taps * oc_tiles
+    dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds
+    dram = (x_bytes + dy_bytes) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
+    channel = dy_bytes * min(lowering.cores, c_tiles) / (target.dma.bandwidth_bytes_per_cycle * target.dma.channels)
+    first = F32 * k * (t.outputs + m) / target.dma.bandwidth_bytes_per_cycle
+    return max(compute, dram, channel) + first
+
+
+def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
+    """The tiling with the fewest estimated cycles (`filter_estimate`) whose buffers fit (double
+    buffered); ties to fewer jobs. Output channels are whole vectors of lanes (or all of them)."""
+    key = ("filter tiles", s)
+    if key in lowering.cost_cache:
+        return lowering.cost_cache[key]
+    lanes = lowering.lanes
+    outputs = sorted({s.o} | set(range(lanes, s.o, lanes)))
+    best = None
+    for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
+        for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, s.c} & set(range(1, s.c + 1))):
+            for toc in outputs:
+                t = FilterTiles(channels, toc, rows)
+                if not lowering.fits(filter_tile_bytes(s, t)):
+                    continue
+                jobs = -(-s.o // toc) * -(-s.c // channels) * (s.oh // rows)
+                rank = (filter_estimate(lowering, s, t), jobs)
+                if best is None or rank < best[0]:
+                    best = (rank, t)
+    if best is None:
+        raise NnccError(f"backward-filter {s}: not even one channel and one output-gradient row fit on chip")
+    lowering.cost_cache[key] = best[1]
+    return best[1]
+
+
+def tap_view(s: ConvShape, i: int, j: int) -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
+    """Where tap (i, j) reads x: (row and column of output pixel (0, 0) in the tap's view, the
+    view (phase row, phase column, rows, columns) of x strided by the forward strides, or None
+    for x itself (stride 1))."""
+    (sh, sw), (dh, dw) = s.strides, s.dilations
+    a, b = i * dh - s.pads[0], j * dw - s.pads[1]
+    if (sh, sw) == (1, 1):
+        return (a, b), None
+    pa, pb = a % sh, b % sw
+    return (a // sh, b // sw), (pa, pb, -(-(s.h - pa) // sh), -(-(s.w - pb) // sw))
+
+
+def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int) -> tile.NestOp:
+    """Backward-filter as one gemm per tile: dW^T[(tap, c), o] = sum over (n, y, x) of
+    x[n, c, y sh + i dh - pt, x sw + j dw - pl] dy[n, o, y, x]. Per tap, the x block of `channels`
+    input channels is loaded shifted (one DMA box per channel: padding from the tensor's edges),
+    so that every row of the gemm's broadcast operand is one contiguous run of k = batch x rows x
+    OW; the dy block [n][y][x][o] is the gemm's b (shared by the cores, which take different
+    channel tiles); the result tile [tap][c][o] is stored into dW (O, C, KH, KW) seen as
+    (taps, C, O). A 1 x M "image" of k channels: a 1x1 `tile.conv`, m = taps x channels.
+
+        tile.for %oc[%toc] = 0 to 256 step 256 order naive {
+          tile.for %c[%tc] = 0 to 256 step 6 cores 4 order naive {
+            tile.for %r[%tr] = 0 to 56 step 2 order naive {
+              tile.load %X[0, %c, %r - 1, -1] [2, %tc, 2, 56] -> %in[0] dims [1, 0, 2, 3]
+              ...                                            (one per tap, at tap x %tc x 224)
+              tile.load %DYv[0, %r, 0, %oc] [2, 2, 56, %toc] -> %wt[0] dims [0, 1, 2, 3]
+              tile.conv %in[0], %wt[0] -> %out[0] sizes [1, %tc * 9, 224, %toc] kernel [1, 1] ... reduce %r
+            }
+            tile.store %out[0] -> %Yv[0, %c, %oc] [9, %tc, %toc] dims [0, 1, 2]
+          }
+        }
+    """
+    taps = filter_taps(s)
+    k = s.n * t.rows * s.ow
+    block, args, inputs = nest_block([("X", op.input), ("DY", op.grad)], op.result)
+    plane = s.oh * s.ow
+    dy = tile.ViewOp(args["DY"], 0, [s.n, s.oh, s.ow, s.o], [s.o * plane, s.ow, 1, plane])
+    out = tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)])
+    for view, name in ((dy, "DYv"), (out, "Yv")):
+        view.result.name_hint = name
+        block.add_op(view)
+    views: dict = {}
+    reads = []
+    for i, j in taps:
+        origin, phase = tap_view(s, i, j)
+        if phase is not None and phase not in views:
+            pa, pb, rows, cols = phase
+            view = tile.ViewOp(args["X"], pa * s.w + pb, [s.n, s.c, rows, cols],
+                               [s.c * s.h * s.w, s.h * s.w, s.strides[0] * s.w, s.strides[1]])
+            view.result.name_hint = f"Xv{len(views)}"
+            block.add_op(view)
+            views[phase] = view.result
+        reads.append((args["X"] if phase is None else views[phase], origin))
+    m = len(taps) * t.channels
+    buffers = add_buffers(lowering, block, [("in", "input", [1, m, k], False), ("wt", "weight", [k * t.outputs], True),
+                                            ("out", "output", [1, m, t.outputs], False)], slots)
+    channel_loop = tile.ForOp.build([(0, s.o, t.outputs)], "naive", names=["oc"])
+    image_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores, names=["c"])
+    row_loop = tile.ForOp.build([(0, s.oh, t.rows)], "naive", names=["r"])
+    block.add_op(channel_loop)
+    channel_loop.block.add_op(image_loop)
+    image_loop.block.add_op(row_loop)
+    oc, toc = channel_loop.block.args
+    c, tc = image_loop.block.args
+    r, _ = row_loop.block.args
+    body = row_loop.block
+    for index, (tensor, (row0, col0)) in enumerate(reads):
+        body.add_op(slice_op(tile.LoadOp, tensor, buffers["in"], [0, c, ((r, 1), row0), col0], [s.n, tc, t.rows, s.ow],
+                             [1, 0, 2, 3], at=((tc, index * k),)))
+    body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, r, 0, oc], [s.n, t.rows, s.ow, toc], [0, 1, 2, 3]))
+    e = IndexExprs()
+    zero = e(0)
+    body.add_op(tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]], [zero, zero, zero], e,
+                             [e(1), e(tc) * len(taps), e(k), e(toc)], [1, 1], [1, 1], [1, 1], e(r).position, False,
+                             None, []))
+    image_loop.block.add_op(slice_op(tile.StoreOp, out.result, buffers["out"], [0, c, oc], [len(taps), tc, toc],
+                                     [0, 1, 2]))
+    return finish_nest(op, block, inputs)
 
 
 BACKWARD_CONVS = {
     "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op),
     "nn.conv2d_backward_filter": backward_filter_shape,
 }
-"""Backward conv op name -> its conv shape (None: lower-training-ops rewrites it instead)."""
+"""Backward conv op name -> the conv shape of its nest (backward-data: the stride-1 conv of dy;
+backward-filter: the forward conv), or None: lower-training-ops rewrites it instead."""
 
 
 def kept_for_back_end(op: Operation) -> bool:
