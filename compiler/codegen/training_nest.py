@@ -249,7 +249,7 @@ def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
     outputs = sorted({s.o} | set(range(lanes, s.o, lanes)))
     best = None
     for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
-        for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, s.c} & set(range(1, s.c + 1))):
+        for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96, s.c} & set(range(1, s.c + 1))):
             for toc in outputs:
                 t = FilterTiles(channels, toc, rows)
                 if not lowering.fits(filter_tile_bytes(s, t)):
@@ -333,7 +333,7 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
     body = row_loop.block
     for index, (tensor, (row0, col0)) in enumerate(reads):
         body.add_op(slice_op(tile.LoadOp, tensor, buffers["in"], [0, c, ((r, 1), row0), col0], [s.n, tc, t.rows, s.ow],
-                             [1, 0, 2, 3], at=((tc, index * k),)))
+                             [1, 0, 2, 3], at=((tc, index * k),) if index else 0))
     body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, r, 0, oc], [s.n, t.rows, s.ow, toc], [0, 1, 2, 3]))
     e = IndexExprs()
     zero = e(0)
