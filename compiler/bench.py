@@ -33,7 +33,9 @@
     batch `--train-batch`): per conv layer and phase (forward, backward-data, backward-filter)
     the MAC efficiency and the roofline bound, and the same for the classifier trained alone at
     `--train-fc-batch`, beside the paper's (conv 69.63 %, FC 81.98 %); with `--train-resnet`, the
-    compile and simulation time of one ResNet-50 step (batch `--train-resnet-batch`).
+    compile and simulation time of one ResNet-50 step (batch `--train-resnet-batch`). With
+    `--train-layers`, instead: each VGG-16 conv shape and ResNet-50's 1x1 convs at their size
+    for `--train-resolution`, each trained alone (minutes instead of the whole step's half hour).
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -812,14 +814,14 @@ GOALS_TRAIN = {"conv": 80.0, "fc": 90.0, "resnet_sim_s": 60.0}
 TRAIN_PHASES = {"nn.conv2d_backward_data": "backward-data", "nn.conv2d_backward_filter": "backward-filter"}
 
 
-def train_step(model: onnx.ModelProto, workdir: Path, name: str, batch: int) -> dict:
+def train_step(model: onnx.ModelProto, workdir: Path, name: str, batch: int, *flags: str) -> dict:
     """`nncc NAME.onnx --train --target=vector --batch N --report R` (one SGD step, seeded data): its report."""
     from nncc.compiler.cli import main as nncc_main
 
     path, report = workdir / f"{name}.onnx", workdir / f"{name}.report.json"
     onnx.save(model, str(path))
     code = nncc_main([str(path), "--train", "--target=vector", "--batch", str(batch), "--report", str(report),
-                      "--program", str(workdir / name)])
+                      "--program", str(workdir / name), *flags])
     if code:
         raise NnccError(f"nncc --train on {name} exited with {code}")
     return json.loads(report.read_text())
@@ -865,8 +867,83 @@ def efficiency(rows: list[dict]) -> float | None:
     return 100 * sum(r["macs"] for r in rows) / (cycles * 192) if cycles else None
 
 
+VGG_CONVS = [  # (layers, input channels, output channels, stage: the input is resolution / 2^stage)
+    (["conv1_1"], 3, 64, 0), (["conv1_2"], 64, 64, 0), (["conv2_1"], 64, 128, 1), (["conv2_2"], 128, 128, 1),
+    (["conv3_1"], 128, 256, 2), (["conv3_2", "conv3_3"], 256, 256, 2), (["conv4_1"], 256, 512, 3),
+    (["conv4_2", "conv4_3"], 512, 512, 3), (["conv5_1", "conv5_2", "conv5_3"], 512, 512, 4)]
+RESNET_POINTWISE = [  # ResNet-50's 1x1 convs: (name, input channels, output channels, stride, stage)
+    ("layer1 conv1", 256, 64, 1, 2), ("layer1 conv3", 64, 256, 1, 2), ("layer2 conv1", 512, 128, 1, 3),
+    ("layer3 conv3", 256, 1024, 1, 4), ("layer4 conv1", 2048, 512, 1, 5), ("layer2 shortcut", 256, 512, 2, 2)]
+
+
+def single_conv_model(batch: int, c: int, o: int, size: int, kernel: int, stride: int = 1,
+                      seed: int = 0) -> onnx.ModelProto:
+    """One conv layer to train alone: a 1x1 conv from 2 channels makes its input (so that its
+    backward-data is needed), the conv (pads kernel // 2), ReLU, a 1x1 conv to one channel."""
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def weight(name, shape):
+        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / math.prod(shape[1:])))
+        inits.append(helper.make_tensor(name, TensorProto.FLOAT, w.shape, w.tobytes(), raw=True))
+        return name
+    out = -(-size // stride)
+    nodes = [helper.make_node("Conv", ["input", weight("pre.weight", (c, 2, 1, 1))], ["x"], name="pre"),
+             helper.make_node("Conv", ["x", weight("conv.weight", (o, c, kernel, kernel))], ["y"], name="conv",
+                              kernel_shape=[kernel, kernel], pads=[kernel // 2] * 4, strides=[stride, stride]),
+             helper.make_node("Relu", ["y"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", weight("post.weight", (1, o, 1, 1))], ["output"], name="post")]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            [batch, 2, size, size])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 1, out, out])], inits)
+    return helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def conv_alone_rows(args, workdir: Path, name: str, c: int, o: int, size: int, kernel: int, stride: int = 1) -> list:
+    """The three phases' rows of one conv trained alone (`single_conv_model`, MSE loss)."""
+    model = single_conv_model(args.train_batch, c, o, size, kernel, stride)
+    report = train_step(model, workdir, "conv_alone", args.train_batch, "--loss", "mse", "--quiet")
+    return [dict(row, node=name) for row in training_rows(report, model) if row["node"] == "conv"]
+
+
+def bench_train_layers(args, workdir: Path) -> dict:
+    """Every VGG-16 conv shape (and ResNet-50's 1x1 convs) at `--train-resolution`, batch
+    `--train-batch`, trained alone: per phase, and VGG's conv efficiency over its 13 layers
+    (repeated shapes counted as often as they occur; conv1_1 has no backward-data)."""
+    rows, size = [], args.train_resolution
+    for names, c, o, stage in VGG_CONVS:
+        for row in conv_alone_rows(args, workdir, ", ".join(names), c, o, size >> stage, 3):
+            if not (c == 3 and row["phase"] == "backward-data"):
+                rows.append(dict(row, count=len(names)))
+    pointwise = [row for name, c, o, stride, stage in RESNET_POINTWISE
+                 for row in conv_alone_rows(args, workdir, name, c, o, size >> stage, 1, stride)]
+
+    def weighted(selected):
+        cycles = sum(r["cycles"] * r["count"] for r in selected)
+        return 100 * sum(r["macs"] * r["count"] for r in selected) / (cycles * 192)
+    phases = ("forward", "backward-data", "backward-filter")
+    out = {"vgg": rows, "resnet50_pointwise": pointwise, "vgg_overall": weighted(rows),
+           "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases}}
+    headers = ["layer", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
+    render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
+                          r["of_bound"]] for r in rs]
+    print(table(headers, render(rows), f"(n) VGG-16's conv layers trained alone on vector, batch {args.train_batch}, "
+                                       f"{size}x{size} input"))
+    print()
+    print(table(headers, render(pointwise), f"    ResNet-50's 1x1 convs trained alone, batch {args.train_batch}"))
+    print()
+    print(table(["VGG-16 conv MAC efficiency (%)", "nncc", "paper", "goal"],
+                [[f"conv, {p}", out["vgg_by_phase"][p], None, None] for p in phases] +
+                [["conv, forward + backward-data + backward-filter", out["vgg_overall"], PAPER_TRAIN["conv"],
+                  GOALS_TRAIN["conv"]]]))
+    return out
+
+
 def bench_train(args, workdir: Path) -> dict:
     from nncc.compiler.zoo import build_model
+
+    if args.train_layers:
+        return bench_train_layers(args, workdir)
 
     out: dict = {"target": "vector", "batch": args.train_batch, "resolution": args.train_resolution,
                  "fc_batch": args.train_fc_batch}
@@ -1050,6 +1127,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--train-resolution", type=int, default=224, help="VGG-16 training input size for (n)")
     parser.add_argument("--train-fc-batch", type=int, default=64,
                         help="batch of the classifier trained alone in (n) (default 64)")
+    parser.add_argument("--train-layers", action="store_true",
+                        help="(n) instead: each VGG-16 conv shape (and ResNet-50's 1x1 convs) trained alone")
     parser.add_argument("--train-resnet", action="store_true", help="(n) also times one ResNet-50 training step")
     parser.add_argument("--train-resnet-batch", type=int, default=8, help="its batch (default 8)")
     parser.add_argument("--train-resnet-resolution", type=int, default=224, help="its input size (default 224)")
