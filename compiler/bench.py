@@ -34,8 +34,9 @@
     the MAC efficiency and the roofline bound, and the same for the classifier trained alone at
     `--train-fc-batch`, beside the paper's (conv 69.63 %, FC 81.98 %); with `--train-resnet`, the
     compile and simulation time of one ResNet-50 step (batch `--train-resnet-batch`). With
-    `--train-layers`, instead: each VGG-16 conv shape and ResNet-50's 1x1 convs at their size
-    for `--train-resolution`, each trained alone (minutes instead of the whole step's half hour).
+    `--train-layers`, instead of the whole step: each VGG-16 conv shape and ResNet-50's 1x1
+    convs at their size for `--train-resolution`, each trained alone, and the classifier
+    (minutes instead of the whole step's half hour).
 
 Every figure comes from the interpreter running the compiled program; the cost model's
 prediction is shown beside the simulated cycles. Plain-text tables, standard library only.
@@ -917,13 +918,16 @@ def bench_train_layers(args, workdir: Path) -> dict:
                 rows.append(dict(row, count=len(names)))
     pointwise = [row for name, c, o, stride, stage in RESNET_POINTWISE
                  for row in conv_alone_rows(args, workdir, name, c, o, size >> stage, 1, stride)]
+    fc = classifier_rows(args, workdir)
 
     def weighted(selected):
         cycles = sum(r["cycles"] * r["count"] for r in selected)
         return 100 * sum(r["macs"] * r["count"] for r in selected) / (cycles * 192)
     phases = ("forward", "backward-data", "backward-filter")
     out = {"vgg": rows, "resnet50_pointwise": pointwise, "vgg_overall": weighted(rows),
-           "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases}}
+           "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases},
+           "fc": fc, "fc_by_phase": {p: efficiency([r for r in fc if r["phase"] == p]) for p in phases},
+           "fc_overall": efficiency(fc)}
     headers = ["layer", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
     render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
                           r["of_bound"]] for r in rs]
@@ -932,11 +936,22 @@ def bench_train_layers(args, workdir: Path) -> dict:
     print()
     print(table(headers, render(pointwise), f"    ResNet-50's 1x1 convs trained alone, batch {args.train_batch}"))
     print()
-    print(table(["VGG-16 conv MAC efficiency (%)", "nncc", "paper", "goal"],
+    print(table(headers, render(fc), f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
+    print()
+    print(table(["VGG-16 MAC efficiency (%)", "nncc", "paper", "goal"],
                 [[f"conv, {p}", out["vgg_by_phase"][p], None, None] for p in phases] +
                 [["conv, forward + backward-data + backward-filter", out["vgg_overall"], PAPER_TRAIN["conv"],
-                  GOALS_TRAIN["conv"]]]))
+                  GOALS_TRAIN["conv"]]] +
+                [[f"FC, {p}", out["fc_by_phase"][p], None, None] for p in phases] +
+                [["FC, all three phases", out["fc_overall"], PAPER_TRAIN["fc"], GOALS_TRAIN["fc"]]]))
     return out
+
+
+def classifier_rows(args, workdir: Path) -> list[dict]:
+    """VGG-16's classifier trained alone at `--train-fc-batch` (its input: the features at
+    `--train-resolution`): the FC layers' rows per phase."""
+    fc_model = classifier_model(args.train_fc_batch, 512 * (args.train_resolution // 32) ** 2)
+    return training_rows(train_step(fc_model, workdir, "vgg16_classifier_train", args.train_fc_batch), fc_model)
 
 
 def bench_train(args, workdir: Path) -> dict:
@@ -952,10 +967,7 @@ def bench_train(args, workdir: Path) -> dict:
     conv = [r for r in training_rows(report, model) if r["kind"] == "conv"]
     out["step"] = {"cycles": report["cycles"], "mac_utilization": 100 * report["mac_utilization"],
                    "phases": report["phases"], "cpu_seconds": report.get("cpu_seconds")}
-    in_features = 512 * (args.train_resolution // 32) ** 2
-    fc_model = classifier_model(args.train_fc_batch, in_features)
-    fc_report = train_step(fc_model, workdir, "vgg16_classifier_train", args.train_fc_batch)
-    fc = training_rows(fc_report, fc_model)
+    fc = classifier_rows(args, workdir)
     out["conv"], out["fc"] = conv, fc
     phases = ("forward", "backward-data", "backward-filter")
     out["conv_by_phase"] = {p: efficiency([r for r in conv if r["phase"] == p]) for p in phases}
@@ -1128,7 +1140,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--train-fc-batch", type=int, default=64,
                         help="batch of the classifier trained alone in (n) (default 64)")
     parser.add_argument("--train-layers", action="store_true",
-                        help="(n) instead: each VGG-16 conv shape (and ResNet-50's 1x1 convs) trained alone")
+                        help="(n) instead: each VGG-16 conv shape (and ResNet-50's 1x1 convs) trained alone, "
+                             "and the classifier")
     parser.add_argument("--train-resnet", action="store_true", help="(n) also times one ResNet-50 training step")
     parser.add_argument("--train-resnet-batch", type=int, default=8, help="its batch (default 8)")
     parser.add_argument("--train-resnet-resolution", type=int, default=224, help="its input size (default 224)")

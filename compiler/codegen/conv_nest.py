@@ -83,6 +83,7 @@ class ConvTensors:
     residual_scale: float = 1.0
     product_scale: float = 1.0
     flip: bool = False  # the kernel read flipped (backward-data): one weight load per tap
+    full_kernel_rows: int = 0  # the whole kernel's rows when `s.kh` is a block of them (backward-filter)
 
 
 def conv_tensors(op: Operation, s, mapping: str = "channels") -> ConvTensors:
@@ -126,7 +127,10 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     outer, inner = (spatial_loop, channel_loop) if t.split == "channel" else (channel_loop, spatial_loop)
     inner.properties["order"] = StringAttr(order)
     inner.properties["cores"] = IntegerAttr(lowering.cores, i64)
-    ic_loop = tile.ForOp.build([(0, s.cg, t.tic)], order, names=["ic"])
+    if tensors.full_kernel_rows:  # the reduction also runs over blocks of s.kh kernel rows
+        ic_loop = tile.ForOp.build([(0, tensors.full_kernel_rows, s.kh), (0, s.cg, t.tic)], order, names=["kr", "ic"])
+    else:
+        ic_loop = tile.ForOp.build([(0, s.cg, t.tic)], order, names=["ic"])
     batch: list = []
     if tensors.batch:  # a batched matmul: one product per output batch index
         batch_loop = tile.ForOp.build([(0, size, 1) for size in tensors.batch], "naive",
@@ -146,7 +150,8 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     g = chans[0] if s.group > 1 else 0
     oc, toc = (chans[2], chans[3]) if s.group > 1 else (chans[0], chans[1])
     n, _, oh, toh, ow, tow = spatial_loop.block.args
-    ic, tic = ic_loop.block.args
+    ic, tic = ic_loop.block.args[-2:]
+    kr = ic_loop.block.args[0] if tensors.full_kernel_rows else 0
     tile_dims = [2, 3, 1] if channels_last else [2, 1, 3]
     out_slice = batched(([n, ((g, s.og), (oc, 1)), oh, ow], [1, toc, toh, tow], tile_dims))
     if R is not None:
@@ -157,7 +162,7 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     kh_extent = (s.kh - 1) * s.dilations[0] + 1 - sh
     kw_extent = (s.kw - 1) * s.dilations[1] + 1 - sw
     body.add_op(slice_op(tile.LoadOp, X, buffers["in"], *batched((
-        [n, ((g, s.cg), (ic, 1)), ((oh, sh), -s.pads[0]), ((ow, sw), -s.pads[1])],
+        [n, ((g, s.cg), (ic, 1)), ((oh, sh), (kr, s.dilations[0]), -s.pads[0]), ((ow, sw), -s.pads[1])],
         [1, tic, ((toh, sh), kh_extent), ((tow, sw), kw_extent)], tile_dims))))
     if tensors.flip:  # tap (i, j) of the tile is tap (kh - 1 - i, kw - 1 - j) of the tensor
         # the taps are packed by the tile's extents: one of them must be the same on every tile
@@ -171,7 +176,7 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
                                      [1, 1, 1, tic, toc], [1, 2, 3, 4], at=((varying, (i * s.kw + j) * fixed),)))
     else:
         body.add_op(slice_op(tile.LoadOp, W, buffers["wt"], *batched((
-            [g, 0, 0, ic, oc] if channels_last else [g, 0, 0, oc, ic],
+            [g, kr, 0, ic, oc] if channels_last else [g, kr, 0, oc, ic],
             [1, s.kh, s.kw, tic, toc] if channels_last else [1, s.kh, s.kw, toc, tic], [1, 2, 3, 4]))))
     if B is not None:
         body.add_op(slice_op(tile.LoadOp, B, buffers["wt"], [((g, s.og), (oc, 1))], [toc], [0], at=weights))

@@ -47,7 +47,7 @@ from xdsl.ir import Block, Operation, Region
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
-from nncc.compiler.codegen.conv_nest import ConvTensors, conv_nest
+from nncc.compiler.codegen.conv_nest import ConvTensors, Strided, conv_nest
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.nest import lower_nest, lower_detached
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, finish_nest, nest_block, slice_op
@@ -153,10 +153,8 @@ def backward_data_shape(op) -> ConvShape | None:
     return ConvShape(n, o, oh, ow, c, kh, kw, h, w, (1, 1), pads, tuple(nn.ints(op.dilations)), group)
 
 
-def backward_filter_shape(op, lowering: Lowering | None = None) -> ConvShape | None:
-    """The forward conv of a group-1 backward-filter op (else None: lower-training-ops rewrites it)."""
-    if op.group.value.data != 1:
-        return None
+def forward_conv_shape(op) -> ConvShape:
+    """The forward conv of a backward-filter op: the shape of its gemm (`filter_nest`)."""
     n, c, h, w = nn.shape_of(op.input)
     o, _, kh, kw = nn.shape_of(op.result)
     _, _, oh, ow = nn.shape_of(op.grad)
@@ -164,27 +162,64 @@ def backward_filter_shape(op, lowering: Lowering | None = None) -> ConvShape | N
                      tuple(nn.ints(op.dilations)), 1)
 
 
+def backward_filter_shape(op, lowering: Lowering | None = None) -> ConvShape | None:
+    """The conv a backward-filter op is (group 1; else None) as a conv nest whose images are the
+    input channels (`fused.conv2d_backward_filter_pre`, which normalises each image's tiles on
+    the pre unit), its kernel a block of output-gradient rows that divides them (`kernel_block`;
+    the whole plane without a lowering). Plain backward-filters are a gemm (`filter_nest`)."""
+    if op.group.value.data != 1:
+        return None
+    n, c, h, w = nn.shape_of(op.input)
+    o, _, kh, kw = nn.shape_of(op.result)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    rows = kernel_block(lowering, n, o, oh, ow) if lowering is not None else oh
+    return ConvShape(c, n, h, w, o, rows, ow, kh, kw, tuple(nn.ints(op.dilations)), tuple(nn.ints(op.pads)),
+                     tuple(nn.ints(op.strides)), 1)
+
+
+def kernel_block(lowering: Lowering, n: int, o: int, oh: int, ow: int) -> int:
+    """Output-gradient rows per weight tile of a backward-filter nest: the most rows (a divisor
+    of `oh`) whose tile of the whole batch and up to 64 output channels takes at most an eighth of
+    the weight memory (room for the tile search's choice of channels and double buffering)."""
+    budget = lowering.capacity("weight") // 8
+    per_row = F32 * ow * n * min(o, 64)
+    fitting = [d for d in range(1, oh + 1) if oh % d == 0 and d * per_row <= budget]
+    return max(fitting, default=1)
+
+
 def backward_tensors(op, s: ConvShape) -> ConvTensors:
-    """The DRAM tensors of a backward-data nest, the weights seen as [g][kh][kw][o][c], flipped."""
-    o, cg, kh, kw = nn.shape_of(op.weight)
-    return ConvTensors(op.grad, op.weight, None, None, op.result,
-                       ([s.group, o // s.group, cg, kh, kw], [0, 3, 4, 1, 2]), flip=True)
+    """The DRAM tensors of a backward conv's nest, seen in the layouts the conv nest reads."""
+    if op.name == "nn.conv2d_backward_data":
+        o, cg, kh, kw = nn.shape_of(op.weight)
+        g = s.group
+        return ConvTensors(op.grad, op.weight, None, None, op.result,
+                           ([g, o // g, cg, kh, kw], [0, 3, 4, 1, 2]), flip=True)
+    n, c, h, w = nn.shape_of(op.input)
+    o, _, kh, kw = nn.shape_of(op.result)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    plane = oh * ow
+    return ConvTensors(op.input, op.grad, None, None, op.result,
+                       Strided(0, (1, oh, ow, n, o), (0, ow, 1, o * plane, plane)),
+                       input_view=Strided(0, (c, n, h, w), (h * w, c * h * w, w, 1)),
+                       output_view=Strided(0, (c, o, kh, kw), (kh * kw, c * kh * kw, kw, 1)),
+                       full_kernel_rows=oh)
 
 
 def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
-    """The cost model's tiles of a backward-data nest, with the input channels cut to a divisor
-    when neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
+    """The cost model's tiles; for backward-data, with the input channels cut to a divisor when
+    neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
     t = choose_tiles(lowering, s, layer_name(op), bias=False)
-    if s.og % t.toc and s.cg % t.tic:
+    if op.name == "nn.conv2d_backward_data" and s.og % t.toc and s.cg % t.tic:
         t = ConvTiles(t.toc, max(d for d in range(1, t.tic + 1) if s.cg % d == 0), t.toh, t.tow, t.split)
     return t
 
 
 def backward_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     """The nest of a backward conv op that lower-training-ops left to the back end."""
-    s = BACKWARD_CONVS[op.name](op, lowering)
     if op.name == "nn.conv2d_backward_filter":
+        s = forward_conv_shape(op)
         return filter_nest(lowering, op, s, filter_tiles(lowering, s), slots)
+    s = backward_data_shape(op)
     return conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
                      lowering.tile_order == "scan", "channels", slots)
 
@@ -349,8 +384,7 @@ BACKWARD_CONVS = {
     "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op),
     "nn.conv2d_backward_filter": backward_filter_shape,
 }
-"""Backward conv op name -> the conv shape of its nest (backward-data: the stride-1 conv of dy;
-backward-filter: the forward conv), or None: lower-training-ops rewrites it instead."""
+"""Backward conv op name -> its conv shape (None: lower-training-ops rewrites it instead)."""
 
 
 def kept_for_back_end(op: Operation) -> bool:

@@ -107,6 +107,28 @@ def test_train_part(tmp_path, capsys):
     assert all(row["macs"] == 2 * 4096 * 4096 for row in fc1)  # each phase: batch x 4096 x 4096
 
 
+def test_train_layers_part(tmp_path, capsys):
+    """--train-layers: each VGG-16 conv shape and ResNet-50's 1x1 convs trained alone (conv1_1
+    without backward-data), the classifier; the efficiencies are the rows' MACs over their cycles."""
+    out = tmp_path / "t.json"
+    assert bench.main(["--only", "train", "--train-layers", "--train-resolution", "32", "--train-fc-batch", "2",
+                       "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "VGG-16's conv layers trained alone" in text and "69.6" in text and "82.0" in text
+    figures = json.loads(out.read_text())["train"]
+    rows = figures["vgg"]
+    assert [row["count"] for row in rows if row["phase"] == "forward"] == [1, 1, 1, 1, 1, 2, 1, 2, 3]
+    assert [row["phase"] for row in rows].count("backward-data") == 8
+    conv3_2 = [row for row in rows if row["node"] == "conv3_2, conv3_3"]
+    assert all(row["macs"] == 2 * 256 * 256 * 9 * 8 * 8 for row in conv3_2)  # each phase: batch x C x O x 9 x 8 x 8
+    assert figures["vgg_overall"] == pytest.approx(100 * sum(r["macs"] * r["count"] for r in rows) /
+                                                   (192 * sum(r["cycles"] * r["count"] for r in rows)))
+    pointwise = figures["resnet50_pointwise"]
+    assert len(pointwise) == 3 * len(bench.RESNET_POINTWISE)
+    assert all(row["macs"] == 2 * 256 * 512 * 4 * 4 for row in pointwise if row["node"] == "layer2 shortcut")
+    assert len(figures["fc"]) == 8 and 0 < figures["fc_overall"] <= 100
+
+
 def test_bad_resolution_is_one_line(capsys):
     assert bench.main(["--only", "vgg", "--resolution", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
