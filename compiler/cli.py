@@ -411,7 +411,8 @@ def compile_for_target(args: argparse.Namespace, files: UserFiles) -> int:
     check_dram_size(program, program.target)
     write_program(program, paths)
     summary = (f"nncc: {args.model.name} -> {', '.join(p.name for p in paths)}: "
-               f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image")
+               f"{len(program.instructions)} instructions, {program.dram_bytes / 2**20:.1f} MiB DRAM image"
+               + dram_reuse_note(program))
     if not any(getattr(args, flag) for flag in RUN_FLAGS):
         print(summary)
         return 0
@@ -432,6 +433,12 @@ def recorded_target_name(ir_path: Path) -> str:
         raise NnccError(f"{ir_path}: cannot read IR ({error.strerror or error})") from None
     found = re.search(r'tile\.target = \{name = "([^"]+)"', first_line)
     return found.group(1) if found else "vector"
+
+
+def dram_reuse_note(program) -> str:
+    """' (N MiB without reuse)' when the compiler planned the intermediates' DRAM by liveness."""
+    plan = getattr(program, "dram_plan", None)
+    return f" ({plan['without_reuse_bytes'] / 2**20:.1f} MiB without reuse)" if plan else ""
 
 
 def program_prefix(given: Path | None) -> Path | None:

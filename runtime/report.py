@@ -29,6 +29,7 @@ def build_report(result: RunResult, check: Mapping[str, Any] | None = None) -> d
         "macs": int(result.macs),
         "mac_utilization": result.mac_utilization,
         "dram": {"read_bytes": result.read_bytes.get("DRAM", 0), "write_bytes": result.write_bytes.get("DRAM", 0)},
+        "dram_size_bytes": result.program.dram_bytes,  # the peak the program's DRAM allocation reached
         "onchip": {
             m.name: {"read_bytes": result.read_bytes.get(m.name, 0), "write_bytes": result.write_bytes.get(m.name, 0)}
             for m in target.memories
@@ -38,6 +39,8 @@ def build_report(result: RunResult, check: Mapping[str, Any] | None = None) -> d
         "instructions": result.instructions,
         "ops": result.ops,
         "dram_row_activations": result.dram_activations,
+        **({"dram_without_reuse_bytes": plan["without_reuse_bytes"]}
+           if (plan := getattr(result.program, "dram_plan", None)) else {}),
         **_dram_fields(result.dram, target),
         "seconds": result.cycles / (target.clock_ghz * 1e9),
         "engines": {

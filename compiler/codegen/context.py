@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from xdsl.ir import Operation, SSAValue
 
+from nncc.compiler.codegen.dram_plan import DramPlan
 from nncc.compiler.weights import WeightStore
 from nncc.dialects import nn
 from nncc.runtime.program import Program
@@ -59,11 +60,14 @@ class Lowering:
     layer_index: int = -1
     cost_cache: dict = field(default_factory=dict)  # tile choices and predictions of layer shapes seen
     layer_name: str = ""
+    dram_plan: DramPlan | None = None  # intermediates' DRAM by liveness (lower_module); else never reused
 
     # -- DRAM
 
     def allocate(self, nbytes: int, align: int = 64) -> int:
         """Room for an intermediate tensor (no symbol: it is neither input, output nor weight)."""
+        if self.dram_plan is not None:
+            return self.dram_plan.allocate(nbytes)
         addr = -(-self.program.dram_bytes // align) * align
         self.program.dram_bytes = addr + nbytes
         return addr

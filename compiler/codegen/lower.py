@@ -3,8 +3,8 @@
 For every op, in order: a `layer` marker naming it and its ONNX nodes, the tile jobs of
 its code generator, scheduled (double buffering, multicast, semaphores), then a
 `barrier` (the next layer reads what this one stored). Inputs, outputs and weights are
-DRAM symbols; intermediate tensors get DRAM space without a symbol; reshapes alias
-their input.
+DRAM symbols; intermediate tensors get DRAM space without a symbol, reused once their
+last reader is done (`dram_plan.py`); reshapes alias their input.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation
 
 from nncc.compiler.codegen.context import Lowering, is_alias, layer_name, source_address
+from nncc.compiler.codegen.dram_plan import DramPlan, PlacedAddresses, last_uses
 from nncc.compiler.codegen.lowering_table import LOWERINGS
 from nncc.compiler.codegen.scheduler import Scheduler
 from nncc.compiler.modules import main_function, names_attr
@@ -60,28 +61,34 @@ def lower_module(module: ModuleOp, store: WeightStore, target: Target, tile_orde
                         layer_cores=cores or module_int(module, CORES_ATTR) or target.cores,
                         buffers=buffers or module_int(module, BUFFERS_ATTR) or 2,
                         compare_orders=compare_orders, objective=objective)
+    returned = main.body.block.last_op
+    assert isinstance(returned, func.ReturnOp)
+    layers = layers_of(main)
+    plan = lowering.dram_plan = DramPlan(program, last_uses(layers, returned.operands))
+    lowering.addresses = PlacedAddresses(plan)
     args = list(main.body.block.args)
     for name, value in zip(names_attr(module, "nn.input_names", len(args), "input"), args):
         lowering.addresses[value] = program.allocate(name, "input", nn.shape_of(value)).addr
-    returned = main.body.block.last_op
-    assert isinstance(returned, func.ReturnOp)
     output_names = names_attr(module, "nn.output_names", len(returned.operands), "output")
     claim_outputs(lowering, returned, output_names)
     from nncc.compiler.codegen.data import plan_in_place_concats
 
     plan_in_place_concats(lowering, main.body.block)  # producers (nests too) write into concat slices
     lowering.concats_planned = True
-    layers = layers_of(main)
     with progress.stage("lowering", total=len(layers), unit="layers") as task:
-        for op in layers:
+        for position, op in enumerate(layers):
+            plan.layer = position
             task.update(detail=layer_name(op))
             if skip_unsupported and not is_alias(op) and op.name not in LOWERINGS:
                 for result in op.results:
                     lowering.address(result)
             else:
                 lower_op(lowering, op)
+            plan.release(position)
             task.advance()
+    plan.layer = len(layers)
     copy_unowned_outputs(lowering, returned, output_names)
+    program.dram_plan = plan.summary()  # peak DRAM bytes with and without reuse
     program.predictions = lowering.predictions  # layer ordinal -> predicted cycles and DRAM bytes
     return program
 
