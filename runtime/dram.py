@@ -76,6 +76,7 @@ class RowBuffers:
         self.burst_bytes = dram.burst_bytes
         self.bursts_per_page = self.row_bytes // self.burst_bytes if self.row_bytes else 0
         self.open_rows = [-1] * self.banks  # the open row of every bank (-1: precharged)
+        self.layouts: dict[tuple, tuple] = {}  # walk_box: (box, offset in its row) -> (bursts, pages)
 
     def walk_contiguous(self, start: int, length: int) -> tuple[int, int]:
         """`walk` of one run of `length` > 0 bytes at `start` (most DMAs: a whole tile row or tensor)."""
@@ -88,8 +89,31 @@ class RowBuffers:
     def walk(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """(bursts, row misses) of the runs `starts`/`lengths` (bytes), walked in order; updates the
         open rows. Hits are bursts - misses."""
+        bursts, pages = self.pages(starts, lengths)
+        return bursts, self.visit_pages(pages)
+
+    def walk_box(self, addr: int, offsets: np.ndarray, lengths: np.ndarray, box: tuple) -> tuple[int, int]:
+        """`walk` of the runs `addr + offsets`: a box of the same `box` key (shape and strides)
+        at the same offset in a row touches the same bursts and pages, relative to `addr`'s row,
+        so they are found once per (box, offset)."""
+        if not self.row_bytes:
+            return self.walk(addr + offsets, lengths)
+        base, offset = divmod(addr, self.row_bytes)
+        key = (box, offset)
+        found = self.layouts.get(key)
+        if found is None:
+            bursts, pages = self.pages(offset + offsets, lengths)
+            found = self.layouts[key] = (bursts, pages.tolist() if pages.size <= 256 else pages)
+        bursts, pages = found
+        if type(pages) is list:
+            return bursts, self.visit([base + page for page in pages])
+        return bursts, self.misses(base + pages)
+
+    def pages(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, np.ndarray]:
+        """(bursts, pages visited in order, consecutive repeats removed) of the runs (none without
+        a row model)."""
         if not starts.size:
-            return 0, 0
+            return 0, np.zeros(0, dtype=np.int64)
         burst = self.burst_bytes
         first = starts // burst
         last = (starts + lengths - 1) // burst
@@ -97,7 +121,7 @@ class RowBuffers:
         if first.size > 1:
             bursts -= int(np.count_nonzero(first[1:] == last[:-1]))  # combined with the previous run's
         if not self.row_bytes:
-            return bursts, 0
+            return bursts, np.zeros(0, dtype=np.int64)
         per_page = self.bursts_per_page
         first_page, last_page = first // per_page, last // per_page
         if (first_page == last_page).all():  # every run inside one page (the common case)
@@ -107,10 +131,14 @@ class RowBuffers:
             offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
             pages = np.repeat(first_page, counts) + offsets
         if pages.size > 1:  # consecutive accesses to one page: the later ones are hits
-            pages = pages[np.r_[True, pages[1:] != pages[:-1]]]
+            pages = pages[np.concatenate(([True], pages[1:] != pages[:-1]))]
+        return bursts, pages
+
+    def visit_pages(self, pages: np.ndarray) -> int:
+        """Row misses of visiting `pages` in order (a Python loop when few, numpy when many)."""
         if pages.size <= 256:
-            return bursts, self.visit(pages.tolist())
-        return bursts, self.misses(pages)
+            return self.visit(pages.tolist())
+        return self.misses(pages)
 
     def visit(self, pages) -> int:
         """Row misses of visiting `pages` (an iterable of ints) in order; updates the open rows."""
@@ -129,12 +157,12 @@ class RowBuffers:
         rows = pages // self.banks
         order = np.argsort(banks, kind="stable")
         banks, rows = banks[order], rows[order]
-        new_bank = np.r_[True, banks[1:] != banks[:-1]]
+        new_bank = np.concatenate(([True], banks[1:] != banks[:-1]))
         previous = np.empty_like(rows)
         previous[1:] = rows[:-1]
         open_rows = np.array(self.open_rows, dtype=np.int64)
         previous[new_bank] = open_rows[banks[new_bank]]
-        last_of_bank = np.r_[new_bank[1:], True]
+        last_of_bank = np.concatenate((new_bank[1:], [True]))
         for bank, row in zip(banks[last_of_bank].tolist(), rows[last_of_bank].tolist()):
             self.open_rows[bank] = row
         return int(np.count_nonzero(rows != previous))

@@ -179,6 +179,7 @@ class Interpreter:
         self.free: dict[str, int] = {}
         self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.rows = RowBuffers(self.target.dram)
+        self.layouts: dict[tuple, tuple] = {}  # DMA boxes' DRAM runs by (box, strides): `dram_layout`
         regions = sorted((s.addr, s.addr + s.nbytes, s.kind) for s in program.symbols)
         self.region_starts = [start for start, _, _ in regions]
         self.regions = regions
@@ -256,22 +257,22 @@ class Interpreter:
         floor = self.barrier_time
         advance = self.task.advance
         while queues:
-            best = None
-            for engine, queue in queues.items():
-                index, ins, _ = queue[0]
-                start = free.get(engine, floor)
+            engine = None
+            start = index = 0
+            for candidate, queue in queues.items():
+                at, ins, _ = queue[0]
+                ready = free.get(candidate, floor)
                 for semaphore in ins.wait:
                     available = tokens[semaphore]
                     if not available:
                         break
-                    if available[0] > start:
-                        start = available[0]
+                    if available[0] > ready:
+                        ready = available[0]
                 else:
-                    if best is None or (start, index) < best[:2]:
-                        best = (start, index, engine)
-            if best is None:
+                    if engine is None or ready < start or (ready == start and at < index):
+                        engine, start, index = candidate, ready, at
+            if engine is None:
                 raise self.deadlock(queues)
-            start, index, engine = best
             queue = queues[engine]
             _, ins, layer = queue.popleft()
             if not queue:
@@ -338,17 +339,22 @@ class Interpreter:
         if dst_space == "DRAM":
             sides.append((True, dst_addr, ins.shape, ins.dst_stride))
         for is_write, addr, box, box_strides in sides:
-            shape, strides = dram_order(box, box_strides)
-            nbytes = contiguous_bytes(shape, strides)
+            key = (box, box_strides)
+            layout = self.layouts.get(key)
+            if layout is None:
+                layout = self.layouts[key] = dram_layout(box, box_strides)
+            nbytes, offsets, lengths, span = layout
             if nbytes is not None:  # one run: no arrays
                 bursts, misses = self.rows.walk_contiguous(addr, nbytes)
                 roles = self.roles_of_range(addr, nbytes)
             else:
-                starts, lengths = access_runs(addr, shape, strides)
-                bursts, misses = self.rows.walk(starts, lengths)
-                roles = self.roles(starts, lengths)
+                bursts, misses = self.rows.walk_box(addr, offsets, lengths, key)
+                whole = self.roles_of_range(addr + span[0], span[1] - span[0])
+                roles = [(whole[0][0], span[2])] if whole is not None else None
+            if roles is None:
+                roles = self.roles(addr + offsets, lengths)
             counters = [self.result.dram] + ([self.result.layers[layer].dram] if layer >= 0 else [])
-            for role, nbytes in roles or self.roles(*access_runs(addr, shape, strides)):
+            for role, nbytes in roles:
                 for counter in counters:
                     counter.add(is_write, bursts, misses, role, nbytes)
                 bursts = misses = 0  # counted once, with the first role
@@ -405,6 +411,15 @@ class Interpreter:
             stats.instructions += 1
             stats.dram_read_bytes += effect.read_bytes.get("DRAM", 0)
             stats.dram_write_bytes += effect.write_bytes.get("DRAM", 0)
+
+
+def dram_layout(box: tuple[int, ...], box_strides: tuple[int, ...]) -> tuple:
+    """A DMA's DRAM side relative to its address, walked in `dram_order`: (bytes if one contiguous
+    run else None, run offsets, run lengths, (first byte, end, bytes) of the runs)."""
+    shape, strides = dram_order(box, box_strides)
+    offsets, lengths = access_runs(0, shape, strides)
+    span = (int(offsets.min()), int((offsets + lengths).max()), int(lengths.sum()))
+    return contiguous_bytes(shape, strides), offsets, lengths, span
 
 
 def _dram_size(program: Program) -> int:

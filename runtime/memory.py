@@ -46,6 +46,8 @@ class Memories:
         self.dram = np.zeros(dram_bytes // 4, dtype=np.float32)
         self.shared = {m.name: m.shared for m in target.memories}
         self.arrays: dict[tuple[str, int], np.ndarray] = {("DRAM", 0): self.dram}
+        self.views: dict[tuple, np.ndarray] = {}  # on-chip tiles already checked (slots recur)
+        self.cycles: dict[tuple, int] = {}  # compute instructions' cycles by semantics.timing_key
         for memory in target.memories:
             for core in range(1 if memory.shared else target.cores):
                 self.arrays[(memory.name, core)] = np.zeros(memory.size_bytes // 4, dtype=np.float32)
@@ -58,6 +60,10 @@ class Memories:
 
     def view(self, space: str, core: int, addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
         """A strided view of a tile; faults if misaligned, empty, too large or outside the memory."""
+        key = (space, core, addr, shape, strides)
+        found = self.views.get(key)
+        if found is not None:
+            return found
         array = self.array(space, core)
         if addr & 3:
             raise Fault(f"misaligned address {space}[{addr:#x}] (must be a multiple of 4)")
@@ -76,7 +82,10 @@ class Memories:
                 where = f"ends at byte {4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
             raise Fault(f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} {where}")
         byte_strides = tuple(stride << 2 if size > 1 else 0 for size, stride in zip(shape, strides))
-        return np.ndarray(shape, np.float32, array, base << 2, byte_strides)
+        view = np.ndarray(shape, np.float32, array, base << 2, byte_strides)
+        if space != "DRAM":
+            self.views[key] = view
+        return view
 
     def write_dram(self, addr: int, values: np.ndarray) -> None:
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)

@@ -40,6 +40,10 @@ def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
 # DMA
 
 
+_DMA_TIMING: dict[tuple, tuple[int, int, tuple]] = {}
+"""(bytes read, bytes written, `timing.dma_payload`) of a DMA by its spaces, box, strides and copies."""
+
+
 def dma(mem: Memories, ins: Any) -> Effect:
     src_space, src_addr = ins.src
     dst_space, dst_addr = ins.dst
@@ -67,10 +71,13 @@ def dma(mem: Memories, ins: Any) -> Effect:
             data[pad[0] : shape[0] - pad[1], pad[2] : shape[1] - pad[3], pad[4] : shape[2] - pad[5]] = source
     for core in cores:
         effect.writes.append((mem.view(dst_space, core, dst_addr, shape, ins.dst_stride), data))
-    read, written = transfer_bytes(shape, pad)  # the timing model's byte counts
-    effect.read_bytes[src_space] = read
-    effect.write_bytes[dst_space] = written * len(cores)
-    effect.transfer = dma_payload(src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
+    key = (src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
+    found = _DMA_TIMING.get(key)
+    if found is None:
+        read, written = transfer_bytes(shape, pad)  # the timing model's byte counts
+        payload = dma_payload(src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
+        found = _DMA_TIMING[key] = (read, written * len(cores), payload)
+    effect.read_bytes[src_space], effect.write_bytes[dst_space], effect.transfer = found
     return effect  # its DRAM bursts and rows: runtime/dram.py, walked by the interpreter
 
 
@@ -88,9 +95,32 @@ def _tile(mem: Memories, ins: Any, ref: tuple[str, int], shape, strides, effect:
 
 
 def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
-    """The instruction's busy cycles, by the timing model's one rule (`timing.compute_cycles`)."""
-    effect.cycles = compute_cycles(mem.target, type(ins).DEF.mnemonic, ins_operand(ins), _ref_memory)
+    """The instruction's busy cycles, by the timing model's one rule (`timing.compute_cycles`),
+    found once per `timing_key`."""
+    key = timing_key(ins)
+    cycles = mem.cycles.get(key)
+    if cycles is None:
+        cycles = mem.cycles[key] = compute_cycles(mem.target, type(ins).DEF.mnemonic, ins_operand(ins), _ref_memory)
+    effect.cycles = cycles
     return effect
+
+
+_TIMING_FIELDS: dict[type, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def timing_key(ins: Any) -> tuple:
+    """What a compute instruction's cycles depend on: its operands but the tile addresses (only
+    their memories), the semaphores and the core."""
+    cls = type(ins)
+    fields = _TIMING_FIELDS.get(cls)
+    if fields is None:
+        operands = cls.DEF.operands
+        plain = tuple(i for i, o in enumerate(operands)
+                      if o.kind != isa.Kind.REF and o.name not in ("wait", "signal", "core"))
+        refs = tuple(i for i, o in enumerate(operands) if o.kind == isa.Kind.REF)
+        fields = _TIMING_FIELDS[cls] = (plain, refs)
+    plain, refs = fields
+    return (cls, *[ins[i] for i in plain], *[ins[i][0] for i in refs])
 
 
 def ins_operand(ins: Any):
@@ -156,13 +186,25 @@ def _kernel_accesses(unit: ComputeUnit, ins: Any, effect: Effect) -> None:
     staged = a_space != unit.broadcast_memory
     b_bytes = 4 * footprint((ins.batch, k, n), ins.b_stride)
     a_bytes = 4 * footprint((ins.batch, m, k), ins.a_stride)
-    b_passes, broadcast_reads = kernel_accesses(unit, ins.batch, m, n, k)
+    b_passes, broadcast_reads = _kernel_accesses_of(unit, ins.batch, m, n, k)
     _add(effect.read_bytes, b_space, (b_passes - 1) * b_bytes)
     if staged:
         _add(effect.write_bytes, unit.broadcast_memory, a_bytes)
         _add(effect.read_bytes, unit.broadcast_memory, broadcast_reads)
     else:
         _add(effect.read_bytes, a_space, broadcast_reads - a_bytes)
+
+
+_KERNEL_ACCESSES: dict[tuple, tuple[int, int]] = {}
+
+
+def _kernel_accesses_of(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> tuple[int, int]:
+    """`timing.kernel_accesses`, found once per unit and shape."""
+    key = (id(unit), batch, m, n, k)
+    found = _KERNEL_ACCESSES.get(key)
+    if found is None or found[0] is not unit:
+        found = _KERNEL_ACCESSES[key] = (unit, kernel_accesses(unit, batch, m, n, k))
+    return found[1]
 
 
 def matmul_epilogue_cost(ins: Any) -> int:
