@@ -47,7 +47,7 @@ class Memories:
         self.shared = {m.name: m.shared for m in target.memories}
         self.arrays: dict[tuple[str, int], np.ndarray] = {("DRAM", 0): self.dram}
         self.views: dict[tuple, np.ndarray] = {}  # on-chip tiles already checked (slots recur)
-        self.cycles: dict[tuple, int] = {}  # compute instructions' cycles by semantics.timing_key
+        self.counts: dict[tuple, tuple] = {}  # compute instructions' bytes, work, cycles by semantics.timing_key
         for memory in target.memories:
             for core in range(1 if memory.shared else target.cores):
                 self.arrays[(memory.name, core)] = np.zeros(memory.size_bytes // 4, dtype=np.float32)

@@ -30,6 +30,8 @@ class Effect:
     ops: int = 0
     cycles: int = 0  # compute instructions: busy cycles of the unit
     transfer: tuple | None = None  # DMA: timing.dma_payload (src, dst, read bytes, bytes per copy, copies, runs)
+    key: tuple = ()  # compute: its `timing_key`
+    counted: bool = True  # False: bytes, work and cycles are those of the first instruction of its key
 
 
 def _add(counter: dict[str, int], name: str, nbytes: int) -> None:
@@ -90,18 +92,26 @@ def _tile(mem: Memories, ins: Any, ref: tuple[str, int], shape, strides, effect:
     if space == "DRAM":
         raise Fault(f"compute operand {space}[{addr:#x}] is in DRAM; load it on chip first")
     view = mem.view(space, ins.core, addr, shape, strides)
-    _add(effect.write_bytes if write else effect.read_bytes, space, 4 * footprint(shape, strides))
+    if effect.counted:
+        _add(effect.write_bytes if write else effect.read_bytes, space, 4 * footprint(shape, strides))
     return view
 
 
-def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
-    """The instruction's busy cycles, by the timing model's one rule (`timing.compute_cycles`),
-    found once per `timing_key`."""
+def _effect(mem: Memories, ins: Any) -> Effect:
+    """The effect of a compute instruction, counted (bytes, work, cycles) unless an instruction of
+    the same `timing_key` was: those depend on its shapes, strides and memories, not addresses."""
     key = timing_key(ins)
-    cycles = mem.cycles.get(key)
-    if cycles is None:
-        cycles = mem.cycles[key] = compute_cycles(mem.target, type(ins).DEF.mnemonic, ins_operand(ins), _ref_memory)
-    effect.cycles = cycles
+    return Effect(key=key, counted=key not in mem.counts)
+
+
+def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
+    """The instruction's busy cycles, by the timing model's one rule (`timing.compute_cycles`), and
+    its counts, found once per `timing_key`."""
+    if effect.counted:
+        effect.cycles = compute_cycles(mem.target, type(ins).DEF.mnemonic, ins_operand(ins), _ref_memory)
+        mem.counts[effect.key] = (effect.read_bytes, effect.write_bytes, effect.macs, effect.ops, effect.cycles)
+    else:  # shared with the first: read, never changed
+        effect.read_bytes, effect.write_bytes, effect.macs, effect.ops, effect.cycles = mem.counts[effect.key]
     return effect
 
 
@@ -152,7 +162,7 @@ def matmul(mem: Memories, ins: Any) -> Effect:
     unit = compute_unit(mem, ins)
     m, n, k = ins.mnk
     batch = ins.batch
-    effect = Effect()
+    effect = _effect(mem, ins)
     a = _tile(mem, ins, ins.a, (batch, m, k), ins.a_stride, effect)
     b = _tile(mem, ins, ins.b, (batch, k, n), ins.b_stride, effect)
     if ins.acc:
@@ -170,10 +180,11 @@ def matmul(mem: Memories, ins: Any) -> Effect:
             result = _activation(ins.act, result, ins.p0, ins.p1)
     c_out = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect, write=True)
     effect.writes.append((c_out, result))
-    effect.macs = instruction_macs("matmul", ins_operand(ins))
-    effect.ops = batch * m * n * epilogue
-    if unit.micro_kernel:
-        _kernel_accesses(unit, ins, effect)
+    if effect.counted:
+        effect.macs = instruction_macs("matmul", ins_operand(ins))
+        effect.ops = batch * m * n * epilogue
+        if unit.micro_kernel:
+            _kernel_accesses(unit, ins, effect)
     return _finish(mem, ins, effect)
 
 
@@ -186,25 +197,13 @@ def _kernel_accesses(unit: ComputeUnit, ins: Any, effect: Effect) -> None:
     staged = a_space != unit.broadcast_memory
     b_bytes = 4 * footprint((ins.batch, k, n), ins.b_stride)
     a_bytes = 4 * footprint((ins.batch, m, k), ins.a_stride)
-    b_passes, broadcast_reads = _kernel_accesses_of(unit, ins.batch, m, n, k)
+    b_passes, broadcast_reads = kernel_accesses(unit, ins.batch, m, n, k)
     _add(effect.read_bytes, b_space, (b_passes - 1) * b_bytes)
     if staged:
         _add(effect.write_bytes, unit.broadcast_memory, a_bytes)
         _add(effect.read_bytes, unit.broadcast_memory, broadcast_reads)
     else:
         _add(effect.read_bytes, a_space, broadcast_reads - a_bytes)
-
-
-_KERNEL_ACCESSES: dict[tuple, tuple[int, int]] = {}
-
-
-def _kernel_accesses_of(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> tuple[int, int]:
-    """`timing.kernel_accesses`, found once per unit and shape."""
-    key = (id(unit), batch, m, n, k)
-    found = _KERNEL_ACCESSES.get(key)
-    if found is None or found[0] is not unit:
-        found = _KERNEL_ACCESSES[key] = (unit, kernel_accesses(unit, batch, m, n, k))
-    return found[1]
 
 
 def matmul_epilogue_cost(ins: Any) -> int:
@@ -227,7 +226,7 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 def binary(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
     mnemonic = type(ins).DEF.mnemonic
-    effect = Effect()
+    effect = _effect(mem, ins)
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
     with np.errstate(all="ignore"):
@@ -239,12 +238,13 @@ def binary(mem: Memories, ins: Any) -> Effect:
 
 def vfma(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
-    effect = Effect()
+    effect = _effect(mem, ins)
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     y = _tile(mem, ins, ins.y, ins.shape, ins.y_stride, effect)
     w = _tile(mem, ins, ins.w, ins.shape, ins.w_stride, effect)
     effect.writes.append((_tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True), x * y + w))
-    effect.macs = instruction_macs("vfma", ins_operand(ins))  # one per element, on the FMAC units
+    if effect.counted:
+        effect.macs = instruction_macs("vfma", ins_operand(ins))  # one per element, on the FMAC units
     return _finish(mem, ins, effect)
 
 
@@ -311,7 +311,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 def vact(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
-    effect = Effect()
+    effect = _effect(mem, ins)
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     with np.errstate(all="ignore"):
         result = _activation(ins.func, x, ins.p0, ins.p1)
@@ -322,7 +322,7 @@ def vact(mem: Memories, ins: Any) -> Effect:
 
 def vfill(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
-    effect = Effect()
+    effect = _effect(mem, ins)
     z = _tile(mem, ins, ins.z, ins.shape, ins.z_stride, effect, write=True)
     effect.writes.append((z, np.full(ins.shape, ins.value, dtype=np.float32)))
     return _finish(mem, ins, effect)
@@ -330,7 +330,7 @@ def vfill(mem: Memories, ins: Any) -> Effect:
 
 def vred(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
-    effect = Effect()
+    effect = _effect(mem, ins)
     x = _tile(mem, ins, ins.x, ins.shape, ins.x_stride, effect)
     if ins.func == "max":
         result = x.max(axis=(1, 2))
@@ -349,7 +349,7 @@ def vred(mem: Memories, ins: Any) -> Effect:
 
 def vpool(mem: Memories, ins: Any) -> Effect:
     vector_unit(mem, ins)
-    effect = Effect()
+    effect = _effect(mem, ins)
     shape5 = (*ins.shape, *ins.window)
     x = _tile(mem, ins, ins.x, shape5, (*ins.x_stride, *ins.win_stride), effect)
     if ins.func == "max":
