@@ -20,6 +20,7 @@ as tile-layers does: `passes/decisions.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, i64
@@ -28,6 +29,7 @@ from xdsl.passes import ModulePass
 
 from nncc.compiler.codegen.chain_nest import POOL_OPS, ConvChain, best_chain, find_runs, replace_with_chain
 from nncc.compiler.codegen.context import Lowering, layer_name, module_cost_cache
+from nncc.compiler.codegen.search_pool import Search, conv_search, distinct_searches, run_ahead, search
 from nncc.compiler.codegen.group_nest import Chain, best_group, find_chains, predict, rank, replace_with_group, scratch
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
@@ -51,6 +53,7 @@ class FuseGroupsPass(ModulePass):
     tile_objective: str = ""  # cycles or dram; default: the module's tile.objective, else cycles
     buffers: int = 2  # slots per buffer the tiles are sized for
     always: bool = False  # fuse every chain whose group fits, paying or not (for experiments)
+    search_workers: int = 1  # processes running the cost model's work ahead (`work_ahead`); nncc: the CPUs
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.buffers not in (1, 2):
@@ -64,8 +67,11 @@ class FuseGroupsPass(ModulePass):
                             layer_cores=layer_cores, buffers=self.buffers, objective=objective,
                             cost_cache=module_cost_cache(op, target, walk_order(order), objective, layer_cores,
                                                          self.buffers))
+        if self.search_workers < 1:
+            raise NnccError(f"fuse-groups: search-workers must be at least 1, not {self.search_workers}")
         block = main_function(op).body.block
         chains = find_chains(block)
+        work_ahead(lowering, main_function(op), chains, self.search_workers)
         with progress.stage("fusing", total=len(chains), unit="groups") as task:
             for chain in chains:
                 task.update(detail=chain.name)
@@ -81,7 +87,7 @@ class FuseGroupsPass(ModulePass):
 
 def fuse(lowering: Lowering, chain: Chain, always: bool) -> None:
     """Replace `chain` by its group's nest when the group fits and ranks before its layers."""
-    choice = best_group(lowering, chain)
+    choice = group_choice(lowering, chain)
     if choice is None:
         return
     tiles, fused = choice
@@ -106,7 +112,7 @@ def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
     """Cut a run of convs and pooling layers into the groups (and single layers) whose total
     ranks first by the module's objective (dynamic programming over the cuts; `always`: fewest
     pieces first), and replace each group of two or more by its nest."""
-    singles = [Total([cached(lowering, "layer", [op], lambda: layer_prediction(lowering, op))]) for op in run]
+    singles = [Total([layer_choice(lowering, op)]) for op in run]
     best: list[tuple | None] = [((0, 0, 0), [])] + [None] * len(run)
     for j in range(1, len(run) + 1):
         for i in range(max(0, j - MAX_CHAIN), j):
@@ -115,8 +121,7 @@ def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
             if j - i == 1:
                 piece = (None, singles[i], singles[i])
             else:
-                chain = ConvChain(tuple(run[i:j]))
-                choice = cached(lowering, "chain", chain.ops, lambda: best_chain(lowering, chain))
+                choice = chain_choice(lowering, ConvChain(tuple(run[i:j])))
                 if choice is None:
                     continue
                 piece = (choice[0], choice[1], Total(singles[i:j], lowering.target.barrier_cycles))
@@ -126,6 +131,70 @@ def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
     for i, j, (tiles, fused, separate) in best[len(run)][1]:
         if tiles is not None:
             record(replace_with_chain(lowering, ConvChain(tuple(run[i:j])), tiles), fused, separate)
+
+
+def layer_choice(lowering: Lowering, op: Operation):
+    """The cost model's prediction of `op` as tile-layers would write it (`layer_prediction`), cached."""
+    return cached(lowering, "layer", [op], lambda: layer_prediction(lowering, op))
+
+
+def chain_choice(lowering: Lowering, chain: ConvChain):
+    """`best_chain` of `chain`, cached."""
+    return cached(lowering, "chain", chain.ops, lambda: best_chain(lowering, chain))
+
+
+def group_choice(lowering: Lowering, chain: Chain):
+    """`best_group` of a depthwise chain, cached."""
+    return cached(lowering, "group", chain.ops, lambda: best_group(lowering, chain))
+
+
+def sub_runs(run: list[Operation]) -> list[tuple[Operation, ...]]:
+    """The pieces of two or more layers `fuse_run` times."""
+    return [tuple(run[i:j]) for j in range(1, len(run) + 1) for i in range(max(0, j - MAX_CHAIN), j - 1)]
+
+
+def work_ahead(lowering: Lowering, main, chains: list[Chain], workers: int) -> None:
+    """Run on `workers` forked processes (`search_pool.run_ahead`) what this pass and tile-layers
+    will ask the cost model, so that their walks find it in `cost_cache`: every conv/gemm shape's
+    tile search, with the predictions of the layers of that shape in depthwise chains and conv
+    runs; the depthwise groups' and the conv chains' best tiles; the pooling and depthwise
+    layers' predictions. The runs are those left if no depthwise chain is fused (one that is
+    not leaves its layers to be timed here)."""
+    from nncc.compiler.codegen.lower import layers_of
+
+    if workers < 2:
+        return
+    in_groups = [op for chain in chains for op in chain.ops]
+    runs = find_runs(main.body.block, {id(op) for op in in_groups})
+    searches: dict[tuple, tuple[Search, list]] = {}
+    for layer in layers_of(main):
+        problem = conv_search(layer, lowering)
+        if problem is not None:
+            searches.setdefault((problem.shape, problem.bias, problem.conv), (problem, []))
+    tasks, layers = [], {}
+    for piece in {tuple(signature(op) for op in ops): ops for run in runs for ops in sub_runs(run)}.values():
+        tasks.append(partial(chain_choice, lowering, ConvChain(piece)))
+    tasks += [partial(group_choice, lowering, chain) for chain in chains]
+    for op in [*in_groups, *(op for run in runs for op in run)]:
+        layers.setdefault(signature(op), op)
+    others = []
+    for op in layers.values():
+        problem = conv_search(op, lowering)
+        if problem is None:
+            others.append(partial(layer_choice, lowering, op))
+        else:
+            searches[(problem.shape, problem.bias, problem.conv)][1].append(op)
+    for problem in distinct_searches(lowering, [problem for problem, _ in searches.values()]):
+        ops = searches[(problem.shape, problem.bias, problem.conv)][1]
+        tasks.append(partial(search_and_predict, lowering, problem, ops))
+    run_ahead(lowering, tasks + others, workers, "searching tiles", "tasks")
+
+
+def search_and_predict(lowering: Lowering, problem: Search, ops: list[Operation]) -> None:
+    """Search `problem`'s tiles, then predict the layers `ops` of its shape."""
+    search(lowering, problem)
+    for op in ops:
+        layer_choice(lowering, op)
 
 
 def signature(op: Operation) -> tuple:
@@ -158,7 +227,7 @@ class Total:
 def layer_by_layer(lowering: Lowering, chain: Chain) -> Total:
     """The cost model's figures for the chain's layers on their own, each the nest tile-layers
     would write (the same tiles, epilogue and residual), as the simulation runs it."""
-    return Total([layer_prediction(lowering, op) for op in chain.ops], lowering.target.barrier_cycles)
+    return Total([layer_choice(lowering, op) for op in chain.ops], lowering.target.barrier_cycles)
 
 
 def layer_prediction(lowering: Lowering, op: Operation):

@@ -51,7 +51,7 @@ from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, repla
 from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
-from nncc.compiler.codegen.search_pool import Search, search_ahead
+from nncc.compiler.codegen.search_pool import conv_search, search_ahead
 from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nest
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
@@ -129,23 +129,6 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
     else:
         mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
     return replace_with_nest(lowering, layer, problem, tiles, mapping)
-
-
-def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
-    """The tile search `tile_layer` runs for `layer` (a conv, gemm or matmul, a backward conv),
-    else None."""
-    if layer.name in STREAM_NESTS:
-        return None
-    if layer.name == "nn.conv2d_backward_filter":  # a gemm of its own (`training_nest.filter_tiles`)
-        return None
-    if layer.name in BACKWARD_CONVS:
-        return Search(BACKWARD_CONVS[layer.name](layer, lowering), layer_name(layer), False, conv=False)
-    problem = conv_problem(layer)
-    if problem is None:
-        return None
-    if layer.name.endswith("conv2d"):
-        return Search(problem, layer_name(layer), layer.bias is not None, conv=True)
-    return Search(problem, layer_name(layer), True, conv=False)
 
 
 def choose_path(lowering: Lowering, nest: tile.NestOp) -> None:

@@ -26,6 +26,13 @@ def resnet18_path(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def mobilenet_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compile_time") / "mobilenet_v2.onnx"
+    onnx.save(build_model("mobilenet_v2", batch=1, resolution=32), str(path))
+    return path
+
+
 def program_of(path, target: str, **target_options):
     options = Options(target_options={"target": target, **target_options})
     compilation = compile_model(path, Registry.default(), options, until="isa")
@@ -112,10 +119,33 @@ def test_searching_on_two_processes_gives_the_same_program(resnet18_path, target
     assert len(set(here)) >= 8  # ResNet-18's distinct conv and gemm shapes
     here.clear()
     pooled = program_of(resnet18_path, target, search_workers=2)
-    # every shape was searched by the workers, but the stem conv (7x7, stride 2) that fuse-groups
-    # times in this process to decide whether to fuse it with the max pool after it (the chains'
-    # layer-by-layer figures; the workers start with tile-layers, after fuse-groups)
-    assert here and all((s.kh, s.strides) == (7, (2, 2)) for s in here)
+    # every shape was searched by the workers (fuse-groups starts them, for its chains' layers and
+    # for tile-layers), none in this process
+    assert not here
+    assert pooled.instructions == alone.instructions
+    assert pooled.predictions == alone.predictions
+    assert [(s.name, s.addr) for s in pooled.symbols] == [(s.name, s.addr) for s in alone.symbols]
+
+
+def test_fuse_groups_work_on_two_processes_gives_the_same_program(mobilenet_path, monkeypatch):
+    """MobileNetV2: its depthwise groups and their layers timed by the workers, the groups fused
+    (or not) as one process decides."""
+    from nncc.compiler.codegen import group_nest
+
+    best_group = group_nest.best_group
+    here = []
+
+    def counting(lowering, chain):
+        here.append(chain.name)
+        return best_group(lowering, chain)
+
+    monkeypatch.setattr(group_nest, "best_group", counting)
+    monkeypatch.setattr("nncc.passes.fuse_groups.best_group", counting)
+    alone = program_of(mobilenet_path, "vector", search_workers=1)
+    assert len(here) >= 10  # MobileNetV2's inverted residual blocks
+    here.clear()
+    pooled = program_of(mobilenet_path, "vector", search_workers=2)
+    assert not here
     assert pooled.instructions == alone.instructions
     assert pooled.predictions == alone.predictions
     assert [(s.name, s.addr) for s in pooled.symbols] == [(s.name, s.addr) for s in alone.symbols]
