@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nncc.runtime.assembler import assemble, disassemble
-from nncc.runtime.program import MAGIC, Program, from_bytes, to_bytes
+from nncc.runtime.program import MAGIC, Program, from_bytes, to_parts
 from nncc.support.errors import NnccError
 from nncc.support.user_files import write_atomically
 
@@ -15,10 +15,10 @@ def save(program: Program, path: str | Path) -> None:
     """Write `.nnbin` (binary) or `.s` (assembly) by the file's suffix, atomically."""
     path = Path(path)
     if path.suffix == ".s":
-        data = disassemble(program).encode()
+        parts = [disassemble(program).encode()]
     else:
-        data = to_bytes(program)
-    write_atomically(path, lambda file: file.write(data))
+        parts = to_parts(program)  # written part by part: the weights are not copied into one image
+    write_atomically(path, lambda file: file.writelines(parts))
 
 
 def load(path: str | Path) -> Program:
