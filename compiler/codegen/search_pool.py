@@ -45,11 +45,13 @@ class Search(NamedTuple):
 
 
 def search(lowering: Lowering, problem: Search) -> None:
-    """Choose the tiles of `problem` as tile-layers does, leaving the choice in `cost_cache`."""
+    """Choose the tiles of `problem` as tile-layers does, leaving the choice in `cost_cache`
+    (and that it was made: `searched`)."""
     if problem.conv:
         choose_mapping(lowering, problem.shape, problem.name, problem.bias)
     else:
         choose_tiles(lowering, problem.shape, problem.name, problem.bias)
+    lowering.cost_cache[searched_key(problem)] = True
 
 
 def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
@@ -69,13 +71,13 @@ def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
     return Search(problem, layer_name(layer), True, conv=False)
 
 
+def searched_key(problem: Search) -> tuple:
+    return ("searched", problem.shape, problem.bias, problem.conv)
+
+
 def searched(lowering: Lowering, problem: Search) -> bool:
-    """Whether `cost_cache` holds `problem`'s choice already (an earlier pass searched it)."""
-    cache = lowering.cost_cache
-    channels = cache.get(("tiles", problem.shape, problem.bias))
-    if channels is None or not problem.conv or lowering.target.main.kind != "vector":
-        return channels is not None
-    return ("mapping", problem.shape, problem.bias, channels) in cache
+    """Whether `cost_cache` holds `problem`'s choice already (an earlier pass searched it ahead)."""
+    return searched_key(problem) in lowering.cost_cache
 
 
 def distinct_searches(lowering: Lowering, problems: Sequence[Search]) -> list[Search]:

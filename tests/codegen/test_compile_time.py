@@ -110,18 +110,29 @@ def test_searching_on_two_processes_gives_the_same_program(resnet18_path, target
     shortlist_and_time = conv_module.shortlist_and_time
     here = []  # searches run in this process (a forked worker's calls stay in the worker)
 
-    def counting(lowering, s, name, bias):
+    def counting(lowering, s, *args):
         here.append(s)
-        return shortlist_and_time(lowering, s, name, bias)
+        return shortlist_and_time(lowering, s, *args)
 
     monkeypatch.setattr(conv_module, "shortlist_and_time", counting)
     alone = program_of(resnet18_path, target, search_workers=1)
     assert len(set(here)) >= 8  # ResNet-18's distinct conv and gemm shapes
     here.clear()
+    from nncc.compiler.codegen import search_pool
+
+    run_ahead, pools = search_pool.run_ahead, []
+
+    def recording(lowering, tasks, workers, *args):
+        pools.append(len(tasks))
+        return run_ahead(lowering, tasks, workers, *args)
+
+    monkeypatch.setattr(search_pool, "run_ahead", recording)
+    monkeypatch.setattr("nncc.passes.fuse_groups.run_ahead", recording)
     pooled = program_of(resnet18_path, target, search_workers=2)
-    # every shape was searched by the workers (fuse-groups starts them, for its chains' layers and
-    # for tile-layers), none in this process
+    # every shape was searched by the workers fuse-groups starts (for its chains' layers and for
+    # tile-layers), none in this process, and tile-layers found nothing left to search
     assert not here
+    assert pools[0] >= 8 and pools[1:] == [0]
     assert pooled.instructions == alone.instructions
     assert pooled.predictions == alone.predictions
     assert [(s.name, s.addr) for s in pooled.symbols] == [(s.name, s.addr) for s in alone.symbols]
