@@ -14,7 +14,10 @@ nest's `fusion` attribute keeps both predictions, so `--emit=tile` shows why:
 (`[fused, layer by layer]`). Halo rows are recomputed by the strips on either side, not cached.
 Runs before tile-layers, which then tiles the layers left; `--disable-pass=fuse-groups` gives
 layer-by-layer. The target, tile order and objective are read from the module (or recorded,
-as tile-layers does: `passes/decisions.py`).
+as tile-layers does: `passes/decisions.py`). `search-workers=N` (`nncc -j N`; default 1 here,
+the CPUs in nncc) first runs every conv/gemm shape's tile search (tile-layers' too), the
+chains' and groups' tile choices and their layers' predictions on N forked processes
+(`work_ahead`): the same decisions, in less wall time.
 """
 
 from __future__ import annotations

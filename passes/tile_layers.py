@@ -26,8 +26,8 @@ as an option refuses. Options `target`/`target-set` are needed only when no targ
 into one, the path networkx finds kept when the cost model's walk moves fewer DRAM bytes than
 Scan's (otherwise Scan's path, written as a path).
 `search-workers=N` (`nncc -j N`; default 1 here, the CPUs in nncc) runs the distinct conv/gemm
-shapes' tile searches ahead on N forked processes (`compiler/codegen/search_pool.py`): the same
-tiles, in less wall time.
+shapes' tile searches ahead on N forked processes (`compiler/codegen/search_pool.py`), those
+fuse-groups did not run ahead already: the same tiles, in less wall time.
 Without tile-layers, lowering makes the same nests (a conv or pooling op's hand-written `tile`
 attribute, `layers.tiles_for`, fixes its tiles there).
 """
