@@ -118,8 +118,9 @@ def add_pass_options(parser: argparse.ArgumentParser) -> None:
                         help="run these passes after the graph passes, e.g. 'my-pass{opt=1}'")
 
 
-TRAINING_DEFAULTS = {"loss": "cross-entropy", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "steps": 1}
-TRAINING_FLAGS = ("batch", "labels", "loss", "lr", "momentum", "weight_decay", "steps", "save_weights")
+TRAINING_DEFAULTS = {"loss": "cross-entropy", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "steps": 1,
+                     "dropout": "seeded"}
+TRAINING_FLAGS = ("batch", "labels", "loss", "lr", "momentum", "weight_decay", "steps", "dropout", "save_weights")
 
 
 def add_training_options(parser: argparse.ArgumentParser, one_run: bool = True) -> None:
@@ -140,6 +141,8 @@ def add_training_options(parser: argparse.ArgumentParser, one_run: bool = True) 
     group.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     group.add_argument("--weight-decay", type=float, help="SGD weight decay (default 0)")
     group.add_argument("--steps", type=int, metavar="K", help="training steps on the batch (default 1)")
+    group.add_argument("--dropout", choices=("seeded", "identity"),
+                       help="Dropout in training: seeded, a mask per step drawn from --seed (default), or identity")
     if one_run:
         group.add_argument("--save-weights", type=output_file, metavar="ONNX",
                            help="write the model with its updated weights (and running statistics) here")

@@ -101,6 +101,10 @@ class NNFunctions(UnaryFunctions):
     def run_batch_norm(self, interpreter: Interpreter, op: nn.BatchNormOp, args: Args):
         return (k.batch_norm(*args, flt(op.epsilon)),)
 
+    @impl(nn.DropoutOp)
+    def run_dropout(self, interpreter: Interpreter, op: nn.DropoutOp, args: Args):
+        return (args[0],)  # inference: the identity (autodiff makes training's mask a multiplication)
+
     @impl(nn.LRNOp)
     def run_lrn(self, interpreter: Interpreter, op: nn.LRNOp, args: Args):
         return (k.lrn(args[0], op.size.value.data, flt(op.alpha), flt(op.beta), flt(op.bias)),)

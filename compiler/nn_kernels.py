@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import math
+import zlib
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -105,6 +106,15 @@ def batch_norm(x, scale, bias, mean, var, epsilon: float) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2)
     factor = (scale / np.sqrt(var + np.float32(epsilon))).astype(np.float32)
     return ((x - mean.reshape(shape)) * factor.reshape(shape) + bias.reshape(shape)).astype(np.float32)
+
+
+def dropout_mask(seed: int, name: str, step: int, shape: tuple[int, ...], ratio: float) -> np.ndarray:
+    """The training mask of the dropout `name` in step `step` (0, 1, ...): each element kept with
+    probability 1 - ratio and scaled by 1 / (1 - ratio) (inverted dropout, as PyTorch), drawn
+    from `seed`, the name and the step; the autodiff pass and the PyTorch check draw the same."""
+    rng = np.random.default_rng([seed, step, zlib.crc32(name.encode())])
+    kept = rng.random(shape) >= ratio
+    return (kept / np.float32(1.0 - ratio)).astype(np.float32)
 
 
 def lrn_channels(size: int) -> tuple[int, int]:

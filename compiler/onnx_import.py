@@ -1215,14 +1215,22 @@ def convert_sum(node: ImportNode) -> None:
     node.alias(total)
 
 
-@converts("Identity", "Dropout")
+@converts("Identity")
 def convert_identity(node: ImportNode) -> None:
-    if node.node.op_type == "Dropout":
-        if node.has_input(2) and bool(node.const(2, "training_mode")):
-            raise node.fail("training_mode=true is not supported (Dropout is an identity in inference; "
-                            "training uses nncc --train)")
-        node.reject_used_outputs(1, "Dropout's mask output is bool; nncc computes float32 tensors")
     node.alias(node.value(0))
+
+
+@converts("Dropout")
+def convert_dropout(node: ImportNode) -> None:
+    """`nn.dropout` with its ratio (opset >= 12: input 1, else the attribute; 0.5 by default)."""
+    if node.has_input(2) and bool(node.const(2, "training_mode")):
+        raise node.fail("training_mode=true is not supported (Dropout is an identity in inference; "
+                        "training uses nncc --train)")
+    node.reject_used_outputs(1, "Dropout's mask output is bool; nncc computes float32 tensors")
+    ratio = float(node.const(1, "ratio")) if node.has_input(1) else float(node.attr("ratio", 0.5))
+    if not 0.0 <= ratio < 1.0:
+        raise node.fail(f"ratio {ratio} is not in [0, 1)")
+    node.define(nn.DropoutOp(node.value(0), ratio))
 
 
 # --------------------------------------------------------------------------- matrix products

@@ -129,8 +129,11 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
     are not built yet: `pass_manager.built` builds them (printing does), `module_to_program`
     does not need them. A `.mlir` file is IR saved at some stage (`--emit=STAGE -o FILE`, maybe
     edited by hand): compilation continues after that stage (`compile_saved`)."""
+    from xdsl.dialects.builtin import StringAttr
+
     from nncc.compiler.onnx_import import build_module, fix_input_shapes, load_onnx
     from nncc.compiler.pass_manager import check_pass_names, verify
+    from nncc.dialects import nn
 
     if model_path.suffix == ".mlir":
         return compile_saved(model_path, registry, options, until)
@@ -142,6 +145,8 @@ def compile_model(model_path: Path, registry: Registry, options: Options, until:
         with progress.stage(IMPORT_PASS):
             model = fix_input_shapes(load_onnx(model_path), options.input_shapes, str(model_path))
             module, store = build_module(model, model_path.name)
+            if options.training is not None:  # canonicalize-nn keeps the dropouts for autodiff
+                module.attributes[nn.MODE] = StringAttr("training")
             verify(module, IMPORT_PASS)
         options.printing.after_pass(IMPORT_PASS, module)
         run_stages(module, stages, registry, options)

@@ -81,7 +81,7 @@ def settings_from(args) -> dict:
         if not math.isfinite(value) or value < 0:
             raise NnccError(f"--{flag.replace('_', '-')} {value}: must be a finite number >= 0")
     return {"loss": args.loss, "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-            "steps": args.steps}
+            "steps": args.steps, "dropout": args.dropout, "dropout_seed": getattr(args, "seed", None) or 0}
 
 
 def rebatched(model_path: Path, batch: int | None, folder: Path) -> Path:

@@ -58,9 +58,9 @@ def torch_training(module, store, inputs: dict[str, np.ndarray], target: np.ndar
     feeds = [torch.tensor(inputs[name].astype(array.dtype)) for name in input_signature(module)]
     goal = torch.tensor(target.astype(array.dtype))
     losses, grads = [], {}
-    for _ in range(settings.get("steps", 1)):
+    for step in range(settings.get("steps", 1)):
         optimizer.zero_grad()
-        prediction = Forward(torch, array, params, buffers, settings).run(main, feeds)
+        prediction = Forward(torch, array, params, buffers, settings, step).run(main, feeds)
         loss = loss_of(torch, prediction, goal, settings.get("loss", "cross-entropy"))
         loss.backward()
         losses.append(float(loss.detach()))
@@ -91,9 +91,10 @@ class Forward:
     """One forward pass of @main in PyTorch; a trailing Softmax is left out with cross-entropy
     (the loss takes the logits, as the autodiff pass folds it)."""
 
-    def __init__(self, torch, store, params: dict, buffers: dict, settings: dict):
+    def __init__(self, torch, store, params: dict, buffers: dict, settings: dict, step: int = 0):
         self.torch, self.F = torch, torch.nn.functional
         self.store, self.params, self.buffers, self.settings = store, params, buffers, settings
+        self.step = step
 
     def run(self, main, feeds: list):
         from xdsl.dialects import func
@@ -213,6 +214,18 @@ class Forward:
 
     def op_SoftmaxOp(self, op, x):
         return self.torch.softmax(x, dim=op.axis.value.data)
+
+    def op_DropoutOp(self, op, x):
+        """Training's dropout with the mask the autodiff pass draws for this step (PyTorch's own
+        generator would draw another)."""
+        from nncc.compiler.nn_kernels import dropout_mask
+
+        ratio = op.ratio.value.data
+        if self.settings.get("dropout", "seeded") == "identity" or ratio == 0.0:
+            return x
+        mask = dropout_mask(self.settings.get("dropout_seed", 0), op.result.name_hint or "", self.step,
+                            tuple(x.shape), ratio)
+        return x * self.torch.tensor(mask, dtype=x.dtype)
 
     def op_LRNOp(self, op, x):
         """ONNX's window (PyTorch's local_response_norm centres an even window the other way)."""

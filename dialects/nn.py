@@ -75,6 +75,8 @@ ONNX_NODES = "onnx_nodes"
 """Discardable attribute: the ONNX node names an op implements."""
 PHASE = "nn.phase"
 """Discardable attribute the `autodiff` pass sets on what it emits: forward, backward or update."""
+MODE = "nn.mode"
+"""Module attribute: "training" when the module is (or becomes, `nncc --train`) a training step."""
 
 Shape = tuple[int, ...]
 
@@ -604,6 +606,28 @@ class GeluTanhOp(UnaryOp):
     """x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))): ONNX Gelu approximate="tanh"."""
 
     name = "nn.gelu_tanh"
+
+
+@irdl_op_definition
+class DropoutOp(UnaryOp):
+    """ONNX Dropout: the identity in inference (canonicalize-nn removes it); in training, the
+    `autodiff` pass multiplies by a seeded mask of 0 and 1 / (1 - ratio).
+
+        %y = nn.dropout %x ratio 5.0e-01 : tensor<2x4096xf32>
+    """
+
+    name = "nn.dropout"
+    ratio = prop_def(FloatAttr[Float64Type])
+    assembly_format = "$input `ratio` custom<F64>($ratio) attr-dict `:` type($result)"
+    custom_directives = (F64,)
+
+    def __init__(self, input: SSAValue, ratio: float):
+        super().__init__(input, ratio=f64_attr(ratio))
+
+    def verify_shapes(self) -> None:
+        super().verify_shapes()
+        if not 0.0 <= self.ratio.value.data < 1.0:
+            raise VerifyException(f"{self.name}: ratio {self.ratio.value.data} is not in [0, 1)")
 
 
 @irdl_op_definition
@@ -1672,7 +1696,7 @@ NN = Dialect(
         ReluOp, SigmoidOp, HardSwishOp, LeakyReluOp, ClipOp, HardSigmoidOp,
         SqrtOp,
         AddOp, SubOp, MulOp, DivOp,
-        TanhOp, ErfOp, GeluOp, GeluTanhOp, SiluOp,
+        TanhOp, ErfOp, GeluOp, GeluTanhOp, SiluOp, DropoutOp,
         MaxPool2dOp, AvgPool2dOp, GlobalAvgPoolOp, GlobalMaxPoolOp,
         ReshapeOp, TransposeOp, ConcatOp, SliceOp, SoftmaxOp,
         *TRAINING_OPS,

@@ -35,12 +35,13 @@ from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
-from nncc.compiler.nn_kernels import lrn_window
+from nncc.compiler.nn_kernels import dropout_mask, lrn_window
 from nncc.compiler.weights import sanitize, store_of
 from nncc.dialects import nn
 from nncc.support.errors import NnccError
 
 LOSSES = ("cross-entropy", "mse")
+DROPOUTS = ("seeded", "identity")
 INPUT_NAMES, OUTPUT_NAMES = "nn.input_names", "nn.output_names"
 
 TRAINABLE_OPERANDS: dict[type, tuple[str, ...]] = {
@@ -69,7 +70,7 @@ DIFFERENTIABLE = (
     nn.TanhOp, nn.SiluOp, nn.GeluOp, nn.GeluTanhOp, nn.ExpOp, nn.LogOp, nn.SqrtOp,
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp,
     nn.MaxPool2dOp, nn.AvgPool2dOp, nn.GlobalAvgPoolOp, nn.GlobalMaxPoolOp,
-    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp, nn.SoftmaxOp, nn.LRNOp,
+    nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp, nn.SoftmaxOp, nn.LRNOp, nn.DropoutOp,
 )
 """Forward ops with a gradient; any other op on the gradient path is refused."""
 
@@ -134,10 +135,14 @@ class AutodiffPass(ModulePass):
     weight_decay: float = 0.0
     steps: int = 1
     bn_momentum: float = 0.9
+    dropout: str = "seeded"  # "seeded": each step its own mask (`nn_kernels.dropout_mask`); "identity"
+    dropout_seed: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.loss not in LOSSES:
             raise NnccError(f"autodiff: loss '{self.loss}' is not one of {', '.join(LOSSES)}")
+        if self.dropout not in DROPOUTS:
+            raise NnccError(f"autodiff: dropout '{self.dropout}' is not one of {', '.join(DROPOUTS)}")
         if self.steps < 1:
             raise NnccError(f"autodiff: steps must be at least 1, got {self.steps}")
         if self.lr < 0 or self.momentum < 0 or self.weight_decay < 0:
@@ -222,6 +227,25 @@ class Autodiff:
 
     # ------------------------------------------------------------------ building
 
+    def dropout(self, op: nn.DropoutOp, x: SSAValue, index: int) -> SSAValue:
+        """`x` times this step's seeded mask (0, or 1 / (1 - ratio)): an `nn.mul` by a constant;
+        `x` itself with dropout=identity or ratio 0.
+
+            %mask = nn.weight "classifier.2.mask0" : tensor<2x4096xf32>
+            %y = nn.mul %x, %mask : (tensor<2x4096xf32>, tensor<2x4096xf32>) -> tensor<2x4096xf32>
+        """
+        ratio = op.ratio.value.data
+        if self.options.dropout == "identity" or ratio == 0.0:
+            return x
+        name = op.result.name_hint or ""  # as the PyTorch check names it (training_torch.py)
+        shape = nn.shape_of(x)
+        ref = self.store.add(f"{name}.mask{index}", dropout_mask(self.options.dropout_seed, name, index, shape, ratio))
+        mask = nn.WeightOp(ref, shape)
+        mask.result.name_hint = sanitize(ref)
+        self.builder.ops.append(mask)
+        product = self.builder.emit(nn.MulOp(x, mask.result), "forward", op, op.result.name_hint)
+        return product.results[0]
+
     def run(self) -> None:
         b = self.builder
         input_types = [arg.type for arg in self.block.args]
@@ -249,8 +273,8 @@ class Autodiff:
                 velocities[w] = clone.result
 
         losses, grads = [], {}
-        for _ in range(self.options.steps):
-            loss, grads = self.step(inputs, target, weights, velocities)
+        for index in range(self.options.steps):
+            loss, grads = self.step(index, inputs, target, weights, velocities)
             losses.append(loss)
         if len(losses) > 1:
             losses = [b.emit(nn.ConcatOp(losses, 0), "forward", hint="loss").results[0]]
@@ -268,15 +292,18 @@ class Autodiff:
         target_name = "target" if "target" not in input_names else "target.1"
         self.module.attributes[INPUT_NAMES] = ArrayAttr([StringAttr(n) for n in (*input_names, target_name)])
         self.module.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(n) for n, _ in outputs])
-        self.module.attributes["nn.mode"] = StringAttr("training")
+        self.module.attributes[nn.MODE] = StringAttr("training")
 
-    def step(self, inputs: dict, target: SSAValue, weights: dict, velocities: dict):
-        """One step: the forward ops read `weights` (updated in place to the new values)."""
+    def step(self, index: int, inputs: dict, target: SSAValue, weights: dict, velocities: dict):
+        """Step `index`: the forward ops read `weights` (updated in place to the new values)."""
         b = self.builder
         values: dict[SSAValue, SSAValue] = {**inputs, **weights}
         saved: dict[Operation, nn.BatchNormTrainOp] = {}
         for op in self.forward_ops:
             if op is self.folded_softmax:
+                continue
+            if isinstance(op, nn.DropoutOp):
+                values[op.result] = self.dropout(op, values[op.input], index)
                 continue
             if isinstance(op, nn.BatchNormOp):
                 train = nn.BatchNormTrainOp(*(values[v] for v in op.operands), op.epsilon.value.data,
@@ -548,6 +575,14 @@ class Backward:
         weight.result.name_hint = sanitize(ref)
         self.b.ops.append(weight)
         return weight.result
+
+    def grad_DropoutOp(self, op: nn.DropoutOp, dy: SSAValue) -> None:
+        """dy times the step's mask (the forward's `nn.mul` operand), or dy (identity)."""
+        forward = self.v(op.result)
+        if forward is self.v(op.input):
+            self.give(op.input, dy)
+        else:
+            self.give(op.input, self.emit(nn.MulOp(dy, forward.owner.rhs), "grad"))
 
     def grad_SoftmaxOp(self, op: nn.SoftmaxOp, dy: SSAValue) -> None:
         """dx = y (dy - sum(dy y)) along the axis (a Softmax inside the model, or the output's with

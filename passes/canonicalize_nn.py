@@ -2,7 +2,8 @@
 
 - a reshape to the shape it already has, or an identity transpose, disappears;
 - reshape(reshape(x)) becomes one reshape, transpose(transpose(x)) one transpose;
-- a clip with both bounds infinite disappears;
+- a clip with both bounds infinite disappears, and so does a dropout (the identity in
+  inference; a module marked `nn.mode = "training"` keeps it for the autodiff pass);
 - ops (and weights) whose results nobody uses are erased;
 - GELU as PyTorch exports it, x * 0.5 * (1 + erf(x / sqrt(2))) (nn.div or nn.mul by 1/sqrt(2),
   nn.erf, nn.add of 1, two nn.mul in any association and operand order), becomes one
@@ -47,6 +48,19 @@ def inherit_onnx_nodes(new_op, *old_ops) -> None:
         names += [n for n in nn.onnx_nodes_of(op) if n not in names]
     if names:
         new_op.attributes[nn.ONNX_NODES] = nn.onnx_nodes_attr(names)
+
+
+class RemoveDropout(RewritePattern):
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: nn.DropoutOp, rewriter: PatternRewriter):
+        rewriter.replace(op, [], [op.input])
+
+
+def in_training(module: ModuleOp) -> bool:
+    """The module is (or becomes) a training step: `nn.mode = "training"`, set at import by
+    `nncc --train` and kept by autodiff."""
+    mode = module.attributes.get(nn.MODE)
+    return mode is not None and mode.data == "training"
 
 
 class RemoveIdentityReshape(RewritePattern):
@@ -300,6 +314,6 @@ class CanonicalizeNNPass(ModulePass):
             GreedyRewritePatternApplier([
                 RemoveIdentityReshape(), MergeReshapes(), RemoveIdentityTranspose(),
                 MergeTransposes(), RemoveUnboundedClip(), FuseSilu(), FuseGelu(scalars := StoreScalars(op)),
-                FuseGeluTanh(scalars),
+                FuseGeluTanh(scalars), *(() if in_training(op) else (RemoveDropout(),)),
             ]),
         ).rewrite_module(op)

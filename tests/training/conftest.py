@@ -196,7 +196,19 @@ def norms_model(tmp_path):
     return g.save(tmp_path / "norms.onnx", [2, 3, 9, 9], h, opset=20)
 
 
-MODELS = {"norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def dropout_model(tmp_path):
+    """Two dropouts (ratio 0.3 as an input, opset 12+; 0.5 by default) between gemms."""
+    g = Graph(11)
+    g.inits.append(numpy_helper.from_array(np.array(0.3, dtype=np.float32), "ratio"))
+    h = g.node("Gemm", ["x", g.init("w1", (16, 12)), g.init("b1", (16,))], "fc1", transB=1)
+    h = g.node("Dropout", [g.node("Relu", [h], "relu1"), "ratio"], "drop1")
+    h = g.node("Gemm", [h, g.init("w2", (16, 16))], "fc2", transB=1)
+    h = g.node("Dropout", [g.node("Relu", [h], "relu2")], "drop2")
+    h = g.node("Gemm", [h, g.init("w3", (5, 16))], "fc3", transB=1)
+    return g.save(tmp_path / "dropout.onnx", [6, 12], h)
+
+
+MODELS = {"dropout": dropout_model, "norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

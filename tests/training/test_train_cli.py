@@ -117,6 +117,7 @@ def test_emit_nn_shows_the_backward_ops(capsys, tmp_path, model_file):
     (["--train", "--target=vector", "--run", "--trace", "t.json"], "--trace is not available with --train yet"),
     (["--train", "--lr", "-1", "--run"], "--lr -1.0: must be a finite number >= 0"),
     (["--train", "--loss", "cross-entropy", "--emit=nn", "--batch", "2"], "--batch needs a run"),
+    (["--dropout", "identity"], "--dropout is a training option: add --train"),
 ])
 def test_flag_errors_are_one_line(capsys, tmp_path, argv, message, model_file):
     code, out, err = run_nncc(capsys, model_file("tiny"), *argv)
@@ -126,6 +127,26 @@ def test_flag_errors_are_one_line(capsys, tmp_path, argv, message, model_file):
 def test_lrn_softmax_inside_strided_slice_gelu_tanh_exp_log_sqrt(capsys, tmp_path, model_file):
     data = train_and_check(capsys, tmp_path, model_file("norms"))
     assert {"grad.c1", "grad.c2", "grad.b2", "grad.fc"} <= set(data["check"]["tensors"])
+
+
+def test_dropout_seeded_masks_and_identity(capsys, tmp_path, model_file):
+    from nncc.compiler.nn_kernels import dropout_mask
+
+    model = model_file("dropout")
+    seeded = train_and_check(capsys, tmp_path, model, "--steps", "2", "--seed", "3")
+    identity = train_and_check(capsys, tmp_path, model, "--steps", "2", "--seed", "3", "--dropout", "identity")
+    assert seeded["training"]["dropout"] == "seeded" and identity["training"]["dropout"] == "identity"
+    assert seeded["losses"][0] != identity["losses"][0]
+    masks = [dropout_mask(3, "drop1_y", step, (6, 16), 0.3) for step in (0, 1)]
+    assert not np.array_equal(*masks)  # a new mask each step
+    kept = np.concatenate([mask.ravel() for mask in masks])
+    assert set(np.unique(kept)) == {0.0, np.float32(1 / 0.7)} and abs((kept > 0).mean() - 0.7) < 0.1
+    code, out, err = run_nncc(capsys, model, "--train", "--emit=nn", "--steps", "2")
+    assert code == 0 and out.count('nn.weight "drop1_y.mask') == 2 and out.count('nn.weight "drop2_y.mask') == 2, err
+    code, out, err = run_nncc(capsys, model, "--emit=nn")  # inference: imported, then canonicalized away
+    assert code == 0 and "nn.dropout %relu1_y ratio 0.3" in out and "nn.dropout %relu2_y ratio 5.0" in out, out
+    code, out, err = run_nncc(capsys, model, "--emit=fused")
+    assert code == 0 and "nn.dropout" not in out
 
 
 def test_op_without_gradient_is_named(capsys, tmp_path, graph):
