@@ -40,14 +40,15 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nncc.compiler.cli import add_training_options
+from nncc.compiler.cli import add_training_options, cp_rank
 from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus, nncc_version
 from nncc.support.errors import NnccError, one_line, report_errors
 from nncc.support.user_files import UserFiles, write_atomically
 
-COMPILER_KEYS = ("target", "tile-order", "tile-objective", "disable-pass", "batch")
+COMPILER_KEYS = ("target", "tile-order", "tile-objective", "disable-pass", "cp-rank", "batch")
 """`--vary` keys that are compiler options (`batch` with --train); every other key is a target
 parameter (`--target-set`)."""
+NO_CP = "none"  # `--vary cp-rank=none,0.5,0.25`: the first point keeps the convs as they are
 CHOICES = {"tile-order": ("naive", "scan", "tsp"), "tile-objective": ("cycles", "dram")}  # passes/decisions.py ORDERS, OBJECTIVES (not imported: xDSL stays out of start-up)
 NO_PASS = "none"  # `--vary disable-pass=none,fuse-epilogues`: the first point disables nothing
 PARETO_METRICS = ("cycles", "energy_pj.total", "onchip_capacity_bytes")
@@ -59,7 +60,7 @@ EXIT_LOST = 1
 SIZE_SUFFIXES = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 FIRST_COLUMNS = ["point", "model", "status", "reason", "pareto"]
 CONFIG_COLUMNS = ["target", "target_set", "tile_order", "tile_objective", "disabled_passes", "input_shapes",
-                  "mode", "batch"]
+                  "cp_rank", "mode", "batch"]
 RUN_COLUMNS = ["wall_compile_s", "wall_simulate_s", "cpu_s", "worker", "model_file", "model_sha256",
                "nncc_version"]
 
@@ -83,6 +84,7 @@ class Point:
     varied: tuple[tuple[str, str], ...] = ()  # (--vary key, value as given), in --vary order
     training: tuple[tuple[str, object], ...] = ()  # --train: the autodiff settings (loss, lr, ...); () = inference
     batch: int | None = None  # --train --batch (None: the model's own)
+    cp_rank: int | float | None = None  # --cp-rank: the convs CP-decomposed (None: as they are)
 
     @property
     def id(self) -> str:
@@ -93,6 +95,8 @@ class Point:
                     "disabled": sorted(self.disabled), "input_shapes": list(self.input_shapes)}
         if self.training:
             identity.update(training=dict(self.training), batch=self.batch)
+        if self.cp_rank is not None:
+            identity.update(cp_rank=self.cp_rank)
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -122,6 +126,7 @@ class Sweep:
     vary: list[tuple[str, list[str]]] = field(default_factory=list)
     training: tuple[tuple[str, object], ...] = ()  # --train's settings; () = inference
     batch: int | None = None
+    cp_rank: int | float | None = None
 
     def points(self) -> list[Point]:
         """Model-major, then the product of the --vary values in their order."""
@@ -134,20 +139,22 @@ class Sweep:
 
     def point(self, model: Model, varied: list[tuple[str, str]]) -> Point:
         config = {"target": self.target, "tile-order": self.tile_order, "tile-objective": self.tile_objective,
-                  "batch": self.batch}
+                  "batch": self.batch, "cp-rank": self.cp_rank}
         target_set, disabled = list(self.target_set), list(self.disabled)
         for key, value in varied:
             if key == "disable-pass":
                 disabled += [] if value == NO_PASS else value.split("+")
             elif key == "batch":
                 config[key] = int(value)
+            elif key == "cp-rank":
+                config[key] = None if value == NO_CP else parse_cp_rank(value)
             elif key in COMPILER_KEYS:
                 config[key] = value
             else:
                 target_set.append(f"{key}={target_value(value)}")
         return Point(model.name, str(model.path), model.sha256, config["target"], tuple(target_set),
                      config["tile-order"], config["tile-objective"], tuple(dict.fromkeys(disabled)),
-                     self.input_shapes, tuple(varied), self.training, config["batch"])
+                     self.input_shapes, tuple(varied), self.training, config["batch"], config["cp-rank"])
 
 
 def target_value(text: str) -> str:
@@ -159,6 +166,14 @@ def target_value(text: str) -> str:
     if number != int(number):
         raise NnccError(f"--vary: {text} is not a whole number of bytes")
     return str(int(number))
+
+
+def parse_cp_rank(text: str) -> int | float:
+    """A --vary cp-rank value, as `nncc --cp-rank` reads it."""
+    try:
+        return cp_rank(text)
+    except argparse.ArgumentTypeError as error:
+        raise NnccError(f"--vary cp-rank={text}: {error}") from None
 
 
 def parse_vary(texts: list[str]) -> list[tuple[str, list[str]]]:
@@ -184,6 +199,10 @@ def parse_vary(texts: list[str]) -> list[tuple[str, list[str]]]:
                     raise NnccError(f"--vary {key}={value}: choose from {', '.join(CHOICES[key])}")
         if key == "batch" and not all(value.isdigit() and int(value) >= 1 for value in values):
             raise NnccError(f"--vary batch={values_text}: batch sizes are positive integers")
+        if key == "cp-rank":
+            for value in values:
+                if value != NO_CP:
+                    parse_cp_rank(value)
         vary.append((key, values))
     return vary
 
@@ -203,6 +222,8 @@ def check_sweep(sweep: Sweep) -> None:
     if "batch" in dict(sweep.vary) and not sweep.training:
         raise NnccError("--vary batch sizes the training steps: add --train (an inference model's batch is its own, "
                         "or --input-shape's)")
+    if sweep.training and (sweep.cp_rank is not None or "cp-rank" in dict(sweep.vary)):
+        raise NnccError("--cp-rank decomposes the convs of an inference model; --train trains the model as it is")
     for key, values in sweep.vary:
         for value in values:
             if key == "disable-pass":
@@ -300,13 +321,16 @@ def compile_point(point: Point, path: Path):
                       target_options={"target": point.target, "target_set": point.target_set,
                                       "tile_order": point.tile_order, "tile_objective": point.tile_objective})
     options.training = dict(point.training) or None
+    options.cp_rank = point.cp_rank
     key = (point.model_sha256, str(path), tuple(sorted(point.disabled)), point.input_shapes, point.training,
-           point.batch)
+           point.batch, point.cp_rank)
     if getattr(_FUSED, "key", None) != key:
-        _FUSED.key, _FUSED.compilation = None, None  # the previous model freed before the next is read
+        _FUSED.key, _FUSED.compilation, _FUSED.cp_entry = None, None, None  # the previous model freed first
         with tempfile.TemporaryDirectory(prefix="nncc-sweep-") as folder:
             _FUSED.compilation = compile_model(rebatched(path, point.batch, Path(folder)), registry, options,
                                                until="fused")
+        if point.cp_rank is not None:
+            _FUSED.cp_entry = decomposition_cost(path, registry, options, _FUSED.compilation)
         _FUSED.key = key
     fused = _FUSED.compilation
     lowered = compile_further(fused, registry, options, after="fused", until="isa")
@@ -315,6 +339,18 @@ def compile_point(point: Point, path: Path):
     program = module_to_program(lowered.module, lowered.store)
     check_dram_size(program, program.target)
     return program, fused
+
+
+def decomposition_cost(path: Path, registry, options, decomposed) -> dict:
+    """`nncc --cp-rank`'s report entry: the decomposed graph's output error against the original
+    (reference interpreter, seeded random inputs, seed 0), its weights before and after."""
+    from nncc.compiler import cp_error
+    from nncc.compiler.nn_interpreter import input_signature
+    from nncc.support.check import random_inputs
+
+    entry, _ = cp_error.measure(path, registry, options, decomposed,
+                                random_inputs(input_signature(decomposed.module), 0))
+    return entry
 
 
 def simulate(program, point: Point, fused) -> dict:
@@ -331,6 +367,8 @@ def simulate(program, point: Point, fused) -> dict:
         report = build_report(run(program))
     merge_predictions(report, getattr(program, "predictions", {}))
     report["target_description"] = target_to_dict(program.target)
+    if getattr(_FUSED, "cp_entry", None) is not None and point.cp_rank is not None:
+        report["cp_decompose"] = _FUSED.cp_entry
     return report
 
 
@@ -380,7 +418,8 @@ def make_row(point: Point, outcome: dict) -> dict:
     row.update({key: value for key, value in point.varied})
     row.update({"target": point.target, "target_set": " ".join(point.target_set), "tile_order": point.tile_order,
                 "tile_objective": point.tile_objective, "disabled_passes": "+".join(point.disabled),
-                "input_shapes": " ".join(point.input_shapes), "mode": "training" if point.training else "inference",
+                "input_shapes": " ".join(point.input_shapes), "cp_rank": point.cp_rank,
+                "mode": "training" if point.training else "inference",
                 "batch": point.batch})
     if outcome.get("report"):
         row.update(flatten_report(outcome["report"]))
@@ -480,6 +519,8 @@ def build_parser() -> ArgumentParser:
                         help="leave this pass out at every point (repeatable)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="[NAME=]D0xD1x...",
                         help="static shape of a dynamic input, as for nncc (repeatable)")
+    parser.add_argument("--cp-rank", type=cp_rank, metavar="R",
+                        help="CP-decompose the KxK convs at every point, as nncc --cp-rank (vary it with --vary cp-rank=...)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="the sweep's folder (created if missing; a sweep run again resumes from it)")
     parser.add_argument("--workers", type=positive, default=None,
@@ -553,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     models = read_models(args.models, files)
     training, batch = training_of(args)
     sweep = Sweep(models, args.target, tuple(args.target_set), args.tile_order, args.tile_objective,
-                  tuple(args.disable_pass), tuple(args.input_shape), parse_vary(args.vary), training, batch)
+                  tuple(args.disable_pass), tuple(args.input_shape), parse_vary(args.vary), training, batch,
+                  args.cp_rank)
     if Path(sweep.target).is_file():
         files.reads("--target", sweep.target)
         sweep.target = str(Path(sweep.target).resolve())  # workers may run elsewhere in the file system

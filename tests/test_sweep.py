@@ -224,6 +224,8 @@ def test_values_and_keys():
     (["--vary", "batch=2,4"], "--vary batch sizes the training steps: add --train"),
     (["--train", "--vary", "batch=2,x"], "--vary batch=2,x: batch sizes are positive integers"),
     (["--train", "--momentum", "-1"], "--momentum -1.0: must be a finite number >= 0"),
+    (["--vary", "cp-rank=none,0"], "--vary cp-rank=0: 0: an absolute rank must be an integer >= 1"),
+    (["--train", "--vary", "cp-rank=none,2"], "--cp-rank decomposes the convs of an inference model"),
     (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes the local pool"),
 ])
 def test_bad_input_is_one_line(models, tmp_path, capsys, extra, message):
@@ -254,6 +256,25 @@ def test_training_points_are_the_reports_of_nncc_train(models, tmp_path):
     assert forward[0] * 3 == forward[1] * 2 > 0  # the forward MACs scale with the batch
     inference = Point("small", "small.onnx", "1" * 64, "edge")
     assert len({inference.id, rows[0]["point"], rows[1]["point"]}) == 3
+
+
+def test_cp_rank_points_give_the_decomposition_and_its_error(models, tmp_path):
+    out = tmp_path / "cp"
+    assert sweep.main([str(models[0]), "--target=edge", "--vary", "cp-rank=none,2", "-o", str(out), "--no-plots",
+                       "--workers", "1"]) == 0
+    plain, decomposed = read_rows(out)
+    assert (plain["cp_rank"], plain["cp-rank"], decomposed["cp_rank"]) == ("", "none", "2")
+    assert "cp_decompose.output_rel_l2_error" not in plain or plain["cp_decompose.output_rel_l2_error"] == ""
+    from nncc.compiler import cli
+
+    report_path = tmp_path / "r.json"
+    assert cli.main([str(models[0]), "--target=edge", "--cp-rank", "2", "--run", "--report", str(report_path),
+                     "--program", str(tmp_path / "p"), "-q"]) == 0
+    report = json.loads(report_path.read_text())
+    assert int(decomposed["cycles"]) == report["cycles"] != int(plain["cycles"])
+    assert float(decomposed["cp_decompose.output_rel_l2_error"]) == pytest.approx(
+        report["cp_decompose"]["output_rel_l2_error"], rel=1e-6)
+    assert int(decomposed["cp_decompose.weights_after"]) < int(decomposed["cp_decompose.weights_before"])
 
 
 def test_missing_model_and_unreachable_scheduler(models, tmp_path, capsys):
