@@ -918,24 +918,24 @@ def bench_train_layers(args, workdir: Path) -> dict:
                 rows.append(dict(row, count=len(names)))
     pointwise = [row for name, c, o, stride, stage in RESNET_POINTWISE
                  for row in conv_alone_rows(args, workdir, name, c, o, size >> stage, 1, stride)]
-    fc = classifier_rows(args, workdir)
 
     def weighted(selected):
         cycles = sum(r["cycles"] * r["count"] for r in selected)
         return 100 * sum(r["macs"] * r["count"] for r in selected) / (cycles * 192)
     phases = ("forward", "backward-data", "backward-filter")
     out = {"vgg": rows, "resnet50_pointwise": pointwise, "vgg_overall": weighted(rows),
-           "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases},
-           "fc": fc, "fc_by_phase": {p: efficiency([r for r in fc if r["phase"] == p]) for p in phases},
-           "fc_overall": efficiency(fc)}
+           "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases}}
     headers = ["layer", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
     render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
                           r["of_bound"]] for r in rs]
     print(table(headers, render(rows), f"(n) VGG-16's conv layers trained alone on vector, batch {args.train_batch}, "
-                                       f"{size}x{size} input"))
+                                       f"{size}x{size} input"), flush=True)
     print()
     print(table(headers, render(pointwise), f"    ResNet-50's 1x1 convs trained alone, batch {args.train_batch}"))
-    print()
+    print(flush=True)
+    fc = out["fc"] = classifier_rows(args, workdir)
+    out["fc_by_phase"] = {p: efficiency([r for r in fc if r["phase"] == p]) for p in phases}
+    out["fc_overall"] = efficiency(fc)
     print(table(headers, render(fc), f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
     print()
     print(table(["VGG-16 MAC efficiency (%)", "nncc", "paper", "goal"],
