@@ -299,14 +299,13 @@ def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
     return best[1]
 
 
-def tap_view(s: ConvShape, i: int, j: int) -> tuple[tuple[int, int], tuple[int, int, int, int] | None]:
+def tap_view(s: ConvShape, i: int, j: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """Where tap (i, j) reads x: (row and column of output pixel (0, 0) in the tap's view, the
-    view (phase row, phase column, rows, columns) of x strided by the forward strides, or None
-    for x itself (stride 1))."""
+    view (phase row, phase column, rows, columns) of x strided by the forward strides). x is
+    always read through a view (one of the whole tensor at stride 1), so dram-layout keeps it
+    NCHW: each tap's box is then runs of OW floats, where NHWC would make single floats."""
     (sh, sw), (dh, dw) = s.strides, s.dilations
     a, b = i * dh - s.pads[0], j * dw - s.pads[1]
-    if (sh, sw) == (1, 1):
-        return (a, b), None
     pa, pb = a % sh, b % sw
     return (a // sh, b // sw), (pa, pb, -(-(s.h - pa) // sh), -(-(s.w - pb) // sw))
 
@@ -323,7 +322,7 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
         tile.for %oc[%toc] = 0 to 256 step 256 order naive {
           tile.for %c[%tc] = 0 to 256 step 6 cores 4 order naive {
             tile.for %r[%tr] = 0 to 56 step 2 order naive {
-              tile.load %X[0, %c, %r - 1, -1] [2, %tc, 2, 56] -> %in[0] dims [1, 0, 2, 3]
+              tile.load %Xv0[0, %c, %r - 1, -1] [2, %tc, 2, 56] -> %in[0] dims [1, 0, 2, 3]
               ...                                            (one per tap, at tap x %tc x 224)
               tile.load %DYv[0, %r, 0, %oc] [2, 2, 56, %toc] -> %wt[0] dims [0, 1, 2, 3]
               tile.conv %in[0], %wt[0] -> %out[0] sizes [1, %tc * 9, 224, %toc] kernel [1, 1] ... reduce %r
@@ -345,14 +344,14 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
     reads = []
     for i, j in taps:
         origin, phase = tap_view(s, i, j)
-        if phase is not None and phase not in views:
+        if phase not in views:
             pa, pb, rows, cols = phase
             view = tile.ViewOp(args["X"], pa * s.w + pb, [s.n, s.c, rows, cols],
                                [s.c * s.h * s.w, s.h * s.w, s.strides[0] * s.w, s.strides[1]])
             view.result.name_hint = f"Xv{len(views)}"
             block.add_op(view)
             views[phase] = view.result
-        reads.append((args["X"] if phase is None else views[phase], origin))
+        reads.append((views[phase], origin))
     m = len(taps) * t.channels
     buffers = add_buffers(lowering, block, [("in", "input", [1, m, k], False), ("wt", "weight", [k * t.outputs], True),
                                             ("out", "output", [1, m, t.outputs], False)], slots)
