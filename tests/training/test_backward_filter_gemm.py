@@ -102,3 +102,26 @@ def test_backward_filter_matmuls_are_taps_by_channels(graph, tmp_path):
     assert all(m % 9 == 0 for m, _, _ in (ins.mnk for ins in matmuls)) and max(ins.mnk[0] for ins in matmuls) > 9
     assert all(k % 24 == 0 and 12 % (k // 24) == 0 for _, _, k in (ins.mnk for ins in matmuls))
     assert sum(int(np.prod(ins.mnk)) for ins in matmuls) == 48 * 16 * 9 * 2 * 12 * 12
+
+
+def test_backward_filter_reads_x_nchw(graph, tmp_path):
+    """On `vector` dram-layout stores feature maps NHWC where a conv's tiles move faster so; the
+    backward-filter gemm reads x through row-major views (each tap's box is runs of OW floats,
+    single floats if x were NHWC), so x stays NCHW even when a conv produces it."""
+    from nncc.compiler.bench import target_options
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+    from nncc.dialects import tile
+
+    model = conv_model(graph, tmp_path, ((2, 64, 16, 16), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)))
+    compilation = compile_model(model, Registry.default(), Options(target_options=target_options("vector"),
+                                                                   training={"loss": "mse"}), until="tile")
+    nests = [op for op in compilation.module.walk() if isinstance(op, tile.NestOp)
+             and op.attributes["op"].data == "nn.conv2d_backward_filter" and op.layer.data == "conv_y_grad_weight"]
+    assert len(nests) == 1
+    x = nests[0].block.args[0]
+    views = [use.operation for use in x.uses]
+    assert views and all(isinstance(view, tile.ViewOp) for view in views)
+    assert all(tuple(view.result.type.get_shape()) == (2, 64, 16, 16) for view in views)
+    assert all(list(view.strides)[1:] == [256, 16, 1] for view in views)  # NCHW: channel, row, column
+    assert nests[0].inputs[0].owner.attributes.get("op").data == "nn.conv2d"  # x: the output of the 1x1 conv
