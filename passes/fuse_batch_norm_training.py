@@ -16,20 +16,27 @@ Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memor
   `fused.batch_norm_apply` (scale, shift, ReLU in one pass); a residual block's end (BatchNorm,
   the shortcut's BatchNorm or the shortcut, add, ReLU) is one `fused.batch_norm_apply` too;
 - **what backward needs**: the normalised activations `z` (the conv backward-filter's input, and
-  ReLU's mask: z > 0 exactly where the BatchNorm output is) are recomputed from `y` by a
-  `fused.batch_norm_apply` in the backward phase, just before their first backward reader
-  (`fused.bn = {saved = "recompute"}` on the stats op; "forward" when a forward op other than a
-  conv needed them anyway). Storing them from the forward would cost the same DRAM traffic as the
-  recompute (one write of z in forward and one read in backward, against one read of y and one
-  write of z), so recomputing never loses;
-- **backward**: each `nn.batch_norm_backward` (with the ReLU backward before it when that only
-  feeds it) becomes two passes, `fused.batch_norm_backward_sums` (mask, dbias and dscale, the
-  input gradient's factors) and `fused.batch_norm_backward_apply` (the input gradient).
+  ReLU's mask: z > 0 exactly where the BatchNorm output is) are made again from `y`: as
+  pre-processing of an unpadded backward-filter's input tiles (`fused.conv2d_backward_filter_pre`,
+  on the pre unit; `fused.bn = {saved = "backward-filter pre-processing"}` on the stats op), else
+  by a `fused.batch_norm_apply` in the backward phase, just before their first backward reader
+  (`saved = "recompute"`; "forward" when a forward op other than a conv needed them anyway).
+  Storing them from the forward would cost one write of z in forward and one read in backward;
+  the pre-processing reads y instead of z and writes nothing, the recompute one read of y and one
+  write of z: neither loses to storing;
+- **backward** (seed paper 1's scheme): each `nn.batch_norm_backward` (with the ReLU backward
+  before it when that only feeds it) has its two reductions (sum g, sum g xhat per channel) and
+  ReLU's mask done as post-processing of the output tiles of the stride-1 backward-data conv that
+  gives its gradient, while they are on chip (`fused.conv2d_backward_data_sums`, post unit;
+  residual fan-out: the shortcut's gradient added into the tiles, a stored block output's ReLU
+  mask), else as a pass of its own (`fused.batch_norm_backward_sums`); its elementwise part
+  (dx = scale g + c2 y + c3) is one pass, `fused.batch_norm_backward_apply`.
 
     %y = nn.conv2d %x, %w1 ...                      %y, %sum, %sq = fused.conv2d_stats %x, %w1 ...
     %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   %m, %r, %scale, %shift, %rm, %rv = fused.batch_norm_factors %sum, %sq, ...
     %z = nn.relu %b                         ->      %o = fused.conv2d_pre %y, %scale, %shift, %w2 ... pre relu
-    %o = nn.conv2d %z, %w2 ...                      (backward: %z = fused.batch_norm_apply %y, %scale, %shift act relu)
+    %o = nn.conv2d %z, %w2 ...                      (backward: %dw2 = fused.conv2d_backward_filter_pre %y, %scale, %shift, %do;
+                                                     %g, %dscale, %dbias, %c2, %c3 = fused.conv2d_backward_data_sums %do, %w2, %y, ... relu)
 
 `--disable-pass=fuse-batch-norm-training` gives the unfused step (each BatchNorm and ReLU its own
 layers, each a DRAM round trip): the same results up to float32 summation order.

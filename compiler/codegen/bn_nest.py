@@ -1,5 +1,9 @@
 """The nests of the training convs with BatchNorm/ReLU fused (`fuse-batch-norm-training`):
-`fused.conv2d_stats` and `fused.conv2d_pre` (with or without statistics).
+`fused.conv2d_stats` and `fused.conv2d_pre` (with or without statistics) in the forward;
+`fused.conv2d_backward_data_sums` (BatchNorm backward's reductions as post-processing of the
+backward-data output tiles, `add_backward_sums`) and `fused.conv2d_backward_filter_pre` (the
+normalised activations made from the backward-filter's input tiles) in the backward; and the
+passes of their own (`fused.batch_norm_factors`, `_apply`, `_backward_sums`, `_backward_apply`).
 
 A conv's nest (`conv_nest`, channels on the lanes) with, on the target's pre- and
 post-processing units (the vector unit on a target without them):

@@ -1,6 +1,6 @@
 // RUN: nncc-opt %s | nncc-opt | filecheck %s
 // RUN: xdsl-opt %s --print-op-generic | nncc-opt | filecheck %s
-// Every fused op and activation prints in its custom form and parses back to the same IR,
+// Every fused op and activation (and the backward forms fuse-batch-norm-training makes) prints in its custom form and parses back to the same IR,
 // also from the generic form; clip bounds that are absent stay absent.
 
 builtin.module {
@@ -22,6 +22,12 @@ builtin.module {
     %g3 = fused.gemm %fc, %fc trans_a true trans_b false alpha 1.0 beta 1.0 act clip min -3.0 max 3.0 : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
     func.return %g2 : tensor<1x4xf32>
   }
+  func.func @backward(%dy: tensor<1x8x4x4xf32>, %w: tensor<8x4x1x1xf32>, %y: tensor<1x4x4x4xf32>, %s: tensor<4xf32>, %r: tensor<1x4x4x4xf32>) -> tensor<8x4x1x1xf32> {
+    %g, %ds, %db, %c2, %c3 = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+    %h, %ds2, %db2, %c22, %c32 = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s plus %r : tensor<1x4x4x4xf32> mask %g : tensor<1x4x4x4xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+    %dw = fused.conv2d_backward_filter_pre %h, %s, %s, %dy strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu : (tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>) -> tensor<8x4x1x1xf32>
+    func.return %dw : tensor<8x4x1x1xf32>
+  }
 }
 
 // CHECK-LABEL: func.func @main
@@ -41,3 +47,9 @@ builtin.module {
 // CHECK-NEXT: %[[G2:.*]] = fused.gemm %[[G1]], %[[FC]] residual %g trans_a false trans_b false alpha 2.000000e+00 beta 1.000000e+00 act none : (tensor<1x4xf32>, tensor<4x4xf32>) -> tensor<1x4xf32>
 // CHECK-NEXT: %{{.*}} = fused.gemm %[[FC]], %[[FC]] trans_a true trans_b false alpha 1.000000e+00 beta 1.000000e+00 act clip min -3.000000e+00 max 3.000000e+00 : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
 // CHECK-NEXT: func.return %[[G2]] : tensor<1x4xf32>
+
+// CHECK-LABEL: func.func @backward
+// CHECK-NEXT: %[[G:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+// CHECK-NEXT: %[[H:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s plus %r : tensor<1x4x4x4xf32> mask %[[G]] : tensor<1x4x4x4xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 : tensor<1x8x4x4xf32>,
+// CHECK-NEXT: %[[DW:.*]] = fused.conv2d_backward_filter_pre %[[H]], %s, %s, %dy strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu : (tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>) -> tensor<8x4x1x1xf32>
+// CHECK-NEXT: func.return %[[DW]] : tensor<8x4x1x1xf32>
