@@ -89,9 +89,10 @@ class FuseBatchNormTrainingPass(ModulePass):
                 for backward in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormBackwardOp)]:
                     if backward.input in by_input:
                         fuse_backward(store, backward, by_input[backward.input], convs)
+                probe = probe_lowering(store, target) if convs else None
                 for z in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormApplyOp)]:
                     if convs and nn.phase_of(z) == "backward" and z.input in by_input:
-                        pre_process_backward_filters(z, by_input[z.input])
+                        pre_process_backward_filters(z, by_input[z.input], probe)
 
 
 def into_convs(target) -> bool:
@@ -364,15 +365,18 @@ def split_sum(total: SSAValue) -> tuple[nn.Conv2dBackwardDataOp | None, SSAValue
     return None, None
 
 
-def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied) -> None:
+def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied, lowering) -> None:
     """A recomputed relu(batch_norm(y)) read only by unpadded backward-filters (as their input):
     each becomes `fused.conv2d_backward_filter_pre` of y, normalising its input tiles on the
-    pre unit, and the recompute goes (`fused.bn = {saved = "backward-filter pre-processing"}`)."""
+    pre unit, and the recompute goes (`fused.bn = {saved = "backward-filter pre-processing"}`),
+    when the cost model times that faster than the recompute and the plain backward-filters (a
+    tile is re-normalised on every reload, and its lanes are the batch)."""
     readers = [use.operation for use in z.result.uses]
     if z.others or (z.input, z.scale, z.shift) != (a.y, a.scale, a.shift) or not readers or not all(
             isinstance(r, nn.Conv2dBackwardFilterOp) and r.input is z.result and r.grad is not z.result
             and r.group.value.data == 1 and not any(nn.ints(r.pads)) for r in readers):
         return
+    pres = []
     for reader in readers:
         pre = fused.Conv2dBackwardFilterPreOp(z.input, z.scale, z.shift, reader.grad, reader.result.type,
                                               nn.ints(reader.strides), nn.ints(reader.pads), nn.ints(reader.dilations),
@@ -380,6 +384,13 @@ def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied) -> None:
         pre.attributes.update(reader.attributes)
         pre.result.name_hint = reader.result.name_hint
         reader.parent.insert_op_before(pre, reader)
+        pres.append(pre)
+    if not pre_processing_pays(lowering, z, readers, pres):
+        for pre in pres:
+            pre.detach()
+            pre.erase()
+        return
+    for reader, pre in zip(readers, pres):
         reader.result.replace_all_uses_with(pre.result)
         reader.detach()
         reader.erase()
@@ -387,3 +398,27 @@ def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied) -> None:
     z.erase()
     if a.stats is not None and "fused.bn" in a.stats.attributes:
         record(a, a.stats.attributes["fused.bn"].data["apply"].data, "backward-filter pre-processing")
+
+
+def probe_lowering(store, target):
+    """A scratch lowering for the cost model's comparisons (scan order, double buffers)."""
+    from nncc.compiler.codegen.context import Lowering
+    from nncc.runtime.program import Program
+
+    return Lowering(target, Program(target, []), store, tile_order="scan", buffers=2)
+
+
+def pre_processing_pays(lowering, z: fused.BatchNormApplyOp, readers, pres) -> bool:
+    """Whether the backward-filters with pre-processing (`pres`) are predicted faster than the
+    recompute `z` and the plain backward-filters (`readers`)."""
+    from nncc.compiler.codegen import bn_nest, training_nest
+    from nncc.compiler.codegen.group_nest import predict, scratch
+
+    probe = scratch(lowering)
+    fused_cycles = sum(predict(probe, bn_nest.backward_filter_pre_nest(probe, pre)).cycles for pre in pres)
+    plain_cycles = predict(probe, bn_nest.apply_nest(probe, z, probe.buffers)).cycles
+    for reader in readers:
+        s = training_nest.backward_filter_shape(reader, probe)
+        nest = training_nest.backward_nest(probe, reader, s, training_nest.backward_tiles(probe, reader, s), probe.buffers)
+        plain_cycles += predict(probe, nest).cycles
+    return fused_cycles < plain_cycles
