@@ -418,7 +418,5 @@ def pre_processing_pays(lowering, z: fused.BatchNormApplyOp, readers, pres) -> b
     fused_cycles = sum(predict(probe, bn_nest.backward_filter_pre_nest(probe, pre)).cycles for pre in pres)
     plain_cycles = predict(probe, bn_nest.apply_nest(probe, z, probe.buffers)).cycles
     for reader in readers:
-        s = training_nest.backward_filter_shape(reader, probe)
-        nest = training_nest.backward_nest(probe, reader, s, training_nest.backward_tiles(probe, reader, s), probe.buffers)
-        plain_cycles += predict(probe, nest).cycles
+        plain_cycles += predict(probe, training_nest.backward_nest(probe, reader, probe.buffers)).cycles
     return fused_cycles < plain_cycles
