@@ -907,6 +907,13 @@ def conv_alone_rows(args, workdir: Path, name: str, c: int, o: int, size: int, k
     return [dict(row, node=name) for row in training_rows(report, model) if row["node"] == "conv"]
 
 
+def phase_table(rows: list[dict], title: str) -> str:
+    """Training rows per layer and phase: MACs, cycles, MAC efficiency and the roofline bound."""
+    headers = ["layer (ONNX node)", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
+    return table(headers, [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],
+                            r["of_bound"]] for r in rows], title)
+
+
 def bench_train_layers(args, workdir: Path) -> dict:
     """Every VGG-16 conv shape (and ResNet-50's 1x1 convs) at `--train-resolution`, batch
     `--train-batch`, trained alone: per phase, and VGG's conv efficiency over its 13 layers
@@ -925,18 +932,15 @@ def bench_train_layers(args, workdir: Path) -> dict:
     phases = ("forward", "backward-data", "backward-filter")
     out = {"vgg": rows, "resnet50_pointwise": pointwise, "vgg_overall": weighted(rows),
            "vgg_by_phase": {p: weighted([r for r in rows if r["phase"] == p]) for p in phases}}
-    headers = ["layer", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
-    render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
-                          r["of_bound"]] for r in rs]
-    print(table(headers, render(rows), f"(n) VGG-16's conv layers trained alone on vector, batch {args.train_batch}, "
-                                       f"{size}x{size} input"), flush=True)
+    print(phase_table(rows, f"(n) VGG-16's conv layers trained alone on vector, batch {args.train_batch}, "
+                            f"{size}x{size} input"), flush=True)
     print()
-    print(table(headers, render(pointwise), f"    ResNet-50's 1x1 convs trained alone, batch {args.train_batch}"))
+    print(phase_table(pointwise, f"    ResNet-50's 1x1 convs trained alone, batch {args.train_batch}"))
     print(flush=True)
     fc = out["fc"] = classifier_rows(args, workdir)
     out["fc_by_phase"] = {p: efficiency([r for r in fc if r["phase"] == p]) for p in phases}
     out["fc_overall"] = efficiency(fc)
-    print(table(headers, render(fc), f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
+    print(phase_table(fc, f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
     print()
     print(table(["VGG-16 MAC efficiency (%)", "nncc", "paper", "goal"],
                 [[f"conv, {p}", out["vgg_by_phase"][p], None, None] for p in phases] +
@@ -975,13 +979,10 @@ def bench_train(args, workdir: Path) -> dict:
     out["conv_overall"], out["fc_overall"] = efficiency(conv), efficiency(fc)
     out["conv_average"] = average(r["efficiency"] for r in conv)
     out["fc_average"] = average(r["efficiency"] for r in fc)
-    headers = ["layer (ONNX node)", "phase", "GMAC", "cycles", "MAC eff %", "bound", "% of bound"]
-    render = lambda rs: [[r["node"], r["phase"], r["macs"] / 1e9, r["cycles"], r["efficiency"], r["bound"],  # noqa: E731
-                          r["of_bound"]] for r in rs]
-    print(table(headers, render(conv), f"(n) VGG-16 training on vector, one SGD step, batch {args.train_batch}, "
-                                       f"{args.train_resolution}x{args.train_resolution}: conv layers"))
+    print(phase_table(conv, f"(n) VGG-16 training on vector, one SGD step, batch {args.train_batch}, "
+                            f"{args.train_resolution}x{args.train_resolution}: conv layers"))
     print()
-    print(table(headers, render(fc), f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
+    print(phase_table(fc, f"    FC layers (the classifier alone, trained at batch {args.train_fc_batch})"))
     print()
     summary = [[f"conv, {p}", out["conv_by_phase"][p], None, None] for p in phases] + [
         ["conv, forward + backward-data + backward-filter (all MACs / all cycles)", out["conv_overall"],
