@@ -18,7 +18,8 @@ Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memor
 - **what backward needs**: the normalised activations `z` (the conv backward-filter's input, and
   ReLU's mask: z > 0 exactly where the BatchNorm output is) are made again from `y`: as
   pre-processing of an unpadded backward-filter's input tiles (`fused.conv2d_backward_filter_pre`,
-  on the pre unit; `fused.bn = {saved = "backward-filter pre-processing"}` on the stats op), else
+  on the pre unit; `fused.bn = {saved = "backward-filter pre-processing"}` on the stats op) where
+  the cost model times that faster than the recompute and the plain backward-filter, else
   by a `fused.batch_norm_apply` in the backward phase, just before their first backward reader
   (`saved = "recompute"`; "forward" when a forward op other than a conv needed them anyway).
   Storing them from the forward would cost one write of z in forward and one read in backward;
