@@ -217,11 +217,32 @@ def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
 def backward_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     """The nest of a backward conv op that lower-training-ops left to the back end."""
     if op.name == "nn.conv2d_backward_filter":
-        s = forward_conv_shape(op)
-        return filter_nest(lowering, op, s, filter_tiles(lowering, s), slots)
+        return backward_filter_nest(lowering, op, slots)
     s = backward_data_shape(op)
     return conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
                      lowering.tile_order == "scan", "channels", slots)
+
+
+def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
+    """A backward-filter's nest in the mapping the cost model predicts faster (DRAM bytes break
+    ties; once per shape): the gemm (`filter_nest`: long reductions, what a vector DSP wants), or
+    the conv nest whose images are the input channels (`backward_filter_shape`: on a matrix
+    array at small feature maps the gemm's rows, kernel taps x input channels, can be fewer
+    than the array's)."""
+    from nncc.compiler.codegen.group_nest import predict, rank, scratch
+
+    gemm = forward_conv_shape(op)
+    conv = backward_filter_shape(op, lowering)
+    builders = {"gemm": lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm), slots)}
+    if conv is not None:
+        builders["conv"] = lambda lw: conv_nest(lw, op, conv, backward_tiles(lw, op, conv), backward_tensors(op, conv),
+                                                Epilogue(), lw.tile_order == "scan", "channels", slots)
+    key = ("backward-filter mapping", gemm, slots)
+    if key not in lowering.cost_cache:
+        probe = scratch(lowering)
+        lowering.cost_cache[key] = min(builders, key=lambda name: rank(predict(probe, builders[name](probe)),
+                                                                       lowering.objective))
+    return builders[lowering.cost_cache[key]](lowering)
 
 
 def lower_backward_conv(lowering: Lowering, op: Operation):
