@@ -271,6 +271,32 @@ def add_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, 
         body.insert_op_before(op, parts.conv)
 
 
+def channel_sums_after_conv(parts: Parts, ops: list[Operation], sources, ones: SSAValue, st: SSAValue,
+                            pixels: int, ic: SSAValue) -> None:
+    """`ops` (post-processing of the conv's output tile), then each of `sources` (a tile buffer,
+    its offset in `st`) summed per channel on the post unit, all after the nest's conv: a 1x1
+    tile.conv of the ones row with the tile, accumulated into `st` on the input-channel loop's
+    last step.
+
+        tile.conv %ones[0], %out[0] -> %st[%oc] ... {last = 0, unit = "post"}
+    """
+    body = parts.ic_loop.block
+    oc, toc = parts.channel.block.args[-2:]
+    for source, at in sources:
+        e = IndexExprs()
+        e(ic)
+        sums = tile.conv_op([ones, source, st], [e(0), e(0), e(oc) + at], e, [e(1), e(1), e(pixels), e(toc)],
+                            [1, 1], [1, 1], [1, 1], -1, True, None, ())
+        sums.properties["last"] = IntegerAttr(e(ic).position, i64)
+        ops.append(on_unit(sums, "post"))
+    anchor = parts.conv.next_op
+    for op in ops:
+        if anchor is None:
+            body.add_op(op)
+        else:
+            body.insert_op_before(op, anchor)
+
+
 def add_statistics(lowering: Lowering, parts: Parts, s, t: ConvTiles, sums: SSAValue, squares: SSAValue,
                    constants) -> None:
     """The per-channel sums of the output and of its square, accumulated from every output tile
@@ -294,19 +320,7 @@ def add_statistics(lowering: Lowering, parts: Parts, s, t: ConvTiles, sums: SSAV
     e = IndexExprs()
     ops: list[Operation] = [on_unit(map_op(e, "mul", [(out, 0, 0), (out, 0, 0), (sq, 0, 0)],
                                            [e(toh), e(tow), e(toc)], last=ic), "post")]
-    for source, at in ((out, 0), (sq, channels)):
-        e = IndexExprs()
-        e(ic)
-        conv = tile.conv_op([ones, source, st], [e(0), e(0), e(oc) + at], e, [e(1), e(1), e(pixels), e(toc)],
-                            [1, 1], [1, 1], [1, 1], -1, True, None, ())
-        conv.properties["last"] = IntegerAttr(e(ic).position, i64)
-        ops.append(on_unit(conv, "post"))
-    anchor = parts.conv.next_op
-    for op in ops:
-        if anchor is None:
-            body.add_op(op)
-        else:
-            body.insert_op_before(op, anchor)
+    channel_sums_after_conv(parts, ops, ((out, 0), (sq, channels)), ones, st, pixels, ic)
     for target, at in ((sums, 0), (squares, channels)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [channels], [0], at=at))
 
@@ -667,19 +681,7 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     post("sub", [tile_view(y), factor(2), tile_view(tb)])
     post("mul", [tile_view(tb), factor(3), tile_view(tb)])
     post("mul", [tile_view(tb), tile_view(out), tile_view(tb)])
-    for source, at in ((out, 0), (tb, c)):
-        e = IndexExprs()
-        e(ic)
-        sums = tile.conv_op([ones, source, st], [e(0), e(0), e(oc) + at], e, [e(1), e(1), e(pixels), e(toc)],
-                            [1, 1], [1, 1], [1, 1], -1, True, None, ())
-        sums.properties["last"] = IntegerAttr(e(ic).position, i64)
-        ops.append(on_unit(sums, "post"))
-    anchor = parts.conv.next_op
-    for op in ops:
-        if anchor is None:
-            body.add_op(op)
-        else:
-            body.insert_op_before(op, anchor)
+    channel_sums_after_conv(parts, ops, ((out, 0), (tb, c)), ones, st, pixels, ic)
     count = s.n * s.oh * s.ow
     # dbias (st 0), dscale (st c); c2 = -scale invstd dscale / n (st 2c); c3 = -scale dbias / n - c2 mean (st 3c)
     for func, views, params in (("mul", [(pc, 0), (pc, 3 * c), (st, 2 * c)], ()),
