@@ -94,7 +94,8 @@ def bn_conv_nest(lowering: Lowering, op: Operation, s) -> tile.NestOp:
     if key not in lowering.cost_cache:
         t = choose_tiles(lowering, s, layer_name(op), op.bias is not None)
         t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
-        options = {fitting(lowering, op, s, dataclasses.replace(t, toc=toc), constants)
+        options = {fitting(lowering, s, dataclasses.replace(t, toc=toc),
+                           lambda tiles: build(lowering, op, s, tiles, constants))
                    for toc in {t.toc, min(s.og, 2 * t.toc), min(s.og, 4 * t.toc), s.og}}
         options.discard(None)
         if not options:
@@ -105,10 +106,10 @@ def bn_conv_nest(lowering: Lowering, op: Operation, s) -> tile.NestOp:
     return build(lowering, op, s, lowering.cost_cache[key], constants)
 
 
-def fitting(lowering: Lowering, op: Operation, s, t: ConvTiles, constants) -> ConvTiles | None:
-    """`t`, shrunk until the nest fits (None: not even one row of one column does)."""
+def fitting(lowering: Lowering, s, t: ConvTiles, build_nest) -> ConvTiles | None:
+    """`t`, shrunk until its nest (`build_nest(tiles)`) fits (None: not even one row of one column does)."""
     while True:
-        nest = build(lowering, op, s, t, constants)
+        nest = build_nest(t)
         fit = fits(lowering, nest)
         nest.erase(safe_erase=False)
         if fit:
@@ -573,21 +574,25 @@ def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSums
         raise NnccError(f"layer {layer_name(op)}: {op.name} needs a stride-1 backward-data conv")
     c = s.og
     constants = {"ones": None, "zeros": constant_weight(lowering, op, f"bn_stats.zeros{2 * c}", np.zeros(2 * c, np.float32))}
-    key = ("bn backward tiles", s)
-    if key not in lowering.cost_cache:
+    def first_tiles():
         t = backward_tiles(lowering, conv, s)
-        t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
-        while t is not None:
-            nest = build_backward_sums(lowering, op, conv, s, t, constants)
-            fit = fits(lowering, nest)
-            nest.erase(safe_erase=False)
-            if fit:
-                break
-            t = shrink(s, t)
+        return dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
+
+    def build(t):
+        return build_backward_sums(lowering, op, conv, s, t, constants)
+
+    return build(fitting_tiles(lowering, op, ("bn backward tiles", s), s, first_tiles, build))
+
+
+def fitting_tiles(lowering: Lowering, op, key, s, first_tiles, build) -> ConvTiles:
+    """`first_tiles()`, or the first of its shrinks (`shrink`) whose nest `build(tiles)` fits the
+    target's memories (the fused BatchNorm buffers come on top of the conv's); once per `key`."""
+    if key not in lowering.cost_cache:
+        t = fitting(lowering, s, first_tiles(), build)
         if t is None:
             raise NnccError(f"layer {layer_name(op)}: the fused BatchNorm buffers do not fit the target's memories")
         lowering.cost_cache[key] = t
-    return build_backward_sums(lowering, op, conv, s, lowering.cost_cache[key], constants)
+    return lowering.cost_cache[key]
 
 
 def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, conv: BackwardDataConv, s,
@@ -734,20 +739,12 @@ def backward_filter_pre_nest(lowering: Lowering, op: fused.Conv2dBackwardFilterP
     conv = BackwardFilterConv(op.input, op.grad, op.result, op.strides, op.pads, op.dilations, op.group,
                               tuple(op.results))
     s = backward_filter_shape(conv, lowering)
-    key = ("bn backward-filter tiles", s)
-    if key not in lowering.cost_cache:
-        t = backward_tiles(lowering, conv, s)
-        while t is not None:
-            nest = build_backward_filter_pre(lowering, op, conv, s, t)
-            fit = fits(lowering, nest)
-            nest.erase(safe_erase=False)
-            if fit:
-                break
-            t = shrink(s, t)
-        if t is None:
-            raise NnccError(f"layer {layer_name(op)}: the fused BatchNorm buffers do not fit the target's memories")
-        lowering.cost_cache[key] = t
-    return build_backward_filter_pre(lowering, op, conv, s, lowering.cost_cache[key])
+
+    def build(t):
+        return build_backward_filter_pre(lowering, op, conv, s, t)
+
+    return build(fitting_tiles(lowering, op, ("bn backward-filter tiles", s), s,
+                               lambda: backward_tiles(lowering, conv, s), build))
 
 
 def build_backward_filter_pre(lowering: Lowering, op: fused.Conv2dBackwardFilterPreOp, conv: BackwardFilterConv,
