@@ -1227,6 +1227,11 @@ def convert_dropout(node: ImportNode) -> None:
         raise node.fail("training_mode=true is not supported (Dropout is an identity in inference; "
                         "training uses nncc --train)")
     node.reject_used_outputs(1, "Dropout's mask output is bool; nncc computes float32 tensors")
+    if node.has_input(1) and not node.is_const(1):  # a run-time ratio: nothing for inference, refused in training
+        dropout = nn.DropoutOp(node.value(0), 0.0)
+        dropout.attributes[nn.RATIO_INPUT] = StringAttr(node.node.input[1])
+        node.define(dropout)
+        return
     ratio = float(node.const(1, "ratio")) if node.has_input(1) else float(node.attr("ratio", 0.5))
     if not 0.0 <= ratio < 1.0:
         raise node.fail(f"ratio {ratio} is not in [0, 1)")

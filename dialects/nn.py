@@ -75,6 +75,9 @@ ONNX_NODES = "onnx_nodes"
 """Discardable attribute: the ONNX node names an op implements."""
 PHASE = "nn.phase"
 """Discardable attribute the `autodiff` pass sets on what it emits: forward, backward or update."""
+RATIO_INPUT = "nn.ratio_input"
+"""Discardable attribute of an `nn.dropout` whose ratio is a graph input (known at run time
+only): the identity in inference, refused in training."""
 MODE = "nn.mode"
 """Module attribute: "training" when the module is (or becomes, `nncc --train`) a training step."""
 

@@ -235,7 +235,13 @@ class Autodiff:
             %y = nn.mul %x, %mask : (tensor<2x4096xf32>, tensor<2x4096xf32>) -> tensor<2x4096xf32>
         """
         ratio = op.ratio.value.data
-        if self.options.dropout == "identity" or ratio == 0.0:
+        if self.options.dropout == "identity":
+            return x
+        if nn.RATIO_INPUT in op.attributes:
+            raise NnccError(f"autodiff: {describe(op)}: its ratio is the graph input "
+                            f"'{op.attributes[nn.RATIO_INPUT].data}', known only at run time; training needs a "
+                            "constant ratio (or --dropout identity)")
+        if ratio == 0.0:
             return x
         name = op.result.name_hint or ""  # as the PyTorch check names it (training_torch.py)
         shape = nn.shape_of(x)

@@ -176,3 +176,22 @@ def test_bad_labels_are_one_line(capsys, tmp_path, model_file):
     np.savez(labels, labels=np.array([0, 9, 0, 0, 0, 0, 0, 0]))
     code, out, err = run_nncc(capsys, model_file("tiny"), "--train", "--run", "--labels", labels)
     assert code == 2 and "labels must be classes 0..3" in err, err
+
+
+def test_dropout_with_a_run_time_ratio(capsys, tmp_path, graph):
+    """A ratio given as a graph input: the identity in inference, refused in training with a seeded mask."""
+    g = graph(12)
+    h = g.node("Gemm", ["x", g.init("w", (4, 6))], "fc", transB=1)
+    g.nodes.append(onnx.helper.make_node("Dropout", [h, "r"], ["d"], name="drop"))
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        g.nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 6]),
+                       onnx.helper.make_tensor_value_info("r", onnx.TensorProto.FLOAT, [])],
+        [onnx.helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, [3, 4])], g.inits),
+        opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=9)
+    path = tmp_path / "runtime_ratio.onnx"
+    onnx.save(model, str(path))
+    code, out, err = run_nncc(capsys, path, "--emit=fused")
+    assert code == 0 and "nn.dropout" not in out, err
+    code, out, err = run_nncc(capsys, path, "--train", "--loss", "mse", "--emit=nn")
+    assert code == 2 and "ONNX node 'drop' (nn.dropout): its ratio is the graph input 'r'" in err, err
+    assert len(err.strip().splitlines()) == 1
