@@ -13,10 +13,12 @@ import numpy as np
 import onnx
 
 from nncc.compiler.codegen.lower import lower_module
+from nncc.compiler.nn_interpreter import main_function
 from nncc.compiler.onnx_import import build_module, prepare_model
 from nncc.compiler.pass_manager import run_passes, verify
-from nncc.compiler.pipeline import IMPORT_PASS, Options, pipeline_passes, stages_until
+from nncc.compiler.pipeline import IMPORT_PASS, Options, no_printing, pipeline_passes, stages_until
 from nncc.compiler.registry import Registry
+from nncc.dialects import tile
 from nncc.runtime.interpreter import run
 from nncc.runtime.target import load_target
 from nncc.support.errors import NnccError
@@ -202,3 +204,32 @@ def ort_case_on_target(case, target_name: str):
                 for o, e in zip(case.model.graph.output, expected)]
     problems = [p for p in problems if p]
     return c.Outcome("fail", "; ".join(problems)) if problems else c.Outcome("pass")
+
+
+def tiled(model: onnx.ModelProto, target_name: str, passes: str):
+    """`model` through the fused stage, then partition-cores for `target_name` and `passes`."""
+    module, store = compile_fused(model)
+    registry = Registry.default()
+    run_passes(module, registry.pipeline(f"partition-cores{{target={target_name}}},{passes}"), registry.context(),
+               no_printing())
+    return module, store
+
+
+def nests(module) -> list:
+    """The `tile.nest`s of @main, in order."""
+    return [op for op in main_function(module).body.block.ops if isinstance(op, tile.NestOp)]
+
+
+def assert_fusion_figures_simulated(model: onnx.ModelProto, target_name: str, x: np.ndarray, layers: int) -> None:
+    """The one fused group's `fusion` attribute: its fused cycles and DRAM bytes are the group's
+    simulated ones, its layer-by-layer figures those of the `layers` layers compiled without the pass."""
+    fused, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(fused)
+    (cycles, separate_cycles), (nbytes, separate_bytes) = (
+        [a.value.data for a in group.attributes["fusion"].data[key]] for key in ("cycles", "dram_bytes"))
+    result = run(lower_module(fused, store, target(target_name)), {"x": x})
+    assert (cycles, nbytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
+    separate, store = tiled(model, target_name, "tile-layers,double-buffer")
+    assert len(nests(separate)) == layers
+    result = run(lower_module(separate, store, target(target_name)), {"x": x})
+    assert (separate_cycles, separate_bytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])

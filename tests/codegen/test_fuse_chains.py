@@ -12,28 +12,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from codegen_helpers import TARGETS, compile_fused, ort_outputs, target, within_scale
+from codegen_helpers import (TARGETS, assert_fusion_figures_simulated, compile_fused, nests, ort_outputs, target,
+                             tiled, within_scale)
 from nncc.compiler.codegen.chain_nest import find_runs
 from nncc.compiler.codegen.context import layer_name
 from nncc.compiler.codegen.lower import lower_module
 from nncc.compiler.nn_interpreter import main_function
-from nncc.compiler.pass_manager import run_passes
-from nncc.compiler.pipeline import no_printing
-from nncc.compiler.registry import Registry
 from nncc.dialects import tile
 from nncc.runtime.interpreter import run
-
-
-def tiled(model, target_name: str, passes: str):
-    module, store = compile_fused(model)
-    registry = Registry.default()
-    run_passes(module, registry.pipeline(f"partition-cores{{target={target_name}}},{passes}"), registry.context(),
-               no_printing())
-    return module, store
-
-
-def nests(module) -> list[tile.NestOp]:
-    return [op for op in main_function(module).body.block.ops if isinstance(op, tile.NestOp)]
 
 
 def run_against_onnxruntime(model, module, store, target_name: str, x: np.ndarray):
@@ -195,16 +181,7 @@ def test_recorded_figures_are_the_simulation(target_name):
     without the pass."""
     model = chain_model("vgg_head")
     x = np.random.default_rng(2).standard_normal((2, 3, 12, 12)).astype(np.float32)
-    fused, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
-    (group,) = nests(fused)
-    (cycles, separate_cycles), (nbytes, separate_bytes) = (
-        [a.value.data for a in group.attributes["fusion"].data[key]] for key in ("cycles", "dram_bytes"))
-    result = run(lower_module(fused, store, target(target_name)), {"x": x})
-    assert (cycles, nbytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
-    layers, store = tiled(model, target_name, "tile-layers,double-buffer")
-    assert len(nests(layers)) == 4
-    result = run(lower_module(layers, store, target(target_name)), {"x": x})
-    assert (separate_cycles, separate_bytes) == (result.cycles, result.read_bytes["DRAM"] + result.write_bytes["DRAM"])
+    assert_fusion_figures_simulated(model, target_name, x, 4)
 
 
 def test_the_objective_decides():
