@@ -67,7 +67,7 @@ GELU_TANH_C, GELU_TANH_K = float(np.sqrt(2.0 / np.pi)), 0.044715
 DIFFERENTIABLE = (
     nn.Conv2dOp, nn.GemmOp, nn.MatMulOp, nn.BatchNormOp,
     nn.ReluOp, nn.SigmoidOp, nn.HardSwishOp, nn.LeakyReluOp, nn.ClipOp, nn.HardSigmoidOp,
-    nn.TanhOp, nn.SiluOp, nn.GeluOp, nn.GeluTanhOp, nn.ExpOp, nn.LogOp, nn.SqrtOp,
+    nn.TanhOp, nn.SiluOp, nn.GeluOp, nn.GeluTanhOp, nn.ErfOp, nn.ExpOp, nn.LogOp, nn.SqrtOp,
     nn.AddOp, nn.SubOp, nn.MulOp, nn.DivOp,
     nn.MaxPool2dOp, nn.AvgPool2dOp, nn.GlobalAvgPoolOp, nn.GlobalMaxPoolOp,
     nn.ReshapeOp, nn.TransposeOp, nn.ConcatOp, nn.ScaleOp, nn.SliceOp, nn.SoftmaxOp, nn.LRNOp, nn.DropoutOp,
@@ -215,9 +215,6 @@ class Autodiff:
                 continue
             if not isinstance(op, DIFFERENTIABLE):
                 raise NnccError(f"autodiff: {describe(op)} has no gradient in training mode")
-            if isinstance(op, nn.SliceOp) and any(nn.ints(op.steps)[axis] < 0 for axis in cut_axes(op)):
-                raise NnccError(f"autodiff: {describe(op)}: a slice with a negative step (reversed elements) has no "
-                                "gradient yet")
             if isinstance(op, nn.MatMulOp) and min(len(nn.shape_of(op.a)), len(nn.shape_of(op.b))) < 2:
                 raise NnccError(f"autodiff: {describe(op)}: a matmul with a 1-D operand has no gradient yet")
         shape = nn.shape_of(logits)
@@ -540,16 +537,31 @@ class Backward:
 
     def grad_SliceOp(self, op: nn.SliceOp, dy: SSAValue) -> None:
         """The gradient scattered back to its place, one cut axis at a time (the last first):
-        a strided axis interleaved with zeros (a concat on a new axis, then a reshape), zeros
-        before and after (a concat).
+        a reversed axis (negative step) reversed back first (`nn.slice` with step -1), so that
+        it is the slice with the positive step from its lowest element; a strided axis
+        interleaved with zeros (a concat on a new axis, then a reshape), zeros before and after
+        (a concat).
 
             slice [1::2] of 6 rows:  dy (2 rows) -> [dy0, 0, dy1, 0] -> [0, dy0, 0, dy1, 0, 0]
+            slice [4::-2] of 6 rows: dy (3 rows) -> [dy2, dy1, dy0] -> [dy2, 0, dy1, 0, dy0, 0]
         """
         shape, grad = nn.shape_of(op.input), dy
         starts, steps = nn.ints(op.starts), nn.ints(op.steps)
         for axis in reversed(cut_axes(op)):
-            grad = self.unslice(grad, axis, shape[axis], starts[axis], steps[axis], f"grad{axis}")
+            start, step, count = starts[axis], steps[axis], nn.shape_of(grad)[axis]
+            if step < 0:
+                start, step = start + (count - 1) * step, -step
+                if count > 1:
+                    grad = self.reverse(grad, axis, f"grad{axis}_reversed")
+            grad = self.unslice(grad, axis, shape[axis], start, step, f"grad{axis}")
         self.give(op.input, grad)
+
+    def reverse(self, value: SSAValue, axis: int, suffix: str) -> SSAValue:
+        """`value` with `axis` reversed: an `nn.slice` from its last element by step -1."""
+        shape = nn.shape_of(value)
+        starts = [size - 1 if i == axis else 0 for i, size in enumerate(shape)]
+        steps = [-1 if i == axis else 1 for i in range(len(shape))]
+        return self.emit(nn.SliceOp(value, starts, steps, shape), suffix)
 
     def unslice(self, grad: SSAValue, axis: int, length: int, start: int, step: int, suffix: str) -> SSAValue:
         """`grad` (a slice's gradient along `axis`: `start`, `step`) placed in `length` positions."""
@@ -640,6 +652,14 @@ class Backward:
         slope = self.emit(nn.ScaleOp(one_plus(3 * GELU_TANH_K, "grad_du"), 0.5 * GELU_TANH_C), "grad_slope")
         rest = self.emit(nn.MulOp(self.emit(nn.MulOp(x, sech2), "grad_x_sech2"), slope), "grad_rest")
         self.give(op.input, self.emit(nn.MulOp(dy, self.emit(nn.AddOp(half, rest), "grad_deriv")), "grad"))
+
+    def grad_ErfOp(self, op: nn.ErfOp, dy: SSAValue) -> None:
+        """erf'(x) = 2 / sqrt(pi) exp(-x^2): dx = dy * scale(exp(scale(x * x, -1)), 2 / sqrt(pi))."""
+        x = self.v(op.input)
+        gauss = self.emit(nn.ExpOp(self.emit(nn.ScaleOp(self.emit(nn.MulOp(x, x), "grad_square"), -1.0),
+                                             "grad_minus_square")), "grad_gauss")
+        slope = self.emit(nn.ScaleOp(gauss, float(2.0 / np.sqrt(np.pi))), "grad_slope")
+        self.give(op.input, self.emit(nn.MulOp(dy, slope), "grad"))
 
     def grad_ExpOp(self, op: nn.ExpOp, dy: SSAValue) -> None:
         self.give(op.input, self.emit(nn.MulOp(dy, self.v(op.result)), "grad"))

@@ -208,7 +208,25 @@ def dropout_model(tmp_path):
     return g.save(tmp_path / "dropout.onnx", [6, 12], h)
 
 
-MODELS = {"dropout": dropout_model, "norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+def reversed_model(tmp_path):
+    """Erf on its own (outside GELU's pattern) and a Slice with negative steps: the channels
+    reversed whole, rows 5..0 (one row cut), every second column from the last (6, 4, 2)."""
+    g = Graph(12)
+    h = g.node("Conv", ["x", g.init("c1", (6, 3, 3, 3))], "conv1", pads=[1, 1, 1, 1])
+    h = g.node("Erf", [h], "erf")
+    for name, values in (("starts", [-1, 5, -1]), ("ends", [-100, -100, 0]), ("axes", [1, 2, 3]),
+                         ("steps", [-1, -1, -2])):
+        g.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+    h = g.node("Slice", [h, "starts", "ends", "axes", "steps"], "reversed")  # 6x7x7 -> 6x6x3
+    h = g.node("Conv", [h, g.init("c2", (5, 6, 1, 1)), g.init("b2", (5,))], "conv2")
+    h = g.node("Erf", [h], "erf2")
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (4, 5))], "fc", transB=1)
+    return g.save(tmp_path / "reversed.onnx", [2, 3, 7, 7], h)
+
+
+MODELS = {"reversed": reversed_model, "dropout": dropout_model, "norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 

@@ -149,26 +149,28 @@ def test_dropout_seeded_masks_and_identity(capsys, tmp_path, model_file):
     assert code == 0 and "nn.dropout" not in out
 
 
+def test_erf_alone_and_reversed_slice(capsys, tmp_path, model_file):
+    """Erf outside GELU's pattern (2 / sqrt(pi) exp(-x^2)) and a Slice with negative steps (the
+    gradient reversed back, then placed as the positive-step slice): against PyTorch."""
+    data = train_and_check(capsys, tmp_path, model_file("reversed"))
+    assert {"grad.c1", "grad.c2", "grad.b2", "grad.fc"} <= set(data["check"]["tensors"])
+    code, out, err = run_nncc(capsys, model_file("reversed"), "--train", "--emit=nn")
+    assert code == 0, err
+    assert "%erf_y_grad_gauss = nn.exp" in out and "steps [1, 1, 1, -1]" in out and "steps [1, -1, 1, 1]" in out
+
+
 def test_op_without_gradient_is_named(capsys, tmp_path, graph):
     g = graph(6)
     h = g.node("Conv", ["x", g.init("c", (4, 3, 3, 3))], "conv")
-    h = g.node("Erf", [h], "erf")
     h = g.node("Flatten", [h], "flat")
-    h = g.node("Gemm", [h, g.init("fc", (16, 3))], "fc")
-    model = g.save(tmp_path / "erf.onnx", [2, 3, 4, 4], h)
+    h = g.node("MatMul", [h, g.init("v", (16,))], "dot")  # a 1-D operand
+    g.inits.append(numpy_helper.from_array(np.array([2, 1], dtype=np.int64), "shape"))
+    h = g.node("Reshape", [h, "shape"], "col")
+    h = g.node("Gemm", [h, g.init("fc", (1, 3))], "fc")
+    model = g.save(tmp_path / "dot.onnx", [2, 3, 4, 4], h)
     code, out, err = run_nncc(capsys, model, "--train", "--run")
-    assert code == 2 and "ONNX node 'erf' (nn.erf) has no gradient in training mode" in err, err
+    assert code == 2 and "ONNX node 'dot' (nn.matmul): a matmul with a 1-D operand has no gradient" in err, err
     assert len(err.strip().splitlines()) == 1
-    g = graph(6)
-    h = g.node("Conv", ["x", g.init("c", (4, 3, 3, 3))], "conv", pads=[1, 1, 1, 1])
-    for name, values in (("starts", [-1]), ("ends", [-5]), ("axes", [3]), ("steps", [-1])):  # all 4, reversed
-        g.inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-    h = g.node("Slice", [h, "starts", "ends", "axes", "steps"], "reversed")
-    h = g.node("Flatten", [h], "flat")
-    h = g.node("Gemm", [h, g.init("fc", (64, 3))], "fc")
-    model = g.save(tmp_path / "reversed.onnx", [2, 3, 4, 4], h)
-    code, out, err = run_nncc(capsys, model, "--train", "--run")
-    assert code == 2 and "ONNX node 'reversed' (nn.slice): a slice with a negative step" in err, err
 
 
 def test_bad_labels_are_one_line(capsys, tmp_path, model_file):

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 SMALL = [("se", "vector", ()), ("cat", "vector", ("--steps", "2", "--momentum", "0.9")), ("tiny", "vector", ()),
          ("gemm", "vector", ("--loss", "mse")), ("matmul", "vector", ()), ("feature_map", "vector", ("--loss", "mse")),
          ("split", "vector", ()), ("smooth", "vector", ()), ("pools", "fusion", ()), ("pools", "edge", ()), ("se", "fusion", ()), ("cat", "fusion", ()), ("se", "edge", ()), ("cat", "edge", ()),
-         ("norms", "vector", ()), ("norms", "edge", ()), ("dropout", "fusion", ("--steps", "2"))]
+         ("norms", "vector", ()), ("norms", "edge", ()), ("reversed", "vector", ()), ("reversed", "fusion", ()), ("dropout", "fusion", ("--steps", "2"))]
 
 
 def train(tmp_path, capsys, model, target, *flags):
