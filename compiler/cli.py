@@ -350,14 +350,14 @@ def emit(args: argparse.Namespace, files: UserFiles) -> int:
     options = options_from(args)
     options.training = training_settings(args)
     compilation = compile_model(args.model, registry_from(args), options, until=args.emit)
-    from nncc.compiler.pass_manager import built
+    from nncc.compiler.pass_manager import built, module_text
 
-    built(compilation.module)  # the isa ops lower-to-isa deferred
     if args.output is None:
-        print(compilation.module)
+        print(module_text(compilation.module))
         return 0
-    weights = save_beside(compilation.module, args.output)
-    files.write_text(args.output, str(compilation.module) + "\n")
+    built(compilation.module)  # the isa ops lower-to-isa deferred
+    weights = save_beside(compilation.module, args.output)  # the module names its weights file
+    files.write_text(args.output, module_text(compilation.module) + "\n")
     print(f"nncc: wrote {args.output}" + (f" and {weights}" if weights else ""), file=sys.stderr)
     return 0
 

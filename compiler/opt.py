@@ -85,18 +85,18 @@ def declare_files(args) -> UserFiles:
 
 
 def write_result(module: ModuleOp, output: Path | None, files: UserFiles) -> None:
-    from nncc.compiler.pass_manager import built
+    from nncc.compiler.pass_manager import built, module_text
     from nncc.compiler.weights import WEIGHTS_ATTR, save_beside, store_of
 
-    built(module)  # the isa ops lower-to-isa deferred
     if output is None:
-        print(module)
+        print(module_text(module))  # with the isa ops lower-to-isa deferred
         if WEIGHTS_ATTR in module.attributes and store_of(module).dirty:
             print("nncc-opt: warning: passes created weights that stdout cannot hold; use -o FILE",
                   file=sys.stderr)
         return
-    save_beside(module, output)
-    files.write_text(output, str(module) + "\n")
+    built(module)
+    save_beside(module, output)  # the module names its weights file
+    files.write_text(output, module_text(module) + "\n")
 
 
 if __name__ == "__main__":

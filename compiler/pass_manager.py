@@ -12,6 +12,7 @@ a dump, before the next pass, and before a tool prints or writes the module.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,9 @@ from nncc.support import progress
 from nncc.support.errors import NnccError, one_line
 
 
+NUMBERED_HINT = re.compile(r"_(\d+)$")
+
+
 @dataclass
 class IRPrinting:
     """Which IR dumps to print: `--print-ir-after-all`, `--print-ir-after=NAME`, `--print-ir-before=NAME`."""
@@ -42,9 +46,8 @@ class IRPrinting:
         return bool(self.after_all or self.before_all or self.after or self.before)
 
     def dump(self, when: str, name: str, module: ModuleOp) -> None:
-        built(module)
         print(f"// -----// IR Dump {when} {name} //----- //", file=self.stream)
-        print(module, file=self.stream)
+        print(module_text(module), file=self.stream)
         self.stream.flush()
 
     def before_pass(self, name: str, module: ModuleOp) -> None:
@@ -71,6 +74,30 @@ def built(module: ModuleOp) -> ModuleOp:
             build_deferred(module)
         verify(module, "building the isa ops")
     return module
+
+
+def module_text(module: ModuleOp) -> str:
+    """The whole IR as text that parses back: `built`, then printed with every SSA name unique.
+
+    xDSL's printer names the n-th value with a hint `h` `h_n`, and a hint setter strips one
+    `_<digits>` suffix, so a hint made as `g_1_2` is kept as `g_1` and prints as `%g_1`, the name
+    the printer gives the second value hinted `g`. For the printing only (a dropout's mask is keyed
+    by its hint), such a hint's last `_` becomes a `.`; no printed name can then collide:
+
+        %g, %g_1, %g.1 = fused.batch_norm_factors ...    // hints g, g, g_1
+    """
+    built(module)
+    values = [value for op in module.walk() for region in op.regions for block in region.blocks
+              for value in block.args] + [value for op in module.walk() for value in op.results]
+    clashing = [(value, value.name_hint) for value in values
+                if value.name_hint and NUMBERED_HINT.search(value.name_hint)]
+    for value, hint in clashing:
+        value.name_hint = NUMBERED_HINT.sub(r".\1", hint)
+    try:
+        return str(module)
+    finally:
+        for value, hint in clashing:
+            value._name = hint  # as it was: the setter would strip the `_<digits>` again
 
 
 def verify(module: ModuleOp, after: str) -> None:
