@@ -213,13 +213,19 @@ def piece_loops(lowering: Lowering, block: Block, args: dict[str, SSAValue], buf
 def map_op(e: IndexExprs, func: str, views: Sequence[tuple[SSAValue, AffineExpr | int, int]], shape,
            params: Sequence[float] = (), first: SSAValue | None = None, last: SSAValue | None = None) -> tile.MapOp:
     """`tile.map func [params] views -> last view shape [...]`; a view is (buffer, offset, broadcast
-    mask) and every expression comes from `e` (made before this call, or here)."""
+    mask, or a list of three element strides) and every expression comes from `e` (made before
+    this call, or here)."""
     offsets = [o if isinstance(o, AffineExpr) else e(o) for _, o, _ in views]
-    properties = {"func": StringAttr(func), "layouts": tile.ints_attr([mask for _, _, mask in views])}
+    layouts = [tile.STRIDED if isinstance(layout, list) else layout for _, _, layout in views]
+    strides = [st if isinstance(st, AffineExpr) else e(st) for _, _, layout in views if isinstance(layout, list)
+               for st in layout]
+    properties = {"func": StringAttr(func), "layouts": tile.ints_attr(layouts)}
     for name, iv in (("first", first), ("last", last)):
         if iv is not None:
             properties[name] = IntegerAttr(e(iv).position, i64)
     properties |= {"views": e.map(offsets), "sizes": e.map(shape)}
+    if strides:
+        properties["view_strides"] = e.map(strides)
     if params:
         properties["params"] = DenseArrayBase.from_list(f64, list(params))
     return tile.MapOp.build(operands=[[b for b, _, _ in views], list(e.values)], properties=properties)

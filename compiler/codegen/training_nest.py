@@ -234,6 +234,9 @@ def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     gemm = forward_conv_shape(op)
     conv = backward_filter_shape(op, lowering)
     builders = {"gemm": lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm), slots)}
+    if gemm.strides[1] > 1:  # x's strided columns read as whole rows, subsampled on chip
+        builders["gemm, rows subsampled"] = lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm, True), slots,
+                                                                    True)
     if conv is not None:
         builders["conv"] = lambda lw: conv_nest(lw, op, conv, backward_tiles(lw, op, conv), backward_tensors(op, conv),
                                                 Epilogue(), lw.tile_order == "scan", "channels", slots)
@@ -268,22 +271,42 @@ def filter_taps(s: ConvShape) -> list[tuple[int, int]]:
     return [(i, j) for i in range(s.kh) for j in range(s.kw)]
 
 
-def filter_tile_bytes(s: ConvShape, t: FilterTiles) -> dict[str, int]:
+def staged_columns(s: ConvShape) -> int:
+    """Columns of x a tap's staged row holds: OW outputs at the column stride, from the first."""
+    return (s.ow - 1) * s.strides[1] + 1
+
+
+def filter_tile_bytes(s: ConvShape, t: FilterTiles, staged: bool = False) -> dict[str, int]:
     k = s.n * t.rows * s.ow
     m = len(filter_taps(s)) * t.channels
-    return {"input": F32 * m * k, "weight": F32 * k * t.outputs, "output": F32 * m * t.outputs}
+    raw = F32 * m * s.n * t.rows * staged_columns(s) if staged else 0
+    return {"input": F32 * m * k + raw, "weight": F32 * k * t.outputs, "output": F32 * m * t.outputs}
 
 
-def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> float:
-    """Closed-form cycles of a tiling: the busiest core's micro-kernel calls, the DRAM bus (x read
-    once per tap and output-channel tile, dy once per round of channel tiles), the DMA channels
-    (dy written into every core's memory) and the first loads."""
+def subsample_cycles(lowering: Lowering, s: ConvShape, t: FilterTiles) -> int:
+    """Cycles of a step's on-chip subsampling (one strided `vact copy` per tap): its vector issue
+    or its AM reads and writes, whichever is longer, and the pipeline's depth."""
+    unit = lowering.target.units[lowering.vector_unit]
+    memory = lowering.target.memory_for("input")
+    rows = t.channels * s.n * t.rows
+    issue = timing.vector_issue_cycles(unit, (1, rows, s.ow), 1)
+    moved = F32 * rows * (staged_columns(s) + s.ow)
+    return len(filter_taps(s)) * (max(issue, -(-moved // memory.bandwidth_bytes_per_cycle)) + unit.pipeline_depth)
+
+
+def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bool = False) -> float:
+    """Closed-form cycles of a tiling: the busiest core's micro-kernel calls (and, `staged`, its
+    subsampling copies), the DRAM bus (x read once per tap and output-channel tile, dy once per
+    round of channel tiles), the DMA channels (dy written into every core's memory) and the first
+    loads."""
     target = lowering.target
     unit = target.units["main"]
     taps = len(filter_taps(s))
     k, m = s.n * t.rows * s.ow, taps * t.channels
     half = target.memory(unit.broadcast_memory).size_bytes // 2 if unit.micro_kernel else 0
     matmul = timing.matmul_issue_cycles(unit, 1, m, t.outputs, k, 1, unit.micro_kernel, half)
+    if staged:
+        matmul += subsample_cycles(lowering, s, t)
     oc_tiles, c_tiles, steps = -(-s.o // t.outputs), -(-s.c // t.channels), s.oh // t.rows
     rounds = -(-c_tiles // lowering.cores)
     compute = oc_tiles * rounds * steps * matmul
@@ -295,10 +318,10 @@ def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> float:
     return max(compute, dram, channel) + first
 
 
-def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
+def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False) -> FilterTiles:
     """The tiling with the fewest estimated cycles (`filter_estimate`) whose buffers fit (double
     buffered); ties to fewer jobs. Output channels are whole vectors of lanes (or all of them)."""
-    key = ("filter tiles", s)
+    key = ("filter tiles", s, staged)
     if key in lowering.cost_cache:
         return lowering.cost_cache[key]
     lanes = lowering.lanes
@@ -308,10 +331,10 @@ def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
         for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96, s.c} & set(range(1, s.c + 1))):
             for toc in outputs:
                 t = FilterTiles(channels, toc, rows)
-                if not lowering.fits(filter_tile_bytes(s, t)):
+                if not lowering.fits(filter_tile_bytes(s, t, staged)):
                     continue
                 jobs = -(-s.o // toc) * -(-s.c // channels) * (s.oh // rows)
-                rank = (filter_estimate(lowering, s, t), jobs)
+                rank = (filter_estimate(lowering, s, t, staged), jobs)
                 if best is None or rank < best[0]:
                     best = (rank, t)
     if best is None:
@@ -320,18 +343,22 @@ def filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
     return best[1]
 
 
-def tap_view(s: ConvShape, i: int, j: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def tap_view(s: ConvShape, i: int, j: int, staged: bool = False) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """Where tap (i, j) reads x: (row and column of output pixel (0, 0) in the tap's view, the
     view (phase row, phase column, rows, columns) of x strided by the forward strides). x is
     always read through a view (one of the whole tensor at stride 1), so dram-layout keeps it
-    NCHW: each tap's box is then runs of OW floats, where NHWC would make single floats."""
+    NCHW: each tap's box is then runs of OW floats, where NHWC would make single floats.
+    `staged`: the view's columns at stride 1 (whole rows: a strided column is a DRAM burst per
+    float), output column x at column x sw of the box."""
     (sh, sw), (dh, dw) = s.strides, s.dilations
     a, b = i * dh - s.pads[0], j * dw - s.pads[1]
     pa, pb = a % sh, b % sw
+    if staged:
+        return (a // sh, b), (pa, 0, -(-(s.h - pa) // sh), s.w)
     return (a // sh, b // sw), (pa, pb, -(-(s.h - pa) // sh), -(-(s.w - pb) // sw))
 
 
-def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int) -> tile.NestOp:
+def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int, staged: bool = False) -> tile.NestOp:
     """Backward-filter as one gemm per tile: dW^T[(tap, c), o] = sum over (n, y, x) of
     x[n, c, y sh + i dh - pt, x sw + j dw - pl] dy[n, o, y, x]. Per tap, the x block of `channels`
     input channels is loaded shifted (one DMA box per channel: padding from the tensor's edges),
@@ -351,6 +378,13 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
             tile.store %out[0] -> %Yv[0, %c, %oc] [9, %tc, %toc] dims [0, 1, 2]
           }
         }
+
+    `staged` (a column stride > 1, ResNet's stride-2 shortcuts): a strided column of x is a DRAM
+    burst per float, so each tap's rows are loaded whole (`staged_columns` floats: one run each)
+    into `raw` and subsampled on chip into `in` by a strided copy:
+
+        tile.load %Xv0[0, %c, %r, 0] [2, %tc, 2, 55] -> %raw[0] dims [1, 0, 2, 3]
+        tile.map copy %raw[0] strides [220, 55, 2] -> %in[0] shape [%tc, 4, 28]
     """
     taps = filter_taps(s)
     k = s.n * t.rows * s.ow
@@ -364,18 +398,21 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
     views: dict = {}
     reads = []
     for i, j in taps:
-        origin, phase = tap_view(s, i, j)
+        origin, phase = tap_view(s, i, j, staged)
         if phase not in views:
             pa, pb, rows, cols = phase
             view = tile.ViewOp(args["X"], pa * s.w + pb, [s.n, s.c, rows, cols],
-                               [s.c * s.h * s.w, s.h * s.w, s.strides[0] * s.w, s.strides[1]])
+                               [s.c * s.h * s.w, s.h * s.w, s.strides[0] * s.w, 1 if staged else s.strides[1]])
             view.result.name_hint = f"Xv{len(views)}"
             block.add_op(view)
             views[phase] = view.result
         reads.append((views[phase], origin))
     m = len(taps) * t.channels
+    wide = staged_columns(s) if staged else s.ow  # columns of a loaded row
+    raw = s.n * t.rows * wide  # a channel's loaded elements
     buffers = add_buffers(lowering, block, [("in", "input", [1, m, k], False), ("wt", "weight", [k * t.outputs], True),
-                                            ("out", "output", [1, m, t.outputs], False)], slots)
+                                            ("out", "output", [1, m, t.outputs], False)]
+                          + ([("raw", "input", [1, m, raw], False)] if staged else []), slots)
     channel_loop = tile.ForOp.build([(0, s.o, t.outputs)], "naive", names=["oc"])
     image_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores, names=["c"])
     row_loop = tile.ForOp.build([(0, s.oh, t.rows)], "naive", names=["r"])
@@ -386,11 +423,16 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
     c, tc = image_loop.block.args
     r, _ = row_loop.block.args
     body = row_loop.block
-    for index, (tensor, (row0, col0)) in enumerate(reads):
-        body.add_op(slice_op(tile.LoadOp, tensor, buffers["in"], [0, c, ((r, 1), row0), col0], [s.n, tc, t.rows, s.ow],
-                             [1, 0, 2, 3], at=((tc, index * k),) if index else 0))
-    body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, r, 0, oc], [s.n, t.rows, s.ow, toc], [0, 1, 2, 3]))
     e = IndexExprs()
+    for index, (tensor, (row0, col0)) in enumerate(reads):
+        target, per_channel = (buffers["raw"], raw) if staged else (buffers["in"], k)
+        body.add_op(slice_op(tile.LoadOp, tensor, target, [0, c, ((r, 1), row0), col0], [s.n, tc, t.rows, wide],
+                             [1, 0, 2, 3], at=((tc, index * per_channel),) if index else 0))
+        if staged:
+            at = (e(tc) * (index * raw), e(tc) * (index * k)) if index else (0, 0)
+            body.add_op(map_op(e, "copy", [(buffers["raw"], at[0], [raw, wide, s.strides[1]]), (buffers["in"], at[1], 0)],
+                               [e(tc), e(s.n * t.rows), e(s.ow)]))
+    body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, r, 0, oc], [s.n, t.rows, s.ow, toc], [0, 1, 2, 3]))
     zero = e(0)
     body.add_op(tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]], [zero, zero, zero], e,
                              [e(1), e(tc) * len(taps), e(k), e(toc)], [1, 1], [1, 1], [1, 1], e(r).position, False,
