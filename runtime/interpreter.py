@@ -179,13 +179,20 @@ class Interpreter:
         self.free: dict[str, int] = {}
         self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.rows = RowBuffers(self.target.dram)
-        self.layouts: dict[tuple, tuple] = {}  # DMA boxes' DRAM runs by (box, strides): `dram_layout`
+        self.layouts: dict[tuple, tuple] = {}  # DMA boxes' DRAM sides by (src, dst, shape, pad, strides): `dram_sides`
+        self.engines: dict[Any, str] = {}  # engine names by DMA channel or (core, unit): `engine_of`, found once
         regions = sorted((s.addr, s.addr + s.nbytes, s.kind) for s in program.symbols)
         self.region_starts = [start for start, _, _ in regions]
         self.regions = regions
         self.barrier_time = 0
         self.sequence = 0  # orders pending writes that complete in the same cycle
         self.result = RunResult(program, {})
+        # accounting, summed up by `finish_accounts`: per layer (slot 0: before the first layer marker)
+        self.tallies: list[dict[Any, int]] = [{}]  # instructions by kind (`Effect.key`)
+        self.kinds: dict[Any, tuple] = {}  # a kind's (read bytes, write bytes, macs, ops): the same for all
+        self.energies: dict[Any, float] = {}  # a compute kind's energy (pJ)
+        self.dram_counters: list[DramCounters] = [self.result.dram]  # a layer's DRAM counters
+        self.spans: list[list[int]] = [[-1, 0]]  # (first start, last end) of every layer
 
     # ---- inputs and outputs
 
@@ -224,10 +231,16 @@ class Interpreter:
         queues: dict[str, deque] = {}
         layer = -1
         result = self.result
+        engines = self.engines
+        dma_engine = isa.Engine.DMA
         for index, ins in enumerate(self.program.instructions):
-            mnemonic = type(ins).DEF.mnemonic
+            definition = type(ins).DEF
+            mnemonic = definition.mnemonic
             if mnemonic == "layer":
                 result.layers.append(LayerStats(ins.name, ins.op, [n for n in ins.nodes.split(",") if n], ins.phase))
+                self.tallies.append({})
+                self.dram_counters.append(result.layers[-1].dram)
+                self.spans.append([-1, 0])
                 layer = len(result.layers) - 1
                 self.task.advance(detail=ins.name)
             elif mnemonic == "barrier":
@@ -235,9 +248,17 @@ class Interpreter:
                 self.synchronise_all()
                 self.task.advance()
             else:
-                queues.setdefault(engine_of(self.program, index, ins), deque()).append((index, ins, layer))
+                where = ins.ch if definition.engine is dma_engine else (ins.core, ins.unit)
+                engine = engines.get(where)
+                if engine is None:
+                    engine = engines[where] = engine_of(self.program, index, ins)
+                queue = queues.get(engine)
+                if queue is None:
+                    queue = queues[engine] = deque()
+                queue.append((index, ins, layer))
         self.drain(queues)
         self.flush(math.inf)
+        self.finish_accounts()
         result.instructions = len(self.program.instructions)
         result.outputs = self.read_outputs()
         return result
@@ -251,39 +272,69 @@ class Interpreter:
         self.barrier_time = latest
 
     def drain(self, queues: dict[str, deque]) -> None:
-        """Run queued instructions, always the one that can start earliest, until all are done."""
+        """Run queued instructions, always the one that can start earliest (the lowest index among
+        equals), until all are done. Event-driven: the start of every engine's first instruction is
+        kept in `heads` and found again only when it can have changed (its engine ran, or a
+        semaphore it waits on gained or lost a token)."""
         tokens = self.tokens
         free = self.free
         floor = self.barrier_time
+        heads: dict[str, tuple[int, int, str]] = {}  # runnable engines: (start, index, engine) of their first
+        waiters: dict[int, set[str]] = {}  # semaphore -> engines whose first instruction waits on it
+
+        def look(engine: str) -> None:
+            """(Re)find when `engine`'s first instruction can start; absent from `heads` while a
+            semaphore it waits on has no token."""
+            index, ins, _ = queues[engine][0]
+            ready = free.get(engine, floor)
+            for semaphore in ins.wait:
+                available = tokens[semaphore]
+                if not available:
+                    heads.pop(engine, None)
+                    return
+                if available[0] > ready:
+                    ready = available[0]
+            heads[engine] = (ready, index, engine)
+
+        def follow(engine: str) -> None:
+            for semaphore in queues[engine][0][1].wait:
+                waiters.setdefault(semaphore, set()).add(engine)
+            look(engine)
+
+        for engine in queues:
+            follow(engine)
+        execute = self.execute
         advance = self.task.advance
-        while queues:
-            engine = None
-            start = index = 0
-            for candidate, queue in queues.items():
-                at, ins, _ = queue[0]
-                ready = free.get(candidate, floor)
-                for semaphore in ins.wait:
-                    available = tokens[semaphore]
-                    if not available:
-                        break
-                    if available[0] > ready:
-                        ready = available[0]
-                else:
-                    if engine is None or ready < start or (ready == start and at < index):
-                        engine, start, index = candidate, ready, at
-            if engine is None:
-                raise self.deadlock(queues)
+        done = 0
+        while heads:
+            start, index, engine = min(heads.values())
             queue = queues[engine]
             _, ins, layer = queue.popleft()
-            if not queue:
-                del queues[engine]
-            for semaphore in ins.wait:
+            wait, signal = ins.wait, ins.signal
+            for semaphore in wait:
                 heapq.heappop(tokens[semaphore])
-            end = self.execute(index, ins, engine, start, layer)
-            advance()
+                waiters[semaphore].discard(engine)
+            end = execute(index, ins, engine, start, layer)
             free[engine] = end
-            for semaphore in ins.signal:
+            for semaphore in signal:
                 heapq.heappush(tokens[semaphore], end)
+            if queue:
+                follow(engine)
+            else:
+                del queues[engine]
+                del heads[engine]
+            for semaphores in (wait, signal):
+                for semaphore in semaphores:
+                    for other in waiters.get(semaphore, ()):
+                        look(other)
+            done += 1
+            if done == 4096:
+                advance(done)
+                done = 0
+        if done:
+            advance(done)
+        if queues:
+            raise self.deadlock(queues)
 
     def deadlock(self, queues: dict[str, deque]) -> MachineFault:
         index, ins, _ = min(queue[0] for queue in queues.values())
@@ -301,24 +352,29 @@ class Interpreter:
             view[...] = data
 
     def execute(self, index: int, ins: Any, engine: str, start: int, layer: int) -> int:
-        self.flush(start)
+        pending = self.pending
+        if pending and pending[0][0] <= start:
+            self.flush(start)
         mnemonic = type(ins).DEF.mnemonic
         try:
             if mnemonic == "dma":
-                check_tile_size(ins.shape, "dma box")  # before dma() fills a padded box of that shape
-                effect = dma(self.memories, ins)
+                effect = dma(self.memories, ins)  # checks the box's size before filling a padded box
                 end = self.dma_model.finish_time(start, *effect.transfer)
                 self.walk_dram(ins, layer)
+                energy = 0.0
             else:
                 effect = SEMANTICS[mnemonic](self.memories, ins)
                 end = start + effect.cycles
-                unit = self.target.units[ins.unit]
-                self.result.compute_energy_pj += effect.macs * unit.mac_energy_pj + effect.ops * unit.op_energy_pj
+                energy = self.energies.get(effect.key)
+                if energy is None:
+                    unit = self.target.units[ins.unit]
+                    energy = self.energies[effect.key] = effect.macs * unit.mac_energy_pj + effect.ops * unit.op_energy_pj
+                self.result.compute_energy_pj += energy
         except Fault as fault:
             raise MachineFault(index, mnemonic, str(fault)) from None
         for view, data in effect.writes:
             self.sequence += 1
-            heapq.heappush(self.pending, (end, self.sequence, view, data))
+            heapq.heappush(pending, (end, self.sequence, view, data))
         self.account(effect, engine, start, end, layer)
         if self.want_trace:
             name = self.result.layers[layer].name if layer >= 0 else ""
@@ -326,37 +382,29 @@ class Interpreter:
         return end
 
     def walk_dram(self, ins: Any, layer: int) -> None:
-        """The DRAM side of a DMA through the row buffers (runtime/dram.py), counted in total and
-        for its layer, its bytes by the role of the symbol they belong to."""
-        sides = []
+        """The DRAM side of a DMA through the row buffers (runtime/dram.py), counted for its layer
+        (and so in total), its bytes by the role of the symbol they belong to."""
         src_space, src_addr = ins.src
-        if src_space == "DRAM":
-            pad = ins.pad
-            inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(ins.shape))
-            if min(inner) > 0:
-                sides.append((False, src_addr, inner, ins.src_stride))
         dst_space, dst_addr = ins.dst
-        if dst_space == "DRAM":
-            sides.append((True, dst_addr, ins.shape, ins.dst_stride))
-        for is_write, addr, box, box_strides in sides:
-            key = (box, box_strides)
-            layout = self.layouts.get(key)
-            if layout is None:
-                layout = self.layouts[key] = dram_layout(box, box_strides)
-            nbytes, offsets, lengths, span = layout
+        key = (src_space, dst_space, ins.shape, ins.pad, ins.src_stride, ins.dst_stride)
+        sides = self.layouts.get(key)
+        if sides is None:
+            sides = self.layouts[key] = dram_sides(*key)
+        counter = self.dram_counters[layer + 1]
+        for is_write, layout in sides:
+            addr = dst_addr if is_write else src_addr
+            nbytes, offsets, lengths, span, box = layout
             if nbytes is not None:  # one run: no arrays
                 bursts, misses = self.rows.walk_contiguous(addr, nbytes)
                 roles = self.roles_of_range(addr, nbytes)
             else:
-                bursts, misses = self.rows.walk_box(addr, offsets, lengths, key)
+                bursts, misses = self.rows.walk_box(addr, offsets, lengths, box)
                 whole = self.roles_of_range(addr + span[0], span[1] - span[0])
                 roles = [(whole[0][0], span[2])] if whole is not None else None
             if roles is None:
                 roles = self.roles(addr + offsets, lengths)
-            counters = [self.result.dram] + ([self.result.layers[layer].dram] if layer >= 0 else [])
             for role, nbytes in roles:
-                for counter in counters:
-                    counter.add(is_write, bursts, misses, role, nbytes)
+                counter.add(is_write, bursts, misses, role, nbytes)
                 bursts = misses = 0  # counted once, with the first role
 
     def roles_of_range(self, lo: int, nbytes: int) -> list[tuple[str, int]] | None:
@@ -393,24 +441,72 @@ class Interpreter:
         return list(found.items())
 
     def account(self, effect: Effect, engine: str, start: int, end: int, layer: int) -> None:
+        """Count an executed instruction: its engine's busy cycles, its layer's span, and one more
+        of its kind (`Effect.key`: bytes and work are those of every instruction of the kind),
+        multiplied out by `finish_accounts`."""
         result = self.result
-        result.macs += effect.macs
-        result.ops += effect.ops
         result.busy[engine] = result.busy.get(engine, 0) + end - start
-        result.cycles = max(result.cycles, end)
-        for name, nbytes in effect.read_bytes.items():
-            result.read_bytes[name] = result.read_bytes.get(name, 0) + nbytes
-        for name, nbytes in effect.write_bytes.items():
-            result.write_bytes[name] = result.write_bytes.get(name, 0) + nbytes
-        if layer >= 0:
-            stats = result.layers[layer]
-            stats.start = start if stats.start < 0 else min(stats.start, start)
-            stats.end = max(stats.end, end)
-            stats.macs += effect.macs
-            stats.ops += effect.ops
-            stats.instructions += 1
-            stats.dram_read_bytes += effect.read_bytes.get("DRAM", 0)
-            stats.dram_write_bytes += effect.write_bytes.get("DRAM", 0)
+        if end > result.cycles:
+            result.cycles = end
+        span = self.spans[layer + 1]
+        if span[0] < 0 or start < span[0]:
+            span[0] = start
+        if end > span[1]:
+            span[1] = end
+        tally = self.tallies[layer + 1]
+        key = effect.key
+        count = tally.get(key)
+        if count is None:
+            count = 0
+            if key not in self.kinds:
+                self.kinds[key] = (effect.read_bytes, effect.write_bytes, effect.macs, effect.ops)
+        tally[key] = count + 1
+
+    def finish_accounts(self) -> None:
+        """The totals and every layer's figures from the tallies of instruction kinds."""
+        result = self.result
+        for slot, tally in enumerate(self.tallies):
+            macs = ops = instructions = dram_read = dram_write = 0
+            for key, count in tally.items():
+                read_bytes, write_bytes, kind_macs, kind_ops = self.kinds[key]
+                macs += count * kind_macs
+                ops += count * kind_ops
+                instructions += count
+                for name, nbytes in read_bytes.items():
+                    result.read_bytes[name] = result.read_bytes.get(name, 0) + count * nbytes
+                for name, nbytes in write_bytes.items():
+                    result.write_bytes[name] = result.write_bytes.get(name, 0) + count * nbytes
+                dram_read += count * read_bytes.get("DRAM", 0)
+                dram_write += count * write_bytes.get("DRAM", 0)
+            result.macs += macs
+            result.ops += ops
+            if slot == 0:
+                continue
+            stats = result.layers[slot - 1]
+            stats.start, stats.end = self.spans[slot]
+            stats.macs, stats.ops, stats.instructions = macs, ops, instructions
+            stats.dram_read_bytes, stats.dram_write_bytes = dram_read, dram_write
+            total = result.dram
+            total.read_bursts += stats.dram.read_bursts
+            total.write_bursts += stats.dram.write_bursts
+            total.activations += stats.dram.activations
+            for role, (read, written) in stats.dram.role_bytes.items():
+                total.role_bytes[role][0] += read
+                total.role_bytes[role][1] += written
+
+
+def dram_sides(src_space: str, dst_space: str, shape: tuple[int, ...], pad: tuple[int, ...],
+               src_stride: tuple[int, ...], dst_stride: tuple[int, ...]) -> list[tuple[bool, tuple]]:
+    """(is write, `dram_layout` + its key) of each DRAM side of a DMA: its source without the
+    padding (none when the box is all padding), its destination."""
+    sides = []
+    if src_space == "DRAM":
+        inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape))
+        if min(inner) > 0:
+            sides.append((False, (*dram_layout(inner, src_stride), (inner, src_stride))))
+    if dst_space == "DRAM":
+        sides.append((True, (*dram_layout(shape, dst_stride), (shape, dst_stride))))
+    return sides
 
 
 def dram_layout(box: tuple[int, ...], box_strides: tuple[int, ...]) -> tuple:

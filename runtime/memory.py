@@ -48,6 +48,8 @@ class Memories:
         self.arrays: dict[tuple[str, int], np.ndarray] = {("DRAM", 0): self.dram}
         self.views: dict[tuple, np.ndarray] = {}  # on-chip tiles already checked (slots recur)
         self.counts: dict[tuple, tuple] = {}  # compute instructions' bytes, work, cycles by semantics.timing_key
+        self.dma_plans: dict[tuple, tuple] = {}  # DMAs' checks and counts by their shape (semantics._dma_plan)
+        self.extents: dict[tuple, tuple] = {}  # a tile's (lowest, highest element offset, byte strides) by (shape, strides)
         for memory in target.memories:
             for core in range(1 if memory.shared else target.cores):
                 self.arrays[(memory.name, core)] = np.zeros(memory.size_bytes // 4, dtype=np.float32)
@@ -67,13 +69,13 @@ class Memories:
         array = self.array(space, core)
         if addr & 3:
             raise Fault(f"misaligned address {space}[{addr:#x}] (must be a multiple of 4)")
-        first = last = base = addr >> 2
-        check_tile_size(shape, f"tile {space}[{addr:#x}]")
-        for size, stride in zip(shape, strides):
-            if stride < 0:
-                first += (size - 1) * stride
-            else:
-                last += (size - 1) * stride
+        extent = self.extents.get((shape, strides))
+        if extent is None:
+            check_tile_size(shape, f"tile {space}[{addr:#x}]")
+            extent = self.extents[(shape, strides)] = _extent(shape, strides)
+        lowest, highest, byte_strides = extent
+        base = addr >> 2
+        first, last = base + lowest, base + highest
         if first < 0 or last >= array.size:
             kind = "address out of range" if space == "DRAM" else f"{space} overflow"
             if first < 0:
@@ -81,7 +83,6 @@ class Memories:
             else:
                 where = f"ends at byte {4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
             raise Fault(f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} {where}")
-        byte_strides = tuple(stride << 2 if size > 1 else 0 for size, stride in zip(shape, strides))
         view = np.ndarray(shape, np.float32, array, base << 2, byte_strides)
         if space != "DRAM":
             self.views[key] = view
@@ -102,6 +103,18 @@ class Memories:
             raise Fault(f"address out of range: {count} words at DRAM[{addr:#x}] are outside DRAM size "
                         f"{4 * self.dram.size:#x}")  # fmt: skip
         return slice(addr // 4, addr // 4 + count)
+
+
+def _extent(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """(offset of the lowest element, of the highest, byte strides) of a tile, in elements from its
+    address (negative strides reach below it)."""
+    lowest = highest = 0
+    for size, stride in zip(shape, strides):
+        if stride < 0:
+            lowest += (size - 1) * stride
+        else:
+            highest += (size - 1) * stride
+    return lowest, highest, tuple(stride << 2 if size > 1 else 0 for size, stride in zip(shape, strides))
 
 
 def footprint(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nncc.runtime import isa
-from nncc.runtime.memory import Fault, Memories, footprint
+from nncc.runtime.memory import Fault, Memories, check_tile_size, footprint
 from nncc.runtime.target import ComputeUnit
 from nncc.runtime.timing import (compute_cycles, dma_payload, instruction_macs, kernel_accesses,
                                  matmul_epilogue_passes, transfer_bytes)
@@ -30,7 +30,7 @@ class Effect:
     ops: int = 0
     cycles: int = 0  # compute instructions: busy cycles of the unit
     transfer: tuple | None = None  # DMA: timing.dma_payload (src, dst, read bytes, bytes per copy, copies, runs)
-    key: tuple = ()  # compute: its `timing_key`
+    key: tuple = ()  # its kind: what its bytes, work and cycles depend on (compute: `timing_key`)
     counted: bool = True  # False: bytes, work and cycles are those of the first instruction of its key
 
 
@@ -47,40 +47,57 @@ _DMA_TIMING: dict[tuple, tuple[int, int, tuple]] = {}
 
 
 def dma(mem: Memories, ins: Any) -> Effect:
+    """A DMA's copy; its checks, byte counts and timing payload are found once per shape of DMA
+    (`_dma_plan`)."""
     src_space, src_addr = ins.src
     dst_space, dst_addr = ins.dst
-    shape = ins.shape
-    pad = ins.pad
+    shape, pad, cores, src_core = ins.shape, ins.pad, ins.cores, ins.src_core
+    key = (src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, cores, src_core)
+    plan = mem.dma_plans.get(key)
+    if plan is None:
+        plan = mem.dma_plans[key] = _dma_plan(mem, *key)
+    inner, window, read_bytes, write_bytes, transfer, timing = plan
+    if inner is None:
+        data = mem.view(src_space, src_core, src_addr, shape, ins.src_stride).copy()
+    else:
+        data = np.full(shape, ins.pad_value, dtype=np.float32)
+        if window is not None:
+            data[window] = mem.view(src_space, src_core, src_addr, inner, ins.src_stride)
+    dst_stride = ins.dst_stride
+    writes = [(mem.view(dst_space, core, dst_addr, shape, dst_stride), data) for core in cores]
+    return Effect(writes, read_bytes, write_bytes, transfer=transfer, key=timing)
+    # its DRAM bursts and rows: runtime/dram.py, walked by the interpreter
+
+
+def _dma_plan(mem: Memories, src_space: str, dst_space: str, shape, pad, src_stride, dst_stride, cores,
+              src_core: int) -> tuple:
+    """What a DMA's checks, copy and counts depend on but its addresses: (the box without its
+    padding or None when unpadded, the slices of the box it fills or None when all padding, bytes
+    read, bytes written, `timing.dma_payload`, its key in `_DMA_TIMING`). Faults for a bad box,
+    padding or destination."""
+    check_tile_size(shape, "dma box")  # before a padded box of that shape is filled
     inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape))
     if min(inner) < 0:
         raise Fault(f"padding {','.join(map(str, pad))} is larger than the box {','.join(map(str, shape))}")
-    cores = ins.cores
     if not cores:
         raise Fault("no destination core")
     if (dst_space == "DRAM" or mem.shared[dst_space]) and len(cores) > 1:
         raise Fault(f"multicast to {dst_space}, which has one instance")
-    for core in (*cores, ins.src_core):
+    for core in (*cores, src_core):
         if core >= mem.target.cores:
             raise Fault(f"core {core} does not exist (target has {mem.target.cores})")
-    effect = Effect()
-    n_inner = inner[0] * inner[1] * inner[2]
-    if pad == (0, 0, 0, 0, 0, 0):
-        data = np.array(mem.view(src_space, ins.src_core, src_addr, shape, ins.src_stride))
-    else:
-        data = np.full(shape, ins.pad_value, dtype=np.float32)
-        if n_inner:
-            source = mem.view(src_space, ins.src_core, src_addr, inner, ins.src_stride)
-            data[pad[0] : shape[0] - pad[1], pad[2] : shape[1] - pad[3], pad[4] : shape[2] - pad[5]] = source
-    for core in cores:
-        effect.writes.append((mem.view(dst_space, core, dst_addr, shape, ins.dst_stride), data))
-    key = (src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
+    key = (src_space, dst_space, shape, pad, src_stride, dst_stride, len(cores))
     found = _DMA_TIMING.get(key)
     if found is None:
         read, written = transfer_bytes(shape, pad)  # the timing model's byte counts
-        payload = dma_payload(src_space, dst_space, shape, pad, ins.src_stride, ins.dst_stride, len(cores))
+        payload = dma_payload(src_space, dst_space, shape, pad, src_stride, dst_stride, len(cores))
         found = _DMA_TIMING[key] = (read, written * len(cores), payload)
-    effect.read_bytes[src_space], effect.write_bytes[dst_space], effect.transfer = found
-    return effect  # its DRAM bursts and rows: runtime/dram.py, walked by the interpreter
+    read, written, payload = found
+    window = None
+    if min(inner) > 0:
+        window = tuple(slice(pad[2 * d], n - pad[2 * d + 1]) for d, n in enumerate(shape))
+    return (None if pad == (0, 0, 0, 0, 0, 0) else inner, window, {src_space: read}, {dst_space: written},
+            payload, key)
 
 
 # --------------------------------------------------------------------------------------------
