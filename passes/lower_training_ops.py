@@ -9,10 +9,11 @@ tiling, vectorisation and double-buffered DMA as the forward layers:
   writes the first as a conv nest reading its tensors through views and the second as a gemm
   whose rows are (kernel tap, input channel) pairs (`compiler/codegen/training_nest.py`: no
   transposed, flipped or spread copies);
-- a strided `nn.conv2d_backward_data` (group 1, or several channels per group on both sides): per phase of the input (rows r, r + s, ...; columns
-  likewise), a stride-1 backward-data of the output gradient with the kernel taps that reach
-  it (a strided slice of the weights: no zero-insertion, no wasted MACs), the phases then put
-  in place by one transpose;
+- a strided `nn.conv2d_backward_data` (group 1, or several channels per group on both sides,
+  no phase needing the output gradient cropped) is left to the back end too: one nest in which
+  each phase of the input (rows r, r + s, ...; columns likewise) is a stride-1 conv of the
+  output gradient with the kernel taps that reach it, stored in place through a strided view of
+  dx (`training_nest.phases_nest`: no zero-insertion, no wasted MACs, no transposes);
 - any other `nn.conv2d_backward_data` (depthwise, pooling's scatter, a phase whose gradient would
   need cropping): a stride-1 conv of the output gradient, spread (zero-inserted
   between rows and columns for stride > 1, and padded or cropped) by two 0/1 matmuls, with the
@@ -112,15 +113,6 @@ class Builder:
         """1 where a <= 0."""
         return self.sub(self.scalar(1.0), self.step(a))
 
-    def slice_taps(self, w: SSAValue, first, step, count) -> SSAValue:
-        """Kernel taps first + i step (i < count) of (O, C, KH, KW) weights: sliced at compile time
-        for a constant (pooling's one-hot kernels), else an `nn.slice`."""
-        shape = nn.shape_of(w)[:2] + tuple(count)
-        if isinstance(w.owner, nn.WeightOp):
-            array = self.store[w.owner.ref.data]
-            return self.const("taps", array[:, :, first[0]::step[0], first[1]::step[1]][:, :, :count[0], :count[1]])
-        return self.op(nn.SliceOp(w, [0, 0, *first], [1, 1, *step], shape))
-
     def reshape(self, a, shape):
         return a if nn.shape_of(a) == tuple(shape) else self.op(nn.ReshapeOp(a, shape))
 
@@ -218,9 +210,6 @@ def conv_backward_data(b: Builder, op: nn.Conv2dBackwardDataOp) -> list[SSAValue
     _, _, oh, ow = nn.shape_of(dy)
     off_h, off_w = (kh - 1) * dh - pads[0], (kw - 1) * dw - pads[1]
     zh, zw = h + (kh - 1) * dh, w + (kw - 1) * dw  # the spread gradient: a stride-1 "valid" conv gives h x w
-    if (sh, sw) != (1, 1) and (group == 1 or min(nn.shape_of(op.weight)[1], nn.shape_of(op.weight)[0] // group) > 1) \
-            and (phases := output_phases(op)) is not None:  # phases that are the back end's conv nests
-        return [interleave_phases(b, op, phases)]
     weights = transposed_weight(b, op.weight, group)
     tail_h, tail_w = zh - off_h - (oh - 1) * sh - 1, zw - off_w - (ow - 1) * sw - 1
     if (sh, sw) == (1, 1) and min(off_h, off_w, tail_h, tail_w) >= 0:
@@ -229,85 +218,6 @@ def conv_backward_data(b: Builder, op: nn.Conv2dBackwardDataOp) -> list[SSAValue
         spread_dy = spread(b, spread(b, dy, 3, zw, off_w, sw), 2, zh, off_h, sh)
         conv = nn.Conv2dOp(spread_dy, weights, None, (1, 1), (0, 0, 0, 0), (dh, dw), group)
     return [b.op(conv)]
-
-
-@dataclass(frozen=True)
-class Phase:
-    """Along one axis, the input positions r, r + s, r + 2s, ... of a stride-s conv's input: the
-    kernel taps that reach them (`first`, every `step`-th, `count` of them) and the stride-1
-    conv relation of those positions with the output gradient (`dilation`, pads)."""
-
-    length: int  # positions of this phase
-    first: int
-    step: int
-    count: int
-    dilation: int
-    pads: tuple[int, int]
-
-
-def axis_phases(size: int, kernel: int, stride: int, pad: int, dilation: int, out: int) -> list[Phase | None]:
-    """Every phase r < stride of an input axis of `size` (None: no tap reaches it, its gradient is 0)."""
-    phases: list[Phase | None] = []
-    for r in range(stride):
-        taps = [k for k in range(kernel) if (k * dilation - r - pad) % stride == 0]
-        length = len(range(r, size, stride))
-        if not taps or not length:
-            phases.append(None)
-            continue
-        step = taps[1] - taps[0] if len(taps) > 1 else 1
-        dil = step * dilation // stride if len(taps) > 1 else 1  # one tap: any dilation
-        top = (pad + r - taps[0] * dilation) // stride
-        bottom = (out - 1) + (len(taps) - 1) * dil - (length - 1) - top
-        phases.append(Phase(length, taps[0], step, len(taps), dil, (top, bottom)))
-    return phases
-
-
-def output_phases(op) -> tuple[list, list] | None:
-    """The phases of a strided backward-data's rows and columns, or None when one would need the
-    output gradient cropped (a negative pad: the spread path then)."""
-    strides, pads, dilations, _ = op.conv_properties()
-    _, _, h, w = nn.shape_of(op.result)
-    _, _, kh, kw = nn.shape_of(op.weight)
-    _, _, oh, ow = nn.shape_of(op.grad)
-    rows = axis_phases(h, kh, strides[0], pads[0], dilations[0], oh)
-    cols = axis_phases(w, kw, strides[1], pads[1], dilations[1], ow)
-    if any(min(p.pads) < 0 for p in rows + cols if p is not None):
-        return None
-    return rows, cols
-
-
-def interleave_phases(b: Builder, op, phases: tuple[list, list]) -> SSAValue:
-    """dx of a strided conv without zero-insertion: per phase (r, q) of the rows and columns, the
-    stride-1 backward-data of dy with the taps that reach those positions (a strided slice of the
-    kernel, no wasted MACs), then the phases put in place by one transpose, as pooling's taps."""
-    rows, cols = phases
-    (sh, sw), _, _, group = op.conv_properties()
-    n, c, h, w = nn.shape_of(op.result)
-    o, cg, _, _ = nn.shape_of(op.weight)
-    hm, wm = -(-h // sh), -(-w // sw)
-    pieces = []
-    for r in rows:
-        for q in cols:
-            if r is None or q is None:
-                piece = b.const("zero_phase", np.zeros((n, c, hm, wm)))
-            else:
-                taps = op.weight
-                if (r.first, q.first, r.step, q.step, r.count, q.count) != (0, 0, 1, 1, *nn.shape_of(op.weight)[2:]):
-                    taps = b.slice_taps(op.weight, (r.first, q.first), (r.step, q.step), (r.count, q.count))
-                piece = b.op(nn.Conv2dBackwardDataOp(op.grad, taps, (n, c, r.length, q.length), (1, 1),
-                                                     (r.pads[0], q.pads[0], r.pads[1], q.pads[1]),
-                                                     (r.dilation, q.dilation), group))
-                for axis, length, full in ((2, r.length, hm), (3, q.length, wm)):
-                    if length < full:  # a shorter last phase: zeros where the next row would be
-                        zeros = list(nn.shape_of(piece))
-                        zeros[axis] = full - length
-                        piece = b.op(nn.ConcatOp([piece, b.const(f"short{axis}", np.zeros(zeros))], axis))
-            pieces.append(b.reshape(piece, (1, n, c, hm, wm)))
-    stacked = b.reshape(b.op(nn.ConcatOp(pieces, 0)), (sh, sw, n, c, hm, wm))
-    dx = b.reshape(b.transpose(stacked, [2, 3, 4, 0, 5, 1]), (n, c, hm * sh, wm * sw))
-    if (hm * sh, wm * sw) != (h, w):
-        dx = b.op(nn.SliceOp(dx, [0, 0, 0, 0], [1, 1, 1, 1], (n, c, h, w)))
-    return dx
 
 
 def conv_backward_filter(b: Builder, op: nn.Conv2dBackwardFilterOp) -> list[SSAValue]:

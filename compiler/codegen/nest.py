@@ -77,7 +77,9 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
                    pad_value: float = 0.0) -> list[Transfer]:
     """The DMA boxes of one slice: up to three buffer dimensions per box (more are merged where
     both sides are contiguous, else the outer ones become separate boxes); the part of a
-    loaded slice outside the tensor is padding."""
+    loaded slice outside the tensor is padding; an empty slice (a clipped tile of no rows) none."""
+    if not all(sizes):
+        return []
     shape, strides = tensor.shape, tensor.strides
     base = 0
     for d in range(len(shape)):

@@ -7,6 +7,9 @@ nest of a stride-1 conv of the output gradient (pads: the dilated kernel's exten
 forward pads) whose weights are the forward weights seen as [g][kh][kw][o][c] (a relayout: the
 transpose is the DMA's gather) and flipped: one weight load per kernel tap, tap (i, j) of the
 tile from tap (kh - 1 - i, kw - 1 - j). No transposed or flipped copy of the weights exists.
+A strided backward-data is one nest of its phases (`phases_nest`): each phase (rows r, r + sh,
+...; columns q, q + sw, ...) of dx the stride-1 conv of dy with the taps that reach it, stored in
+place through a view of dx strided by (sh, sw) (no spread, transpose, concat or slice of dx).
 
 **Backward-filter** (group 1): a gemm, dW^T[(tap, c), o] = sum over (n, y, x) of
 x[n, c, y sh + i dh - pt, x sw + j dw - pl] dy[n, o, y, x] (`filter_nest`): the broadcast
@@ -38,11 +41,12 @@ least an update that keeps weight, gradient and velocity in DRAM can move.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from xdsl.dialects.builtin import ArrayAttr, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, FloatAttr, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Block, Operation, Region
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
@@ -141,8 +145,8 @@ def backward_data_pads(op) -> tuple[int, int, int, int]:
 
 
 def backward_data_shape(op) -> ConvShape | None:
-    """The conv a backward-data op is as a nest of this module, or None (strided, cropping, or
-    depthwise-like: lower-training-ops rewrites those)."""
+    """The conv a stride-1 backward-data op is as a nest of this module, or None (strided,
+    cropping, or depthwise-like: `phases_shape` or lower-training-ops)."""
     strides, group = nn.ints(op.strides), op.group.value.data
     o, cg, kh, kw = nn.shape_of(op.weight)
     pads = backward_data_pads(op)
@@ -218,6 +222,8 @@ def backward_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     """The nest of a backward conv op that lower-training-ops left to the back end."""
     if op.name == "nn.conv2d_backward_filter":
         return backward_filter_nest(lowering, op, slots)
+    if tuple(nn.ints(op.strides)) != (1, 1):
+        return phases_nest(lowering, op, slots)
     s = backward_data_shape(op)
     return conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
                      lowering.tile_order == "scan", "channels", slots)
@@ -246,6 +252,249 @@ def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
         lowering.cost_cache[key] = min(builders, key=lambda name: rank(predict(probe, builders[name](probe)),
                                                                        lowering.objective))
     return builders[lowering.cost_cache[key]](lowering)
+
+
+# --------------------------------------------------------------------------- strided backward-data: phases
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Along one axis, the input positions r, r + s, r + 2s, ... of a stride-s conv's input: the
+    kernel taps that reach them (`first`, every `step`-th, `count` of them) and the stride-1
+    conv relation of those positions with the output gradient (`dilation`, pads)."""
+
+    length: int  # positions of this phase
+    first: int
+    step: int
+    count: int
+    dilation: int
+    pads: tuple[int, int]
+
+
+def axis_phases(size: int, kernel: int, stride: int, pad: int, dilation: int, out: int) -> list[Phase | None]:
+    """Every phase r < stride of an input axis of `size` (None: no tap reaches it, its gradient is 0)."""
+    phases: list[Phase | None] = []
+    for r in range(stride):
+        taps = [k for k in range(kernel) if (k * dilation - r - pad) % stride == 0]
+        length = len(range(r, size, stride))
+        if not taps or not length:
+            phases.append(None)
+            continue
+        step = taps[1] - taps[0] if len(taps) > 1 else 1
+        dil = step * dilation // stride if len(taps) > 1 else 1  # one tap: any dilation
+        top = (pad + r - taps[0] * dilation) // stride
+        bottom = (out - 1) + (len(taps) - 1) * dil - (length - 1) - top
+        phases.append(Phase(length, taps[0], step, len(taps), dil, (top, bottom)))
+    return phases
+
+
+def output_phases(op) -> tuple[list, list]:
+    """The phases of a strided backward-data's rows and columns."""
+    strides, pads, dilations = nn.ints(op.strides), nn.ints(op.pads), nn.ints(op.dilations)
+    _, _, h, w = nn.shape_of(op.result)
+    _, _, kh, kw = nn.shape_of(op.weight)
+    _, _, oh, ow = nn.shape_of(op.grad)
+    return (axis_phases(h, kh, strides[0], pads[0], dilations[0], oh),
+            axis_phases(w, kw, strides[1], pads[1], dilations[1], ow))
+
+
+@dataclass(frozen=True)
+class PhaseConv:
+    """Phase (r, q) of a strided backward-data: dx[:, :, r::sh, q::sw], the stride-1 conv of dy
+    with the kernel taps that reach those positions (`rows` x `cols`; None: no tap, zeros). Its
+    window of dy starts `window_start` rows and columns before the tile's (negative: after it;
+    outside dy is zero padding, so no phase needs dy cropped)."""
+
+    r: int
+    q: int
+    rows: Phase | None
+    cols: Phase | None
+    length: tuple[int, int]  # positions of dx in this phase, rows and columns
+
+    @property
+    def taps(self) -> int:
+        return self.rows.count * self.cols.count if self.rows and self.cols else 0
+
+    @property
+    def window_start(self) -> tuple[int, int]:  # backward_data_pads of the phase's stride-1 conv
+        return tuple((ph.count - 1) * ph.dilation - ph.pads[0] for ph in (self.rows, self.cols))
+
+
+def phase_convs(op) -> list[PhaseConv] | None:
+    """The phases of a strided backward-data (rows major; those with no positions left out), or
+    None when this module does not write it (stride 1, or depthwise-like groups)."""
+    (sh, sw), group = nn.ints(op.strides), op.group.value.data
+    o, cg, _, _ = nn.shape_of(op.weight)
+    _, _, h, w = nn.shape_of(op.result)
+    if (sh, sw) == (1, 1) or (group > 1 and min(cg, o // group) < 2):
+        return None
+    phases = output_phases(op)
+    return [PhaseConv(r, q, rows, cols, (len(range(r, h, sh)), len(range(q, w, sw))))
+            for r, rows in enumerate(phases[0]) for q, cols in enumerate(phases[1])
+            if r < h and q < w]
+
+
+def phases_shape(op) -> ConvShape | None:
+    """The conv that stands for a strided backward-data's phases in the tile search (None: not
+    written by `phases_nest`): a stride-1 conv with the whole kernel onto the phase grid times
+    the strides (ceil(h / sh) sh x ceil(w / sw) sw), whose tiles hold about what the phases'
+    do: every tap's weights, the s*s phases' outputs, their dy windows (spread: the stand-in
+    counts s*s times the MACs and dy bytes, alike for every tiling)."""
+    phases = phase_convs(op)
+    if phases is None or not any(p.taps for p in phases):
+        return None
+    (sh, sw), (dh, dw) = nn.ints(op.strides), nn.ints(op.dilations)
+    n, o, _, _ = nn.shape_of(op.grad)
+    _, c, _, _ = nn.shape_of(op.result)
+    _, _, kh, kw = nn.shape_of(op.weight)
+    hm, wm = max(p.length[0] for p in phases) * sh, max(p.length[1] for p in phases) * sw
+    top, left = (kh - 1) * dh // 2, (kw - 1) * dw // 2
+    pads = (top, left, (kh - 1) * dh - top, (kw - 1) * dw - left)
+    return ConvShape(n, o, hm, wm, c, kh, kw, hm, wm, (1, 1), pads, (dh, dw), op.group.value.data)
+
+
+def phase_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
+    """The stand-in's tiles (`phases_shape`, the flipped taps' divisor rule) as tiles of the phase
+    grid: output rows and columns divided by the strides."""
+    (sh, sw), t = nn.ints(op.strides), backward_tiles(lowering, op, s)
+    return dataclasses.replace(t, toh=max(1, t.toh // sh), tow=max(1, t.tow // sw))
+
+
+def phases_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
+    """A strided backward-data as one nest (`build_phases_nest`) with `phase_tiles`, shrunk until
+    the phases' buffers fit."""
+    from nncc.compiler.codegen.bn_nest import fitting
+
+    s = phases_shape(op)
+    grid = dataclasses.replace(s, oh=s.oh // nn.ints(op.strides)[0], ow=s.ow // nn.ints(op.strides)[1])
+    key = ("phase tiles", s, tuple(nn.shape_of(op.result)), tuple(nn.ints(op.strides)), slots)
+    if key not in lowering.cost_cache:
+        t = fitting(lowering, grid, phase_tiles(lowering, op, s), lambda t: build_phases_nest(lowering, op, grid, t, slots))
+        if t is None:
+            raise NnccError(f"layer {layer_name(op)}: the phases of the strided backward-data do not fit on chip")
+        lowering.cost_cache[key] = t
+    return build_phases_nest(lowering, op, grid, lowering.cost_cache[key], slots)
+
+
+def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots: int) -> tile.NestOp:
+    """dx of a stride-(sh, sw) conv written in place, phase by phase, in one nest: per tile of the
+    phase grid and block of dy channels, each phase (r, q) loads its dy window and its kernel
+    taps (flipped, packed one phase after another: every tap once) and runs its stride-1 conv
+    into its part of the output buffer; after the last block each phase's tile is stored
+    through its view of dx (rows r, r + sh, ...; columns q, q + sw, ...), phases no tap reaches
+    get a zero tile. No spread, transpose, concat or slice of dx.
+
+        %Y0 = tile.view %Y offset 0 sizes [8, 128, 8, 8] strides [32768, 256, 32, 2]   (phase 0, 0)
+        %Y1 = tile.view %Y offset 1 sizes [8, 128, 8, 8] strides [32768, 256, 32, 2]   (phase 0, 1)
+        ...
+        tile.for %oc[%toc] = 0 to 128 step 64 order naive {
+          tile.for %n[%tn] = 0 to 8 step 1, %oh[%toh] = 0 to 8 step 8, %ow[%tow] = 0 to 8 step 8 ... {
+            tile.for %ic[%tic] = 0 to 128 step 32 order serpentine {
+              tile.load %DY[%n, %ic, %oh, %ow] [1, %tic, %toh, %tow] -> %in[0] dims [2, 3, 1]
+              tile.load %Wp[0, 1, 1, %ic, %oc] [1, 1, 1, %tic, %toc] -> %wt[0] dims [1, 2, 3, 4]
+              tile.conv %in[0], %wt[0] -> %out[0] sizes [%toh, %tow, %tic, %toc] kernel [1, 1] ... reduce %ic
+              tile.load %DY[%n, %ic, %oh, %ow - 1] [1, %tic, %toh, %tow + 1] -> %in[2400] dims [2, 3, 1]
+              ...                                                    (phases (0, 1), (1, 0), (1, 1))
+            }
+            tile.store %out[0] -> %Y0[%n, %oc, %oh, %ow] [1, %toc, %toh, %tow] dims [2, 3, 1] strides [...]
+            ...
+          }
+        }
+    """
+    phases = phase_convs(op)
+    n, c, h, w = nn.shape_of(op.result)
+    o, cg_w, kh, kw = nn.shape_of(op.weight)
+    (sh, sw), g = nn.ints(op.strides), s.group
+    block, args, inputs = nest_block([("DY", op.grad), ("W", op.weight)], op.result)
+    weights = tile.RelayoutOp(args["W"], [g, o // g, cg_w, kh, kw], [0, 3, 4, 1, 2])  # [g][kh][kw][o][c]
+    weights.result.name_hint = "Wp"
+    block.add_op(weights)
+    views = []
+    for p in phases:
+        view = tile.ViewOp(args["Y"], p.r * w + p.q, [n, c, *p.length], [c * h * w, h * w, sh * w, sw])
+        view.result.name_hint = f"Y{len(views)}"
+        block.add_op(view)
+        views.append(view.result)
+    live = [p for p in phases if p.taps]
+    window = max((t.toh + (p.rows.count - 1) * p.rows.dilation) * (t.tow + (p.cols.count - 1) * p.cols.dilation)
+                 for p in live) * t.tic
+    out_tile, pitch = t.toh * t.tow * t.toc, t.tow * t.toc  # each phase's output rows at a fixed pitch
+    zero = any(not p.taps for p in phases)
+    specs = [("in", "input", [len(live) * window], t.split == "channel"),
+             ("wt", "weight", [kh * kw * t.tic * t.toc], t.split != "channel"),
+             ("out", "output", [len(live) * out_tile], False)]
+    if zero:
+        specs.append(("zero", "output", [out_tile], False))
+    buffers = add_buffers(lowering, block, specs, slots)
+    channel_loop = tile.ForOp.build([(0, g, 1), (0, s.og, t.toc)], "naive", names=["g", "oc"]) if g > 1 \
+        else tile.ForOp.build([(0, s.og, t.toc)], "naive", names=["oc"])
+    spatial_loop = tile.ForOp.build([(0, n, 1), (0, s.oh, t.toh), (0, s.ow, t.tow)], "naive", names=["n", "oh", "ow"])
+    outer, inner = (spatial_loop, channel_loop) if t.split == "channel" else (channel_loop, spatial_loop)
+    order = "serpentine" if lowering.tile_order == "scan" else "naive"
+    inner.properties["order"] = StringAttr(order)
+    inner.properties["cores"] = IntegerAttr(lowering.cores, i64)
+    ic_loop = tile.ForOp.build([(0, s.cg, t.tic)], order, names=["ic"])
+    block.add_op(outer)
+    outer.block.add_op(inner)
+    chans = channel_loop.block.args
+    gi = chans[0] if g > 1 else 0
+    oc, toc = chans[-2], chans[-1]
+    n_, _, a, toh, b, tow = spatial_loop.block.args
+    ic, tic = ic_loop.block.args
+    if zero:
+        e = IndexExprs()
+        inner.block.add_op(tile.FillOp.build(operands=[[buffers["zero"]], []], properties={
+            "views": e.map([e(0)]), "sizes": e.map([e(t.toh), e(t.tow), e(t.toc)]), "value": FloatAttr(0.0, f64)}))
+    inner.block.add_op(ic_loop)
+    body = ic_loop.block
+    varying, fixed = (tic, t.toc) if s.og % t.toc == 0 else (toc, t.tic)
+    if s.og % t.toc and s.cg % t.tic:
+        raise NnccError(f"layer {layer_name(op)}: flipped kernel taps need tiles that divide the input or the "
+                        f"output channels ({t.tic} of {s.cg}, {t.toc} of {s.og})")
+    base = 0
+    for k, p in enumerate(live):
+        rows, cols = p.rows, p.cols
+        top, left = p.window_start
+        body.add_op(slice_op(tile.LoadOp, args["DY"], buffers["in"],
+                             [n_, ((gi, s.cg), (ic, 1)), ((a, 1), -top), ((b, 1), -left)],
+                             [1, tic, ((toh, 1), (rows.count - 1) * rows.dilation),
+                              ((tow, 1), (cols.count - 1) * cols.dilation)], [2, 3, 1], at=k * window))
+        for i in range(rows.count):  # tap (i, j) of the phase's kernel: the tensor's tap flipped
+            for j in range(cols.count):
+                ti = rows.first + rows.step * (rows.count - 1 - i)
+                tj = cols.first + cols.step * (cols.count - 1 - j)
+                body.add_op(slice_op(tile.LoadOp, weights.result, buffers["wt"], [gi, ti, tj, ic, oc],
+                                     [1, 1, 1, tic, toc], [1, 2, 3, 4],
+                                     at=((varying, (base + i * cols.count + j) * fixed),) if base + i + j else 0))
+        e = IndexExprs()
+        body.add_op(tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]],
+                                 [e(k * window), e(varying) * (base * fixed) if base else e(0), e(k * out_tile)], e,
+                                 [e(toh), e(tow), e(tic), e(toc), e(pitch)], [rows.count, cols.count], [1, 1],
+                                 [rows.dilation, cols.dilation], e(ic).position, False, None, []))
+        base += p.taps
+    index = 0
+    for p, view in zip(phases, views):
+        source, at = (buffers["out"], index * out_tile) if p.taps else (buffers["zero"], 0)
+        index += bool(p.taps)
+        extents = []
+        for start, size, length, full in ((a, toh, p.length[0], s.oh), (b, tow, p.length[1], s.ow)):
+            if length < full:  # a shorter phase: its last tile has fewer positions
+                e = IndexExprs()
+                exprs = e.map([e(size), e(start) * -1 + length])
+                bound = tile.MinOp.build(operands=[list(e.values)], result_types=[tile.INDEX],
+                                         properties={"exprs": exprs})
+                bound.result.name_hint = f"{'rows' if start is a else 'cols'}{p.r}{p.q}"
+                inner.block.add_op(bound)
+                size = bound.result
+            extents.append(size)
+        e = IndexExprs()  # the tile's rows at the conv's row pitch, whatever its own length
+        store = tile.StoreOp.make(view, source, e, [e(n_), e(gi) * s.og + e(oc), e(a), e(b)],
+                                  [e(1), e(toc), e(extents[0]), e(extents[1])], [e(at)],
+                                  [e(pitch), e(toc), e(1)], [2, 3, 1])
+        inner.block.add_op(store)
+    nest = finish_nest(op, block, inputs)
+    nest.attributes["phases"] = StringAttr(f"{sh}x{sw}")
+    return nest
 
 
 def lower_backward_conv(lowering: Lowering, op: Operation):
@@ -443,7 +692,7 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
 
 
 BACKWARD_CONVS = {
-    "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op),
+    "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op) or phases_shape(op),
     "nn.conv2d_backward_filter": backward_filter_shape,
 }
 """Backward conv op name -> its conv shape (None: lower-training-ops rewrites it instead)."""

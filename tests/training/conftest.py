@@ -207,6 +207,24 @@ def dropout_model(tmp_path):
     h = g.node("Gemm", [h, g.init("w3", (5, 16))], "fc3", transB=1)
     return g.save(tmp_path / "dropout.onnx", [6, 12], h)
 
+def strided_model(tmp_path):
+    """Strided convs whose input gradient is wanted: 3x3 stride 2 with asymmetric pads on 11x11
+    (the last row and column dropped), 1x1 stride 2 (phases no tap reaches), 3x3 stride 3 dilation
+    2, and a grouped 3x3 stride 2 (2 channels per group): `training_nest.phases_nest`'s cases."""
+    g = Graph(5)
+    h = g.node("Conv", ["x", g.init("c0", (8, 3, 3, 3)), g.init("c0.b", (8,))], "conv0", pads=[1, 1, 1, 1])
+    h = g.node("Relu", [h], "relu0")
+    h = g.node("Conv", [h, g.init("c1", (8, 8, 3, 3))], "conv1", strides=[2, 2], pads=[1, 0, 0, 1])  # 11 -> 5x6
+    h = g.node("Relu", [h], "relu1")
+    s = g.node("Conv", [h, g.init("c2", (12, 8, 1, 1))], "conv2", strides=[2, 2])  # 5x6 -> 3x3
+    h = g.node("Conv", [h, g.init("c3", (12, 2, 3, 3))], "conv3", strides=[2, 2], pads=[1, 1, 1, 1], group=4)
+    h = g.node("Add", [s, h], "add")
+    h = g.node("Relu", [h], "relu3")
+    h = g.node("Conv", [h, g.init("c4", (8, 12, 2, 2))], "conv4", strides=[3, 3], dilations=[2, 2], pads=[2, 2, 1, 1])
+    h = g.node("GlobalAveragePool", [h], "gap")
+    h = g.node("Flatten", [h], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (5, 8)), g.init("fc.b", (5,))], "fc", transB=1)
+    return g.save(tmp_path / "strided.onnx", [2, 3, 11, 11], h)
 
 def reversed_model(tmp_path):
     """Erf on its own (outside GELU's pattern) and a Slice with negative steps: the channels
@@ -226,7 +244,7 @@ def reversed_model(tmp_path):
     return g.save(tmp_path / "reversed.onnx", [2, 3, 7, 7], h)
 
 
-MODELS = {"reversed": reversed_model, "dropout": dropout_model, "norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
+MODELS = {"strided": strided_model, "reversed": reversed_model, "dropout": dropout_model, "norms": norms_model, "pools": pools_model, "smooth": smooth_model, "split": split_model, "gemm": gemm_model, "matmul": matmul_model, "se": se_model, "cat": cat_model,
           "feature_map": feature_map_model, "tiny": tiny_classifier}
 """Model name -> its builder `(tmp_path) -> path`."""
 
