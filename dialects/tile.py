@@ -545,7 +545,9 @@ class BufferOp(IRDLOperation):
     (a fused chain's whole weights, loaded once). A `ring` buffer (an input window whose halo is
     cached: a line buffer) has one slot too, which survives from one load to the next: a load into
     it keeps the rows (or columns) its window shares with the window loaded before (copied on chip
-    to where this window wants them) and reads only the others from DRAM.
+    to where this window wants them) and reads only the others from DRAM. A fused chain's
+    intermediate window may be a ring too (a line buffer): `tile.copy` moves the rows it keeps,
+    its producer writes only the new ones.
 
         %in = tile.buffer "input" slots 2 : memref<21x229x3xf32, "L1">
         %w1 = tile.buffer "weight" slots 1 shared resident : memref<1792xf32, "BUF">
@@ -594,8 +596,9 @@ class BufferOp(IRDLOperation):
         if self.resident is not None and self.slots.value.data != 1:
             raise VerifyException("tile.buffer: a resident buffer has 1 slot")
         if self.ring is not None and (self.slots.value.data != 1 or self.resident is not None
-                                      or self.role.data != "input"):
-            raise VerifyException("tile.buffer: a ring buffer is an input buffer of 1 slot, not resident")
+                                      or self.role.data not in ("input", "intermediate")):
+            raise VerifyException("tile.buffer: a ring buffer is an input or intermediate buffer of 1 slot, "
+                                  "not resident")
 
     def print(self, printer: Printer) -> None:
         printer.print_string(" ")
@@ -944,6 +947,58 @@ class StoreOp(SliceOp):
     @classmethod
     def parse(cls, parser: Parser) -> StoreOp:
         op = cls.parse_transfer(parser, view_first=True)
+        op.attributes |= parser.parse_optional_attr_dict()
+        return op
+
+
+@irdl_op_definition
+class CopyOp(IRDLOperation):
+    """An on-chip copy inside one `ring` buffer: `sizes [n]` consecutive elements from one offset
+    of its slot to another (an executed DMA from the chip to the chip). A fused chain's line
+    buffer moves the rows the next strip shares up to the top of the window before its producer
+    writes the new rows below them; a copy of no elements emits nothing.
+
+        tile.copy %m1[4 * 1808] -> %m1[0] sizes [%kept1 * 1808]
+    """
+
+    name = "tile.copy"
+
+    buffer = operand_def(MemRefType)
+    indices = var_operand_def(IndexType)
+    views = prop_def(AffineMapAttr)  # [source offset, destination offset], elements
+    sizes = prop_def(AffineMapAttr)  # [elements]
+
+    def verify_(self) -> None:
+        if len(self.views.data.results) != 2 or len(self.sizes.data.results) != 1:
+            raise VerifyException("tile.copy: a source and a destination offset and one size expected")
+        for maps in (self.views, self.sizes):
+            if maps.data.num_dims != len(self.indices):
+                raise VerifyException(f"tile.copy: index expressions over {maps.data.num_dims} values, "
+                                      f"{len(self.indices)} given")
+        owner = self.buffer.owner
+        if not isinstance(owner, BufferOp) or owner.ring is None:
+            raise VerifyException("tile.copy: copies inside a ring buffer only (a line buffer's kept rows)")
+
+    def print(self, printer: Printer) -> None:
+        names = [printer_name(printer, v) for v in self.indices]
+        buffer = printer_name(printer, self.buffer)
+        source, target = (expr_text(e, names) for e in self.views.data.results)
+        printer.print_string(f" {buffer}[{source}] -> {buffer}[{target}]"
+                             f" sizes [{expr_text(self.sizes.data.results[0], names)}]")
+        printer.print_op_attributes(self.attributes)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> CopyOp:
+        exprs = ExprParser(parser)
+        buffer, source = exprs.view()
+        parser.parse_punctuation("->")
+        other, target = exprs.view()
+        if other is not buffer:
+            parser.raise_error("tile.copy: the source and the destination are the same ring buffer")
+        parser.parse_keyword("sizes")
+        sizes = exprs.exprs()
+        op = cls.build(operands=[buffer, list(exprs.values)],
+                       properties={"views": exprs.map([source, target]), "sizes": exprs.map(sizes)})
         op.attributes |= parser.parse_optional_attr_dict()
         return op
 
@@ -1558,5 +1613,5 @@ def conv_op(buffers, offsets, exprs: ExprParser, sizes, kernel, strides, dilatio
     return window_op(ConvOp, buffers, offsets, exprs, sizes, kernel, strides, dilations, act, params, **extra)
 
 
-TILE = Dialect("tile", [NestOp, RelayoutOp, ViewOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, ConvOp,
+TILE = Dialect("tile", [NestOp, RelayoutOp, ViewOp, BufferOp, ForOp, MaxOp, MinOp, LoadOp, StoreOp, CopyOp, ConvOp,
                         DepthwiseOp, PoolOp, FillOp, MapOp, ReduceOp], [])

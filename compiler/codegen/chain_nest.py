@@ -11,7 +11,11 @@ and no intermediate survives from one tile to the next; the cost model sees the 
 picks the tile size. On one core the first input window may be a `ring` (`halo = "cache"`):
 each tile keeps the columns it shares with the tile before it in its band of rows (whole-width
 strips: the rows of the strip before), so a band reads its rows of the image once; the
-intermediates' halos are still recomputed. Each intermediate window is kept in the padded coordinates of its
+intermediates' halos are still recomputed. Or every window is a line buffer (`halo = "cache"`,
+`ChainTiles.lines`, `add_line_strips`): bands of columns walked down in strips, each layer
+computing only the new rows of the window after it, the rows a window shares with the strip
+before kept on chip (`tile.copy`), so no halo row is recomputed or read twice; the cost model
+chooses among the three. Each intermediate window is kept in the padded coordinates of its
 consumer: the producer computes all of it, then the rows and columns outside the image are
 overwritten with the consumer's padding (`tile.fill`: 0 for a conv, -inf for a max pool). Every
 conv's weights are one buffer loaded with the same slice by every tile, so they stay on chip
@@ -136,6 +140,8 @@ class ChainTiles:
     halo: str = "recompute"  # "cache": the first input window a one-slot ring (one core): the columns
     #                          (rows, for whole-width strips) a tile shares with the one before are
     #                          kept on chip, not read again; the intermediates' halos are recomputed
+    lines: bool = False  # with halo "cache": line buffers, every window that shares rows with the
+    #                      strip before a ring (`line_rows`); each band of columns walked top down
 
 
 def tail(stages: list[Stage]) -> int:
@@ -176,14 +182,16 @@ def buffer_specs(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> list
     target = lowering.target
     memory = {role: target.memory_for(role).name for role in ("input", "weight", "output")}
     windows = extents(stages, t.toh, t.tow)
+    lines = line_rows(stages, t) if t.lines else None
     specs = []
     for k, (stage, (rows, cols)) in enumerate(zip(stages, windows)):
         c = channels(stages, t, k)
+        rows, ring = (lines[k].count, lines[k].ring) if lines else (rows, k == 0 and t.halo == "cache")
         if k == 0:
-            specs.append(("in", "input", [rows, cols, c], memory["input"], False, False, t.halo == "cache"))
+            specs.append(("in", "input", [rows, cols, c], memory["input"], False, False, ring))
         else:
             specs.append((f"m{k}", "intermediate", [rows, cols, c],
-                          memory["input" if stage.kind == "conv" else "output"], False, False, False))
+                          memory["input" if stage.kind == "conv" else "output"], False, False, ring))
         if stage.kind == "conv":
             o = block(stages, t) if k == tail(stages) else stage.o
             specs.append((weight_name(stages, k), "weight", [stage.window.taps * stage.c * o + o], memory["weight"],
@@ -218,11 +226,12 @@ def tile_candidates(lowering: Lowering, stages: list[Stage]) -> list[ChainTiles]
     blocks = [0] + [b for b in divisors(o)[:-1] if b % lowering.lanes == 0] if stages[tail(stages)].kind == "conv" \
         else [0]
     choices = [(0, False)] + [(b, outer) for b in blocks if b for outer in (False, True)]
-    halos = ["recompute"] + (["cache"] if lowering.cores == 1 else [])
-    return [ChainTiles(r, c, b, outer, halo) for r in divisors(last.oh) for c in divisors(last.ow)
-            for b, outer in choices for halo in halos
-            if (halo == "recompute" or worth_caching(lowering, stages, r, c))
-            and fits(lowering, stages, ChainTiles(r, c, b, outer, halo))]
+    halos = [("recompute", False), ("cache", True)] + ([("cache", False)] if lowering.cores == 1 else [])
+    return [ChainTiles(r, c, b, outer, halo, lines) for r in divisors(last.oh) for c in divisors(last.ow)
+            for b, outer in choices for halo, lines in halos
+            if (halo == "recompute" or (worth_lines(lowering, stages, ChainTiles(r, c, b, outer, halo, lines)) if lines
+                                        else worth_caching(lowering, stages, r, c)))
+            and fits(lowering, stages, ChainTiles(r, c, b, outer, halo, lines))]
 
 
 def worth_caching(lowering: Lowering, stages: list[Stage], toh: int, tow: int) -> bool:
@@ -234,6 +243,202 @@ def worth_caching(lowering: Lowering, stages: list[Stage], toh: int, tow: int) -
         return toh < last.oh
     columns = tow * math.prod(stage.window.strides[1] for stage in stages)
     return F32 * columns >= lowering.target.dram.burst_bytes
+
+
+def worth_lines(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> bool:
+    """Whether line buffers may serve tiles `t`: some window keeps rows, there are several strips,
+    and a band's new input rows make runs of at least a DRAM burst (whole-width strips always)."""
+    last = stages[-1].window
+    columns = min(extents(stages, t.toh, t.tow)[0][1], stages[0].window.w)
+    return t.toh < last.oh and any(r.ring for r in line_rows(stages, t)) \
+        and (t.tow == last.ow or F32 * columns >= lowering.target.dram.burst_bytes)
+
+
+# --------------------------------------------------------------------------- line buffers
+
+
+@dataclass(frozen=True)
+class LineRows:
+    """The rows of one window of a chain walked in strips with line buffers, in the coordinates of
+    its layer's input image, for the strip whose first output row (of the last layer) is `oh`:
+    `count` rows from `scale * oh + first`, the last `new` of them computed (or loaded) by the
+    strip, the others kept from the strip before (a ring: `new < count`).
+
+        conv 3x3 pad 1 -> conv 3x3 pad 1, strips of 1 row: window 1 rows oh - 1 .. oh + 1, new: oh + 1;
+        window 0 (the image) rows oh .. oh + 2, new: oh + 2 (layer 0 computes only window 1's new row)"""
+
+    scale: int
+    first: int
+    count: int
+    new: int
+
+    @property
+    def ring(self) -> bool:
+        return self.new < self.count
+
+    def start(self, oh: SSAValue) -> Linear:
+        """The window's first row in the strip at `oh`."""
+        return Linear.of(oh) * self.scale + self.first
+
+
+def line_rows(stages: list[Stage], t: ChainTiles) -> list[LineRows]:
+    """Each window's `LineRows`, from the last layer back: a layer computes the new rows of the
+    window after it (all its rows when that one keeps none), so its own window holds just the
+    rows those read. A window keeps rows when it shares some with the strip before and holds all
+    the channels of its layer's input for every strip in turn (not a channel block of an innermost
+    block loop)."""
+    blocked = block(stages, t) < stages[tail(stages)].o and not t.outer
+    scale, first, count, out = 1, 0, t.toh, []
+    for k in reversed(range(len(stages))):
+        w = stages[k].window
+        s, p, e = w.strides[0], w.pads[0], w.extent(0)
+        scale, first, count = scale * s, first * s - p, (count - 1) * s + e
+        step = scale * t.toh
+        ring = t.lines and count > step and not (blocked and k > tail(stages))
+        rows = LineRows(scale, first, count, step if ring else count)
+        out.append(rows)
+        first, count = first + rows.count - rows.new, rows.new
+    return out[::-1]
+
+
+def prologue(rows: list[LineRows], toh: int) -> int:
+    """Strips walked before the first output row (their outputs above the image, not stored) so
+    that every intermediate line buffer's kept rows are above the image at a band's first strip:
+    the rows inside it are then all computed by the band's strips before they are read."""
+    return max([0] + [-(-(r.first + r.count - r.new) // (r.scale * toh)) for r in rows[1:] if r.ring])
+
+
+def clipped(body: Block, a: Linear, b: Linear, limit: int, name: str) -> tuple[SSAValue, SSAValue]:
+    """`lo`, `hi` with a <= lo <= hi <= b: the rows [a, b) inside [0, limit), or an empty range
+    at the nearer end."""
+    top = add_bound(body, tile.MaxOp, [a, 0], f"top{name}")
+    lo = add_bound(body, tile.MinOp, [Linear.of(top), b], f"lo{name}")
+    bottom = add_bound(body, tile.MinOp, [b, limit], f"bottom{name}")
+    hi = add_bound(body, tile.MaxOp, [Linear.of(bottom), Linear.of(lo)], f"hi{name}")
+    return lo, hi
+
+
+def column_spans(body: Block, stages: list[Stage], ow: SSAValue, tow: int) -> list[Span]:
+    """Each layer's input columns for the band at `ow` (`spans`' columns), first layer first."""
+    cols, first, count = [], Linear.of(ow), Linear(tow)
+    for k in reversed(range(len(stages))):
+        w = stages[k].window
+        first, count = first * w.strides[1] - w.pads[1], (count - 1) * w.strides[1] + w.extent(1)
+        col = Span(first, count)
+        if k > 0 and any(w.pads):
+            col.low = add_bound(body, tile.MaxOp, [first, 0], f"col_low{k}")
+            col.high = add_bound(body, tile.MinOp, [first + count, w.w], f"col_high{k}")
+        cols.append(col)
+    return cols[::-1]
+
+
+def add_line_strips(lowering: Lowering, parent: Block, chain: ConvChain, stages: list[Stage], t: ChainTiles, args,
+                    buffers, weights, cb) -> None:
+    """The strips of a chain with line buffers: bands of `tow` output columns (dealt to the
+    cores), each walked down on its core from `prologue` strips above the image; per strip, every ring's kept rows copied up
+    (`tile.copy`, none at a band's first strip), then each layer computes the new rows of the
+    next window inside the image, the rows outside it filled with the consumer's padding; the
+    output rows inside the image are stored.
+
+        tile.for %n[%tn] = 0 to 1 step 1, %ow[%tow] = 0 to 4 step 4 cores 1 order naive {
+          %col_low1 = ...                                          (the band's columns inside the image)
+          tile.for %oh[%toh] = -2 to 4 step 1 order naive {
+          %kept1 = tile.min [%oh * 2 + 4, 2]
+          tile.copy %m1[80] -> %m1[0] sizes [%kept1 * 80]
+          tile.load %X[%n, 0, %oh * 2 + 1, -4] [1, 3, 4, 12] -> %in[0] dims [2, 3, 1]   (a ring too)
+          %lo1 = ...  %hi1 = ...                                  (window 1's new rows inside the image)
+          tile.conv %in[(%lo1 - %oh * 2 - 1) * 36], %wt1[0] -> %m1[(%lo1 - %oh * 2 + 1) * 80] sizes [%hi1 - %lo1, 10, 3, 8] ...
+          ...
+          tile.store %out[0] -> %Y[%n, 0, %row, %ow] [1, 16, %end - %row, 4] dims [2, 3, 1]
+        } }"""
+    rows = line_rows(stages, t)
+    skip = prologue(rows, t.toh)
+    last = stages[-1].window
+    bands = tile.ForOp.build([(0, nn.shape_of(chain.input)[0], 1), (0, last.ow, t.tow)], "naive", lowering.cores,
+                             names=["n", "ow"])
+    parent.add_op(bands)
+    n, _, ow, _ = bands.block.args
+    cols = column_spans(bands.block, stages, ow, t.tow)
+    loop = tile.ForOp.build([(-skip * t.toh, last.oh, t.toh)], "naive", names=["oh"])
+    bands.block.add_op(loop)
+    oh, toh = loop.block.args
+    body = loop.block
+    windows = extents(stages, t.toh, t.tow)
+    pitch = [windows[k][1] * channels(stages, t, k) for k in range(len(stages))]
+    for k in range(1, len(stages)):
+        if rows[k].ring:
+            kept = rows[k].count - rows[k].new
+            count = add_bound(body, tile.MinOp, [(Linear.of(oh) + skip * t.toh) * kept, kept], f"kept{k}")
+            e = IndexExprs()
+            views, size = [e(rows[k].new * pitch[k]), e(0)], (Linear.of(count) * pitch[k]).expr(e)
+            body.add_op(tile.CopyOp.build(operands=[buffers[f"m{k}"], list(e.values)],
+                                          properties={"views": e.map(views), "sizes": e.map([size])}))
+    load = slice_op(tile.LoadOp, args["X"], buffers["in"], [n, 0, terms(rows[0].start(oh)), terms(cols[0].first)],
+                    [1, stages[0].c, rows[0].count, windows[0][1]], [2, 3, 1])
+    if stages[0].kind == "max":
+        load.pad = FloatAttr(-math.inf, f64)
+    body.add_op(load)
+    first_tail, tb, o = tail(stages), block(stages, t), stages[-1].o
+    for k in range(first_tail):
+        if stages[k].kind == "conv":
+            add_weights(body, chain.ops[k], stages[k], weights[k], buffers[weight_name(stages, k)], args, 0,
+                        stages[k].o, weight_name(stages, k)[2:])
+    row = add_bound(body, tile.MaxOp, [Linear.of(oh), 0], "row")
+    end = add_bound(body, tile.MaxOp, [Linear.of(oh) + Linear.of(toh), 0], "end")
+    inner = body
+    for k, (op, stage) in enumerate(zip(chain.ops, stages)):
+        if k == first_tail:
+            if tb < o and not t.outer:
+                blocks = tile.ForOp.build([(0, o, tb)], "serpentine" if lowering.tile_order == "scan" else "naive",
+                                          names=["cb"])
+                body.add_op(blocks)
+                inner, cb = blocks.block, blocks.block.args[0]
+            if stage.kind == "conv":
+                add_weights(inner, op, stage, weights[k], buffers[weight_name(stages, k)], args, cb, tb,
+                            weight_name(stages, k)[2:])
+        final = k + 1 == len(stages)
+        if final:
+            lo, hi, target, target_at = row, end, buffers["out"], Linear(0)
+        else:
+            following = rows[k + 1]
+            start = following.start(oh)
+            a = start + (following.count - following.new)
+            lo, hi = clipped(inner, a, a + following.new, stages[k + 1].window.h, str(k + 1))
+            target, target_at = buffers[f"m{k + 1}"], (Linear.of(lo) - start) * pitch[k + 1]
+        w = stage.window
+        source_at = (Linear.of(lo) * w.strides[0] - w.pads[0] - rows[k].start(oh)) * pitch[k]
+        add_layer(inner, op, stage, buffers["in" if k == 0 else f"m{k}"],
+                  buffers[weight_name(stages, k)] if stage.kind == "conv" else None, target,
+                  Linear.of(hi) - Linear.of(lo), t.tow if final else windows[k + 1][1], channels(stages, t, k),
+                  tb if k >= first_tail else stage.o, source_at, target_at)
+        if not final and any(stages[k + 1].window.pads):
+            add_line_padding(inner, target, stages[k + 1], rows[k + 1], start, lo, hi, cols[k + 1],
+                             windows[k + 1][1], channels(stages, t, k + 1), f"{k + 1}")
+    inner.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, cb, row, ow],
+                          [1, tb, terms(Linear.of(end) - Linear.of(row)), t.tow], [2, 3, 1]))
+
+
+def add_line_padding(body: Block, buffer: SSAValue, stage: Stage, rows: LineRows, start: Linear, lo: SSAValue,
+                     hi: SSAValue, col: Span, ccount: int, c: int, name: str) -> None:
+    """The padding of a line-buffer window: its rows above the image (kept ones too: at a band's
+    first strip they hold what the band before left), its new rows below the image, and the
+    padding columns of the rows just computed (fills of nothing emit nothing)."""
+    pitch, value = ccount * c, stage.pad_value
+    if rows.ring:
+        up = add_bound(body, tile.MaxOp, [Linear(0) - start, 0], f"up{name}")
+        above = add_bound(body, tile.MinOp, [Linear.of(up), rows.count], f"above{name}")
+        body.add_op(padded(fill(buffer, 0, [Linear.of(above), ccount, c], None), value))
+    else:
+        body.add_op(padded(fill(buffer, 0, [Linear.of(lo) - start, ccount, c], None), value))
+    end = start + rows.count
+    body.add_op(padded(fill(buffer, (Linear.of(hi) - start) * pitch, [end - Linear.of(hi), ccount, c], None), value))
+    if col.low is None:
+        return
+    at, computed = (Linear.of(lo) - start) * pitch, Linear.of(hi) - Linear.of(lo)
+    left, right = Linear.of(col.low), Linear.of(col.high)
+    body.add_op(padded(fill(buffer, at, [computed, left - col.first, c], pitch), value))
+    body.add_op(padded(fill(buffer, at + (right - col.first) * c, [computed, col.first + col.count - right, c], pitch),
+                       value))
 
 
 # --------------------------------------------------------------------------- the nest
@@ -319,13 +524,29 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
         op.result.name_hint = name
         nest_body.add_op(op)
         buffers[name] = op.result
-    first_tail, tb, o = tail(stages), block(stages, t), stages[-1].o
-    blocked = tb < o
+    tb, o = block(stages, t), stages[-1].o
     parent, cb = nest_body, 0
-    if blocked and t.outer:
+    if tb < o and t.outer:
         blocks = tile.ForOp.build([(0, o, tb)], "naive", names=["cb"])
         nest_body.add_op(blocks)
         parent, cb = blocks.block, blocks.block.args[0]
+    if t.lines:
+        add_line_strips(lowering, parent, chain, stages, t, args, buffers, weights, cb)
+    else:
+        add_tiles(lowering, parent, chain, stages, t, args, buffers, weights, cb)
+    nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
+    nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(nest_body),
+                       {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
+                        "halo": StringAttr(t.halo)})
+    nest.results[0].name_hint = chain.ops[-1].result.name_hint
+    return nest
+
+
+def add_tiles(lowering: Lowering, parent: Block, chain: ConvChain, stages: list[Stage], t: ChainTiles, args,
+              buffers, weights, cb) -> None:
+    """The 2-D tiles of a chain whose intermediates' halos are recomputed (the module docstring)."""
+    first_tail, tb, o = tail(stages), block(stages, t), stages[-1].o
+    blocked = tb < o
     last = stages[-1].window
     loop = tile.ForOp.build([(0, nn.shape_of(chain.input)[0], 1), (0, last.oh, t.toh), (0, last.ow, t.tow)], "naive",
                             lowering.cores, names=["n", "oh", "ow"])
@@ -374,12 +595,6 @@ def chain_nest(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int =
             add_padding(inner, target, stages[k + 1], rows[k + 1], cols[k + 1], windows[k + 1][1],
                         channels(stages, t, k + 1))
     inner.add_op(slice_op(tile.StoreOp, args["Y"], buffers["out"], [n, cb, oh, ow], [1, tb, toh, t.tow], [2, 3, 1]))
-    nodes = [node for op in chain.ops for node in nn.onnx_nodes_of(op)]
-    nest = tile.NestOp(chain.name, inputs, [chain.ops[-1].result.type], Region(nest_body),
-                       {"op": StringAttr("fused.group"), nn.ONNX_NODES: ArrayAttr([StringAttr(x) for x in nodes]),
-                        "halo": StringAttr(t.halo)})
-    nest.results[0].name_hint = chain.ops[-1].result.name_hint
-    return nest
 
 
 def add_weights(body: Block, op: Operation, stage: Stage, relayout: SSAValue, buffer: SSAValue, args, cb, tb: int,
@@ -399,27 +614,28 @@ def terms(x: Linear | SSAValue | int):
 
 
 def add_layer(body: Block, op: Operation, stage: Stage, source: SSAValue, weights: SSAValue | None,
-              target: SSAValue, rows, cols: int, c: int, o: int) -> None:
-    """One layer on the whole window its consumer reads: a tile.conv (`c` -> `o` channels; its
-    bias and activation as the epilogue) or a tile.pool (`c` channels), dense
-    [rows][columns][channels] in and out."""
+              target: SSAValue, rows, cols: int, c: int, o: int, source_at: Linear | int = 0,
+              target_at: Linear | int = 0) -> None:
+    """One layer on the whole window its consumer reads (or, from `source_at` into `target_at`,
+    `rows` of it): a tile.conv (`c` -> `o` channels; its bias and activation as the epilogue) or
+    a tile.pool (`c` channels), dense [rows][columns][channels] in and out."""
     e = IndexExprs()
     size = lambda x: (x if isinstance(x, Linear) else Linear.of(x)).expr(e)  # noqa: E731
     w = stage.window
     if stage.kind == "conv":
         epilogue = fused_epilogue(op)
-        views = [e(0), e(0), e(0)] + ([e(w.taps * c * o)] if op.bias is not None else [])
+        views = [size(source_at), e(0), size(target_at)] + ([e(w.taps * c * o)] if op.bias is not None else [])
         operands = [source, weights, target] + ([weights] if op.bias is not None else [])
         body.add_op(tile.conv_op(operands, views, e, [size(rows), e(cols), e(c), e(o)],
                                  list(w.kernel), list(w.strides), list(w.dilations), -1, False, epilogue.act,
                                  epilogue_parameters(epilogue)))
         return
-    sizes = [size(rows), e(cols), e(c)]
+    sizes, views = [size(rows), e(cols), e(c)], [size(source_at), size(target_at)]
     body.add_op(tile.PoolOp.build(
         operands=[[source, target], list(e.values)],
         properties={"func": StringAttr(stage.kind), "kernel": tile.ints_attr(list(w.kernel)),
                     "conv_strides": tile.ints_attr(list(w.strides)), "dilations": tile.ints_attr(list(w.dilations)),
-                    "views": e.map([e(0), e(0)]), "sizes": e.map(sizes)}))
+                    "views": e.map(views), "sizes": e.map(sizes)}))
 
 
 # --------------------------------------------------------------------------- choosing
@@ -443,10 +659,22 @@ def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> 
     tiles = n * math.ceil(last.oh / t.toh) * (last.ow // t.tow)
     in_rows, in_cols = min(windows[0][0], first.h), min(windows[0][1], first.w)
     weights = [s.window.taps * s.c * s.o + s.o if s.kind == "conv" else 0 for s in stages]
-    reloads = tiles if blocks > 1 and not t.outer else 1
     outputs = n * stages[-1].o * last.oh * last.ow
     bands = n * math.ceil(last.oh / t.toh)
-    if t.halo == "cache" and t.tow < last.ow:  # a band of tiles reads its rows of the image once
+    outs = [(r, c) for r, c in windows[1:]] + [(t.toh, t.tow)]
+    if t.lines:  # bands of columns walked down, each layer computing its next window's new rows
+        lines = line_rows(stages, t)
+        bands = n * (last.ow // t.tow)
+        tiles = bands * (last.oh // t.toh + prologue(lines, t.toh))
+        windows = [(r.count, c) for r, (_, c) in zip(lines, windows)]
+        outs = [(r.new, c) for r, (_, c) in zip(lines[1:], windows[1:])] + [(t.toh, t.tow)]
+        in_rows = min(lines[0].count, first.h)
+    reloads = tiles if blocks > 1 and not t.outer else 1
+    if t.lines and lines[0].ring:  # every row of the image once per band
+        window_reads = bands * first.h * in_cols
+    elif t.lines:
+        window_reads = tiles * in_rows * in_cols
+    elif t.halo == "cache" and t.tow < last.ow:  # a band of tiles reads its rows of the image once
         window_reads = bands * in_rows * first.w
     elif t.halo == "cache":  # whole-width strips: every row once
         window_reads = n * first.h * in_cols
@@ -470,7 +698,6 @@ def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> 
                     rows * cols * c + orows * ocols * c)
 
     prefix = tail_work = 0.0
-    outs = [(r, c) for r, c in windows[1:]] + [(t.toh, t.tow)]
     for k, (stage, (rows, cols), (orows, ocols)) in enumerate(zip(stages, windows, outs)):
         if k < first_tail:
             prefix += layer(stage, rows, cols, orows, ocols, stage.c, stage.o)

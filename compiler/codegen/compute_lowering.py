@@ -82,6 +82,8 @@ def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
     bias = nest.view(op, 3, offsets) if info.has_bias else None
     if pitch and info.width:
         raise NnccError(f"layer {nest.nest.layer.data}: tile.conv with an output row pitch needs the channels mapping")
+    if not toh:  # no rows (a line buffer's strip outside the image)
+        return []
     row_pitch = pitch[0] if pitch else tow * toc
     matmuls = (width_matmuls if info.width else channel_matmuls)(info, inputs, weights, out, (toh, tow, tic, toc),
                                                                  accumulate, row_pitch)
@@ -209,6 +211,8 @@ def pool_instructions(nest: NestLowering, op: tile.PoolOp) -> list[Compute]:
     `vmul` by the [rows][columns] reciprocal divisors when there are any."""
     offsets = nest.values(op, "views")
     toh, tow, channels = nest.values(op, "sizes")
+    if not toh:  # no rows (a line buffer's strip outside the image)
+        return []
     kh, kw = tile.ints(op.kernel)
     sh, sw = tile.ints(op.conv_strides)
     dh, dw = tile.ints(op.dilations)

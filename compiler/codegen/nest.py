@@ -193,7 +193,10 @@ class NestLowering:
         # the walk's dictionaries are keyed by id (an xDSL value's own hash is a Python call: too slow here)
         self.scope: dict[tuple[int, int], tuple[int, ...]] = {}  # (buffer, op) -> ids of the ivs (scope_loops)
         self.written = {id(written_buffer(op)) for op in nest.block.walk() if isinstance(op, tile.ComputeOp)}
-        self.loaded = {id(op.buffer) for op in nest.block.walk() if isinstance(op, tile.LoadOp)}
+        self.loaded = {id(op.buffer) for op in nest.block.walk() if isinstance(op, (tile.LoadOp, tile.CopyOp))}
+        # line buffers (a fused chain's kept rows): a compute op with nothing to do (rows outside
+        # the image) makes no job, so that no job is empty
+        self.lines = any(isinstance(op, tile.CopyOp) for op in nest.block.walk())
         self.env: dict[int, int] = {}  # index values by id of the SSA value
         self.first_last: dict[int, tuple[bool, bool]] = {}  # by id of a loop's iv
         self.entries: dict[tile.ForOp, int] = {}
@@ -255,7 +258,8 @@ class NestLowering:
     def step_of(self, op: Operation) -> Callable:
         """What executing `op` does (a function taking the op, the core and the job list)."""
         for kind, step in ((tile.ForOp, self.run_for), (tile.LoadOp, self.load_step), (tile.StoreOp, self.store_step),
-                           (tile.ComputeOp, self.compute_step), (tile.BoundOp, self.run_bound)):
+                           (tile.ComputeOp, self.compute_step), (tile.BoundOp, self.run_bound),
+                           (tile.CopyOp, self.copy_step)):
             if isinstance(op, kind):
                 return step if kind in (tile.ForOp, tile.BoundOp) else step(op)
         return lambda op, core, out: None  # buffers and relayouts: declarations
@@ -267,6 +271,7 @@ class NestLowering:
             return self.ring_load_step(op)
         function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
         env, cache, key_op, key_buffer, states = self.env, self.transfer_cache, id(op), id(buffer), self.states
+        lines = self.lines
 
         def step(op: tile.LoadOp, core: int, out: list[Job]) -> None:
             values = function(*[env[i] for i in indices])
@@ -278,6 +283,9 @@ class NestLowering:
             if loads is None:
                 pending[key_buffer] = list(found)
             else:
+                if lines:  # loads no compute op consumed (rows outside the image): what this one overwrites goes
+                    places = {(t.dst, t.dst_stride, t.shape) for t in found}
+                    loads[:] = [t for t in loads if (t.dst, t.dst_stride, t.shape) not in places]
                 loads.extend(found)
         return step
 
@@ -345,17 +353,41 @@ class NestLowering:
         self.check_inside(buffer, transfers, True)
         return transfers
 
+    def copy_step(self, op: tile.CopyOp) -> Callable:
+        """A line buffer's kept rows moved inside its one slot: an on-chip DMA that fills the
+        buffer's next occupancy from the one before (the scheduler runs it after that one's last
+        use and before the new rows are written). The buffer's contents get a new key even when
+        nothing is copied (a band's first strip), so its writers wait for the readers before."""
+        buffer = id(op.buffer)
+        kind = self.buffers[op.buffer].name
+
+        def step(op: tile.CopyOp, core: int, out: list[Job]) -> None:
+            source, target, count = self.values(op, "views", "sizes")
+            state = self.state(core)
+            self.load_events += 1
+            state.keys[buffer] = ("kept", self.load_events)
+            if count > 0:
+                transfers = [Transfer(BufRef(kind, F32 * source), (0, 0, 1), BufRef(kind, F32 * target), (0, 0, 1),
+                                      (1, 1, count))]
+                self.check_inside(op.buffer, transfers, True)
+                self.check_inside(op.buffer, [transfers[0]._replace(dst=transfers[0].src)], True)
+                state.pending.setdefault(buffer, []).extend(transfers)
+        return step
+
     def store_step(self, op: tile.StoreOp) -> Callable:
         """`run_store` with what does not change between iterations looked up once."""
         tensor, buffer, dims, kind, pad, names = self.static(op, self.slice_static)
         function, indices = compiled(*[getattr(op, name).data for name in names]), tuple(map(id, op.indices))
         env, cache, key_op, key_buffer, states = self.env, self.transfer_cache, id(op), id(buffer), self.states
+        rank = len(self.tensors[tensor].shape)
 
         def step(op: tile.StoreOp, core: int, out: list[Job]) -> None:
+            values = function(*[env[i] for i in indices])
+            if not all(values[rank:2 * rank]):  # a slice of nothing (a line buffer's prologue strip)
+                return
             job = (states.get(core) or self.state(core)).last_job.get(key_buffer)
             if job is None:
                 raise NnccError(f"layer {self.nest.layer.data}: a store of a buffer no compute op used")
-            values = function(*[env[i] for i in indices])
             found = cache.get((key_op, values))
             if found is None:
                 found = cache[key_op, values] = self.slice_transfers(op, values, False)
@@ -372,8 +404,15 @@ class NestLowering:
                  for buffer, kind in self.buffer_kinds(op)]
         indices, ivs = compute_scope(op)
         env, first_last, cache, key_op, states = self.env, self.first_last, self.compute_cache, id(op), self.states
+        skip_empty = self.lines
 
         def step(op: tile.ComputeOp, core: int, out: list[Job]) -> None:
+            key = (key_op, tuple([env[i] for i in indices]), tuple([first_last[i] for i in ivs]))
+            found = cache.get(key)
+            if found is None:
+                found = cache[key] = instructions(self, op)
+            if not found and skip_empty:  # nothing to do: no job, the loads wait for the next op
+                return
             state = states.get(core) or self.state(core)
             job = state.open_job
             if job is None:
@@ -400,10 +439,6 @@ class NestLowering:
                     else:
                         job.loads[kind] = loaded
                 last_job[buffer] = job
-            key = (key_op, tuple([env[i] for i in indices]), tuple([first_last[i] for i in ivs]))
-            found = cache.get(key)
-            if found is None:
-                found = cache[key] = instructions(self, op)
             job.compute += found
         return step
 

@@ -688,7 +688,8 @@ class Schedule:
                     dst = layout.address(dst, occupancy.slot, core)
                     src_core = 0
                     if src.__class__ is BufRef:  # a ring's kept rows, copied on chip from the data before
-                        src, src_core = layout.address(src, occupancy.source.slot, core), core
+                        source = occupancy.source or occupancy  # (its one slot: nothing before it yet)
+                        src, src_core = layout.address(src, source.slot, core), core
                     # a memory with one instance for all cores is written once, not multicast
                     cores = op.cores[:1] if dst[0] in one_instance else op.cores
                     out.append(make("dma", wait=wait, signal=signal, ch=op.engine[1], src=src, src_core=src_core,

@@ -106,13 +106,29 @@ def input_window(layers, first: int, count: int, size: int) -> int:
     return max(0, min(first + count, size) - max(first, 0))
 
 
-def hand_count_read_bytes(model, loop: tile.ForOp, halo: str = "recompute") -> int:
+def tiling(group: tile.NestOp) -> tuple[str, int, int, int, int]:
+    """(halo, output rows, rows per tile, output columns, columns per tile) of a chain's nest;
+    halo "lines" for line buffers (a loop of bands of columns, inside it one of strips)."""
+    loops = [[a.name_hint for a in op.block.args[::2]] for op in group.body.walk() if isinstance(op, tile.ForOp)]
+    bounds = {name: (high, step) for op in group.body.walk() if isinstance(op, tile.ForOp)
+              for name, (_, high, step) in zip([a.name_hint for a in op.block.args[::2]], op.bounds)}
+    halo = "lines" if ["oh"] in loops else group.attributes["halo"].data
+    loops = bounds
+    return (halo, *loops["oh"], *loops["ow"])
+
+
+def hand_count_read_bytes(model, group: tile.NestOp, halo: str | None = None) -> int:
     """Each tile's input window clipped to the image (a cached halo: each band of tiles reads its
-    rows of the image once, whole-width strips every row once), then every weight and bias once."""
+    rows of the image once, whole-width strips every row once; line buffers: each band of columns
+    every row of its columns once), then every weight and bias once."""
     n, c, h, w = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
-    (_, _, nn_), (_, oh, toh), (_, ow, tow) = zip(*(tile.ints(loop.lower), tile.ints(loop.upper), tile.ints(loop.step)))
+    found, oh, toh, ow, tow = tiling(group)
+    halo = halo or found
     layers = windows(model)
-    if halo == "cache" and tow < ow:
+    if halo == "lines":
+        elements = sum(n * c * input_window(layers, 0, oh, h) * input_window(layers, q, tow, w)
+                       for q in range(0, ow, tow))
+    elif halo == "cache" and tow < ow:
         elements = sum(n * c * input_window(layers, r, min(toh, oh - r), h) * input_window(layers, 0, ow, w)
                        for r in range(0, oh, toh))
     elif halo == "cache":
@@ -129,15 +145,13 @@ def test_chain_runs_as_one_nest(name, target_name):
     model = chain_model(name)
     module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
     (group,) = nests(module)
-    halo = group.attributes["halo"].data
-    assert group.attributes["op"].data == "fused.group" and halo in ("recompute", "cache")
+    assert group.attributes["op"].data == "fused.group" and group.attributes["halo"].data in ("recompute", "cache")
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
     # the intermediates never leave the chip; the weights are read once, each tile's window once
     assert result.write_bytes["DRAM"] == 4 * expected.size
-    (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
-    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop, halo)
+    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, group)
     prediction = program.predictions[0]
     assert prediction["predicted_cycles"] == result.layers[0].cycles
     assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
@@ -170,9 +184,66 @@ def test_cached_input_halo(name, tiles, target_name, monkeypatch):
     prediction = program.predictions[0]
     assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
     if target(target_name).cores == 1:
-        (loop,) = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
-        assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, loop, "cache")
-        assert result.read_bytes["DRAM"] < hand_count_read_bytes(model, loop)
+        assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, group, "cache")
+        assert result.read_bytes["DRAM"] < hand_count_read_bytes(model, group, "recompute")
+
+
+def hand_count_line_macs(model, group: tile.NestOp) -> int:
+    """The MACs of a chain with line buffers: every conv computes each row of its output window
+    inside the image once per band of columns (no halo rows recomputed), over the window's columns
+    (its padding columns too, overwritten after); the last conv its output rows once."""
+    n, _, h, _ = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    _, oh, _, ow, tow = tiling(group)
+    layers, convs = windows(model), [node for node in model.graph.node if node.op_type in ("Conv", "MaxPool",
+                                                                                         "AveragePool")]
+    weights = {i.name: i.dims for i in model.graph.initializer}
+    heights = [h]
+    for kernel, stride, pad, dilation in layers:
+        heights.append((heights[-1] + 2 * pad - (kernel - 1) * dilation - 1) // stride + 1)
+    macs = 0
+    for k, node in enumerate(convs):
+        if node.op_type != "Conv":
+            continue
+        o, ci, kh, kw = weights[node.input[1]]
+        rows = input_window(layers[k + 1:], 0, oh, heights[k + 1])
+        columns = tow
+        for kernel, stride, _, dilation in reversed(layers[k + 1:]):
+            columns = (columns - 1) * stride + (kernel - 1) * dilation + 1
+        macs += n * (ow // tow) * rows * columns * o * ci * kh * kw
+    return macs
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+@pytest.mark.parametrize("tiles", [(1, 0), (2, 2)], ids=["whole_width_strips", "two_bands"])
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_line_buffers(name, tiles, target_name, monkeypatch):
+    """Line buffers (`halo = "cache"`, every window that shares rows with the strip before a
+    `ring`): bands of columns walked down, each strip copying the rows its windows keep on chip
+    and computing only the new rows of every layer. Outputs as onnxruntime's on every target; each
+    band reads its columns of every image row once, every intermediate row inside the image is
+    computed once per band (the MACs, counted by hand), and the prediction is the simulation."""
+    from nncc.compiler.codegen import chain_nest
+
+    model = chain_model(name)
+    last = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    toh, tow = tiles[0], last[3] // tiles[1] if tiles[1] else last[3]
+    monkeypatch.setattr(chain_nest, "tile_candidates",
+                        lambda lowering, stages: [chain_nest.ChainTiles(toh, tow, halo="cache", lines=True)])
+    module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
+    (group,) = nests(module)
+    assert group.attributes["halo"].data == "cache" and tiling(group)[0] == "lines"
+    # the windows that keep rows (after the 2x2 average pool of dilated_avg, none but the input)
+    copies = [op for op in group.body.walk() if isinstance(op, tile.CopyOp)]
+    assert len(copies) == {"vgg_head": 2, "stem": 1, "dilated_avg": 0}[name]
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
+    assert result.write_bytes["DRAM"] == 4 * expected.size
+    assert result.read_bytes["DRAM"] == hand_count_read_bytes(model, group)
+    assert result.macs == hand_count_line_macs(model, group)
+    prediction = program.predictions[0]
+    assert prediction["predicted_cycles"] == result.layers[0].cycles
+    assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
 
 
 @pytest.mark.parametrize("target_name", ["edge", "vector"])
@@ -235,10 +306,9 @@ def test_tail_in_channel_blocks(outer, target_name, monkeypatch):
     assert prediction["predicted_cycles"] == result.layers[0].cycles
     assert prediction["predicted_dram_read_bytes"] == result.read_bytes["DRAM"]
     if target_name == "edge":
-        (spatial,) = [loop for loop in loops if len(tile.ints(loop.step)) == 3]
         tiles = 2 * 3 * 2  # images x row tiles x column tiles
         weights = 4 * sum(math.prod(i.dims) for i in model.graph.initializer)
-        windows = hand_count_read_bytes(model, spatial) - weights
+        windows = hand_count_read_bytes(model, group) - weights
         block = 4 * (8 * 9 * 4 + 4)  # a block of the tail conv's weights and bias
         reloaded = 0 if outer else (tiles - 1) * 2 * block
         assert result.read_bytes["DRAM"] == windows * (4 if outer else 1) + weights + reloaded

@@ -1,13 +1,14 @@
 // RUN: rm -rf %t && mkdir -p %t && cp %s %t/in.mlir
 // RUN: python -c "import numpy as np; r = np.random.default_rng(0); f = lambda *s: r.standard_normal(s).astype('f4'); np.savez('%t/in.weights.npz', w1=f(8, 3, 3, 3), b1=f(8), w2=f(8, 8, 3, 3), b2=f(8), w3=f(16, 8, 3, 3), b3=f(16))"
-// RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=edge},fuse-groups{always=true}' | filecheck %s
-// RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=edge},fuse-groups{always=true},tile-layers,double-buffer,lower-to-isa' | filecheck %s --check-prefix=ISA
+// RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=fusion},fuse-groups{always=true}' | filecheck %s
+// RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=fusion},fuse-groups{always=true},tile-layers,double-buffer,lower-to-isa' | filecheck %s --check-prefix=ISA
 // RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=edge},tile-layers' | filecheck %s --check-prefix=LAYERS
 // fuse-groups writes a chain of full convs and a max pool (VGG's conv1_1, conv1_2, pool1, conv2_1
 // in small: the fused-layer schedule of Alwani et al.) as one nest: 2-D tiles of the last conv's
 // output, the first conv's input window with every layer's halo in both dimensions (its padding
 // as slice bounds), each layer computed over the whole window its consumer reads (halo rows and
-// columns recomputed: halo = "recompute"), the rows and columns outside the image then filled
+// columns recomputed: halo = "recompute", the fastest on `fusion` here; line buffers instead:
+// fuse_groups_lines.mlir), the rows and columns outside the image then filled
 // with the consumer's padding. Every conv's weights are one resident buffer (one slot, whatever
 // double-buffer says) loaded with the same slice by every tile: read from DRAM once (the last
 // conv's, the tail, may come in blocks of output channels instead: not here). Only the input,
@@ -31,14 +32,14 @@ builtin.module attributes {nn.weights = "in.weights.npz"} {
 
 // CHECK:      %c3 = tile.nest "c1+c2+p+c3" (%x, %w1, %b1, %w2, %b2, %w3, %b3) -> tensor<1x16x4x4xf32> attributes {op = "fused.group", onnx_nodes = ["conv1", "conv2", "pool", "conv3"], halo = "recompute", fusion = {cycles = [{{[0-9]+}} : i64, {{[0-9]+}} : i64], dram_bytes = [{{[0-9]+}} : i64, {{[0-9]+}} : i64]}} {
 // CHECK:        %W1p = tile.relayout %W1 shape [1, 8, 3, 3, 3] permutation [0, 3, 4, 2, 1]
-// CHECK:        %in = tile.buffer "input" slots 1 : memref<[[R0:[0-9]+]]x[[C0:[0-9]+]]x3xf32, "BUF">
-// CHECK-NEXT:   %wt1 = tile.buffer "weight" slots 1 shared resident : memref<224xf32, "BUF">
-// CHECK-NEXT:   %m1 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C1:[0-9]+]]x8xf32, "BUF">
-// CHECK-NEXT:   %wt2 = tile.buffer "weight" slots 1 shared resident : memref<584xf32, "BUF">
-// CHECK-NEXT:   %m2 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C2:[0-9]+]]x8xf32, "BUF">
-// CHECK-NEXT:   %m3 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C3:[0-9]+]]x8xf32, "BUF">
-// CHECK-NEXT:   %wt3 = tile.buffer "weight" slots 1 shared resident : memref<1168xf32, "BUF">
-// CHECK-NEXT:   %out = tile.buffer "output" slots 1 : memref<{{[0-9]+}}x[[TOW:[0-9]+]]x16xf32, "BUF">
+// CHECK:        %in = tile.buffer "input" slots 1 : memref<[[R0:[0-9]+]]x[[C0:[0-9]+]]x3xf32, "IBUF">
+// CHECK-NEXT:   %wt1 = tile.buffer "weight" slots 1 shared resident : memref<224xf32, "WBUF">
+// CHECK-NEXT:   %m1 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C1:[0-9]+]]x8xf32, "IBUF">
+// CHECK-NEXT:   %wt2 = tile.buffer "weight" slots 1 shared resident : memref<584xf32, "WBUF">
+// CHECK-NEXT:   %m2 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C2:[0-9]+]]x8xf32, "OBUF">
+// CHECK-NEXT:   %m3 = tile.buffer "intermediate" slots 1 : memref<{{[0-9]+}}x[[C3:[0-9]+]]x8xf32, "IBUF">
+// CHECK-NEXT:   %wt3 = tile.buffer "weight" slots 1 shared resident : memref<1168xf32, "WBUF">
+// CHECK-NEXT:   %out = tile.buffer "output" slots 1 : memref<{{[0-9]+}}x[[TOW:[0-9]+]]x16xf32, "OBUF">
 // CHECK-NEXT:   tile.for %n[%tn] = 0 to 1 step 1, %oh[%toh] = 0 to 4 step {{[0-9]+}}, %ow[%tow] = 0 to 4 step [[TOW]] cores 1 order naive {
 // CHECK-NEXT:     %row_low3 = tile.max [%oh - 1, 0]
 // CHECK-NEXT:     %row_high3 = tile.min [%oh + %toh + 1, 4]

@@ -35,7 +35,7 @@
 // ISA-NOT:  src_mem = "DRAM", src_addr = {{[0-9]+}} : i64, src_core = 0 : i64, src_stride = array<i64: 8, 1, 64>
 
 // NORING: tile.nest y: halo = "cache" goes with a ring buffer (the cached halo rows), and only with one
-// SLOTS:  tile.buffer: a ring buffer is an input buffer of 1 slot, not resident
+// SLOTS:  tile.buffer: a ring buffer is an input or intermediate buffer of 1 slot, not resident
 
 builtin.module attributes {nn.weights = "in.weights.npz"} {
   func.func @main(%x: tensor<1x8x8x8xf32>) -> tensor<1x8x8x8xf32> {
