@@ -32,7 +32,7 @@ tiling, vectorisation and double-buffered DMA as the forward layers:
   ones; `nn.max_pool_backward`: per window tap, the mask of the first maximum (from
   `nn.step` of the tap minus the recomputed max), the masked gradients stacked and put in
   place by one transpose when the windows tile the input (stride = kernel, no pads: VGG's,
-  ResNet's 2x2 pools), else scattered by one depthwise conv backward-data with one-hot kernels;
+  ResNet's 2x2 pools), else scattered by one grouped conv backward-data with one-hot kernels (a phases nest);
 - the losses and their gradients (the cross-entropy as -sum(target * logits) + max(logits) -
   log(max(softmax)), so no logarithm of a tiny probability), `nn.scale`. `nn.sgd` is left to
   the back end (one pass over each weight, `training_nest.sgd_nest`).

@@ -322,11 +322,11 @@ class PhaseConv:
 
 def phase_convs(op) -> list[PhaseConv] | None:
     """The phases of a strided backward-data (rows major; those with no positions left out), or
-    None when this module does not write it (stride 1, or depthwise-like groups)."""
+    None when this module does not write it (stride 1, or one output-gradient channel per group: depthwise)."""
     (sh, sw), group = nn.ints(op.strides), op.group.value.data
     o, cg, _, _ = nn.shape_of(op.weight)
     _, _, h, w = nn.shape_of(op.result)
-    if (sh, sw) == (1, 1) or (group > 1 and min(cg, o // group) < 2):
+    if (sh, sw) == (1, 1) or (group > 1 and o // group < 2):
         return None
     phases = output_phases(op)
     return [PhaseConv(r, q, rows, cols, (len(range(r, h, sh)), len(range(q, w, sw))))

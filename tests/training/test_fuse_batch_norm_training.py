@@ -76,7 +76,7 @@ def test_the_fused_ops_in_the_ir(model, capsys):
     assert ir.count("= fused.batch_norm_factors") == 4
     # the block's end (bn3, the shortcut's BatchNorm, the add, the ReLU) in one pass; relu1's and
     # relu2's outputs recomputed in the backward for the backward-filters; ReLU backwards fused
-    assert ir.count("= fused.batch_norm_apply %conv3_y, %bn3_y_1_1, %bn3_y_1_2 plus %down_y") == 1
+    assert ir.count("= fused.batch_norm_apply %conv3_y, %bn3_y.1_1, %bn3_y.1_2 plus %down_y") == 1
     # relu1's and relu2's outputs recomputed for the backward-filters (relu1's: conv2's pads it;
     # relu2's: the cost model times the recompute faster than conv3's pre-processing at this size)
     assert ir.count("_recompute = fused.batch_norm_apply") == 2 and ir.count("= fused.batch_norm_apply") == 3
