@@ -563,8 +563,12 @@ def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bo
     dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds
     dram = (x_bytes + dy_bytes) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
     channel = dy_bytes * min(lowering.cores, c_tiles) / (target.dma.bandwidth_bytes_per_cycle * target.dma.channels)
+    # every DMA holds its channel for its latency: a step loads x per tap and channel (one box
+    # each), and dy per image
+    boxes = oc_tiles * rounds * steps * (taps * t.channels + s.n)
+    issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / target.dma.channels
     first = F32 * k * (t.outputs + m) / target.dma.bandwidth_bytes_per_cycle
-    return max(compute, dram, channel) + first
+    return max(compute, dram, channel + issue) + first
 
 
 def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False) -> FilterTiles:
