@@ -152,7 +152,14 @@ class RowBuffers:
         return misses
 
     def misses(self, pages: np.ndarray) -> int:
-        """`visit` of many pages (consecutive duplicates removed), with numpy."""
+        """`visit` of many pages, with numpy."""
+        return int(np.count_nonzero(self.miss_flags(pages)))
+
+    def miss_flags(self, pages: np.ndarray) -> np.ndarray:
+        """Whether each visit of `pages` (in order) misses its bank's open row; updates the open
+        rows (`visit`, with numpy: each bank's rows in visit order against the one before)."""
+        if not pages.size:
+            return np.zeros(0, dtype=bool)
         banks = pages % self.banks
         rows = pages // self.banks
         order = np.argsort(banks, kind="stable")
@@ -165,7 +172,33 @@ class RowBuffers:
         last_of_bank = np.concatenate((new_bank[1:], [True]))
         for bank, row in zip(banks[last_of_bank].tolist(), rows[last_of_bank].tolist()):
             self.open_rows[bank] = row
-        return int(np.count_nonzero(rows != previous))
+        flags = np.empty(pages.size, dtype=bool)
+        flags[order] = rows != previous
+        return flags
+
+    def walk_runs(self, starts: np.ndarray, lengths: np.ndarray, owners: np.ndarray,
+                  accesses: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bursts, row misses) of each of `accesses` accesses, walked in order as `walk` walks
+        each in turn: the runs `starts`/`lengths` (bytes), run j belonging to access `owners[j]`
+        (non-decreasing). Updates the open rows."""
+        burst = self.burst_bytes
+        first = starts // burst
+        last = (starts + lengths - 1) // burst
+        per_run = last - first + 1
+        if first.size > 1:  # a run starting in the burst its access's previous run ended in
+            per_run[1:] -= (first[1:] == last[:-1]) & (owners[1:] == owners[:-1])
+        bursts = np.bincount(owners, weights=per_run, minlength=accesses).astype(np.int64)
+        if not self.row_bytes:
+            return bursts, np.zeros(accesses, dtype=np.int64)
+        first_page, last_page = first // self.bursts_per_page, last // self.bursts_per_page
+        spans = last_page - first_page + 1
+        if (spans == 1).all():  # every run inside one page (the common case)
+            pages, page_owners = first_page, owners
+        else:
+            within = np.arange(int(spans.sum()), dtype=np.int64) - np.repeat(np.cumsum(spans) - spans, spans)
+            pages, page_owners = np.repeat(first_page, spans) + within, np.repeat(owners, spans)
+        misses = np.bincount(page_owners, weights=self.miss_flags(pages), minlength=accesses)
+        return bursts, misses.astype(np.int64)
 
 
 def dram_energy_pj(dram: Dram, read_bytes: int, write_bytes: int, read_bursts: int, write_bursts: int,

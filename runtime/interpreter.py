@@ -13,7 +13,6 @@ a program that forgets a synchronisation reads stale data, as real hardware woul
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections import deque
@@ -25,7 +24,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from nncc.runtime import isa
-from nncc.runtime.dram import RowBuffers, access_runs, contiguous_bytes, dram_energy_pj, dram_order
+from nncc.runtime.dram import RowBuffers, dram_energy_pj
+from nncc.runtime.dram_walk import ROLES, DramWalk, dram_sides
 from nncc.runtime.faults import MachineFault
 from nncc.runtime.memory import Fault, Memories, check_tile_size
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
@@ -36,9 +36,7 @@ from nncc.support import progress
 from nncc.support.errors import NnccError
 
 
-DRAM_ROLES = ("input", "weight", "output", "intermediate")
-"""What a DRAM byte belongs to: a program symbol of that kind, else `intermediate` (feature maps
-between layers, and anything a layer spills)."""
+DRAM_ROLES = ROLES  # what a DRAM byte belongs to (runtime/dram_walk.py)
 
 
 @dataclass
@@ -61,14 +59,6 @@ class DramCounters:
     @property
     def hit_rate(self) -> float:
         return self.hits / self.bursts if self.bursts else 0.0
-
-    def add(self, is_write: bool, bursts: int, misses: int, role: str, nbytes: int) -> None:
-        if is_write:
-            self.write_bursts += bursts
-        else:
-            self.read_bursts += bursts
-        self.activations += misses
-        self.role_bytes[role][is_write] += nbytes
 
     def energy_pj(self, dram: Dram) -> dict[str, float]:
         read = sum(pair[0] for pair in self.role_bytes.values())
@@ -178,12 +168,8 @@ class Interpreter:
         self.tokens: list[list[int]] = [[] for _ in range(isa.MAX_SEMAPHORES)]
         self.free: dict[str, int] = {}
         self.pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        self.rows = RowBuffers(self.target.dram)
-        self.layouts: dict[tuple, tuple] = {}  # DMA boxes' DRAM sides by (src, dst, shape, pad, strides): `dram_sides`
+        self.layouts: dict[tuple, list] = {}  # DMAs' DRAM sides by their kind (`Effect.key`): `walk_dram`
         self.engines: dict[Any, str] = {}  # engine names by DMA channel or (core, unit): `engine_of`, found once
-        regions = sorted((s.addr, s.addr + s.nbytes, s.kind) for s in program.symbols)
-        self.region_starts = [start for start, _, _ in regions]
-        self.regions = regions
         self.barrier_time = 0
         self.sequence = 0  # orders pending writes that complete in the same cycle
         self.result = RunResult(program, {})
@@ -193,6 +179,7 @@ class Interpreter:
         self.energies: dict[Any, float] = {}  # a compute kind's energy (pJ)
         self.dram_counters: list[DramCounters] = [self.result.dram]  # a layer's DRAM counters
         self.spans: list[list[int]] = [[-1, 0]]  # (first start, last end) of every layer
+        self.dram_walk = DramWalk(RowBuffers(self.target.dram), program.symbols, self.dram_counters)
 
     # ---- inputs and outputs
 
@@ -258,6 +245,7 @@ class Interpreter:
                 queue.append((index, ins, layer))
         self.drain(queues)
         self.flush(math.inf)
+        self.dram_walk.count()
         self.finish_accounts()
         result.instructions = len(self.program.instructions)
         result.outputs = self.read_outputs()
@@ -323,8 +311,8 @@ class Interpreter:
             else:
                 del queues[engine]
                 del heads[engine]
-            for semaphores in (wait, signal):
-                for semaphore in semaphores:
+            if wait or signal:
+                for semaphore in (*wait, *signal):
                     for other in waiters.get(semaphore, ()):
                         look(other)
             done += 1
@@ -360,7 +348,7 @@ class Interpreter:
             if mnemonic == "dma":
                 effect = dma(self.memories, ins)  # checks the box's size before filling a padded box
                 end = self.dma_model.finish_time(start, *effect.transfer)
-                self.walk_dram(ins, layer)
+                self.walk_dram(ins, effect.key, layer)
                 energy = 0.0
             else:
                 effect = SEMANTICS[mnemonic](self.memories, ins)
@@ -381,64 +369,15 @@ class Interpreter:
             self.result.trace.append(TraceEvent(engine, mnemonic, index, start, end, name))
         return end
 
-    def walk_dram(self, ins: Any, layer: int) -> None:
-        """The DRAM side of a DMA through the row buffers (runtime/dram.py), counted for its layer
-        (and so in total), its bytes by the role of the symbol they belong to."""
-        src_space, src_addr = ins.src
-        dst_space, dst_addr = ins.dst
-        key = (src_space, dst_space, ins.shape, ins.pad, ins.src_stride, ins.dst_stride)
+    def walk_dram(self, ins: Any, key: tuple, layer: int) -> None:
+        """Record the DRAM sides of a DMA for its layer (`DramWalk` counts them in order). `key`:
+        the DMA's kind (`Effect.key`: spaces, box, padding, strides, copies)."""
         sides = self.layouts.get(key)
         if sides is None:
-            sides = self.layouts[key] = dram_sides(*key)
-        counter = self.dram_counters[layer + 1]
-        for is_write, layout in sides:
-            addr = dst_addr if is_write else src_addr
-            nbytes, offsets, lengths, span, box = layout
-            if nbytes is not None:  # one run: no arrays
-                bursts, misses = self.rows.walk_contiguous(addr, nbytes)
-                roles = self.roles_of_range(addr, nbytes)
-            else:
-                bursts, misses = self.rows.walk_box(addr, offsets, lengths, box)
-                whole = self.roles_of_range(addr + span[0], span[1] - span[0])
-                roles = [(whole[0][0], span[2])] if whole is not None else None
-            if roles is None:
-                roles = self.roles(addr + offsets, lengths)
-            for role, nbytes in roles:
-                counter.add(is_write, bursts, misses, role, nbytes)
-                bursts = misses = 0  # counted once, with the first role
-
-    def roles_of_range(self, lo: int, nbytes: int) -> list[tuple[str, int]] | None:
-        """(role, bytes) of the bytes [lo, lo + nbytes) when they are all in one symbol or all in no
-        symbol; else None."""
-        hi = lo + nbytes
-        index = bisect.bisect_right(self.region_starts, lo) - 1
-        if index >= 0 and hi <= self.regions[index][1]:
-            return [(self.regions[index][2], nbytes)]
-        following = index + 1
-        if (following >= len(self.regions) or hi <= self.regions[following][0]) and \
-                (index < 0 or lo >= self.regions[index][1]):
-            return [("intermediate", nbytes)]
-        return None
-
-    def roles(self, starts: np.ndarray, lengths: np.ndarray) -> list[tuple[str, int]]:
-        """(role, bytes) of an access's runs: the kind of the symbol each byte is in, else intermediate."""
-        lo, hi = int(starts.min()), int((starts + lengths).max())
-        whole = self.roles_of_range(lo, hi - lo)
-        if whole is not None:
-            return [(whole[0][0], int(lengths.sum()))]
-        found: dict[str, int] = {}  # the access spans several regions: run by run, byte-exact
-        for run_start, length in zip(starts.tolist(), lengths.tolist()):
-            position, end = run_start, run_start + length
-            while position < end:
-                k = bisect.bisect_right(self.region_starts, position) - 1
-                if k >= 0 and position < self.regions[k][1]:
-                    stop, role = min(end, self.regions[k][1]), self.regions[k][2]
-                else:
-                    stop = min(end, self.region_starts[k + 1]) if k + 1 < len(self.regions) else end
-                    role = "intermediate"
-                found[role] = found.get(role, 0) + stop - position
-                position = stop
-        return list(found.items())
+            sides = self.layouts[key] = [(is_write, *self.dram_walk.side(is_write, box, strides))
+                                         for is_write, box, strides in dram_sides(*key[:6])]
+        for is_write, side, runs in sides:
+            self.dram_walk.record(side, runs, ins.dst[1] if is_write else ins.src[1], layer + 1)
 
     def account(self, effect: Effect, engine: str, start: int, end: int, layer: int) -> None:
         """Count an executed instruction: its engine's busy cycles, its layer's span, and one more
@@ -493,29 +432,6 @@ class Interpreter:
             for role, (read, written) in stats.dram.role_bytes.items():
                 total.role_bytes[role][0] += read
                 total.role_bytes[role][1] += written
-
-
-def dram_sides(src_space: str, dst_space: str, shape: tuple[int, ...], pad: tuple[int, ...],
-               src_stride: tuple[int, ...], dst_stride: tuple[int, ...]) -> list[tuple[bool, tuple]]:
-    """(is write, `dram_layout` + its key) of each DRAM side of a DMA: its source without the
-    padding (none when the box is all padding), its destination."""
-    sides = []
-    if src_space == "DRAM":
-        inner = tuple(n - pad[2 * d] - pad[2 * d + 1] for d, n in enumerate(shape))
-        if min(inner) > 0:
-            sides.append((False, (*dram_layout(inner, src_stride), (inner, src_stride))))
-    if dst_space == "DRAM":
-        sides.append((True, (*dram_layout(shape, dst_stride), (shape, dst_stride))))
-    return sides
-
-
-def dram_layout(box: tuple[int, ...], box_strides: tuple[int, ...]) -> tuple:
-    """A DMA's DRAM side relative to its address, walked in `dram_order`: (bytes if one contiguous
-    run else None, run offsets, run lengths, (first byte, end, bytes) of the runs)."""
-    shape, strides = dram_order(box, box_strides)
-    offsets, lengths = access_runs(0, shape, strides)
-    span = (int(offsets.min()), int((offsets + lengths).max()), int(lengths.sum()))
-    return contiguous_bytes(shape, strides), offsets, lengths, span
 
 
 def _dram_size(program: Program) -> int:

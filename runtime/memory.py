@@ -62,11 +62,15 @@ class Memories:
 
     def view(self, space: str, core: int, addr: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
         """A strided view of a tile; faults if misaligned, empty, too large or outside the memory."""
-        key = (space, core, addr, shape, strides)
-        found = self.views.get(key)
-        if found is not None:
-            return found
-        array = self.array(space, core)
+        if space == "DRAM":  # DRAM views are not kept (addresses rarely recur)
+            key = None
+            array = self.dram
+        else:
+            key = (space, core, addr, shape, strides)
+            found = self.views.get(key)
+            if found is not None:
+                return found
+            array = self.array(space, core)
         if addr & 3:
             raise Fault(f"misaligned address {space}[{addr:#x}] (must be a multiple of 4)")
         extent = self.extents.get((shape, strides))
@@ -84,7 +88,7 @@ class Memories:
                 where = f"ends at byte {4 * last + 4:#x}, beyond {space} size {4 * array.size:#x}"
             raise Fault(f"{kind}: tile {space}[{addr:#x}] shape {','.join(map(str, shape))} {where}")
         view = np.ndarray(shape, np.float32, array, base << 2, byte_strides)
-        if space != "DRAM":
+        if key is not None:
             self.views[key] = view
         return view
 

@@ -8,6 +8,7 @@ its work (MACs, elementwise operations, issue cycles on its unit). The interpret
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,12 @@ def _effect(mem: Memories, ins: Any) -> Effect:
     """The effect of a compute instruction, counted (bytes, work, cycles) unless an instruction of
     the same `timing_key` was: those depend on its shapes, strides and memories, not addresses."""
     key = timing_key(ins)
-    return Effect(key=key, counted=key not in mem.counts)
+    if key in mem.counts:  # its counts are the first's (`_finish`)
+        return Effect([], _NONE, _NONE, key=key, counted=False)
+    return Effect(key=key)
+
+
+_NONE: dict[str, int] = {}  # an uncounted effect's bytes until `_finish`: never written
 
 
 def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
@@ -132,7 +138,7 @@ def _finish(mem: Memories, ins: Any, effect: Effect) -> Effect:
     return effect
 
 
-_TIMING_FIELDS: dict[type, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+_TIMING_FIELDS: dict[type, tuple[Callable, Callable]] = {}
 
 
 def timing_key(ins: Any) -> tuple:
@@ -142,12 +148,18 @@ def timing_key(ins: Any) -> tuple:
     fields = _TIMING_FIELDS.get(cls)
     if fields is None:
         operands = cls.DEF.operands
-        plain = tuple(i for i, o in enumerate(operands)
-                      if o.kind != isa.Kind.REF and o.name not in ("wait", "signal", "core"))
-        refs = tuple(i for i, o in enumerate(operands) if o.kind == isa.Kind.REF)
-        fields = _TIMING_FIELDS[cls] = (plain, refs)
+        plain = [i for i, o in enumerate(operands) if o.kind != isa.Kind.REF and o.name not in ("wait", "signal", "core")]
+        refs = [i for i, o in enumerate(operands) if o.kind == isa.Kind.REF]
+        fields = _TIMING_FIELDS[cls] = (_getter(plain), _getter(refs))
     plain, refs = fields
-    return (cls, *[ins[i] for i in plain], *[ins[i][0] for i in refs])
+    return (cls, plain(ins), *[ref[0] for ref in refs(ins)])
+
+
+def _getter(indices: list[int]) -> Callable[[tuple], tuple]:
+    """The fields `indices` of a tuple, as a tuple (itemgetter returns one field alone)."""
+    if len(indices) == 1:
+        return lambda values, index=indices[0]: (values[index],)
+    return itemgetter(*indices) if indices else lambda values: ()
 
 
 def ins_operand(ins: Any):
@@ -184,14 +196,14 @@ def matmul(mem: Memories, ins: Any) -> Effect:
     b = _tile(mem, ins, ins.b, (batch, k, n), ins.b_stride, effect)
     if ins.acc:
         c = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect)
-        result = c + np.matmul(a, b)
+        result = np.matmul(a, b)
+        result += c  # in place: the same sums as c + a @ b
     else:
         result = np.matmul(a, b)
-    epilogue = matmul_epilogue_cost(ins)
-    if epilogue and unit.kind != "vector":
+    if effect.counted and matmul_epilogue_cost(ins) and unit.kind != "vector":  # the key holds unit, bias and act
         raise Fault(f"unit {ins.unit} is a matrix unit: it has no bias/act epilogue (use a vector unit)")
     if ins.bias != isa.NO_REF:
-        result = result + _tile(mem, ins, ins.bias, (batch, m, n), ins.bias_stride, effect)
+        result += _tile(mem, ins, ins.bias, (batch, m, n), ins.bias_stride, effect)
     if ins.act != "none":
         with np.errstate(all="ignore"):
             result = _activation(ins.act, result, ins.p0, ins.p1)
@@ -199,7 +211,7 @@ def matmul(mem: Memories, ins: Any) -> Effect:
     effect.writes.append((c_out, result))
     if effect.counted:
         effect.macs = instruction_macs("matmul", ins_operand(ins))
-        effect.ops = batch * m * n * epilogue
+        effect.ops = batch * m * n * matmul_epilogue_cost(ins)
         if unit.micro_kernel:
             _kernel_accesses(unit, ins, effect)
     return _finish(mem, ins, effect)
