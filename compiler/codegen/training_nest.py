@@ -240,7 +240,8 @@ def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     gemm = forward_conv_shape(op)
     conv = backward_filter_shape(op, lowering)
     builders = {"gemm": lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm), slots)}
-    if gemm.strides[1] > 1:  # x's strided columns read as whole rows, subsampled on chip
+    if gemm.strides[1] > 1 and subsampled_tiles_fit(lowering, gemm):  # x's strided columns read as
+        # whole rows, subsampled on chip (when some tiling of those rows fits: not a 224 stem's)
         builders["gemm, rows subsampled"] = lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm, True), slots,
                                                                     True)
     if conv is not None:
@@ -252,6 +253,15 @@ def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
         lowering.cost_cache[key] = min(builders, key=lambda name: rank(predict(probe, builders[name](probe)),
                                                                        lowering.objective))
     return builders[lowering.cost_cache[key]](lowering)
+
+
+def subsampled_tiles_fit(lowering: Lowering, s: ConvShape) -> bool:
+    """Whether some tiling of the subsampled gemm fits (whole staged rows of a wide stem can't)."""
+    try:
+        filter_tiles(lowering, s, True)
+    except NnccError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- strided backward-data: phases
