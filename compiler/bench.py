@@ -842,24 +842,29 @@ def training_phase(row: dict) -> str | None:
 def training_rows(report: dict, model: onnx.ModelProto) -> list[dict]:
     """Per conv/FC layer and phase: cycles, MACs, MAC efficiency and the roofline bound (all MAC
     units busy, or DRAM moving the layer's input, weights and output once: each phase touches
-    tensors of those three sizes, x, W, y -> dy, W, dx -> x, dy, dW)."""
+    tensors of those three sizes, x, W, y -> dy, W, dx -> x, dy, dW). A phase in several layers
+    (a backward-filter's partial sums and their sum) is one row of their cycles and MACs."""
     from nncc.runtime.target import load_target
 
     target = load_target("vector")
     info = node_info(model)
-    rows = []
+    totals: dict[tuple[str, str], list[int]] = {}
     for row in report["layers"]:
         phase = training_phase(row)
         node = next((n for n in row["onnx_nodes"] if info.get(n, ("",))[0] in ("Conv", "Gemm")), None)
         if phase is None or node is None or not row["cycles"]:
             continue
-        macs = row["macs"]
+        total = totals.setdefault((node, phase), [0, 0])
+        total[0] += row["macs"]
+        total[1] += row["cycles"]
+    rows = []
+    for (node, phase), (macs, cycles) in totals.items():
         bound = max(macs / target.mac_units, info[node][1] / target.dram_bytes_per_cycle)
         rows.append({"node": node, "kind": "conv" if info[node][0] == "Conv" else "fc", "phase": phase,
-                     "macs": macs, "cycles": row["cycles"], "efficiency": 100 * macs / (row["cycles"] * target.mac_units),
+                     "macs": macs, "cycles": cycles, "efficiency": 100 * macs / (cycles * target.mac_units),
                      "bound_cycles": int(bound),
                      "bound": "compute" if macs / target.mac_units >= info[node][1] / target.dram_bytes_per_cycle
-                     else "DRAM", "of_bound": 100 * bound / row["cycles"]})
+                     else "DRAM", "of_bound": 100 * bound / cycles})
     return rows
 
 

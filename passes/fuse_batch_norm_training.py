@@ -419,5 +419,6 @@ def pre_processing_pays(lowering, z: fused.BatchNormApplyOp, readers, pres) -> b
     fused_cycles = sum(predict(probe, bn_nest.backward_filter_pre_nest(probe, pre)).cycles for pre in pres)
     plain_cycles = predict(probe, bn_nest.apply_nest(probe, z, probe.buffers)).cycles
     for reader in readers:
-        plain_cycles += predict(probe, training_nest.backward_nest(probe, reader, probe.buffers)).cycles
+        nests = training_nest.backward_nests(probe, reader, probe.buffers)
+        plain_cycles += sum(predict(probe, nest).cycles for nest in nests)
     return fused_cycles < plain_cycles

@@ -52,13 +52,13 @@ from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.nest_builder import replace_op
 from nncc.compiler.codegen.search_pool import conv_search, search_ahead
-from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nest
+from nncc.compiler.codegen.training_nest import BACKWARD_CONVS, backward_nests
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
     CORES_ATTR, OBJECTIVE_ATTR, OBJECTIVES, ORDER_ATTR, ORDERS, SIZED_FOR_ATTR, decide, module_target, walk_order,
 )
-from nncc.dialects import tile
+from nncc.dialects import nn, tile
 from nncc.runtime.program import Program
 from nncc.support import progress
 from nncc.support.errors import NnccError
@@ -120,7 +120,12 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
         replace_with_pool_nest(lowering, layer)
         return None
     if layer.name in BACKWARD_CONVS:  # conv backward-data and backward-filter kept by lower-training-ops
-        return replace_op(layer, backward_nest(lowering, layer, lowering.buffers))
+        *partials, last = backward_nests(lowering, layer, lowering.buffers)
+        for nest in partials:  # a backward-filter's partial sums (the cores split its reduction)
+            if nn.PHASE in layer.attributes:
+                nest.attributes[nn.PHASE] = layer.attributes[nn.PHASE]
+            layer.parent.insert_op_before(nest, layer)
+        return replace_op(layer, last)
     problem = conv_problem(layer)
     if problem is None:
         return None

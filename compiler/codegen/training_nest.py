@@ -47,13 +47,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import ArrayAttr, FloatAttr, IntegerAttr, StringAttr, f64, i64
-from xdsl.ir import Block, Operation, Region
+from xdsl.ir import Block, Operation, Region, SSAValue
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
 from nncc.compiler.codegen.conv_nest import ConvTensors, Strided, conv_nest
 from nncc.compiler.codegen.epilogue import Epilogue
-from nncc.compiler.codegen.nest import lower_nest, lower_detached
+from nncc.compiler.codegen.nest import lower_detached, lower_nest
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, finish_nest, nest_block, slice_op
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import nn, tile
@@ -218,50 +218,77 @@ def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
     return t
 
 
-def backward_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
-    """The nest of a backward conv op that lower-training-ops left to the back end."""
+def backward_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:
+    """The nests of a backward conv op that lower-training-ops left to the back end, in order (a
+    backward-filter whose reduction the cores split: its partial sums, then their sum)."""
     if op.name == "nn.conv2d_backward_filter":
-        return backward_filter_nest(lowering, op, slots)
+        return backward_filter_nests(lowering, op, slots)
     if tuple(nn.ints(op.strides)) != (1, 1):
-        return phases_nest(lowering, op, slots)
+        return [phases_nest(lowering, op, slots)]
     s = backward_data_shape(op)
-    return conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
-                     lowering.tile_order == "scan", "channels", slots)
+    return [conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
+                      lowering.tile_order == "scan", "channels", slots)]
 
 
-def backward_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
-    """A backward-filter's nest in the mapping the cost model predicts faster (DRAM bytes break
-    ties; once per shape): the gemm (`filter_nest`: long reductions, what a vector DSP wants), or
-    the conv nest whose images are the input channels (`backward_filter_shape`: on a matrix
-    array at small feature maps the gemm's rows, kernel taps x input channels, can be fewer
-    than the array's)."""
-    from nncc.compiler.codegen.group_nest import predict, rank, scratch
+def backward_filter_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:
+    """A backward-filter's nests in the mapping the cost model predicts faster (DRAM bytes break
+    ties; once per shape): the gemm (`filter_nest`: long reductions, what a vector DSP wants; for
+    kernels wider than 1 or a column stride, also with x's rows staged once per kernel row and
+    each tap's run copied out on chip; with fewer channel
+    tiles than cores, also with the reduction split over the cores and the partial sums added by
+    a second nest, `filter_sum_nest`), or the conv nest whose images are the input channels
+    (`backward_filter_shape`: on a matrix array at small feature maps the gemm's rows, kernel
+    taps x input channels, can be fewer than the array's)."""
+    from nncc.compiler.codegen.group_nest import predict, scratch
 
     gemm = forward_conv_shape(op)
     conv = backward_filter_shape(op, lowering)
-    builders = {"gemm": lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm), slots)}
-    if gemm.strides[1] > 1 and subsampled_tiles_fit(lowering, gemm):  # x's strided columns read as
-        # whole rows, subsampled on chip (when some tiling of those rows fits: not a 224 stem's)
-        builders["gemm, rows subsampled"] = lambda lw: filter_nest(lw, op, gemm, filter_tiles(lw, gemm, True), slots,
-                                                                    True)
+    builders = {}
+    # with x's rows loaded once per kernel row, whole, its taps' runs copied out on chip; each
+    # mapping only when some tiling of it fits (not a 224 stem's on `edge`)
+    stagings = [staged for staged in sorted({False, gemm.kw > 1 or gemm.strides[1] > 1})
+                if tiles_fit(lowering, gemm, staged)]
+    for staged in stagings:
+        builders[f"gemm{', rows staged' if staged else ''}"] = \
+            lambda lw, staged=staged: [filter_nest(lw, op, gemm, filter_tiles(lw, gemm, staged), slots, staged)]
+    parts = lowering.cores
+    if parts > 1 and gemm.oh % parts == 0 and stagings and \
+            -(-gemm.c // filter_tiles(lowering, gemm, stagings[0]).channels) < parts:
+        for staged in stagings:  # the channel tiles leave cores idle: split k
+            if tiles_fit(lowering, part_shape(gemm, parts), staged, parts):
+                builders[f"gemm, k split{', rows staged' if staged else ''}"] = \
+                    lambda lw, staged=staged: split_filter_nests(lw, op, gemm, parts, slots, staged)
     if conv is not None:
-        builders["conv"] = lambda lw: conv_nest(lw, op, conv, backward_tiles(lw, op, conv), backward_tensors(op, conv),
-                                                Epilogue(), lw.tile_order == "scan", "channels", slots)
+        builders["conv"] = lambda lw: [conv_nest(lw, op, conv, backward_tiles(lw, op, conv), backward_tensors(op, conv),
+                                                 Epilogue(), lw.tile_order == "scan", "channels", slots)]
+    if not builders:
+        raise NnccError(f"layer {layer_name(op)}: backward-filter {gemm}: not even one channel and one "
+                        "output-gradient row fit on chip")
     key = ("backward-filter mapping", gemm, slots)
     if key not in lowering.cost_cache:
         probe = scratch(lowering)
-        lowering.cost_cache[key] = min(builders, key=lambda name: rank(predict(probe, builders[name](probe)),
-                                                                       lowering.objective))
+
+        def rank(name: str) -> tuple:
+            predictions = [predict(probe, nest) for nest in builders[name](probe)]
+            cycles = sum(p.cycles for p in predictions)
+            nbytes = sum(p.dram_read_bytes + p.dram_write_bytes for p in predictions)
+            return (nbytes, cycles) if lowering.objective == "dram" else (cycles, nbytes)
+        lowering.cost_cache[key] = min(builders, key=rank)
     return builders[lowering.cost_cache[key]](lowering)
 
 
-def subsampled_tiles_fit(lowering: Lowering, s: ConvShape) -> bool:
-    """Whether some tiling of the subsampled gemm fits (whole staged rows of a wide stem can't)."""
+def tiles_fit(lowering: Lowering, s: ConvShape, staged: bool, parts: int = 1) -> bool:
+    """Whether some tiling of the gemm fits (whole staged rows of a wide stem can't)."""
     try:
-        filter_tiles(lowering, s, True)
+        filter_tiles(lowering, s, staged, parts)
     except NnccError:
         return False
     return True
+
+
+def part_shape(s: ConvShape, parts: int) -> ConvShape:
+    """One core's part of a backward-filter gemm whose reduction the cores split: OH / parts dy rows."""
+    return ConvShape(s.n, s.c, s.h, s.w, s.o, s.kh, s.kw, s.oh // parts, s.ow, s.strides, s.pads, s.dilations, 1)
 
 
 # --------------------------------------------------------------------------- strided backward-data: phases
@@ -508,8 +535,14 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
 
 
 def lower_backward_conv(lowering: Lowering, op: Operation):
-    """A lowering-table entry: the backward conv's nest (tile-layers did not write it), unrolled."""
-    return lower_detached(lowering, op, backward_nest(lowering, op, lowering.buffers))
+    """A lowering-table entry: the backward conv's nests (tile-layers did not write them), unrolled
+    (a reduction's partial sums in DRAM of their own, freed after the layer)."""
+    *partials, last = backward_nests(lowering, op, lowering.buffers)
+    phases = []
+    for nest in partials:
+        lowering.addresses[nest.results[0]] = lowering.address(nest.results[0])
+        phases += lower_nest(lowering, nest)
+    return phases + lower_detached(lowering, op, last)
 
 
 # --------------------------------------------------------------------------- backward-filter as a gemm
@@ -524,6 +557,7 @@ class FilterTiles:
     channels: int
     outputs: int
     rows: int
+    parts: int = 1  # > 1: the cores take different blocks of OH / parts dy rows (partial sums)
 
 
 def filter_taps(s: ConvShape) -> list[tuple[int, int]]:
@@ -531,14 +565,15 @@ def filter_taps(s: ConvShape) -> list[tuple[int, int]]:
 
 
 def staged_columns(s: ConvShape) -> int:
-    """Columns of x a tap's staged row holds: OW outputs at the column stride, from the first."""
-    return (s.ow - 1) * s.strides[1] + 1
+    """Columns of x a staged row holds: what the taps of a kernel row read, OW outputs at the
+    column stride from each."""
+    return (s.ow - 1) * s.strides[1] + (s.kw - 1) * s.dilations[1] + 1
 
 
 def filter_tile_bytes(s: ConvShape, t: FilterTiles, staged: bool = False) -> dict[str, int]:
     k = s.n * t.rows * s.ow
     m = len(filter_taps(s)) * t.channels
-    raw = F32 * m * s.n * t.rows * staged_columns(s) if staged else 0
+    raw = F32 * s.kh * t.channels * s.n * t.rows * staged_columns(s) if staged else 0
     return {"input": F32 * m * k + raw, "weight": F32 * k * t.outputs, "output": F32 * m * t.outputs}
 
 
@@ -549,15 +584,15 @@ def subsample_cycles(lowering: Lowering, s: ConvShape, t: FilterTiles) -> int:
     memory = lowering.target.memory_for("input")
     rows = t.channels * s.n * t.rows
     issue = timing.vector_issue_cycles(unit, (1, rows, s.ow), 1)
-    moved = F32 * rows * (staged_columns(s) + s.ow)
+    moved = F32 * rows * ((s.ow - 1) * s.strides[1] + 1 + s.ow)
     return len(filter_taps(s)) * (max(issue, -(-moved // memory.bandwidth_bytes_per_cycle)) + unit.pipeline_depth)
 
 
-def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bool = False) -> float:
+def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bool = False, parts: int = 1) -> float:
     """Closed-form cycles of a tiling: the busiest core's micro-kernel calls (and, `staged`, its
     subsampling copies), the DRAM bus (x read once per tap and output-channel tile, dy once per
     round of channel tiles), the DMA channels (dy written into every core's memory) and the first
-    loads."""
+    loads. `parts` > 1: `s` is one core's part (its OH / parts dy rows), all parts at once."""
     target = lowering.target
     unit = target.units["main"]
     taps = len(filter_taps(s))
@@ -567,24 +602,26 @@ def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bo
     if staged:
         matmul += subsample_cycles(lowering, s, t)
     oc_tiles, c_tiles, steps = -(-s.o // t.outputs), -(-s.c // t.channels), s.oh // t.rows
-    rounds = -(-c_tiles // lowering.cores)
+    cores = lowering.cores if parts == 1 else 1
+    rounds = -(-c_tiles // cores)
     compute = oc_tiles * rounds * steps * matmul
-    x_bytes = F32 * s.n * s.c * s.oh * s.ow * taps * oc_tiles
-    dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds
+    x_bytes = F32 * s.n * s.c * s.oh * s.ow * taps * oc_tiles * parts
+    dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds * parts
     dram = (x_bytes + dy_bytes) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
-    channel = dy_bytes * min(lowering.cores, c_tiles) / (target.dma.bandwidth_bytes_per_cycle * target.dma.channels)
-    # every DMA holds its channel for its latency: a step loads x per tap and channel (one box
-    # each), and dy per image
-    boxes = oc_tiles * rounds * steps * (taps * t.channels + s.n)
+    channel = dy_bytes * min(cores, c_tiles) / (target.dma.bandwidth_bytes_per_cycle * target.dma.channels)
+    # every DMA holds its channel for its latency: a step loads x per tap (staged: per kernel
+    # row) and channel (one box each), and dy per image; the parts' loads share the channels
+    boxes = oc_tiles * rounds * steps * ((s.kh if staged else taps) * t.channels + s.n) * parts
     issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / target.dma.channels
     first = F32 * k * (t.outputs + m) / target.dma.bandwidth_bytes_per_cycle
     return max(compute, dram, channel + issue) + first
 
 
-def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False) -> FilterTiles:
+def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False, parts: int = 1) -> FilterTiles:
     """The tiling with the fewest estimated cycles (`filter_estimate`) whose buffers fit (double
-    buffered); ties to fewer jobs. Output channels are whole vectors of lanes (or all of them)."""
-    key = ("filter tiles", s, staged)
+    buffered); ties to fewer jobs. Output channels are whole vectors of lanes (or all of them).
+    `parts` > 1: the tiles of one core's part, `s` (OH / parts dy rows)."""
+    key = ("filter tiles", s, staged, parts)
     if key in lowering.cost_cache:
         return lowering.cost_cache[key]
     lanes = lowering.lanes
@@ -593,11 +630,11 @@ def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False) -> Filt
     for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
         for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96, s.c} & set(range(1, s.c + 1))):
             for toc in outputs:
-                t = FilterTiles(channels, toc, rows)
+                t = FilterTiles(channels, toc, rows, parts)
                 if not lowering.fits(filter_tile_bytes(s, t, staged)):
                     continue
                 jobs = -(-s.o // toc) * -(-s.c // channels) * (s.oh // rows)
-                rank = (filter_estimate(lowering, s, t, staged), jobs)
+                rank = (filter_estimate(lowering, s, t, staged, parts), jobs)
                 if best is None or rank < best[0]:
                     best = (rank, t)
     if best is None:
@@ -612,12 +649,13 @@ def tap_view(s: ConvShape, i: int, j: int, staged: bool = False) -> tuple[tuple[
     always read through a view (one of the whole tensor at stride 1), so dram-layout keeps it
     NCHW: each tap's box is then runs of OW floats, where NHWC would make single floats.
     `staged`: the view's columns at stride 1 (whole rows: a strided column is a DRAM burst per
-    float), output column x at column x sw of the box."""
+    float), the column its kernel row's box starts at (tap 0's: the taps' runs are copied out
+    of it on chip), output column x of tap j at column x sw + j dw of the box."""
     (sh, sw), (dh, dw) = s.strides, s.dilations
     a, b = i * dh - s.pads[0], j * dw - s.pads[1]
     pa, pb = a % sh, b % sw
     if staged:
-        return (a // sh, b), (pa, 0, -(-(s.h - pa) // sh), s.w)
+        return (a // sh, -s.pads[1]), (pa, 0, -(-(s.h - pa) // sh), s.w)
     return (a // sh, b // sw), (pa, pb, -(-(s.h - pa) // sh), -(-(s.w - pb) // sw))
 
 
@@ -642,19 +680,31 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
           }
         }
 
-    `staged` (a column stride > 1, ResNet's stride-2 shortcuts): a strided column of x is a DRAM
-    burst per float, so each tap's rows are loaded whole (`staged_columns` floats: one run each)
-    into `raw` and subsampled on chip into `in` by a strided copy:
+    `staged`: x's rows are loaded once per kernel row, whole (`staged_columns` floats: one DRAM
+    run each, where a column stride makes a burst per float: ResNet's stride-2 shortcuts; and
+    kw times fewer DRAM reads of x: VGG's conv1_1, whose 3 channels make it DRAM-bound) into
+    `raw`, and each tap's run copied out into `in` on chip (`tile.map copy`, strided by the
+    column stride, from the tap's column):
 
-        tile.load %Xv0[0, %c, %r, 0] [2, %tc, 2, 55] -> %raw[0] dims [1, 0, 2, 3]
-        tile.map copy %raw[0] strides [220, 55, 2] -> %in[0] shape [%tc, 4, 28]
+        tile.load %Xv0[0, %c, %r - 1, -1] [2, %tc, 2, 226] -> %raw[0] dims [1, 0, 2, 3]
+        tile.map copy %raw[0] strides [904, 226, 1] -> %in[0] shape [%tc, 4, 224]
+        tile.map copy %raw[1] strides [904, 226, 1] -> %in[%tc * 896] shape [%tc, 4, 224]
+        ...
     """
     taps = filter_taps(s)
     k = s.n * t.rows * s.ow
+    parts, part_rows = t.parts, s.oh // t.parts
+    partial = nn.tensor_type((parts * len(taps), s.c, s.o))  # [part][tap][c][o] partial sums
     block, args, inputs = nest_block([("X", op.input), ("DY", op.grad)], op.result)
+    if parts > 1:
+        block = Block(arg_types=[op.input.type, op.grad.type, partial])
+        for arg, name in zip(block.args, ("X", "DY", "Y")):
+            arg.name_hint = name
+            args[name] = arg
     plane = s.oh * s.ow
     dy = tile.ViewOp(args["DY"], 0, [s.n, s.oh, s.ow, s.o], [s.o * plane, s.ow, 1, plane])
-    out = tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)])
+    out = (tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)]) if parts == 1
+           else tile.ViewOp(args["Y"], 0, [parts * len(taps), s.c, s.o], [s.c * s.o, s.o, 1]))
     for view, name in ((dy, "DYv"), (out, "Yv")):
         view.result.name_hint = name
         block.add_op(view)
@@ -673,35 +723,110 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
     m = len(taps) * t.channels
     wide = staged_columns(s) if staged else s.ow  # columns of a loaded row
     raw = s.n * t.rows * wide  # a channel's loaded elements
-    buffers = add_buffers(lowering, block, [("in", "input", [1, m, k], False), ("wt", "weight", [k * t.outputs], True),
+    loaded: dict[int, int] = {}  # staged: kernel row -> its block's index in raw
+    buffers = add_buffers(lowering, block, [("in", "input", [1, m, k], False),
+                                            ("wt", "weight", [k * t.outputs], parts == 1),
                                             ("out", "output", [1, m, t.outputs], False)]
-                          + ([("raw", "input", [1, m, raw], False)] if staged else []), slots)
+                          + ([("raw", "input", [1, s.kh * t.channels, raw], False)] if staged else []), slots)
     channel_loop = tile.ForOp.build([(0, s.o, t.outputs)], "naive", names=["oc"])
-    image_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores, names=["c"])
-    row_loop = tile.ForOp.build([(0, s.oh, t.rows)], "naive", names=["r"])
+    part_loop = tile.ForOp.build([(0, parts, 1)], "naive", lowering.cores, names=["p"]) if parts > 1 else None
+    image_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores if parts == 1 else None,
+                                  names=["c"])
+    row_loop = tile.ForOp.build([(0, part_rows, t.rows)], "naive", names=["r"])
     block.add_op(channel_loop)
-    channel_loop.block.add_op(image_loop)
+    if part_loop is not None:
+        channel_loop.block.add_op(part_loop)
+        part_loop.block.add_op(image_loop)
+        p = part_loop.block.args[0]
+    else:
+        channel_loop.block.add_op(image_loop)
     image_loop.block.add_op(row_loop)
     oc, toc = channel_loop.block.args
     c, tc = image_loop.block.args
     r, _ = row_loop.block.args
+    row = ((p, part_rows), (r, 1)) if parts > 1 else ((r, 1),)  # the step's first dy row
     body = row_loop.block
     e = IndexExprs()
-    for index, (tensor, (row0, col0)) in enumerate(reads):
-        target, per_channel = (buffers["raw"], raw) if staged else (buffers["in"], k)
-        body.add_op(slice_op(tile.LoadOp, tensor, target, [0, c, ((r, 1), row0), col0], [s.n, tc, t.rows, wide],
-                             [1, 0, 2, 3], at=((tc, index * per_channel),) if index else 0))
-        if staged:
-            at = (e(tc) * (index * raw), e(tc) * (index * k)) if index else (0, 0)
-            body.add_op(map_op(e, "copy", [(buffers["raw"], at[0], [raw, wide, s.strides[1]]), (buffers["in"], at[1], 0)],
-                               [e(tc), e(s.n * t.rows), e(s.ow)]))
-    body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, r, 0, oc], [s.n, t.rows, s.ow, toc], [0, 1, 2, 3]))
+    for index, ((i, j), (tensor, (row0, col0))) in enumerate(zip(taps, reads)):
+        if not staged:
+            body.add_op(slice_op(tile.LoadOp, tensor, buffers["in"], [0, c, (*row, row0), col0],
+                                 [s.n, tc, t.rows, s.ow], [1, 0, 2, 3], at=((tc, index * k),) if index else 0))
+            continue
+        if i not in loaded:
+            block_index = loaded[i] = len(loaded)
+            body.add_op(slice_op(tile.LoadOp, tensor, buffers["raw"], [0, c, (*row, row0), col0],
+                                 [s.n, tc, t.rows, wide], [1, 0, 2, 3], at=((tc, block_index * raw),) if block_index else 0))
+        source = e(tc) * (loaded[i] * raw) + j * s.dilations[1] if loaded[i] else e(j * s.dilations[1])
+        body.add_op(map_op(e, "copy", [(buffers["raw"], source, [raw, wide, s.strides[1]]),
+                                       (buffers["in"], e(tc) * (index * k) if index else 0, 0)],
+                           [e(tc), e(s.n * t.rows), e(s.ow)]))
+    body.add_op(slice_op(tile.LoadOp, dy.result, buffers["wt"], [0, row, 0, oc], [s.n, t.rows, s.ow, toc],
+                         [0, 1, 2, 3]))
     zero = e(0)
     body.add_op(tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]], [zero, zero, zero], e,
                              [e(1), e(tc) * len(taps), e(k), e(toc)], [1, 1], [1, 1], [1, 1], e(r).position, False,
                              None, []))
-    image_loop.block.add_op(slice_op(tile.StoreOp, out.result, buffers["out"], [0, c, oc], [len(taps), tc, toc],
+    first = ((p, len(taps)),) if parts > 1 else 0  # the part's first row of the partial sums
+    image_loop.block.add_op(slice_op(tile.StoreOp, out.result, buffers["out"], [first, c, oc], [len(taps), tc, toc],
                                      [0, 1, 2]))
+    if parts == 1:
+        return finish_nest(op, block, inputs)
+    nest = tile.NestOp(f"{layer_name(op)}_parts", inputs, [partial], Region(block),
+                       {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
+    nest.results[0].name_hint = f"{op.result.name_hint or 'dw'}_parts"
+    return nest
+
+
+def split_filter_nests(lowering: Lowering, op, s: ConvShape, parts: int, slots: int,
+                       staged: bool = False) -> list[tile.NestOp]:
+    """Backward-filter with its reduction split over the cores (what pays when the input
+    channels make fewer tiles than there are cores: VGG's conv1_1, 3 channels, 27 rows of the
+    gemm): core p sums dy rows [p OH / parts, (p + 1) OH / parts) into its own partial dW
+    (`filter_nest` with `parts`), then `filter_sum_nest` adds the parts."""
+    t = filter_tiles(lowering, part_shape(s, parts), staged, parts)
+    partials = filter_nest(lowering, op, s, t, slots, staged)
+    return [partials, filter_sum_nest(lowering, op, partials.results[0], s, parts, slots)]
+
+
+def filter_sum_nest(lowering: Lowering, op, partial: SSAValue, s: ConvShape, parts: int, slots: int) -> tile.NestOp:
+    """dW = the sum of the `parts` partial sums [part][tap][c][o] (`filter_nest` with parts): per
+    block of input channels, the parts loaded at once, added (`tile.map add`, parts - 1 times) and
+    the block stored into dW (O, C, KH, KW) seen as (taps, C, O).
+
+        tile.for %c[%tc] = 0 to 3 step 3 cores 4 order naive {
+          tile.load %Pv[0, 0, %c, 0] [4, 9, %tc, 64] -> %in[0] dims [0, 1, 2, 3]
+          tile.map add %in[0], %in[%tc * 576] -> %out[0] shape [9, %tc, 64]
+          tile.map add %out[0], %in[%tc * 1152] -> %out[0] shape [9, %tc, 64]
+          tile.map add %out[0], %in[%tc * 1728] -> %out[0] shape [9, %tc, 64]
+          tile.store %out[0] -> %Yv[0, %c, 0] [9, %tc, 64] dims [0, 1, 2]
+        }
+    """
+    taps = len(filter_taps(s))
+    block, args, inputs = nest_block([("P", partial)], op.result)
+    views = {"Pv": tile.ViewOp(args["P"], 0, [parts, taps, s.c, s.o], [taps * s.c * s.o, s.c * s.o, s.o, 1]),
+             "Yv": tile.ViewOp(args["Y"], 0, [taps, s.c, s.o], [1, taps, s.c * taps])}
+    for name, view in views.items():
+        view.result.name_hint = name
+        block.add_op(view)
+    channels = s.c
+    while channels > 1 and not lowering.fits({"input": F32 * parts * taps * channels * s.o,
+                                              "output": F32 * taps * channels * s.o}):
+        channels = -(-channels // 2)
+    buffers = add_buffers(lowering, block, [("in", "input", [parts, taps, channels, s.o], False),
+                                            ("out", "output", [taps, channels, s.o], False)], slots)
+    loop = tile.ForOp.build([(0, s.c, channels)], "naive", lowering.cores, names=["c"])
+    block.add_op(loop)
+    c, tc = loop.block.args
+    body = loop.block
+    body.add_op(slice_op(tile.LoadOp, views["Pv"].result, buffers["in"], [0, 0, c, 0], [parts, taps, tc, s.o],
+                         [0, 1, 2, 3]))
+    e = IndexExprs()
+    shape = [e(taps), e(tc), e(s.o)]
+    for index in range(1, parts):
+        total = (buffers["in"], 0, 0) if index == 1 else (buffers["out"], 0, 0)
+        body.add_op(map_op(e, "add", [total, (buffers["in"], e(tc) * (index * taps * s.o), 0), (buffers["out"], 0, 0)],
+                           shape))
+    body.add_op(slice_op(tile.StoreOp, views["Yv"].result, buffers["out"], [0, c, 0], [taps, tc, s.o], [0, 1, 2]))
     return finish_nest(op, block, inputs)
 
 

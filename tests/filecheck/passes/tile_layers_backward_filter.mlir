@@ -3,12 +3,13 @@
 // RUN: nncc-opt %t/in.mlir -p 'partition-cores{target=vector},tile-layers' | filecheck %s
 // tile-layers writes a conv's backward-filter (group 1) as a gemm: dW^T[(tap, c), o] = sum over
 // (n, y, x) of x[n, c, 2 y + i - 1, 2 x + j] dy[n, o, y, x] (strides 2, pads top 1, left 0).
-// Each tap's x block is loaded shifted (a view of x's rows at the row stride per row phase of
-// the tap, its offset the tap's row and column; the pads are slice bounds); the column stride is
-// 2, so (the cost model's choice) each row is loaded whole, 7 columns, one DRAM run (at stride 2
-// every float would be a burst of its own), into `raw`, and a strided `tile.map copy` takes every
-// second column into `in`, so that every row of the gemm's broadcast operand is one contiguous
-// run of k = batch x dy rows x OW = 2 x 4 x 4;
+// x is read through views of its rows at the row stride, one per row phase of the kernel
+// rows; the column stride is 2, so (the cost model's choice) each kernel row's x block is
+// loaded once, whole rows of 9 columns (one DRAM run each: at stride 2 every float would be a
+// burst of its own; the pads are slice bounds), into `raw`, and each of its three taps' runs is
+// copied out on chip (`tile.map copy`, every second column from the tap's) into `in`, so that
+// every row of the gemm's broadcast operand is one contiguous run of k = batch x dy rows x OW =
+// 2 x 4 x 4;
 // the dy block [n][y][x][o] is b, shared by the cores, which take different input channels; the
 // gemm is a 1x1 tile.conv over a 1 x (taps x channels) image of k channels, accumulated over the
 // dy row blocks; its [tap][c][o] tile is stored into dW seen as (taps, C, O).
@@ -22,28 +23,22 @@
 // CHECK-NEXT: %in = tile.buffer "input" slots 2 : memref<1x18x32xf32, "AM">
 // CHECK-NEXT: %wt = tile.buffer "weight" slots 2 shared : memref<512xf32, "AM">
 // CHECK-NEXT: %out = tile.buffer "output" slots 2 : memref<1x18x16xf32, "AM">
-// CHECK-NEXT: %raw = tile.buffer "input" slots 2 : memref<1x18x56xf32, "AM">
+// CHECK-NEXT: %raw = tile.buffer "input" slots 2 : memref<1x6x72xf32, "AM">
 // CHECK-NEXT: tile.for %oc[%toc] = 0 to 16 step 16 order naive {
 // CHECK-NEXT:   tile.for %c[%tc] = 0 to 8 step 2 cores 4 order naive {
 // CHECK-NEXT:     tile.for %r[%tr] = 0 to 4 step 4 order naive {
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r - 1, 0] [2, %tc, 4, 7] -> %raw[0] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[0] strides [56, 7, 2] -> %in[0] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r - 1, 1] [2, %tc, 4, 7] -> %raw[%tc * 56] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 56] strides [56, 7, 2] -> %in[%tc * 32] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r - 1, 2] [2, %tc, 4, 7] -> %raw[%tc * 112] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 112] strides [56, 7, 2] -> %in[%tc * 64] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv1[0, %c, %r, 0] [2, %tc, 4, 7] -> %raw[%tc * 168] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 168] strides [56, 7, 2] -> %in[%tc * 96] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv1[0, %c, %r, 1] [2, %tc, 4, 7] -> %raw[%tc * 224] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 224] strides [56, 7, 2] -> %in[%tc * 128] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv1[0, %c, %r, 2] [2, %tc, 4, 7] -> %raw[%tc * 280] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 280] strides [56, 7, 2] -> %in[%tc * 160] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r, 0] [2, %tc, 4, 7] -> %raw[%tc * 336] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 336] strides [56, 7, 2] -> %in[%tc * 192] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r, 1] [2, %tc, 4, 7] -> %raw[%tc * 392] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 392] strides [56, 7, 2] -> %in[%tc * 224] shape [%tc, 8, 4]
-// CHECK-NEXT:       tile.load %Xv0[0, %c, %r, 2] [2, %tc, 4, 7] -> %raw[%tc * 448] dims [1, 0, 2, 3]
-// CHECK-NEXT:       tile.map copy %raw[%tc * 448] strides [56, 7, 2] -> %in[%tc * 256] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.load %Xv0[0, %c, %r - 1, 0] [2, %tc, 4, 9] -> %raw[0] dims [1, 0, 2, 3]
+// CHECK-NEXT:       tile.map copy %raw[0] strides [72, 9, 2] -> %in[0] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[1] strides [72, 9, 2] -> %in[%tc * 32] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[2] strides [72, 9, 2] -> %in[%tc * 64] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.load %Xv1[0, %c, %r, 0] [2, %tc, 4, 9] -> %raw[%tc * 72] dims [1, 0, 2, 3]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 72] strides [72, 9, 2] -> %in[%tc * 96] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 72 + 1] strides [72, 9, 2] -> %in[%tc * 128] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 72 + 2] strides [72, 9, 2] -> %in[%tc * 160] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.load %Xv0[0, %c, %r, 0] [2, %tc, 4, 9] -> %raw[%tc * 144] dims [1, 0, 2, 3]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 144] strides [72, 9, 2] -> %in[%tc * 192] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 144 + 1] strides [72, 9, 2] -> %in[%tc * 224] shape [%tc, 8, 4]
+// CHECK-NEXT:       tile.map copy %raw[%tc * 144 + 2] strides [72, 9, 2] -> %in[%tc * 256] shape [%tc, 8, 4]
 // CHECK-NEXT:       tile.load %DYv[0, %r, 0, %oc] [2, 4, 4, %toc] -> %wt[0] dims [0, 1, 2, 3]
 // CHECK-NEXT:       tile.conv %in[0], %wt[0] -> %out[0] sizes [1, %tc * 9, 32, %toc] kernel [1, 1] strides [1, 1] dilations [1, 1] reduce %r
 // CHECK-NEXT:     }
