@@ -27,6 +27,8 @@ A DRAM without `row_buffer_bytes` has no row model: only bytes x `energy_pj_per_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from nncc.runtime.target import Dram
@@ -76,15 +78,7 @@ class RowBuffers:
         self.burst_bytes = dram.burst_bytes
         self.bursts_per_page = self.row_bytes // self.burst_bytes if self.row_bytes else 0
         self.open_rows = [-1] * self.banks  # the open row of every bank (-1: precharged)
-        self.layouts: dict[tuple, tuple] = {}  # walk_box: (box, offset in its row) -> (bursts, pages)
-
-    def walk_contiguous(self, start: int, length: int) -> tuple[int, int]:
-        """`walk` of one run of `length` > 0 bytes at `start` (most DMAs: a whole tile row or tensor)."""
-        burst = self.burst_bytes
-        first, last = start // burst, (start + length - 1) // burst
-        if not self.row_bytes:
-            return last - first + 1, 0
-        return last - first + 1, self.visit(range(first // self.bursts_per_page, last // self.bursts_per_page + 1))
+        self.layouts: dict[int, tuple] = {}  # walk_many: box x period + offset in it -> (bursts, pages)
 
     def walk(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
         """(bursts, row misses) of the runs `starts`/`lengths` (bytes), walked in order; updates the
@@ -92,22 +86,37 @@ class RowBuffers:
         bursts, pages = self.pages(starts, lengths)
         return bursts, self.visit_pages(pages)
 
-    def walk_box(self, addr: int, offsets: np.ndarray, lengths: np.ndarray, box: tuple) -> tuple[int, int]:
-        """`walk` of the runs `addr + offsets`: a box of the same `box` key (shape and strides)
-        at the same offset in a row touches the same bursts and pages, relative to `addr`'s row,
-        so they are found once per (box, offset)."""
+    def walk_many(self, addrs: np.ndarray, boxes: np.ndarray,
+                  runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """(bursts, row misses) of accesses walked in order, as `walk` walks each in turn: access i
+        is the runs `runs[boxes[i]]` (offsets and lengths in bytes) from address `addrs[i]`. A box
+        at the same offset in a row touches the same bursts, and the same pages relative to its
+        row, so those are found once per (box, offset). Updates the open rows."""
+        period = self.row_bytes or self.burst_bytes
+        bases, offsets = np.divmod(addrs, period)
+        keys, inverse = np.unique(boxes * period + offsets, return_inverse=True)
+        found = []
+        for key in keys.tolist():
+            layout = self.layouts.get(key)
+            if layout is None:
+                box, offset = divmod(key, period)
+                starts, lengths = runs[box]
+                layout = self.layouts[key] = self.pages(offset + starts, lengths)
+            found.append(layout)
+        bursts = np.array([bursts for bursts, _ in found], dtype=np.int64)[inverse]
         if not self.row_bytes:
-            return self.walk(addr + offsets, lengths)
-        base, offset = divmod(addr, self.row_bytes)
-        key = (box, offset)
-        found = self.layouts.get(key)
-        if found is None:
-            bursts, pages = self.pages(offset + offsets, lengths)
-            found = self.layouts[key] = (bursts, pages.tolist() if pages.size <= 256 else pages)
-        bursts, pages = found
-        if type(pages) is list:
-            return bursts, self.visit([base + page for page in pages])
-        return bursts, self.misses(base + pages)
+            return bursts, np.zeros(addrs.size, dtype=np.int64)
+        counts = np.array([pages.size for _, pages in found], dtype=np.int64)
+        first = np.cumsum(counts) - counts
+        per_access = counts[inverse]
+        owners = np.repeat(np.arange(addrs.size), per_access)
+        within = np.arange(owners.size) - np.repeat(np.cumsum(per_access) - per_access, per_access)
+        pages = np.concatenate([pages for _, pages in found])[first[inverse][owners] + within] + bases[owners]
+        if pages.size > 1:  # a page right after itself is a hit: visit it once
+            visits = np.concatenate(([True], pages[1:] != pages[:-1]))
+            pages, owners = pages[visits], owners[visits]
+        misses = np.bincount(owners, weights=self.miss_flags(pages), minlength=addrs.size)
+        return bursts, misses.astype(np.int64)
 
     def pages(self, starts: np.ndarray, lengths: np.ndarray) -> tuple[int, np.ndarray]:
         """(bursts, pages visited in order, consecutive repeats removed) of the runs (none without
@@ -162,7 +171,7 @@ class RowBuffers:
             return np.zeros(0, dtype=bool)
         banks = pages % self.banks
         rows = pages // self.banks
-        order = np.argsort(banks, kind="stable")
+        order = np.argsort(banks.astype(np.uint16), kind="stable")  # a radix sort (at most 4096 banks)
         banks, rows = banks[order], rows[order]
         new_bank = np.concatenate(([True], banks[1:] != banks[:-1]))
         previous = np.empty_like(rows)
@@ -175,30 +184,6 @@ class RowBuffers:
         flags = np.empty(pages.size, dtype=bool)
         flags[order] = rows != previous
         return flags
-
-    def walk_runs(self, starts: np.ndarray, lengths: np.ndarray, owners: np.ndarray,
-                  accesses: int) -> tuple[np.ndarray, np.ndarray]:
-        """(bursts, row misses) of each of `accesses` accesses, walked in order as `walk` walks
-        each in turn: the runs `starts`/`lengths` (bytes), run j belonging to access `owners[j]`
-        (non-decreasing). Updates the open rows."""
-        burst = self.burst_bytes
-        first = starts // burst
-        last = (starts + lengths - 1) // burst
-        per_run = last - first + 1
-        if first.size > 1:  # a run starting in the burst its access's previous run ended in
-            per_run[1:] -= (first[1:] == last[:-1]) & (owners[1:] == owners[:-1])
-        bursts = np.bincount(owners, weights=per_run, minlength=accesses).astype(np.int64)
-        if not self.row_bytes:
-            return bursts, np.zeros(accesses, dtype=np.int64)
-        first_page, last_page = first // self.bursts_per_page, last // self.bursts_per_page
-        spans = last_page - first_page + 1
-        if (spans == 1).all():  # every run inside one page (the common case)
-            pages, page_owners = first_page, owners
-        else:
-            within = np.arange(int(spans.sum()), dtype=np.int64) - np.repeat(np.cumsum(spans) - spans, spans)
-            pages, page_owners = np.repeat(first_page, spans) + within, np.repeat(owners, spans)
-        misses = np.bincount(page_owners, weights=self.miss_flags(pages), minlength=accesses)
-        return bursts, misses.astype(np.int64)
 
 
 def dram_energy_pj(dram: Dram, read_bytes: int, write_bytes: int, read_bursts: int, write_bursts: int,

@@ -2,14 +2,15 @@
 
 The interpreter records every DRAM side (`DramWalk.record`: its box, its address, its layer) in
 the order it executes them; `count` walks a batch of them through the row buffers at once
-(`RowBuffers.walk_runs`, runtime/dram.py: the one definition of the DRAM rules) and adds each
+(`RowBuffers.walk_many`, runtime/dram.py: the one definition of the DRAM rules) and adds each
 one's bursts and misses, and its bytes by the role of the symbol they are in, to its layer's
 `DramCounters`. The figures are those of walking each DMA when it executes: the row buffers see
 the same accesses in the same order.
 
     walk = DramWalk(rows, symbols, counters)     # counters[slot]: a layer's DramCounters
-    walk.record(("DRAM", (1, 8, 64), (0, 64, 1)), addr, slot)   # per DMA side, in execution order
-    walk.count()                                 # at the end (and every BATCH_RUNS runs)
+    side = walk.side(False, (1, 8, 64), (0, 64, 1))  # a DMA reading a box of DRAM
+    walk.record(side, addr, slot)                # per DMA side, in execution order
+    walk.count()                                 # at the end (and every BATCH sides)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ ROLES = ("input", "weight", "output", "intermediate")
 between layers, and anything a layer spills)."""
 INTERMEDIATE = ROLES.index("intermediate")
 
-BATCH_RUNS = 1 << 21
-"""Runs recorded before they are counted (bounds the batch's arrays, ~100 MB)."""
+BATCH = 1 << 18
+"""DMA sides recorded before they are counted (bounds the batch's arrays)."""
 
 
 def dram_sides(src_space: str, dst_space: str, shape: tuple[int, ...], pad: tuple[int, ...],
@@ -68,24 +69,25 @@ class DramWalk:
         self.sides: dict[tuple, int] = {}  # (is write, box, strides) -> side id
         self.side_runs: list[tuple[np.ndarray, np.ndarray]] = []  # by side id: (offsets, lengths)
         self.side_writes: list[bool] = []
+        self.side_spans: list[tuple[int, int, int]] = []  # by side id: (first byte, end, bytes) of its runs
         self.records: list[tuple[int, int, int]] = []  # (side id, address, layer slot), in order
-        self.pending_runs = 0
 
-    def side(self, is_write: bool, box: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
-        """(id, runs) of a DMA side's box."""
+    def side(self, is_write: bool, box: tuple[int, ...], strides: tuple[int, ...]) -> int:
+        """The id of a DMA side's box."""
         key = (is_write, box, strides)
         found = self.sides.get(key)
         if found is None:
             found = self.sides[key] = len(self.side_runs)
-            self.side_runs.append(box_runs(box, strides))
+            offsets, lengths = box_runs(box, strides)
+            self.side_runs.append((offsets, lengths))
+            self.side_spans.append((int(offsets.min()), int((offsets + lengths).max()), int(lengths.sum())))
             self.side_writes.append(is_write)
-        return found, self.side_runs[found][0].size
+        return found
 
-    def record(self, side: int, runs: int, addr: int, slot: int) -> None:
-        """One DMA side of `runs` runs at `addr`, executed now, for layer `slot`."""
+    def record(self, side: int, addr: int, slot: int) -> None:
+        """One DMA side at `addr`, executed now, for layer `slot`."""
         self.records.append((side, addr, slot))
-        self.pending_runs += runs
-        if self.pending_runs >= BATCH_RUNS:
+        if len(self.records) >= BATCH:
             self.count()
 
     def count(self) -> None:
@@ -93,30 +95,18 @@ class DramWalk:
         if not self.records:
             return
         records = np.array(self.records, dtype=np.int64)
-        self.records, self.pending_runs = [], 0
+        self.records = []
         sides, addrs, slots = records[:, 0], records[:, 1], records[:, 2]
-        offsets = [runs[0] for runs in self.side_runs]
-        lengths = [runs[1] for runs in self.side_runs]
-        counts = np.array([o.size for o in offsets], dtype=np.int64)
-        first_run = np.cumsum(counts) - counts
-        per_access = counts[sides]
-        owners = np.repeat(np.arange(sides.size), per_access)
-        within = np.arange(owners.size) - np.repeat(np.cumsum(per_access) - per_access, per_access)
-        run = first_run[sides][owners] + within
-        starts = addrs[owners] + np.concatenate(offsets)[run]
-        run_lengths = np.concatenate(lengths)[run]
-        bursts, misses = self.rows.walk_runs(starts, run_lengths, owners, sides.size)
+        bursts, misses = self.rows.walk_many(addrs, sides, self.side_runs)
         writes = np.array(self.side_writes, dtype=bool)[sides]
-        span_lo = np.array([o.min() for o in offsets], dtype=np.int64)
-        span_hi = np.array([(o + n).max() for o, n in zip(offsets, lengths)], dtype=np.int64)
-        total = np.array([n.sum() for n in lengths], dtype=np.int64)
-        roles = self.roles(addrs + span_lo[sides], addrs + span_hi[sides])
-        self.add(slots, writes, bursts, misses, roles, total[sides])
+        first, end, nbytes = np.array(self.side_spans, dtype=np.int64).reshape(-1, 3)[sides].T
+        roles = self.roles(addrs + first, addrs + end)
+        self.add(slots, writes, bursts, misses, roles, nbytes)
         for i in np.flatnonzero(roles < 0).tolist():  # spans several symbols: run by run
-            side = int(sides[i])
+            offsets, lengths = self.side_runs[int(sides[i])]
             counter = self.counters[int(slots[i])]
-            for role, nbytes in self.mixed_roles(int(addrs[i]) + offsets[side], lengths[side]):
-                counter.role_bytes[role][int(writes[i])] += nbytes
+            for role, count in self.mixed_roles(int(addrs[i]) + offsets, lengths):
+                counter.role_bytes[role][int(writes[i])] += count
 
     def add(self, slots, writes, bursts, misses, roles, nbytes) -> None:
         """Add each access's bursts and misses, and its bytes to its role (-1: counted apart)."""

@@ -139,6 +139,10 @@ class RunResult:
                 "total": dram + onchip + self.compute_energy_pj}  # fmt: skip
 
 
+SEMANTICS_BY_TYPE = {isa.BY_MNEMONIC[mnemonic].tuple_type: function for mnemonic, function in SEMANTICS.items()}
+"""Compute instructions' semantics by their tuple type (the others are DMAs: `semantics.dma`)."""
+
+
 def engine_of(program: Program, index: int, ins: Any) -> str:
     """The engine that executes `ins` (faults if the target lacks it)."""
     definition = isa.definition_of(ins)
@@ -306,8 +310,20 @@ class Interpreter:
             free[engine] = end
             for semaphore in signal:
                 heapq.heappush(tokens[semaphore], end)
-            if queue:
-                follow(engine)
+            if queue:  # `follow` of its next instruction, which can start at `end` at the earliest
+                index, ins, _ = queue[0]
+                ready = end
+                for semaphore in ins.wait:
+                    waiters.setdefault(semaphore, set()).add(engine)
+                    available = tokens[semaphore]
+                    if not available:
+                        ready = -1
+                    elif ready >= 0 and available[0] > ready:
+                        ready = available[0]
+                if ready >= 0:
+                    heads[engine] = (ready, index, engine)
+                else:
+                    del heads[engine]
             else:
                 del queues[engine]
                 del heads[engine]
@@ -343,15 +359,14 @@ class Interpreter:
         pending = self.pending
         if pending and pending[0][0] <= start:
             self.flush(start)
-        mnemonic = type(ins).DEF.mnemonic
+        semantics = SEMANTICS_BY_TYPE.get(type(ins), dma)
         try:
-            if mnemonic == "dma":
+            if semantics is dma:
                 effect = dma(self.memories, ins)  # checks the box's size before filling a padded box
                 end = self.dma_model.finish_time(start, *effect.transfer)
                 self.walk_dram(ins, effect.key, layer)
-                energy = 0.0
             else:
-                effect = SEMANTICS[mnemonic](self.memories, ins)
+                effect = semantics(self.memories, ins)
                 end = start + effect.cycles
                 energy = self.energies.get(effect.key)
                 if energy is None:
@@ -359,30 +374,14 @@ class Interpreter:
                     energy = self.energies[effect.key] = effect.macs * unit.mac_energy_pj + effect.ops * unit.op_energy_pj
                 self.result.compute_energy_pj += energy
         except Fault as fault:
-            raise MachineFault(index, mnemonic, str(fault)) from None
+            raise MachineFault(index, type(ins).DEF.mnemonic, str(fault)) from None
+        sequence = self.sequence
         for view, data in effect.writes:
-            self.sequence += 1
-            heapq.heappush(pending, (end, self.sequence, view, data))
-        self.account(effect, engine, start, end, layer)
-        if self.want_trace:
-            name = self.result.layers[layer].name if layer >= 0 else ""
-            self.result.trace.append(TraceEvent(engine, mnemonic, index, start, end, name))
-        return end
-
-    def walk_dram(self, ins: Any, key: tuple, layer: int) -> None:
-        """Record the DRAM sides of a DMA for its layer (`DramWalk` counts them in order). `key`:
-        the DMA's kind (`Effect.key`: spaces, box, padding, strides, copies)."""
-        sides = self.layouts.get(key)
-        if sides is None:
-            sides = self.layouts[key] = [(is_write, *self.dram_walk.side(is_write, box, strides))
-                                         for is_write, box, strides in dram_sides(*key[:6])]
-        for is_write, side, runs in sides:
-            self.dram_walk.record(side, runs, ins.dst[1] if is_write else ins.src[1], layer + 1)
-
-    def account(self, effect: Effect, engine: str, start: int, end: int, layer: int) -> None:
-        """Count an executed instruction: its engine's busy cycles, its layer's span, and one more
-        of its kind (`Effect.key`: bytes and work are those of every instruction of the kind),
-        multiplied out by `finish_accounts`."""
+            sequence += 1
+            heapq.heappush(pending, (end, sequence, view, data))
+        self.sequence = sequence
+        # its engine's busy cycles, its layer's span, and one more of its kind (`Effect.key`: the
+        # bytes and work of every instruction of the kind), multiplied out by `finish_accounts`
         result = self.result
         result.busy[engine] = result.busy.get(engine, 0) + end - start
         if end > result.cycles:
@@ -393,13 +392,26 @@ class Interpreter:
         if end > span[1]:
             span[1] = end
         tally = self.tallies[layer + 1]
-        key = effect.key
-        count = tally.get(key)
+        count = tally.get(effect.key)
         if count is None:
             count = 0
-            if key not in self.kinds:
-                self.kinds[key] = (effect.read_bytes, effect.write_bytes, effect.macs, effect.ops)
-        tally[key] = count + 1
+            if effect.key not in self.kinds:
+                self.kinds[effect.key] = (effect.read_bytes, effect.write_bytes, effect.macs, effect.ops)
+        tally[effect.key] = count + 1
+        if self.want_trace:
+            name = self.result.layers[layer].name if layer >= 0 else ""
+            self.result.trace.append(TraceEvent(engine, type(ins).DEF.mnemonic, index, start, end, name))
+        return end
+
+    def walk_dram(self, ins: Any, key: tuple, layer: int) -> None:
+        """Record the DRAM sides of a DMA for its layer (`DramWalk` counts them in order). `key`:
+        the DMA's kind (`Effect.key`: spaces, box, padding, strides, copies)."""
+        sides = self.layouts.get(key)
+        if sides is None:
+            sides = self.layouts[key] = [(is_write, self.dram_walk.side(is_write, box, strides))
+                                         for is_write, box, strides in dram_sides(*key[:6])]
+        for is_write, side in sides:
+            self.dram_walk.record(side, ins.dst[1] if is_write else ins.src[1], layer + 1)
 
     def finish_accounts(self) -> None:
         """The totals and every layer's figures from the tallies of instruction kinds."""

@@ -107,9 +107,11 @@ def _dma_plan(mem: Memories, src_space: str, dst_space: str, shape, pad, src_str
 
 def _tile(mem: Memories, ins: Any, ref: tuple[str, int], shape, strides, effect: Effect, write: bool = False):
     space, addr = ref
-    if space == "DRAM":
-        raise Fault(f"compute operand {space}[{addr:#x}] is in DRAM; load it on chip first")
-    view = mem.view(space, ins.core, addr, shape, strides)
+    view = mem.views.get((space, ins.core, addr, shape, strides))  # on-chip tiles recur (`Memories.view`)
+    if view is None:
+        if space == "DRAM":
+            raise Fault(f"compute operand {space}[{addr:#x}] is in DRAM; load it on chip first")
+        view = mem.view(space, ins.core, addr, shape, strides)
     if effect.counted:
         _add(effect.write_bytes if write else effect.read_bytes, space, 4 * footprint(shape, strides))
     return view
@@ -194,12 +196,9 @@ def matmul(mem: Memories, ins: Any) -> Effect:
     effect = _effect(mem, ins)
     a = _tile(mem, ins, ins.a, (batch, m, k), ins.a_stride, effect)
     b = _tile(mem, ins, ins.b, (batch, k, n), ins.b_stride, effect)
+    result = np.matmul(a, b)
     if ins.acc:
-        c = _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect)
-        result = np.matmul(a, b)
-        result += c  # in place: the same sums as c + a @ b
-    else:
-        result = np.matmul(a, b)
+        result += _tile(mem, ins, ins.c, (batch, m, n), ins.c_stride, effect)  # the same sums as c + a @ b
     if effect.counted and matmul_epilogue_cost(ins) and unit.kind != "vector":  # the key holds unit, bias and act
         raise Fault(f"unit {ins.unit} is a matrix unit: it has no bias/act epilogue (use a vector unit)")
     if ins.bias != isa.NO_REF:

@@ -114,20 +114,21 @@ def test_row_buffers_directly():
 
 @pytest.mark.parametrize("row_bytes", [256, 0])
 def test_walking_a_batch_is_walking_each_access_in_turn(row_bytes):
-    # 300 random boxes (1-3 runs per row, strided, some crossing pages), walked one by one with
-    # `walk` and all at once with `walk_runs`: the same bursts and misses per access, the same open rows
+    # 300 accesses of 50 random boxes (1-3 runs per row, strided, some crossing pages) at random
+    # addresses, walked one by one with `walk` and all at once with `walk_many`: the same bursts
+    # and misses per access, the same open rows after
     dram = load_target("edge", [f"dram.row_buffer_bytes={row_bytes}", "dram.banks=2", "dram.burst_bytes=64"]).dram
     rng = np.random.default_rng(3)
-    accesses = []
-    for _ in range(300):
+    boxes = []
+    for _ in range(50):
         shape = tuple(int(n) for n in rng.integers(1, 4, size=3))
         strides = (int(rng.integers(0, 200)), int(rng.integers(1, 40)), int(rng.choice([1, 3])))
-        accesses.append(access_runs(4 * int(rng.integers(0, 2000)), *dram_order(shape, strides)))
+        boxes.append(access_runs(0, *dram_order(shape, strides)))
+    which = np.arange(300) % 50
+    addrs = 4 * rng.integers(0, 2000, size=300)
     one_by_one, batch = RowBuffers(dram), RowBuffers(dram)
-    expected = [one_by_one.walk(starts, lengths) for starts, lengths in accesses]
-    owners = np.repeat(np.arange(len(accesses)), [starts.size for starts, _ in accesses])
-    bursts, misses = batch.walk_runs(np.concatenate([s for s, _ in accesses]),
-                                     np.concatenate([n for _, n in accesses]), owners, len(accesses))
+    expected = [one_by_one.walk(addr + boxes[box][0], boxes[box][1]) for addr, box in zip(addrs, which)]
+    bursts, misses = batch.walk_many(addrs, which, boxes)
     assert list(zip(bursts.tolist(), misses.tolist())) == expected
     assert sum(m for _, m in expected) > (50 if row_bytes else -1)
     assert batch.open_rows == one_by_one.open_rows
