@@ -158,9 +158,9 @@ def run_program(args, files: UserFiles) -> int:
         program = retarget(program, args.target_set)
     inputs = read_arrays(args.inputs, program) if args.inputs else random_inputs(program, args.seed)
     expected = read_expected(args.expect, program) if args.expect else None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = run(program, inputs, trace=args.trace is not None)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     check = compare_outputs(result.outputs, expected, args.tolerance) if expected is not None else None
     report = build_report(result, check)
     report.update({
@@ -169,6 +169,7 @@ def run_program(args, files: UserFiles) -> int:
         "inputs": {s.name: list(s.shape) for s in program.symbols_of("input")},
         "target_description": target_to_dict(program.target),
         "wall_seconds": {"simulate": round(seconds, 3)},
+        "cpu_seconds": {"simulate": round(cpu, 3)},
     })
     if args.outputs:
         save_outputs(args.outputs, result.outputs)

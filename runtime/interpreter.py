@@ -357,8 +357,9 @@ class Interpreter:
 
     def execute(self, index: int, ins: Any, engine: str, start: int, layer: int) -> int:
         pending = self.pending
-        if pending and pending[0][0] <= start:
-            self.flush(start)
+        while pending and pending[0][0] <= start:  # `flush(start)`
+            _, _, view, data = heapq.heappop(pending)
+            view[...] = data
         semantics = SEMANTICS_BY_TYPE.get(type(ins), dma)
         try:
             if semantics is dma:
