@@ -222,6 +222,8 @@ def backward_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:
     """The nests of a backward conv op that lower-training-ops left to the back end, in order (a
     backward-filter whose reduction the cores split: its partial sums, then their sum)."""
     if op.name == "nn.conv2d_backward_filter":
+        if op.group.value.data != 1:
+            return [depthwise_filter_nest(lowering, op, slots)]
         return backward_filter_nests(lowering, op, slots)
     if tuple(nn.ints(op.strides)) != (1, 1):
         return [phases_nest(lowering, op, slots)]
@@ -830,9 +832,168 @@ def filter_sum_nest(lowering: Lowering, op, partial: SSAValue, s: ConvShape, par
     return finish_nest(op, block, inputs)
 
 
+# --------------------------------------------------------------------------- depthwise backward-filter
+
+
+def depthwise_filter_shape(op) -> ConvShape | None:
+    """The forward conv of a depthwise backward-filter (one input and one output channel per
+    group), the shape of `depthwise_filter_nest`; else None."""
+    n, c, h, w = nn.shape_of(op.input)
+    o, cg, kh, kw = nn.shape_of(op.result)
+    if op.group.value.data != c or cg != 1 or o != c:
+        return None
+    _, _, oh, ow = nn.shape_of(op.grad)
+    return ConvShape(n, c, h, w, o, kh, kw, oh, ow, tuple(nn.ints(op.strides)), tuple(nn.ints(op.pads)),
+                     tuple(nn.ints(op.dilations)), c)
+
+
+@dataclass(frozen=True)
+class DepthwiseFilterTiles:
+    channels: int  # per tile (the cores take different tiles)
+    rows: int  # dy rows per reduction step (a divisor of OH)
+
+
+def row_phases(s: ConvShape) -> dict[tuple, list[tuple[int, int]]]:
+    """Kernel rows by the view of x they read (x's rows at the row stride, from a phase): per
+    view, (kernel row, its first row in the view)."""
+    phases: dict[tuple, list[tuple[int, int]]] = {}
+    for i in range(s.kh):
+        (row0, _), phase = tap_view(s, i, 0, True)
+        phases.setdefault(phase, []).append((i, row0))
+    return phases
+
+
+def staged_rows(s: ConvShape, rows: int) -> list[int]:
+    """Rows of x a step loads per view (`row_phases`): its kernel rows' windows of `rows` rows."""
+    return [rows + max(r for _, r in kernel_rows) - min(r for _, r in kernel_rows)
+            for kernel_rows in row_phases(s).values()]
+
+
+def depthwise_filter_bytes(s: ConvShape, t: DepthwiseFilterTiles) -> dict[str, int]:
+    k = s.n * t.rows * s.ow
+    taps = s.kh * s.kw
+    raw = s.n * sum(staged_rows(s, t.rows)) * staged_columns(s)
+    return {"input": F32 * t.channels * (raw + k * (1 + taps)), "output": F32 * taps * t.channels}
+
+
+def depthwise_filter_estimate(lowering: Lowering, s: ConvShape, t: DepthwiseFilterTiles) -> float:
+    """Closed-form cycles: the busiest core's steps (per tap a `vmul` of the step's elements, then
+    one `vred`: on-chip bytes over the memory's bandwidth plus the pipeline's depth each), or the
+    DRAM bus moving x's staged rows and dy, whichever is longer."""
+    target = lowering.target
+    unit = target.units[lowering.vector_unit]
+    bandwidth = target.memory_for("input").bandwidth_bytes_per_cycle
+    taps, k = s.kh * s.kw, s.n * t.rows * s.ow
+    elements = t.channels * k
+    step = taps * (unit.pipeline_depth + 3 * F32 * elements / bandwidth) + unit.pipeline_depth + \
+        F32 * taps * elements / bandwidth
+    tiles, steps = -(-s.c // t.channels), s.oh // t.rows
+    compute = -(-tiles // lowering.cores) * steps * step
+    x_bytes = F32 * s.c * s.n * sum(staged_rows(s, t.rows)) * staged_columns(s) * steps
+    dram = (x_bytes + F32 * s.c * s.n * s.oh * s.ow) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
+    return max(compute, dram)
+
+
+def depthwise_filter_tiles(lowering: Lowering, s: ConvShape) -> DepthwiseFilterTiles:
+    """The tiles with the fewest estimated cycles (`depthwise_filter_estimate`) that fit (double
+    buffered); ties to fewer jobs."""
+    key = ("depthwise filter tiles", s)
+    if key not in lowering.cost_cache:
+        best = None
+        for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
+            for channels in sorted({1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, s.c} & set(range(1, s.c + 1))
+                                   | {-(-s.c // d) for d in (lowering.cores, 2 * lowering.cores)}):
+                t = DepthwiseFilterTiles(channels, rows)
+                if not lowering.fits(depthwise_filter_bytes(s, t)):
+                    continue
+                rank = (depthwise_filter_estimate(lowering, s, t), -(-s.c // channels) * (s.oh // rows))
+                if best is None or rank < best[0]:
+                    best = (rank, t)
+        if best is None:
+            raise NnccError(f"depthwise backward-filter {s}: not even one channel and one dy row fit on chip")
+        lowering.cost_cache[key] = best[1]
+    return lowering.cost_cache[key]
+
+
+def depthwise_filter_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
+    """Depthwise backward-filter, dW[c, 0, i, j] = sum over (n, y, x) of
+    x[n, c, y sh + i dh - pt, x sw + j dw - pl] dy[n, c, y, x], as products and row sums on the
+    vector unit (a gemm would have one output channel per group on its lanes: 1/16 of them):
+    per step of dy rows, x's rows are loaded once per row phase (stride 1: once), the kernel
+    rows' windows together, whole (`staged_columns`: one DRAM run each), dy's block once; each
+    tap's product taken from its row and column (`tile.map mul`, strided by the column stride)
+    and all the taps' products summed per (tap, channel) into the output tile across the steps
+    (`tile.reduce sum ... reduce %r`); then stored into dW seen as (taps, C). The cores take
+    different channel tiles.
+
+        tile.for %c[%tc] = 0 to 32 step 8 cores 4 order naive {
+          tile.for %r[%tr] = 0 to 112 step 4 order naive {
+            tile.load %Xv0[0, %c, %r - 1, -1] [2, %tc, 6, 114] -> %raw[0] dims [1, 0, 2, 3]
+            tile.load %DY[0, %c, %r, 0] [2, %tc, 4, 112] -> %dy[0] dims [1, 0, 2, 3]
+            tile.map mul %raw[0] strides [684, 114, 1], %dy[0] -> %prod[0] shape [%tc * 2, 4, 112]
+            tile.map mul %raw[1] strides [684, 114, 1], %dy[0] -> %prod[%tc * 896] shape [%tc * 2, 4, 112]
+            ...                                                   (one per tap)
+            tile.reduce sum %prod[0] -> %out[0] shape [%tc * 9, 8, 112] reduce %r
+          }
+          tile.store %out[0] -> %Yv[0, %c] [9, %tc] dims [0, 1]
+        }
+    """
+    from nncc.compiler.codegen.reduce_nest import reduce_op
+
+    s = depthwise_filter_shape(op)
+    t = depthwise_filter_tiles(lowering, s)
+    taps = filter_taps(s)
+    k = s.n * t.rows * s.ow
+    wide = staged_columns(s)
+    block, args, inputs = nest_block([("X", op.input), ("DY", op.grad)], op.result)
+    out = tile.ViewOp(args["Y"], 0, [len(taps), s.c], [1, len(taps)])
+    out.result.name_hint = "Yv"
+    block.add_op(out)
+    loads = []  # per view of x: (view, first row, rows, offset of its block per channel)
+    where = {}  # kernel row -> (its load, its first row in the block)
+    offset = 0
+    for (phase, kernel_rows), rows in zip(row_phases(s).items(), staged_rows(s, t.rows)):
+        pa, _, length, _ = phase
+        view = tile.ViewOp(args["X"], pa * s.w, [s.n, s.c, length, s.w], [s.c * s.h * s.w, s.h * s.w, s.strides[0] * s.w, 1])
+        view.result.name_hint = f"Xv{len(loads)}"
+        block.add_op(view)
+        first = min(r for _, r in kernel_rows)
+        for i, r in kernel_rows:
+            where[i] = (len(loads), r - first)
+        loads.append((view.result, first, rows, offset))
+        offset += s.n * rows * wide
+    buffers = add_buffers(lowering, block, [("raw", "input", [t.channels, offset], False),
+                                            ("dy", "input", [t.channels, k], False),
+                                            ("prod", "input", [len(taps), t.channels, k], False),
+                                            ("out", "output", [len(taps), t.channels], False)], slots)
+    channel_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores, names=["c"])
+    row_loop = tile.ForOp.build([(0, s.oh, t.rows)], "naive", names=["r"])
+    block.add_op(channel_loop)
+    channel_loop.block.add_op(row_loop)
+    c, tc = channel_loop.block.args
+    r, _ = row_loop.block.args
+    body = row_loop.block
+    e = IndexExprs()
+    for tensor, first, rows, at in loads:
+        body.add_op(slice_op(tile.LoadOp, tensor, buffers["raw"], [0, c, ((r, 1), first), -s.pads[1]],
+                             [s.n, tc, rows, wide], [1, 0, 2, 3], at=((tc, at),) if at else 0))
+    body.add_op(slice_op(tile.LoadOp, args["DY"], buffers["dy"], [0, c, r, 0], [s.n, tc, t.rows, s.ow], [1, 0, 2, 3]))
+    shape = [e(tc) * s.n, e(t.rows), e(s.ow)]  # (channel, image) pairs, rows, columns
+    for index, (i, j) in enumerate(taps):
+        load, row = where[i]
+        _, _, rows, at = loads[load]
+        source = (e(tc) * at if at else e(0)) + (row * wide + j * s.dilations[1])
+        body.add_op(map_op(e, "mul", [(buffers["raw"], source, [rows * wide, wide, s.strides[1]]), (buffers["dy"], 0, 0),
+                                      (buffers["prod"], e(tc) * (index * k) if index else 0, 0)], shape))
+    body.add_op(reduce_op(e, "sum", (buffers["prod"], 0, 0), (buffers["out"], 0, 0),
+                          [e(tc) * len(taps), e(s.n * t.rows), e(s.ow)], reduce=r))
+    channel_loop.block.add_op(slice_op(tile.StoreOp, out.result, buffers["out"], [0, c], [len(taps), tc], [0, 1]))
+    return finish_nest(op, block, inputs)
+
+
 BACKWARD_CONVS = {
     "nn.conv2d_backward_data": lambda op, lowering: backward_data_shape(op) or phases_shape(op),
-    "nn.conv2d_backward_filter": backward_filter_shape,
+    "nn.conv2d_backward_filter": lambda op, lowering: backward_filter_shape(op, lowering) or depthwise_filter_shape(op),
 }
 """Backward conv op name -> its conv shape (None: lower-training-ops rewrites it instead)."""
 
