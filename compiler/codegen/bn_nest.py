@@ -566,7 +566,7 @@ def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSums
     """The backward-data conv nest of `op` (training_nest's tiles, output tiles made to divide the
     output, shrunk until the extra buffers fit) with its BatchNorm's backward reductions as
     post-processing of every output tile (`add_backward_sums`)."""
-    from nncc.compiler.codegen.training_nest import backward_data_shape, backward_tiles
+    from nncc.compiler.codegen.training_nest import backward_data_shape, backward_tiles, with_images
 
     conv = backward_data_conv(op)
     s = backward_data_shape(conv)
@@ -578,10 +578,12 @@ def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSums
         t = backward_tiles(lowering, conv, s)
         return dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
 
-    def build(t):
-        return build_backward_sums(lowering, op, conv, s, t, constants)
+    def build(t, lw=lowering):
+        return build_backward_sums(lw, op, conv, s, t, constants)
 
-    return build(fitting_tiles(lowering, op, ("bn backward tiles", s), s, first_tiles, build))
+    t = fitting_tiles(lowering, op, ("bn backward tiles", s), s, first_tiles, build)
+    return build(with_images(lowering, ("bn backward tiles", s, len(op.operands)), s, t,
+                             lambda lw, tiles: build(tiles, lw)))
 
 
 def fitting_tiles(lowering: Lowering, op, key, s, first_tiles, build) -> ConvTiles:
@@ -599,7 +601,7 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
                         t: ConvTiles, constants: dict) -> tile.NestOp:
     from nncc.compiler.codegen.training_nest import backward_tensors
 
-    pixels = t.toh * t.tow
+    pixels = t.toh * t.tow * t.images
     ones = constant_weight(lowering, op, f"bn_stats.ones{pixels}", np.ones(pixels, np.float32))
     tensors = dataclasses.replace(backward_tensors(conv, s), residual=op.residual)
     probe = conv_nest(lowering, None, s, t, tensors, Epilogue(), lowering.tile_order == "scan", "channels",
@@ -643,12 +645,13 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     """
     y_arg, scale, shift, mean, invstd, ones_arg, zeros, *mask = args
     dscale, dbias, c2, c3 = results
-    c, pixels = s.og, t.toh * t.tow
+    c, pixels, images = s.og, t.toh * t.tow * t.images, t.images
+    tile_shape = [t.toh, images, t.tow, t.toc] if images > 1 else [t.toh, t.tow, t.toc]
     pc = buffer(lowering, parts, "pc", "weight", [4 * c])
     ones = buffer(lowering, parts, "ones", "weight", [pixels])
     st = buffer(lowering, parts, "st", "output", [5 * c])
-    y = buffer(lowering, parts, "y", "output", [t.toh, t.tow, t.toc])
-    tb = buffer(lowering, parts, "t", "output", [t.toh, t.tow, t.toc])
+    y = buffer(lowering, parts, "y", "output", tile_shape)
+    tb = buffer(lowering, parts, "t", "output", tile_shape)
     first_loop = next(o for o in parts.block.ops if isinstance(o, tile.ForOp))
     for k, arg in enumerate((scale, shift, mean, invstd)):
         parts.block.insert_op_before(slice_op(tile.LoadOp, arg, pc, [0], [c], [0], at=k * c), first_loop)
@@ -659,10 +662,10 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
             loop.properties["cores"] = IntegerAttr(1, i64)  # one statistics buffer
     n, _, oh, toh, ow, tow = parts.spatial.block.args
     oc, toc = parts.channel.block.args[-2:]
-    tile_slice = ([n, oc, oh, ow], [1, toc, toh, tow], [2, 3, 1])
+    tile_slice = ([n, oc, oh, ow], [images, toc, toh, tow], [2, 0, 3, 1] if images > 1 else [2, 3, 1])
     parts.ic_loop.parent_block().insert_op_before(slice_op(tile.LoadOp, y_arg, y, *tile_slice), parts.ic_loop)
     if mask:  # a stored ReLU output (a residual block's end): its step masks the tile
-        z = buffer(lowering, parts, "z", "output", [t.toh, t.tow, t.toc])
+        z = buffer(lowering, parts, "z", "output", tile_shape)
         parts.ic_loop.parent_block().insert_op_before(slice_op(tile.LoadOp, mask[0], z, *tile_slice), parts.ic_loop)
     body = parts.ic_loop.block
     ic = body.args[-2]
@@ -673,7 +676,7 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
         e = IndexExprs()
         views = [(b, e(oc) + at if per_channel else at, BROADCAST_ROWS_COLUMNS if per_channel else 0)
                  for b, at, per_channel in views]
-        ops.append(on_unit(map_op(e, func, views, [e(toh), e(tow), e(toc)], last=ic), "post"))
+        ops.append(on_unit(map_op(e, func, views, [e(toh) * images, e(tow), e(toc)], last=ic), "post"))
     tile_view = lambda b: (b, 0, False)  # noqa: E731
     factor = lambda k: (pc, k * c, True)  # noqa: E731
     if relu:

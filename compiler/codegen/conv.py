@@ -78,12 +78,15 @@ class ConvTiles:
     # of whole rows walked down the image, the input a `ring` buffer (one slot) that keeps the
     # halo rows the next strip shares, so each input row comes from DRAM once (`cache_tiles`)
     halo: str = "recompute"
+    # images per tile (row stride 1 only): their rows interleaved on chip, [rows][images][columns][channels],
+    # so one matmul per kernel row covers them all (a feature map of a few pixels per image)
+    images: int = 1
 
     def slot_bytes(self, s: ConvShape) -> dict[str, int]:
         return {
-            "in": F32 * s.input_extent(self.toh, 0) * s.input_extent(self.tow, 1) * self.tic,
+            "in": F32 * s.input_extent(self.toh, 0) * s.input_extent(self.tow, 1) * self.tic * self.images,
             "w": F32 * (s.kh * s.kw * self.tic * self.toc + self.toc),
-            "out": F32 * self.toh * self.tow * self.toc,
+            "out": F32 * self.toh * self.tow * self.toc * self.images,
         }
 
 

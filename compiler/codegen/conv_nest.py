@@ -114,15 +114,23 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     rows, cols = s.input_extent(t.toh, 0), s.input_extent(t.tow, 1)
     weights = s.kh * s.kw * t.tic * t.toc
     channels_last = mapping == "channels"
+    images = t.images  # > 1: the images' rows interleaved, the conv's row dilation times `images`
+    if images > 1 and (not channels_last or s.strides[0] != 1 or s.n % images or tensors.batch
+                       or tensors.product_scale != 1.0 or tensors.residual_scale != 1.0):
+        raise NnccError(f"layer {layer_name(op) if op else 'probe'}: {images} images per tile need the channels "
+                        "mapping, row stride 1 and a batch they divide")
+    in_shape = ([rows, images, cols, t.tic] if images > 1 else [rows, cols, t.tic]) if channels_last \
+        else [rows, t.tic, cols]
+    out_shape = ([t.toh, images, t.tow, t.toc] if images > 1 else [t.toh, t.tow, t.toc]) if channels_last \
+        else [t.toh, t.toc, t.tow]
     buffers = add_buffers(lowering, block, [
-        ("in", "input", [rows, cols, t.tic] if channels_last else [rows, t.tic, cols], t.split == "channel",
-         t.halo == "cache"),
+        ("in", "input", in_shape, t.split == "channel", t.halo == "cache"),
         ("wt", "weight", [weights + t.toc], t.split != "channel"),
-        ("out", "output", [t.toh, t.tow, t.toc] if channels_last else [t.toh, t.toc, t.tow], False)], slots)
+        ("out", "output", out_shape, False)], slots)
     order = "serpentine" if scan else "naive"
     channel_loop = tile.ForOp.build([(0, s.group, 1), (0, s.og, t.toc)], "naive", names=["g", "oc"]) \
         if s.group > 1 else tile.ForOp.build([(0, s.og, t.toc)], "naive", names=["oc"])
-    spatial_loop = tile.ForOp.build([(0, s.n, 1), (0, s.oh, t.toh), (0, s.ow, t.tow)], "naive",
+    spatial_loop = tile.ForOp.build([(0, s.n, images), (0, s.oh, t.toh), (0, s.ow, t.tow)], "naive",
                                     names=["n", "oh", "ow"])
     outer, inner = (spatial_loop, channel_loop) if t.split == "channel" else (channel_loop, spatial_loop)
     inner.properties["order"] = StringAttr(order)
@@ -152,8 +160,8 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     n, _, oh, toh, ow, tow = spatial_loop.block.args
     ic, tic = ic_loop.block.args[-2:]
     kr = ic_loop.block.args[0] if tensors.full_kernel_rows else 0
-    tile_dims = [2, 3, 1] if channels_last else [2, 1, 3]
-    out_slice = batched(([n, ((g, s.og), (oc, 1)), oh, ow], [1, toc, toh, tow], tile_dims))
+    tile_dims = ([2, 0, 3, 1] if images > 1 else [2, 3, 1]) if channels_last else [2, 1, 3]
+    out_slice = batched(([n, ((g, s.og), (oc, 1)), oh, ow], [images, toc, toh, tow], tile_dims))
     if R is not None:
         inner.block.add_op(slice_op(tile.LoadOp, R, buffers["out"], *out_slice))
     inner.block.add_op(ic_loop)
@@ -163,7 +171,7 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
     kw_extent = (s.kw - 1) * s.dilations[1] + 1 - sw
     body.add_op(slice_op(tile.LoadOp, X, buffers["in"], *batched((
         [n, ((g, s.cg), (ic, 1)), ((oh, sh), (kr, s.dilations[0]), -s.pads[0]), ((ow, sw), -s.pads[1])],
-        [1, tic, ((toh, sh), kh_extent), ((tow, sw), kw_extent)], tile_dims))))
+        [images, tic, ((toh, sh), kh_extent), ((tow, sw), kw_extent)], tile_dims))))
     if tensors.flip:  # tap (i, j) of the tile is tap (kh - 1 - i, kw - 1 - j) of the tensor
         # the taps are packed by the tile's extents: one of them must be the same on every tile
         varying, fixed = (tic, t.toc) if s.og % t.toc == 0 else (toc, t.tic)
@@ -182,13 +190,14 @@ def conv_nest(lowering: Lowering, op: Operation | None, s, t, tensors: ConvTenso
         body.add_op(slice_op(tile.LoadOp, B, buffers["wt"], [((g, s.og), (oc, 1))], [toc], [0], at=weights))
     e = IndexExprs()
     views = [e(0), e(0), e(0)] + ([e(weights)] if B is not None else [])
-    sizes = [e(toh), e(tow), e(tic), e(toc)]
+    sizes = [e(toh) * images if images > 1 else e(toh), e(tow), e(tic), e(toc)]
     reduce = e(ic).position
     scaled = tensors.product_scale != 1.0
     if R is not None and tensors.residual_scale != 1.0:
         body.add_op(scale_op(buffers["out"], toh, tow, toc, "affine", [tensors.residual_scale, 0.0], first=ic))
     conv = tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]] + ([buffers["wt"]] if B is not None else []),
-                        views, e, sizes, [s.kh, s.kw], list(s.strides), list(s.dilations), reduce,
+                        views, e, sizes, [s.kh, s.kw], list(s.strides), [s.dilations[0] * images, s.dilations[1]],
+                        reduce,
                         R is not None, None if scaled else epilogue.act, epilogue_parameters(epilogue))
     if not channels_last:
         conv.mapping = StringAttr(mapping)

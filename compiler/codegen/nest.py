@@ -112,11 +112,14 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
         return [Transfer(chip, chip3, dram(address), src3, shape3)]
     box, src_strides, chip_strides, pads = merge_boxes(box, src_strides, chip_strides, pads)
     transfers = []
-    for outer, chip_offset, dram_offset in outer_boxes(box, src_strides, chip_strides):
+    for outer, chip_offset, dram_offset, outside in outer_boxes(box, src_strides, chip_strides, pads):
         shape3 = (1,) * (3 - len(outer)) + tuple(outer)
         src3 = (0,) * (3 - len(outer)) + tuple(src_strides[-len(outer):])
         chip3 = (0,) * (3 - len(outer)) + tuple(chip_strides[-len(outer):])
-        pad6 = tuple(v for pair in [(0, 0)] * (3 - len(outer)) + pads[-len(outer):] for v in pair)
+        inner = [(0, 0)] * (3 - len(outer)) + pads[-len(outer):]
+        if outside:  # an outer index in the padding (a row above the image): the whole box is padding
+            inner[0] = (shape3[0], 0)
+        pad6 = tuple(v for pair in inner for v in pair)
         ref = BufRef(chip.kind, chip.offset + F32 * chip_offset)
         if load:
             transfers.append(Transfer(dram(address + F32 * dram_offset), src3, ref, chip3, shape3, pad6, pad_value))
@@ -141,13 +144,21 @@ def merge_boxes(box, src, chip, pads):
     return box, src, chip, pads
 
 
-def outer_boxes(box, src, chip):
-    """(the last three sizes, chip offset, DRAM offset) of every box, looping over the outer dims."""
+def outer_boxes(box, src, chip, pads=None):
+    """(the last three sizes, chip offset, DRAM offset, wholly padding) of every box, looping over
+    the outer dims; an outer index in its dimension's padding reads nothing (its DRAM offset the
+    nearest index inside the tensor: DRAM offsets count from the first)."""
     outer = box[:-3]
     if not outer:
-        return [(box, 0, 0)]
-    return [(box[-3:], sum(i * s for i, s in zip(index, chip)), sum(i * s for i, s in zip(index, src)))
-            for index in np.ndindex(*outer)]
+        return [(box, 0, 0, False)]
+    pads = pads or [(0, 0)] * len(box)
+    boxes = []
+    for index in np.ndindex(*outer):
+        outside = any(i < low or i >= size - high for i, size, (low, high) in zip(index, outer, pads))
+        inside = [min(max(i - low, 0), size - low - high - 1) for i, size, (low, high) in zip(index, outer, pads)]
+        boxes.append((box[-3:], sum(i * s for i, s in zip(index, chip)), sum(i * s for i, s in zip(inside, src)),
+                      outside))
+    return boxes
 
 
 # --------------------------------------------------------------------------- the walk

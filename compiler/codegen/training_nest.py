@@ -214,8 +214,33 @@ def backward_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
     neither channel tile divides its extent (the flipped taps are packed by fixed extents)."""
     t = choose_tiles(lowering, s, layer_name(op), bias=False)
     if op.name == "nn.conv2d_backward_data" and s.og % t.toc and s.cg % t.tic:
-        t = ConvTiles(t.toc, max(d for d in range(1, t.tic + 1) if s.cg % d == 0), t.toh, t.tow, t.split)
+        t = dataclasses.replace(t, tic=max(d for d in range(1, t.tic + 1) if s.cg % d == 0))
     return t
+
+
+SMALL_PLANE = 32  # output pixels per image below which a backward-data tile may take several images
+
+
+def with_images(lowering: Lowering, key, s: ConvShape, t: ConvTiles, build) -> ConvTiles:
+    """`t`, or `t` with several images per tile (`ConvTiles.images`, a divisor of the batch) when
+    its tile is a whole plane of a few pixels (ResNet's last stage at 64x64: 2x2): the one the
+    cost model times fastest among those whose nest (`build(tiles)`) fits; once per `key`."""
+    from nncc.compiler.codegen.bn_nest import fits
+    from nncc.compiler.codegen.group_nest import predict, scratch
+
+    if (t.toh, t.tow) != (s.oh, s.ow) or s.oh * s.ow >= SMALL_PLANE or s.strides[0] != 1:
+        return t
+    key = ("images per tile", key)
+    if key not in lowering.cost_cache:
+        probe = scratch(lowering)
+        timed = []
+        for images in [d for d in range(1, s.n + 1) if s.n % d == 0]:
+            option = dataclasses.replace(t, images=images)
+            nest = build(probe, option)
+            fit = fits(probe, nest)
+            timed.append((predict(probe, nest).cycles if fit else float("inf"), images, option))
+        lowering.cost_cache[key] = min(timed, key=lambda item: item[:2])[2]
+    return lowering.cost_cache[key]
 
 
 def backward_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:
@@ -228,8 +253,11 @@ def backward_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:
     if tuple(nn.ints(op.strides)) != (1, 1):
         return [phases_nest(lowering, op, slots)]
     s = backward_data_shape(op)
-    return [conv_nest(lowering, op, s, backward_tiles(lowering, op, s), backward_tensors(op, s), Epilogue(),
-                      lowering.tile_order == "scan", "channels", slots)]
+
+    def build(lw, t):
+        return conv_nest(lw, op, s, t, backward_tensors(op, s), Epilogue(), lw.tile_order == "scan", "channels", slots)
+    tiles = with_images(lowering, ("backward-data", s, slots), s, backward_tiles(lowering, op, s), build)
+    return [build(lowering, tiles)]
 
 
 def backward_filter_nests(lowering: Lowering, op, slots: int) -> list[tile.NestOp]:

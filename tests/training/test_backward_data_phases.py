@@ -62,3 +62,31 @@ def test_max_pool_scatter_is_one_phase_nest(model_file, tmp_path, capsys):
     assert code == 0 and all(v["passed"] for v in data["check"]["tensors"].values()), (out, err)
     ops = [row["op"] for row in data["layers"] if row["name"] == "pool_y_grad"]
     assert ops.count("nn.conv2d_backward_data") == 1 and not {"nn.matmul", "nn.transpose", "nn.conv2d"} & set(ops)
+
+
+def small_plane_model(graph, tmp_path):
+    """A 3x3 conv (pad 1) on 2x2 maps, batch 8: ResNet-50's last stage at 64x64."""
+    g = graph(7)
+    x = g.node("Conv", ["x", g.init("pre", (32, 2, 1, 1))], "pre")
+    y = g.node("Conv", [x, g.init("w", (32, 32, 3, 3))], "conv", pads=[1, 1, 1, 1])
+    y = g.node("Conv", [y, g.init("post", (1, 32, 1, 1))], "post")
+    return g.save(tmp_path / "small.onnx", [8, 2, 2, 2], y, output_rank=4)
+
+
+@pytest.mark.parametrize("target", ["fusion", "edge"])
+def test_small_planes_take_several_images_per_tile(target, graph, tmp_path, capsys):
+    """A backward-data tile that is a whole 2x2 plane takes the batch's 8 images (their rows
+    interleaved on chip: the conv reads them with its row dilation times 8, one matmul per kernel
+    row for all of them; the rows above and below the images are padding boxes), as the cost model
+    chooses; the step matches PyTorch."""
+    model = small_plane_model(graph, tmp_path)
+    assert main([str(model), "--train", f"--target={target}", "--loss", "mse", "--emit=tile"]) == 0
+    ir = capsys.readouterr().out
+    nest = ir[ir.index('tile.nest "conv_y_grad_input"'):]
+    assert "= 0 to 8 step 8, %oh" in nest.split("tile.store")[0]
+    assert "[8, %tic" in nest and "dims [2, 0, 3, 1]" in nest and "dilations [8, 1]" in nest
+    report = tmp_path / "r.json"
+    code = main([str(model), "--train", f"--target={target}", "--loss", "mse", "--check", "--report", str(report)])
+    out, err = capsys.readouterr()
+    data = json.loads(report.read_text())
+    assert code == 0 and all(v["passed"] for v in data["check"]["tensors"].values()), (out, err)

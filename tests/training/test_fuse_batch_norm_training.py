@@ -11,7 +11,7 @@ from nncc.compiler.cli import main
 pytest.importorskip("torch")
 
 
-def block_model(g, path):
+def block_model(g, path, shape=(4, 3, 8, 8)):
     """conv(pad 1) -> BN -> ReLU -> conv 3x3 stride 2 (pad 1) -> BN -> ReLU -> conv 1x1 -> BN, plus
     a downsampling conv -> BN shortcut, add, ReLU, global pooling, FC: every case of the pass
     (statistics from a conv and from a pre-processing conv, the apply as pre-processing with and
@@ -29,7 +29,7 @@ def block_model(g, path):
     h = g.node("Relu", [g.node("Add", [a, d], "add")], "relu3")
     h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
     h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
-    return g.save(path, [4, 3, 8, 8], h)
+    return g.save(path, list(shape), h)
 
 
 @pytest.fixture
@@ -61,6 +61,17 @@ def test_fused_and_unfused_steps_agree_with_pytorch(target, model, tmp_path, cap
     assert {"fused.batch_norm_factors", "fused.batch_norm_apply", "fused.batch_norm_backward_sums"} <= ops
     assert not {row["op"] for row in unfused["layers"]} & (into_convs | {"fused.batch_norm_factors"})
     assert fused["losses"] == pytest.approx(unfused["losses"], rel=1e-5)
+
+
+def test_backward_sums_on_planes_of_a_few_pixels(tmp_path, capsys):
+    """The block at 4x4, batch 8: conv3's backward-data with bn2's reductions runs on 2x2 planes,
+    where its tiles take all 8 images (`training_nest.with_images`; the post-processing covers
+    their interleaved rows); the step matches PyTorch."""
+    from tests.training.conftest import Graph
+
+    model = block_model(Graph(3), tmp_path / "block.onnx", (8, 3, 4, 4))
+    data = train(model, tmp_path, capsys, "fusion")
+    assert "fused.conv2d_backward_data_sums" in {row["op"] for row in data["layers"]}
 
 
 def test_the_fused_ops_in_the_ir(model, capsys):
