@@ -28,7 +28,9 @@
     `--tile-objective=dram`, beside the chain's compulsory traffic (input, output, weights once).
 (m) `kernel`: the `vector` timing model against the FT-M7032's published GEMM figures (Yu et al.,
     IPDPS 2024): one 6 x 48 x k `matmul` on one core (micro-kernel efficiency at k = 64, 512, 1024),
-    compiled single-core GEMMs (published 92-96 %), and a small-k GEMM on 1, 2 and 4 cores.
+    compiled single-core GEMMs (published 92-96 %), the library's own single-core schedule
+    replayed at the paper's three blockings (compiler/library_gemm.py; published 92 / 94 / 96 %),
+    and a small-k GEMM on 1, 2 and 4 cores.
 (n) `train` (only with `--only train`): one VGG-16 training step on `vector` (`nncc --train`,
     batch `--train-batch`): per conv layer and phase (forward, backward-data, backward-filter)
     the MAC efficiency and the roofline bound, and the same for the classifier trained alone at
@@ -56,6 +58,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nncc.compiler.library_gemm import PAPER_BLOCKINGS, PAPER_GFLOPS, PAPER_PEAK_GFLOPS, library_gemm_program
 from nncc.compiler.zoo import check_name
 from nncc.support.command_line import ArgumentParser, add_common_options, available_cpus
 from nncc.support.errors import NnccError, report_errors
@@ -66,6 +69,8 @@ PAPER_KERNEL = {64: 92.0, 512: 98.9, 1024: 99.5}  # Yu et al. 2024, 6x3-vector m
 PAPER_GEMM_SINGLE_CORE = (92.0, 96.0)  # Yu et al. 2024, single-core GEMM efficiency range (%)
 KERNEL_GEMMS = ((512, 512, 512), (1024, 1024, 1024), (2048, 2048, 256))  # single-core sweep: M, N, K
 SCALING_GEMM = (1536, 1536, 32)  # M, N, small K: multi-core scaling
+LIBRARY_GEMM = (1008, 1536, 1024)  # M, N, K of the library-schedule replay (divisible by every blocking)
+PUBLISHED_KERNEL = ("core.main.vector_registers=24",)  # 6 v + 2 v <= 24: calls of at most 6 x 3 vectors
 PAPER_SCAN = {"mobilenet_v2": 67.0, "resnet50 (CP)": 20.0}  # Wu 2019, DRAM energy saving (%)
 GOALS = {"conv": 90.0, "fc": 95.0, "roofline": 90.0, "compile_s": 15.0, "sim_s": 30.0}
 TARGETS = ("vector", "fusion", "edge")
@@ -1081,13 +1086,33 @@ def gemm_efficiency(workdir: Path, m: int, n: int, k: int, cores: int, target_se
             "efficiency": 100 * layer.macs / (layer.cycles * cores * program.target.main.macs_per_cycle)}
 
 
+def library_gemm_efficiency(m: int, n: int, k: int, ka: int, target_set=()) -> dict:
+    """The library's single-core NN schedule with the paper's blocking for `ka` (compiler/library_gemm.py),
+    with the published 6 x 3-vector calls and with nncc's own call widths; outputs checked against
+    numpy."""
+    from nncc.runtime.interpreter import random_inputs, run
+    from nncc.runtime.target import load_target
+
+    blocking, row = PAPER_BLOCKINGS[ka], {}
+    for key, extra in (("efficiency", PUBLISHED_KERNEL), ("efficiency_nncc_calls", ())):
+        program = library_gemm_program(load_target("vector", [*target_set, "cores=1", *extra]), m, n, k, blocking)
+        inputs = random_inputs(program)
+        result = run(program, inputs)
+        np.testing.assert_allclose(result.outputs["c"], inputs["c_in"] + inputs["a"] @ inputs["b"], rtol=1e-3, atol=1e-3)
+        row[key] = 100 * m * n * k / (result.cycles * program.target.main.macs_per_cycle)
+        if extra:
+            row["cycles"] = result.cycles
+    return {"ka": ka, "na": blocking.na, "ms": blocking.ms, "ma": blocking.ma, **row,
+            "paper": 100 * PAPER_GFLOPS[ka] / PAPER_PEAK_GFLOPS}
+
+
 def bench_kernel(args, workdir: Path) -> dict:
     from nncc.runtime.interpreter import random_inputs, run
     from nncc.runtime.target import load_target
 
     target = load_target("vector", args.target_set)
     out: dict = {"target": "vector", "target_set": args.target_set, "micro_kernel": [], "single_core": [],
-                 "scaling": []}
+                 "library": [], "scaling": []}
     for k in sorted(PAPER_KERNEL):
         program = micro_kernel_program(k, target)
         inputs = random_inputs(program)
@@ -1107,6 +1132,13 @@ def bench_kernel(args, workdir: Path) -> dict:
                  for r in out["single_core"]],
                 f"    single-core GEMM (compiled, cores=1; paper {PAPER_GEMM_SINGLE_CORE[0]:.0f}-"
                 f"{PAPER_GEMM_SINGLE_CORE[1]:.0f} %)"))
+    print()
+    m, n, k = LIBRARY_GEMM if not args.quick else (1008, 192, 512)
+    out["library"] = [library_gemm_efficiency(m, n, k, ka, args.target_set) for ka in sorted(PAPER_BLOCKINGS)]
+    print(table(["K_A", "N_A", "M_S", "M_A", "cycles", "6x3 calls %", "nncc calls %", "paper %"],
+                [[r["ka"], r["na"], r["ms"], r["ma"], r["cycles"], r["efficiency"], r["efficiency_nncc_calls"],
+                  r["paper"]] for r in out["library"]],
+                f"    the library's own schedule replayed (Yu et al. Fig. 4, one core): {m} x {n} x {k}"))
     print()
     m, n, k = SCALING_GEMM if not args.quick else (384, 384, 32)
     out["scaling"] = [gemm_efficiency(workdir, m, n, k, cores, args.target_set) for cores in (1, 2, 4)]

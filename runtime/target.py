@@ -28,7 +28,7 @@ A TOML file looks like this (every key shown is required unless marked optional)
     kernel_fill_drain = 26
     load_store_units = 2
     broadcast_memory = "SM"
-    broadcast_stage_cycles = 16
+    broadcast_stage_cycles = 62
 
     [[memory]]                   # one table per on-chip memory
     name = "AM"

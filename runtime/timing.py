@@ -87,22 +87,33 @@ def matmul_kernel_cycles(unit: ComputeUnit, m: int, vectors: int, k: int, acc: i
                          broadcast_bytes: int) -> int:
     """One matmul as micro-kernel calls: per call k steps + fill/drain + its c loads (acc) and
     stores through the load/store units. With `staged`, the broadcast operand is copied into the
-    broadcast memory first, a panel of (rows x k) per row block, each at most `broadcast_bytes`
-    (half the memory: double-buffered); a k longer than a panel splits every call in as many
-    (the later ones reload c), and each panel costs the core `broadcast_stage_cycles`."""
+    broadcast memory first (`broadcast_panels`), each panel costing the core
+    `broadcast_stage_cycles`; a row block longer than a panel splits its calls in as many (the
+    later ones reload c)."""
     total = 0
     for calls, rows, width in kernel_calls(unit, m, vectors):
-        panels = ceil_div(F32 * rows * k, broadcast_bytes) if staged else 1
+        pieces = ceil_div(F32 * rows * k, broadcast_bytes) if staged else 1
         c_words = rows * width
-        per_call = (k * kernel_step_cycles(unit, rows, width) + panels * unit.kernel_fill_drain
+        per_call = (k * kernel_step_cycles(unit, rows, width) + pieces * unit.kernel_fill_drain
                     + ceil_div(c_words * (1 + acc), unit.load_store_units)
-                    + (panels - 1) * ceil_div(2 * c_words, unit.load_store_units))
+                    + (pieces - 1) * ceil_div(2 * c_words, unit.load_store_units))
         total += calls * per_call
     if staged:
-        for count, rows in ((m // unit.kernel_rows, unit.kernel_rows), (1, m % unit.kernel_rows)):
-            if count and rows:
-                total += count * ceil_div(F32 * rows * k, broadcast_bytes) * unit.broadcast_stage_cycles
+        total += broadcast_panels(unit, m, k, broadcast_bytes) * unit.broadcast_stage_cycles
     return total
+
+
+def broadcast_panels(unit: ComputeUnit, m: int, k: int, broadcast_bytes: int) -> int:
+    """DMAs that stage an m x k broadcast operand into the broadcast memory, each at most
+    `broadcast_bytes` (half the memory: double-buffered): as many whole row blocks of
+    `kernel_rows` x k per panel as fit (the library's M_S rows per SM tile, Yu et al. 2024 Table I:
+    2 M_S K_A words <= SM), or, when one row block does not fit, each row block in pieces of k.
+    m = 600, k = 512: 12 KiB per 6-row block, 2 per 32 KiB panel: 50 panels."""
+    block = F32 * unit.kernel_rows * k
+    if block <= broadcast_bytes:
+        return ceil_div(ceil_div(m, unit.kernel_rows), broadcast_bytes // block)
+    return sum(count * ceil_div(F32 * rows * k, broadcast_bytes)
+               for count, rows in ((m // unit.kernel_rows, unit.kernel_rows), (1, m % unit.kernel_rows)) if count and rows)
 
 
 def vector_issue_cycles(unit: ComputeUnit, shape: tuple[int, int, int], cost: int) -> int:

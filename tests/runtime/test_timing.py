@@ -3,8 +3,8 @@
 import dataclasses
 
 from nncc.runtime.target import load_target
-from nncc.runtime.timing import (DmaModel, dram_bus_cycles, dram_runs, kernel_calls, matmul_issue_cycles,
-                                 memory_cycles, vector_issue_cycles)
+from nncc.runtime.timing import (DmaModel, broadcast_panels, dram_bus_cycles, dram_runs, kernel_calls,
+                                 matmul_issue_cycles, memory_cycles, vector_issue_cycles)
 
 
 def test_vector_unit_lanes_and_fmacs():
@@ -24,11 +24,26 @@ def test_micro_kernel_calls_fill_drain_and_latency():
     assert matmul_issue_cycles(unit, 2, 8, 64, 64) == 2 * (550 + 414)
     # 20 vectors in 6-row calls: at most 8 each, balanced: 7 + 7 + 6
     assert kernel_calls(unit, 6, 20) == [(2, 6, 7), (1, 6, 6)]
-    # accumulating (c loaded first) and staged (a copied into SM: 16 cycles per row-block panel);
-    # k = 2000 makes a 6-row panel 48000 B > 32 KiB (half of SM): two panels, so two calls, the
-    # second reloading c: 2000 x 6 + 2 x 26 + ceil(36/2) + ceil(36/2) + 2 x 16
+    # accumulating (c loaded first) and staged (a copied into SM: 62 cycles per panel, one DMA launch
+    # + wait); k = 2000 makes a 6-row panel 48000 B > 32 KiB (half of SM): two panels, so two
+    # calls, the second reloading c: 2000 x 6 + 2 x 26 + ceil(36/2) + ceil(36/2) + 2 x 62
     assert matmul_issue_cycles(unit, 1, 6, 48, 2000, acc=1, staged=True, broadcast_bytes=32768) == \
-        12000 + 52 + 18 + 18 + 32
+        12000 + 52 + 18 + 18 + 124
+
+
+def test_broadcast_panels_hold_whole_row_blocks():
+    unit = load_target("vector").main  # 6-row blocks, panels of at most 32 KiB (half of SM)
+    # k = 512: a 6-row block is 12,288 B, two per panel (the library's M_S = 12): 600 rows, 100
+    # blocks, 50 panels; 601 rows: a 101st block (1 row), 51 panels
+    assert broadcast_panels(unit, 600, 512, 32768) == 50
+    assert broadcast_panels(unit, 601, 512, 32768) == 51
+    # k = 9 (VGG conv1_1's calls): 216 B per block, 151 per panel: 1000 rows (167 blocks) in 2
+    assert broadcast_panels(unit, 1000, 9, 32768) == 2
+    # k = 2000: one 6-row block is 48,000 B: each block in 2 pieces; 8 rows = blocks of 6 and 2
+    # rows, the 2-row one (16,000 B) in one piece: 3 panels
+    assert broadcast_panels(unit, 8, 2000, 32768) == 3
+    # the staging cost: 6 x 48 x 512 from AM is one call (3,107) + one panel (62)
+    assert matmul_issue_cycles(unit, 1, 6, 48, 512, staged=True, broadcast_bytes=32768) == 3107 + 62
 
 
 def test_matrix_unit_tiles_k_on_rows_and_n_on_columns():
