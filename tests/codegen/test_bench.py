@@ -58,6 +58,10 @@ def test_kernel_part_reproduces_the_published_micro_kernel(tmp_path, capsys):
     assert [row["ka"] for row in library] == [128, 256, 512]
     assert [row["efficiency"] for row in library] == sorted(row["efficiency"] for row in library)
     assert all(row["efficiency_nncc_calls"] >= row["efficiency"] for row in library)
+    # on more cores (each with its own columns, sharing the DRAM bus) never better
+    for ka in (128, 512):
+        per_cores = [row["efficiency"] for row in figures["library_scaling"] if row["ka"] == ka]
+        assert len(per_cores) == 3 and per_cores == sorted(per_cores, reverse=True)
 
 
 @pytest.mark.big_memory

@@ -30,6 +30,22 @@ def test_replay_over_several_buffers_agrees_with_numpy():
     np.testing.assert_allclose(result.outputs["c"], inputs["c_in"] + inputs["a"] @ inputs["b"], rtol=1e-4, atol=1e-4)
 
 
+def test_replay_on_two_cores_splits_the_columns_and_shares_a():
+    # each core takes 48 of the 96 columns: 3 C blocks of 12 rows, 2 k blocks, so 12 matmuls of
+    # 6 x 48 x 128 as above on each core; A's block in GSM loaded once per k block for both; core
+    # c's DMAs on channels 3c .. 3c + 2
+    target = load_target("vector", ["cores=2", "dma.channels=6"])
+    program = library_gemm_program(target, 36, 96, 256, Blocking(128, 48, 12, 6), cores=2)
+    inputs = random_inputs(program)
+    result = run(program, inputs)
+    np.testing.assert_allclose(result.outputs["c"], inputs["c_in"] + inputs["a"] @ inputs["b"], rtol=1e-4, atol=1e-4)
+    assert result.busy["core0.main"] == result.busy["core1.main"] == 12 * (768 + 26 + 18 + 62)
+    gsm_loads = [ins for ins in program.instructions if type(ins).DEF.mnemonic == "dma" and ins.dst[0] == "GSM"]
+    assert len(gsm_loads) == 2
+
+
 def test_replay_refuses_blocks_that_do_not_divide_the_shape():
     with pytest.raises(ValueError, match="must divide"):
         library_gemm_program(load_target("vector"), 10, 48, 128, Blocking(128, 48, 12, 6))
+    with pytest.raises(ValueError, match="fewer than 3 C blocks"):
+        library_gemm_program(load_target("vector", ["cores=2"]), 12, 96, 128, Blocking(128, 48, 12, 6), cores=2)
