@@ -27,10 +27,10 @@ from nncc.runtime import isa
 from nncc.runtime.dram import RowBuffers, dram_energy_pj
 from nncc.runtime.dram_walk import ROLES, DramWalk, dram_sides
 from nncc.runtime.faults import MachineFault
-from nncc.runtime.memory import Fault, Memories, check_tile_size
+from nncc.runtime.memory import Fault, Memories
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
 from nncc.runtime.target import Dram
-from nncc.runtime.semantics import SEMANTICS, Effect, dma
+from nncc.runtime.semantics import SEMANTICS, dma
 from nncc.runtime.timing import DmaModel
 from nncc.support import progress
 from nncc.support.errors import NnccError
