@@ -301,11 +301,19 @@ def line_rows(stages: list[Stage], t: ChainTiles) -> list[LineRows]:
     return out[::-1]
 
 
-def prologue(rows: list[LineRows], toh: int) -> int:
+def prologue(rows: list[LineRows], toh: int, even: bool = False) -> int:
     """Strips walked before the first output row (their outputs above the image, not stored) so
     that every intermediate line buffer's kept rows are above the image at a band's first strip:
-    the rows inside it are then all computed by the band's strips before they are read."""
-    return max([0] + [-(-(r.first + r.count - r.new) // (r.scale * toh)) for r in rows[1:] if r.ring])
+    the rows inside it are then all computed by the band's strips before they are read. `even`:
+    rounded up to an even count (a serpentine block loop inside the strips turns at every strip,
+    the prologue's too: so a band's first strip continues the walk of the band before)."""
+    skip = max([0] + [-(-(r.first + r.count - r.new) // (r.scale * toh)) for r in rows[1:] if r.ring])
+    return skip + skip % 2 if even else skip
+
+
+def serpentine_blocks(lowering: Lowering, stages: list[Stage], t: ChainTiles) -> bool:
+    """Whether the tail's channel blocks are a serpentine loop inside the strips."""
+    return block(stages, t) < stages[tail(stages)].o and not t.outer and lowering.tile_order == "scan"
 
 
 def clipped(body: Block, a: Linear, b: Linear, limit: int, name: str) -> tuple[SSAValue, SSAValue]:
@@ -352,7 +360,7 @@ def add_line_strips(lowering: Lowering, parent: Block, chain: ConvChain, stages:
           tile.store %out[0] -> %Y[%n, 0, %row, %ow] [1, 16, %end - %row, 4] dims [2, 3, 1]
         } }"""
     rows = line_rows(stages, t)
-    skip = prologue(rows, t.toh)
+    skip = prologue(rows, t.toh, serpentine_blocks(lowering, stages, t))
     last = stages[-1].window
     bands = tile.ForOp.build([(0, nn.shape_of(chain.input)[0], 1), (0, last.ow, t.tow)], "naive", lowering.cores,
                              names=["n", "ow"])
@@ -665,7 +673,7 @@ def estimate(lowering: Lowering, stages: list[Stage], t: ChainTiles, n: int) -> 
     if t.lines:  # bands of columns walked down, each layer computing its next window's new rows
         lines = line_rows(stages, t)
         bands = n * (last.ow // t.tow)
-        tiles = bands * (last.oh // t.toh + prologue(lines, t.toh))
+        tiles = bands * (last.oh // t.toh + prologue(lines, t.toh, serpentine_blocks(lowering, stages, t)))
         windows = [(r.count, c) for r, (_, c) in zip(lines, windows)]
         outs = [(r.new, c) for r, (_, c) in zip(lines[1:], windows[1:])] + [(t.toh, t.tow)]
         in_rows = min(lines[0].count, first.h)

@@ -284,21 +284,27 @@ def test_shared_output_ends_a_run():
 
 
 @pytest.mark.parametrize("target_name", ["edge", "vector"])
+@pytest.mark.parametrize("lines", [False, True], ids=["recompute", "line_buffers"])
 @pytest.mark.parametrize("outer", [False, True])
-def test_tail_in_channel_blocks(outer, target_name, monkeypatch):
+def test_tail_in_channel_blocks(outer, lines, target_name, monkeypatch):
     """The last conv (and the pooling after it) in blocks of output channels: innermost, its
-    weights reloaded by every tile but the two blocks still on chip (serpentine); outermost, the
-    layers before it recomputed per block and the input windows read once per block. Outputs as
-    onnxruntime's, DRAM bytes counted by hand (edge: one core), predictions the simulation's."""
+    weights reloaded by every tile (strip) but the two blocks still on chip (serpentine);
+    outermost, the layers before it recomputed per block and the input windows read once per
+    block; the halos recomputed, or line buffers (the prologue strips compute no output row, so
+    they load no block, and are even in number: each band's first strip continues the serpentine
+    walk of the band before). Outputs as onnxruntime's, DRAM bytes counted by hand (edge: one
+    core), predictions the simulation's."""
     from nncc.compiler.codegen import chain_nest
 
+    halo = "cache" if lines else "recompute"
     monkeypatch.setattr(chain_nest, "tile_candidates",
-                        lambda lowering, stages: [chain_nest.ChainTiles(2, 3, 4, outer)])
+                        lambda lowering, stages: [chain_nest.ChainTiles(2, 3, 4, outer, halo, lines)])
     model = chain_model("vgg_head")
     module, store = tiled(model, target_name, "fuse-groups{always=true},tile-layers,double-buffer")
     (group,) = nests(module)
-    loops = [op for op in group.body.walk() if isinstance(op, tile.ForOp)]
-    assert [tile.ints(loop.step) for loop in loops] == ([(4,), (1, 2, 3)] if outer else [(1, 2, 3), (4,)])
+    loops = [tile.ints(op.step) for op in group.body.walk() if isinstance(op, tile.ForOp)]
+    spatial = [(1, 3), (2,)] if lines else [(1, 2, 3)]
+    assert loops == ([(4,), *spatial] if outer else [*spatial, (4,)])
     x = np.random.default_rng(3).standard_normal((2, 3, 12, 12)).astype(np.float32)
     program, result, expected = run_against_onnxruntime(model, module, store, target_name, x)
     assert result.write_bytes["DRAM"] == 4 * expected.size
