@@ -54,6 +54,7 @@ from nncc.compiler.codegen.conv import ConvTiles, choose_tiles
 from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.nest import lower_nest
+from nncc.compiler.codegen.nest_fit import divisor_at_most, fits, fitting
 from nncc.compiler.codegen.nest_builder import IndexExprs, slice_op
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import fused, nn, tile
@@ -106,19 +107,6 @@ def bn_conv_nest(lowering: Lowering, op: Operation, s) -> tile.NestOp:
     return build(lowering, op, s, lowering.cost_cache[key], constants)
 
 
-def fitting(lowering: Lowering, s, t: ConvTiles, build_nest) -> ConvTiles | None:
-    """`t`, shrunk until its nest (`build_nest(tiles)`) fits (None: not even one row of one column does)."""
-    while True:
-        nest = build_nest(t)
-        fit = fits(lowering, nest)
-        nest.erase(safe_erase=False)
-        if fit:
-            return t
-        t = shrink(s, t)
-        if t is None:
-            return None
-
-
 def constant_inputs(lowering: Lowering, op: Operation, s) -> dict[str, SSAValue]:
     """The constants a fused nest reads: the ones row and the zeros of the statistics, the border
     mask of a padded pre-processed input."""
@@ -130,29 +118,6 @@ def constant_inputs(lowering: Lowering, op: Operation, s) -> dict[str, SSAValue]
         h, w = nn.shape_of(op.input)[2:]
         constants["mask"] = constant_weight(lowering, op, f"bn_pre.mask{h}x{w}", np.ones((1, 1, h, w), np.float32))
     return constants
-
-
-def divisor_at_most(extent: int, limit: int) -> int:
-    return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
-
-
-def shrink(s, t: ConvTiles) -> ConvTiles | None:
-    if t.toh > 1:
-        return dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh - 1))
-    if t.tow > 1:
-        return dataclasses.replace(t, tow=divisor_at_most(s.ow, t.tow - 1))
-    if t.tic > 1:
-        return dataclasses.replace(t, tic=max(1, t.tic // 2))
-    return None
-
-
-def fits(lowering: Lowering, nest: tile.NestOp) -> bool:
-    used: dict[str, int] = {}
-    for op in nest.block.walk():
-        if isinstance(op, tile.BufferOp):
-            copies = 1 if op.shared is not None else lowering.copies(op.memory)
-            used[op.memory] = used.get(op.memory, 0) + copies * tile.slot_bytes(op) * op.slots.value.data
-    return all(nbytes <= lowering.target.memory(name).size_bytes for name, nbytes in used.items())
 
 
 @dataclasses.dataclass
@@ -324,7 +289,6 @@ def add_statistics(lowering: Lowering, parts: Parts, s, t: ConvTiles, sums: SSAV
     channel_sums_after_conv(parts, ops, ((out, 0), (sq, channels)), ones, st, pixels, ic)
     for target, at in ((sums, 0), (squares, channels)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [channels], [0], at=at))
-
 
 
 # --------------------------------------------------------------------------- the per-channel numbers, the apply

@@ -54,6 +54,7 @@ from nncc.compiler.codegen.conv import ConvShape, ConvTiles, choose_tiles
 from nncc.compiler.codegen.conv_nest import ConvTensors, Strided, conv_nest
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.nest import lower_detached, lower_nest
+from nncc.compiler.codegen.nest_fit import fits, fitting
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, finish_nest, nest_block, slice_op
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import nn, tile
@@ -225,7 +226,6 @@ def with_images(lowering: Lowering, key, s: ConvShape, t: ConvTiles, build) -> C
     """`t`, or `t` with several images per tile (`ConvTiles.images`, a divisor of the batch) when
     its tile is a whole plane of a few pixels (ResNet's last stage at 64x64: 2x2): the one the
     cost model times fastest among those whose nest (`build(tiles)`) fits; once per `key`."""
-    from nncc.compiler.codegen.bn_nest import fits
     from nncc.compiler.codegen.group_nest import predict, scratch
 
     if (t.toh, t.tow) != (s.oh, s.ow) or s.oh * s.ow >= SMALL_PLANE or s.strides[0] != 1:
@@ -430,8 +430,6 @@ def phase_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
 def phases_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     """A strided backward-data as one nest (`build_phases_nest`) with `phase_tiles`, shrunk until
     the phases' buffers fit."""
-    from nncc.compiler.codegen.bn_nest import fitting
-
     s = phases_shape(op)
     grid = dataclasses.replace(s, oh=s.oh // nn.ints(op.strides)[0], ow=s.ow // nn.ints(op.strides)[1])
     key = ("phase tiles", s, tuple(nn.shape_of(op.result)), tuple(nn.ints(op.strides)), slots)
