@@ -146,8 +146,8 @@ class Builder:
         n, c, plane = shape[0], shape[1], int(np.prod(shape[2:]))
         if plane == 1:
             return self.reduce(x, [0, *range(2, len(shape))], factor)
-        per_image = self.reshape(self.row_sums(self.reshape(x, (n * c, plane)), factor), (n, c))
-        return per_image if n == 1 else self.reduce(per_image, [0])
+        sums = self.row_sums(self.reshape(x, (n * c, plane)), factor)
+        return self.reshape(sums, (c,)) if n == 1 else self.reduce(self.reshape(sums, (n, c)), [0])
 
     def per_channel(self, v: SSAValue, rank: int) -> SSAValue:
         return self.reshape(v, (1, nn.shape_of(v)[0]) + (1,) * (rank - 2))

@@ -63,6 +63,17 @@ def test_fused_and_unfused_steps_agree_with_pytorch(target, model, tmp_path, cap
     assert fused["losses"] == pytest.approx(unfused["losses"], rel=1e-5)
 
 
+@pytest.mark.parametrize("target", ["fusion", "vector"])
+def test_a_batch_of_one_image(target, tmp_path, capsys):
+    """Batch 1: the statistics of a BatchNorm whose input is no conv's (the reduction of its own)
+    are per channel, [C], not [1, C] (fused.batch_norm_factors refused them)."""
+    from tests.training.conftest import Graph
+
+    model = block_model(Graph(3), tmp_path / "block.onnx", (1, 3, 8, 8))
+    data = train(model, tmp_path, capsys, target)
+    assert data["training"]["batch"] == 1 and "fused.batch_norm_factors" in {row["op"] for row in data["layers"]}
+
+
 def test_backward_sums_on_planes_of_a_few_pixels(tmp_path, capsys):
     """The block at 4x4, batch 8: conv3's backward-data with bn2's reductions runs on 2x2 planes,
     where its tiles take all 8 images (`training_nest.with_images`; the post-processing covers
