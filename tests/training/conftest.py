@@ -1,5 +1,7 @@
 """Small ONNX graphs for the training tests (`Graph`), handed to tests by the `graph` fixture."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -259,3 +261,16 @@ def model_file(tmp_path):
 def graph():
     """The `Graph` class: `graph(seed)` starts a graph."""
     return Graph
+
+
+def train_mse(model, target, report):
+    """One `nncc --train --loss mse --check` step of `model` on `target`: the report, every tensor
+    having passed the check against PyTorch."""
+    from nncc.compiler.cli import main
+
+    code = main([str(model), "--train", f"--target={target}", "--loss", "mse", "--check", "--report", str(report),
+                 "--quiet"])
+    data = json.loads(report.read_text())
+    failures = {k: v for k, v in data["check"]["tensors"].items() if not v["passed"]}
+    assert code == 0 and not failures, failures
+    return data

@@ -4,12 +4,11 @@ columns. Checked against PyTorch autograd on the preset targets for strides that
 rows, asymmetric pads, dilation, 1x1 and large kernels; its cycles and DRAM bytes as the cost
 model predicts them; its matmuls' shapes from the tiles."""
 
-import json
 
 import numpy as np
 import pytest
 
-from nncc.compiler.cli import main
+from tests.training.conftest import train_mse as train
 
 pytest.importorskip("torch")
 
@@ -37,15 +36,6 @@ def conv_model(graph, tmp_path, case):
     y = g.node("Relu", [y], "relu")
     y = g.node("Conv", [y, g.init("post", (1, w_shape[0], 1, 1))], "post")
     return g.save(tmp_path / "conv.onnx", [n, 2, h, w], y, output_rank=4)
-
-
-def train(model, target, report):
-    code = main([str(model), "--train", f"--target={target}", "--loss", "mse", "--check", "--report", str(report),
-                 "--quiet"])
-    data = json.loads(report.read_text())
-    failures = {k: v for k, v in data["check"]["tensors"].items() if not v["passed"]}
-    assert code == 0 and not failures, failures
-    return data
 
 
 RUNS = [(case, "vector") for case in CASES] + [(CASES[i], target) for target in ("fusion", "edge") for i in (0, 2, 5)]

@@ -6,11 +6,9 @@ rows, asymmetric pads, dilation and a 5x5 kernel; a grouped conv with two channe
 (still the transposing rewrite) beside it; its cycles and DRAM bytes as the cost model predicts
 them."""
 
-import json
-
 import pytest
 
-from nncc.compiler.cli import main
+from tests.training.conftest import train_mse as train
 
 pytest.importorskip("torch")
 
@@ -36,15 +34,6 @@ def conv_model(graph, tmp_path, case, group=None):
     y = g.node("Relu", [y], "relu")
     y = g.node("Conv", [y, g.init("post", (1, c, 1, 1))], "post")
     return g.save(tmp_path / "dw.onnx", [n, 2, h, w], y, output_rank=4)
-
-
-def train(model, target, report):
-    code = main([str(model), "--train", f"--target={target}", "--loss", "mse", "--check", "--report", str(report),
-                 "--quiet"])
-    data = json.loads(report.read_text())
-    failures = {k: v for k, v in data["check"]["tensors"].items() if not v["passed"]}
-    assert code == 0 and not failures, failures
-    return data
 
 
 RUNS = [(case, "vector") for case in CASES] + [(CASES[i], target) for target in ("fusion", "edge") for i in (1, 2)]
