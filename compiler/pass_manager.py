@@ -87,8 +87,9 @@ def module_text(module: ModuleOp) -> str:
         %g, %g_1, %g.1 = fused.batch_norm_factors ...    // hints g, g, g_1
     """
     built(module)
-    values = [value for op in module.walk() for region in op.regions for block in region.blocks
-              for value in block.args] + [value for op in module.walk() for value in op.results]
+    values = (value for op in module.walk()
+              for value in (*op.results, *(arg for region in op.regions for block in region.blocks
+                                           for arg in block.args)))
     clashing = [(value, value.name_hint) for value in values
                 if value.name_hint and NUMBERED_HINT.search(value.name_hint)]
     for value, hint in clashing:
