@@ -687,6 +687,11 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     Residual fan-out (a residual block's end): `plus` a gradient added into each output tile
     before the conv accumulates (the shortcut's), and `mask` a stored ReLU output z whose
     step(z) masks the sum (z is the block's output, not this BatchNorm's).
+    With `pre` (y2, scale2, shift2, c2', c3' of the BatchNorm after this conv, whose masked
+    gradient `grad` then is): the conv reads that BatchNorm's input gradient dy = scale2 g +
+    c2' y2 + c3' (g = grad times step(y2 scale2 + shift2) when `pre_relu`), made on the
+    pre-processing unit from each grad tile as it arrives, and gives it as its last result (stored
+    once, from the first output-channel tile, for the backward-filter).
 
         %g, %dscale, %dbias, %c2, %c3 = fused.conv2d_backward_data_sums %dz, %w, %y, %scale, %shift, %mean, %invstd
                strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
@@ -704,34 +709,40 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     invstd = operand_def(TensorType)
     residual = opt_operand_def(TensorType)
     mask = opt_operand_def(TensorType)
+    pre = var_operand_def(TensorType)  # none, or y2, scale2, shift2, c2', c3' (grad pre-processed)
     strides = prop_def(DenseArrayBase[I64])
     pads = prop_def(DenseArrayBase[I64])
     dilations = prop_def(DenseArrayBase[I64])
     group = prop_def(IntegerAttr[I64])
     relu = opt_prop_def(UnitAttr)
+    pre_relu = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
     grad_scale = result_def(TensorType)
     grad_bias = result_def(TensorType)
     c2 = result_def(TensorType)
     c3 = result_def(TensorType)
+    dy = var_result_def(TensorType)  # with `pre`: the pre-processed gradient
     traits = traits_def(Pure())
     assembly_format = (
         "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd "
-        "(`plus` $residual^ `:` type($residual))? (`mask` $mask^ `:` type($mask))? `strides` $strides `pads` $pads "
+        "(`plus` $residual^ `:` type($residual))? (`mask` $mask^ `:` type($mask))? "
+        "(`pre` $pre^ (`relu` $pre_relu^)? `:` type($pre))? `strides` $strides `pads` $pads "
         "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` type($grad) `,` type($weight) `,` "
         "type($input) `,` type($scale) `,` type($shift) `,` type($mean) `,` type($invstd) `->` "
-        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3)"
+        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3) (`,` type($dy)^)?"
     )
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
     def __init__(self, grad: SSAValue, weight: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue,
                  mean: SSAValue, invstd: SSAValue, strides: Sequence[int], pads: Sequence[int],
                  dilations: Sequence[int], group: int, relu: bool, residual: SSAValue | None = None,
-                 mask: SSAValue | None = None):
+                 mask: SSAValue | None = None, pre: Sequence[SSAValue] = (), pre_relu: bool = False):
         super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd,
-                                   [residual] if residual is not None else [], [mask] if mask is not None else []],
-                         properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {}),
-                         result_types=[input.type] + [scale.type] * 4)
+                                   [residual] if residual is not None else [], [mask] if mask is not None else [],
+                                   list(pre)],
+                         properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {})
+                         | ({"pre_relu": UnitAttr()} if pre_relu else {}),
+                         result_types=[input.type] + [scale.type] * 4 + [[grad.type] if pre else []])
 
     def verify_(self) -> None:
         shape = nn.shape_of(self.input)
@@ -739,12 +750,17 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
             raise VerifyException(f"{self.name}: NCHW grad, and a result of the input's shape expected")
         if nn.shape_of(self.weight)[1] * self.group.value.data != shape[1]:
             raise VerifyException(f"{self.name}: the weight's input channels must be the input's")
-        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[3:7], *self.results[1:]]):
+        if any(nn.shape_of(v) != (shape[1],) for v in [*self.operands[3:7], *self.results[1:5]]):
             raise VerifyException(f"{self.name}: per-channel operands and results of shape [{shape[1]}] expected")
         if any(v is not None and nn.shape_of(v) != shape for v in (self.residual, self.mask)):
             raise VerifyException(f"{self.name}: the residual and the mask must have the input's shape")
         if self.relu is not None and self.mask is not None:
             raise VerifyException(f"{self.name}: relu (this BatchNorm's ReLU) and mask (a stored one) exclude each other")
+        channels = (nn.shape_of(self.grad)[1],)
+        if [nn.shape_of(v) for v in self.pre] not in ([], [nn.shape_of(self.grad)] + [channels] * 4) or \
+                len(self.dy) != (1 if self.pre else 0) or (self.pre_relu is not None and not self.pre):
+            raise VerifyException(f"{self.name}: pre is none, or the grad-shaped y2 and its four per-channel "
+                                  "factors, with the pre-processed gradient as the last result")
 
     @property
     def macs(self) -> int:

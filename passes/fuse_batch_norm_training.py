@@ -94,6 +94,9 @@ class FuseBatchNormTrainingPass(ModulePass):
                 for z in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormApplyOp)]:
                     if convs and nn.phase_of(z) == "backward" and z.input in by_input:
                         pre_process_backward_filters(z, by_input[z.input], probe)
+                for dx in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormBackwardApplyOp)]:
+                    if convs and dx.input in by_input:
+                        pre_process_gradient(dx, by_input[dx.input], probe)
 
 
 def into_convs(target) -> bool:
@@ -399,6 +402,84 @@ def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied, lowering
     z.erase()
     if a.stats is not None and "fused.bn" in a.stats.attributes:
         record(a, a.stats.attributes["fused.bn"].data["apply"].data, "backward-filter pre-processing")
+
+
+def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowering) -> None:
+    """BatchNorm backward's elementwise part (dx = scale g + c2 y + c3) as pre-processing of the
+    gradient tiles of the backward-data that reads dx, when that is a
+    `fused.conv2d_backward_data_sums` of a "same" conv (`pre` operands: it reads g and y and makes
+    dx on the pre unit, concurrently with the matrix unit) and the cost model times that faster
+    than the pass and the plain conv. The conv stores dx once (its last result) for dx's other
+    readers (the backward-filter), which move after it when they were before;
+    `fused.bn = {backward = "pre-processing"}` on the stats op, else "pass"."""
+    from nncc.compiler.codegen.bn_nest import backward_data_conv, pre_processable
+
+    readers = [use.operation for use in dx.result.uses]
+    convs = [r for r in readers if isinstance(r, fused.Conv2dBackwardDataSumsOp) and r.grad is dx.result
+             and not r.pre and list(r.operands).count(dx.result) == 1]
+    if len(convs) != 1 or not pre_processable(backward_data_shape(backward_data_conv(convs[0]))):
+        return record_backward(a, "pass")
+    old = convs[0]
+    block = old.parent
+    where = block.get_operation_index
+    early = [r for r in dict.fromkeys(readers) if r is not old and where(r) < where(old)]
+    if any(where(use.operation) <= where(old) for r in early for result in r.results for use in result.uses):
+        return record_backward(a, "pass")
+    new = fused.Conv2dBackwardDataSumsOp(dx.grad, old.weight, old.input, old.scale, old.shift, old.mean, old.invstd,
+                                         nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations),
+                                         old.group.value.data, old.relu is not None, old.residual, old.mask,
+                                         [dx.input, dx.scale, dx.shift, dx.c2, dx.c3], dx.relu is not None)
+    new.attributes.update(old.attributes)
+    if not gradient_pre_processing_pays(lowering, dx, old, new):
+        new.erase()
+        return record_backward(a, "pass")
+    for result, previous in zip(new.results, old.results):
+        result.name_hint = previous.name_hint
+    new.dy[0].name_hint = dx.result.name_hint
+    block.insert_op_before(new, old)
+    for previous, result in zip(old.results, new.results):
+        previous.replace_all_uses_with(result)
+    old.detach()
+    old.erase()
+    dx.result.replace_all_uses_with(new.dy[0])
+    anchor = new
+    for reader in sorted(early, key=where):
+        reader.detach()
+        block.insert_op_after(reader, anchor)
+        anchor = reader
+    dx.detach()
+    dx.erase()
+    record_backward(a, "pre-processing")
+
+
+def record_backward(a: Applied, where: str) -> None:
+    """Where BatchNorm backward's elementwise part runs, beside the forward's choices in `fused.bn`."""
+    if a.stats is not None and "fused.bn" in a.stats.attributes:
+        a.stats.attributes["fused.bn"] = DictionaryAttr(dict(a.stats.attributes["fused.bn"].data)
+                                                        | {"backward": StringAttr(where)})
+
+
+def gradient_pre_processing_pays(lowering, dx: fused.BatchNormBackwardApplyOp, old, new) -> bool:
+    """Whether the backward-data with the gradient pre-processed (`new`, not in a block) is
+    predicted faster than the pass `dx` and the plain one (`old`). `old` is out of its block
+    while its nest is built (its constants are probes' too)."""
+    from nncc.compiler.codegen import bn_nest
+    from nncc.compiler.codegen.group_nest import predict, scratch
+    from nncc.support.errors import NnccError
+
+    probe = scratch(lowering)
+    block, after = old.parent, old.next_op
+    old.detach()
+    try:
+        plain = predict(probe, bn_nest.backward_data_sums_nest(probe, old)).cycles
+        plain += predict(probe, bn_nest.backward_apply_nest(probe, dx, probe.buffers)).cycles
+        try:
+            fused_cycles = predict(probe, bn_nest.backward_data_sums_nest(probe, new)).cycles
+        except NnccError:  # its buffers do not fit
+            return False
+    finally:
+        block.insert_op_before(old, after)
+    return fused_cycles < plain
 
 
 def probe_lowering(store, target):

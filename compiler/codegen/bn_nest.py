@@ -538,16 +538,35 @@ def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSums
         raise NnccError(f"layer {layer_name(op)}: {op.name} needs a stride-1 backward-data conv")
     c = s.og
     constants = {"ones": None, "zeros": constant_weight(lowering, op, f"bn_stats.zeros{2 * c}", np.zeros(2 * c, np.float32))}
+    pre = bool(op.pre)
+    if pre:
+        if not pre_processable(s):
+            raise NnccError(f"layer {layer_name(op)}: {op.name} pre-processes the gradient of a same-size conv only")
+        if any(s.pads):  # one plane per image of a tile (`with_images`)
+            constants["mask"] = constant_weight(lowering, op, f"bn_pre.mask{s.n}x{s.h}x{s.w}",
+                                                np.ones((s.n, 1, s.h, s.w), np.float32))
+
     def first_tiles():
         t = backward_tiles(lowering, conv, s)
-        return dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
+        t = dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow))
+        # pre-processed in place: whole tiles of the gradient's channels, each window loaded whole
+        return dataclasses.replace(t, tic=divisor_at_most(s.cg, t.tic), halo="recompute") if pre else t
 
     def build(t, lw=lowering):
         return build_backward_sums(lw, op, conv, s, t, constants)
 
-    t = fitting_tiles(lowering, op, ("bn backward tiles", s), s, first_tiles, build)
+    t = fitting_tiles(lowering, op, ("bn backward tiles", s, pre), s, first_tiles, build)
     return build(with_images(lowering, ("bn backward tiles", s, len(op.operands)), s, t,
                              lambda lw, tiles: build(tiles, lw)))
+
+
+def pre_processable(s) -> bool:
+    """Whether a stride-1 backward-data (shape `s`) can pre-process its gradient tiles and store
+    them: the gradient has the output's size (a "same" conv), so every tile's window holds the
+    gradient's own tile at a fixed place."""
+    top, left = s.pads[0], s.pads[1]
+    return (s.h, s.w) == (s.oh, s.ow) and s.group == 1 and 0 <= top <= (s.kh - 1) * s.dilations[0] \
+        and 0 <= left <= (s.kw - 1) * s.dilations[1]
 
 
 def fitting_tiles(lowering: Lowering, op, key, s, first_tiles, build) -> ConvTiles:
@@ -580,10 +599,16 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
             ((op.mask,) if op.mask is not None else ()):
         args.append(block.insert_arg(value.type, len(inputs)))
         inputs.append(value)
+    pre_args = []
+    for value in tuple(op.pre) + ((constants["mask"],) if op.pre and "mask" in constants else ()):
+        pre_args.append(block.insert_arg(value.type, len(inputs)))
+        inputs.append(value)
     results = []
     for value in op.results[1:]:
         results.append(block.insert_arg(value.type, len(block.args)))
-    add_backward_sums(lowering, parts, s, t, args, results, op.relu is not None)
+    if op.pre:
+        add_gradient_pre_processing(lowering, parts, s, t, pre_args, results[4], op.pre_relu is not None)
+    add_backward_sums(lowering, parts, s, t, args, results[:4], op.relu is not None)
     return tile.NestOp(layer_name(op), inputs, [v.type for v in op.results], Region(block), nest_attributes(op))
 
 
@@ -667,6 +692,79 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
         parts.block.add_op(map_op(e, func, [(b, at, 0) for b, at in views], [e(1), e(1), e(c)], params))
     for target, at in ((dscale, c), (dbias, 0), (c2, 2 * c), (c3, 3 * c)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [c], [0], at=at))
+
+
+def add_gradient_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, dy: SSAValue,
+                                relu: bool) -> None:
+    """The elementwise part of the backward of the BatchNorm after this backward-data's conv, as
+    pre-processing of its gradient tiles on the pre unit: each tile of g (`in`) comes with the
+    same window of that BatchNorm's input y2 and its channels' scale, shift, c2, c3, and becomes
+    dy = scale g + c2 y2 + c3 (g masked by step(y2 scale + shift) first when `relu`; the border
+    multiplied by a 0/1 mask when padded) before the matrix unit reads it; the tile's own part
+    of the window (no halo) is stored to `dy` on the first output-channel tile only (the extent
+    `%first` is 0 on the others: no transfer), for the backward-filter.
+
+        tile.load %Y2[%n, %ic, %oh - 1, %ow - 1] [1, %tic, %toh + 2, %tow + 2] -> %y2[0] dims [2, 3, 1]
+        tile.load %A[%ic] [%tic] -> %f[0] dims [0]  (and shift, c2, c3 at %tic, 2 %tic, 3 %tic)
+        tile.map fma %y2[0], %f[64] broadcast [0, 1], %f[96] broadcast [0, 1] -> %y2[0] ... {unit = "pre"}
+        tile.map fma %in[0], %f[0] broadcast [0, 1], %y2[0] -> %in[0] ... {unit = "pre"}
+        tile.conv %in[0], %wt[0] -> %out[0] ...
+        %first = tile.max [%oc * -32 + 32, 0]
+        tile.store %in[(1 * 10 + 1) * 32] -> %DY[%n, %ic, %oh, %ow] [1, %first, %toh, %tow] dims [2, 3, 1] strides [320, 32, 1]
+    """
+    y2, scale, shift, c2, c3, *mask = args
+    body = parts.ic_loop.block
+    ic, tic = body.args[-2:]
+    n, _, oh, toh, ow, tow = parts.spatial.block.args
+    oc = parts.channel.block.args[-2]
+    x = parts.buffers["in"]
+    load = next(o for o in body.ops if isinstance(o, tile.LoadOp) and o.buffer is x)
+    rows, cols, images = s.input_extent(t.toh, 0), s.input_extent(t.tow, 1), t.images
+    window_shape = [rows, images, cols, t.tic] if images > 1 else [rows, cols, t.tic]
+    yb = buffer(lowering, parts, "y2", "input", window_shape)
+    factors = buffer(lowering, parts, "f", "weight", [4 * t.tic])
+    window = load.clone()
+    window.operands[0], window.operands[1] = y2, yb
+    ops: list[Operation] = [window] + [slice_op(tile.LoadOp, value, factors, [ic], [tic], [0], at=k * t.tic)
+                                       for k, value in enumerate((scale, shift, c2, c3))]
+    a, b, f2, f3 = ((factors, k * t.tic, BROADCAST_ROWS_COLUMNS) for k in range(4))
+    tile_view = lambda buf: (buf, 0, 0)  # noqa: E731
+
+    def pre(func, views):
+        e = IndexExprs()
+        ops.append(on_unit(map_op(e, func, views, [(e(toh) + (rows - t.toh)) * images, e(tow) + (cols - t.tow),
+                                                   e(tic)]), "pre"))
+    if relu:
+        tb = buffer(lowering, parts, "t2", "input", window_shape)
+        pre("fma", [tile_view(yb), a, b, tile_view(tb)])
+        pre("step", [tile_view(tb), tile_view(tb)])
+        pre("mul", [tile_view(x), tile_view(tb), tile_view(x)])
+    pre("fma", [tile_view(yb), f2, f3, tile_view(yb)])
+    pre("fma", [tile_view(x), a, tile_view(yb), tile_view(x)])
+    if mask:
+        border = buffer(lowering, parts, "mask", "input", window_shape[:-1] + [1])
+        ops.insert(1, slice_op(tile.LoadOp, mask[0], border, [0, 0, ((oh, 1), -s.pads[0]), ((ow, 1), -s.pads[1])],
+                               [images, 1, ((toh, 1), rows - t.toh), ((tow, 1), cols - t.tow)],
+                               [2, 0, 3, 1] if images > 1 else [2, 3, 1]))
+        pre("mul", [tile_view(x), (border, 0, BROADCAST_CHANNELS), tile_view(x)])
+    for op in ops:
+        body.insert_op_before(op, parts.conv)
+    e = IndexExprs()
+    exprs = e.map([e(oc) * -t.tic + t.tic, e(oc) * 0])
+    bound = tile.MaxOp.build(operands=[list(e.values)], result_types=[tile.INDEX], properties={"exprs": exprs})
+    bound.result.name_hint = "first"
+    e = IndexExprs()
+    pitch = cols * t.tic  # a window row of one image
+    store = tile.StoreOp.make(dy, x, e, [e(n), e(ic), e(oh), e(ow)], [e(images), e(bound.result), e(toh), e(tow)],
+                              [e((s.pads[0] * images * cols + s.pads[1]) * t.tic)],
+                              [e(images * pitch), e(pitch), e(t.tic), e(1)] if images > 1 else
+                              [e(pitch), e(t.tic), e(1)], [2, 0, 3, 1] if images > 1 else [2, 3, 1])
+    anchor = parts.conv.next_op
+    for op in (bound, store):
+        if anchor is None:
+            body.add_op(op)
+        else:
+            body.insert_op_before(op, anchor)
 
 
 # --------------------------------------------------------------------------- backward: pre-processing of backward-filter

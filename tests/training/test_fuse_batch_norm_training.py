@@ -233,9 +233,87 @@ def test_backward_reductions_as_post_processing_of_backward_data(target, tmp_pat
     assert len(lines) == 6
     # left as passes of their own: block 1's bn3 (its gradient is the loss's) and its output mask
     assert ir.count("= fused.batch_norm_backward_sums") == 1 and ir.count("= nn.step") == 1
-    assert ir.count("= fused.batch_norm_backward_apply") == 7 and "nn.relu_backward" not in ir
+    # each BatchNorm backward's elementwise part: a pass, or pre-processing of the gradient tiles of
+    # the backward-data that reads it (which then stores it for the backward-filter), as the cost
+    # model chose and `fused.bn` records
+    pre = sum(" pre %" in line for line in lines)
+    assert ir.count("= fused.batch_norm_backward_apply") + pre == 7 and "nn.relu_backward" not in ir
+    assert ir.count('backward = "pre-processing"') == pre and ir.count('backward = "pass"') == 7 - pre
     # relu1's output (padded for conv2) recomputed; relu2's (conv3's 1x1 backward-filter's input)
     # recomputed too where the cost model times that faster than pre-processing the gemm's tiles
     pre = ir.count("_conv3_y_grad_weight = fused.conv2d_backward_filter_pre %b")
     assert ir.count("_relu1_y_recompute = fused.batch_norm_apply") == 2
     assert ir.count("_relu2_y_recompute = fused.batch_norm_apply") == 2 - pre
+
+
+def chain_model(g, path, shape=(8, 3, 4, 4)):
+    """conv 3x3 -> BN -> ReLU -> conv 3x3 (pad 1) -> BN -> ReLU -> conv 3x3 stride 2 -> BN -> ReLU ->
+    pooling: bn1's gradient comes from a strided backward-data (its reductions a pass, its apply
+    masked by its ReLU), and its input gradient feeds conv1's padded backward-data, whose output
+    tiles carry bn0's reductions: the gradient pre-processing with the ReLU's mask and the border
+    mask, on planes of a few pixels (several images per tile)."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Relu", [bn(g.node("Conv", ["x", g.init("w0", (16, 3, 3, 3))], "conv0", pads=[1, 1, 1, 1]), "bn0", 16)],
+               "relu0")
+    h = g.node("Relu", [bn(g.node("Conv", [h, g.init("w1", (16, 16, 3, 3), 0.2)], "conv1", pads=[1, 1, 1, 1]), "bn1", 16)],
+               "relu1")
+    h = g.node("Relu", [bn(g.node("Conv", [h, g.init("w2", (16, 16, 3, 3), 0.2)], "conv2", pads=[1, 1, 1, 1],
+                                  strides=[2, 2]), "bn2", 16)], "relu2")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
+    return g.save(path, list(shape), h)
+
+
+@pytest.mark.parametrize("which", ["chain", "chain 2x2", "residual"])
+def test_gradient_pre_processing_agrees_with_pytorch(which, tmp_path, capsys, monkeypatch):
+    """BatchNorm backward's elementwise part as pre-processing of the next backward-data's
+    gradient tiles, wherever it can go (the cost model's choice forced): the step still matches
+    PyTorch, the conv gives the pre-processed gradient to the backward-filter, and every such
+    nest's predicted cycles and DRAM bytes are the simulated ones."""
+    from nncc.passes import fuse_batch_norm_training
+    from tests.training.conftest import Graph
+
+    monkeypatch.setattr(fuse_batch_norm_training, "gradient_pre_processing_pays", lambda *args: True)
+    # chain 2x2: conv1's backward-data tiles take all 8 images (`training_nest.with_images`)
+    model = residual_model(Graph(7), tmp_path / "m.onnx") if which == "residual" else \
+        chain_model(Graph(9), tmp_path / "m.onnx", (8, 3, 4, 4) if which == "chain" else (8, 3, 2, 2))
+    train(model, tmp_path, capsys, "fusion")
+    assert main([str(model), "--train", "--target=fusion", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    lines = [line for line in ir.splitlines() if "= fused.conv2d_backward_data_sums" in line and " pre %" in line]
+    if which != "residual":  # bn1's apply (ReLU mask: its reductions were a pass) into conv1's padded backward-data
+        (line,) = lines
+        assert ", %w1, %conv0_y, " in line and " pre %conv1_y, " in line and " relu :" in line \
+            and "pads [1, 1, 1, 1]" in line
+        dy = line.split(" = ")[0].split(", ")[-1]
+        assert f"nn.conv2d_backward_filter %relu0_y_recompute, {dy} " in ir
+        assert ir.count("= fused.batch_norm_backward_apply") == 2  # bn0 (no backward-data), bn2 (strided)
+    else:  # every BatchNorm whose gradient feeds a stride-1 backward-data with sums: bn1, bn2, bn3 per block
+        assert len(lines) == 6 and ir.count("= fused.batch_norm_backward_apply") == 1  # the stem's bn0
+    assert ir.count('backward = "pre-processing"') == len(lines)
+    timed_as_simulated(model, {"fused.conv2d_backward_data_sums"})
+
+
+def timed_as_simulated(model, ops: set[str]) -> None:
+    from nncc.compiler.bench import target_options
+    from nncc.compiler.pipeline import Options, compile_model
+    from nncc.compiler.registry import Registry
+    from nncc.compiler.training import program_of
+    from nncc.runtime.interpreter import run
+    from nncc.support import check
+
+    compilation = compile_model(model, Registry.default(), Options(target_options=target_options("fusion"), training={}),
+                                until="isa")
+    program = program_of(compilation)
+    inputs = check.random_inputs({s.name: s.shape for s in program.symbols_of("input")}, seed=0)
+    result = run(program, inputs)
+    timed = [(layer, program.predictions[i]) for i, layer in enumerate(result.layers)
+             if layer.op in ops and i in program.predictions]
+    assert timed
+    for layer, prediction in timed:
+        assert (prediction["predicted_cycles"], prediction["predicted_dram_read_bytes"],
+                prediction["predicted_dram_write_bytes"]) == \
+            (layer.cycles, layer.dram_read_bytes, layer.dram_write_bytes), layer.name

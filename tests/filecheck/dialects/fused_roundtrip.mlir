@@ -22,9 +22,10 @@ builtin.module {
     %g3 = fused.gemm %fc, %fc trans_a true trans_b false alpha 1.0 beta 1.0 act clip min -3.0 max 3.0 : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
     func.return %g2 : tensor<1x4xf32>
   }
-  func.func @backward(%dy: tensor<1x8x4x4xf32>, %w: tensor<8x4x1x1xf32>, %y: tensor<1x4x4x4xf32>, %s: tensor<4xf32>, %r: tensor<1x4x4x4xf32>) -> tensor<8x4x1x1xf32> {
+  func.func @backward(%dy: tensor<1x8x4x4xf32>, %w: tensor<8x4x1x1xf32>, %y: tensor<1x4x4x4xf32>, %s: tensor<4xf32>, %r: tensor<1x4x4x4xf32>, %y8: tensor<1x8x4x4xf32>, %s8: tensor<8xf32>) -> tensor<8x4x1x1xf32> {
     %g, %ds, %db, %c2, %c3 = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
     %h, %ds2, %db2, %c22, %c32 = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s plus %r : tensor<1x4x4x4xf32> mask %g : tensor<1x4x4x4xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+    %k, %ds3, %db3, %c23, %c33, %dx = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s pre %y8, %s8, %s8, %s8, %s8 relu : tensor<1x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>
     %dw = fused.conv2d_backward_filter_pre %h, %s, %s, %dy strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu : (tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>) -> tensor<8x4x1x1xf32>
     func.return %dw : tensor<8x4x1x1xf32>
   }
@@ -51,5 +52,6 @@ builtin.module {
 // CHECK-LABEL: func.func @backward
 // CHECK-NEXT: %[[G:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
 // CHECK-NEXT: %[[H:.*]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s plus %r : tensor<1x4x4x4xf32> mask %[[G]] : tensor<1x4x4x4xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 : tensor<1x8x4x4xf32>,
+// CHECK-NEXT: %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} = fused.conv2d_backward_data_sums %dy, %w, %y, %s, %s, %s, %s pre %y8, %s8, %s8, %s8, %s8 relu : tensor<1x8x4x4xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu : tensor<1x8x4x4xf32>, tensor<8x4x1x1xf32>, tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> -> tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>
 // CHECK-NEXT: %[[DW:.*]] = fused.conv2d_backward_filter_pre %[[H]], %s, %s, %dy strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu : (tensor<1x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<1x8x4x4xf32>) -> tensor<8x4x1x1xf32>
 // CHECK-NEXT: func.return %[[DW]] : tensor<8x4x1x1xf32>
