@@ -769,6 +769,64 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
 
 
 @irdl_op_definition
+class Conv2dBackwardDataPreOp(IRDLOperation):
+    """`nn.conv2d_backward_data` (stride 1) of the input gradient of the BatchNorm after the conv,
+    dy = scale g + c2 y + c3 per channel (g = grad times step(y scale + shift) when `relu`),
+    made on the pre-processing unit from each tile of g as it arrives (`fuse-batch-norm-training`:
+    BatchNorm backward's elementwise part is no pass of its own); dy is also a result, stored
+    once (from the first output-channel tile) for the backward-filter. The form of
+    `fused.conv2d_backward_data_sums ... pre` for a backward-data with no BatchNorm after it.
+
+        %dx, %dy = fused.conv2d_backward_data_pre %g, %w, %y, %scale, %shift, %c2, %c3 strides [1, 1]
+               pads [0, 0, 0, 0] dilations [1, 1] group 1
+               : (tensor<8x256x8x8xf32>, tensor<256x64x1x1xf32>, tensor<8x256x8x8xf32>, tensor<256xf32>, ...)
+               -> (tensor<8x64x8x8xf32>, tensor<8x256x8x8xf32>)
+    """
+
+    name = "fused.conv2d_backward_data_pre"
+    grad = operand_def(TensorType)
+    weight = operand_def(TensorType)
+    input = operand_def(TensorType)
+    scale = operand_def(TensorType)
+    shift = operand_def(TensorType)
+    c2 = operand_def(TensorType)
+    c3 = operand_def(TensorType)
+    strides = prop_def(DenseArrayBase[I64])
+    pads = prop_def(DenseArrayBase[I64])
+    dilations = prop_def(DenseArrayBase[I64])
+    group = prop_def(IntegerAttr[I64])
+    relu = opt_prop_def(UnitAttr)
+    result = result_def(TensorType)
+    dy = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = (
+        "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $c2 `,` $c3 `strides` $strides `pads` $pads "
+        "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` functional-type(operands, results)"
+    )
+
+    def __init__(self, grad: SSAValue, weight: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue,
+                 c2: SSAValue, c3: SSAValue, result_type, strides: Sequence[int], pads: Sequence[int],
+                 dilations: Sequence[int], group: int, relu: bool):
+        super().__init__(operands=[grad, weight, input, scale, shift, c2, c3],
+                         properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {}),
+                         result_types=[result_type, grad.type])
+
+    def verify_(self) -> None:
+        shape = nn.shape_of(self.grad)
+        if len(shape) != 4 or nn.shape_of(self.input) != shape or nn.shape_of(self.dy) != shape:
+            raise VerifyException(f"{self.name}: NCHW grad, and an input and dy of its shape expected")
+        if any(nn.shape_of(v) != (shape[1],) for v in self.operands[3:]):
+            raise VerifyException(f"{self.name}: per-channel operands of shape [{shape[1]}] expected")
+        if nn.shape_of(self.weight)[0] != shape[1] or len(nn.shape_of(self.result)) != 4:
+            raise VerifyException(f"{self.name}: the weight's output channels must be the gradient's")
+
+    @property
+    def macs(self) -> int:
+        o, cg, kh, kw = nn.shape_of(self.weight)
+        return math.prod(nn.shape_of(self.grad)) * cg * kh * kw
+
+
+@irdl_op_definition
 class Conv2dBackwardFilterPreOp(IRDLOperation):
     """`nn.conv2d_backward_filter` of `pre(scale * x + shift)` (per channel of x; `pre` relu or
     none) and `grad`: the normalised activations the weight gradient needs are made on the
@@ -823,7 +881,7 @@ class Conv2dBackwardFilterPreOp(IRDLOperation):
 
 FUSED = Dialect("fused", [Conv2dOp, GemmOp, Conv2dStatsOp, Conv2dPreOp, BatchNormFactorsOp, BatchNormApplyOp,
                           BatchNormBackwardSumsOp, BatchNormBackwardApplyOp, Conv2dBackwardDataSumsOp,
-                          Conv2dBackwardFilterPreOp],
+                          Conv2dBackwardDataPreOp, Conv2dBackwardFilterPreOp],
                 [ActivationAttr])
 
 COMPUTE_OPS = (Conv2dOp, GemmOp)

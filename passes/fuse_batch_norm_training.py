@@ -406,18 +406,16 @@ def pre_process_backward_filters(z: fused.BatchNormApplyOp, a: Applied, lowering
 
 def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowering) -> None:
     """BatchNorm backward's elementwise part (dx = scale g + c2 y + c3) as pre-processing of the
-    gradient tiles of the backward-data that reads dx, when that is a
-    `fused.conv2d_backward_data_sums` of a "same" conv (`pre` operands: it reads g and y and makes
-    dx on the pre unit, concurrently with the matrix unit) and the cost model times that faster
-    than the pass and the plain conv. The conv stores dx once (its last result) for dx's other
-    readers (the backward-filter), which move after it when they were before;
+    gradient tiles of the stride-1 backward-data of a "same" conv that reads dx: a
+    `fused.conv2d_backward_data_sums` gets `pre` operands, a plain one becomes
+    `fused.conv2d_backward_data_pre` (either reads g and y and makes dx on the pre unit,
+    concurrently with the matrix unit), where the cost model times that faster than the pass
+    and the conv alone. The conv stores dx once (its last result) for dx's other readers (the
+    backward-filter), which move after it when they were before;
     `fused.bn = {backward = "pre-processing"}` on the stats op, else "pass"."""
-    from nncc.compiler.codegen.bn_nest import backward_data_conv, pre_processable
-
     readers = [use.operation for use in dx.result.uses]
-    convs = [r for r in readers if isinstance(r, fused.Conv2dBackwardDataSumsOp) and r.grad is dx.result
-             and not r.pre and list(r.operands).count(dx.result) == 1]
-    if len(convs) != 1 or not pre_processable(backward_data_shape(backward_data_conv(convs[0]))):
+    convs = [r for r in readers if pre_processable_reader(r, dx.result)]
+    if len(convs) != 1:
         return record_backward(a, "pass")
     old = convs[0]
     block = old.parent
@@ -425,23 +423,20 @@ def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowerin
     early = [r for r in dict.fromkeys(readers) if r is not old and where(r) < where(old)]
     if any(where(use.operation) <= where(old) for r in early for result in r.results for use in result.uses):
         return record_backward(a, "pass")
-    new = fused.Conv2dBackwardDataSumsOp(dx.grad, old.weight, old.input, old.scale, old.shift, old.mean, old.invstd,
-                                         nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations),
-                                         old.group.value.data, old.relu is not None, old.residual, old.mask,
-                                         [dx.input, dx.scale, dx.shift, dx.c2, dx.c3], dx.relu is not None)
+    new = pre_processing_form(old, dx)
     new.attributes.update(old.attributes)
     if not gradient_pre_processing_pays(lowering, dx, old, new):
         new.erase()
         return record_backward(a, "pass")
     for result, previous in zip(new.results, old.results):
         result.name_hint = previous.name_hint
-    new.dy[0].name_hint = dx.result.name_hint
+    new.results[-1].name_hint = dx.result.name_hint
     block.insert_op_before(new, old)
     for previous, result in zip(old.results, new.results):
         previous.replace_all_uses_with(result)
     old.detach()
     old.erase()
-    dx.result.replace_all_uses_with(new.dy[0])
+    dx.result.replace_all_uses_with(new.results[-1])
     anchor = new
     for reader in sorted(early, key=where):
         reader.detach()
@@ -450,6 +445,31 @@ def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowerin
     dx.detach()
     dx.erase()
     record_backward(a, "pre-processing")
+
+
+def pre_processable_reader(op: Operation, dx: SSAValue) -> bool:
+    """A stride-1 backward-data of a "same" conv (plain or with a BatchNorm's sums) that reads `dx`
+    as its gradient only."""
+    from nncc.compiler.codegen.bn_nest import backward_data_conv, pre_processable
+
+    if isinstance(op, fused.Conv2dBackwardDataSumsOp) and not op.pre:
+        s = backward_data_shape(backward_data_conv(op))
+    elif isinstance(op, nn.Conv2dBackwardDataOp):
+        s = backward_data_shape(op)
+    else:
+        return False
+    return op.grad is dx and list(op.operands).count(dx) == 1 and s is not None and pre_processable(s)
+
+
+def pre_processing_form(old: Operation, dx: fused.BatchNormBackwardApplyOp) -> Operation:
+    """`old` (a backward-data reading dx) reading dx's g and y instead, not in a block."""
+    conv = (nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations), old.group.value.data)
+    if isinstance(old, fused.Conv2dBackwardDataSumsOp):
+        return fused.Conv2dBackwardDataSumsOp(dx.grad, old.weight, old.input, old.scale, old.shift, old.mean,
+                                              old.invstd, *conv, old.relu is not None, old.residual, old.mask,
+                                              [dx.input, dx.scale, dx.shift, dx.c2, dx.c3], dx.relu is not None)
+    return fused.Conv2dBackwardDataPreOp(dx.grad, old.weight, dx.input, dx.scale, dx.shift, dx.c2, dx.c3,
+                                         old.result.type, *conv, dx.relu is not None)
 
 
 def record_backward(a: Applied, where: str) -> None:
@@ -463,7 +483,7 @@ def gradient_pre_processing_pays(lowering, dx: fused.BatchNormBackwardApplyOp, o
     """Whether the backward-data with the gradient pre-processed (`new`, not in a block) is
     predicted faster than the pass `dx` and the plain one (`old`). `old` is out of its block
     while its nest is built (its constants are probes' too)."""
-    from nncc.compiler.codegen import bn_nest
+    from nncc.compiler.codegen import bn_nest, training_nest
     from nncc.compiler.codegen.group_nest import predict, scratch
     from nncc.support.errors import NnccError
 
@@ -471,10 +491,15 @@ def gradient_pre_processing_pays(lowering, dx: fused.BatchNormBackwardApplyOp, o
     block, after = old.parent, old.next_op
     old.detach()
     try:
-        plain = predict(probe, bn_nest.backward_data_sums_nest(probe, old)).cycles
+        if isinstance(old, fused.Conv2dBackwardDataSumsOp):
+            plain = predict(probe, bn_nest.backward_data_sums_nest(probe, old)).cycles
+        else:
+            plain = sum(predict(probe, nest).cycles for nest in training_nest.backward_nests(probe, old, probe.buffers))
         plain += predict(probe, bn_nest.backward_apply_nest(probe, dx, probe.buffers)).cycles
         try:
-            fused_cycles = predict(probe, bn_nest.backward_data_sums_nest(probe, new)).cycles
+            nest = bn_nest.backward_data_sums_nest(probe, new) if isinstance(new, fused.Conv2dBackwardDataSumsOp) \
+                else bn_nest.backward_data_pre_nest(probe, new)
+            fused_cycles = predict(probe, nest).cycles
         except NnccError:  # its buffers do not fit
             return False
     finally:

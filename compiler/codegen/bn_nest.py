@@ -516,7 +516,8 @@ class BackwardDataConv:
     name: str = "nn.conv2d_backward_data"
 
 
-def backward_data_conv(op: fused.Conv2dBackwardDataSumsOp) -> BackwardDataConv:
+def backward_data_conv(op: Operation) -> BackwardDataConv:
+    """A fused.conv2d_backward_data_sums or _pre as the conv it is."""
     return BackwardDataConv(op.grad, op.weight, op.result, op.strides, op.pads, op.dilations, op.group,
                             tuple(op.results))
 
@@ -567,6 +568,57 @@ def pre_processable(s) -> bool:
     top, left = s.pads[0], s.pads[1]
     return (s.h, s.w) == (s.oh, s.ow) and s.group == 1 and 0 <= top <= (s.kh - 1) * s.dilations[0] \
         and 0 <= left <= (s.kw - 1) * s.dilations[1]
+
+
+def lower_backward_data_pre(lowering: Lowering, op: Operation):
+    """The lowering-table entry of fused.conv2d_backward_data_pre: its nest, unrolled."""
+    return lower_results(lowering, op, backward_data_pre_nest(lowering, op))
+
+
+def backward_data_pre_nest(lowering: Lowering, op: fused.Conv2dBackwardDataPreOp) -> tile.NestOp:
+    """training_nest's backward-data conv nest of `op` (its tiles, output tiles made to divide the
+    output, the gradient's channel tiles dividing them, shrunk until the extra buffers fit; several
+    images per tile on small planes) whose gradient tiles are pre-processed
+    (`add_gradient_pre_processing`)."""
+    from nncc.compiler.codegen.training_nest import backward_data_shape, backward_tiles, with_images
+
+    conv = backward_data_conv(op)
+    s = backward_data_shape(conv)
+    if s is None or not pre_processable(s):
+        raise NnccError(f"layer {layer_name(op)}: {op.name} needs a stride-1 backward-data of a same-size conv")
+    mask = constant_weight(lowering, op, f"bn_pre.mask{s.n}x{s.h}x{s.w}", np.ones((s.n, 1, s.h, s.w), np.float32)) \
+        if any(s.pads) else None
+
+    def first_tiles():
+        t = backward_tiles(lowering, conv, s)
+        return dataclasses.replace(t, toh=divisor_at_most(s.oh, t.toh), tow=divisor_at_most(s.ow, t.tow),
+                                   tic=divisor_at_most(s.cg, t.tic), halo="recompute")
+
+    def build(t, lw=lowering):
+        return build_backward_data_pre(lw, op, conv, s, t, mask)
+
+    t = fitting_tiles(lowering, op, ("bn backward-data pre tiles", s), s, first_tiles, build)
+    return build(with_images(lowering, ("bn backward-data pre tiles", s), s, t, lambda lw, tiles: build(tiles, lw)))
+
+
+def build_backward_data_pre(lowering: Lowering, op: fused.Conv2dBackwardDataPreOp, conv, s, t: ConvTiles,
+                            mask: SSAValue | None) -> tile.NestOp:
+    from nncc.compiler.codegen.training_nest import backward_tensors
+
+    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
+                      "channels", lowering.buffers)
+    inputs = list(probe.inputs)
+    block = probe.body.block
+    probe.body.detach_block(block)
+    probe.erase()
+    parts = parts_of(block)
+    args = []
+    for value in (op.input, op.scale, op.shift, op.c2, op.c3) + ((mask,) if mask is not None else ()):
+        args.append(block.insert_arg(value.type, len(inputs)))
+        inputs.append(value)
+    dy = block.insert_arg(op.dy.type, len(block.args))
+    add_gradient_pre_processing(lowering, parts, s, t, args, dy, op.relu is not None)
+    return tile.NestOp(layer_name(op), inputs, [v.type for v in op.results], Region(block), nest_attributes(op))
 
 
 def fitting_tiles(lowering: Lowering, op, key, s, first_tiles, build) -> ConvTiles:

@@ -44,6 +44,7 @@ GENERATORS: dict[str, LayerLowering] = {
     "fused.batch_norm_factors": bn_nest.lower_factors,
     "fused.batch_norm_backward_sums": bn_nest.lower_backward_sums,
     "fused.conv2d_backward_data_sums": bn_nest.lower_backward_data_sums,
+    "fused.conv2d_backward_data_pre": bn_nest.lower_backward_data_pre,
     "fused.conv2d_backward_filter_pre": bn_nest.lower_backward_filter_pre,
     "nn.gemm": layers.lower_gemm,
     "fused.gemm": layers.lower_gemm,

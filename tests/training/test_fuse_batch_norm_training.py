@@ -267,6 +267,44 @@ def chain_model(g, path, shape=(8, 3, 4, 4)):
     return g.save(path, list(shape), h)
 
 
+def pooled_model(g, path):
+    """ResNet's stem and first conv: conv -> BN -> ReLU -> max pooling -> conv 3x3 (pad 1) -> BN ->
+    ReLU -> pooling: bn1's input gradient feeds a backward-data whose output is max pooling's
+    gradient (no BatchNorm after it: `fused.conv2d_backward_data_pre`)."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Relu", [bn(g.node("Conv", ["x", g.init("w0", (16, 3, 3, 3))], "conv0", pads=[1, 1, 1, 1]), "bn0", 16)],
+               "relu0")
+    h = g.node("MaxPool", [h], "pool", kernel_shape=[2, 2], strides=[2, 2])
+    h = g.node("Relu", [bn(g.node("Conv", [h, g.init("w1", (16, 16, 3, 3), 0.2)], "conv1", pads=[1, 1, 1, 1]), "bn1", 16)],
+               "relu1")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
+    return g.save(path, [4, 3, 8, 8], h)
+
+
+def test_gradient_pre_processing_without_a_batch_norm_after(tmp_path, capsys, monkeypatch):
+    """A backward-data whose output feeds max pooling's gradient pre-processes its gradient tiles
+    too (`fused.conv2d_backward_data_pre`, the cost model's choice forced): the step matches
+    PyTorch and the nest is timed as simulated."""
+    from nncc.passes import fuse_batch_norm_training
+    from tests.training.conftest import Graph
+
+    monkeypatch.setattr(fuse_batch_norm_training, "gradient_pre_processing_pays", lambda *args: True)
+    model = pooled_model(Graph(11), tmp_path / "m.onnx")
+    train(model, tmp_path, capsys, "fusion")
+    assert main([str(model), "--train", "--target=fusion", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    (line,) = [line for line in ir.splitlines() if "= fused.conv2d_backward_data_pre " in line]
+    dx, dy = line.split(" = ")[0].split(", ")
+    assert dx.strip() == "%conv1_y_grad_input" and " %gap_y_grad, %w1, %conv1_y, " in line and " relu " in line
+    assert f"nn.conv2d_backward_filter %pool_y, {dy} " in ir and "= nn.conv2d_backward_data" not in ir
+    assert ir.count("= fused.batch_norm_backward_apply") == 1  # bn0's (its conv has no backward-data)
+    timed_as_simulated(model, {"fused.conv2d_backward_data_pre"})
+
+
 @pytest.mark.parametrize("which", ["chain", "chain 2x2", "residual"])
 def test_gradient_pre_processing_agrees_with_pytorch(which, tmp_path, capsys, monkeypatch):
     """BatchNorm backward's elementwise part as pre-processing of the next backward-data's
