@@ -68,6 +68,7 @@ from xdsl.dialects.utils import EnumAttribute
 from xdsl.ir import Attribute, Dialect, SpacedOpaqueSyntaxAttribute, SSAValue
 from xdsl.irdl import (
     AttrSizedOperandSegments,
+    AttrSizedResultSegments,
     IRDLOperation,
     VarConstraint,
     base,
@@ -722,6 +723,7 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     c2 = result_def(TensorType)
     c3 = result_def(TensorType)
     dy = var_result_def(TensorType)  # with `pre`: the pre-processed gradient
+    normalized = var_result_def(TensorType)  # none, or relu(input scale + shift), stored (`relu` only)
     traits = traits_def(Pure())
     assembly_format = (
         "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd "
@@ -729,20 +731,23 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
         "(`pre` $pre^ (`relu` $pre_relu^)? `:` type($pre))? `strides` $strides `pads` $pads "
         "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` type($grad) `,` type($weight) `,` "
         "type($input) `,` type($scale) `,` type($shift) `,` type($mean) `,` type($invstd) `->` "
-        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3) (`,` type($dy)^)?"
+        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3) (`,` type($dy)^)? "
+        "(`normalized` type($normalized)^)?"
     )
-    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    irdl_options = (AttrSizedOperandSegments(as_property=True), AttrSizedResultSegments(as_property=True))
 
     def __init__(self, grad: SSAValue, weight: SSAValue, input: SSAValue, scale: SSAValue, shift: SSAValue,
                  mean: SSAValue, invstd: SSAValue, strides: Sequence[int], pads: Sequence[int],
                  dilations: Sequence[int], group: int, relu: bool, residual: SSAValue | None = None,
-                 mask: SSAValue | None = None, pre: Sequence[SSAValue] = (), pre_relu: bool = False):
+                 mask: SSAValue | None = None, pre: Sequence[SSAValue] = (), pre_relu: bool = False,
+                 normalized: bool = False):
         super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd,
                                    [residual] if residual is not None else [], [mask] if mask is not None else [],
                                    list(pre)],
                          properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {})
                          | ({"pre_relu": UnitAttr()} if pre_relu else {}),
-                         result_types=[input.type] + [scale.type] * 4 + [[grad.type] if pre else []])
+                         result_types=[input.type] + [scale.type] * 4 + [[grad.type] if pre else []]
+                         + [[input.type] if normalized else []])
 
     def verify_(self) -> None:
         shape = nn.shape_of(self.input)
@@ -761,6 +766,8 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
                 len(self.dy) != (1 if self.pre else 0) or (self.pre_relu is not None and not self.pre):
             raise VerifyException(f"{self.name}: pre is none, or the grad-shaped y2 and its four per-channel "
                                   "factors, with the pre-processed gradient as the last result")
+        if self.normalized and (self.relu is None or nn.shape_of(self.normalized[0]) != shape):
+            raise VerifyException(f"{self.name}: the normalized input (relu(input scale + shift)) needs relu")
 
     @property
     def macs(self) -> int:

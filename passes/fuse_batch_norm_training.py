@@ -31,7 +31,11 @@ Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memor
   gives its gradient, while they are on chip (`fused.conv2d_backward_data_sums`, post unit;
   residual fan-out: the shortcut's gradient added into the tiles, a stored block output's ReLU
   mask), else as a pass of its own (`fused.batch_norm_backward_sums`); its elementwise part
-  (dx = scale g + c2 y + c3) is one pass, `fused.batch_norm_backward_apply`.
+  (dx = scale g + c2 y + c3) is pre-processing of the gradient tiles of the stride-1
+  backward-data that reads dx (`fused.conv2d_backward_data_sums ... pre`, or
+  `fused.conv2d_backward_data_pre`; it stores dx once for the backward-filter) where the cost
+  model times that faster (`fused.bn = {backward = "pre-processing"}`), else one pass,
+  `fused.batch_norm_backward_apply` (`backward = "pass"`).
 
     %y = nn.conv2d %x, %w1 ...                      %y, %sum, %sq = fused.conv2d_stats %x, %w1 ...
     %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   %m, %r, %scale, %shift, %rm, %rv = fused.batch_norm_factors %sum, %sq, ...
@@ -97,6 +101,9 @@ class FuseBatchNormTrainingPass(ModulePass):
                 for dx in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormBackwardApplyOp)]:
                     if convs and dx.input in by_input:
                         pre_process_gradient(dx, by_input[dx.input], probe)
+                for z in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormApplyOp)]:
+                    if convs and nn.phase_of(z) == "backward" and z.input in by_input:
+                        store_normalized(z, by_input[z.input], probe)
 
 
 def into_convs(target) -> bool:
@@ -424,19 +431,13 @@ def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowerin
     if any(where(use.operation) <= where(old) for r in early for result in r.results for use in result.uses):
         return record_backward(a, "pass")
     new = pre_processing_form(old, dx)
-    new.attributes.update(old.attributes)
     if not gradient_pre_processing_pays(lowering, dx, old, new):
         new.erase()
         return record_backward(a, "pass")
-    for result, previous in zip(new.results, old.results):
-        result.name_hint = previous.name_hint
-    new.results[-1].name_hint = dx.result.name_hint
-    block.insert_op_before(new, old)
-    for previous, result in zip(old.results, new.results):
-        previous.replace_all_uses_with(result)
-    old.detach()
-    old.erase()
-    dx.result.replace_all_uses_with(new.results[-1])
+    dy = new.dy[0] if isinstance(new, fused.Conv2dBackwardDataSumsOp) else new.dy
+    replace_conv(old, new)
+    dy.name_hint = dx.result.name_hint
+    dx.result.replace_all_uses_with(dy)
     anchor = new
     for reader in sorted(early, key=where):
         reader.detach()
@@ -465,11 +466,91 @@ def pre_processing_form(old: Operation, dx: fused.BatchNormBackwardApplyOp) -> O
     """`old` (a backward-data reading dx) reading dx's g and y instead, not in a block."""
     conv = (nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations), old.group.value.data)
     if isinstance(old, fused.Conv2dBackwardDataSumsOp):
-        return fused.Conv2dBackwardDataSumsOp(dx.grad, old.weight, old.input, old.scale, old.shift, old.mean,
-                                              old.invstd, *conv, old.relu is not None, old.residual, old.mask,
-                                              [dx.input, dx.scale, dx.shift, dx.c2, dx.c3], dx.relu is not None)
-    return fused.Conv2dBackwardDataPreOp(dx.grad, old.weight, dx.input, dx.scale, dx.shift, dx.c2, dx.c3,
-                                         old.result.type, *conv, dx.relu is not None)
+        return sums_like(old, dx.grad, [dx.input, dx.scale, dx.shift, dx.c2, dx.c3], dx.relu is not None,
+                         bool(old.normalized))
+    new = fused.Conv2dBackwardDataPreOp(dx.grad, old.weight, dx.input, dx.scale, dx.shift, dx.c2, dx.c3,
+                                        old.result.type, *conv, dx.relu is not None)
+    new.attributes.update(old.attributes)
+    return new
+
+
+def sums_like(old: fused.Conv2dBackwardDataSumsOp, grad: SSAValue, pre, pre_relu: bool,
+              normalized: bool) -> fused.Conv2dBackwardDataSumsOp:
+    """`old` with another gradient, pre-processing and normalized result, not in a block."""
+    new = fused.Conv2dBackwardDataSumsOp(grad, old.weight, old.input, old.scale, old.shift, old.mean, old.invstd,
+                                         nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations),
+                                         old.group.value.data, old.relu is not None, old.residual, old.mask,
+                                         list(pre), pre_relu, normalized)
+    new.attributes.update(old.attributes)
+    return new
+
+
+def replace_conv(old: Operation, new: Operation) -> None:
+    """`new` in `old`'s place, for its results (names kept; `new` may have more)."""
+    for result, previous in zip(new.results, old.results):
+        result.name_hint = previous.name_hint
+    old.parent.insert_op_before(new, old)
+    for previous, result in zip(old.results, new.results):
+        if previous.type == result.type:
+            previous.replace_all_uses_with(result)
+    old.detach()
+    old.erase()
+
+
+def store_normalized(z: fused.BatchNormApplyOp, a: Applied, lowering) -> None:
+    """A recomputed relu(batch_norm(y)) (the backward-filters' input) made instead by the
+    backward-data that post-processes this BatchNorm's backward with its ReLU
+    (`fused.conv2d_backward_data_sums ... relu`, whose post unit has y scale + shift of each output
+    tile anyway: one more map, and a store), when it comes before z's first reader and the cost
+    model times that faster than it and the recompute pass: its `normalized` result
+    (`fused.bn = {saved = "backward-data post-processing"}`)."""
+    readers = [use.operation for use in z.result.uses]
+    if z.others or z.act.data != "relu" or (z.input, z.scale, z.shift) != (a.y, a.scale, a.shift) or not readers:
+        return
+    block = z.parent
+    where = block.get_operation_index
+    first = min(where(r) for r in readers)
+    convs = [use.operation for use in a.y.uses
+             if isinstance(use.operation, fused.Conv2dBackwardDataSumsOp) and use.operation.input is a.y
+             and use.operation.relu is not None and not use.operation.normalized
+             and (use.operation.scale, use.operation.shift) == (a.scale, a.shift) and where(use.operation) < first]
+    if len(convs) != 1:
+        return
+    old = convs[0]
+    new = sums_like(old, old.grad, old.pre, old.pre_relu is not None, True)
+    if not normalized_pays(lowering, z, old, new):
+        new.erase()
+        return
+    replace_conv(old, new)
+    new.normalized[0].name_hint = (z.result.name_hint or "relu").replace("_recompute", "") + "_post"
+    z.result.replace_all_uses_with(new.normalized[0])
+    z.detach()
+    z.erase()
+    if a.stats is not None and "fused.bn" in a.stats.attributes:
+        a.stats.attributes["fused.bn"] = DictionaryAttr(dict(a.stats.attributes["fused.bn"].data)
+                                                        | {"saved": StringAttr("backward-data post-processing")})
+
+
+def normalized_pays(lowering, z: fused.BatchNormApplyOp, old, new) -> bool:
+    """Whether the backward-data giving the normalized input (`new`, not in a block) is predicted
+    faster than the plain one (`old`, out of its block while its nest is built) and the recompute."""
+    from nncc.compiler.codegen import bn_nest
+    from nncc.compiler.codegen.group_nest import predict, scratch
+    from nncc.support.errors import NnccError
+
+    probe = scratch(lowering)
+    block, after = old.parent, old.next_op
+    old.detach()
+    try:
+        plain = predict(probe, bn_nest.backward_data_sums_nest(probe, old)).cycles
+        plain += predict(probe, bn_nest.apply_nest(probe, z, probe.buffers)).cycles
+        try:
+            fused_cycles = predict(probe, bn_nest.backward_data_sums_nest(probe, new)).cycles
+        except NnccError:  # its buffers do not fit
+            return False
+    finally:
+        block.insert_op_before(old, after)
+    return fused_cycles < plain
 
 
 def record_backward(a: Applied, where: str) -> None:

@@ -1,7 +1,9 @@
 """The nests of the training convs with BatchNorm/ReLU fused (`fuse-batch-norm-training`):
 `fused.conv2d_stats` and `fused.conv2d_pre` (with or without statistics) in the forward;
 `fused.conv2d_backward_data_sums` (BatchNorm backward's reductions as post-processing of the
-backward-data output tiles, `add_backward_sums`) and `fused.conv2d_backward_filter_pre` (the
+backward-data output tiles, `add_backward_sums`; with `pre`, and `fused.conv2d_backward_data_pre`:
+the next BatchNorm backward's elementwise part as pre-processing of its gradient tiles,
+`add_gradient_pre_processing`) and `fused.conv2d_backward_filter_pre` (the
 normalised activations made from the backward-filter's input tiles) in the backward; and the
 passes of their own (`fused.batch_norm_factors`, `_apply`, `_backward_sums`, `_backward_apply`).
 
@@ -658,20 +660,24 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
     results = []
     for value in op.results[1:]:
         results.append(block.insert_arg(value.type, len(block.args)))
+    extra = iter(results[4:])
+    dy, normalized = (next(extra) if op.dy else None), (next(extra) if op.normalized else None)
     if op.pre:
-        add_gradient_pre_processing(lowering, parts, s, t, pre_args, results[4], op.pre_relu is not None)
-    add_backward_sums(lowering, parts, s, t, args, results[:4], op.relu is not None)
+        add_gradient_pre_processing(lowering, parts, s, t, pre_args, dy, op.pre_relu is not None)
+    add_backward_sums(lowering, parts, s, t, args, results[:4], op.relu is not None, normalized)
     return tile.NestOp(layer_name(op), inputs, [v.type for v in op.results], Region(block), nest_attributes(op))
 
 
-def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, results, relu: bool) -> None:
+def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, results, relu: bool,
+                      normalized: SSAValue | None = None) -> None:
     """BatchNorm's backward reductions as post-processing of the output tiles of a backward-data
     nest, on the post unit after each tile's last input-channel block: the BatchNorm's input tile
     `y` (loaded beside the conv, before the reduction loop), g = out (times step(y scale + shift),
     or step(z) of a stored ReLU output z loaded likewise, into the output tile, which is stored
     masked; a residual gradient is in the tile from the start: conv_nest's residual), t = g (y - mean) invstd, and the sums of g and
     t accumulated as in `add_statistics`; after the last tile, c2 and c3 (`backward_sums_nest`'s
-    rule) from the sums, and the four per-channel results stored.
+    rule) from the sums, and the four per-channel results stored. `normalized` (with `relu`): the
+    tile's relu(y scale + shift), made beside the mask, stored to it (for a backward-filter).
 
         tile.load %Y[%n, %oc, %oh, %ow] [1, %toc, %toh, %tow] -> %y[0] dims [2, 3, 1]
         tile.for %ic[%tic] = ... {
@@ -722,6 +728,11 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     factor = lambda k: (pc, k * c, True)  # noqa: E731
     if relu:
         post("fma", [tile_view(y), factor(0), factor(1), tile_view(tb)])
+        if normalized is not None:
+            zb = buffer(lowering, parts, "zn", "output", tile_shape)
+            post("relu", [tile_view(tb), tile_view(zb)])
+            parts.ic_loop.parent_block().insert_op_after(slice_op(tile.StoreOp, normalized, zb, *tile_slice),
+                                                         parts.ic_loop)
         post("step", [tile_view(tb), tile_view(tb)])
         post("mul", [tile_view(out), tile_view(tb), tile_view(out)])
     elif mask:

@@ -5,11 +5,12 @@
 // fuse-batch-norm-training: conv1's BatchNorm statistics come from conv1's output tiles
 // (fused.conv2d_stats), its apply and ReLU become conv2's pre-processing (fused.conv2d_pre, which
 // also gives bn2's statistics); bn2's ReLU feeds global pooling, so it is applied as a layer in
-// the forward; relu1's output is recomputed in the backward for conv2's backward-filter (at this
-// size the cost model times that faster than fused.conv2d_backward_filter_pre). bn1's
-// backward reductions and relu1's mask are post-processing of
+// the forward. bn1's backward reductions and relu1's mask are post-processing of
 // conv2's backward-data (fused.conv2d_backward_data_sums: the masked gradient, dscale, dbias
-// and the input gradient's factors), so only its elementwise apply is a pass of its own; bn2's
+// and the input gradient's factors; and relu1's output, `normalized`, which its post unit makes
+// beside the mask and stores for conv2's backward-filter: `fused.bn = {saved = "backward-data
+// post-processing"}`, the cost model times that faster than a recompute pass and than
+// fused.conv2d_backward_filter_pre), so only its elementwise apply is a pass of its own; bn2's
 // elementwise part is a pass too (at this size the cost model times that faster than
 // pre-processing conv2's backward-data gradient tiles: `fused.bn` records `backward = "pass"`;
 // fuse_batch_norm_training_pre.mlir has the other choice). No
@@ -42,7 +43,7 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
 }
 
 // CHECK-NOT:  nn.batch_norm_train
-// CHECK:      %[[Y1:.*]], %[[SUM1:.*]], %[[SQ1:.*]] = fused.conv2d_stats %x, %w1 strides [1, 1] pads [1, 1, 1, 1] dilations [1, 1] group 1 {onnx_nodes = ["conv1"], nn.phase = "forward", fused.bn = {apply = "pre", saved = "recompute", backward = "pass"}}
+// CHECK:      %[[Y1:.*]], %[[SUM1:.*]], %[[SQ1:.*]] = fused.conv2d_stats %x, %w1 strides [1, 1] pads [1, 1, 1, 1] dilations [1, 1] group 1 {onnx_nodes = ["conv1"], nn.phase = "forward", fused.bn = {apply = "pre", saved = "backward-data post-processing", backward = "pass"}}
 // CHECK-NEXT: %[[MEAN1:.*]], %[[INV1:.*]], %[[SCALE1:.*]], %[[SHIFT1:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors %[[SUM1]], %[[SQ1]], %s1, %b1, %m1, %v1 count 32 epsilon 1.000000e-05 momentum 9.000000e-01 {nn.phase = "forward", onnx_nodes = ["bn1"]}
 // CHECK:      %[[Y2:.*]], %[[SUM2:.*]], %[[SQ2:.*]] = fused.conv2d_pre %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %w2 strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 pre relu {onnx_nodes = ["conv2"], nn.phase = "forward", fused.bn = {apply = "layer", saved = "forward", backward = "pass"}}
 // CHECK-NEXT: %{{.*}}, %{{.*}}, %[[SCALE2:.*]], %[[SHIFT2:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors %[[SUM2]], %[[SQ2]], %s2, %b2, %m2, %v2
@@ -51,8 +52,8 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
 // CHECK-NOT:  nn.relu_backward
 // CHECK:      %{{.*}}, %{{.*}}, %[[C2B:.*]], %[[C3B:.*]] = fused.batch_norm_backward_sums %[[G2:.*]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %{{.*}}, %{{.*}} relu {nn.phase = "backward", onnx_nodes = ["bn2"]}
 // CHECK-NEXT: %[[DX2:.*]] = fused.batch_norm_backward_apply %[[G2]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %[[C2B]], %[[C3B]] relu
-// CHECK-NEXT: %[[G1:.*]], %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]] = fused.conv2d_backward_data_sums %[[DX2]], %w2, %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[MEAN1]], %[[INV1]] strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
-// CHECK-NEXT: %[[Z1:.*]] = fused.batch_norm_apply %[[Y1]], %[[SCALE1]], %[[SHIFT1]] act relu {nn.phase = "backward"
+// CHECK-NEXT: %[[G1:.*]], %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]], %[[Z1:.*]] = fused.conv2d_backward_data_sums %[[DX2]], %w2, %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[MEAN1]], %[[INV1]] strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
+// CHECK-SAME: -> tensor<2x4x4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32> normalized tensor<2x4x4x4xf32>
 // CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %[[DX2]]
 // CHECK-NEXT: fused.batch_norm_backward_apply %[[G1]], %[[Y1]], %[[SCALE1]], %[[SHIFT1]], %[[C2A]], %[[C3A]] {nn.phase
 // CHECK-NOT:  nn.batch_norm_train

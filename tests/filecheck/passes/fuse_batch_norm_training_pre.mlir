@@ -10,7 +10,8 @@
 // faster. conv2's backward-data (which also carries bn1's reductions as post-processing) reads
 // g and y2 (`pre ... relu`) and gives dx2 as its last result, stored once for conv2's
 // backward-filter, which reads it; `fused.bn` of conv2's statistics records `backward =
-// "pre-processing"`. (tests/training/ checks the numbers, and prediction = simulation.)
+// "pre-processing"`. Its post unit also gives relu1's output (`normalized`, conv2's
+// backward-filter's input). (tests/training/ checks the numbers, and prediction = simulation.)
 
 builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"], nn.output_names = ["fc_y"]} {
   func.func @main(%x: tensor<8x3x16x16xf32>) -> tensor<8x3xf32> {
@@ -38,13 +39,13 @@ builtin.module attributes {nn.weights = "in.weights.npz", nn.input_names = ["x"]
   }
 }
 
-// CHECK:      %[[Y1:.*]], %{{.*}}, %{{.*}} = fused.conv2d_stats %x, %w1 {{.*}} fused.bn = {apply = "pre", saved = "recompute", backward = "pass"}}
+// CHECK:      %[[Y1:.*]], %{{.*}}, %{{.*}} = fused.conv2d_stats %x, %w1 {{.*}} fused.bn = {apply = "pre", saved = "backward-data post-processing", backward = "pass"}}
 // CHECK:      %[[Y2:.*]], %{{.*}}, %{{.*}} = fused.conv2d_pre %[[Y1]], {{.*}} fused.bn = {apply = "layer", saved = "forward", backward = "pre-processing"}}
 // CHECK-NEXT: %{{.*}}, %{{.*}}, %[[SCALE2:.*]], %[[SHIFT2:.*]], %{{.*}}, %{{.*}} = fused.batch_norm_factors
 // CHECK:      %{{.*}}, %{{.*}}, %[[C2:.*]], %[[C3:.*]] = fused.batch_norm_backward_sums %[[G2:.*]], %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %{{.*}}, %{{.*}} relu
 // CHECK-NOT:  fused.batch_norm_backward_apply %[[G2]]
-// CHECK:      %[[G1:.*]], %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]], %[[DX2:.*]] = fused.conv2d_backward_data_sums %[[G2]], %w2, %[[Y1]], {{.*}} pre %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %[[C2]], %[[C3]] relu : tensor<8x256x16x16xf32>, tensor<256xf32>, tensor<256xf32>, tensor<256xf32>, tensor<256xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
-// CHECK-SAME: -> tensor<8x64x16x16xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<8x256x16x16xf32>
-// CHECK:      nn.conv2d_backward_filter %{{.*}}, %[[DX2]]
+// CHECK:      %[[G1:.*]], %{{.*}}, %{{.*}}, %[[C2A:.*]], %[[C3A:.*]], %[[DX2:.*]], %[[Z1:.*]] = fused.conv2d_backward_data_sums %[[G2]], %w2, %[[Y1]], {{.*}} pre %[[Y2]], %[[SCALE2]], %[[SHIFT2]], %[[C2]], %[[C3]] relu : tensor<8x256x16x16xf32>, tensor<256xf32>, tensor<256xf32>, tensor<256xf32>, tensor<256xf32> strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
+// CHECK-SAME: -> tensor<8x64x16x16xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<8x256x16x16xf32> normalized tensor<8x64x16x16xf32>
+// CHECK-NEXT: nn.conv2d_backward_filter %[[Z1]], %[[DX2]]
 // CHECK:      fused.batch_norm_backward_apply %[[G1]], %[[Y1]], {{.*}}, %[[C2A]], %[[C3A]]
 // CHECK-NOT:  nn.batch_norm_backward
