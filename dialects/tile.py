@@ -1250,8 +1250,9 @@ class PoolOp(ComputeOp):
 # --------------------------------------------------------------------------- streaming compute
 
 
-MAP_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "div": "vdiv", "max": "vmax", "min": "vmin"}
-"""tile.map functions of two inputs and their instructions."""
+MAP_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "div": "vdiv", "max": "vmax", "min": "vmin",
+              "cmpeq": "vcmpeq", "cmpgt": "vcmpgt"}
+"""tile.map functions of two inputs and their instructions (cmpeq, cmpgt: 1.0 where x == y, x > y, else 0.0)."""
 MAP_FUNCS = (*MAP_BINARY, "fma", *ACTIVATIONS)
 """Every tile.map function: binary, fma (x * y + w), and the vact functions of one input."""
 STRIDED = -1  # a view's layout code: explicit strides (else a bit mask of broadcast dimensions)

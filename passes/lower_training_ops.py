@@ -14,7 +14,7 @@ tiling, vectorisation and double-buffered DMA as the forward layers:
   each phase of the input (rows r, r + s, ...; columns likewise) is a stride-1 conv of the
   output gradient with the kernel taps that reach it, stored in place through a strided view of
   dx (`training_nest.phases_nest`: no zero-insertion, no wasted MACs, no transposes);
-- any other `nn.conv2d_backward_data` (depthwise, pooling's scatter, a phase whose gradient would
+- any other `nn.conv2d_backward_data` (depthwise, a phase whose gradient would
   need cropping): a stride-1 conv of the output gradient, spread (zero-inserted
   between rows and columns for stride > 1, and padded or cropped) by two 0/1 matmuls, with the
   weights transposed per group and flipped (`nn.slice` with steps -1);
@@ -28,18 +28,15 @@ tiling, vectorisation and double-buffered DMA as the forward layers:
   elementwise rest as broadcasting nn ops, the normalisation itself an `nn.batch_norm` with
   run-time statistics;
 - activation backward: masks from `nn.step` (1 where x > 0), times the gradient;
-- `nn.avg_pool_backward`: the gradient times 1/count, then a depthwise conv backward-data with
-  ones; `nn.max_pool_backward`: per window tap, the mask of the first maximum (from
-  `nn.step` of the tap minus the recomputed max), the masked gradients stacked and put in
-  place by one transpose when the windows tile the input (stride = kernel, no pads: VGG's,
-  ResNet's 2x2 pools), else scattered by one grouped conv backward-data with one-hot kernels (a phases nest);
+- `nn.max_pool_backward`, `nn.avg_pool_backward` are left to the back end: one nest that
+  recomputes each window's maximum and scatters dy into dx tiles on chip
+  (`compiler/codegen/pool_backward_nest.py`);
 - the losses and their gradients (the cross-entropy as -sum(target * logits) + max(logits) -
   log(max(softmax)), so no logarithm of a tiny probability), `nn.scale`. `nn.sgd` is left to
   the back end (one pass over each weight, `training_nest.sgd_nest`).
 
-Ties (two equal maxima of a window) are broken as the reference does (the first), except in
-global max pooling, where every maximum gets the gradient. The rewrite is exact in float32 up to
-summation order (the 0/1 matmuls add one product and zeros): the nn interpreter runs the
+In global max pooling every maximum of a plane gets the gradient (ties being measure-zero). The
+rewrite is exact in float32 up to summation order (the 0/1 matmuls add one product and zeros): the nn interpreter runs the
 rewritten module to the same values (tests/training/test_lower_training_ops.py).
 """
 
@@ -76,7 +73,7 @@ class Builder:
         for index, result in enumerate(op.results):
             result.name_hint = f"{self.hint}_{self.count}" + (f"_{index}" if index else "")
         self.anchor.parent.insert_op_before(op, self.anchor)
-        lowered = lower_op(self, op)  # a training op made here (pooling's scatter) is lowered too
+        lowered = lower_op(self, op)  # a training op made here is lowered too
         return lowered[0] if lowered is not None else op.results[0]
 
     def const(self, name: str, array) -> SSAValue:
@@ -336,90 +333,6 @@ def gelu_backward(b: Builder, op) -> list[SSAValue]:
 # --------------------------------------------------------------------------- pooling
 
 
-def overhang_pads(op, input_shape) -> tuple[int, ...]:
-    """The pads with ceil mode's overhang added at the end: the conv relation of the windows."""
-    kernel, strides, pads, dilations, _ = op.pool_properties()
-    out = nn.shape_of(op.grad)[2:]
-    extra = [max(0, (out[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
-                 - (input_shape[2 + i] + pads[i] + pads[i + 2])) for i in (0, 1)]
-    return (pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1])
-
-
-def avg_pool_backward(b: Builder, op: nn.AvgPool2dBackwardOp) -> list[SSAValue]:
-    from nncc.compiler.nn_kernels import _windows
-
-    kernel, strides, pads, dilations, ceil_mode = op.pool_properties()
-    shape = nn.shape_of(op.result)
-    ones = np.pad(np.ones((1, 1) + shape[2:], dtype=np.float32), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])),
-                  constant_values=1.0 if op.count_include_pad.value else 0.0)
-    count = _windows(ones, kernel, strides, (0, 0, 0, 0), dilations, nn.shape_of(op.grad)[2:], 0.0).sum(axis=(4, 5))
-    share = b.mul(op.grad, b.const("divisor", 1.0 / count))  # the forward op's divisor of each window
-    c = shape[1]
-    taps = b.const("taps", np.ones((c, 1) + tuple(kernel), dtype=np.float32))
-    return [b.op(nn.Conv2dBackwardDataOp(share, taps, shape, strides, overhang_pads(op, shape), dilations, c))]
-
-
-def max_pool_backward(b: Builder, op: nn.MaxPool2dBackwardOp) -> list[SSAValue]:
-    kernel, strides, pads, dilations, ceil_mode = op.pool_properties()
-    x, dy = op.input, op.grad
-    n, c, h, w = nn.shape_of(x)
-    _, _, oh, ow = nn.shape_of(dy)
-    full = overhang_pads(op, (n, c, h, w))
-    y = b.op(nn.MaxPool2dOp(x, kernel, strides, pads, dilations, ceil_mode))
-    padded = x
-    for axis, before, after in ((2, full[0], full[2]), (3, full[1], full[3])):
-        parts = []
-        shape = list(nn.shape_of(padded))
-        for size in (before, after):
-            shape[axis] = size
-            parts.append(b.const(f"pad{axis}", np.full(shape, -np.inf, dtype=np.float32)) if size else None)
-        inputs = [v for v in (parts[0], padded, parts[1]) if v is not None]
-        padded = b.op(nn.ConcatOp(inputs, axis)) if len(inputs) > 1 else padded
-    taps = kernel[0] * kernel[1]
-    remaining, pieces = None, []
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            tap = b.op(nn.SliceOp(padded, [0, 0, i * dilations[0], j * dilations[1]], [1, 1, strides[0], strides[1]],
-                                  (n, c, oh, ow)))
-            wins = b.not_step(b.sub(y, tap))  # the tap holds the window's maximum
-            first = wins if remaining is None else b.mul(wins, remaining)
-            remaining = b.sub(b.scalar(1.0), first) if remaining is None else b.sub(remaining, first)
-            pieces.append(b.reshape(b.mul(first, dy), (n, c, 1, oh * ow)))
-    if tiling_windows(op, (n, c, h, w)):
-        return [interleave(b, b.op(nn.ConcatOp(pieces, 2)), kernel, (oh, ow), (n, c, h, w))]
-    stacked = b.reshape(b.op(nn.ConcatOp(pieces, 2)), (n, c * taps, oh, ow))
-    onehot = np.zeros((c * taps, 1) + tuple(kernel), dtype=np.float32)
-    for t in range(taps):
-        onehot[t::taps, 0, t // kernel[1], t % kernel[1]] = 1.0
-    scatter = nn.Conv2dBackwardDataOp(stacked, b.const("onehot", onehot), (n, c, h, w), strides, full, dilations, c)
-    return [b.op(scatter)]
-
-
-def tiling_windows(op, input_shape) -> bool:
-    """Windows that tile the input without overlap or gaps (stride = kernel, no pads, dilation 1,
-    no ceil-mode overhang): every input element is in at most one window."""
-    kernel, strides, pads, dilations, _ = op.pool_properties()
-    _, _, oh, ow = nn.shape_of(op.grad)
-    return (tuple(strides) == tuple(kernel) and not any(pads) and tuple(dilations) == (1, 1)
-            and oh * kernel[0] <= input_shape[2] and ow * kernel[1] <= input_shape[3])
-
-
-def interleave(b: Builder, stacked: SSAValue, kernel, windows, shape) -> SSAValue:
-    """(N, C, taps, OH OW), the gradient each window tap gets, as (N, C, H, W): tap (i, j) of
-    window (r, s) is element (r kh + i, s kw + j), one transpose; rows and columns no window
-    covers (floor mode) get zero."""
-    n, c, h, w = shape
-    (kh, kw), (oh, ow) = kernel, windows
-    taps = b.reshape(stacked, (n, c, kh, kw, oh, ow))
-    dx = b.reshape(b.transpose(taps, [0, 1, 4, 2, 5, 3]), (n, c, oh * kh, ow * kw))
-    for axis, covered, size in ((2, oh * kh, h), (3, ow * kw, w)):
-        if covered < size:
-            zeros = list(nn.shape_of(dx))
-            zeros[axis] = size - covered
-            dx = b.op(nn.ConcatOp([dx, b.const(f"uncovered{axis}", np.zeros(zeros))], axis))
-    return dx
-
-
 def global_avg_pool_backward(b: Builder, op) -> list[SSAValue]:
     shape = nn.shape_of(op.result)
     plane = np.full((1, 1) + shape[2:], 1.0 / np.prod(shape[2:]), dtype=np.float32)
@@ -490,8 +403,6 @@ RULES = {
     nn.TanhBackwardOp: tanh_backward,
     nn.SiluBackwardOp: silu_backward,
     nn.GeluBackwardOp: gelu_backward,
-    nn.AvgPool2dBackwardOp: avg_pool_backward,
-    nn.MaxPool2dBackwardOp: max_pool_backward,
     nn.GlobalAvgPoolBackwardOp: global_avg_pool_backward,
     nn.GlobalMaxPoolBackwardOp: global_max_pool_backward,
     nn.SoftmaxCrossEntropyOp: softmax_cross_entropy,

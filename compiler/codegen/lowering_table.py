@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from xdsl.ir import Operation
 
-from nncc.compiler.codegen import bn_nest, data, layers, reduce_nest, stream_nest, training_nest, window_nest
+from nncc.compiler.codegen import (
+    bn_nest, data, layers, pool_backward_nest, reduce_nest, stream_nest, training_nest, window_nest,
+)
 from nncc.compiler.codegen.context import Lowering
 from nncc.compiler.codegen.stream_nest import lower_stream
 
@@ -32,6 +34,7 @@ STREAM_NESTS = {
     "fused.batch_norm_apply": bn_nest.apply_nest,  # training BatchNorm fused (fuse-batch-norm-training)
     "fused.batch_norm_backward_apply": bn_nest.backward_apply_nest,
     "nn.sgd": training_nest.sgd_nest,
+    **dict.fromkeys(pool_backward_nest.POOL_BACKWARD_OPS, pool_backward_nest.pool_backward_nest),  # a small tile search
 }
 """Op name -> the builder of its nest `(lowering, op, slots) -> tile.nest`, for the layers
 whose nest needs no tile search (tile-layers writes them as they are)."""
