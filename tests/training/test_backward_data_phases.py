@@ -51,19 +51,6 @@ def test_phase_nests_are_predicted(model_file):
             (layer.cycles, layer.dram_read_bytes, layer.dram_write_bytes), layer.name
 
 
-def test_max_pool_scatter_is_one_phase_nest(model_file, tmp_path, capsys):
-    """3x3 / 2 max pooling with asymmetric pads (the se model): its gradient's scatter (a grouped
-    backward-data with one-hot kernels, 9 stacked taps per channel) is one phases nest, without
-    the 0/1 spread matmuls and their transposes; the step still matches PyTorch."""
-    report = tmp_path / "r.json"
-    code = main([str(model_file("se")), "--train", "--target=fusion", "--check", "--report", str(report)])
-    out, err = capsys.readouterr()
-    data = json.loads(report.read_text())
-    assert code == 0 and all(v["passed"] for v in data["check"]["tensors"].values()), (out, err)
-    ops = [row["op"] for row in data["layers"] if row["name"] == "pool_y_grad"]
-    assert ops.count("nn.conv2d_backward_data") == 1 and not {"nn.matmul", "nn.transpose", "nn.conv2d"} & set(ops)
-
-
 def small_plane_model(graph, tmp_path):
     """A 3x3 conv (pad 1) on 2x2 maps, batch 8: ResNet-50's last stage at 64x64."""
     g = graph(7)
