@@ -22,8 +22,9 @@ mask is f_t = Q_t - Q_{t-1}: exact 0/1, no tie handled twice.
 
 so the pre unit makes the masks of a tile while the post unit scatters the tile before.
 **Average pooling**: the share dy / divisor (a compile-time [OH][OW] map, as the forward's) once,
-then per tap dx[tap] (+)= share. A tap whose dx positions no earlier tap reaches writes them (no
-fill) and the tile is zero-filled only when some position is reached by no such tap.
+then per tap dx[tap] (+)= share. The taps scatter in the order of the dx positions they reach,
+most first (any order gives the same sums); a tap whose positions no earlier tap reaches writes
+them (no fill), and the tile is zero-filled only when some position is reached by no such tap.
 
     tile.for %c[%tc] = 0 to 64 step 32, %n[%tn] = 0 to 8 step 1, %r[%tr] = 0 to 56 step 5 order naive {
       tile.load %X[%n, %c, %r * 2 - 1, -1] [1, %tc, 13, 113] -> %x[0] dims [2, 3, 1] pad -inf
@@ -213,20 +214,23 @@ def tap_rows(s: PoolBackward, t: PoolBackwardTiles, i: int) -> tuple[int, int]:
     return first - lo, first * a.stride - a.pad + i * a.dilation
 
 
-def writers(s: PoolBackward, t: PoolBackwardTiles) -> tuple[list[bool], bool]:
-    """Per tap: whether it writes its dx positions (no earlier tap reaches them); and whether the
-    tile needs a zero fill first (a position no writer reaches)."""
-    reached: list[set] = []
-    writes = []
+def scatter_order(s: PoolBackward, t: PoolBackwardTiles) -> tuple[list[tuple[int, bool]], bool]:
+    """The taps in the order they scatter (those reaching the most dx positions first), each with
+    whether it writes its positions (no earlier tap reaches them); and whether the tile needs a
+    zero fill first (a position no writer reaches)."""
+    cells = []
     for i, j in s.taps:
         _, row0 = tap_rows(s, t, i)
         first, count = tap_columns(s, j)
         col0 = first * s.cols.stride - s.cols.pad + j * s.cols.dilation
-        cells = {(row0 + q * s.rows.stride, col0 + u * s.cols.stride) for q in range(t.windows) for u in range(count)}
-        writes.append(bool(cells) and not any(cells & other for other in reached))
-        reached.append(cells)
-    written = set().union(*(cells for cells, w in zip(reached, writes) if w))
-    return writes, len(written) < t.windows * s.rows.stride * s.cols.size
+        cells.append({(row0 + q * s.rows.stride, col0 + u * s.cols.stride) for q in range(t.windows) for u in range(count)})
+    order, reached, written = [], set(), set()
+    for k in sorted(range(len(cells)), key=lambda k: -len(cells[k])):
+        writes = bool(cells[k]) and not cells[k] & reached
+        order.append((k, writes))
+        reached |= cells[k]
+        written |= cells[k] if writes else set()
+    return order, len(written) < t.windows * s.rows.stride * s.cols.size
 
 
 def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> tile.NestOp:
@@ -297,11 +301,12 @@ def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> til
     elif s.func == "avg":  # the share of each window: dy / divisor
         emit(map_op(e, "mul", [view("dy", 0, dense), (buffers["div"], e(0), [e(cols.out), e(1), e(0)]),
                                view("f", 0, dense)], grid), post)
-    writes, fill = writers(s, t)
+    order, fill = scatter_order(s, t)
     if fill:  # on the vector unit (the post unit)
         ops.append(tile.FillOp.build(operands=[[buffers["dx"]], list(e.values)], properties={
             "views": e.map([e(0)]), "sizes": e.map([e(block_rows), e(cols.size), ch]), "value": FloatAttr(0.0, f64)}))
-    for k, (i, j) in enumerate(taps):
+    for k, writes in order:
+        i, j = taps[k]
         w0, row0 = tap_rows(s, t, i)
         c0, count = tap_columns(s, j)
         if not count:
@@ -314,11 +319,11 @@ def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> til
         dy = view("dy", at, sub)
         if s.func == "avg":
             share = view("f", at, sub)
-            emit(map_op(e, "copy", [share, target], shape) if writes[k] else
+            emit(map_op(e, "copy", [share, target], shape) if writes else
                  map_op(e, "add", [share, target, target], shape), post)
             continue
         if len(taps) == 1:
-            emit(map_op(e, "copy", [dy, target], shape) if writes[k] else map_op(e, "add", [dy, target, target], shape),
+            emit(map_op(e, "copy", [dy, target], shape) if writes else map_op(e, "add", [dy, target, target], shape),
                  post)
             continue
         if k == 0:
@@ -330,7 +335,7 @@ def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> til
                                        mask], shape), post)
             else:  # f_{T-1} = 1 - Q_{T-2}
                 emit(map_op(e, "affine", [view("q", (k - 1) * fixed("f") + at, sub), mask], shape, (-1.0, 1.0)), post)
-        emit(map_op(e, "mul", [mask, dy, target], shape) if writes[k] else
+        emit(map_op(e, "mul", [mask, dy, target], shape) if writes else
              map_op(e, "fma", [mask, dy, target, target], shape), post)
     for op_ in ops:
         body.add_op(op_)
