@@ -22,7 +22,7 @@ chains' and groups' tile choices and their layers' predictions on N forked proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from xdsl.context import Context
@@ -33,7 +33,9 @@ from xdsl.passes import ModulePass
 from nncc.compiler.codegen.chain_nest import POOL_OPS, ConvChain, best_chain, find_runs, replace_with_chain
 from nncc.compiler.codegen.context import Lowering, layer_name, module_cost_cache
 from nncc.compiler.codegen.search_pool import Search, conv_search, distinct_searches, run_ahead, search
-from nncc.compiler.codegen.group_nest import Chain, best_group, find_chains, predict, rank, replace_with_group, scratch
+from nncc.compiler.codegen.group_nest import (
+    Chain, best_group, compulsory_bytes, find_chains, predict, ranked, replace_with_group, scratch,
+)
 from nncc.compiler.modules import main_function
 from nncc.compiler.weights import store_of
 from nncc.passes.decisions import (
@@ -95,8 +97,8 @@ def fuse(lowering: Lowering, chain: Chain, always: bool) -> None:
         return
     tiles, fused = choice
     separate = layer_by_layer(lowering, chain)
-    if not always and rank(fused, lowering.objective) >= rank(separate, lowering.objective):
-        return
+    if not always and ranked([separate, fused], lowering.objective, compulsory_bytes(chain.ops))[0] == 0:
+        return  # the layers rank first (or tie)
     record(replace_with_group(lowering, chain, tiles), fused, separate)
 
 
@@ -111,16 +113,42 @@ def record(nest, fused, separate) -> None:
 MAX_CHAIN = 8  # layers of a conv chain at most (longer ones never fit a buffer of the targets)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A way to cut the first layers of a run: its pieces (first, end, (tiles or None, fused,
+    separate)), how many pieces count (with `always`), and their summed prediction."""
+
+    pieces: tuple = ()
+    count: int = 0
+    total: Total = field(default_factory=lambda: Total([]))
+
+    def key(self) -> tuple:
+        return self.count, self.total.dram_read_bytes + self.total.dram_write_bytes, self.total.cycles
+
+    def then(self, i: int, j: int, piece: tuple, always: bool) -> Plan:
+        return Plan(self.pieces + ((i, j, piece),), self.count + int(always), Total([self.total, piece[1]]))
+
+
+def pareto(plans: list[Plan]) -> list[Plan]:
+    """The plans no other beats or equals in every one of pieces, DRAM bytes and cycles."""
+    front: list[Plan] = []
+    for plan in sorted(plans, key=Plan.key):
+        if not any(all(a <= b for a, b in zip(kept.key(), plan.key())) for kept in front):
+            front.append(plan)
+    return front
+
+
 def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
     """Cut a run of convs and pooling layers into the groups (and single layers) whose total
-    ranks first by the module's objective (dynamic programming over the cuts; `always`: fewest
-    pieces first), and replace each group of two or more by its nest."""
+    ranks first by the module's objective (`ranked`, as a group's own tilings; `always`: fewest
+    pieces first), and replace each group of two or more by its nest. Dynamic programming over
+    the cuts keeps, per prefix of the run, the plans that are best in bytes, cycles or pieces
+    (the Pareto front), so the tolerance of the DRAM objective applies to the whole run."""
     singles = [Total([layer_choice(lowering, op)]) for op in run]
-    best: list[tuple | None] = [((0, 0, 0), [])] + [None] * len(run)
+    fronts: list[list[Plan]] = [[Plan()]] + [[] for _ in run]
     for j in range(1, len(run) + 1):
+        found = []
         for i in range(max(0, j - MAX_CHAIN), j):
-            if best[i] is None:
-                continue
             if j - i == 1:
                 piece = (None, singles[i], singles[i])
             else:
@@ -128,10 +156,12 @@ def fuse_run(lowering: Lowering, run: list[Operation], always: bool) -> None:
                 if choice is None:
                     continue
                 piece = (choice[0], choice[1], Total(singles[i:j], lowering.target.barrier_cycles))
-            key = tuple(a + b for a, b in zip(best[i][0], (int(always), *rank(piece[1], lowering.objective))))
-            if best[j] is None or key < best[j][0]:
-                best[j] = (key, best[i][1] + [(i, j, piece)])
-    for i, j, (tiles, fused, separate) in best[len(run)][1]:
+            found += [plan.then(i, j, piece, always) for plan in fronts[i]]
+        fronts[j] = pareto(found)
+    plans = fronts[len(run)]
+    plans = [plan for plan in plans if plan.count == min(p.count for p in plans)]
+    best = plans[ranked([plan.total for plan in plans], lowering.objective, compulsory_bytes(run))[0]]
+    for i, j, (tiles, fused, separate) in best.pieces:
         if tiles is not None:
             record(replace_with_chain(lowering, ConvChain(tuple(run[i:j])), tiles), fused, separate)
 

@@ -46,7 +46,7 @@ from nncc.compiler.codegen.tile_order import tsp_order
 from nncc.compiler.codegen.conv import choose_tiles
 from nncc.compiler.codegen.conv_nest import replace_with_nest
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, window_problem
+from nncc.compiler.codegen.layers import conv2d_shape, conv_problem, has_bias, window_problem
 from nncc.compiler.codegen.window_nest import replace_with_depthwise_nest, replace_with_pool_nest
 from nncc.compiler.codegen.lower import layers_of
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
@@ -130,9 +130,9 @@ def tile_layer(lowering: Lowering, layer: Operation) -> tile.NestOp | None:
     if problem is None:
         return None
     if layer.name.endswith("conv2d"):  # convs also choose between the two lane mappings
-        mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), layer.bias is not None)
+        mapping, tiles = choose_mapping(lowering, problem, layer_name(layer), has_bias(layer))
     else:
-        mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer))
+        mapping, tiles = "channels", choose_tiles(lowering, problem, layer_name(layer), has_bias(layer))
     return replace_with_nest(lowering, layer, problem, tiles, mapping)
 
 

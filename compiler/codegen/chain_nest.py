@@ -47,7 +47,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.epilogue import fused_epilogue
 from nncc.compiler.codegen.group_nest import (
-    CONV_OPS, Estimate, Linear, Window, bound, fill, predict, rank, scratch, single_use, window_of,
+    CONV_OPS, Estimate, Linear, Window, bound, compulsory_bytes, fill, predict, ranked, scratch, single_use, window_of,
 )
 from nncc.compiler.codegen.nest_builder import IndexExprs, epilogue_parameters, nest_block, slice_op
 from nncc.dialects import nn, tile
@@ -726,13 +726,14 @@ def best_chain(lowering: Lowering, chain: ConvChain) -> tuple[ChainTiles, object
     stages = [stage_of(op) for op in chain.ops]
     n = nn.shape_of(chain.input)[0]
     candidates = tile_candidates(lowering, stages)
-    candidates.sort(key=lambda t: rank(estimate(lowering, stages, t, n), lowering.objective))
-    best, probe = None, scratch(lowering)
-    for t in candidates[:SHORTLIST]:
-        prediction = predict(probe, chain_nest(probe, chain, t, lowering.buffers))
-        if best is None or rank(prediction, lowering.objective) < rank(best[1], lowering.objective):
-            best = (t, prediction)
-    return best
+    if not candidates:
+        return None
+    floor, probe = compulsory_bytes(chain.ops), scratch(lowering)
+    estimates = [estimate(lowering, stages, t, n) for t in candidates]
+    shortlist = [candidates[i] for i in ranked(estimates, lowering.objective, floor)[:SHORTLIST]]
+    timed = [predict(probe, chain_nest(probe, chain, t, lowering.buffers)) for t in shortlist]
+    best = ranked(timed, lowering.objective, floor)[0]
+    return shortlist[best], timed[best]
 
 
 def replace_with_chain(lowering: Lowering, chain: ConvChain, t: ChainTiles, slots: int = 1) -> tile.NestOp:

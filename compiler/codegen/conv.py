@@ -93,6 +93,7 @@ class ConvTiles:
 ROLE = {"in": "input", "w": "weight", "out": "output"}
 TOLERANCE = 0.01  # cycles within 1 % of the fastest count as equal (then DRAM traffic, jobs decide)
 BYTES_TOLERANCE = 0.05  # DRAM bytes within 5 % of the least count as equal (then fewer jobs win)
+COMPULSORY_SLACK = 0.001  # under the DRAM objective, excesses this fraction of the compulsory traffic apart tie (1.000x)
 SHORTLIST_FAST, CHEAP_JOBS = 3, 600  # the closed form's fastest, if they have few jobs
 SHORTLIST = 2  # candidates of the closed-form estimate that the job-level model then times
 
@@ -135,7 +136,8 @@ def cache_tiles(lowering: Lowering, s: ConvShape) -> list[ConvTiles]:
     weight_loads = np.where(blocks <= 2, blocks, walked)
     nbytes = F32 * (s.n * s.c * s.h * s.w + s.n * s.o * s.oh * s.ow) \
         + weight_loads * F32 * (s.kh * s.kw * s.cg * toc + toc)
-    order = preference(cycles, nbytes.astype(np.float64), strips * blocks, lowering.objective)
+    order = preference(cycles, nbytes.astype(np.float64), strips * blocks, lowering.objective,
+                       compulsory_bytes(s))
     return [found[i] for i in order]
 
 
@@ -164,7 +166,8 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
     depth = main.rows if main.kind == "matrix" else 1
     splits = ["spatial"] + (["channel"] if s.group == 1 else [])
     ocs = candidates(s.og, [width * m for m in (1, 2, 3, 4, 6, 8, 16, 32, 64)]
-                     + [v for v in even_splits(s.og, [2, 3, 4, 8]) if v % width == 0])
+                     + [v for v in even_splits(s.og, [2, 3, 4, 8]) if v % width == 0]
+                     + narrow_channel_tiles(lowering, s, width))
     ics = candidates(s.cg, [depth * m for m in (1, 2, 4, 8, 16, 32)] + [16, 32, 64, 128, 256, 512, 1024, 2048]
                      + even_splits(s.cg, [2, 3, 4]))
     ohs = candidates(s.oh, [1, 2, 4, 7, 8, 14, 16, 28, 32, 56] + even_splits(s.oh, [2, 3, 4, 8]))
@@ -183,6 +186,24 @@ def tile_candidates(lowering: Lowering, s: ConvShape):
     columns = [np.concatenate([grid[d]] * len(splits)) for d in range(4)]
     channel = np.concatenate([np.full(grid.shape[1], split == "channel") for split in splits])
     return (*columns, channel)
+
+
+def narrow_channel_tiles(lowering: Lowering, s: ConvShape, width: int) -> list[int]:
+    """Output-channel tiles narrower than the unit's columns (lanes), 3/4 to 1/4 of them, offered
+    under the DRAM objective to layers bound by their DRAM traffic (a matrix-vector product: an FC
+    layer at batch 1), where the weight blocks they leave room for keep the whole input on chip:
+    only when the MACs at a quarter of the columns still take no longer than the compulsory
+    traffic (`compulsory_bytes`) on the DRAM bus, so the idle columns cost no cycles the bus does
+    not cost anyway. E.g. FC 4096x4096 on `edge`: 65.5K cycles of MACs at full width against
+    1.05M of DRAM: tiles of 12 outputs and 2048 inputs move the compulsory 67.1 MB."""
+    target = lowering.target
+    if lowering.objective != "dram" or width < 4:
+        return []
+    macs = s.n * s.o * s.oh * s.ow * s.cg * s.kh * s.kw
+    compute = 4 * macs / (target.main.macs_per_cycle * max(1, lowering.cores))
+    if compute > compulsory_bytes(s) / target.dram_bytes_per_cycle:
+        return []
+    return [width * 3 // 4, width // 2, width // 4]
 
 
 def fitting_grid(lowering: Lowering, s: ConvShape, ocs, ics, ohs, ows) -> np.ndarray:
@@ -247,7 +268,8 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool, 
                         f"does not fit: {shortfall(lowering, s)}")
     cycles, nbytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, scan, bias)
     jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
-    order = preference(cycles, nbytes, jobs, lowering.objective)
+    floor = compulsory_bytes(s, bias)
+    order = preference(cycles, nbytes, jobs, lowering.objective, floor)
 
     def tiles(i) -> ConvTiles:
         return ConvTiles(int(toc[i]), int(tic[i]), int(toh[i]), int(tow[i]), "channel" if channel[i] else "spatial")
@@ -265,7 +287,7 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool, 
     if scan:  # the other order's favourite too: Scan walks its tiles at least as well
         other_cycles, other_bytes = conv_estimates(target, s, toc, tic, toh, tow, channel, lowering.cores, False,
                                                    bias)
-        best_naive = tiles(preference(other_cycles, other_bytes, jobs, lowering.objective)[0])
+        best_naive = tiles(preference(other_cycles, other_bytes, jobs, lowering.objective, floor)[0])
         if best_naive not in shortlist:
             shortlist.append(best_naive)
     if halo:
@@ -280,7 +302,7 @@ def shortlist_and_time(lowering: Lowering, s: ConvShape, name: str, bias: bool, 
         prediction, candidate_jobs = seen[same]
         timed.append((prediction.cycles, prediction.dram_read_bytes + prediction.dram_write_bytes,
                       candidate_jobs, candidate))
-    best = preference(*(np.array([t[k] for t in timed]) for k in range(3)), lowering.objective)[0]
+    best = preference(*(np.array([t[k] for t in timed]) for k in range(3)), lowering.objective, floor)[0]
     return timed[best][3]
 
 
@@ -317,18 +339,30 @@ def probe_prediction(lowering: Lowering, mapping: str, s: ConvShape, tiles: Conv
     return found
 
 
-def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objective: str = "cycles") -> np.ndarray:
+def preference(cycles: np.ndarray, nbytes: np.ndarray, jobs: np.ndarray, objective: str = "cycles",
+               floor: float = 0.0) -> np.ndarray:
     """Candidates best first. Objective "cycles": within TOLERANCE of the fastest count as
     equally fast; among those, the ones within BYTES_TOLERANCE of the least DRAM traffic (DRAM
     energy) as equally frugal; among those, fewer jobs (instructions to compile and simulate),
-    then fewer bytes and cycles. Objective "dram": the same with bytes and cycles swapped."""
+    then fewer bytes and cycles. Objective "dram": the same with bytes and cycles swapped, the
+    tolerance taken on the bytes above `floor` (the layer's compulsory traffic, which no tiling
+    avoids): tilings whose excess is within BYTES_TOLERANCE of the least excess, or within
+    COMPULSORY_SLACK of the floor (a difference a ratio to it shows only in its fourth digit),
+    count as equally frugal. E.g. excesses 0 and 0.6 MB over 67.1 MB: only the first is frugal
+    (the total's 5 % would take both); 0 and 4 KB over 5.1 MB: both."""
     if objective == "dram":
-        frugal = nbytes <= nbytes.min() * (1 + BYTES_TOLERANCE)
+        excess = np.maximum(nbytes - floor, 0)
+        frugal = excess <= excess.min() + max(excess.min() * BYTES_TOLERANCE, floor * COMPULSORY_SLACK)
         fast = frugal & (cycles <= cycles[frugal].min() * (1 + TOLERANCE))
         return np.lexsort((nbytes, cycles, jobs, ~fast, ~frugal))
     near = cycles <= cycles.min() * (1 + TOLERANCE)
     frugal = near & (nbytes <= nbytes[near].min() * (1 + BYTES_TOLERANCE))
     return np.lexsort((cycles, nbytes, jobs, ~frugal, ~near))
+
+
+def compulsory_bytes(s: ConvShape, bias: bool = True) -> int:
+    """DRAM bytes every tiling of `s` moves: its input, weights (and bias) and output once."""
+    return F32 * (s.n * s.c * s.h * s.w + s.kh * s.kw * s.cg * s.o + (s.o if bias else 0) + s.n * s.o * s.oh * s.ow)
 
 
 def tile_ranges(size: int, tile: int) -> list[tuple[int, int]]:

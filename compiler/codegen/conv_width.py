@@ -29,7 +29,7 @@ import numpy as np
 
 from nncc.compiler.codegen.context import F32, Lowering
 from nncc.compiler.codegen.conv import (
-    CHEAP_JOBS, TOLERANCE, ConvShape, ConvTiles, candidates, choose_tiles, even_splits, grid_fits,
+    CHEAP_JOBS, TOLERANCE, ConvShape, ConvTiles, candidates, choose_tiles, compulsory_bytes, even_splits, grid_fits,
     preference, probe_prediction,
 )
 from nncc.compiler.codegen.cost_model import conv_estimates
@@ -84,7 +84,8 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
         cycles, nbytes = conv_estimates(lowering.target, s, toc, tic, toh, tow, np.zeros(len(toc), dtype=bool),
                                         lowering.cores, lowering.tile_order == "scan", bias, mapping="width")
         jobs = -(-s.og // toc) * s.group * -(-s.cg // tic) * -(-s.oh // toh) * -(-s.ow // tow) * s.n
-        order = preference(cycles, nbytes, jobs, lowering.objective)
+        floor = compulsory_bytes(s, bias)
+        order = preference(cycles, nbytes, jobs, lowering.objective, floor)
         shortlist = [i for i in order if jobs[i] <= CHEAP_JOBS][:SHORTLIST] or list(order[:1])
         timed = []
         for i in shortlist:
@@ -93,7 +94,7 @@ def choose_width_tiles(lowering: Lowering, s: ConvShape, bias: bool = True) -> t
             timed.append((tiles, prediction, count))
         best = timed[preference(np.array([p.cycles for _, p, _ in timed]),
                                 np.array([p.dram_read_bytes + p.dram_write_bytes for _, p, _ in timed]),
-                                np.array([count for _, _, count in timed]), lowering.objective)[0]][:2]
+                                np.array([count for _, _, count in timed]), lowering.objective, floor)[0]][:2]
     lowering.cost_cache[key] = best
     return best
 

@@ -358,7 +358,7 @@ def conv_estimates(target: Target, s, toc, tic, toh, tow, channel, cores: int, s
     rows = per_value(toh, lambda v: extent_sum(s, v, 0)).astype(f)
     cols = per_value(tow, lambda v: extent_sum(s, v, 1)).astype(f)
     in_pass = F32 * s.n * rows * cols * s.cg
-    w_pass = F32 * (s.kh * s.kw * s.cg * s.og + s.og * ic_n).astype(f)
+    w_pass = F32 * (s.kh * s.kw * s.cg * s.og + s.og * ic_n * bool(bias)).astype(f)  # the bias with every block
     outer = np.where(channel, sp_n, oc_n * s.group).astype(f)
     items = np.where(channel, oc_n, sp_n).astype(f)
     groups = -(-items // cores)

@@ -55,6 +55,14 @@ def window_problem(lowering: Lowering, op: Operation):
     return probe
 
 
+def has_bias(op: Operation) -> bool:
+    """Whether the layer's weight blocks carry a bias (a conv's `bias`, a gemm's C: the tile
+    search counts its bytes with every weight block)."""
+    if op.name in ("nn.gemm", "fused.gemm"):
+        return op.c is not None
+    return getattr(op, "bias", None) is not None
+
+
 def gemm_mk(op: Operation) -> tuple[int, int]:
     shape = nn.shape_of(op.a)
     return shape[::-1] if op.trans_a.value else shape
@@ -64,7 +72,7 @@ def tiles_for(lowering: Lowering, op: Operation, s: ConvShape) -> ConvTiles:
     """The op's `tile` attribute when it has one (checked to fit), else the cost model's choice."""
     attr = op.attributes.get(TILE_ATTR)
     if attr is None:
-        return choose_tiles(lowering, s, layer_name(op))
+        return choose_tiles(lowering, s, layer_name(op), has_bias(op))
     try:
         sizes = {key: value.value.data for key, value in attr.data.items() if key not in ("split", "mapping", "halo")}
         tiles = ConvTiles(sizes["oc"], sizes["ic"], sizes["oh"], sizes["ow"],
@@ -105,7 +113,7 @@ def conv_mapping(lowering: Lowering, op: Operation, s: ConvShape) -> tuple[str, 
         if mapping == "width" and lowering.target.main.kind != "vector":
             raise NnccError(f"layer {layer_name(op)}: the width mapping needs a vector main unit")
         return mapping, tiles_for(lowering, op, s)
-    bias = op.bias is not None
+    bias = has_bias(op)
     if attr is None:
         return choose_mapping(lowering, s, layer_name(op), bias)
     tiles = tiles_for(lowering, op, s)

@@ -28,7 +28,7 @@ from xdsl.ir import Operation
 from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.conv import ConvShape, choose_tiles
 from nncc.compiler.codegen.conv_width import choose_mapping
-from nncc.compiler.codegen.layers import conv_problem
+from nncc.compiler.codegen.layers import conv_problem, has_bias
 from nncc.compiler.codegen.lowering_table import STREAM_NESTS
 from nncc.compiler.codegen.training_nest import BACKWARD_CONVS
 from nncc.support import progress
@@ -66,9 +66,7 @@ def conv_search(layer: Operation, lowering: Lowering) -> Search | None:
     problem = conv_problem(layer)
     if problem is None:
         return None
-    if layer.name.endswith("conv2d"):
-        return Search(problem, layer_name(layer), layer.bias is not None, conv=True)
-    return Search(problem, layer_name(layer), True, conv=False)
+    return Search(problem, layer_name(layer), has_bias(layer), conv=layer.name.endswith("conv2d"))
 
 
 def searched_key(problem: Search) -> tuple:
