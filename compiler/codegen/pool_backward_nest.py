@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import FloatAttr, StringAttr, f64
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation
 
 from nncc.compiler.codegen.context import F32, Lowering, layer_name
 from nncc.compiler.codegen.nest_builder import IndexExprs, add_buffers, finish_nest, nest_block, slice_op
@@ -253,7 +253,7 @@ def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> til
     named = [("DY", op.grad), ("X", op.input if s.func == "max" else None), ("D", divisor)]
     block, args, inputs = nest_block(named, op.result)
     sizes = tile_elements(s, t)
-    fixed = lambda name: sizes[name] // t.channels  # noqa: E731  elements per channel
+    fixed = lambda name: sizes[name] // t.channels  # elements per channel
     specs = [(name, ROLES[name], [count], False) for name, count in sizes.items()]
     buffers = add_buffers(lowering, block, specs, slots)
     loop = tile.ForOp.build([(0, s.c, t.channels), (0, s.n, 1), (0, ceil_div(rows.size, block_rows) * t.windows,
@@ -291,11 +291,11 @@ def pool_backward_nest(lowering: Lowering, op: Operation, slots: int = 1) -> til
     if s.func == "max" and len(taps) > 1:
         x_grid = [ch * (rows.stride * xc), ch * cols.stride, e(1)]
         tap_x = [view("x", i * rows.dilation * xc + j * cols.dilation, x_grid) for i, j in taps]
-        p = lambda k: view("p", (k - 1) * fixed("f"), dense)  # noqa: E731  P_{k+1} (k >= 1)
+        p = lambda k: view("p", (k - 1) * fixed("f"), dense)  # P_{k+1} (k >= 1)
         for k in range(1, len(taps)):  # P_{k+1} = max(P_k, x_k)
             emit(map_op(e, "max", [tap_x[0] if k == 1 else p(k - 1), tap_x[k], p(k)], grid), pre)
         top = p(len(taps) - 1)
-        q = lambda k: view("q", k * fixed("f"), dense)  # noqa: E731  Q_k
+        q = lambda k: view("q", k * fixed("f"), dense)  # Q_k
         for k in range(len(taps) - 1):  # Q_k = (P_{k+1} == M)
             emit(map_op(e, "cmpeq", [tap_x[0] if k == 0 else p(k), top, q(k)], grid), pre)
     elif s.func == "avg":  # the share of each window: dy / divisor
