@@ -692,7 +692,10 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     gradient `grad` then is): the conv reads that BatchNorm's input gradient dy = scale2 g +
     c2' y2 + c3' (g = grad times step(y2 scale2 + shift2) when `pre_relu`), made on the
     pre-processing unit from each grad tile as it arrives, and gives it as its last result (stored
-    once, from the first output-channel tile, for the backward-filter).
+    once, from the first output-channel tile, for the backward-filter). `second` (y', scale',
+    mean', invstd' of a second BatchNorm whose gradient is this one's g: a residual block's
+    shortcut BatchNorm): its reductions from the same tiles, its dscale', dbias', c2', c3' after
+    c3. `normalized` (with `relu`): relu(input scale + shift), made beside the mask and stored.
 
         %g, %dscale, %dbias, %c2, %c3 = fused.conv2d_backward_data_sums %dz, %w, %y, %scale, %shift, %mean, %invstd
                strides [1, 1] pads [0, 0, 0, 0] dilations [1, 1] group 1 relu
@@ -710,6 +713,7 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     invstd = operand_def(TensorType)
     residual = opt_operand_def(TensorType)
     mask = opt_operand_def(TensorType)
+    second = var_operand_def(TensorType)  # none, or y, scale, mean, invstd of a second BatchNorm of this gradient
     pre = var_operand_def(TensorType)  # none, or y2, scale2, shift2, c2', c3' (grad pre-processed)
     strides = prop_def(DenseArrayBase[I64])
     pads = prop_def(DenseArrayBase[I64])
@@ -722,16 +726,19 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
     grad_bias = result_def(TensorType)
     c2 = result_def(TensorType)
     c3 = result_def(TensorType)
+    second_sums = var_result_def(TensorType)  # with `second`: its dscale, dbias, c2, c3
     dy = var_result_def(TensorType)  # with `pre`: the pre-processed gradient
     normalized = var_result_def(TensorType)  # none, or relu(input scale + shift), stored (`relu` only)
     traits = traits_def(Pure())
     assembly_format = (
         "$grad `,` $weight `,` $input `,` $scale `,` $shift `,` $mean `,` $invstd "
         "(`plus` $residual^ `:` type($residual))? (`mask` $mask^ `:` type($mask))? "
-        "(`pre` $pre^ (`relu` $pre_relu^)? `:` type($pre))? `strides` $strides `pads` $pads "
+        "(`second` $second^ `:` type($second))? (`pre` $pre^ (`relu` $pre_relu^)? `:` type($pre))? "
+        "`strides` $strides `pads` $pads "
         "`dilations` $dilations `group` $group (`relu` $relu^)? attr-dict `:` type($grad) `,` type($weight) `,` "
         "type($input) `,` type($scale) `,` type($shift) `,` type($mean) `,` type($invstd) `->` "
-        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3) (`,` type($dy)^)? "
+        "type($result) `,` type($grad_scale) `,` type($grad_bias) `,` type($c2) `,` type($c3) "
+        "(`second` type($second_sums)^)? (`,` type($dy)^)? "
         "(`normalized` type($normalized)^)?"
     )
     irdl_options = (AttrSizedOperandSegments(as_property=True), AttrSizedResultSegments(as_property=True))
@@ -740,14 +747,14 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
                  mean: SSAValue, invstd: SSAValue, strides: Sequence[int], pads: Sequence[int],
                  dilations: Sequence[int], group: int, relu: bool, residual: SSAValue | None = None,
                  mask: SSAValue | None = None, pre: Sequence[SSAValue] = (), pre_relu: bool = False,
-                 normalized: bool = False):
+                 normalized: bool = False, second: Sequence[SSAValue] = ()):
         super().__init__(operands=[grad, weight, input, scale, shift, mean, invstd,
                                    [residual] if residual is not None else [], [mask] if mask is not None else [],
-                                   list(pre)],
+                                   list(second), list(pre)],
                          properties=conv_properties(strides, pads, dilations, group) | ({"relu": UnitAttr()} if relu else {})
                          | ({"pre_relu": UnitAttr()} if pre_relu else {}),
-                         result_types=[input.type] + [scale.type] * 4 + [[grad.type] if pre else []]
-                         + [[input.type] if normalized else []])
+                         result_types=[input.type] + [scale.type] * 4 + [[scale.type] * 4 if second else []]
+                         + [[grad.type] if pre else []] + [[input.type] if normalized else []])
 
     def verify_(self) -> None:
         shape = nn.shape_of(self.input)
@@ -766,6 +773,11 @@ class Conv2dBackwardDataSumsOp(IRDLOperation):
                 len(self.dy) != (1 if self.pre else 0) or (self.pre_relu is not None and not self.pre):
             raise VerifyException(f"{self.name}: pre is none, or the grad-shaped y2 and its four per-channel "
                                   "factors, with the pre-processed gradient as the last result")
+        if [nn.shape_of(v) for v in self.second] not in ([], [shape] + [(shape[1],)] * 3) or \
+                len(self.second_sums) != (4 if self.second else 0) or \
+                any(nn.shape_of(v) != (shape[1],) for v in self.second_sums) or (self.second and self.relu is not None):
+            raise VerifyException(f"{self.name}: second is none, or a second BatchNorm's input and its scale, mean "
+                                  "and invstd (on the unmasked gradient), with its four results")
         if self.normalized and (self.relu is None or nn.shape_of(self.normalized[0]) != shape):
             raise VerifyException(f"{self.name}: the normalized input (relu(input scale + shift)) needs relu")
 

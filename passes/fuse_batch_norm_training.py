@@ -312,9 +312,13 @@ def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bo
             grad, relu, mask = owner.grad, True, owner
     b = Builder(store, backward)
     sums = post_processed(grad, relu, a) if convs else None
+    shared = second_post_processed(grad, relu, a) if convs and sums is None else None
     if sums is not None:
         grad, relu = sums.result, False  # masked already
-        _, dscale, dbias, c2, c3 = sums.results
+        _, dscale, dbias, c2, c3 = sums.results[:5]
+    elif shared is not None:
+        grad = shared.result
+        dscale, dbias, c2, c3 = shared.second_sums
     else:
         dscale, dbias, c2, c3 = b.op(fused.BatchNormBackwardSumsOp(grad, a.y, a.scale, a.shift, a.mean, a.invstd,
                                                                    relu)).owner.results
@@ -357,6 +361,21 @@ def post_processed(grad: SSAValue, relu: bool, a: Applied) -> fused.Conv2dBackwa
             op.detach()
             op.erase()
     return sums
+
+
+def second_post_processed(grad: SSAValue, relu: bool, a: Applied) -> fused.Conv2dBackwardDataSumsOp | None:
+    """When `grad` is the (masked) result of a `fused.conv2d_backward_data_sums` of another
+    BatchNorm (a residual block's end: bn3 took the conv, this is the shortcut's BatchNorm), that
+    op with this BatchNorm's reductions too (`second`), in its place; None otherwise."""
+    old = grad.owner
+    if relu or not isinstance(old, fused.Conv2dBackwardDataSumsOp) or grad is not old.result or old.second \
+            or old.relu is not None or old.pre or old.normalized or nn.shape_of(a.y) != nn.shape_of(old.input):
+        return None
+    new = sums_like(old, old.grad, (), False, False, [a.y, a.scale, a.mean, a.invstd])
+    replace_conv(old, new)
+    for result, hint in zip(new.second_sums, ("_dscale2", "_dbias2", "_c2_2", "_c3_2")):
+        result.name_hint = f"{new.result.name_hint}{hint}"
+    return new
 
 
 def split_sum(total: SSAValue) -> tuple[nn.Conv2dBackwardDataOp | None, SSAValue | None]:
@@ -475,12 +494,14 @@ def pre_processing_form(old: Operation, dx: fused.BatchNormBackwardApplyOp) -> O
 
 
 def sums_like(old: fused.Conv2dBackwardDataSumsOp, grad: SSAValue, pre, pre_relu: bool,
-              normalized: bool) -> fused.Conv2dBackwardDataSumsOp:
-    """`old` with another gradient, pre-processing and normalized result, not in a block."""
+              normalized: bool, second=None) -> fused.Conv2dBackwardDataSumsOp:
+    """`old` with another gradient, pre-processing, normalized result (and second BatchNorm), not
+    in a block."""
     new = fused.Conv2dBackwardDataSumsOp(grad, old.weight, old.input, old.scale, old.shift, old.mean, old.invstd,
                                          nn.ints(old.strides), nn.ints(old.pads), nn.ints(old.dilations),
                                          old.group.value.data, old.relu is not None, old.residual, old.mask,
-                                         list(pre), pre_relu, normalized)
+                                         list(pre), pre_relu, normalized,
+                                         list(old.second) if second is None else list(second))
     new.attributes.update(old.attributes)
     return new
 

@@ -653,6 +653,10 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
             ((op.mask,) if op.mask is not None else ()):
         args.append(block.insert_arg(value.type, len(inputs)))
         inputs.append(value)
+    second = []
+    for value in op.second:
+        second.append(block.insert_arg(value.type, len(inputs)))
+        inputs.append(value)
     pre_args = []
     for value in tuple(op.pre) + ((constants["mask"],) if op.pre and "mask" in constants else ()):
         pre_args.append(block.insert_arg(value.type, len(inputs)))
@@ -660,16 +664,18 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
     results = []
     for value in op.results[1:]:
         results.append(block.insert_arg(value.type, len(block.args)))
-    extra = iter(results[4:])
+    second_results = results[4:8] if op.second else []
+    extra = iter(results[4 + len(second_results):])
     dy, normalized = (next(extra) if op.dy else None), (next(extra) if op.normalized else None)
     if op.pre:
         add_gradient_pre_processing(lowering, parts, s, t, pre_args, dy, op.pre_relu is not None)
-    add_backward_sums(lowering, parts, s, t, args, results[:4], op.relu is not None, normalized)
+    add_backward_sums(lowering, parts, s, t, args, results[:4], op.relu is not None, normalized,
+                      list(zip(second, second_results)))
     return tile.NestOp(layer_name(op), inputs, [v.type for v in op.results], Region(block), nest_attributes(op))
 
 
 def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, results, relu: bool,
-                      normalized: SSAValue | None = None) -> None:
+                      normalized: SSAValue | None = None, second=()) -> None:
     """BatchNorm's backward reductions as post-processing of the output tiles of a backward-data
     nest, on the post unit after each tile's last input-channel block: the BatchNorm's input tile
     `y` (loaded beside the conv, before the reduction loop), g = out (times step(y scale + shift),
@@ -678,6 +684,9 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     t accumulated as in `add_statistics`; after the last tile, c2 and c3 (`backward_sums_nest`'s
     rule) from the sums, and the four per-channel results stored. `normalized` (with `relu`): the
     tile's relu(y scale + shift), made beside the mask, stored to it (for a backward-filter).
+    `second` (block arguments (y', dscale'), (scale', dbias'), (mean', c2'), (invstd', c3')): a
+    second BatchNorm of the same g (a residual block's shortcut BatchNorm), its y' tile loaded
+    beside y, t' = g (y' - mean') invstd' summed likewise; its dbias' is dbias.
 
         tile.load %Y[%n, %oc, %oh, %ow] [1, %toc, %toh, %tow] -> %y[0] dims [2, 3, 1]
         tile.for %ic[%tic] = ... {
@@ -694,9 +703,9 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     dscale, dbias, c2, c3 = results
     c, pixels, images = s.og, t.toh * t.tow * t.images, t.images
     tile_shape = [t.toh, images, t.tow, t.toc] if images > 1 else [t.toh, t.tow, t.toc]
-    pc = buffer(lowering, parts, "pc", "weight", [4 * c])
+    pc = buffer(lowering, parts, "pc", "weight", [(7 if second else 4) * c])
     ones = buffer(lowering, parts, "ones", "weight", [pixels])
-    st = buffer(lowering, parts, "st", "output", [5 * c])
+    st = buffer(lowering, parts, "st", "output", [(9 if second else 5) * c])
     y = buffer(lowering, parts, "y", "output", tile_shape)
     tb = buffer(lowering, parts, "t", "output", tile_shape)
     first_loop = next(o for o in parts.block.ops if isinstance(o, tile.ForOp))
@@ -704,6 +713,10 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
         parts.block.insert_op_before(slice_op(tile.LoadOp, arg, pc, [0], [c], [0], at=k * c), first_loop)
     parts.block.insert_op_before(slice_op(tile.LoadOp, ones_arg, ones, [0], [pixels], [0]), first_loop)
     parts.block.insert_op_before(slice_op(tile.LoadOp, zeros, st, [0], [2 * c], [0]), first_loop)
+    if second:  # scale', mean', invstd' at 4c, 5c, 6c; dscale' from zeros at st 5c
+        for k, (arg, _) in enumerate(second[1:4]):
+            parts.block.insert_op_before(slice_op(tile.LoadOp, arg, pc, [0], [c], [0], at=(4 + k) * c), first_loop)
+        parts.block.insert_op_before(slice_op(tile.LoadOp, zeros, st, [0], [c], [0], at=5 * c), first_loop)
     for loop in parts.block.walk():
         if isinstance(loop, tile.ForOp) and "cores" in loop.properties:
             loop.properties["cores"] = IntegerAttr(1, i64)  # one statistics buffer
@@ -741,7 +754,17 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
     post("sub", [tile_view(y), factor(2), tile_view(tb)])
     post("mul", [tile_view(tb), factor(3), tile_view(tb)])
     post("mul", [tile_view(tb), tile_view(out), tile_view(tb)])
-    channel_sums_after_conv(parts, ops, ((out, 0), (tb, c)), ones, st, pixels, ic)
+    sources = [(out, 0), (tb, c)]
+    if second:
+        y2 = buffer(lowering, parts, "ys", "output", tile_shape)
+        t2 = buffer(lowering, parts, "ts", "output", tile_shape)
+        parts.ic_loop.parent_block().insert_op_before(slice_op(tile.LoadOp, second[0][0], y2, *tile_slice),
+                                                      parts.ic_loop)
+        post("sub", [tile_view(y2), factor(5), tile_view(t2)])
+        post("mul", [tile_view(t2), factor(6), tile_view(t2)])
+        post("mul", [tile_view(t2), tile_view(out), tile_view(t2)])
+        sources.append((t2, 5 * c))
+    channel_sums_after_conv(parts, ops, sources, ones, st, pixels, ic)
     count = s.n * s.oh * s.ow
     # dbias (st 0), dscale (st c); c2 = -scale invstd dscale / n (st 2c); c3 = -scale dbias / n - c2 mean (st 3c)
     for func, views, params in (("mul", [(pc, 0), (pc, 3 * c), (st, 2 * c)], ()),
@@ -755,6 +778,18 @@ def add_backward_sums(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, r
         parts.block.add_op(map_op(e, func, [(b, at, 0) for b, at in views], [e(1), e(1), e(c)], params))
     for target, at in ((dscale, c), (dbias, 0), (c2, 2 * c), (c3, 3 * c)):
         parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [c], [0], at=at))
+    if second:  # the same rule with scale' (pc 4c), mean' (pc 5c), invstd' (pc 6c), dscale' (st 5c), dbias
+        for func, views, params in (("mul", [(pc, 4 * c), (pc, 6 * c), (st, 6 * c)], ()),
+                                    ("mul", [(st, 6 * c), (st, 5 * c), (st, 6 * c)], ()),
+                                    ("affine", [(st, 6 * c), (st, 6 * c)], (-1.0 / count, 0.0)),
+                                    ("mul", [(pc, 4 * c), (st, 0), (st, 7 * c)], ()),
+                                    ("affine", [(st, 7 * c), (st, 7 * c)], (-1.0 / count, 0.0)),
+                                    ("mul", [(st, 6 * c), (pc, 5 * c), (st, 8 * c)], ()),
+                                    ("sub", [(st, 7 * c), (st, 8 * c), (st, 7 * c)], ())):
+            e = IndexExprs()
+            parts.block.add_op(map_op(e, func, [(b, at, 0) for b, at in views], [e(1), e(1), e(c)], params))
+        for (_, target), at in zip(second, (5 * c, 0, 6 * c, 7 * c)):
+            parts.block.add_op(slice_op(tile.StoreOp, target, st, [0], [c], [0], at=at))
 
 
 def add_gradient_pre_processing(lowering: Lowering, parts: Parts, s, t: ConvTiles, args, dy: SSAValue,

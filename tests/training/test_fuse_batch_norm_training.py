@@ -316,6 +316,54 @@ def test_gradient_pre_processing_without_a_batch_norm_after(tmp_path, capsys, mo
     timed_as_simulated(model, {"fused.conv2d_backward_data_pre"})
 
 
+def downsample_model(g, path):
+    """A stem, a bottleneck block with a BatchNorm'd 1x1 shortcut (ResNet's downsample, stride 1),
+    and an identity block: the first block's end gradient (the second block's conv1
+    backward-data plus its shortcut's, masked by the first block's output ReLU) is shared by its
+    bn3 and its shortcut's BatchNorm."""
+    def bn(h, name, channels):
+        inits = [g.init(f"{name}.s", (channels,), 0.2, 1.0), g.init(f"{name}.b", (channels,)),
+                 g.init(f"{name}.m", (channels,), 0.1), g.init(f"{name}.v", (channels,), 0.1, 1.0)]
+        return g.node("BatchNormalization", [h, *inits], name)
+    h = g.node("Relu", [bn(g.node("Conv", ["x", g.init("w0", (8, 3, 3, 3))], "conv0", pads=[1, 1, 1, 1]), "bn0", 8)],
+               "relu0")
+    for i, shortcut in enumerate((True, False)):
+        c = 8 if i == 0 else 16
+        a = g.node("Relu", [bn(g.node("Conv", [h, g.init(f"b{i}.w1", (8, c, 1, 1), 0.3)], f"b{i}.conv1"), f"b{i}.bn1", 8)],
+                   f"b{i}.relu1")
+        a = g.node("Relu", [bn(g.node("Conv", [a, g.init(f"b{i}.w2", (8, 8, 3, 3), 0.3)], f"b{i}.conv2",
+                                      pads=[1, 1, 1, 1]), f"b{i}.bn2", 8)], f"b{i}.relu2")
+        a = bn(g.node("Conv", [a, g.init(f"b{i}.w3", (16, 8, 1, 1), 0.3)], f"b{i}.conv3"), f"b{i}.bn3", 16)
+        if shortcut:
+            h = bn(g.node("Conv", [h, g.init(f"b{i}.wd", (16, 8, 1, 1), 0.3)], f"b{i}.down"), f"b{i}.bnd", 16)
+        h = g.node("Relu", [g.node("Add", [a, h], f"b{i}.add")], f"b{i}.relu3")
+    h = g.node("Flatten", [g.node("GlobalAveragePool", [h], "gap")], "flat")
+    h = g.node("Gemm", [h, g.init("fc", (10, 16), 0.3)], "fc", transB=1)
+    return g.save(path, [4, 3, 8, 8], h)
+
+
+def test_shortcut_batch_norm_reductions_beside_the_blocks(tmp_path, capsys):
+    """A downsampling block's end: its shortcut BatchNorm's reductions come from the same
+    backward-data output tiles as bn3's (`second`), no pass of their own; the step matches
+    PyTorch, fused or not, and the nest is timed as simulated."""
+    from tests.training.conftest import Graph
+
+    model = downsample_model(Graph(13), tmp_path / "m.onnx")
+    fused = train(model, tmp_path, capsys, "fusion")
+    unfused = train(model, tmp_path, capsys, "fusion", "--disable-pass=fuse-batch-norm-training")
+    assert fused["losses"] == pytest.approx(unfused["losses"], rel=1e-5)
+    assert main([str(model), "--train", "--target=fusion", "--emit=fused"]) == 0
+    ir = capsys.readouterr().out
+    # block 1's conv1 backward-data plus its shortcut's gradient, masked by block 0's output: the
+    # reductions of one of block 0's two last BatchNorms, and (`second`) of the other
+    (end,) = [line for line in ir.splitlines() if " second %b0_" in line]
+    assert "= fused.conv2d_backward_data_sums " in end and ", %b1_w1, %b0_" in end and " mask %b0_add_y " in end
+    assert {"%b0_down_y,", "%b0_conv3_y,"} <= set(end.split())
+    # only block 1's bn3 (its gradient is the pooling's) is a sums pass
+    assert ir.count("= fused.batch_norm_backward_sums") == 1
+    timed_as_simulated(model, {"fused.conv2d_backward_data_sums"})
+
+
 @pytest.mark.parametrize("which", ["chain", "chain 2x2", "residual"])
 def test_gradient_pre_processing_agrees_with_pytorch(which, tmp_path, capsys, monkeypatch):
     """BatchNorm backward's elementwise part as pre-processing of the next backward-data's
