@@ -30,12 +30,15 @@ Seed paper 1 (Yang, Wang, Zhang 2023): in training, BatchNorm and ReLU are memor
   ReLU's mask done as post-processing of the output tiles of the stride-1 backward-data conv that
   gives its gradient, while they are on chip (`fused.conv2d_backward_data_sums`, post unit;
   residual fan-out: the shortcut's gradient added into the tiles, a stored block output's ReLU
-  mask), else as a pass of its own (`fused.batch_norm_backward_sums`); its elementwise part
+  mask, the block's second BatchNorm of that gradient reduced from the same tiles: `second`),
+  else as a pass of its own (`fused.batch_norm_backward_sums`); its elementwise part
   (dx = scale g + c2 y + c3) is pre-processing of the gradient tiles of the stride-1
   backward-data that reads dx (`fused.conv2d_backward_data_sums ... pre`, or
   `fused.conv2d_backward_data_pre`; it stores dx once for the backward-filter) where the cost
   model times that faster (`fused.bn = {backward = "pre-processing"}`), else one pass,
-  `fused.batch_norm_backward_apply` (`backward = "pass"`).
+  `fused.batch_norm_backward_apply` (`backward = "pass"`). The normalised activations a
+  backward-filter reads are made and stored by the backward-data that applies that BatchNorm's
+  ReLU mask (`normalized`, `saved = "backward-data post-processing"`) where that pays.
 
     %y = nn.conv2d %x, %w1 ...                      %y, %sum, %sq = fused.conv2d_stats %x, %w1 ...
     %b, %m, %r, %rm, %rv = nn.batch_norm_train %y   %m, %r, %scale, %shift, %rm, %rv = fused.batch_norm_factors %sum, %sq, ...
@@ -91,10 +94,10 @@ class FuseBatchNormTrainingPass(ModulePass):
                     bn.detach()
                     bn.erase()
                 by_input = {a.y: a for a in applied.values()}
+                probe = probe_lowering(store, target) if convs else None
                 for backward in [o for o in function.body.block.ops if isinstance(o, nn.BatchNormBackwardOp)]:
                     if backward.input in by_input:
-                        fuse_backward(store, backward, by_input[backward.input], convs)
-                probe = probe_lowering(store, target) if convs else None
+                        fuse_backward(store, backward, by_input[backward.input], probe)
                 for z in [o for o in function.body.block.ops if isinstance(o, fused.BatchNormApplyOp)]:
                     if convs and nn.phase_of(z) == "backward" and z.input in by_input:
                         pre_process_backward_filters(z, by_input[z.input], probe)
@@ -297,7 +300,7 @@ def materialize(store, relu: nn.ReluOp, applied: list[SSAValue]) -> str:
     return chosen
 
 
-def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bool) -> None:
+def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, lowering) -> None:
     """BatchNorm's backward (and the backward of the ReLU after it, when its gradient goes only
     there): its reductions (and the ReLU's mask) as post-processing of the backward-data conv
     that gives its gradient (`fused.conv2d_backward_data_sums`, on a target with pre/post units:
@@ -311,8 +314,9 @@ def fuse_backward(store, backward: nn.BatchNormBackwardOp, a: Applied, convs: bo
                 (z.input, z.scale, z.shift) == (a.y, a.scale, a.shift):
             grad, relu, mask = owner.grad, True, owner
     b = Builder(store, backward)
+    convs = lowering is not None
     sums = post_processed(grad, relu, a) if convs else None
-    shared = second_post_processed(grad, relu, a) if convs and sums is None else None
+    shared = second_post_processed(grad, relu, a, lowering) if convs and sums is None else None
     if sums is not None:
         grad, relu = sums.result, False  # masked already
         _, dscale, dbias, c2, c3 = sums.results[:5]
@@ -363,15 +367,25 @@ def post_processed(grad: SSAValue, relu: bool, a: Applied) -> fused.Conv2dBackwa
     return sums
 
 
-def second_post_processed(grad: SSAValue, relu: bool, a: Applied) -> fused.Conv2dBackwardDataSumsOp | None:
+def second_post_processed(grad: SSAValue, relu: bool, a: Applied, lowering) -> fused.Conv2dBackwardDataSumsOp | None:
     """When `grad` is the (masked) result of a `fused.conv2d_backward_data_sums` of another
     BatchNorm (a residual block's end: bn3 took the conv, this is the shortcut's BatchNorm), that
-    op with this BatchNorm's reductions too (`second`), in its place; None otherwise."""
+    op with this BatchNorm's reductions too (`second`), in its place, when its buffers fit; None
+    otherwise."""
+    from nncc.compiler.codegen.bn_nest import backward_data_sums_nest
+    from nncc.compiler.codegen.group_nest import scratch
+    from nncc.support.errors import NnccError
+
     old = grad.owner
     if relu or not isinstance(old, fused.Conv2dBackwardDataSumsOp) or grad is not old.result or old.second \
             or old.relu is not None or old.pre or old.normalized or nn.shape_of(a.y) != nn.shape_of(old.input):
         return None
     new = sums_like(old, old.grad, (), False, False, [a.y, a.scale, a.mean, a.invstd])
+    try:
+        backward_data_sums_nest(scratch(lowering), new).erase()
+    except NnccError:  # the second BatchNorm's buffers do not fit beside the conv's
+        new.erase()
+        return None
     replace_conv(old, new)
     for result, hint in zip(new.second_sums, ("_dscale2", "_dbias2", "_c2_2", "_c3_2")):
         result.name_hint = f"{new.result.name_hint}{hint}"

@@ -558,9 +558,9 @@ def backward_data_sums_nest(lowering: Lowering, op: fused.Conv2dBackwardDataSums
     def build(t, lw=lowering):
         return build_backward_sums(lw, op, conv, s, t, constants)
 
-    t = fitting_tiles(lowering, op, ("bn backward tiles", s, pre), s, first_tiles, build)
-    return build(with_images(lowering, ("bn backward tiles", s, len(op.operands)), s, t,
-                             lambda lw, tiles: build(tiles, lw)))
+    form = (pre, len(op.operands), len(op.results))  # what the extra buffers depend on
+    t = fitting_tiles(lowering, op, ("bn backward tiles", s, form), s, first_tiles, build)
+    return build(with_images(lowering, ("bn backward tiles", s, form), s, t, lambda lw, tiles: build(tiles, lw)))
 
 
 def pre_processable(s) -> bool:
