@@ -453,7 +453,7 @@ def pre_process_gradient(dx: fused.BatchNormBackwardApplyOp, a: Applied, lowerin
     and the conv alone. The conv stores dx once (its last result) for dx's other readers (the
     backward-filter), which move after it when they were before;
     `fused.bn = {backward = "pre-processing"}` on the stats op, else "pass"."""
-    readers = [use.operation for use in dx.result.uses]
+    readers = [use.operation for use in dx.result.uses if use.operation.parent is dx.parent]  # (no probe nests)
     convs = [r for r in readers if pre_processable_reader(r, dx.result)]
     if len(convs) != 1:
         return record_backward(a, "pass")
@@ -539,14 +539,15 @@ def store_normalized(z: fused.BatchNormApplyOp, a: Applied, lowering) -> None:
     tile anyway: one more map, and a store), when it comes before z's first reader and the cost
     model times that faster than it and the recompute pass: its `normalized` result
     (`fused.bn = {saved = "backward-data post-processing"}`)."""
-    readers = [use.operation for use in z.result.uses]
+    readers = [use.operation for use in z.result.uses if use.operation.parent is z.parent]
     if z.others or z.act.data != "relu" or (z.input, z.scale, z.shift) != (a.y, a.scale, a.shift) or not readers:
         return
     block = z.parent
     where = block.get_operation_index
     first = min(where(r) for r in readers)
     convs = [use.operation for use in a.y.uses
-             if isinstance(use.operation, fused.Conv2dBackwardDataSumsOp) and use.operation.input is a.y
+             if isinstance(use.operation, fused.Conv2dBackwardDataSumsOp) and use.operation.parent is block
+             and use.operation.input is a.y
              and use.operation.relu is not None and not use.operation.normalized
              and (use.operation.scale, use.operation.shift) == (a.scale, a.shift) and where(use.operation) < first]
     if len(convs) != 1:

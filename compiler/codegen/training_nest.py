@@ -239,6 +239,8 @@ def with_images(lowering: Lowering, key, s: ConvShape, t: ConvTiles, build) -> C
             nest = build(probe, option)
             fit = fits(probe, nest)
             timed.append((predict(probe, nest).cycles if fit else float("inf"), images, option))
+            if not fit:  # a probe: predict erased the others
+                nest.erase(safe_erase=False)
         lowering.cost_cache[key] = min(timed, key=lambda item: item[:2])[2]
     return lowering.cost_cache[key]
 
