@@ -31,7 +31,7 @@ from nncc.runtime.memory import Fault, Memories
 from nncc.runtime.program import LayoutError, Program, check_segment, check_symbol
 from nncc.runtime.target import Dram
 from nncc.runtime.semantics import SEMANTICS, dma
-from nncc.runtime.timing import DmaModel
+from nncc.runtime.timing import DmaModel, dma_launch_cores
 from nncc.support import progress
 from nncc.support.errors import NnccError
 
@@ -175,6 +175,8 @@ class Interpreter:
         self.layouts: dict[tuple, list] = {}  # DMAs' DRAM sides by their kind (`Effect.key`): `walk_dram`
         self.engines: dict[Any, str] = {}  # engine names by DMA channel or (core, unit): `engine_of`, found once
         self.barrier_time = 0
+        self.launch_cycles = self.target.dma.launch_cycles
+        self.owed: dict[int, int] = {}  # core -> DMA launch + wait cycles its next main instruction pays
         self.sequence = 0  # orders pending writes that complete in the same cycle
         self.result = RunResult(program, {})
         # accounting, summed up by `finish_accounts`: per layer (slot 0: before the first layer marker)
@@ -262,6 +264,7 @@ class Interpreter:
             self.free[engine] = latest
         self.flush(latest)
         self.barrier_time = latest
+        self.owed.clear()  # launches after a core's last instruction: not charged (timing.dma_launch_cores)
 
     def drain(self, queues: dict[str, deque]) -> None:
         """Run queued instructions, always the one that can start earliest (the lowest index among
@@ -366,9 +369,15 @@ class Interpreter:
                 effect = dma(self.memories, ins)  # checks the box's size before filling a padded box
                 end = self.dma_model.finish_time(start, *effect.transfer)
                 self.walk_dram(ins, effect.key, layer)
+                if self.launch_cycles:
+                    owed = self.owed
+                    for core in dma_launch_cores(ins.dst[0], ins.cores, ins.src_core):
+                        owed[core] = owed.get(core, 0) + self.launch_cycles
             else:
                 effect = semantics(self.memories, ins)
                 end = start + effect.cycles
+                if self.owed and ins.unit == "main":
+                    end += self.owed.pop(ins.core, 0)
                 energy = self.energies.get(effect.key)
                 if energy is None:
                     unit = self.target.units[ins.unit]

@@ -29,6 +29,8 @@ A TOML file looks like this (every key shown is required unless marked optional)
     load_store_units = 2
     broadcast_memory = "SM"
     broadcast_stage_cycles = 62
+    kernel_call_cycles = 7       #   optional: cycles per call beyond its fill/drain (default 0)
+    load_store_registers = 2     #   optional: registers one vector load/store moves (default 1)
 
     [[memory]]                   # one table per on-chip memory
     name = "AM"
@@ -46,6 +48,7 @@ A TOML file looks like this (every key shown is required unless marked optional)
     bandwidth_bytes_per_cycle = 64
     latency_cycles = 64
     broadcast = false            # optional (default true): a multicast writes every destination at once
+    launch_cycles = 62           # optional (default 0): core cycles to launch a DMA and wait for it
 
     [dram]
     size_bytes = 4294967296
@@ -120,6 +123,8 @@ class ComputeUnit:
     load_store_units: int = 0  # vector loads/stores per cycle (a call's b rows and c stores)
     broadcast_memory: str = ""  # where the broadcast operand must be; staged there per panel
     broadcast_stage_cycles: int = 0  # core cycles to launch and wait for one panel's DMA
+    kernel_call_cycles: int = 0  # cycles of a call beyond its fill/drain (the jump into it)
+    load_store_registers: int = 1  # vector registers one load/store moves (2: register pairs)
 
     @property
     def micro_kernel(self) -> bool:
@@ -159,6 +164,7 @@ class Dma:
     bandwidth_bytes_per_cycle: float
     latency_cycles: int
     broadcast: bool = True  # a multicast writes all destinations at once; false: one copy after another
+    launch_cycles: int = 0  # core cycles to launch a DMA and wait for it (`timing.dma_launch_cores`)
 
 
 @dataclass(frozen=True)
@@ -336,8 +342,12 @@ _TOP_KEYS = {"name", "description", "clock_ghz", "cores", "core", "memory", "dma
 _KERNEL_KEYS = {"kernel_rows", "fma_latency", "vector_registers", "kernel_fill_drain", "load_store_units",
                 "broadcast_memory", "broadcast_stage_cycles"}
 """Optional keys of a vector unit: the micro-kernel rules of its matmul (all or none)."""
+_KERNEL_EXTRA_KEYS = {"kernel_call_cycles", "load_store_registers"}
+"""Optional keys of a micro-kernel unit, each with a default (0 cycles per call; 1 register per
+load/store)."""
 _UNIT_KEYS = {
-    "vector": {"kind", "lanes", "macs_per_lane", "pipeline_depth", "mac_energy_pj", "op_energy_pj"} | _KERNEL_KEYS,
+    "vector": {"kind", "lanes", "macs_per_lane", "pipeline_depth", "mac_energy_pj", "op_energy_pj"} | _KERNEL_KEYS
+              | _KERNEL_EXTRA_KEYS,
     "matrix": {"kind", "rows", "cols", "pipeline_depth", "mac_energy_pj", "op_energy_pj"},
 }
 
@@ -410,7 +420,7 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
     kind = reader.string(table, "kind", where)
     if kind not in UNIT_KINDS:
         raise NnccError(f"{reader.source}: {where}kind: {kind!r} is not one of {', '.join(UNIT_KINDS)}")
-    required = _UNIT_KEYS[kind] - _KERNEL_KEYS
+    required = _UNIT_KEYS[kind] - _KERNEL_KEYS - _KERNEL_EXTRA_KEYS
     reader.keys(table, _UNIT_KEYS[kind], where, required=required)
     kernel = [key for key in sorted(_KERNEL_KEYS) if key in table]
     if kernel and len(kernel) != len(_KERNEL_KEYS):
@@ -443,6 +453,10 @@ def _read_unit(reader: _Reader, table: Any, role: str) -> ComputeUnit:
         kernel_fill_drain=reader.integer(table, "kernel_fill_drain", where, minimum=0, maximum=MAX_CYCLES),
         load_store_units=reader.integer(table, "load_store_units", where, minimum=1, maximum=MAX_UNIT_SIZE),
         broadcast_stage_cycles=reader.integer(table, "broadcast_stage_cycles", where, minimum=0, maximum=MAX_CYCLES),
+        kernel_call_cycles=reader.integer(table, "kernel_call_cycles", where, minimum=0, maximum=MAX_CYCLES)
+        if "kernel_call_cycles" in table else 0,
+        load_store_registers=reader.integer(table, "load_store_registers", where, minimum=1, maximum=MAX_UNIT_SIZE)
+        if "load_store_registers" in table else 1,
     )
 
 
@@ -490,9 +504,11 @@ def _read_holds(reader: _Reader, table: dict[str, Any], where: str) -> tuple[str
 def _read_dma(reader: _Reader, table: Any) -> Dma:
     reader.table(table, "dma")
     keys = {"channels", "bandwidth_bytes_per_cycle", "latency_cycles"}
-    reader.keys(table, keys | {"broadcast"}, "dma.", required=keys)
+    reader.keys(table, keys | {"broadcast", "launch_cycles"}, "dma.", required=keys)
     return Dma(
         broadcast=reader.boolean(table, "broadcast", "dma.") if "broadcast" in table else True,
+        launch_cycles=reader.integer(table, "launch_cycles", "dma.", minimum=0, maximum=MAX_CYCLES)
+        if "launch_cycles" in table else 0,
         channels=reader.integer(table, "channels", "dma.", minimum=1, maximum=MAX_CORES),
         bandwidth_bytes_per_cycle=reader.number(table, "bandwidth_bytes_per_cycle", "dma.", positive=True,
                                                 maximum=MAX_BANDWIDTH),

@@ -78,25 +78,44 @@ def kernel_accesses(unit: ComputeUnit, batch: int, m: int, n: int, k: int) -> tu
 
 def kernel_step_cycles(unit: ComputeUnit, rows: int, vectors: int) -> int:
     """Cycles of one step of k in a call: its vector FMAs on the FMAC units, but no sooner than the
-    FMA latency (each accumulator waits for its previous FMA), nor than its loads of b."""
+    FMA latency (each accumulator waits for its previous FMA), nor than its loads of b (register
+    pairs: `load_store_vectors`)."""
     return max(ceil_div(rows * vectors, unit.macs_per_lane), unit.fma_latency,
-               ceil_div(vectors, unit.load_store_units))
+               ceil_div(vectors, load_store_vectors(unit)))
+
+
+def load_store_vectors(unit: ComputeUnit) -> int:
+    """Vector registers the load/store units move per cycle: each unit a register pair
+    (`VLDDW`/`VSTDW`) when `load_store_registers` = 2."""
+    return unit.load_store_units * unit.load_store_registers
+
+
+def kernel_c_cycles(unit: ComputeUnit, vectors: int, acc: int) -> int:
+    """Cycles a call's c loads (when it accumulates) and stores add to its fill/drain: the
+    fill/drain already holds those of the smallest call that hides the FMA latency (`fma_latency`
+    x `macs_per_lane` accumulators, loaded and stored: the library's 6 x 3-vector kernel loads and
+    stores its 18 c vectors inside its 26 cycles), so only a wider call's surplus costs.
+    vector: 6 x 3 accumulating 0, 6 x 4 accumulating ceil(48 / 4) - ceil(36 / 4) = 3."""
+    per_cycle = load_store_vectors(unit)
+    covered = ceil_div(2 * unit.fma_latency * unit.macs_per_lane, per_cycle)
+    return max(0, ceil_div(vectors * (1 + acc), per_cycle) - covered)
 
 
 def matmul_kernel_cycles(unit: ComputeUnit, m: int, vectors: int, k: int, acc: int, staged: bool,
                          broadcast_bytes: int) -> int:
-    """One matmul as micro-kernel calls: per call k steps + fill/drain + its c loads (acc) and
-    stores through the load/store units. With `staged`, the broadcast operand is copied into the
-    broadcast memory first (`broadcast_panels`), each panel costing the core
-    `broadcast_stage_cycles`; a row block longer than a panel splits its calls in as many (the
-    later ones reload c)."""
+    """One matmul as micro-kernel calls: per call k steps + fill/drain + the call's jump
+    (`kernel_call_cycles`) + the c traffic its fill/drain does not hold (`kernel_c_cycles`). With
+    `staged`, the broadcast operand is copied into the broadcast memory first (`broadcast_panels`),
+    each panel costing the core `broadcast_stage_cycles`; a row block longer than a panel splits its
+    calls in as many (the later ones accumulate into c).
+    vector, 6 x 48 x 64, a in SM, not accumulating: 64 x 6 + 26 + 7 + 0 = 417 cycles."""
     total = 0
     for calls, rows, width in kernel_calls(unit, m, vectors):
         pieces = ceil_div(F32 * rows * k, broadcast_bytes) if staged else 1
         c_words = rows * width
-        per_call = (k * kernel_step_cycles(unit, rows, width) + pieces * unit.kernel_fill_drain
-                    + ceil_div(c_words * (1 + acc), unit.load_store_units)
-                    + (pieces - 1) * ceil_div(2 * c_words, unit.load_store_units))
+        per_call = (k * kernel_step_cycles(unit, rows, width)
+                    + pieces * (unit.kernel_fill_drain + unit.kernel_call_cycles)
+                    + kernel_c_cycles(unit, c_words, acc) + (pieces - 1) * kernel_c_cycles(unit, c_words, 1))
         total += calls * per_call
     if staged:
         total += broadcast_panels(unit, m, k, broadcast_bytes) * unit.broadcast_stage_cycles
@@ -297,6 +316,15 @@ class DmaModel:
         self.dram_free = slot + bus
         end = start + latency + transfer
         return end if end > self.dram_free else self.dram_free
+
+
+def dma_launch_cores(dst: str, cores: tuple[int, ...], src_core: int) -> tuple[int, ...]:
+    """The cores that launch a DMA and wait for it, each paying `dma.launch_cycles` on its main
+    unit (its next compute instruction takes that much longer; a layer's last ones, with no
+    instruction after them, are not charged): a store's source core, else every destination core
+    (`cores`; one for a shared memory). Yu et al. 2024 Eq. 9: one launch + wait (T5) per B load,
+    C load and C store.  dma AM(core 2) -> DRAM: (2,); DRAM -> AM cores=0,1: (0, 1)."""
+    return (src_core,) if dst == "DRAM" else cores
 
 
 def dma_payload(src: str, dst: str, shape, pad, src_stride, dst_stride, copies: int) -> tuple:

@@ -196,6 +196,7 @@ def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[
                     consumers[dep].append(index)
                 else:
                     consumers[dep] = [index]
+    launchers, owed = dma_launchers(ops, payloads, dma.target, low, high), {}
     heads = [0] * len(lists)
     free = [start] * len(lists)
     busy_by = [0] * len(lists)
@@ -219,7 +220,15 @@ def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[
         queue = lists[number]
         while True:
             payload = payloads[index]
-            finish = begin + payload if payload.__class__ is int else dma.finish_time(begin, *payload)
+            if payload.__class__ is int:
+                finish = begin + payload
+                if owed and launchers[index] is not None:  # its core's DMA launches since its last
+                    finish += owed.pop(launchers[index], 0)
+            else:
+                finish = dma.finish_time(begin, *payload)
+                if launchers:
+                    for core in launchers[index]:
+                        owed[core] = owed.get(core, 0) + dma.target.dma.launch_cycles
             end[index] = finish
             free[number] = finish
             busy_by[number] += finish - begin
@@ -252,6 +261,24 @@ def dispatch_segment(ops, payloads, dma: timing.DmaModel, start: int, end: list[
         name = f"dma{engine[1]}" if engine[0] == "dma" else f"core{engine[0]}.{engine[1]}"
         busy[name] = busy.get(name, 0) + busy_by[number]
     return last
+
+
+def dma_launchers(ops, payloads, target: Target, low: int, high: int) -> dict:
+    """With `dma.launch_cycles`: per operation low..high-1, a DMA's launching cores
+    (`timing.dma_launch_cores`, as the scheduler emits its `cores`), a main-unit compute's core
+    (which pays them), else None; without, {} (nothing to charge)."""
+    if not target.dma.launch_cycles:
+        return {}
+    shared = {m.name for m in target.memories if m.shared}
+    out: dict = {}
+    for index in range(low, high):
+        op = ops[index]
+        if op.compute is not None:
+            out[index] = op.engine[0] if op.engine[1] == "main" else None
+        else:
+            dst = payloads[index][1]
+            out[index] = timing.dma_launch_cores(dst, op.cores[:1] if dst in shared else op.cores, op.cores[0])
+    return out
 
 
 # --------------------------------------------------------------------------- closed form (tile search)

@@ -8,7 +8,10 @@ run), one transfer at a time in start order. A DMA touching DRAM ends at max(sta
 dram_slot + bus) with dram_slot = max(start + 164, DRAM free) and transfer = max(bytes written by
 the channel / 64, on-chip bytes / its bandwidth).
 A matmul: micro-kernel calls of <= 6 rows x v vectors (registers: 6 v + 2 v <= 64), each
-k x max(ceil(6 v / 3), FMA latency 6, ceil(v / 2)) + 26 fill/drain + ceil(c vectors / 2) stores.
+k x max(ceil(6 v / 3), FMA latency 6, ceil(v / 4)) + 26 fill/drain + 7 (the call) + the c loads
+and stores beyond the 9 cycles (36 vectors at 4 per cycle) the fill/drain holds. Every DMA costs the
+core that launches it (a load's destination cores, a store's source core) 62 cycles
+(dma.launch_cycles), added to that core's next instruction.
 """
 
 from pathlib import Path
@@ -34,29 +37,34 @@ def test_gemm_two_cores_multicast_double_buffered():
     assert result.read_bytes["DRAM"] == 4096 + 4 * 2048
     assert result.write_bytes["AM"] == 2 * 4096 + 4 * 2048
     # Each matmul (16 x 32 x 32, a already in SM: not staged): n = 2 vectors; rows 6 + 6 + 4.
-    #   6-row call, v = 2: 32 x max(ceil(12/3), 6, 1) = 192 + 26 + ceil(12/2) = 224 (twice)
-    #   4-row call, v = 2: 32 x max(ceil(8/3), 6, 1) = 192 + 26 + ceil(8/2) = 222   => 670 cycles.
+    #   6-row call, v = 2: 32 x max(ceil(12/3), 6, 1) = 192 + 26 + 7 = 225 (twice; its c stores
+    #   inside the fill/drain); 4-row call, v = 2: 32 x max(ceil(8/3), 6, 1) = 192 + 33 = 225
+    #   => 675 cycles.
+    # Every DMA costs the core(s) launching it 62 cycles (dma.launch_cycles), paid by their next
+    #   instruction: a load its destination cores, a store its source core (DMAs are taken in
+    #   (start, index) order, so a DMA starting with a matmul at the same cycle charges it first
+    #   only if it comes before it in the program).
     # A-tile DMA (one 2048-byte run into SM): transfer = max(2048/64, 2048/8) = 256;
     #   bus 32 bursts x 64 / 34.08 -> 61.
     # B DMA (4096 B multicast to two AMs, written one after the other): transfer 8192/64 = 128;
     #   bus 64 bursts -> ceil(4096/34.08) = 121. C stores (2048 B from AM): transfer 32, bus 61.
-    #   ch0 B        start 0    slot 164           DRAM free 285   end max(0+164+128, 285) = 292
-    #   ch1 A1t0     start 0    slot max(164,285)  DRAM free 346   end max(0+164+256, 346) = 420
-    #   ch0 A0t0     start 292  slot 456           DRAM free 517   end 292+420             = 712
-    #   ch1 A1t1     start 420  slot 584           DRAM free 645   end 420+420             = 840
-    #   core1 mm t0  start 420 (B 292, A 420)                      end 420+670             = 1090
-    #   ch0 A0t1     start 712  slot 876           DRAM free 937   end 712+420             = 1132
-    #   core0 mm t0  start 712                                     end 1382
-    #   core1 mm t1  start 1090 (A 840)                            end 1760
-    #   ch3 C1t0     start 1090 slot 1254          DRAM free 1315  end max(1286, 1315)     = 1315
-    #   core0 mm t1  start 1382 (A 1132)                           end 2052
-    #   ch2 C0t0     start 1382 slot 1546          DRAM free 1607  end max(1578, 1607)     = 1607
-    #   ch3 C1t1     start 1760 slot 1924          DRAM free 1985  end 1985
-    #   ch2 C0t1     start 2052 slot 2216          DRAM free 2277  end 2277
-    assert result.cycles == 2277
-    assert result.busy["core0.main"] == result.busy["core1.main"] == 2 * 670
+    #   ch0 B        start 0    slot 164           DRAM free 285   end max(0+164+128, 285) = 292   core 0, 1 owe 62
+    #   ch1 A1t0     start 0    slot max(164,285)  DRAM free 346   end max(0+164+256, 346) = 420   core 1 owes 124
+    #   ch0 A0t0     start 292  slot 456           DRAM free 517   end 292+420             = 712   core 0 owes 124
+    #   ch1 A1t1     start 420  slot 584           DRAM free 645   end 420+420             = 840   core 1 owes 186
+    #   core1 mm t0  start 420 (B 292, A 420)                      end 420+675+186         = 1281
+    #   ch0 A0t1     start 712  slot 876           DRAM free 937   end 712+420             = 1132  core 0 owes 186
+    #   core0 mm t0  start 712                                     end 712+675+186         = 1573
+    #   core1 mm t1  start 1281 (A 840)                            end 1956
+    #   ch3 C1t0     start 1281 slot 1445          DRAM free 1506  end max(1477, 1506)     = 1506  (core 1: no later instruction)
+    #   core0 mm t1  start 1573 (A 1132)                           end 2248
+    #   ch2 C0t0     start 1573 slot 1737          DRAM free 1798  end max(1769, 1798)     = 1798
+    #   ch3 C1t1     start 1956 slot 2120          DRAM free 2181  end 2181
+    #   ch2 C0t1     start 2248 slot 2412          DRAM free 2473  end 2473
+    assert result.cycles == 2473
+    assert result.busy["core0.main"] == result.busy["core1.main"] == 2 * 675 + 3 * 62
     assert result.macs == 64 * 32 * 32
-    assert result.mac_utilization == 64 * 32 * 32 / (2277 * 4 * 48)
+    assert result.mac_utilization == 64 * 32 * 32 / (2473 * 4 * 48)
     # b is read by each of a matmul's three row blocks: 2 x 4096 B more than one pass, per matmul
     assert result.read_bytes["AM"] == 4 * 3 * 4096 + 4 * 2048  # + the C stores'
     assert result.read_bytes["SM"] == 4 * 2048  # every call reads its rows of A once
@@ -74,12 +82,12 @@ def test_maxpool_with_minus_inf_padding():
     # load: 4096 B read (8 rows of 8 x 16 floats, contiguous in DRAM: one run), 6400 B written
     #   (10x10x16): transfer max(6400/64, 6400/128) = 100; slot 164, bus 64 bursts -> ceil(4096/34.08)
     #   = 121 -> 285; end max(164+100, 285) = 285
-    # vpool: issue ceil(4*4*ceil(16/16)*9 / 3) = 48; AM (2304 + 256) * 4 B / 128 = 80; 80 + 8 = 88
-    #   -> end 373
-    # store 1024 B: slot 373+164 = 537, bus 16 bursts -> ceil(1024/34.08) = 31 -> 568;
-    #   end max(537+16, 568) = 568
-    assert result.cycles == 568
-    assert result.busy == {"dma0": 285 + (568 - 373), "core0.main": 88}
+    # vpool: issue ceil(4*4*ceil(16/16)*9 / 3) = 48; AM (2304 + 256) * 4 B / 128 = 80; 80 + 8 = 88,
+    #   + 62 for core 0's launch + wait of the load (dma.launch_cycles) -> end 435
+    # store 1024 B: slot 435+164 = 599, bus 16 bursts -> ceil(1024/34.08) = 31 -> 630;
+    #   end max(599+16, 630) = 630 (its launch: after the core's last instruction, not charged)
+    assert result.cycles == 630
+    assert result.busy == {"dma0": 285 + (630 - 435), "core0.main": 88 + 62}
 
 
 def test_batch_norm_add_relu():

@@ -40,10 +40,35 @@ def test_vector_lanes_wasted_by_narrow_n(build):
                         b_stride=(0, n, 1), c=("AM", 4096), c_stride=(0, n, 1))  # fmt: skip
 
     # one micro-kernel call of 4 rows (a in SM: not staged); a k step waits for the FMA latency (6)
-    # n=16, 1 vector: 8 x max(ceil(4/3), 6, ceil(1/2)) = 48 + fill/drain 26 + ceil(4/2) stores = 76
-    # n=17, 2 vectors (the second uses 1 lane of 16): 48 + 26 + ceil(8/2) = 78
-    assert run(build("vector", [matmul(16)])).cycles == 76
-    assert run(build("vector", [matmul(17)])).cycles == 78
+    # n=16, 1 vector: 8 x max(ceil(4/3), 6, ceil(1/4)) = 48 + fill/drain 26 + 7 (the call) = 81
+    # (its 4 c stores inside the fill/drain); n=17, 2 vectors (the second uses 1 lane of 16) costs
+    # as much as n=32: 8 x max(ceil(8/3), 6, 1) + 26 + 7 = 81
+    assert run(build("vector", [matmul(16)])).cycles == 81
+    assert run(build("vector", [matmul(17)])).cycles == run(build("vector", [matmul(32)])).cycles == 81
+    # 6 rows x 128 columns (8 vectors: 48 accumulators): 8 x 16 + 26 + 7 + ceil(48 / 4) - 9 = 164,
+    # the 48 c stores (4 per cycle) overflowing the 9 cycles the fill/drain holds
+    wide = isa.make("matmul", mnk=(6, 128, 8), a=("SM", 0), a_stride=(0, 8, 1), b=("AM", 0),
+                    b_stride=(0, 128, 1), c=("AM", 8192), c_stride=(0, 128, 1))  # fmt: skip
+    assert run(build("vector", [wide])).cycles == 164
+
+
+def test_cores_pay_for_launching_and_waiting_for_dmas(build):
+    def matmul(core, **sync):  # 81 cycles (test_vector_lanes_wasted_by_narrow_n)
+        return isa.make("matmul", core=core, mnk=(4, 16, 8), a=("SM", 0), a_stride=(0, 8, 1), b=("AM", 0),
+                        b_stride=(0, 16, 1), c=("AM", 4096), c_stride=(0, 16, 1), **sync)  # fmt: skip
+
+    code = [
+        load(0, ("AM", 0), 1024, cores=(0, 1), signal=(0, 1)),  # multicast: cores 0 and 1 each launch + wait
+        matmul(0, wait=(0,)),  # 81 + 62
+        matmul(1, wait=(1,), signal=(2,)),  # 81 + 62
+        store(("AM", 4096), 8192, 64, src_core=1, wait=(2,), signal=(3,)),  # its source core, 1, launches it
+        matmul(1, wait=(3,)),  # 81 + 62
+        store(("AM", 4096), 8192, 64, src_core=0),  # after core 0's last instruction: not charged
+    ]
+    result = run(build("vector", code))
+    assert (result.busy["core0.main"], result.busy["core1.main"]) == (81 + 62, 2 * (81 + 62))
+    free = run(build("vector", code, overrides=["dma.launch_cycles=0"]))
+    assert (free.busy["core0.main"], free.busy["core1.main"]) == (81, 2 * 81)
 
 
 def test_matmul_epilogue_overlaps_the_macs(build):
@@ -57,14 +82,14 @@ def test_matmul_epilogue_overlaps_the_macs(build):
     bias_relu = {"bias": ("AM", 131072), "bias_stride": (0, 0, 1), "act": "relu"}
     # per batch element, m = 8 rows in two calls (6 and 2 rows) of 2 vectors; a is in AM, so it is
     # staged into SM: both row blocks (8 x k words) in one panel, one DMA launch + wait (62). k=3:
-    #   6 rows: 3 x max(ceil(12/3), 6, 1) + 26 + ceil(12/2) = 50; 2 rows: 18 + 26 + ceil(4/2) = 46
-    #   (50 + 46 + 62) x 4 = 632. The epilogue (bias 1 + relu 1 passes) 4*8*2*2 / 3 -> 43 rides
-    #   on the ALU slot beside the calls: hidden.
-    assert cycles(3) == cycles(3, **bias_relu) == 632
-    # k=1: (6 + 26 + 6) + (6 + 26 + 2) + 62 = 134 per element, 536; bias + hardswish = 1 + 3 passes:
+    #   6 rows: 3 x max(ceil(12/3), 6, 1) + 26 + 7 = 51 (the c stores inside the fill/drain);
+    #   2 rows: 18 + 26 + 7 = 51; (51 + 51 + 62) x 4 = 656. The epilogue (bias 1 + relu 1 passes)
+    #   4*8*2*2 / 3 -> 43 rides on the ALU slot beside the calls: hidden.
+    assert cycles(3) == cycles(3, **bias_relu) == 656
+    # k=1: (6 + 33) + (6 + 33) + 62 = 140 per element, 560; bias + hardswish = 1 + 3 passes:
     # 4*8*2*4 / 3 -> 86 cycles, still hidden behind the calls' fill/drain.
-    assert cycles(1) == 536
-    assert cycles(1, bias=("AM", 131072), bias_stride=(0, 0, 1), act="hardswish") == 536
+    assert cycles(1) == 560
+    assert cycles(1, bias=("AM", 131072), bias_stride=(0, 0, 1), act="hardswish") == 560
 
 
 def test_matmul_epilogue_is_refused_on_a_matrix_unit(build):
@@ -214,9 +239,11 @@ def test_layers_attribute_cycles_macs_and_dram_bytes(build):
     first, second = result.layers
     assert (first.name, first.onnx_nodes, first.phase, first.cycles) == ("load", ["A", "B"], "forward", 285)
     assert first.dram_read_bytes == 4096 and first.macs == 0
-    # one 4-row call of 1 vector, a in SM: 8 x 6 + 26 + ceil(4/2) = 76 (test_vector_lanes_wasted_by_narrow_n)
-    assert (second.phase, second.cycles, second.macs) == ("backward", 76, 4 * 16 * 8)
-    assert result.cycles == 285 + 76
+    # one 4-row call of 1 vector, a in SM: 8 x 6 + 26 + 7 = 81 (test_vector_lanes_wasted_by_narrow_n),
+    # and core 0's launch + wait of the load before it (dma.launch_cycles, 62), paid by its next
+    # instruction
+    assert (second.phase, second.cycles, second.macs) == ("backward", 81 + 62, 4 * 16 * 8)
+    assert result.cycles == 285 + 81 + 62
 
 
 def test_energy_by_component(build):
