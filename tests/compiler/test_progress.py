@@ -71,7 +71,7 @@ def test_stages_and_layer_counts_on_a_terminal(small_model_path):
         assert f" {name} " in shown
     assert "tiling" in shown and "lowering" in shown and "simulation" in shown
     assert "0/4 layers" in shown  # conv (BN and ReLU folded into it), max pool, flatten, gemm
-    assert "0/40 instructions" in shown
+    assert "0/36 instructions" in shown
     assert shown.endswith("\x1b[?25h\r") or shown.endswith("\x1b[?25h")  # erased, cursor back
 
 
