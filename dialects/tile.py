@@ -1036,7 +1036,8 @@ class ConvOp(ComputeOp):
     [rows, columns, input channels, output channels] of this tile. It starts from zero (or from
     what a residual load put in `out`) on the first executed iteration of its `reduce` loop and
     accumulates on the others; on the last, the bias (`bias` view, [oc]) is added and `act`
-    applied (the epilogue, while the tile is on chip). `last %iv`: only on the last iteration of
+    applied (the epilogue, while the tile is on chip). `pitch [row, column]` (channels mapping):
+    the output's element strides of a row and a column (default: dense, tow x toc and toc). `last %iv`: only on the last iteration of
     that loop. Compute ops carry an optional attribute `unit` ("pre", "post": the core's unit
     that runs them when the target has it; else the vector unit, or main for tile.conv).
 
@@ -1064,8 +1065,9 @@ class ConvOp(ComputeOp):
 
     def verify_(self) -> None:
         super().verify_()
-        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (4, 5):
-            raise VerifyException("tile.conv: in, w, out (and bias) views, 4 sizes (and an output row pitch) expected")
+        if len(self.buffers) not in (3, 4) or len(self.sizes.data.results) not in (4, 5, 6):
+            raise VerifyException("tile.conv: in, w, out (and bias) views, 4 sizes (and an output row pitch, and "
+                                  "column pitch) expected")
         if self.mapping is not None and self.mapping.data not in ("channels", "width"):
             raise VerifyException(f"tile.conv: mapping must be channels or width, not {self.mapping.data!r}")
         if len(ints(self.kernel)) != 2 or len(ints(self.conv_strides)) != 2 or len(ints(self.dilations)) != 2:

@@ -85,8 +85,10 @@ def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
     if not toh:  # no rows (a line buffer's strip outside the image)
         return []
     row_pitch = pitch[0] if pitch else tow * toc
+    if len(pitch) > 1 and (info.width or bias is not None or info.epilogue.act):
+        raise NnccError(f"layer {nest.nest.layer.data}: tile.conv with a column pitch has no epilogue (channels mapping)")
     matmuls = (width_matmuls if info.width else channel_matmuls)(info, inputs, weights, out, (toh, tow, tic, toc),
-                                                                 accumulate, row_pitch)
+                                                                 accumulate, row_pitch, *pitch[1:])
     unit = unit_of(nest, op, "main")
     if unit != "main":
         matmuls = [Compute(c.mnemonic, c.operands | {"unit": unit}) for c in matmuls]
@@ -94,7 +96,7 @@ def conv_instructions(nest: NestLowering, op: tile.ConvOp) -> list[Compute]:
 
 
 def channel_matmuls(info: WindowStatic, inputs: BufRef, weights: BufRef, out: BufRef, sizes, accumulate: bool,
-                    row_pitch: int):
+                    row_pitch: int, column_pitch: int | None = None):
     """One matmul per kernel row (k = kw x tic, contiguous without horizontal dilation), else per
     kernel position: batch = output rows, m = output columns, n = output channels."""
     toh, tow, tic, toc = sizes
@@ -108,7 +110,7 @@ def channel_matmuls(info: WindowStatic, inputs: BufRef, weights: BufRef, out: Bu
             "batch": toh, "mnk": (tow, toc, kw * tic if folded else tic),
             "a": shifted(inputs, (i * dh * cols + (j or 0) * dw) * tic), "a_stride": (sh * cols * tic, sw * tic, 1),
             "b": shifted(weights, (i * kw + (j or 0)) * tic * toc), "b_stride": (0, toc, 1),
-            "c": out, "c_stride": (row_pitch, toc, 1),
+            "c": out, "c_stride": (row_pitch, column_pitch or toc, 1),
             "acc": int(accumulate or index > 0),
         }))
     return compute

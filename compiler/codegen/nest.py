@@ -129,8 +129,10 @@ def slice_transfer(tensor: DramTensor, offsets, sizes, dims, chip: BufRef, chip_
 
 
 def merge_boxes(box, src, chip, pads):
-    """Merge neighbouring dimensions (no padding, contiguous on both sides) until at most three remain."""
-    box, src, chip, pads = list(box), list(src), list(chip), list(pads)
+    """Drop dimensions of one element (no padding), then merge neighbouring dimensions (no padding,
+    contiguous on both sides) until at most three remain."""
+    keep = [d for d in range(len(box)) if box[d] != 1 or pads[d] != (0, 0)] or [len(box) - 1]
+    box, src, chip, pads = ([values[d] for d in keep] for values in (box, src, chip, pads))
     i = 0
     while len(box) > 3 and i < len(box) - 1:
         if pads[i] == (0, 0) and pads[i + 1] == (0, 0) and src[i] == box[i + 1] * src[i + 1] \

@@ -266,8 +266,8 @@ def backward_filter_nests(lowering: Lowering, op, slots: int) -> list[tile.NestO
     """A backward-filter's nests in the mapping the cost model predicts faster (DRAM bytes break
     ties; once per shape): the gemm (`filter_nest`: long reductions, what a vector DSP wants; for
     kernels wider than 1 or a column stride, also with x's rows staged once per kernel row and
-    each tap's run copied out on chip; with fewer channel
-    tiles than cores, also with the reduction split over the cores and the partial sums added by
+    each tap's run copied out on chip; at stride 1, also with x's rows staged once per step and
+    every tap read in place, `window_filter_nest`; with fewer channel tiles than cores, also with the reduction split over the cores and the partial sums added by
     a second nest, `filter_sum_nest`), or the conv nest whose images are the input channels
     (`backward_filter_shape`: on a matrix array at small feature maps the gemm's rows, kernel
     taps x input channels, can be fewer than the array's)."""
@@ -283,6 +283,9 @@ def backward_filter_nests(lowering: Lowering, op, slots: int) -> list[tile.NestO
     for staged in stagings:
         builders[f"gemm{', rows staged' if staged else ''}"] = \
             lambda lw, staged=staged: [filter_nest(lw, op, gemm, filter_tiles(lw, gemm, staged), slots, staged)]
+    if window_fits(gemm) and window_tiles_fit(lowering, gemm):
+        builders["gemm, taps in place"] = \
+            lambda lw: [window_filter_nest(lw, op, gemm, window_filter_tiles(lw, gemm), slots)]
     parts = lowering.cores
     if parts > 1 and gemm.oh % parts == 0 and stagings and \
             -(-gemm.c // filter_tiles(lowering, gemm, stagings[0]).channels) < parts:
@@ -307,6 +310,14 @@ def backward_filter_nests(lowering: Lowering, op, slots: int) -> list[tile.NestO
             return (nbytes, cycles) if lowering.objective == "dram" else (cycles, nbytes)
         lowering.cost_cache[key] = min(builders, key=rank)
     return builders[lowering.cost_cache[key]](lowering)
+
+
+def window_tiles_fit(lowering: Lowering, s: ConvShape) -> bool:
+    try:
+        window_filter_tiles(lowering, s)
+    except NnccError:
+        return False
+    return True
 
 
 def tiles_fit(lowering: Lowering, s: ConvShape, staged: bool, parts: int = 1) -> bool:
@@ -431,25 +442,47 @@ def phase_tiles(lowering: Lowering, op, s: ConvShape) -> ConvTiles:
 
 def phases_nest(lowering: Lowering, op, slots: int) -> tile.NestOp:
     """A strided backward-data as one nest (`build_phases_nest`) with `phase_tiles`, shrunk until
-    the phases' buffers fit."""
+    the phases' buffers fit, in the form the cost model predicts faster (DRAM bytes break ties;
+    once per shape): each phase stored through its strided view of dx, or the phases
+    interleaved on chip and dx stored in whole rows (where a strided view would cost a DRAM
+    burst per float: NCHW on `vector`)."""
+    from nncc.compiler.codegen.group_nest import predict, rank, scratch
+
     s = phases_shape(op)
     grid = dataclasses.replace(s, oh=s.oh // nn.ints(op.strides)[0], ow=s.ow // nn.ints(op.strides)[1])
     key = ("phase tiles", s, tuple(nn.shape_of(op.result)), tuple(nn.ints(op.strides)), slots)
     if key not in lowering.cost_cache:
-        t = fitting(lowering, grid, phase_tiles(lowering, op, s), lambda t: build_phases_nest(lowering, op, grid, t, slots))
-        if t is None:
+        probe, forms = scratch(lowering), []
+        for interleave in (False, True):
+            t = fitting(lowering, grid, phase_tiles(lowering, op, s),
+                        lambda t: build_phases_nest(lowering, op, grid, t, slots, interleave))
+            if t is not None:
+                prediction = predict(probe, build_phases_nest(probe, op, grid, t, slots, interleave))
+                forms.append((rank(prediction, lowering.objective), interleave, t))
+        if not forms:
             raise NnccError(f"layer {layer_name(op)}: the phases of the strided backward-data do not fit on chip")
-        lowering.cost_cache[key] = t
-    return build_phases_nest(lowering, op, grid, lowering.cost_cache[key], slots)
+        lowering.cost_cache[key] = min(forms, key=lambda form: form[:2])[1:]
+    interleave, t = lowering.cost_cache[key]
+    return build_phases_nest(lowering, op, grid, t, slots, interleave)
 
 
-def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots: int) -> tile.NestOp:
+def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots: int,
+                      interleave: bool = False) -> tile.NestOp:
     """dx of a stride-(sh, sw) conv written in place, phase by phase, in one nest: per tile of the
     phase grid and block of dy channels, each phase (r, q) loads its dy window and its kernel
     taps (flipped, packed one phase after another: every tap once) and runs its stride-1 conv
     into its part of the output buffer; after the last block each phase's tile is stored
     through its view of dx (rows r, r + sh, ...; columns q, q + sw, ...), phases no tap reaches
     get a zero tile. No spread, transpose, concat or slice of dx.
+
+    `interleave`: the phases' tiles are one tile of dx on chip, [sh toh][sw tow][toc] (phase
+    (r, q) written by its conv at row r, column q, with `pitch [sh sw tow toc, sw toc]`; zeros
+    first where some phase has no tap), stored in whole rows through dx itself: where a strided
+    view costs a DRAM burst per float (NCHW on `vector`), a run per row of the tile instead.
+
+        tile.fill %out[0] sizes [16, 16, 64] value 0.0                   (a phase with no tap)
+        tile.conv %in[0], %wt[0] -> %out[0] sizes [%toh, %tow, %tic, %toc] pitch [2048, 128] ...
+        tile.store %out[0] strides [1024, 64, 1] -> %Y[%n, %oc, %oh * 2, %ow * 2] [1, %toc, %rows, %cols] dims [2, 3, 1]
 
         %Y0 = tile.view %Y offset 0 sizes [8, 128, 8, 8] strides [32768, 256, 32, 2]   (phase 0, 0)
         %Y1 = tile.view %Y offset 1 sizes [8, 128, 8, 8] strides [32768, 256, 32, 2]   (phase 0, 1)
@@ -477,7 +510,7 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
     weights.result.name_hint = "Wp"
     block.add_op(weights)
     views = []
-    for p in phases:
+    for p in ([] if interleave else phases):
         view = tile.ViewOp(args["Y"], p.r * w + p.q, [n, c, *p.length], [c * h * w, h * w, sh * w, sw])
         view.result.name_hint = f"Y{len(views)}"
         block.add_op(view)
@@ -489,8 +522,8 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
     zero = any(not p.taps for p in phases)
     specs = [("in", "input", [len(live) * window], t.split == "channel"),
              ("wt", "weight", [kh * kw * t.tic * t.toc], t.split != "channel"),
-             ("out", "output", [len(live) * out_tile], False)]
-    if zero:
+             ("out", "output", [(sh * sw if interleave else len(live)) * out_tile], False)]
+    if zero and not interleave:
         specs.append(("zero", "output", [out_tile], False))
     buffers = add_buffers(lowering, block, specs, slots)
     channel_loop = tile.ForOp.build([(0, g, 1), (0, s.og, t.toc)], "naive", names=["g", "oc"]) if g > 1 \
@@ -510,8 +543,9 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
     ic, tic = ic_loop.block.args
     if zero:
         e = IndexExprs()
-        inner.block.add_op(tile.FillOp.build(operands=[[buffers["zero"]], []], properties={
-            "views": e.map([e(0)]), "sizes": e.map([e(t.toh), e(t.tow), e(t.toc)]), "value": FloatAttr(0.0, f64)}))
+        rows, cols = (sh * t.toh, sw * t.tow) if interleave else (t.toh, t.tow)
+        inner.block.add_op(tile.FillOp.build(operands=[[buffers["out" if interleave else "zero"]], []], properties={
+            "views": e.map([e(0)]), "sizes": e.map([e(rows), e(cols), e(t.toc)]), "value": FloatAttr(0.0, f64)}))
     inner.block.add_op(ic_loop)
     body = ic_loop.block
     varying, fixed = (tic, t.toc) if s.og % t.toc == 0 else (toc, t.tic)
@@ -534,13 +568,17 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
                                      [1, 1, 1, tic, toc], [1, 2, 3, 4],
                                      at=((varying, (base + i * cols.count + j) * fixed),) if base + i + j else 0))
         e = IndexExprs()
+        at, pitches = (p.r * sw * pitch + p.q * t.toc, [sh * sw * pitch, sw * t.toc]) if interleave \
+            else (k * out_tile, [pitch])
         body.add_op(tile.conv_op([buffers["in"], buffers["wt"], buffers["out"]],
-                                 [e(k * window), e(varying) * (base * fixed) if base else e(0), e(k * out_tile)], e,
-                                 [e(toh), e(tow), e(tic), e(toc), e(pitch)], [rows.count, cols.count], [1, 1],
+                                 [e(k * window), e(varying) * (base * fixed) if base else e(0), e(at)], e,
+                                 [e(toh), e(tow), e(tic), e(toc), *map(e, pitches)], [rows.count, cols.count], [1, 1],
                                  [rows.dilation, cols.dilation], e(ic).position, False, None, []))
         base += p.taps
+    if interleave:
+        interleaved_store(inner.block, op, args["Y"], buffers["out"], s, t, spatial_loop, chans, gi)
     index = 0
-    for p, view in zip(phases, views):
+    for p, view in zip([] if interleave else phases, views):
         source, at = (buffers["out"], index * out_tile) if p.taps else (buffers["zero"], 0)
         index += bool(p.taps)
         extents = []
@@ -562,6 +600,29 @@ def build_phases_nest(lowering: Lowering, op, s: ConvShape, t: ConvTiles, slots:
     nest = finish_nest(op, block, inputs)
     nest.attributes["phases"] = StringAttr(f"{sh}x{sw}")
     return nest
+
+
+def interleaved_store(block: Block, op, y: SSAValue, out: SSAValue, s: ConvShape, t: ConvTiles,
+                      spatial_loop: tile.ForOp, chans, gi) -> None:
+    """The store of an interleaved phases tile ([sh toh][sw tow][toc], `build_phases_nest`) into
+    dx, at the end of `block`: rows sh a ... and columns sw b ... of the tile's image, cut at
+    dx's edges (`tile.min`)."""
+    _, _, h, w = nn.shape_of(op.result)
+    (sh, sw) = nn.ints(op.strides)
+    n_, _, a, toh, b, tow = spatial_loop.block.args
+    oc, toc = chans[-2], chans[-1]
+    extents = []
+    for start, size, stride, full in ((a, toh, sh, h), (b, tow, sw, w)):
+        e = IndexExprs()
+        exprs = e.map([e(size) * stride, e(start) * -stride + full])
+        bound = tile.MinOp.build(operands=[list(e.values)], result_types=[tile.INDEX], properties={"exprs": exprs})
+        bound.result.name_hint = "rows" if start is a else "cols"
+        block.add_op(bound)
+        extents.append(bound.result)
+    e = IndexExprs()
+    block.add_op(tile.StoreOp.make(y, out, e, [e(n_), e(gi) * s.og + e(oc) if gi != 0 else e(oc), e(a) * sh, e(b) * sw],
+                             [e(1), e(toc), e(extents[0]), e(extents[1])], [e(0)],
+                             [e(sw * t.tow * t.toc), e(t.toc), e(1)], [2, 3, 1]))
 
 
 def lower_backward_conv(lowering: Lowering, op: Operation):
@@ -642,7 +703,7 @@ def filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles, staged: bo
     # every DMA holds its channel for its latency: a step loads x per tap (staged: per kernel
     # row) and channel (one box each), and dy per image; the parts' loads share the channels
     boxes = oc_tiles * rounds * steps * ((s.kh if staged else taps) * t.channels + s.n) * parts
-    issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / target.dma.channels
+    issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / min(target.dma.channels, lowering.cores)
     first = F32 * k * (t.outputs + m) / target.dma.bandwidth_bytes_per_cycle
     return max(compute, dram, channel + issue) + first
 
@@ -805,6 +866,180 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
                        {"op": StringAttr(op.name), nn.ONNX_NODES: op.attributes.get(nn.ONNX_NODES, ArrayAttr([]))})
     nest.results[0].name_hint = f"{op.result.name_hint or 'dw'}_parts"
     return nest
+
+
+# --------------------------------------------------------------------------- backward-filter: taps in place
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where a step of `window_filter_nest` keeps x on chip: per input channel a block of the
+    staged rows (rows x batch x `width` columns, the images of a row side by side) at a `pitch`
+    that is a multiple of k (so the channels are the columns of a strided 1 x C image of k
+    channels); `spare` elements after the rows that the last taps read past them (zeroed)."""
+
+    width: int  # columns of a staged row: OW plus the kernel's horizontal reach
+    rows: int  # staged rows per step: the step's dy rows plus the kernel's vertical reach
+    k: int  # the gemm's reduction per step: dy rows x batch x width
+    spare: int
+    pitch: int  # elements per channel: a multiple of k
+
+    @property
+    def stride(self) -> int:
+        return self.pitch // self.k
+
+
+def window_layout(s: ConvShape, rows: int) -> WindowLayout:
+    width = staged_columns(s)
+    staged = rows + (s.kh - 1) * s.dilations[0]
+    k = rows * s.n * width
+    spare = (s.kw - 1) * s.dilations[1]
+    return WindowLayout(width, staged, k, spare, -(-(staged * s.n * width + spare) // k) * k)
+
+
+def window_fits(s: ConvShape) -> bool:
+    """Whether the taps-in-place mapping writes this backward-filter: stride 1 (a tap's run of k
+    is then contiguous in the staged rows)."""
+    return tuple(s.strides) == (1, 1)
+
+
+def window_filter_bytes(s: ConvShape, t: FilterTiles) -> dict[str, int]:
+    layout = window_layout(s, t.rows)
+    return {"input": F32 * t.channels * layout.pitch, "weight": F32 * layout.k * t.outputs,
+            "output": F32 * len(filter_taps(s)) * t.channels * t.outputs}
+
+
+def window_matmul_cycles(lowering: Lowering, m: int, n: int, layout: WindowLayout) -> int:
+    """The timing rule's cycles of one tap's matmul (m channels x k, strided by the pitch)."""
+    target = lowering.target
+    roles = {"x": "input", "dy": "weight", "dw": "output"}
+    operands = {"unit": "main", "batch": 1, "mnk": (m, n, layout.k), "a": "x", "a_stride": (0, layout.pitch, 1),
+                "b": "dy", "b_stride": (0, n, 1), "c": "dw", "c_stride": (0, n, 1), "acc": 1}
+    return timing.compute_cycles(target, "matmul", lambda name, default: operands.get(name, default),
+                                 lambda ref: target.memory_for(roles[ref]).name)
+
+
+def window_filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> float:
+    """Closed-form cycles of a taps-in-place tiling: the busiest core's matmuls (one per tap and
+    step), the DRAM bus (x's staged rows once per output-channel tile, dy once per round of
+    channel tiles), the DMAs' latencies (a box per channel and per dy row; one core's loads
+    share one channel) and the first loads."""
+    target = lowering.target
+    layout = window_layout(s, t.rows)
+    taps = len(filter_taps(s))
+    oc_tiles, c_tiles, steps = -(-s.o // t.outputs), -(-s.c // t.channels), s.oh // t.rows
+    rounds = -(-c_tiles // lowering.cores)
+    compute = oc_tiles * rounds * steps * taps * window_matmul_cycles(lowering, t.channels, t.outputs, layout)
+    x_bytes = F32 * s.c * s.n * layout.rows * layout.width * steps * oc_tiles
+    dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds
+    dram = (x_bytes + dy_bytes) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
+    boxes = oc_tiles * steps * (c_tiles * t.channels + rounds * t.rows)
+    issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / min(target.dma.channels, lowering.cores)
+    first = F32 * (layout.k * t.outputs + t.channels * layout.pitch) / target.dma.bandwidth_bytes_per_cycle
+    return max(compute, dram, issue) + first
+
+
+def window_filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
+    """The taps-in-place tiling with the fewest estimated cycles (`window_filter_estimate`) whose
+    buffers fit (double buffered); ties to fewer jobs."""
+    key = ("window filter tiles", s)
+    if key in lowering.cost_cache:
+        return lowering.cost_cache[key]
+    outputs = sorted({s.o} | set(range(lowering.lanes, s.o, lowering.lanes)))
+    channels = sorted({1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, s.c} & set(range(1, s.c + 1)))
+    best = None
+    for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
+        for tc in channels:
+            for toc in outputs:
+                t = FilterTiles(tc, toc, rows)
+                if not lowering.fits(window_filter_bytes(s, t)):
+                    continue
+                jobs = -(-s.o // toc) * -(-s.c // tc) * (s.oh // rows)
+                rank = (window_filter_estimate(lowering, s, t), jobs)
+                if best is None or rank < best[0]:
+                    best = (rank, t)
+    if best is None:
+        raise NnccError(f"backward-filter {s}: not even one channel and one output-gradient row fit on chip")
+    lowering.cost_cache[key] = best[1]
+    return best[1]
+
+
+def window_filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int) -> tile.NestOp:
+    """Stride-1 backward-filter with x's rows staged once per step and every tap read in place:
+    dW^T[(tap, c), o] = sum over (y, n, x') of raw[c][y + i dh][n][x' + j dw] dy'[y][n][x'][o],
+    where raw holds the step's rows of x (and the kernel's reach) of every image, `width` =
+    OW + (kw - 1) dw columns each (padding from the tensor's edges), and dy' the step's dy rows
+    with zeros in columns x' >= OW (DMA padding): the product's extra columns add nothing. So
+    tap (i, j)'s operand is one contiguous run of k = rows x batch x width per channel, at
+    offset i dh batch width + j dw of the channel's block: one matmul per tap (a 1x1
+    `tile.conv` of a 1 x C image of k channels whose columns are `pitch` apart), x loaded once
+    per step (one DMA box per channel, not one per tap and channel), no copies on chip. The
+    `spare` elements the last taps read past the rows are zeroed (`tile.fill`; they meet the
+    zero columns of dy', and stale data could be infinite). The extra columns cost MACs:
+    (width - OW) / width of the array (56x56: 3 %, 7x7: 22 %); the cost model weighs that.
+
+        tile.for %oc[%toc] = 0 to 64 step 64 order naive {
+          tile.for %c[%tc] = 0 to 64 step 32 order naive {
+            tile.for %r[%tr] = 0 to 56 step 4 order naive {
+              tile.load %Xv[0, %c, %r - 1, -1] [8, %tc, 6, 58] -> %raw[0] dims [1, 2, 0, 3] strides [3712, 464, 58, 1]
+              tile.fill %raw[2784] sizes [%tc, 1, 2] pitch 3712 value 0.0
+              tile.load %DYv[%r, 0, 0, %oc] [4, 8, 58, %toc] -> %wt[0] dims [0, 1, 2, 3]
+              tile.conv %raw[0], %wt[0] -> %out[0] sizes [1, %tc, 1856, %toc] kernel [1, 1] strides [1, 2] ... reduce %r
+              tile.conv %raw[1], %wt[0] -> %out[2048] sizes [1, %tc, 1856, %toc] ... reduce %r
+              ...                                               (one per tap, at i dh 8 x 58 + j dw)
+            }
+            tile.store %out[0] strides [2048, %toc, 1] -> %Yv[0, %c, %oc] [9, %tc, %toc] dims [0, 1, 2]
+          }
+        }
+    """
+    taps = filter_taps(s)
+    layout = window_layout(s, t.rows)
+    block, args, inputs = nest_block([("X", op.input), ("DY", op.grad)], op.result)
+    plane = s.oh * s.ow
+    views = {"Xv": tile.ViewOp(args["X"], 0, [s.n, s.c, s.h, s.w], [s.c * s.h * s.w, s.h * s.w, s.w, 1]),
+             "DYv": tile.ViewOp(args["DY"], 0, [s.oh, s.n, s.ow, s.o], [s.ow, s.o * plane, 1, plane]),
+             "Yv": tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)])}
+    for name, view in views.items():
+        view.result.name_hint = name
+        block.add_op(view)
+    buffers = add_buffers(lowering, block, [("raw", "input", [1, t.channels * layout.pitch], False),
+                                            ("wt", "weight", [layout.k * t.outputs], True),
+                                            ("out", "output", [1, len(taps) * t.channels, t.outputs], False)], slots)
+    channel_loop = tile.ForOp.build([(0, s.o, t.outputs)], "naive", names=["oc"])
+    image_loop = tile.ForOp.build([(0, s.c, t.channels)], "naive", lowering.cores, names=["c"])
+    row_loop = tile.ForOp.build([(0, s.oh, t.rows)], "naive", names=["r"])
+    block.add_op(channel_loop)
+    channel_loop.block.add_op(image_loop)
+    image_loop.block.add_op(row_loop)
+    oc, toc = channel_loop.block.args
+    c, tc = image_loop.block.args
+    r, _ = row_loop.block.args
+    body = row_loop.block
+    e = IndexExprs()
+    body.add_op(tile.LoadOp.make(views["Xv"].result, buffers["raw"], e,
+                                 [e(0), e(c), e(r) - s.pads[0], e(-s.pads[1])],
+                                 [e(s.n), e(tc), e(layout.rows), e(layout.width)], [e(0)],
+                                 [e(layout.pitch), e(s.n * layout.width), e(layout.width), e(1)], [1, 2, 0, 3]))
+    if layout.spare:
+        e = IndexExprs()
+        sizes = [e(tc), e(1), e(layout.spare), e(layout.pitch)]
+        properties = {"views": e.map([e(layout.rows * s.n * layout.width)]), "sizes": e.map(sizes),
+                      "value": FloatAttr(0.0, f64)}
+        body.add_op(tile.FillOp.build(operands=[[buffers["raw"]], list(e.values)], properties=properties))
+    body.add_op(slice_op(tile.LoadOp, views["DYv"].result, buffers["wt"], [r, 0, 0, oc],
+                         [t.rows, s.n, layout.width, toc], [0, 1, 2, 3]))
+    for index, (i, j) in enumerate(taps):
+        e = IndexExprs()
+        at = e(index * t.channels * t.outputs)  # each tap's [tc][toc] block at a fixed pitch
+        body.add_op(tile.conv_op([buffers["raw"], buffers["wt"], buffers["out"]],
+                                 [e(i * s.dilations[0] * s.n * layout.width + j * s.dilations[1]), e(0), at], e,
+                                 [e(1), e(tc), e(layout.k), e(toc)], [1, 1], [1, layout.stride], [1, 1], e(r).position,
+                                 False, None, []))
+    e = IndexExprs()
+    image_loop.block.add_op(tile.StoreOp.make(views["Yv"].result, buffers["out"], e, [e(0), e(c), e(oc)],
+                                              [e(len(taps)), e(tc), e(toc)], [e(0)],
+                                              [e(t.channels * t.outputs), e(toc), e(1)], [0, 1, 2]))
+    return finish_nest(op, block, inputs)
 
 
 def split_filter_nests(lowering: Lowering, op, s: ConvShape, parts: int, slots: int,
