@@ -873,13 +873,17 @@ def filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int
 
 @dataclass(frozen=True)
 class WindowLayout:
-    """Where a step of `window_filter_nest` keeps x on chip: per input channel a block of the
-    staged rows (rows x batch x `width` columns, the images of a row side by side) at a `pitch`
-    that is a multiple of k (so the channels are the columns of a strided 1 x C image of k
-    channels); `spare` elements after the rows that the last taps read past them (zeroed)."""
+    """Where a step of `window_filter_nest` keeps x on chip: per input channel, per phase of x
+    the taps read (stride 1: one; x[pa::sh, pb::sw] for the taps' row and column phases), a
+    block of staged rows (rows x batch x `width` columns, the images of a row side by side), the
+    channel's blocks one after another at a `pitch` that is a multiple of k (so the channels are
+    the columns of a strided 1 x C image of k channels); `spare` elements after the last block
+    that the last taps read past it (zeroed)."""
 
-    width: int  # columns of a staged row: OW plus the kernel's horizontal reach
-    rows: int  # staged rows per step: the step's dy rows plus the kernel's vertical reach
+    width: int  # columns of a staged row: OW plus the kernel's horizontal reach in its phase
+    rows: int  # staged rows per block: the step's dy rows plus the kernel's vertical reach
+    blocks: tuple[tuple[int, int, int, int], ...]  # (row phase, column phase, first row, first column)
+    taps: tuple[tuple[int, int], ...]  # per kernel tap (row-major): (its block, offset in the block)
     k: int  # the gemm's reduction per step: dy rows x batch x width
     spare: int
     pitch: int  # elements per channel: a multiple of k
@@ -890,17 +894,32 @@ class WindowLayout:
 
 
 def window_layout(s: ConvShape, rows: int) -> WindowLayout:
-    width = staged_columns(s)
-    staged = rows + (s.kh - 1) * s.dilations[0]
+    """Tap (i, j) reads x's row y sh + a and column x sw + b (a = i dh - pt, b = j dw - pl): row
+    y + a // sh of row phase a % sh, column x + b // sw of column phase b % sw."""
+    (sh, sw), (dh, dw) = s.strides, s.dilations
+    places = [(divmod(i * dh - s.pads[0], sh), divmod(j * dw - s.pads[1], sw)) for i, j in filter_taps(s)]
+    first_row, first_col = {}, {}
+    for (ra, pa), (cb, pb) in places:
+        first_row[pa] = min(first_row.get(pa, ra), ra)
+        first_col[pb] = min(first_col.get(pb, cb), cb)
+    staged = rows + max(ra - first_row[pa] for (ra, pa), _ in places)
+    width = s.ow + max(cb - first_col[pb] for _, (cb, pb) in places)
+    phases = sorted({(pa, pb) for (_, pa), (_, pb) in places})
+    blocks = tuple((pa, pb, first_row[pa], first_col[pb]) for pa, pb in phases)
+    size = staged * s.n * width
+    taps = tuple((phases.index((pa, pb)), phases.index((pa, pb)) * size + (ra - first_row[pa]) * s.n * width
+                  + cb - first_col[pb]) for (ra, pa), (cb, pb) in places)
     k = rows * s.n * width
-    spare = (s.kw - 1) * s.dilations[1]
-    return WindowLayout(width, staged, k, spare, -(-(staged * s.n * width + spare) // k) * k)
+    spare = width - s.ow
+    return WindowLayout(width, staged, blocks, taps, k, spare, -(-(len(blocks) * size + spare) // k) * k)
 
 
 def window_fits(s: ConvShape) -> bool:
-    """Whether the taps-in-place mapping writes this backward-filter: stride 1 (a tap's run of k
-    is then contiguous in the staged rows)."""
-    return tuple(s.strides) == (1, 1)
+    """Whether the taps-in-place mapping writes this backward-filter: every tap's run of k is
+    contiguous in its phase's staged rows, whatever the strides (a column stride reads x's
+    columns strided from DRAM: a burst per float where bursts are timed, so the cost model
+    weighs it)."""
+    return True
 
 
 def window_filter_bytes(s: ConvShape, t: FilterTiles) -> dict[str, int]:
@@ -930,10 +949,10 @@ def window_filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> 
     oc_tiles, c_tiles, steps = -(-s.o // t.outputs), -(-s.c // t.channels), s.oh // t.rows
     rounds = -(-c_tiles // lowering.cores)
     compute = oc_tiles * rounds * steps * taps * window_matmul_cycles(lowering, t.channels, t.outputs, layout)
-    x_bytes = F32 * s.c * s.n * layout.rows * layout.width * steps * oc_tiles
+    x_bytes = F32 * s.c * s.n * layout.rows * layout.width * len(layout.blocks) * steps * oc_tiles
     dy_bytes = F32 * s.n * s.o * s.oh * s.ow * rounds
     dram = (x_bytes + dy_bytes) / (target.dram_bytes_per_cycle * target.dram.sustained_fraction)
-    boxes = oc_tiles * steps * (c_tiles * t.channels + rounds * t.rows)
+    boxes = oc_tiles * steps * (c_tiles * t.channels * len(layout.blocks) + rounds * t.rows)
     issue = boxes * (target.dma.latency_cycles + target.dram_latency_cycles) / min(target.dma.channels, lowering.cores)
     first = F32 * (layout.k * t.outputs + t.channels * layout.pitch) / target.dma.bandwidth_bytes_per_cycle
     return max(compute, dram, issue) + first
@@ -965,7 +984,8 @@ def window_filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
 
 
 def window_filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int) -> tile.NestOp:
-    """Stride-1 backward-filter with x's rows staged once per step and every tap read in place:
+    """Backward-filter with x's rows staged once per step and every tap read in place (stride 1;
+    with strides, the same per phase of x, `WindowLayout`):
     dW^T[(tap, c), o] = sum over (y, n, x') of raw[c][y + i dh][n][x' + j dw] dy'[y][n][x'][o],
     where raw holds the step's rows of x (and the kernel's reach) of every image, `width` =
     OW + (kw - 1) dw columns each (padding from the tensor's edges), and dy' the step's dy rows
@@ -994,11 +1014,14 @@ def window_filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slo
     """
     taps = filter_taps(s)
     layout = window_layout(s, t.rows)
+    (sh, sw) = s.strides
     block, args, inputs = nest_block([("X", op.input), ("DY", op.grad)], op.result)
     plane = s.oh * s.ow
-    views = {"Xv": tile.ViewOp(args["X"], 0, [s.n, s.c, s.h, s.w], [s.c * s.h * s.w, s.h * s.w, s.w, 1]),
-             "DYv": tile.ViewOp(args["DY"], 0, [s.oh, s.n, s.ow, s.o], [s.ow, s.o * plane, 1, plane]),
-             "Yv": tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)])}
+    views = {f"Xv{index}": tile.ViewOp(args["X"], pa * s.w + pb, [s.n, s.c, -(-(s.h - pa) // sh), -(-(s.w - pb) // sw)],
+                                       [s.c * s.h * s.w, s.h * s.w, sh * s.w, sw])
+             for index, (pa, pb, _, _) in enumerate(layout.blocks)}
+    views |= {"DYv": tile.ViewOp(args["DY"], 0, [s.oh, s.n, s.ow, s.o], [s.ow, s.o * plane, 1, plane]),
+              "Yv": tile.ViewOp(args["Y"], 0, [len(taps), s.c, s.o], [1, len(taps), s.c * len(taps)])}
     for name, view in views.items():
         view.result.name_hint = name
         block.add_op(view)
@@ -1015,24 +1038,25 @@ def window_filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slo
     c, tc = image_loop.block.args
     r, _ = row_loop.block.args
     body = row_loop.block
-    e = IndexExprs()
-    body.add_op(tile.LoadOp.make(views["Xv"].result, buffers["raw"], e,
-                                 [e(0), e(c), e(r) - s.pads[0], e(-s.pads[1])],
-                                 [e(s.n), e(tc), e(layout.rows), e(layout.width)], [e(0)],
-                                 [e(layout.pitch), e(s.n * layout.width), e(layout.width), e(1)], [1, 2, 0, 3]))
+    size = layout.rows * s.n * layout.width  # a block
+    for index, (_, _, row0, col0) in enumerate(layout.blocks):
+        e = IndexExprs()
+        body.add_op(tile.LoadOp.make(views[f"Xv{index}"].result, buffers["raw"], e,
+                                     [e(0), e(c), e(r) + row0, e(col0)],
+                                     [e(s.n), e(tc), e(layout.rows), e(layout.width)], [e(index * size)],
+                                     [e(layout.pitch), e(s.n * layout.width), e(layout.width), e(1)], [1, 2, 0, 3]))
     if layout.spare:
         e = IndexExprs()
         sizes = [e(tc), e(1), e(layout.spare), e(layout.pitch)]
-        properties = {"views": e.map([e(layout.rows * s.n * layout.width)]), "sizes": e.map(sizes),
+        properties = {"views": e.map([e(len(layout.blocks) * size)]), "sizes": e.map(sizes),
                       "value": FloatAttr(0.0, f64)}
         body.add_op(tile.FillOp.build(operands=[[buffers["raw"]], list(e.values)], properties=properties))
     body.add_op(slice_op(tile.LoadOp, views["DYv"].result, buffers["wt"], [r, 0, 0, oc],
                          [t.rows, s.n, layout.width, toc], [0, 1, 2, 3]))
-    for index, (i, j) in enumerate(taps):
+    for index, (_, offset) in enumerate(layout.taps):
         e = IndexExprs()
         at = e(index * t.channels * t.outputs)  # each tap's [tc][toc] block at a fixed pitch
-        body.add_op(tile.conv_op([buffers["raw"], buffers["wt"], buffers["out"]],
-                                 [e(i * s.dilations[0] * s.n * layout.width + j * s.dilations[1]), e(0), at], e,
+        body.add_op(tile.conv_op([buffers["raw"], buffers["wt"], buffers["out"]], [e(offset), e(0), at], e,
                                  [e(1), e(tc), e(layout.k), e(toc)], [1, 1], [1, layout.stride], [1, 1], e(r).position,
                                  False, None, []))
     e = IndexExprs()

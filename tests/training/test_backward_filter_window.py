@@ -12,11 +12,16 @@ from tests.training.test_backward_filter_gemm import conv_model
 pytest.importorskip("torch")
 
 CASES = [
-    # (input NCHW, weight OIHW, strides, pads [t, l, b, r], dilations)
-    ((2, 5, 8, 8), (6, 5, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
-    ((2, 3, 9, 7), (5, 3, 3, 2), (1, 1), (1, 0, 2, 1), (1, 1)),       # asymmetric pads, a 3x2 kernel
-    ((2, 4, 10, 10), (6, 4, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),     # dilation 2
-    ((3, 5, 4, 4), (7, 5, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),       # pointwise: no extra columns
+    # (input NCHW, weight OIHW, strides, pads [t, l, b, r], dilations), columns of a staged row
+    (((2, 5, 8, 8), (6, 5, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), 8 + 2),
+    (((2, 3, 9, 7), (5, 3, 3, 2), (1, 1), (1, 0, 2, 1), (1, 1)), 7 + 1),       # asymmetric pads, a 3x2 kernel
+    (((2, 4, 10, 10), (6, 4, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2)), 10 + 4),    # dilation 2
+    (((3, 5, 4, 4), (7, 5, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1)), 4),           # pointwise: no extra columns
+    # strided: one block per phase of x; a phase's taps reach columns x + b // sw (b = j dw - pl)
+    (((2, 3, 8, 8), (4, 3, 3, 3), (2, 2), (0, 0, 0, 0), (1, 1)), 3 + 1),       # 8 -> 3: row 7 never read
+    (((2, 6, 7, 7), (8, 6, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), 4),           # a stride-2 shortcut
+    (((2, 3, 9, 7), (5, 3, 3, 2), (2, 3), (1, 0, 2, 1), (1, 1)), 3),           # odd strides, asymmetric pads
+    (((2, 3, 11, 11), (4, 3, 7, 7), (4, 4), (3, 2, 1, 0), (1, 1)), 2 + 1),     # large kernel, stride 4
 ]
 
 
@@ -36,16 +41,17 @@ def window_only(monkeypatch):
 
 
 @pytest.mark.parametrize("target", ["fusion", "vector", "edge"])
-@pytest.mark.parametrize("case", CASES, ids=lambda v: f"x{v[0]}w{v[1]}p{v[3]}d{v[4]}")
-def test_window_filter_matches_torch(case, target, graph, tmp_path, window_only):
+@pytest.mark.parametrize("case, width", CASES, ids=lambda v: f"x{v[0]}w{v[1]}s{v[2]}p{v[3]}d{v[4]}"
+                         if isinstance(v, tuple) else str(v))
+def test_window_filter_matches_torch(case, width, target, graph, tmp_path, window_only):
     data = train(conv_model(graph, tmp_path, case), target, tmp_path / "r.json")
     assert window_only and set(window_only) == {"nn.conv2d_backward_filter"}
-    (n, c, h, w), (o, _, kh, kw) = case[0], case[1]
-    (dh, dw), (pt, pl, pb, pr) = case[4], case[3]
-    oh, ow = h + pt + pb - (kh - 1) * dh, w + pl + pr - (kw - 1) * dw
+    (n, c, h, _), (o, _, kh, kw), (sh, _) = case[0], case[1], case[2]
+    (dh, _), (pt, _, pb, _) = case[4], case[3]
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     row = next(r for r in data["layers"] if r["name"] == "conv_y_grad_weight")
-    # every tap's matmul runs over the staged rows' width: OW + (kw - 1) dw columns per dy row
-    assert row["macs"] == kh * kw * c * o * n * oh * (ow + (kw - 1) * dw)
+    # every tap's matmul runs over the staged rows' width (OW and the kernel's reach) per dy row
+    assert row["macs"] == kh * kw * c * o * n * oh * width
 
 
 def window_compilation(graph, tmp_path, case, target, until):
