@@ -49,14 +49,14 @@ import dataclasses
 
 import numpy as np
 from xdsl.dialects.builtin import IntegerAttr, StringAttr, i64
-from xdsl.ir import Operation, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 
 from nncc.compiler.codegen.context import Lowering, layer_name
 from nncc.compiler.codegen.conv import ConvTiles, choose_tiles
 from nncc.compiler.codegen.conv_nest import conv_nest, conv_tensors
 from nncc.compiler.codegen.epilogue import Epilogue
 from nncc.compiler.codegen.nest import lower_nest
-from nncc.compiler.codegen.nest_fit import divisor_at_most, fits, fitting
+from nncc.compiler.codegen.nest_fit import divisor_at_most, fitting
 from nncc.compiler.codegen.nest_builder import IndexExprs, slice_op
 from nncc.compiler.codegen.stream_nest import constant_weight, map_op
 from nncc.dialects import fused, nn, tile
@@ -147,13 +147,7 @@ def parts_of(block) -> Parts:
 def build(lowering: Lowering, op: Operation, s, t: ConvTiles, constants: dict[str, SSAValue]) -> tile.NestOp:
     pre = isinstance(op, fused.Conv2dPreOp)
     stats = len(op.results) == 3
-    probe = conv_nest(lowering, None, s, t, conv_tensors(op, s, "channels"), Epilogue(),
-                      lowering.tile_order == "scan", "channels", lowering.buffers)
-    inputs = list(probe.inputs)
-    block = probe.body.block
-    probe.body.detach_block(block)
-    probe.erase()
-    parts = parts_of(block)
+    inputs, block, parts = conv_block(lowering, s, t, conv_tensors(op, s, "channels"))
     outputs = [op.result.type]
     if pre:
         extra = [op.scale, op.shift] + ([constants["mask"]] if "mask" in constants else [])
@@ -303,8 +297,6 @@ def factors_nest(lowering: Lowering, op: fused.BatchNormFactorsOp, slots: int = 
         mean = sums / n; var = squares / n - mean^2; invstd = rsqrt(var + eps); scale = gamma invstd;
         shift = beta - mean scale; running_mean = m rm + (1 - m) mean; running_var = m rv + (1 - m) n / (n - 1) var
     """
-    from xdsl.ir import Block
-
     c = nn.shape_of(op.sums)[0]
     n, eps, m = op.count.value.data, float(op.epsilon.value.data), float(op.momentum.value.data)
     block = Block(arg_types=[v.type for v in op.operands] + [v.type for v in op.results])
@@ -405,7 +397,6 @@ def backward_sums_nest(lowering: Lowering, op: fused.BatchNormBackwardSumsOp, sl
     """fused.batch_norm_backward_sums: per channel tile, the gradient and input tiles of every
     image and pixel tile (g masked by ReLU's step), the sums of g and of g xhat accumulated
     (`tile.reduce sum ... reduce %n`), then c2 and c3 from them, stored."""
-    from xdsl.ir import Block
 
     from nncc.compiler.codegen.reduce_nest import reduce_op
 
@@ -607,13 +598,7 @@ def build_backward_data_pre(lowering: Lowering, op: fused.Conv2dBackwardDataPreO
                             mask: SSAValue | None) -> tile.NestOp:
     from nncc.compiler.codegen.training_nest import backward_tensors
 
-    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
-                      "channels", lowering.buffers)
-    inputs = list(probe.inputs)
-    block = probe.body.block
-    probe.body.detach_block(block)
-    probe.erase()
-    parts = parts_of(block)
+    inputs, block, parts = conv_block(lowering, s, t, backward_tensors(conv, s))
     args = []
     for value in (op.input, op.scale, op.shift, op.c2, op.c3) + ((mask,) if mask is not None else ()):
         args.append(block.insert_arg(value.type, len(inputs)))
@@ -641,13 +626,7 @@ def build_backward_sums(lowering: Lowering, op: fused.Conv2dBackwardDataSumsOp, 
     pixels = t.toh * t.tow * t.images
     ones = constant_weight(lowering, op, f"bn_stats.ones{pixels}", np.ones(pixels, np.float32))
     tensors = dataclasses.replace(backward_tensors(conv, s), residual=op.residual)
-    probe = conv_nest(lowering, None, s, t, tensors, Epilogue(), lowering.tile_order == "scan", "channels",
-                      lowering.buffers)
-    inputs = list(probe.inputs)
-    block = probe.body.block
-    probe.body.detach_block(block)
-    probe.erase()
-    parts = parts_of(block)
+    inputs, block, parts = conv_block(lowering, s, t, tensors)
     args = []
     for value in (op.input, op.scale, op.shift, op.mean, op.invstd, ones, constants["zeros"]) + \
             ((op.mask,) if op.mask is not None else ()):
@@ -914,16 +893,22 @@ def build_backward_filter_pre(lowering: Lowering, op: fused.Conv2dBackwardFilter
                               s, t: ConvTiles) -> tile.NestOp:
     from nncc.compiler.codegen.training_nest import backward_tensors
 
-    probe = conv_nest(lowering, None, s, t, backward_tensors(conv, s), Epilogue(), lowering.tile_order == "scan",
-                      "channels", lowering.buffers)
-    inputs = list(probe.inputs)
-    block = probe.body.block
-    probe.body.detach_block(block)
-    probe.erase()
-    parts = parts_of(block)
+    inputs, block, parts = conv_block(lowering, s, t, backward_tensors(conv, s))
     args = []
     for value in (op.scale, op.shift):
         args.append(block.insert_arg(value.type, len(inputs)))
         inputs.append(value)
     add_pre_processing(lowering, parts, s, t, args, op.pre.data, per_image=True)
     return tile.NestOp(layer_name(op), inputs, [op.result.type], Region(block), nest_attributes(op))
+
+
+def conv_block(lowering: Lowering, s, t: ConvTiles, tensors) -> tuple[list[SSAValue], Block, Parts]:
+    """The body of a plain conv nest over `tensors` with tiles `t`, detached for a fused op to add
+    its pre- or post-processing to: (the nest's inputs, its block, the block's parts)."""
+    probe = conv_nest(lowering, None, s, t, tensors, Epilogue(), lowering.tile_order == "scan", "channels",
+                      lowering.buffers)
+    inputs = list(probe.inputs)
+    block = probe.body.block
+    probe.body.detach_block(block)
+    probe.erase()
+    return inputs, block, parts_of(block)
