@@ -712,20 +712,30 @@ def filter_tiles(lowering: Lowering, s: ConvShape, staged: bool = False, parts: 
     """The tiling with the fewest estimated cycles (`filter_estimate`) whose buffers fit (double
     buffered); ties to fewer jobs. Output channels are whole vectors of lanes (or all of them).
     `parts` > 1: the tiles of one core's part, `s` (OH / parts dy rows)."""
-    key = ("filter tiles", s, staged, parts)
+    return searched_filter_tiles(
+        lowering, s, ("filter tiles", s, staged, parts), (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96),
+        lambda tc, toc, rows: FilterTiles(tc, toc, rows, parts),
+        lambda t: filter_tile_bytes(s, t, staged), lambda t: filter_estimate(lowering, s, t, staged, parts))
+
+
+def searched_filter_tiles(lowering: Lowering, s: ConvShape, key, channel_tiles, make, tile_bytes,
+                          estimate) -> FilterTiles:
+    """The backward-filter tiling `make(channels, outputs, rows)` with the fewest `estimate`d
+    cycles whose `tile_bytes` fit, ties to fewer jobs: rows divide OH, channels from
+    `channel_tiles` (and all of them), outputs whole vectors of lanes (or all). Cached by `key`."""
     if key in lowering.cost_cache:
         return lowering.cost_cache[key]
-    lanes = lowering.lanes
-    outputs = sorted({s.o} | set(range(lanes, s.o, lanes)))
+    outputs = sorted({s.o} | set(range(lowering.lanes, s.o, lowering.lanes)))
+    channels = sorted((set(channel_tiles) | {s.c}) & set(range(1, s.c + 1)))
     best = None
     for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
-        for channels in sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96, s.c} & set(range(1, s.c + 1))):
+        for tc in channels:
             for toc in outputs:
-                t = FilterTiles(channels, toc, rows, parts)
-                if not lowering.fits(filter_tile_bytes(s, t, staged)):
+                t = make(tc, toc, rows)
+                if not lowering.fits(tile_bytes(t)):
                     continue
-                jobs = -(-s.o // toc) * -(-s.c // channels) * (s.oh // rows)
-                rank = (filter_estimate(lowering, s, t, staged, parts), jobs)
+                jobs = -(-s.o // toc) * -(-s.c // tc) * (s.oh // rows)
+                rank = (estimate(t), jobs)
                 if best is None or rank < best[0]:
                     best = (rank, t)
     if best is None:
@@ -961,26 +971,9 @@ def window_filter_estimate(lowering: Lowering, s: ConvShape, t: FilterTiles) -> 
 def window_filter_tiles(lowering: Lowering, s: ConvShape) -> FilterTiles:
     """The taps-in-place tiling with the fewest estimated cycles (`window_filter_estimate`) whose
     buffers fit (double buffered); ties to fewer jobs."""
-    key = ("window filter tiles", s)
-    if key in lowering.cost_cache:
-        return lowering.cost_cache[key]
-    outputs = sorted({s.o} | set(range(lowering.lanes, s.o, lowering.lanes)))
-    channels = sorted({1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, s.c} & set(range(1, s.c + 1)))
-    best = None
-    for rows in [d for d in range(1, s.oh + 1) if s.oh % d == 0]:
-        for tc in channels:
-            for toc in outputs:
-                t = FilterTiles(tc, toc, rows)
-                if not lowering.fits(window_filter_bytes(s, t)):
-                    continue
-                jobs = -(-s.o // toc) * -(-s.c // tc) * (s.oh // rows)
-                rank = (window_filter_estimate(lowering, s, t), jobs)
-                if best is None or rank < best[0]:
-                    best = (rank, t)
-    if best is None:
-        raise NnccError(f"backward-filter {s}: not even one channel and one output-gradient row fit on chip")
-    lowering.cost_cache[key] = best[1]
-    return best[1]
+    return searched_filter_tiles(
+        lowering, s, ("window filter tiles", s), (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256),
+        FilterTiles, lambda t: window_filter_bytes(s, t), lambda t: window_filter_estimate(lowering, s, t))
 
 
 def window_filter_nest(lowering: Lowering, op, s: ConvShape, t: FilterTiles, slots: int) -> tile.NestOp:
